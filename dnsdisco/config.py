@@ -1,0 +1,326 @@
+"""One frozen configuration per command: flag > DNSDISCO_* env > TOML file > default.
+
+Every option is declared once in OPTIONS; the CLI, the environment and the config file
+all read that table, so a setting has one name, one parser and one help text.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping
+
+ENV_PREFIX = "DNSDISCO_"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the setting and its source."""
+
+
+# ---------------------------------------------------------------- value parsers
+
+def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """`HOST:PORT` or `[V6]:PORT` → (host, port); a bare host takes default_port."""
+    text = str(text).strip()
+    host, port_text = text, None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"{text!r}: missing ']' after an IPv6 address")
+        host, rest = text[1:end], text[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{text!r}: expected [ADDRESS]:PORT")
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif text.count(":") > 1:
+        raise ValueError(f"{text!r}: write an IPv6 address as [ADDRESS]:PORT")
+    if not host:
+        raise ValueError(f"{text!r}: missing host")
+    if port_text is None:
+        if default_port is None:
+            raise ValueError(f"{text!r}: expected HOST:PORT")
+        return host, default_port
+    return host, parse_port(port_text)
+
+
+def parse_port(text: Any) -> int:
+    try:
+        port = int(str(text).strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 0..65535")
+    return port
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, port = parse_hostport(text, default_port=53)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host not in ("localhost",):
+            raise ValueError(f"{text!r}: listen on an IP address (e.g. 127.0.0.1:5353 or [::1]:5353)") from None
+    return host, port
+
+
+def parse_etcd_url(text: str) -> str:
+    text = str(text).strip()
+    if "://" not in text:
+        text = "http://" + text
+    scheme, rest = text.split("://", 1)
+    if scheme not in ("http", "https"):
+        raise ValueError(f"{text!r}: etcd endpoints are http:// or https:// URLs")
+    parse_hostport(rest.rstrip("/"), default_port=2379)
+    return f"{scheme}://{rest.rstrip('/')}"
+
+
+def parse_int(low: int | None = None, high: int | None = None) -> Callable[[Any], int]:
+    def parse(text: Any) -> int:
+        if isinstance(text, bool):
+            raise ValueError(f"{text!r} is not a whole number")
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            raise ValueError(f"{text!r} is not a whole number") from None
+        if low is not None and value < low:
+            raise ValueError(f"{value} is below the minimum {low}")
+        if high is not None and value > high:
+            raise ValueError(f"{value} is above the maximum {high}")
+        return value
+    return parse
+
+
+def parse_float(low: float | None = None) -> Callable[[Any], float]:
+    def parse(text: Any) -> float:
+        try:
+            value = float(str(text).strip())
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+        if low is not None and value < low:
+            raise ValueError(f"{value} is below the minimum {low}")
+        return value
+    return parse
+
+
+def parse_bool(text: Any) -> bool:
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not true or false")
+
+
+def parse_str(text: Any) -> str:
+    return str(text)
+
+
+def parse_zone(text: str) -> str:
+    from .names import BadName, normalize
+    try:
+        zone = normalize(str(text))
+    except BadName as exc:
+        raise ValueError(str(exc)) from None
+    if not zone:
+        raise ValueError("the root zone cannot be served")
+    return zone
+
+
+def parse_prefix(text: str) -> str:
+    text = str(text).strip()
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r}: an etcd prefix starts with '/' (e.g. /skydns)")
+    return "/" + text.strip("/") if text.strip("/") else ""
+
+
+def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(str(text).strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an address or CIDR block") from None
+
+
+# ---------------------------------------------------------------- the option table
+
+@dataclass(frozen=True)
+class Option:
+    name: str                      # config key; flag --name-with-dashes; env DNSDISCO_NAME
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    commands: tuple[str, ...]
+    many: bool = False             # repeatable flag, comma list in env, array in TOML
+    metavar: str | None = None
+    secret: bool = False           # never printed or logged
+    flag: bool = True              # False: env/file only (e.g. passwords)
+    is_switch: bool = False        # --flag without a value
+
+    @property
+    def cli(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SERVE = ("serve",)
+REGISTER = ("register",)
+STATUS = ("status",)
+ETCD_USERS = ("serve", "register", "status")
+
+OPTIONS: list[Option] = [
+    # -- etcd connection, shared by every command
+    Option("etcd", parse_etcd_url, [], "etcd endpoint URL(s); several fail over. Default: an etcd on "
+           "127.0.0.1:2379, or (serve only) an embedded one started for you", ETCD_USERS, many=True, metavar="URL[,URL...]"),
+    Option("prefix", parse_prefix, "/skydns", "etcd key prefix of the records (CoreDNS/SkyDNS layout)", ETCD_USERS, metavar="PATH"),
+    Option("etcd_timeout", parse_float(0.1), 5.0, "seconds to wait for one etcd call", ETCD_USERS, metavar="SECONDS"),
+    # -- serve
+    Option("listen", parse_listen, [("127.0.0.1", 53)], "address to answer on, UDP and TCP (repeatable; "
+           "[::1]:5353 for IPv6)", SERVE, many=True, metavar="HOST:PORT"),
+    Option("zone", parse_zone, ["svc.local"], "zone to answer authoritatively (repeatable)", SERVE + STATUS, many=True, metavar="NAME"),
+    Option("zones_dir", parse_str, "", "directory of RFC 1035 zone files (NAME.zone) served beside etcd", SERVE, metavar="DIR"),
+    Option("ttl", parse_int(0, 2**31 - 1), 30, "TTL of records that set none", SERVE + STATUS, metavar="SECONDS"),
+    Option("neg_ttl", parse_int(0, 2**31 - 1), 5, "negative-answer TTL (SOA minimum), kept short so new services show up fast", SERVE, metavar="SECONDS"),
+    Option("state_dir", parse_str, "", "where the embedded etcd keeps its data (default ~/.local/state/dnsdisco)", SERVE, metavar="DIR"),
+    Option("embedded_etcd", parse_bool, True, "start a local etcd when none is given and none answers on 127.0.0.1:2379", SERVE, metavar="BOOL"),
+    Option("tcp_idle_timeout", parse_float(0.1), 10.0, "seconds an idle TCP connection is kept open", SERVE, metavar="SECONDS"),
+    Option("tcp_max_conns", parse_int(1), 1000, "open TCP connections at most", SERVE, metavar="N"),
+    Option("log_level", parse_str, "info", "debug, info, warning or error", ETCD_USERS, metavar="LEVEL"),
+]
+
+
+def options_for(command: str) -> list[Option]:
+    return [o for o in OPTIONS if command in o.commands]
+
+
+# ---------------------------------------------------------------- loading
+
+class Config(Mapping[str, Any]):
+    """A frozen set of settings with attribute access; `source(name)` says where each came from."""
+
+    def __init__(self, values: dict[str, Any], sources: dict[str, str]):
+        object.__setattr__(self, "_values", MappingProxyType(dict(values)))
+        object.__setattr__(self, "_sources", MappingProxyType(dict(sources)))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Config is frozen")
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def source(self, name: str) -> str:
+        return self._sources[name]
+
+    def replace(self, **changes: Any) -> "Config":
+        values = dict(self._values)
+        values.update(changes)
+        sources = dict(self._sources)
+        sources.update({k: "code" for k in changes})
+        return Config(values, sources)
+
+
+def _split_env_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _parse_value(opt: Option, raw: Any, where: str) -> Any:
+    try:
+        if opt.many:
+            if isinstance(raw, str):
+                items = _split_env_list(raw)
+            elif isinstance(raw, (list, tuple)):
+                items = []
+                for item in raw:
+                    items.extend(_split_env_list(item) if isinstance(item, str) else [item])
+            else:
+                items = [raw]
+            return [opt.parse(item) for item in items]
+        return opt.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def read_file(path: str) -> dict[str, Any]:
+    """Read a TOML config file; keys are option names (dashes or underscores)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except PermissionError:
+        raise ConfigError(f"--config {path}: permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
+    # allow a [serve] / [register] table as well as top-level keys
+    return data
+
+
+def load(command: str, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+         config_path: str | None = None) -> Config:
+    """Merge the four sources for `command`. `flags` holds only the flags the user gave."""
+    flags = dict(flags or {})
+    env = os.environ if env is None else env
+    opts = {o.name: o for o in options_for(command)}
+    file_values: dict[str, Any] = {}
+    if config_path is None:
+        config_path = env.get(ENV_PREFIX + "CONFIG") or None
+    if config_path:
+        raw = read_file(config_path)
+        section = raw.get(command, {}) if isinstance(raw.get(command), dict) else {}
+        merged = {k: v for k, v in raw.items() if not isinstance(v, dict)}
+        merged.update(section)
+        for key, value in merged.items():
+            name = key.replace("-", "_")
+            if name not in opts:
+                known = [n for n in OPTIONS if n.name == name]
+                if known:
+                    continue  # an option of another command in a shared file
+                raise ConfigError(f"--config {config_path}: unknown setting {key!r}")
+            file_values[name] = value
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, opt in opts.items():
+        if name in flags and flags[name] is not None:
+            values[name] = _parse_value(opt, flags[name], opt.cli)
+            sources[name] = "flag"
+        elif opt.env in env and env[opt.env] != "":
+            shown = "(hidden)" if opt.secret else repr(env[opt.env])
+            values[name] = _parse_value(opt, env[opt.env], f"{opt.env}={shown}")
+            sources[name] = "env"
+        elif name in file_values:
+            values[name] = _parse_value(opt, file_values[name], f"--config {config_path}: {name}")
+            sources[name] = "file"
+        else:
+            default = opt.default
+            values[name] = list(default) if isinstance(default, list) else default
+            sources[name] = "default"
+    return Config(values, sources)
+
+
+def describe(cfg: Config, names: Iterable[str] | None = None) -> str:
+    """One line of the effective settings for the log; secrets are never shown."""
+    secret = {o.name for o in OPTIONS if o.secret}
+    parts = []
+    for name in names or cfg:
+        value = "***" if name in secret and cfg[name] else cfg[name]
+        parts.append(f"{name}={value}")
+    return " ".join(parts)
