@@ -203,12 +203,14 @@ class Responder:
     """Turns a query packet into reply bytes from the current snapshot (or the forwarder)."""
 
     def __init__(self, snapshot: Snapshot, *, forwarder=None, acl=None, metrics=None,
-                 cache_size: int = 200_000):
+                 cache_size: int = 200_000, ready: bool = True):
         self.snapshot = snapshot
         self.forwarder = forwarder
         self.acl = acl
         self.metrics = metrics
         self.cache = ReplyCache(cache_size)
+        # False until the first full sync: SERVFAIL then, so no client caches a false NXDOMAIN
+        self.ready = ready
         self._zone_memo: dict[bytes, bool] = {}
         self._zone_suffixes = self._suffixes(snapshot)
 
@@ -230,6 +232,7 @@ class Responder:
             self._zone_suffixes = self._suffixes(snapshot)
         self.snapshot = snapshot
         self.cache.invalidate(touched)
+        self.ready = True
 
     # -- queries
 
@@ -263,7 +266,10 @@ class Responder:
             if self.metrics:
                 self.metrics.dropped("not-a-query")
             return None
-        if fq is SLOW:
+        if not self.ready:
+            reply = self._not_ready(data)
+            hit = False
+        elif fq is SLOW:
             reply = self._slow(data, transport, client, None)
             hit = False
         else:
@@ -297,6 +303,14 @@ class Responder:
             qtype_seen = fq[2] if isinstance(fq, tuple) else 0
             self.metrics.query(qtype_seen, reply[3] & 0xF, transport, time.perf_counter() - started, hit)
         return reply
+
+    def _not_ready(self, data: bytes) -> bytes | None:
+        """SERVFAIL before the first sync: clients retry instead of caching a false NXDOMAIN."""
+        try:
+            query = DNSRecord.parse(data)
+        except Exception:
+            return formerr_for(data)
+        return error_reply(query, RCODE.SERVFAIL, forwarding=self.forwarder is not None).pack()
 
     def _slow(self, data: bytes, transport: str, client, cache_slot) -> bytes | None:
         try:
