@@ -27,10 +27,50 @@ COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
         "  etcdctl put /skydns/local/svc/hello/a '{\"host\":\"10.0.0.7\",\"port\":8080}'\n"
         "  dig @127.0.0.1 -p 5353 hello.svc.local; dig @127.0.0.1 -p 5353 SRV hello.svc.local",
     ),
+    "register": (
+        "dnsdisco.register_cli", "run_register",
+        "keep a service instance registered in etcd while it runs (and is healthy)",
+        "Writes <prefix>/<reversed NAME>/<id> = {\"host\":..,\"port\":..} bound to a lease and keeps\n"
+        "the lease alive (about every TTL/3); re-grants and re-writes it when the lease is lost.\n"
+        "SIGTERM/SIGINT revoke the lease: the record disappears at once; after a crash it\n"
+        "disappears within TTL. With --check-http/--check-cmd the record exists only while the\n"
+        "check passes. With `-- CMD ARGS...` it runs CMD, registers while CMD runs, forwards\n"
+        "SIGTERM/SIGINT/SIGHUP to it and exits with its status.",
+        "examples:\n"
+        "  dnsdisco register hello.svc.local --address 10.0.0.7 --port 8080\n"
+        "  dnsdisco register hello.svc.local --port 8080 --check-http http://127.0.0.1:8080/health\n"
+        "  dnsdisco register hello.svc.local --port 8080 -- python3 -m http.server 8080\n"
+        "  dig @127.0.0.1 SRV hello.svc.local",
+    ),
 }
 
+
+def _register_arguments(parser: argparse.ArgumentParser) -> None:
+    """NAME, then optionally `-- CMD ARGS...`: everything after the first `--` is the command,
+    so the wrapped command's own options (`--port 9`) are never read as ours."""
+    parser.add_argument("name", metavar="NAME", help="service name, e.g. hello.svc.local")
+    parser.usage = "dnsdisco register NAME [options] [-- CMD ARGS...]"
+    parser.epilog = (parser.epilog or "") + (
+        "\n\nwrapper mode: everything after `--` is the command to run (CMD ARGS...)")
+    parse_known_args = parser.parse_known_args
+
+    def split_at_dashes(args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        wrapped: list[str] = []
+        if "--" in args:
+            cut = args.index("--")
+            args, wrapped = args[:cut], args[cut + 1:]
+        ns, extras = parse_known_args(args, namespace)
+        ns.wrapped = wrapped
+        return ns, extras
+
+    parser.parse_known_args = split_at_dashes
+
+
 # command -> function(parser) adding arguments that are not settings (positionals, `-- CMD`)
-EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "register": _register_arguments,
+}
 
 
 def _add_option(parser: argparse.ArgumentParser, opt: Option) -> None:

@@ -146,6 +146,15 @@ def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ValueError(f"{text!r} is not an address or CIDR block") from None
 
 
+def _register_parser(name: str) -> Callable[[Any], Any]:
+    """A parser from registrar.py, imported when used (keeps this module light)."""
+    def parse(text: Any) -> Any:
+        from . import registrar
+        return getattr(registrar, name)(str(text))
+    parse.__name__ = name
+    return parse
+
+
 # ---------------------------------------------------------------- the option table
 
 @dataclass(frozen=True)
@@ -193,6 +202,26 @@ OPTIONS: list[Option] = [
     Option("tcp_idle_timeout", parse_float(0.1), 10.0, "seconds an idle TCP connection is kept open", SERVE, metavar="SECONDS"),
     Option("tcp_max_conns", parse_int(1), 1000, "open TCP connections at most", SERVE, metavar="N"),
     Option("log_level", parse_str, "info", "debug, info, warning or error", ETCD_USERS, metavar="LEVEL"),
+    # -- register
+    Option("address", _register_parser("check_host"), "", "address (or host name) to register; default: this "
+           "host's primary non-loopback address", REGISTER, metavar="IP"),
+    Option("port", parse_port, None, "service port, published in the SRV record (0: address only, no SRV)",
+           REGISTER, metavar="N"),
+    Option("ttl", _register_parser("lease_ttl"), 10, "lease TTL: the record disappears this long after the "
+           "registrar dies; the lease is refreshed about every TTL/3 (minimum 2)", REGISTER, metavar="SECONDS"),
+    Option("id", _register_parser("check_id"), "", "instance id, the last key label (<id>.<NAME> in DNS); "
+           "default <hostname>-<port>", REGISTER, metavar="ID"),
+    Option("priority", parse_int(0, 65535), None, "SRV priority (lower is preferred; served default 10)",
+           REGISTER, metavar="N"),
+    Option("weight", parse_int(0, 65535), None, "SRV weight among equal priorities (served default 100)",
+           REGISTER, metavar="N"),
+    Option("text", parse_str, "", "TXT record text", REGISTER, metavar="TEXT"),
+    Option("check_http", _register_parser("check_url"), "", "health check: the record exists only while GET URL "
+           "answers 2xx/3xx", REGISTER, metavar="URL"),
+    Option("check_cmd", parse_str, "", "health check: the record exists only while this shell command exits 0",
+           REGISTER, metavar="CMD"),
+    Option("check_interval", parse_float(0.1), 5.0, "seconds between health checks (also each check's timeout)",
+           REGISTER, metavar="SECONDS"),
 ]
 
 

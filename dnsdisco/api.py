@@ -1,0 +1,256 @@
+"""The Python API: a service registers itself, a client finds instances by SRV.
+
+    with dnsdisco.Registration("hello.svc.local", port=8080):
+        serve()
+
+    dnsdisco.resolve_srv("hello.svc.local")  # [("10.0.0.7", 8080), ...]
+
+`Registration` uses the same settings and checks as `dnsdisco register` (settings not
+passed in code come from DNSDISCO_* in the environment, then defaults) and runs the
+keepalive in a plain background thread: no gevent needed. `resolve_srv` asks the resolver
+configured in /etc/resolv.conf with one UDP query (TCP if truncated); no etcd involved.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import struct
+from typing import Callable, Iterable, Sequence
+
+log = logging.getLogger("dnsdisco.register")
+
+RESOLV_CONF = "/etc/resolv.conf"
+
+
+# ---------------------------------------------------------------- registration
+
+class Registration:
+    """Keep this process registered as an instance of `name` while the block runs.
+
+    name: service name (hello.svc.local); port: the service port (published in SRV);
+    address: IP to publish (default: the host's primary non-loopback address);
+    ttl: lease TTL in seconds (≥ 2), the longest a crashed instance stays in DNS;
+    etcd: endpoint URL or list (default DNSDISCO_ETCD, else http://127.0.0.1:2379);
+    id: instance id, the last key label (default <hostname>-<port>);
+    priority, weight, text: SRV priority and weight, TXT text;
+    check: a callable returning bool (or (bool, detail)), called every check_interval
+    seconds in a thread; check_http / check_cmd: the CLI's checks. The record exists only
+    while every given check passes.
+    wait: seconds start() waits for the first write; if etcd is not reachable by then it
+    logs a warning and keeps trying in the background (`registered` tells).
+    """
+
+    def __init__(self, name: str, port: int, address: str | None = None, *, ttl: int = 10,
+                 etcd: str | Sequence[str] | None = None, id: str | None = None,
+                 priority: int | None = None, weight: int | None = None, text: str | None = None,
+                 prefix: str | None = None, check: Callable[[], object] | None = None,
+                 check_http: str | None = None, check_cmd: str | None = None,
+                 check_interval: float | None = None, etcd_timeout: float | None = None,
+                 wait: float = 5.0):
+        from . import config
+        from .register_cli import plan
+        flags = {"port": port, "address": address, "ttl": ttl, "id": id, "priority": priority,
+                 "weight": weight, "text": text, "prefix": prefix, "check_http": check_http,
+                 "check_cmd": check_cmd, "check_interval": check_interval, "etcd_timeout": etcd_timeout,
+                 "etcd": [etcd] if isinstance(etcd, str) else etcd}
+        cfg = config.load("register", {k: v for k, v in flags.items() if v is not None})
+        self.config = cfg
+        self._plan = plan(cfg, name)   # raises ValueError naming a bad argument
+        if check is not None:
+            from .registrar import AllChecks
+            own = _as_check(check)
+            self._plan["check"] = own if self._plan["check"] is None else AllChecks([self._plan["check"], own])
+        self.wait = wait
+        self._kv = None
+        self._registrar = None
+
+    @property
+    def key(self) -> str:
+        """The etcd key of this instance."""
+        return self._plan["key"]
+
+    @property
+    def id(self) -> str:
+        return self._plan["id"]
+
+    @property
+    def name(self) -> str:
+        """This instance's own DNS name, `<id>.<service>`."""
+        return f"{self._plan['id']}.{self._plan['name']}"
+
+    @property
+    def registered(self) -> bool:
+        """True while the record is known to be in etcd."""
+        return self._registrar is not None and self._registrar.registered.is_set()
+
+    def start(self) -> "Registration":
+        if self._registrar is not None:
+            return self
+        from .kv import KV
+        from .register_cli import kv_timeout
+        from .registrar import Registrar
+        self._kv = KV(self._plan["endpoints"], timeout=kv_timeout(self.config.etcd_timeout, self._plan["ttl"]))
+        self._registrar = Registrar(self._kv, self._plan["key"], self._plan["value"], self._plan["ttl"],
+                                    check=self._plan["check"], check_interval=self.config.check_interval)
+        self._registrar.start()
+        if self.wait and self._plan["check"] is None and not self._registrar.registered.wait(self.wait):
+            log.warning("%s not registered after %gs (etcd %s unreachable?); still trying",
+                        self.key, self.wait, ",".join(self._plan["endpoints"]))
+        return self
+
+    def stop(self) -> None:
+        """Revoke the lease (the record disappears at once) and stop the thread."""
+        registrar, kv = self._registrar, self._kv
+        self._registrar = self._kv = None
+        if registrar is not None:
+            registrar.stop(timeout=max(5.0, self.config.etcd_timeout * 2))
+        if kv is not None:
+            kv.close()
+
+    close = stop
+
+    def __enter__(self) -> "Registration":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _as_check(fn: Callable[[], object]) -> Callable[[], tuple[bool, str]]:
+    def check() -> tuple[bool, str]:
+        result = fn()
+        if isinstance(result, tuple):
+            return bool(result[0]), str(result[1])
+        return bool(result), f"{getattr(fn, '__name__', 'check')}() returned {result!r}"
+    return check
+
+
+# ---------------------------------------------------------------- SRV lookup
+
+class ResolveError(OSError):
+    """No configured nameserver gave a usable answer; the message says what each said."""
+
+
+def nameservers(path: str = RESOLV_CONF) -> list[tuple[str, int]]:
+    """The `nameserver` lines of resolv.conf; glibc's default 127.0.0.1 when there are none."""
+    found = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    found.append((parts[1], 53))
+    except OSError:
+        pass
+    return found or [("127.0.0.1", 53)]
+
+
+def order_srv(records: Iterable[tuple[int, int, object]], rng: random.Random | None = None) -> list:
+    """RFC 2782 order: ascending priority; within a priority a weighted random shuffle.
+
+    `records` are (priority, weight, item); returns the items.
+    """
+    rng = rng or random
+    by_priority: dict[int, list[tuple[int, object]]] = {}
+    for priority, weight, item in records:
+        by_priority.setdefault(priority, []).append((max(0, weight), item))
+    out = []
+    for priority in sorted(by_priority):
+        group = by_priority[priority]
+        # zero-weight entries first, so they have a small chance when others exist (RFC 2782)
+        group.sort(key=lambda pair: pair[0] != 0)
+        while group:
+            total = sum(w for w, _ in group)
+            pick = rng.uniform(0, total) if total else 0
+            running = 0
+            for i, (weight, item) in enumerate(group):
+                running += weight
+                if running >= pick:
+                    out.append(item)
+                    del group[i]
+                    break
+    return out
+
+
+def _parse_nameserver(ns) -> tuple[str, int]:
+    if isinstance(ns, (tuple, list)):
+        return str(ns[0]), int(ns[1])
+    from .config import parse_hostport
+    return parse_hostport(str(ns), default_port=53)
+
+
+def _exchange(packet: bytes, qid: int, server: tuple[str, int], timeout: float) -> bytes:
+    host, port = server
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.connect((host, port))
+        s.send(packet)
+        while True:  # ignore stray datagrams with another id
+            data = s.recv(65535)
+            if len(data) >= 12 and struct.unpack("!H", data[:2])[0] == qid and data[2] & 0x80:
+                break
+    if data[2] & 0x02:  # TC: the same question over TCP gets everything
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(struct.pack("!H", len(packet)) + packet)
+            data = _recv_tcp(s)
+    return data
+
+
+def _recv_tcp(s: socket.socket) -> bytes:
+    def exactly(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = s.recv(n - len(buf))
+            if not chunk:
+                raise OSError("the server closed the TCP connection")
+            buf += chunk
+        return buf
+    (length,) = struct.unpack("!H", exactly(2))
+    return exactly(length)
+
+
+def resolve_srv(name: str, *, nameserver: tuple[str, int] | str | None = None, timeout: float = 2.0,
+                rng: random.Random | None = None) -> list[tuple[str, int]]:
+    """Instances of `name` as [(host, port), ...] in RFC 2782 order.
+
+    host is the address from the answer's additional section when present, else the SRV
+    target name. No such name, or no SRV records: []. Raises ResolveError when no
+    nameserver answers (timeout, SERVFAIL, REFUSED).
+    """
+    from dnslib import QTYPE, RCODE, DNSRecord
+    servers = [_parse_nameserver(nameserver)] if nameserver is not None else nameservers()
+    qname = name.rstrip(".") + "."
+    errors = []
+    for server in servers:
+        query = DNSRecord.question(qname, "SRV")
+        packet = query.pack()
+        try:
+            data = _exchange(packet, query.header.id, server, timeout)
+            reply = DNSRecord.parse(data)
+        except Exception as exc:  # timeout, refused, unparsable reply
+            errors.append(f"{server[0]}:{server[1]}: {exc or type(exc).__name__}")
+            continue
+        rcode = reply.header.rcode
+        if rcode == RCODE.NXDOMAIN:
+            return []
+        if rcode != RCODE.NOERROR:
+            errors.append(f"{server[0]}:{server[1]}: {RCODE.get(rcode)}")
+            continue
+        addresses: dict[str, list[str]] = {}
+        for rr in list(reply.rr) + list(reply.ar):
+            if rr.rtype in (QTYPE.A, QTYPE.AAAA):
+                addresses.setdefault(str(rr.rname).lower(), []).append(str(rr.rdata))
+        srvs = []
+        for rr in reply.rr:
+            if rr.rtype != QTYPE.SRV:
+                continue
+            target = str(rr.rdata.target).lower()
+            if target == ".":  # RFC 2782: the service is decidedly not available
+                continue
+            found = addresses.get(target)
+            host = found[0] if found else target.rstrip(".")
+            srvs.append((rr.rdata.priority, rr.rdata.weight, (host, rr.rdata.port)))
+        return order_srv(srvs, rng)
+    raise ResolveError(f"SRV {name}: no nameserver answered: " + "; ".join(errors))

@@ -1,0 +1,173 @@
+"""`dnsdisco register`: turn the validated config into a running Registrar, and own the
+process side of it: signals, the wrapped command, the exit status.
+
+Signals go through a self-pipe (signal.set_wakeup_fd): the handlers only record, the main
+thread reacts, and the registrar thread is stopped from ordinary code, never from a handler.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+
+from .names import BadName, key_for, normalize
+
+DEFAULT_ETCD = "http://127.0.0.1:2379"
+log = logging.getLogger("dnsdisco.register")
+
+
+class UsageError(ValueError):
+    """A bad argument; the message names it."""
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"dnsdisco register: {message}", file=sys.stderr)
+    return code
+
+
+def _setup_logging(level: str) -> None:
+    numeric = logging.getLevelName(str(level).upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    logging.basicConfig(level=numeric, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def plan(cfg, name: str) -> dict:
+    """Everything the registration needs, validated; raises UsageError naming the bad input."""
+    from . import registrar
+    try:
+        service = normalize(name)
+    except BadName as exc:
+        raise UsageError(f"NAME: {exc}") from None
+    if not service or "." not in service:
+        raise UsageError(f"NAME {name!r}: give a full service name such as hello.svc.local")
+    if cfg.port is None:
+        raise UsageError("--port is required (the service's port; 0 to publish only the address)")
+    address = cfg.address or registrar.primary_address()
+    if not address:
+        raise UsageError("no non-loopback address found on this host; give --address IP")
+    instance = cfg.id or registrar.default_id(cfg.port)
+    checks = []
+    timeout = max(0.5, min(cfg.check_interval, 10.0))
+    if cfg.check_http:
+        checks.append(registrar.HttpCheck(cfg.check_http, timeout))
+    if cfg.check_cmd:
+        checks.append(registrar.CommandCheck(cfg.check_cmd, timeout))
+    check = None if not checks else checks[0] if len(checks) == 1 else registrar.AllChecks(checks)
+    return {
+        "name": service,
+        "id": instance,
+        "key": key_for(cfg.prefix, service) + "/" + instance,
+        "value": registrar.record_value(address, cfg.port, priority=cfg.priority, weight=cfg.weight,
+                                        text=cfg.text or None),
+        "ttl": cfg.ttl,
+        "check": check,
+        "endpoints": list(cfg.etcd) or [DEFAULT_ETCD],
+    }
+
+
+def kv_timeout(etcd_timeout: float, ttl: int) -> float:
+    """One etcd call may not outlast a third of the lease: a stuck call must not cost the lease."""
+    return max(0.5, min(float(etcd_timeout), ttl / 3.0))
+
+
+class _SignalPipe:
+    """Signals recorded by handlers and read by the main thread without races."""
+
+    def __init__(self, signals):
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+        self._previous_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self._previous = {}
+        for sig in signals:
+            self._previous[sig] = signal.signal(sig, lambda *_: None)  # the wakeup fd carries it
+
+    def wait(self, timeout: float | None) -> list[int]:
+        ready, _, _ = select.select([self.read_fd], [], [], timeout)
+        if not ready:
+            return []
+        try:
+            data = os.read(self.read_fd, 512)
+        except BlockingIOError:
+            return []
+        return list(data)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._previous_fd)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+def run_register(cfg, args) -> int:
+    _setup_logging(getattr(cfg, "log_level", "info"))
+    try:
+        spec = plan(cfg, args.name)
+    except UsageError as exc:
+        return _fail(str(exc))
+    wrapped = list(getattr(args, "wrapped", None) or [])
+
+    from .kv import KV
+    from .registrar import Registrar
+    try:
+        kv = KV(spec["endpoints"], timeout=kv_timeout(cfg.etcd_timeout, spec["ttl"]))
+    except ValueError as exc:
+        return _fail(f"--etcd: {exc}")
+    registrar = Registrar(kv, spec["key"], spec["value"], spec["ttl"], check=spec["check"],
+                          check_interval=cfg.check_interval)
+    log.info("registering %s as %s.%s at %s via %s", spec["key"], spec["id"], spec["name"],
+             spec["value"].decode(), ",".join(spec["endpoints"]))
+    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    signals = _SignalPipe(forwarded + ((signal.SIGCHLD,) if wrapped else ()))
+    try:
+        if wrapped:
+            return _run_wrapped(wrapped, registrar, signals)
+        return _run_alone(registrar, signals)
+    finally:
+        signals.close()
+        kv.close()
+
+
+def _run_alone(registrar, signals: _SignalPipe) -> int:
+    registrar.start()
+    while True:
+        for sig in signals.wait(None):
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                log.info("%s: deregistering", signal.Signals(sig).name)
+                registrar.stop(timeout=10.0)
+                return 0
+            if sig == signal.SIGHUP:
+                log.info("SIGHUP ignored (nothing to reload)")
+
+
+def _run_wrapped(command: list[str], registrar, signals: _SignalPipe) -> int:
+    try:
+        child = subprocess.Popen(command)
+    except OSError as exc:
+        print(f"dnsdisco register: cannot run {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 127 if isinstance(exc, FileNotFoundError) else 126
+    log.info("started %s (pid %d)", " ".join(command), child.pid)
+    registrar.start()
+    try:
+        while child.poll() is None:
+            for sig in signals.wait(1.0):
+                if sig == signal.SIGCHLD:
+                    continue
+                if sig in (signal.SIGTERM, signal.SIGINT):
+                    log.info("%s: deregistering and passing it on to pid %d", signal.Signals(sig).name, child.pid)
+                    registrar.stop(timeout=0)  # the loop revokes while the child shuts down
+                try:
+                    child.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+    finally:
+        registrar.stop(timeout=10.0)
+    code = child.returncode
+    log.info("%s exited with %s", command[0], code if code >= 0 else signal.Signals(-code).name)
+    return code if code >= 0 else 128 - code
