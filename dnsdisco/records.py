@@ -1,0 +1,132 @@
+"""The record model and the parsing of etcd values (CoreDNS `msg.Service` / SkyDNS format).
+
+A value is JSON with optional fields; anything we cannot serve correctly is rejected with a
+message that names the key, so one bad registration never hides the others.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+
+from .names import BadName, normalize
+
+MAX_TTL = 2**31 - 1
+
+
+class BadValue(ValueError):
+    """An etcd value that cannot be served; the message names the key and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    key: str
+    name: str            # the owner name the key maps to (the instance name)
+    host: str = ""       # address (normalised) or lower-case name without trailing dot
+    host_kind: str = ""  # "ipv4" | "ipv6" | "name" | ""
+    port: int = 0
+    priority: int = 10
+    weight: int = 100
+    text: str = ""
+    ttl: int | None = None
+    mail: bool = False
+    targetstrip: int = 0
+    group: str = ""
+
+    @property
+    def is_address(self) -> bool:
+        return self.host_kind in ("ipv4", "ipv6")
+
+
+def _int_field(key: str, data: dict, field: str, low: int, high: int, default):
+    if field not in data or data[field] is None:
+        return default
+    value = data[field]
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise BadValue(f"{key}: {field!r} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise BadValue(f"{key}: {field!r} {value} is outside {low}..{high}")
+    return value
+
+
+def _str_field(key: str, data: dict, field: str) -> str:
+    value = data.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadValue(f"{key}: {field!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def classify_host(key: str, host: str) -> tuple[str, str]:
+    """Return (normalised host, kind) or raise BadValue."""
+    host = host.strip()
+    if not host:
+        return "", ""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped), "ipv4"
+        return str(addr), "ipv4" if addr.version == 4 else "ipv6"
+    if all(c.isdigit() or c == "." for c in host):
+        raise BadValue(f"{key}: host {host!r} is not a valid IPv4 address")
+    if ":" in host:
+        raise BadValue(f"{key}: host {host!r} is not a valid IPv6 address")
+    try:
+        name = normalize(host)
+    except BadName as exc:
+        raise BadValue(f"{key}: host is not a valid name: {exc}") from None
+    if not name:
+        raise BadValue(f"{key}: host {host!r} is the root")
+    for label in name.split("."):
+        if not all(c.isalnum() or c in "-_*" for c in label):
+            raise BadValue(f"{key}: host {host!r} is neither an address nor a host name")
+    return name, "name"
+
+
+def parse(key: str, name: str, value: bytes | str) -> Record:
+    """Parse one etcd value stored at `key` (owner `name`)."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadValue(f"{key}: value is not UTF-8 text") from None
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise BadValue(f"{key}: value is not JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(data, dict):
+        raise BadValue(f"{key}: value must be a JSON object, got {type(data).__name__}")
+    host, kind = classify_host(key, _str_field(key, data, "host"))
+    text = _str_field(key, data, "text")
+    mail = data.get("mail", False)
+    if mail is None:
+        mail = False
+    if not isinstance(mail, bool):
+        raise BadValue(f"{key}: 'mail' must be true or false, got {mail!r}")
+    port = _int_field(key, data, "port", 0, 65535, 0)
+    record = Record(
+        key=key,
+        name=name,
+        host=host,
+        host_kind=kind,
+        port=port,
+        priority=_int_field(key, data, "priority", 0, 65535, 10),
+        weight=_int_field(key, data, "weight", 0, 65535, 100),
+        text=text,
+        ttl=_int_field(key, data, "ttl", 0, MAX_TTL, None),
+        mail=mail,
+        targetstrip=_int_field(key, data, "targetstrip", 0, 127, 0),
+        group=_str_field(key, data, "group"),
+    )
+    if not host and not text:
+        raise BadValue(f"{key}: value has neither 'host' nor 'text'; nothing to serve")
+    if len(text.encode("utf-8")) > 65000:
+        raise BadValue(f"{key}: 'text' is too long for a DNS reply")
+    return record

@@ -1,0 +1,267 @@
+"""The immutable record set the resolver reads, and how etcd changes make the next one.
+
+A snapshot is never modified: `apply()` returns a new one and the server swaps a single
+reference, so a query sees either the old set or the new one, never half of a change.
+Maps are layered (a shared base plus a small overlay of recent changes) so that applying
+a change costs time proportional to the change, not to the 100,000 records beside it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from .names import ancestors, is_subdomain, key_for, name_for, parent, reverse_name
+from .records import BadValue, Record, parse
+
+_MISSING = object()
+_DELETED = object()
+FOLD_AT = 1024  # overlay size at which it is folded into a fresh base
+
+
+class Layered:
+    """A read-only mapping: a base dict shared between snapshots plus a small overlay."""
+
+    __slots__ = ("_base", "_over", "_size")
+
+    def __init__(self, base: dict | None = None, over: dict | None = None, size: int | None = None):
+        self._base = base if base is not None else {}
+        self._over = over if over is not None else {}
+        self._size = len(self._base) if size is None else size
+
+    def get(self, key, default=None):
+        value = self._over.get(key, _MISSING)
+        if value is _MISSING:
+            return self._base.get(key, default)
+        return default if value is _DELETED else value
+
+    def __contains__(self, key) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def __len__(self) -> int:
+        return self._size
+
+    def items(self):
+        for key, value in self._over.items():
+            if value is not _DELETED:
+                yield key, value
+        over = self._over
+        for key, value in self._base.items():
+            if key not in over:
+                yield key, value
+
+    def with_changes(self, changes: dict) -> "Layered":
+        """A new mapping with `changes` applied (value None deletes)."""
+        size = self._size
+        over = dict(self._over)
+        for key, value in changes.items():
+            existed = key in self
+            if value is None:
+                if existed:
+                    size -= 1
+                    over[key] = _DELETED
+            else:
+                if not existed:
+                    size += 1
+                over[key] = value
+        if len(over) < FOLD_AT:
+            return Layered(self._base, over, size)
+        base = dict(self._base)
+        for key, value in over.items():
+            if value is _DELETED:
+                base.pop(key, None)
+            else:
+                base[key] = value
+        return Layered(base, {}, size)
+
+
+@dataclass(frozen=True)
+class ZoneConfig:
+    """One served zone: its SOA parameters and the static records of its zone file."""
+    name: str
+    ttl: int = 30            # TTL of records that set none
+    neg_ttl: int = 5         # SOA minimum: how long a "no such name" is cached
+    mname: str = ""          # primary nameserver in the SOA; default ns.dns.<zone>
+    rname: str = ""          # responsible mailbox; default hostmaster.<zone>
+    refresh: int = 7200
+    retry: int = 1800
+    expire: int = 86400
+    soa_ttl: int | None = None
+    static: dict = field(default_factory=dict)   # name -> tuple of dnslib RR (owner lower case)
+
+    @property
+    def soa_mname(self) -> str:
+        return self.mname or f"ns.dns.{self.name}"
+
+    @property
+    def soa_rname(self) -> str:
+        return self.rname or f"hostmaster.{self.name}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    prefix: str
+    zones: tuple[ZoneConfig, ...]
+    revision: int
+    records: Layered            # key -> Record
+    children: Layered           # name -> tuple of child names that hold a record
+    below: Layered              # name -> number of record keys strictly below it
+    ptrs: Layered               # reverse name -> tuple of names with that address
+    rejected: tuple = ()        # (key, message) of values skipped in the change that made this
+
+    # ------------------------------------------------------------ building
+
+    @classmethod
+    def empty(cls, prefix: str, zones: Sequence[ZoneConfig]) -> "Snapshot":
+        return cls(prefix.rstrip("/"), tuple(zones), 0, Layered(), Layered(), Layered(), Layered())
+
+    @classmethod
+    def build(cls, prefix: str, zones: Sequence[ZoneConfig], revision: int,
+              items: Iterable[tuple[str, bytes]]) -> "Snapshot":
+        """A snapshot of a full listing; bad values are skipped and listed in `rejected`."""
+        snap, _touched, _rejected = cls.empty(prefix, zones).apply(revision, list(items), full=True)
+        return snap
+
+    def with_zones(self, zones: Sequence[ZoneConfig]) -> "Snapshot":
+        """The same records served with new zone settings (SIGHUP reload)."""
+        return Snapshot(self.prefix, tuple(zones), self.revision, self.records, self.children,
+                        self.below, self.ptrs, ())
+
+    def apply(self, revision: int, changes: Sequence[tuple[str, bytes | None]], *, full: bool = False):
+        """Apply etcd events in order; returns (snapshot, touched names, rejected (key, message))."""
+        rec_changes: dict[str, Record | None] = {}
+        rejected: list[tuple[str, str]] = []
+        for key, value in changes:
+            if isinstance(key, bytes):
+                key = key.decode("utf-8", "replace")
+            if value is None:
+                rec_changes[key] = None
+                continue
+            name = name_for(self.prefix, key)
+            if name is None:
+                rejected.append((key, f"{key}: key does not map to a valid DNS name under {self.prefix or '/'}"))
+                rec_changes[key] = None
+                continue
+            try:
+                rec_changes[key] = parse(key, name, value)
+            except BadValue as exc:
+                rejected.append((key, str(exc)))
+                rec_changes[key] = None
+
+        child_edits: dict[str, dict[str, bool]] = {}   # parent -> {child name: present}
+        below_delta: dict[str, int] = {}
+        ptr_edits: dict[str, dict[str, bool]] = {}
+        touched: set[str] = set()
+        record_updates: dict[str, Record | None] = {}
+
+        for key, new in rec_changes.items():
+            old = self.records.get(key)
+            if old is None and new is None:
+                continue
+            if old == new:
+                continue
+            record_updates[key] = new
+            name = (new or old).name
+            touched.add(name)
+            touched.update(ancestors(name))
+            if (old is None) != (new is None):
+                present = new is not None
+                child_edits.setdefault(parent(name), {})[name] = present
+                step = 1 if present else -1
+                for anc in ancestors(name):
+                    below_delta[anc] = below_delta.get(anc, 0) + step
+            for rec, present in ((old, False), (new, True)):
+                if rec is not None and rec.is_address:
+                    rname = reverse_name(rec.host)
+                    ptr_edits.setdefault(rname, {})[rec.name] = present
+                    touched.add(rname)
+        # a record removed and re-added in one batch nets out: recompute from the final state
+        records = self.records.with_changes(record_updates) if record_updates else self.records
+
+        children_changes = {}
+        for par, edits in child_edits.items():
+            current = set(self.children.get(par, ()))
+            for child, _ in edits.items():
+                # the final presence comes from the records map, not the edit order
+                if records.get(key_for(self.prefix, child)) is not None:
+                    current.add(child)
+                else:
+                    current.discard(child)
+            children_changes[par] = tuple(sorted(current)) or None
+        below_changes = {}
+        for anc, delta in below_delta.items():
+            count = self.below.get(anc, 0) + delta
+            below_changes[anc] = count if count > 0 else None
+        ptr_changes = {}
+        for rname, edits in ptr_edits.items():
+            current = set(self.ptrs.get(rname, ()))
+            for owner in edits:
+                rec = records.get(key_for(self.prefix, owner))
+                if rec is not None and rec.is_address and reverse_name(rec.host) == rname:
+                    current.add(owner)
+                else:
+                    current.discard(owner)
+            ptr_changes[rname] = tuple(sorted(current)) or None
+
+        snap = Snapshot(
+            self.prefix, self.zones, max(revision, self.revision), records,
+            self.children.with_changes(children_changes) if children_changes else self.children,
+            self.below.with_changes(below_changes) if below_changes else self.below,
+            self.ptrs.with_changes(ptr_changes) if ptr_changes else self.ptrs,
+            tuple(rejected),
+        )
+        return snap, frozenset(touched), tuple(rejected)
+
+    # ------------------------------------------------------------ reading
+
+    @property
+    def record_count(self) -> int:
+        return len(self.records)
+
+    def zone_of(self, name: str) -> ZoneConfig | None:
+        best = None
+        for zone in self.zones:
+            if is_subdomain(name, zone.name) and (best is None or len(zone.name) > len(best.name)):
+                best = zone
+        return best
+
+    def record_at(self, name: str) -> Record | None:
+        return self.records.get(key_for(self.prefix, name))
+
+    def records_for(self, name: str) -> tuple[Record, ...]:
+        """The value at the name itself and its instances one label below (never deeper)."""
+        out = []
+        own = self.record_at(name)
+        if own is not None:
+            out.append(own)
+        for child in self.children.get(name, ()):
+            rec = self.record_at(child)
+            if rec is not None:
+                out.append(rec)
+        return tuple(out)
+
+    def static_for(self, name: str) -> tuple:
+        zone = self.zone_of(name)
+        if zone is None:
+            return ()
+        return zone.static.get(name, ())
+
+    def exists(self, name: str) -> bool:
+        """The name has records, static records, or descendants (an empty non-terminal)."""
+        if self.record_at(name) is not None or self.below.get(name, 0) > 0:
+            return True
+        zone = self.zone_of(name)
+        if zone is None:
+            return False
+        if name == zone.name or name in zone.static:
+            return True
+        suffix = "." + name
+        return any(owner.endswith(suffix) for owner in zone.static)
+
+    def ptr_names(self, rname: str) -> tuple[str, ...]:
+        """Names whose address reverses to `rname` (the automatic PTR records)."""
+        return self.ptrs.get(rname, ())
+
+    def all_records(self):
+        """Every record, for `dnsdisco status`; order by key."""
+        return sorted((rec for _key, rec in self.records.items()), key=lambda r: r.key)
+

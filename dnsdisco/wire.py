@@ -1,0 +1,356 @@
+"""The query path without I/O: a fast header/question parser, the packed-reply cache, and
+`Responder.handle(packet) -> reply bytes` that the socket loops call.
+
+On a cache hit no dnslib object is built: the cached reply was packed with the question
+in lower case, so the client's id, RD/CD bits and spelling of the name are written over it.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import struct
+import time
+from typing import Callable
+
+from dnslib import DNSLabel, DNSRecord, QTYPE, RCODE
+
+from .resolver import UDP_PAYLOAD, Answer, answer, edns_of, error_reply
+from .snapshot import Snapshot
+
+log = logging.getLogger("dnsdisco.wire")
+
+DROP = "drop"          # the packet is not a query we answer (a response, or no header)
+SLOW = None            # fast parse declined: use dnslib
+TCP_LIMIT = 65535
+MAX_ROTATIONS = 8      # distinct answer orders kept per cached reply
+T_OPT = 41
+_HEADER = struct.Struct("!HHHHHH")
+_TYPECLASS = struct.Struct("!HH")
+
+
+def parse_fast(data: bytes):
+    """(id, qname wire bytes, qtype, qclass, edns?, udp size, DO) for a plain query, DROP, or SLOW."""
+    if len(data) < 12:
+        return DROP
+    qid, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
+    if flags & 0x8000:
+        return DROP
+    if flags & 0x7800 or qd != 1 or an or ns or ar > 1:
+        return SLOW
+    pos = 12
+    end = len(data)
+    while True:
+        if pos >= end:
+            return SLOW
+        length = data[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length > 63:
+            return SLOW
+        pos += length + 1
+    if pos - 12 > 255 or pos + 4 > end:
+        return SLOW
+    qtype, qclass = _TYPECLASS.unpack_from(data, pos)
+    qname = bytes(data[12:pos])
+    pos += 4
+    if ar == 0:
+        return (qid, qname, qtype, qclass, False, 512, False) if pos == end else SLOW
+    # exactly one additional record: it must be a well-formed OPT at the root
+    if pos + 11 > end or data[pos] != 0:
+        return SLOW
+    rtype, udp = _TYPECLASS.unpack_from(data, pos + 1)
+    version, dflags = data[pos + 6], data[pos + 7]
+    rdlen = (data[pos + 9] << 8) | data[pos + 10]
+    if rtype != T_OPT or version != 0 or pos + 11 + rdlen != end:
+        return SLOW
+    return qid, qname, qtype, qclass, True, udp, bool(dflags & 0x80)
+
+
+def udp_limit(edns: bool, udp_size: int) -> int:
+    """The largest UDP reply a client may be sent (RFC 6891, 512 without EDNS)."""
+    if not edns:
+        return 512
+    return min(max(udp_size, 512), UDP_PAYLOAD)
+
+
+def formerr_for(data: bytes) -> bytes | None:
+    """FORMERR echoing the header of a query dnslib could not parse; None for a response."""
+    if len(data) < 12:
+        return None
+    qid, flags = struct.unpack_from("!HH", data)
+    if flags & 0x8000:
+        return None
+    flags = 0x8000 | (flags & 0x7900) | RCODE.FORMERR   # QR, opcode and RD kept
+    return struct.pack("!HHHHHH", qid, flags, 0, 0, 0, 0)
+
+
+# ---------------------------------------------------------------- packing
+
+def _rrsets(rrs):
+    """Split a section into runs of (owner, type) — the unit that is kept or cut whole."""
+    runs, current, ident = [], [], None
+    for rr in rrs:
+        key = (str(rr.rname).lower(), rr.rtype)
+        if current and key != ident:
+            runs.append(current)
+            current = []
+        current.append(rr)
+        ident = key
+    if current:
+        runs.append(current)
+    return runs
+
+
+def pack_reply(reply: DNSRecord, limit: int) -> bytes:
+    """Pack within `limit` octets: drop additional data first (no TC, RFC 2181 9), then whole
+    RRsets from the end of the answer and authority, setting TC."""
+    data = reply.pack()
+    if len(data) <= limit:
+        return data
+    opt = [rr for rr in reply.ar if rr.rtype == T_OPT]
+    if len(opt) != len(reply.ar):
+        reply.ar = opt
+        data = reply.pack()
+        if len(data) <= limit:
+            return data
+    reply.header.tc = 1
+    reply.auth = []
+    runs = _rrsets(reply.rr)
+    while runs:
+        reply.rr = [rr for run in runs for rr in run]
+        data = reply.pack()
+        if len(data) <= limit:
+            return data
+        runs.pop()
+    reply.rr = []
+    return reply.pack()
+
+
+def rotations(reply: DNSRecord) -> list[DNSRecord]:
+    """The reply once per answer order: every multi-record RRset turned by one each time."""
+    runs = _rrsets(reply.rr)
+    count = max((len(r) for r in runs), default=1)
+    count = min(count, MAX_ROTATIONS)
+    if count <= 1:
+        return [reply]
+    out = []
+    for turn in range(count):
+        variant = DNSRecord(copy.copy(reply.header), questions=list(reply.questions),
+                            rr=[rr for run in runs for rr in (run[turn % len(run):] + run[:turn % len(run)])],
+                            auth=list(reply.auth), ar=list(reply.ar))
+        out.append(variant)
+    return out
+
+
+# ---------------------------------------------------------------- the cache
+
+class ReplyCache:
+    """Packed replies keyed on (lower qname, qtype, qclass, EDNS?, DO, size limit).
+
+    An etcd change drops the entries of the names it touched; entries that depend on the
+    whole snapshot (SOA serial in negative answers and at the apex) go on every swap.
+    """
+
+    def __init__(self, max_entries: int = 200_000):
+        self.max_entries = max_entries
+        self.entries: dict[tuple, list] = {}      # key -> [variants, turn]
+        self.by_name: dict[str, set] = {}
+        self.volatile: set[tuple] = set()
+        self.generation = 0
+
+    def get(self, key):
+        return self.entries.get(key)
+
+    def put(self, key, variants: list[bytes], depends) -> None:
+        if len(self.entries) >= self.max_entries:
+            self.clear()
+        self.entries[key] = [variants, 0]
+        if depends is None:
+            self.volatile.add(key)
+        else:
+            for name in depends:
+                self.by_name.setdefault(name, set()).add(key)
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.by_name.clear()
+        self.volatile.clear()
+
+    def invalidate(self, touched) -> None:
+        """Drop what a snapshot change may have altered; `touched` None means everything."""
+        self.generation += 1
+        if touched is None:
+            self.clear()
+            return
+        entries = self.entries
+        for key in self.volatile:
+            entries.pop(key, None)
+        self.volatile = set()
+        for name in touched:
+            keys = self.by_name.pop(name, None)
+            if keys:
+                for key in keys:
+                    entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+# ---------------------------------------------------------------- the responder
+
+class Responder:
+    """Turns a query packet into reply bytes from the current snapshot (or the forwarder)."""
+
+    def __init__(self, snapshot: Snapshot, *, forwarder=None, acl=None, metrics=None,
+                 cache_size: int = 200_000, ready: bool = True):
+        self.snapshot = snapshot
+        self.forwarder = forwarder
+        self.acl = acl
+        self.metrics = metrics
+        self.cache = ReplyCache(cache_size)
+        # False until the first full sync: SERVFAIL then, so no client caches a false NXDOMAIN
+        self.ready = ready
+        self._zone_memo: dict[bytes, bool] = {}
+        self._zone_suffixes = self._suffixes(snapshot)
+
+    @staticmethod
+    def _suffixes(snap: Snapshot) -> tuple[bytes, ...]:
+        out = []
+        for zone in snap.zones:
+            wire = b"".join(bytes([len(p)]) + p.encode() for p in zone.name.split(".")) + b"\0"
+            out.append(wire)
+        return tuple(out)
+
+    # -- the snapshot
+
+    def on_swap(self, snapshot: Snapshot, touched=None) -> None:
+        """Serve `snapshot` from now on and drop the cached replies it may change."""
+        if snapshot.zones != self.snapshot.zones:
+            touched = None
+            self._zone_memo.clear()
+            self._zone_suffixes = self._suffixes(snapshot)
+        self.snapshot = snapshot
+        self.cache.invalidate(touched)
+        self.ready = True
+
+    # -- queries
+
+    def _in_zone(self, lname: bytes) -> bool:
+        hit = self._zone_memo.get(lname)
+        if hit is None:
+            hit = False
+            for suffix in self._zone_suffixes:
+                if lname.endswith(suffix):
+                    cut = len(lname) - len(suffix)
+                    # the suffix must start on a label boundary
+                    pos = 0
+                    while pos < cut:
+                        pos += lname[pos] + 1
+                    if pos == cut:
+                        hit = True
+                        break
+            if len(self._zone_memo) > 100_000:
+                self._zone_memo.clear()
+            self._zone_memo[lname] = hit
+        return hit
+
+    def _may_forward(self, client) -> bool:
+        return self.forwarder is not None and (self.acl is None or self.acl.allows(client[0]))
+
+    def handle(self, data: bytes, transport: str, client) -> bytes | None:
+        """The reply to one DNS message, or None to send nothing."""
+        started = time.perf_counter()
+        fq = parse_fast(data)
+        if fq is DROP:
+            if self.metrics:
+                self.metrics.dropped("not-a-query")
+            return None
+        if not self.ready:
+            reply = self._not_ready(data)
+            hit = False
+        elif fq is SLOW:
+            reply = self._slow(data, transport, client, None)
+            hit = False
+        else:
+            qid, qname, qtype, qclass, edns, udp, do = fq
+            lname = qname.lower()
+            if self.forwarder is not None and not self._in_zone(lname) and self._may_forward(client):
+                reply = self.forwarder.forward(data, transport == "tcp")
+                if self.metrics:
+                    self.metrics.query(qtype, reply[3] & 0xF if reply else RCODE.SERVFAIL, transport,
+                                       time.perf_counter() - started, False)
+                return reply
+            limit = TCP_LIMIT if transport == "tcp" else udp_limit(edns, udp)
+            key = (lname, qtype, qclass, edns, do, limit)
+            entry = self.cache.entries.get(key)
+            if entry is not None:
+                variants = entry[0]
+                turn = entry[1]
+                entry[1] = turn + 1
+                out = bytearray(variants[turn % len(variants)])
+                out[0] = qid >> 8
+                out[1] = qid & 0xFF
+                out[2] = (out[2] & 0xFE) | (data[2] & 0x01)        # RD
+                out[3] = (out[3] & 0xEF) | (data[3] & 0x10)        # CD
+                out[12:12 + len(qname)] = qname
+                reply = bytes(out)
+                hit = True
+            else:
+                reply = self._slow(data, transport, client, (key, qname))
+                hit = False
+        if self.metrics and reply is not None and len(reply) >= 4:
+            qtype_seen = fq[2] if isinstance(fq, tuple) else 0
+            self.metrics.query(qtype_seen, reply[3] & 0xF, transport, time.perf_counter() - started, hit)
+        return reply
+
+    def _not_ready(self, data: bytes) -> bytes | None:
+        """SERVFAIL before the first sync: clients retry instead of caching a false NXDOMAIN."""
+        try:
+            query = DNSRecord.parse(data)
+        except Exception:
+            return formerr_for(data)
+        return error_reply(query, RCODE.SERVFAIL, forwarding=self.forwarder is not None).pack()
+
+    def _slow(self, data: bytes, transport: str, client, cache_slot) -> bytes | None:
+        try:
+            query = DNSRecord.parse(data)
+        except Exception:
+            if self.metrics:
+                self.metrics.dropped("malformed")
+            return formerr_for(data)
+        if query.header.qr:
+            return None
+        snap = self.snapshot
+        generation = self.cache.generation
+        if cache_slot is not None:
+            # answer the canonical (lower-case) question so the packed bytes suit every client
+            query.q.qname = DNSLabel([label.lower() for label in query.q.qname.label])
+        forwarding = self.forwarder is not None
+        try:
+            ans = answer(query, snap, forwarding=forwarding)
+        except Exception:
+            log.exception("internal error answering %r", data[:64])
+            if self.metrics:
+                self.metrics.handler_error()
+            return error_reply(query, RCODE.SERVFAIL, forwarding=forwarding).pack()
+        if not ans.in_zone and self._may_forward(client) and ans.reply.header.rcode == RCODE.REFUSED:
+            return self.forwarder.forward(data, transport == "tcp")
+        edns = edns_of(query)
+        if transport == "tcp":
+            limit = TCP_LIMIT
+        elif isinstance(edns, str):
+            limit = 512
+        else:
+            limit = udp_limit(edns.present, edns.udp_size)
+        variants = [pack_reply(r, limit) for r in rotations(ans.reply)]
+        if cache_slot is not None:
+            key, qname = cache_slot
+            if ans.cacheable and generation == self.cache.generation:
+                self.cache.put(key, variants, ans.depends)
+                entry = self.cache.entries[key]
+                entry[1] = 1
+            out = bytearray(variants[0])
+            out[12:12 + len(qname)] = qname
+            return bytes(out)
+        return variants[0]

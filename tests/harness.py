@@ -1,0 +1,145 @@
+"""Run a real `dnsdisco serve` process for end-to-end tests and query it like a client would.
+
+`ServeProcess` starts `python -m dnsdisco serve` from this checkout on free loopback ports,
+waits (bounded) until it answers the zone's SOA, and always stops it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rdatatype
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                    u.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
+
+
+def child_env(extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DNSDISCO_")}
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def dnsdisco_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dnsdisco", *args]
+
+
+def query(port: int, name: str, rdtype: str = "A", *, tcp: bool = False, host: str = "127.0.0.1",
+          payload: int | None = None, timeout: float = 2.0) -> dns.message.Message:
+    """One query with dnspython (an independent DNS library)."""
+    msg = dns.message.make_query(name, rdtype, use_edns=payload is not None,
+                                 payload=payload or 512)
+    if tcp:
+        return dns.query.tcp(msg, host, port=port, timeout=timeout)
+    return dns.query.udp(msg, host, port=port, timeout=timeout, ignore_trailing=False)
+
+
+def addresses(msg: dns.message.Message, rdtype: str = "A") -> list[str]:
+    want = dns.rdatatype.from_text(rdtype)
+    return sorted(rd.to_text() for rrset in msg.answer if rrset.rdtype == want for rd in rrset)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll `predicate` until it returns a truthy value; fail with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the server may not be up yet
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+class ServeProcess:
+    """A `dnsdisco serve` child on a free port; use as a context manager."""
+
+    def __init__(self, etcd: str | None, *extra: str, zone: str = "svc.local", env: dict | None = None,
+                 port: int | None = None, wait: bool = True):
+        self.port = port or free_port()
+        self.zone = zone
+        self.args = ["serve", "--listen", f"127.0.0.1:{self.port}"]
+        if etcd:
+            self.args += ["--etcd", etcd]
+        self.args += list(extra)
+        self.env = child_env(env)
+        self.wait = wait
+        self.log_file = tempfile.NamedTemporaryFile(prefix="dnsdisco-serve-", suffix=".log", delete=False)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ServeProcess":
+        self.proc = subprocess.Popen(dnsdisco_cmd(*self.args), env=self.env, stdout=self.log_file,
+                                     stderr=subprocess.STDOUT, cwd=str(ROOT))
+        if self.wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        def answered():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dnsdisco serve exited with {self.proc.returncode}:\n{self.log()}")
+            reply = query(self.port, self.zone, "SOA", timeout=0.5)
+            return reply.rcode() == 0
+        try:
+            wait_for(answered, timeout, 0.05, "dnsdisco serve to answer SOA")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- serve log ---\n{self.log()}") from None
+
+    def log(self) -> str:
+        self.log_file.flush()
+        return Path(self.log_file.name).read_text(errors="replace")
+
+    def query(self, name: str, rdtype: str = "A", **kw) -> dns.message.Message:
+        return query(self.port, name, rdtype, **kw)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def __enter__(self) -> "ServeProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        try:
+            os.unlink(self.log_file.name)
+        except OSError:
+            pass
