@@ -71,6 +71,7 @@ class Netns:
         self._hosts = hosts
         self._procs: list[subprocess.Popen] = []
         self._created = False
+        self._made_etc_parent = False
         self._closed = False
 
     # -- life cycle
@@ -88,6 +89,7 @@ class Netns:
 
     def _create(self) -> None:
         # /etc/netns/<name> first: `ip netns exec` binds its files when a command starts
+        self._made_etc_parent = not NETNS_ETC.exists()
         self.etc_dir.mkdir(parents=True, exist_ok=False)
         self.write_etc("resolv.conf", self._resolv_conf)
         if self._hosts is not None:
@@ -120,10 +122,11 @@ class Netns:
                     break
                 time.sleep(0.05)
         shutil.rmtree(self.etc_dir, ignore_errors=True)
-        try:
-            NETNS_ETC.rmdir()               # only when empty: other namespaces may use it
-        except OSError:
-            pass
+        if self._made_etc_parent:
+            try:
+                NETNS_ETC.rmdir()           # only when empty: other namespaces may use it
+            except OSError:
+                pass
 
     # -- files
 
