@@ -544,15 +544,11 @@ class Forwarder:
 
     def _resolve(self, query: bytes, qmsg: Message, key: CacheKey) -> tuple[bytes, int] | None:
         """(full reply bytes, its question end) or None when every upstream failed."""
-        outgoing = strip_hop_by_hop(query, qmsg) if qmsg.opt is not None else query
-        if qmsg.opt is not None and outgoing is not query:
-            qmsg_out = parse_message(outgoing, records=False)
-        else:
-            qmsg_out = qmsg
+        outgoing = strip_hop_by_hop(query, qmsg)     # same question, so qmsg still describes it
         fallback: tuple[bytes, int] | None = None
         for up in self._order():
             try:
-                reply, rmsg = self._ask(up, outgoing, qmsg_out)
+                reply, rmsg = self._ask(up, outgoing, qmsg)
             except UpstreamError as exc:
                 self._failed(up, str(exc))
                 continue
