@@ -145,6 +145,22 @@ def test_fails_over_to_the_second_upstream_and_then_asks_it_first(upstream, dead
     assert metrics.failures == [label(dead_addr)]
 
 
+def test_ipv6_upstream(tmp_path):
+    port = free_port("::1")
+    proc = subprocess.Popen(dnsmasq_command(port=port, listen="::1", workdir=tmp_path,
+                                            records=["example.test,192.0.2.10"]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_dns("::1", port, proc=proc)
+        fwd = Forwarder(parse_upstreams([f"[::1]:{port}"]), timeout=1)
+        reply = DNSRecord.parse(fwd.forward(query("example.test", qid=6)))
+        assert reply.header.id == 6 and [str(rr.rdata) for rr in reply.rr] == ["192.0.2.10"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+        proc.stderr.close()
+
+
 def test_fails_over_after_a_timeout(upstream, blackhole):
     metrics = Metrics()
     fwd = Forwarder([blackhole, upstream.addr], timeout=0.2, metrics=metrics)
