@@ -193,7 +193,25 @@ OPTIONS: list[Option] = [
     Option("tcp_idle_timeout", parse_float(0.1), 10.0, "seconds an idle TCP connection is kept open", SERVE, metavar="SECONDS"),
     Option("tcp_max_conns", parse_int(1), 1000, "open TCP connections at most", SERVE, metavar="N"),
     Option("log_level", parse_str, "info", "debug, info, warning or error", ETCD_USERS, metavar="LEVEL"),
+    # -- forwarding
+    Option("forward", lambda text: parse_upstream_item(text), [], "upstream resolver(s) for names outside our zones, "
+           "tried in order with fail-over: ADDRESS, ADDRESS:PORT, [IPv6]:PORT, or resolv.conf:PATH for the nameservers "
+           "of a file (repeatable). Default: no forwarding (REFUSED)", SERVE, many=True, metavar="UPSTREAM[,UPSTREAM...]"),
+    Option("allow", parse_cidr, [parse_cidr(c) for c in ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
+                                                          "192.168.0.0/16", "fc00::/7")],
+           "client networks that may use forwarding; others get REFUSED for outside names (repeatable)",
+           SERVE, many=True, metavar="CIDR"),
+    Option("forward_timeout", parse_float(0.05), 1.5, "seconds to wait for one upstream try before the next", SERVE, metavar="SECONDS"),
+    Option("forward_cache_size", parse_int(0), 10000, "forwarded answers kept in the cache at most (0 = no cache)", SERVE, metavar="N"),
 ]
+
+
+def parse_upstream_item(text: str) -> str:
+    """Check one --forward item now (reading a resolv.conf:PATH file); forward.parse_upstreams
+    turns the checked items into (address, port) pairs."""
+    from .forward import parse_upstream
+    parse_upstream(str(text))
+    return str(text).strip()
 
 
 def options_for(command: str) -> list[Option]:
