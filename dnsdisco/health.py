@@ -37,6 +37,12 @@ def readiness(ready: bool, connected: bool, last_contact: float | None, now: flo
     return True, f"ok: etcd unreachable for {away:.0f}s, within max-stale {max_stale:g}s"
 
 
+def _flag(value: Any) -> bool:
+    """A bool, or an Event (threading/gevent) whose truth is `is_set()`, not the object's."""
+    is_set = getattr(value, "is_set", None)
+    return bool(is_set()) if callable(is_set) else bool(value)
+
+
 class HttpEndpoints:
     """The running HTTP server; `address` is the bound (host, port), port 0 resolved."""
 
@@ -75,8 +81,8 @@ def make_app(metrics: Metrics | NullMetrics, state_fn: Callable[[], Any], max_st
         if path == "/readyz":
             try:
                 state = state_fn()
-                ok, reason = readiness(bool(getattr(state, "ready", False)),
-                                       bool(getattr(state, "connected", False)),
+                ok, reason = readiness(_flag(getattr(state, "ready", False)),
+                                       _flag(getattr(state, "connected", False)),
                                        getattr(state, "last_contact", None), clock(), max_stale)
             except Exception:  # a bug in the state source must not look like readiness
                 log.exception("cannot read the sync state for /readyz")
@@ -101,7 +107,7 @@ def start_http(address: tuple[str, int], metrics: Metrics | NullMetrics, state_f
                max_stale: float, log: logging.Logger | None = None) -> HttpEndpoints:
     """Bind `address` now (raising OSError with the address if it cannot) and serve in greenlets.
 
-    `state_fn()` returns an object with `ready` (bool), `connected` (bool) and
+    `state_fn()` returns an object with `ready` (bool or Event), `connected` (bool) and
     `last_contact` (time.monotonic() of the last answer from etcd, or None).
     """
     log = log or logging.getLogger("dnsdisco.http")

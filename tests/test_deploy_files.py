@@ -121,7 +121,7 @@ def check_argv(argv: list[str], where: str) -> None:
         with contextlib.redirect_stderr(err):
             args = cli.build_parser().parse_args(argv)
     except SystemExit:
-        pytest.fail(f"{where}: `dnsdisco {shlex.join(argv)}` is rejected: {err.getvalue().strip().splitlines()[-1:]}")
+        pytest.fail(f"{where}: `dnsdisco {shlex.join(argv)}` is rejected: {(err.getvalue().strip().splitlines() or [''])[-1]}")
     flags = {o.name: getattr(args, o.name, None) for o in config.options_for(command)}
     try:
         config.load(command, flags, env={})

@@ -216,6 +216,19 @@ def test_readyz_is_503_when_the_state_cannot_be_read():
         server.stop()
 
 
+def test_readyz_reads_an_event_by_is_set_not_by_truth():
+    import threading
+    import time
+    state = types.SimpleNamespace(ready=threading.Event(), connected=True, last_contact=time.monotonic())
+    server = start_http(("127.0.0.1", 0), NullMetrics(), lambda: state, max_stale=30)
+    try:
+        assert http_get(server.port, "/readyz")[0] == 503
+        state.ready.set()
+        assert http_get(server.port, "/readyz")[0] == 200
+    finally:
+        server.stop()
+
+
 def test_metrics_endpoint_shows_the_queries_fed(served):
     server, metrics, _ = served
     for _ in range(7):
@@ -242,3 +255,59 @@ def test_address_in_use_names_the_flag(served):
     server, _, _ = served
     with pytest.raises(OSError, match=r"--http 127\.0\.0\.1:\d+: cannot listen"):
         start_http(("127.0.0.1", server.port), NullMetrics(), lambda: None, max_stale=30)
+
+
+SERVE_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import sys, time, types, gevent
+from dnsdisco.health import start_http
+from dnsdisco.metrics import Metrics
+metrics = Metrics()
+for _ in range(11):
+    metrics.query(1, 0, "udp", 0.00002, True)
+state = types.SimpleNamespace(ready=False, connected=False, last_contact=None)
+server = start_http(("127.0.0.1", 0), metrics, lambda: state, max_stale=0.5)
+print(server.port, flush=True)
+gevent.sleep(0.5)
+state.ready, state.connected, state.last_contact = True, True, time.monotonic()
+gevent.sleep(1.0)
+state.connected = False          # etcd lost; max-stale 0.5 s passes
+gevent.sleep(20)
+"""
+
+
+def test_endpoints_in_a_monkey_patched_process():
+    """As `dnsdisco serve` runs them: gevent.monkey.patch_all() first, then start_http."""
+    import os
+    import subprocess
+    import sys
+    import time
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT], stdout=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=root), text=True)
+    try:
+        port = int(proc.stdout.readline())
+
+        def get(path):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                    return resp.status, resp.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+
+        def wait_for(path, status, deadline=10.0):
+            end = time.monotonic() + deadline
+            while True:
+                got = get(path)
+                if got[0] == status or time.monotonic() > end:
+                    return got
+                time.sleep(0.05)
+
+        assert get("/healthz") == (200, b"ok\n")
+        assert samples(get("/metrics")[1])[q("A", "NOERROR")] == 11
+        assert wait_for("/readyz", 200)[0] == 200
+        status, body = wait_for("/readyz", 503)
+        assert status == 503 and b"longer than max-stale 0.5s" in body
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
