@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 
 log = logging.getLogger("dnsdisco.serve")
 
@@ -32,7 +33,10 @@ def run_serve(cfg, args=None) -> int:
     from .wire import Responder
     from .zonefile import ZoneFileError, load_zones
 
-    logs.setup(cfg.log_level, cfg.log_format)
+    try:
+        logs.setup(cfg.log_level, cfg.log_format, secrets=logs.secret_values(cfg))
+    except ValueError as exc:
+        return _fail(str(exc), 2)
     try:
         zones = load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl)
     except ZoneFileError as exc:
@@ -42,22 +46,25 @@ def run_serve(cfg, args=None) -> int:
     forwarder = acl = None
     if cfg.forward:
         from .acl import Acl
-        from .forward import Forwarder, parse_upstreams
+        from .forward import Forwarder, parse_upstreams, self_loops
         try:
             upstreams = parse_upstreams(cfg.forward)
         except ValueError as exc:
             return _fail(f"--forward: {exc}", 2)
-        own = {(h, p) for h, p in cfg.listen}
-        looped = [u for u in upstreams if u in own]
+        looped = self_loops(upstreams, cfg.listen)
         if looped:
-            return _fail(f"--forward {looped[0][0]}:{looped[0][1]} is this server's own --listen address", 2)
+            return _fail(f"--forward {_show(looped[0])} is this server's own --listen address: "
+                         "forwarding to it would loop", 2)
         forwarder = Forwarder(upstreams, timeout=cfg.forward_timeout, cache_size=cfg.forward_cache_size,
                               metrics=metrics, log=logging.getLogger("dnsdisco.forward"))
         acl = Acl(cfg.allow)
 
     responder = Responder(Snapshot.empty(cfg.prefix, zones), forwarder=forwarder, acl=acl, metrics=metrics,
                           ready=False)
-    server = DNSServer(responder.handle, cfg.listen, tcp_idle_timeout=cfg.tcp_idle_timeout,
+    handler = responder.handle
+    if cfg.log_queries:
+        handler = _logging_handler(handler, logs.QueryLog())
+    server = DNSServer(handler, cfg.listen, tcp_idle_timeout=cfg.tcp_idle_timeout,
                        tcp_max_conns=cfg.tcp_max_conns, metrics=metrics,
                        log=logging.getLogger("dnsdisco.server"))
     try:
@@ -91,8 +98,14 @@ def run_serve(cfg, args=None) -> int:
     http = None
     if cfg.http:
         from .health import start_http
-        http = start_http(cfg.http, metrics, lambda: syncer.state, cfg.max_stale,
-                          logging.getLogger("dnsdisco.http"))
+        try:
+            http = start_http(cfg.http, metrics, lambda: syncer.state, cfg.max_stale,
+                              logging.getLogger("dnsdisco.http"))
+        except OSError as exc:
+            server.stop(0)
+            if embedded is not None:
+                embedded.stop()
+            return _fail(str(exc.strerror or exc), 1)
 
     stopping = Event()
 
@@ -130,3 +143,25 @@ def run_serve(cfg, args=None) -> int:
 def _show(addr) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _logging_handler(handle, query_log):
+    """`--log-queries`: one line per query, at the cost of decoding the question."""
+    from .wire import parse_fast
+
+    def logged(data, transport, client):
+        started = time.perf_counter()
+        reply = handle(data, transport, client)
+        fq = parse_fast(data)
+        if isinstance(fq, tuple) and reply is not None and len(reply) >= 4:
+            qname = ".".join(_labels(fq[1])) or "."
+            query_log(client, transport, qname, fq[2], reply[3] & 0xF, time.perf_counter() - started)
+        return reply
+    return logged
+
+
+def _labels(wire: bytes):
+    pos = 0
+    while pos < len(wire) and wire[pos]:
+        yield wire[pos + 1:pos + 1 + wire[pos]].decode("latin-1")
+        pos += wire[pos] + 1

@@ -146,6 +146,33 @@ def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ValueError(f"{text!r} is not an address or CIDR block") from None
 
 
+# -- production (http, logs): parsers for the rows of that block below
+
+def parse_http(text: Any) -> tuple[str, int] | None:
+    """`HOST:PORT` of the metrics/health endpoint; "off" (or empty) turns it off."""
+    text = str(text).strip()
+    if text.lower() in ("", "off", "none", "false", "no"):
+        return None
+    host, port = parse_hostport(text, default_port=9153)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ValueError(f"{text!r}: serve HTTP on an IP address (e.g. 127.0.0.1:9153)") from None
+    return host, port
+
+
+def parse_choice(*choices: str) -> Callable[[Any], str]:
+    def parse(text: Any) -> str:
+        value = str(text).strip().lower()
+        if value not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return value
+    return parse
+
+
+# -- register: parsers from registrar.py, imported when used (keeps this module light)
+
 def _register_parser(name: str) -> Callable[[Any], Any]:
     """A parser from registrar.py, imported when used (keeps this module light)."""
     def parse(text: Any) -> Any:
@@ -201,7 +228,26 @@ OPTIONS: list[Option] = [
     Option("embedded_etcd", parse_bool, True, "start a local etcd when none is given and none answers on 127.0.0.1:2379", SERVE, metavar="BOOL"),
     Option("tcp_idle_timeout", parse_float(0.1), 10.0, "seconds an idle TCP connection is kept open", SERVE, metavar="SECONDS"),
     Option("tcp_max_conns", parse_int(1), 1000, "open TCP connections at most", SERVE, metavar="N"),
-    Option("log_level", parse_str, "info", "debug, info, warning or error", ETCD_USERS, metavar="LEVEL"),
+    Option("log_level", parse_choice("debug", "info", "warning", "error"), "info", "debug, info, warning or error", ETCD_USERS, metavar="LEVEL"),
+    # -- forwarding
+    Option("forward", lambda text: parse_upstream_item(text), [], "upstream resolver(s) for names outside our zones, "
+           "tried in order with fail-over: ADDRESS, ADDRESS:PORT, [IPv6]:PORT, or resolv.conf:PATH for the nameservers "
+           "of a file (repeatable). Default: no forwarding (REFUSED)", SERVE, many=True, metavar="UPSTREAM[,UPSTREAM...]"),
+    Option("allow", parse_cidr, [parse_cidr(c) for c in ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
+                                                          "192.168.0.0/16", "fc00::/7")],
+           "client networks that may use forwarding; others get REFUSED for outside names (repeatable)",
+           SERVE, many=True, metavar="CIDR"),
+    Option("forward_timeout", parse_float(0.05), 1.5, "seconds to wait for one upstream try before the next", SERVE, metavar="SECONDS"),
+    Option("forward_cache_size", parse_int(0), 10000, "forwarded answers kept in the cache at most (0 = no cache)", SERVE, metavar="N"),
+    # -- production (http, logs)
+    Option("http", parse_http, None, "serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9153); "
+           "off by default", SERVE, metavar="HOST:PORT"),
+    Option("max_stale", parse_float(0.0), 30.0, "/readyz answers 503 once etcd has been unreachable this long "
+           "(DNS answers keep coming from the last snapshot)", SERVE, metavar="SECONDS"),
+    Option("log_format", parse_choice("plain", "json"), "plain", "log lines as plain text or one JSON object each",
+           ETCD_USERS, metavar="plain|json"),
+    Option("log_queries", parse_bool, False, "log one line per query (off: never a line per query)", SERVE,
+           is_switch=True),
     # -- register
     Option("address", _register_parser("check_host"), "", "address (or host name) to register; default: this "
            "host's primary non-loopback address", REGISTER, metavar="IP"),
@@ -223,6 +269,14 @@ OPTIONS: list[Option] = [
     Option("check_interval", parse_float(0.1), 5.0, "seconds between health checks (also each check's timeout)",
            REGISTER, metavar="SECONDS"),
 ]
+
+
+def parse_upstream_item(text: str) -> str:
+    """Check one --forward item now (reading a resolv.conf:PATH file); forward.parse_upstreams
+    turns the checked items into (address, port) pairs."""
+    from .forward import parse_upstream
+    parse_upstream(str(text))
+    return str(text).strip()
 
 
 def options_for(command: str) -> list[Option]:

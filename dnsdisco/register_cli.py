@@ -28,12 +28,9 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def _setup_logging(level: str) -> None:
-    numeric = logging.getLevelName(str(level).upper())
-    if not isinstance(numeric, int):
-        numeric = logging.INFO
-    logging.basicConfig(level=numeric, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(cfg) -> None:
+    from . import logs
+    logs.setup(cfg.log_level, getattr(cfg, "log_format", "plain"), secrets=logs.secret_values(cfg))
 
 
 def plan(cfg, name: str) -> dict:
@@ -106,7 +103,7 @@ class _SignalPipe:
 
 
 def run_register(cfg, args) -> int:
-    _setup_logging(getattr(cfg, "log_level", "info"))
+    _setup_logging(cfg)
     try:
         spec = plan(cfg, args.name)
     except UsageError as exc:

@@ -1,0 +1,397 @@
+"""Forwarding against a real upstream (dnsmasq on a free 127.0.0.1 port), and the ACL."""
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+import subprocess
+
+import gevent
+import pytest
+from dnslib import EDNS0, EDNSOption, QTYPE, RCODE, DNSRecord
+
+from dnsdisco.acl import Acl
+from dnsdisco.forward import (Forwarder, WireError, cache_key, parse_message, parse_upstreams,
+                              self_loops, strip_hop_by_hop)
+from tests.netns import dnsmasq_command, free_port, wait_dns
+
+BIG_TXT = [f"big.test,{chr(ord('a') + i) * 200}" for i in range(20)]        # ~4.3 KB answer
+MEDIUM_TXT = [f"medium.test,{chr(ord('a') + i) * 200}" for i in range(3)]   # ~700 B answer
+TTL = 60
+
+
+class Upstream:
+    """One dnsmasq process serving example.test and the auth zone `test`."""
+
+    def __init__(self, workdir):
+        self.port = free_port()
+        cmd = dnsmasq_command(port=self.port, workdir=workdir, ttl=TTL, auth_zone="test",
+                              records=["example.test,192.0.2.10,2001:db8::10"], txt=BIG_TXT + MEDIUM_TXT)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_dns("127.0.0.1", self.port, proc=self.proc)
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    up = Upstream(tmp_path_factory.mktemp("dnsmasq"))
+    yield up
+    up.stop()
+
+
+@pytest.fixture
+def own_upstream(tmp_path):
+    """A dnsmasq that the test may stop."""
+    up = Upstream(tmp_path)
+    yield up
+    up.stop()
+
+
+@pytest.fixture
+def dead_addr():
+    """A loopback port nobody listens on: UDP gets 'connection refused' at once."""
+    return ("127.0.0.1", free_port())
+
+
+@pytest.fixture
+def blackhole():
+    """A UDP socket that receives queries and never answers: the try times out."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    yield sock.getsockname()
+    sock.close()
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Metrics:
+    def __init__(self):
+        self.tries: list[tuple[str, bool]] = []
+        self.failures: list[str] = []
+
+    def forwarded(self, upstream: str, ok: bool) -> None:
+        self.tries.append((upstream, ok))
+
+    def upstream_failure(self, upstream: str) -> None:
+        self.failures.append(upstream)
+
+
+def query(name: str, qtype: str = "A", *, qid: int = 4321, edns: int | None = None, do: bool = False,
+          rd: bool = True, options=()) -> bytes:
+    q = DNSRecord.question(name, qtype)
+    q.header.id = qid
+    q.header.rd = int(rd)
+    if edns is not None:
+        q.add_ar(EDNS0(udp_len=edns, flags="do" if do else "", opts=list(options)))
+    return q.pack()
+
+
+def label(addr) -> str:
+    return f"{addr[0]}:{addr[1]}"
+
+
+# ---------------------------------------------------------------- forwarding
+
+def test_forwards_a_with_the_clients_id_and_question_case(upstream):
+    fwd = Forwarder([upstream.addr], timeout=1)
+    reply = DNSRecord.parse(fwd.forward(query("ExAmple.TEST", qid=4321)))
+    assert reply.header.id == 4321
+    assert reply.header.rcode == RCODE.NOERROR
+    assert str(reply.q.qname) == "ExAmple.TEST."
+    assert [str(rr.rdata) for rr in reply.rr] == ["192.0.2.10"]
+    assert reply.header.ra == 1 and reply.header.qr == 1
+
+
+def test_edns_and_do_are_passed_and_no_opt_without_edns(upstream):
+    fwd = Forwarder([upstream.addr], timeout=1)
+    with_edns = DNSRecord.parse(fwd.forward(query("example.test", "AAAA", edns=1232, do=True)))
+    assert [str(rr.rdata) for rr in with_edns.rr] == ["2001:db8::10"]
+    assert [rr.rtype for rr in with_edns.ar] == [QTYPE.OPT]
+    assert with_edns.ar[0].edns_do == 1
+    plain = DNSRecord.parse(fwd.forward(query("example.test", "AAAA")))
+    assert [str(rr.rdata) for rr in plain.rr] == ["2001:db8::10"]
+    assert plain.ar == []
+
+
+def test_fails_over_to_the_second_upstream_and_then_asks_it_first(upstream, dead_addr):
+    metrics = Metrics()
+    fwd = Forwarder([dead_addr, upstream.addr], timeout=1, metrics=metrics)
+    reply = DNSRecord.parse(fwd.forward(query("example.test", qid=7)))
+    assert reply.header.id == 7 and [str(rr.rdata) for rr in reply.rr] == ["192.0.2.10"]
+    assert metrics.failures == [label(dead_addr)]
+    assert metrics.tries == [(label(dead_addr), False), (label(upstream.addr), True)]
+    # the dead one is not tried first again (different name: no cache hit)
+    reply = DNSRecord.parse(fwd.forward(query("example.test", "AAAA")))
+    assert [str(rr.rdata) for rr in reply.rr] == ["2001:db8::10"]
+    assert metrics.failures == [label(dead_addr)]
+
+
+def test_ipv6_upstream(tmp_path):
+    port = free_port("::1")
+    proc = subprocess.Popen(dnsmasq_command(port=port, listen="::1", workdir=tmp_path,
+                                            records=["example.test,192.0.2.10"]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_dns("::1", port, proc=proc)
+        fwd = Forwarder(parse_upstreams([f"[::1]:{port}"]), timeout=1)
+        reply = DNSRecord.parse(fwd.forward(query("example.test", qid=6)))
+        assert reply.header.id == 6 and [str(rr.rdata) for rr in reply.rr] == ["192.0.2.10"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+        proc.stderr.close()
+
+
+def test_fails_over_after_a_timeout(upstream, blackhole):
+    metrics = Metrics()
+    fwd = Forwarder([blackhole, upstream.addr], timeout=0.2, metrics=metrics)
+    reply = DNSRecord.parse(fwd.forward(query("example.test")))
+    assert [str(rr.rdata) for rr in reply.rr] == ["192.0.2.10"]
+    assert metrics.failures == [label(blackhole)]
+
+
+def test_servfail_when_every_upstream_is_down(dead_addr, blackhole):
+    fwd = Forwarder([dead_addr, blackhole], timeout=0.2)
+    raw = fwd.forward(query("Example.Test", qid=99, edns=1232, do=True))
+    reply = DNSRecord.parse(raw)
+    assert reply.header.id == 99
+    assert reply.header.rcode == RCODE.SERVFAIL
+    assert reply.header.ra == 1 and reply.header.rd == 1 and reply.header.qr == 1
+    assert str(reply.q.qname) == "Example.Test." and reply.q.qtype == QTYPE.A
+    assert [rr.rtype for rr in reply.ar] == [QTYPE.OPT] and reply.ar[0].edns_do == 1
+    assert fwd.stats["servfail"] == 1
+    assert len(fwd.cache) == 0
+
+
+def test_upstream_refusal_is_not_passed_on_or_cached(upstream):
+    # dnsmasq without upstreams REFUSEs names outside its data
+    fwd = Forwarder([upstream.addr], timeout=1)
+    reply = DNSRecord.parse(fwd.forward(query("elsewhere.invalid")))
+    assert reply.header.rcode == RCODE.SERVFAIL
+    assert len(fwd.cache) == 0
+
+
+def test_truncated_udp_reply_is_retried_over_tcp(upstream):
+    fwd = Forwarder([upstream.addr], timeout=1, cache_size=0)
+    reply = DNSRecord.parse(fwd.forward(query("big.test", "TXT", qid=55), client_tcp=True))
+    assert reply.header.id == 55 and reply.header.tc == 0
+    assert len(reply.rr) == 20
+    assert fwd.stats["tcp_retries"] == 1
+
+
+def test_reply_larger_than_the_clients_udp_size_comes_back_truncated(upstream):
+    fwd = Forwarder([upstream.addr], timeout=1)
+    for q, kwargs in ((query("medium.test", "TXT", qid=1), {}),                   # 512 without EDNS
+                      (query("big.test", "TXT", qid=2, edns=1232), {})):          # above 1232
+        raw = fwd.forward(q, client_tcp=False, **kwargs)
+        reply = DNSRecord.parse(raw)
+        assert reply.header.tc == 1 and reply.rr == [] and reply.header.id == DNSRecord.parse(q).header.id
+        assert str(reply.q.qname) in ("medium.test.", "big.test.")
+    # the same query over TCP gets everything (here from the cache)
+    reply = DNSRecord.parse(fwd.forward(query("medium.test", "TXT"), client_tcp=True))
+    assert reply.header.tc == 0 and len(reply.rr) == 3
+    # and a client with room for it gets it over UDP
+    reply = DNSRecord.parse(fwd.forward(query("medium.test", "TXT", edns=4096)))
+    assert reply.header.tc == 0 and len(reply.rr) == 3
+
+
+def test_answers_from_cache_with_decremented_ttl_until_expiry(own_upstream):
+    clock = Clock()
+    fwd = Forwarder([own_upstream.addr], timeout=0.3, clock=clock)
+    first = DNSRecord.parse(fwd.forward(query("example.test", qid=1)))
+    assert first.rr[0].ttl == TTL
+    own_upstream.stop()
+    clock.now += 10
+    second = DNSRecord.parse(fwd.forward(query("EXAMPLE.test", qid=2)))
+    assert second.header.id == 2 and str(second.q.qname) == "EXAMPLE.test."
+    assert [str(rr.rdata) for rr in second.rr] == ["192.0.2.10"]
+    assert second.rr[0].ttl == TTL - 10
+    assert fwd.stats["cache_hits"] == 1
+    clock.now += TTL - 10
+    expired = DNSRecord.parse(fwd.forward(query("example.test", qid=3)))
+    assert expired.header.rcode == RCODE.SERVFAIL
+
+
+def test_negative_answers_are_cached_up_to_the_soa_minimum(own_upstream):
+    clock = Clock()
+    fwd = Forwarder([own_upstream.addr], timeout=0.3, clock=clock)
+    nx = DNSRecord.parse(fwd.forward(query("missing.test")))
+    nodata = DNSRecord.parse(fwd.forward(query("example.test", "MX")))
+    assert nx.header.rcode == RCODE.NXDOMAIN and nodata.header.rcode == RCODE.NOERROR and nodata.rr == []
+    own_upstream.stop()
+    clock.now += 5
+    nx = DNSRecord.parse(fwd.forward(query("missing.test")))
+    nodata = DNSRecord.parse(fwd.forward(query("example.test", "MX")))
+    assert nx.header.rcode == RCODE.NXDOMAIN
+    assert nodata.header.rcode == RCODE.NOERROR and nodata.rr == []
+    assert [rr.rtype for rr in nx.auth] == [QTYPE.SOA]
+    assert nx.auth[0].ttl <= TTL - 5
+    assert fwd.stats["cache_hits"] == 2
+    clock.now += TTL
+    assert DNSRecord.parse(fwd.forward(query("missing.test"))).header.rcode == RCODE.SERVFAIL
+
+
+def test_cache_key_keeps_do_rd_and_edns_apart(upstream):
+    fwd = Forwarder([upstream.addr], timeout=1)
+    fwd.forward(query("example.test", edns=1232, do=True))
+    assert fwd.stats["cache_misses"] == 1
+    fwd.forward(query("example.test", edns=1232))
+    fwd.forward(query("example.test"))
+    fwd.forward(query("example.test", rd=False))
+    assert fwd.stats["cache_misses"] == 4 and fwd.stats["cache_hits"] == 0
+    fwd.forward(query("EXAMPLE.TEST", edns=4096, do=True))   # the buffer size is not part of the key
+    assert fwd.stats["cache_hits"] == 1
+
+
+def test_cache_is_bounded_lru(upstream):
+    fwd = Forwarder([upstream.addr], timeout=1, cache_size=2)
+    for qtype in ("A", "AAAA", "TXT"):
+        name = "example.test" if qtype != "TXT" else "medium.test"
+        fwd.forward(query(name, qtype), client_tcp=True)
+    assert len(fwd.cache) == 2
+    fwd.forward(query("example.test", "A"))       # the oldest was dropped
+    assert fwd.stats["cache_hits"] == 0
+
+
+def test_identical_queries_in_flight_share_one_upstream_exchange(upstream, blackhole):
+    # the silent first upstream keeps the first exchange in flight while the others arrive
+    metrics = Metrics()
+    fwd = Forwarder([blackhole, upstream.addr], timeout=0.3, cache_size=0, metrics=metrics)
+    jobs = [gevent.spawn(fwd.forward, query("example.test", qid=i)) for i in range(20)]
+    gevent.joinall(jobs, timeout=5, raise_error=True)
+    replies = [DNSRecord.parse(job.value) for job in jobs]
+    assert [r.header.id for r in replies] == list(range(20))
+    assert all(str(r.rr[0].rdata) == "192.0.2.10" for r in replies)
+    assert fwd.stats["coalesced"] == 19
+    assert metrics.tries == [(label(blackhole), False), (label(upstream.addr), True)]
+
+
+def test_garbage_gets_formerr_or_is_refused_to_the_caller(upstream):
+    fwd = Forwarder([upstream.addr], timeout=1)
+    with pytest.raises(WireError):
+        fwd.forward(b"\x00\x01")
+    reply = DNSRecord.parse(fwd.forward(struct.pack(">HHHHHH", 77, 0x0100, 1, 0, 0, 0) + b"\x05abc"))
+    assert reply.header.id == 77 and reply.header.rcode == RCODE.FORMERR
+
+
+# ---------------------------------------------------------------- wire helpers (pure)
+
+def test_hop_by_hop_options_are_not_relayed():
+    cookie = EDNSOption(10, b"\x01" * 8)
+    kept = EDNSOption(65001, b"keep")
+    raw = query("example.test", edns=1232, options=[cookie, kept])
+    msg = parse_message(raw)
+    stripped = strip_hop_by_hop(raw, msg)
+    opt = DNSRecord.parse(stripped).ar[0]
+    assert [(o.code, o.data) for o in opt.rdata] == [(65001, b"keep")]
+    assert strip_hop_by_hop(query("example.test", edns=1232), parse_message(query("example.test", edns=1232))) \
+        == query("example.test", edns=1232)
+
+
+def test_reply_matching_rejects_wrong_id_or_question():
+    q = parse_message(query("example.test"))
+    good = DNSRecord.parse(query("EXAMPLE.test")).reply().pack()
+    good = struct.pack(">H", 1000) + good[2:]
+    assert Forwarder._matches(good, 1000, q)
+    assert not Forwarder._matches(good, 1001, q)
+    other = DNSRecord.parse(query("other.test")).reply().pack()
+    assert not Forwarder._matches(struct.pack(">H", 1000) + other[2:], 1000, q)
+    not_a_response = struct.pack(">H", 1000) + query("example.test")[2:]
+    assert not Forwarder._matches(not_a_response, 1000, q)
+
+
+def test_cache_key_lowercases_the_name():
+    assert cache_key(parse_message(query("ExAmPle.TEST"))) == cache_key(parse_message(query("example.test")))
+
+
+# ---------------------------------------------------------------- upstream lists
+
+@pytest.mark.parametrize("items, expected", [
+    (["1.2.3.4"], [("1.2.3.4", 53)]),
+    (["1.2.3.4:5353"], [("1.2.3.4", 5353)]),
+    (["[::1]:53"], [("::1", 53)]),
+    (["[2001:db8::1]"], [("2001:db8::1", 53)]),
+    (["::1"], [("::1", 53)]),
+    (["1.2.3.4, 5.6.7.8:54", "1.2.3.4"], [("1.2.3.4", 53), ("5.6.7.8", 54)]),
+])
+def test_parse_upstreams(items, expected):
+    assert parse_upstreams(items) == expected
+
+
+@pytest.mark.parametrize("item, message", [
+    ("dns.google", "'dns.google': an upstream is an IP address"),
+    ("1.2.3.4:99999", "outside 1..65535"),
+    ("1.2.3.4:x", "'x' is not a port number"),
+    ("[::1", "[ADDRESS]:PORT"),
+    ("resolv.conf:", "give a path"),
+    ("resolv.conf:/nonexistent/resolv.conf", "resolv.conf:/nonexistent/resolv.conf: no such file"),
+])
+def test_parse_upstreams_errors_name_the_input(item, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        parse_upstreams([item])
+
+
+def test_resolv_conf_nameservers(tmp_path):
+    path = tmp_path / "resolv.conf"
+    path.write_text("# generated\nsearch svc.local\nnameserver 10.0.0.2\nnameserver fd00::53 # v6\n"
+                    "options ndots:2\nnameserver 10.0.0.2\nnameserver bogus\n")
+    assert parse_upstreams([f"resolv.conf:{path}", "9.9.9.9"]) == [
+        ("10.0.0.2", 53), ("fd00::53", 53), ("9.9.9.9", 53)]
+    empty = tmp_path / "empty.conf"
+    empty.write_text("search svc.local\nnameserver example.com\n")
+    with pytest.raises(ValueError, match=f"resolv.conf:{empty}: no 'nameserver ADDRESS' lines"):
+        parse_upstreams([f"resolv.conf:{empty}"])
+    with pytest.raises(ValueError, match="is a directory"):
+        parse_upstreams([f"resolv.conf:{tmp_path}"])
+
+
+def test_self_loops():
+    listens = [("127.0.0.1", 53), ("0.0.0.0", 5353)]
+    assert self_loops([("127.0.0.1", 53), ("127.0.0.53", 53)], listens) == [("127.0.0.1", 53)]
+    assert self_loops([("127.0.0.2", 5353), ("10.0.0.1", 5353)], listens) == [("127.0.0.2", 5353)]
+    assert self_loops([("::1", 53)], listens) == []
+
+
+# ---------------------------------------------------------------- ACL
+
+@pytest.mark.parametrize("ip, allowed", [
+    ("127.0.0.1", True), ("127.9.9.9", True), ("::1", True),
+    ("10.1.2.3", True), ("172.16.0.1", True), ("172.31.255.255", True), ("172.32.0.1", False),
+    ("192.168.1.1", True), ("192.169.0.1", False), ("fd12::1", True), ("fc00::1", True),
+    ("8.8.8.8", False), ("2001:db8::1", False), ("fe80::1%eth0", False),
+    ("::ffff:10.0.0.1", True), ("::ffff:8.8.8.8", False), ("::ffff:127.0.0.1", True),
+    ("not-an-ip", False), ("", False),
+])
+def test_default_acl(ip, allowed):
+    acl = Acl()
+    assert acl.allows(ip) is allowed
+    assert acl.allows(ip) is allowed       # second answer comes from the per-address cache
+
+
+def test_custom_acl_and_errors():
+    acl = Acl(["203.0.113.0/24", ipaddress.ip_network("2001:db8::/32"), "198.51.100.7"])
+    assert acl.allows("203.0.113.9") and acl.allows("2001:db8::5") and acl.allows("198.51.100.7")
+    assert not acl.allows("127.0.0.1") and not acl.allows("198.51.100.8")
+    assert acl.allows("::ffff:203.0.113.200")
+    assert not Acl([]).allows("127.0.0.1")
+    with pytest.raises(ValueError, match="'10.0.0.0/33' is not an address or CIDR block"):
+        Acl(["10.0.0.0/33"])
