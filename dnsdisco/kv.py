@@ -386,6 +386,10 @@ class KV:
                 try:
                     md = self._metadata() if authenticate else None
                     result = fn(ep, min(per_try, remaining), md)
+                except ValueError:
+                    if self._closed:  # closed by another thread while we were calling
+                        raise EtcdError(f"{what}: the etcd client is closed") from None
+                    raise
                 except grpc.RpcError as exc:
                     code, details = exc.code(), _details(exc)
                     if code == grpc.StatusCode.UNAUTHENTICATED and self._user and not reauthenticated:

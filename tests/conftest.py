@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from dnsdisco.kv import KV
-from tests.etcdproc import EtcdProcess
+from etcdproc import EtcdProcess
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from dnsdisco.kv import KV, Compacted, EtcdAuthError, EtcdConfigError, EtcdUnavailable, WatchBatch
-from tests.etcdproc import EtcdProcess, endpoints, leader, start_cluster
+from etcdproc import EtcdProcess, endpoints, leader, start_cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
