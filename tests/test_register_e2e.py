@@ -233,6 +233,7 @@ CHILD = """
 import os, signal, sys, time
 flag = sys.argv[1]
 signal.signal(signal.SIGHUP, lambda *a: open(flag + '.hup', 'w').close())
+open(flag + '.ready', 'w').close()
 deadline = time.monotonic() + 30
 while not os.path.exists(flag) and time.monotonic() < deadline:
     time.sleep(0.05)
@@ -245,6 +246,7 @@ def test_wrapper_registers_while_the_child_runs_and_returns_its_status(etcd, ser
     flag = str(tmp_path / "stop")
     with Registrar(etcd, name, "--id", "w1", wrapped=[sys.executable, "-c", CHILD, flag, "3"]) as r:
         wait_for(lambda: present(serve, name), 10, what=f"registered while the child runs\n{r.output()}")
+        wait_for(lambda: os.path.exists(flag + ".ready"), 10, what="the child's SIGHUP handler")
         r.proc.send_signal(signal.SIGHUP)                       # forwarded, not fatal
         wait_for(lambda: os.path.exists(flag + ".hup"), 5, what="SIGHUP passed on to the child")
         assert present(serve, name)
