@@ -64,7 +64,8 @@ else
   ETCD=http://127.0.0.1:$CLIENT
   "$ETCD_BIN" --name demo --data-dir "$WORK/etcd" --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
     --listen-peer-urls "http://127.0.0.1:$PEER" --initial-advertise-peer-urls "http://127.0.0.1:$PEER" \
-    --initial-cluster "demo=http://127.0.0.1:$PEER" --log-level error --log-outputs "$WORK/etcd.log" &
+    --initial-cluster "demo=http://127.0.0.1:$PEER" --log-level error --log-outputs "$WORK/etcd.log" \
+    2>>"$WORK/etcd.log" &
   PIDS+=($!)
   wait_until 20 "etcd at $ETCD" "$PY" -c "import urllib.request as u; u.urlopen('$ETCD/health', timeout=1)" \
     || { tail -5 "$WORK/etcd.log"; exit 1; }
@@ -109,7 +110,7 @@ PIDS+=($GATEWAY_PID)
 sleep "$BEFORE"
 victim=${IDS[1]}
 say "kill -9 hello $victim pid ${HELLO_PID[$victim]} (ttl $TTL)"
-kill -9 "${HELLO_PID[$victim]}"
+{ kill -9 "${HELLO_PID[$victim]}"; wait "${HELLO_PID[$victim]}"; } 2>/dev/null || true
 sleep "$AFTER"
 kill "$GATEWAY_PID" 2>/dev/null || true
 say "done"

@@ -10,7 +10,7 @@ it after --retry-after seconds. One line per event, prefixed with the wall-clock
     1700000000.456 FAIL 127.0.0.1:8082 connection refused
     1700000000.456 DROP 127.0.0.1:8082 not answering
     1700000001.000 ADD 127.0.0.1:8083
-    1700000002.000 DROP 127.0.0.1:8082 gone from DNS
+    1700000002.000 GONE 127.0.0.1:8082 left DNS          (its lease expired)
 """
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ class Gateway:
         for inst in list(self.suspended):
             if inst not in listed:
                 del self.suspended[inst]
+                say("GONE", show(inst), "left DNS")
         for inst in found:
             if inst in self.rotation:
                 continue
