@@ -266,7 +266,8 @@ OPTIONS: list[Option] = [
            "answers 2xx/3xx", REGISTER, metavar="URL"),
     Option("check_cmd", parse_str, "", "health check: the record exists only while this shell command exits 0",
            REGISTER, metavar="CMD"),
-    Option("check_interval", parse_float(0.1), 5.0, "seconds between health checks; one check may take this long (0.5 to 10 s)",
+    Option("check_interval", parse_float(0.1), 5.0, "seconds between health checks; one check may take "
+           "this long (0.5 to 10 s)",
            REGISTER, metavar="SECONDS"),
 ]
 
