@@ -104,7 +104,7 @@ class Snapshot:
     revision: int
     records: Layered            # key -> Record
     children: Layered           # name -> tuple of child names that hold a record
-    below: Layered              # name -> number of record keys strictly below it
+    below: Layered              # name -> number of record keys and PTR names strictly below it
     ptrs: Layered               # reverse name -> tuple of names with that address
     rejected: tuple = ()        # (key, message) of values skipped in the change that made this
 
@@ -187,10 +187,6 @@ class Snapshot:
                 else:
                     current.discard(child)
             children_changes[par] = tuple(sorted(current)) or None
-        below_changes = {}
-        for anc, delta in below_delta.items():
-            count = self.below.get(anc, 0) + delta
-            below_changes[anc] = count if count > 0 else None
         ptr_changes = {}
         for rname, edits in ptr_edits.items():
             current = set(self.ptrs.get(rname, ()))
@@ -201,6 +197,16 @@ class Snapshot:
                 else:
                     current.discard(owner)
             ptr_changes[rname] = tuple(sorted(current)) or None
+            # a reverse name with PTRs exists, so its ancestors are empty non-terminals
+            if bool(current) != bool(self.ptrs.get(rname)):
+                step = 1 if current else -1
+                for anc in ancestors(rname):
+                    below_delta[anc] = below_delta.get(anc, 0) + step
+                    touched.add(anc)
+        below_changes = {}
+        for anc, delta in below_delta.items():
+            count = self.below.get(anc, 0) + delta
+            below_changes[anc] = count if count > 0 else None
 
         snap = Snapshot(
             self.prefix, self.zones, max(revision, self.revision), records,
@@ -247,7 +253,7 @@ class Snapshot:
 
     def exists(self, name: str) -> bool:
         """The name has records, static records, or descendants (an empty non-terminal)."""
-        if self.record_at(name) is not None or self.below.get(name, 0) > 0:
+        if self.record_at(name) is not None or self.below.get(name, 0) > 0 or self.ptrs.get(name):
             return True
         zone = self.zone_of(name)
         if zone is None:
