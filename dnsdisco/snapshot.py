@@ -133,19 +133,22 @@ class Snapshot:
         for key, value in changes:
             if isinstance(key, bytes):
                 key = key.decode("utf-8", "replace")
-            if value is None:
-                rec_changes[key] = None
-                continue
             name = name_for(self.prefix, key)
+            # records live under the canonical (lower-case) key that record_at() looks up,
+            # so an instance id in upper case (`.../hello/Web1`) is served, not half-indexed
+            slot = key if name is None else key_for(self.prefix, name)
+            if value is None:
+                rec_changes[slot] = None
+                continue
             if name is None:
                 rejected.append((key, f"{key}: key does not map to a valid DNS name under {self.prefix or '/'}"))
                 rec_changes[key] = None
                 continue
             try:
-                rec_changes[key] = parse(key, name, value)
+                rec_changes[slot] = parse(key, name, value)
             except BadValue as exc:
                 rejected.append((key, str(exc)))
-                rec_changes[key] = None
+                rec_changes[slot] = None
 
         child_edits: dict[str, dict[str, bool]] = {}   # parent -> {child name: present}
         below_delta: dict[str, int] = {}
