@@ -292,3 +292,97 @@ def test_rules(path, records, qname, qtype, rcode, ans, auth, add, zones):
         assert msg.edns == 0 and msg.payload == resolver.UDP_PAYLOAD
     else:
         assert msg.edns == -1
+
+
+# ----------------------------------------------------------------- rules outside the table
+
+def _answer(snap, q: dns.message.Message):
+    return resolver.answer(DNSRecord.parse(q.to_wire()), snap)
+
+
+@pytest.mark.parametrize("spelling", ["HELLO.SVC.LOCAL", "Hello.Svc.Local.", "hElLo.svc.LOCAL"])
+def test_letter_case_echoed_and_matched(spelling):
+    snap = make_snapshot(hello(1))
+    for msg in (via_resolver(snap, make_query(spelling).to_wire()), via_wire(snap, make_query(spelling).to_wire(), "udp")):
+        assert msg.question[0].name.to_text() == spelling.rstrip(".") + "."
+        assert msg.answer[0].name.to_text() == spelling.rstrip(".") + "."
+        assert [r.to_text() for r in msg.answer[0]] == ["10.0.0.1"]
+
+
+def test_bad_values_do_not_hide_others():
+    records = {**hello(2), "/skydns/local/svc/hello/bad1": b"{oops", "/skydns/local/svc/hello/bad2": {"host": "10.0.0.300"},
+               "/skydns/local/svc/hello/bad3": {"host": "10.0.0.3", "port": 70000},
+               "/skydns/local/svc/hello/x.y": {"host": "10.0.0.4"}}
+    snap = make_snapshot(records)
+    assert sorted(k for k, _ in snap.rejected) == sorted(k for k in records if "bad" in k or "x.y" in k)
+    for key, message in snap.rejected:
+        assert key in message
+    msg = via_wire(snap, make_query("hello.svc.local").to_wire())
+    assert lines(msg.answer) == ["hello.svc.local. 30 IN A 10.0.0.1", "hello.svc.local. 30 IN A 10.0.0.2"]
+
+
+def test_soa_serial_follows_revision():
+    for revision in (1, 99, 123456):
+        snap = make_snapshot(hello(1), revision=revision)
+        msg = via_resolver(snap, make_query("svc.local", "SOA").to_wire())
+        assert msg.answer[0][0].serial == revision
+        msg = via_resolver(snap, make_query("nope.svc.local").to_wire())
+        assert msg.authority[0][0].serial == revision and msg.authority[0][0].minimum == 5
+
+
+def test_long_cname_chain_ends():
+    records = {f"/skydns/local/svc/c{i}": {"host": f"c{i + 1}.svc.local"} for i in range(30)}
+    msg = via_resolver(make_snapshot(records), make_query("c0.svc.local").to_wire())
+    assert msg.rcode() == dns.rcode.NOERROR
+    assert 1 <= len(msg.answer) <= resolver.MAX_CHAIN + 1
+    assert all(rrset.rdtype == dns.rdatatype.CNAME for rrset in msg.answer)
+
+
+@pytest.mark.parametrize("mutate,rcode", [
+    (lambda q: q.set_opcode(dns.opcode.NOTIFY), dns.rcode.NOTIMP),
+    (lambda q: (q.set_opcode(dns.opcode.UPDATE), q.find_rrset(q.question, q.question[0].name, dns.rdataclass.IN,
+                                                              dns.rdatatype.SOA, create=True), q.question.pop(0)),
+     dns.rcode.NOTIMP),
+    (lambda q: q.question.clear(), dns.rcode.FORMERR),
+    (lambda q: q.use_edns(1), dns.rcode.BADVERS),
+])
+def test_error_rcodes_from_resolver(mutate, rcode):
+    q = make_query("hello.svc.local")
+    mutate(q)
+    ans = _answer(make_snapshot(hello(1)), q)
+    msg = dns.message.from_wire(bytes(ans.reply.pack()))
+    assert msg.rcode() == rcode and msg.id == q.id and not msg.answer
+    assert not ans.cacheable
+
+
+@pytest.mark.parametrize("qtype", ["AXFR", "IXFR"])
+def test_transfers_notimp_from_resolver(qtype):
+    ans = _answer(make_snapshot(hello(1)), make_query("svc.local", qtype))
+    assert ans.reply.header.rcode == dns.rcode.NOTIMP
+
+
+def test_in_zone_flag_and_depends():
+    snap = make_snapshot({"/skydns/local/svc/web": {"host": "hello.svc.local"}, **hello(1)})
+    outside = _answer(snap, make_query("www.example.com"))
+    assert outside.in_zone is False and outside.reply.header.rcode == dns.rcode.REFUSED
+    chaos = _answer(snap, make_query("hello.svc.local", "TXT", rdclass="CH"))
+    assert chaos.reply.header.rcode == dns.rcode.REFUSED
+    web = _answer(snap, make_query("web.svc.local"))
+    assert {"web.svc.local", "hello.svc.local"} <= web.depends
+
+
+def test_ra_set_only_when_forwarding():
+    snap = make_snapshot(hello(1))
+    ans = resolver.answer(DNSRecord.parse(make_query("hello.svc.local").to_wire()), snap, forwarding=True)
+    assert ans.reply.header.ra == 1
+    ans = resolver.answer(DNSRecord.parse(make_query("hello.svc.local").to_wire()), snap)
+    assert ans.reply.header.ra == 0
+
+
+def test_ttl_never_zero_unless_set():
+    records = {f"/skydns/local/svc/s/i{i}": {"host": f"10.0.0.{i}", "port": 80, "text": "t", "mail": True,
+                                             **({"ttl": i * 10} if i % 2 else {})} for i in range(1, 5)}
+    snap = make_snapshot(records)
+    for qtype in ("A", "SRV", "TXT", "MX"):
+        msg = via_resolver(snap, make_query("s.svc.local", qtype).to_wire())
+        assert msg.answer and all(rrset.ttl > 0 for rrset in msg.answer + msg.additional)
