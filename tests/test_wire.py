@@ -108,6 +108,13 @@ def test_unparseable_question_gets_formerr(snap, data):
     assert msg.flags & dns.flags.QR and msg.flags & dns.flags.RD
 
 
+def test_opt_with_owner_name_formerr(snap):
+    data = bytearray(query("one.svc.local", edns=0))
+    data[-11:-10] = b"\x03foo\x00"                      # OPT owner must be the root
+    msg = parse(Responder(snap).handle(bytes(data), "udp", CLIENT))
+    assert msg.rcode() == dns.rcode.FORMERR and msg.id == 77
+
+
 @pytest.mark.parametrize("qd", [0, 2])
 def test_qdcount_not_one_is_formerr(snap, qd):
     body = qname_wire("one.svc.local") + b"\x00\x01\x00\x01"
