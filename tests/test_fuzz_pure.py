@@ -48,10 +48,15 @@ def check(responder: Responder, data: bytes, transport: str) -> None:
     assert type(reply) is bytes     # the documented contract, on every path (hit, miss, error)
     if transport == "udp":
         assert len(reply) <= 1232
-    msg = dns.message.from_wire(reply, ignore_trailing=False)   # every reply is well-formed DNS
+    assert reply[2] & 0x80                                      # QR set
+    # every reply is well-formed DNS; the opcode is cleared for the parse because dnspython
+    # reads UPDATE messages (opcode 5) with RFC 2136 section rules
+    plain = reply[:2] + bytes([reply[2] & 0x87]) + reply[3:]
+    msg = dns.message.from_wire(plain, ignore_trailing=False)
+    assert (reply[2] >> 3) & 0xF == (data[2] >> 3) & 0xF or msg.rcode() == dns.rcode.FORMERR   # opcode echoed
     assert msg.id == int.from_bytes(data[:2], "big")
     try:
-        query = dns.message.from_wire(data)
+        query = dns.message.from_wire(data[:2] + bytes([data[2] & 0x87]) + data[3:])
     except (dns.exception.DNSException, ValueError, UnicodeError, IndexError):
         return
     if len(query.question) == 1 and msg.rcode() != dns.rcode.FORMERR:
