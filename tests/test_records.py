@@ -25,7 +25,8 @@ def p(value) -> Record:
     ({"host": " 10.0.0.7 "}, dict(host="10.0.0.7", host_kind="ipv4")),
     ({"text": "hi"}, dict(host="", host_kind="", text="hi")),
     ({"host": "10.0.0.7", "text": "hi"}, dict(host_kind="ipv4", text="hi")),
-    ({"host": "10.0.0.7", "priority": 0, "weight": 0, "port": 0}, dict(priority=0, weight=0, port=0)),
+    # priority 0 is served as 10, as CoreDNS does; weight 0 is kept (RFC 2782 relative weights)
+    ({"host": "10.0.0.7", "priority": 0, "weight": 0, "port": 0}, dict(priority=10, weight=0, port=0)),
     ({"host": "10.0.0.7", "priority": 65535, "weight": 65535, "port": 65535},
      dict(priority=65535, weight=65535, port=65535)),
     ({"host": "10.0.0.7", "ttl": 0}, dict(ttl=0)),
