@@ -575,12 +575,21 @@ class WatchStream:
                 timer.cancel()
             return resp
 
-        try:
-            resp = self._kv._call(f"watch {self._prefix!r} from revision {self._start}", attempt)
-        except grpc.RpcError as exc:  # cancelled while opening
-            if self._cancelled:
-                raise StopIteration from None
-            raise self._unavailable(_details(exc)) from None
+        for retry in (True, False):
+            try:
+                resp = self._kv._call(f"watch {self._prefix!r} from revision {self._start}", attempt)
+            except grpc.RpcError as exc:  # cancelled while opening
+                if self._cancelled:
+                    raise StopIteration from None
+                raise self._unavailable(_details(exc)) from None
+            if (retry and resp.canceled and "permission denied" in resp.cancel_reason
+                    and self._kv._user):
+                # etcd reports an expired auth token on a watch as "permission denied":
+                # log in again and retry once before calling it a real denial.
+                self._finish_call()
+                self._kv._token = None
+                continue
+            break
         return self._handle(resp) or self._read()
 
     def _read(self) -> WatchBatch:
@@ -640,6 +649,9 @@ class WatchStream:
 
     def _finish(self) -> None:
         self._done = True
+        self._finish_call()
+
+    def _finish_call(self) -> None:
         self._outbox.put(None)
         call = self._call
         if call is not None:

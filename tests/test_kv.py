@@ -243,7 +243,7 @@ def test_bad_endpoints_and_tls_files_are_named(tmp_path):
 
 
 def test_auth_wrong_password_and_permissions():
-    with EtcdProcess("auth") as proc:
+    with EtcdProcess("auth", extra_args=["--auth-token-ttl=1"]) as proc:
         proc.etcdctl("user", "add", "root:rootpw")
         proc.etcdctl("user", "add", "reader:readerpw")
         proc.etcdctl("role", "add", "read-skydns")
@@ -270,6 +270,14 @@ def test_auth_wrong_password_and_permissions():
                 reader.put("/skydns/c", b"3")
             with pytest.raises(EtcdAuthError, match="denied"):
                 next(reader.watch_prefix("/other/", 0))
+            # Tokens expire (--auth-token-ttl=1 here); etcd then denies a new watch as if the
+            # user lacked permission. The client logs in again, for watches and other calls.
+            time.sleep(2.5)
+            stream = reader.watch_prefix("/skydns/", 0)
+            assert next(stream).events == []
+            stream.cancel()
+            time.sleep(2.5)
+            assert len(reader.list_prefix("/skydns/")[1]) == 2
 
 
 # ------------------------------------------------------------------ gevent
