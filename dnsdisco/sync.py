@@ -1,0 +1,240 @@
+"""Keeps an immutable Snapshot equal to an etcd prefix: list once, then follow the watch.
+
+The loop: list the prefix (in pages) and swap in a fresh snapshot; watch from the listed
+revision + 1 and apply each batch of events to a new snapshot; when the stream breaks,
+resume from the last applied revision + 1 (nothing is lost or applied twice) after a
+capped backoff; when etcd has compacted that revision away, list again. While etcd is
+unreachable the last snapshot keeps being served; the loss and the recovery are logged
+once each, not once per retry.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+from .kv import KV, Compacted, EtcdAuthError, EtcdError
+from .snapshot import Snapshot, ZoneConfig
+
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 2.0
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """What the sync loop knows, for health checks and `status`."""
+    connected: bool = False            # a watch (or list) is currently answered by etcd
+    revision: int = 0                  # everything up to this etcd revision is applied
+    last_contact: float | None = None  # time.monotonic() of etcd's last answer
+    resyncs: int = 0                   # full re-lists after the first (compaction)
+    bad_values: int = 0                # warnings for values skipped as invalid
+    error: str = ""                    # why etcd is unreachable, while it is
+
+
+class Syncer:
+    """The list + watch loop for one prefix; `run()` blocks until `stop()`.
+
+    on_swap(snapshot, touched) is called after every swap, in order, from the loop's
+    thread (or greenlet); touched None means "anything may have changed".
+    metrics, if given, has watch(connected, revision), resync(reason), bad_value(key) and
+    records(n).
+    """
+
+    def __init__(self, kv: KV, prefix: str, zones: Sequence[ZoneConfig],
+                 on_swap: Callable[[Snapshot, frozenset | None], None],
+                 metrics=None, log: logging.Logger | None = None, *,
+                 page_size: int = 1000, progress_interval: float = 5.0):
+        self.kv = kv
+        self.prefix = prefix.rstrip("/")
+        # Watch "<prefix>/" so that a sibling such as /skydnsX is not ours.
+        self.watch_prefix = self.prefix + "/"
+        self._zones = tuple(zones)
+        self._on_swap = on_swap
+        self._metrics = metrics
+        self._log = log or logging.getLogger("dnsdisco.sync")
+        self._page_size = page_size
+        self._progress_interval = progress_interval
+
+        self.current: Snapshot = Snapshot.empty(self.prefix, self._zones)
+        self.ready = threading.Event()
+        self._state = SyncState()
+        self._applied = 0                 # resume point: watch from _applied + 1
+        self._bad_keys: set[str] = set()  # keys whose bad value was already reported
+        self._swap_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._stream = None
+        self._lost_logged = False
+
+    # ------------------------------------------------------------ public
+
+    @property
+    def state(self) -> SyncState:
+        return self._state
+
+    def run(self) -> None:
+        """List, then follow the watch, until stop(). Never raises for etcd trouble."""
+        delay = BACKOFF_MIN
+        need_list, reason = True, ""
+        compactions_in_a_row = 0
+        while not self._stopping.is_set():
+            try:
+                if need_list:
+                    self._full_sync(reason)
+                    need_list = False
+                for _ in self._follow():
+                    delay = BACKOFF_MIN
+                    compactions_in_a_row = 0
+                if self._stopping.is_set():
+                    break
+            except Compacted as exc:
+                self._log.info("etcd compacted past revision %d (%s); listing %s again",
+                               self._applied + 1, exc, self.watch_prefix)
+                need_list, reason = True, "compacted"
+                compactions_in_a_row += 1
+                if compactions_in_a_row == 1:
+                    continue  # re-list at once; back off only if it keeps happening
+            except EtcdError as exc:
+                self._lost(exc)
+            except Exception as exc:  # a bug must not end the loop that keeps DNS current
+                self._log.exception("sync loop error; retrying")
+                self._lost(exc)
+            if self._stopping.wait(delay):
+                break
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def start(self) -> threading.Thread:
+        """run() in a daemon thread (a greenlet once gevent has patched threading)."""
+        thread = threading.Thread(target=self.run, name="dnsdisco-sync", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        """End run() soon: the watch is cancelled and no backoff wait continues."""
+        self._stopping.set()
+        stream = self._stream
+        if stream is not None:
+            stream.cancel()
+
+    def reload_zones(self, zones: Sequence[ZoneConfig]) -> None:
+        """Serve the same records with new zone settings (SIGHUP)."""
+        with self._swap_lock:
+            self._zones = tuple(zones)
+            self._swap(self.current.with_zones(self._zones), None)
+
+    # ------------------------------------------------------------ the loop
+
+    def _full_sync(self, reason: str) -> None:
+        revision, items = self.kv.list_prefix(self.watch_prefix, self._page_size)
+        self._contact()
+        with self._swap_lock:
+            snap = Snapshot.build(self.prefix, self._zones, revision, items)
+            self._report_rejected(snap.rejected, None)
+            self._swap(snap, None)
+            self._applied = revision
+        if reason:
+            self._state = replace(self._state, resyncs=self._state.resyncs + 1)
+            if self._metrics is not None:
+                self._metrics.resync(reason)
+        self._set_revision(revision)
+        if not self.ready.is_set():
+            self._log.info("synced %d record(s) from %s at revision %d",
+                           snap.record_count, self.watch_prefix, revision)
+            self.ready.set()
+        else:
+            self._log.info("re-listed %d record(s) at revision %d", snap.record_count, revision)
+
+    def _follow(self):
+        """Apply watch batches from _applied + 1 until the stream ends; yields per batch."""
+        stream = self.kv.watch_prefix(self.watch_prefix, self._applied + 1,
+                                      progress_interval=self._progress_interval)
+        self._stream = stream
+        if self._stopping.is_set():
+            stream.cancel()
+        try:
+            for batch in stream:
+                self._contact()
+                if batch.events:
+                    with self._swap_lock:
+                        new, touched, rejected = self.current.apply(batch.revision, batch.events)
+                        self._report_rejected(rejected, batch.events)
+                        self._swap(new, touched)
+                self._applied = max(self._applied, batch.revision)
+                self._set_revision(self._applied)
+                yield batch
+        finally:
+            stream.cancel()
+            self._stream = None
+        if not self._stopping.is_set():
+            raise EtcdError(f"watch on {self.watch_prefix} ended")
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _swap(self, snap: Snapshot, touched: frozenset | None) -> None:
+        self.current = snap
+        try:
+            self._on_swap(snap, touched)
+        except Exception:
+            self._log.exception("on_swap failed for revision %d", snap.revision)
+        if self._metrics is not None:
+            self._metrics.records(snap.record_count)
+
+    def _report_rejected(self, rejected, changes) -> None:
+        """Warn once per bad key; a key is reported again only after it was good (or gone)."""
+        bad = {}
+        for key, message in rejected:
+            bad.setdefault(key, message)
+        if changes is None:        # a full listing: forget keys that are no longer bad
+            self._bad_keys &= set(bad)
+        else:
+            for key, _ in changes:
+                if key not in bad:
+                    self._bad_keys.discard(key)
+        for key, message in bad.items():
+            if key in self._bad_keys:
+                continue
+            self._bad_keys.add(key)
+            self._log.warning("skipping bad value: %s", message if key in message else f"{key}: {message}")
+            self._state = replace(self._state, bad_values=self._state.bad_values + 1)
+            if self._metrics is not None:
+                self._metrics.bad_value(key)
+
+    def _contact(self) -> None:
+        now = time.monotonic()
+        if self._state.connected:
+            self._state = replace(self._state, last_contact=now)
+            return
+        self._state = replace(self._state, connected=True, last_contact=now, error="")
+        if self._lost_logged:
+            self._log.info("etcd reachable again (%s); resuming from revision %d",
+                           self._endpoint(), self._applied + 1)
+            self._lost_logged = False
+        if self._metrics is not None:
+            self._metrics.watch(True, self._applied)
+
+    def _lost(self, exc: Exception) -> None:
+        was_connected = self._state.connected
+        self._state = replace(self._state, connected=False, error=str(exc))
+        if not self._lost_logged:
+            if self.ready.is_set():
+                self._log.warning("lost etcd: %s; answering from the last snapshot (revision %d) "
+                                  "until it is back", exc, self.current.revision)
+            elif isinstance(exc, EtcdAuthError):
+                self._log.error("cannot read %s from etcd: %s", self.watch_prefix, exc)
+            else:
+                self._log.warning("cannot reach etcd yet: %s; retrying", exc)
+            self._lost_logged = True
+        else:
+            self._log.debug("etcd still unreachable: %s", exc)
+        if was_connected and self._metrics is not None:
+            self._metrics.watch(False, self._applied)
+
+    def _set_revision(self, revision: int) -> None:
+        if revision != self._state.revision:
+            self._state = replace(self._state, revision=revision)
+            if self._metrics is not None:
+                self._metrics.watch(self._state.connected, revision)
+
+    def _endpoint(self) -> str:
+        return getattr(self.kv, "endpoint_in_use", "etcd")
