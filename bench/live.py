@@ -57,6 +57,7 @@ class Latencies:
     label: str
     ms: list[float] = field(default_factory=list)
     timeouts: int = 0
+    rate: float | None = None      # puts per second actually achieved (bursts)
 
     def summary(self) -> dict:
         return {
@@ -64,6 +65,7 @@ class Latencies:
             "p50": percentile(self.ms, 50), "p99": percentile(self.ms, 99),
             "max": max(self.ms) if self.ms else None,
             "mean": statistics.fmean(self.ms) if self.ms else None,
+            "rate": self.rate,
         }
 
 
@@ -204,6 +206,7 @@ def burst(client, port: int, puts: int = 1000, rate: float = 1000.0, timeout: fl
     t_begin = time.perf_counter() + 0.05
     per_writer = [list(range(w, puts, writers)) for w in range(writers)]
     errors = []
+    put_times: list[float] = []
 
     def writer(indices):
         c = client
@@ -220,7 +223,9 @@ def burst(client, port: int, puts: int = 1000, rate: float = 1000.0, timeout: fl
             except Exception as exc:  # noqa: BLE001
                 errors.append(exc)
                 continue
-            todo.put((i, inst, time.perf_counter()))
+            t_put = time.perf_counter()
+            put_times.append(t_put)
+            todo.put((i, inst, t_put))
 
     threads = [threading.Thread(target=writer, args=(idx,), daemon=True) for idx in per_writer]
     for t in threads:
@@ -248,6 +253,9 @@ def burst(client, port: int, puts: int = 1000, rate: float = 1000.0, timeout: fl
         prober.close()
         client.delete_prefix(f"{d.ZONE_KEY}/burst")
     lat.timeouts += len(errors)
+    times = sorted(put_times)
+    if len(times) > 1 and times[-1] > times[0]:
+        lat.rate = (len(times) - 1) / (times[-1] - times[0])
     return lat
 
 

@@ -111,19 +111,20 @@ def scale_section(res: dict) -> str:
     rows = []
     for r in sc:
         if "status" in r:
-            rows.append([r["target"], f"{r['services']:,}", r["status"], "", "", "", "", ""])
+            rows.append([r["target"], f"{r['services']:,}", r["status"], "", "", "", "", "", ""])
             continue
         base = next((x for x in sc if x["target"] == r["target"] and "qps" in x), None)
         rows.append([r["target"], f"{r['services']:,}", _f(r["qps"]), ratio(r["qps"], base and base["qps"]),
                      f"{r['ready_s']:.2f}", _f(r["rss_mib"], "{:.0f}"), _ms(r["burst"]["p99"]),
-                     f"{r['burst']['n']:,}/{r['burst']['timeouts']}"])
+                     f"{r['burst']['n']:,}/{r['burst']['timeouts']}",
+                     _f(r["burst"].get("rate"))])
     return ("## Scale\n\nPer number of services (2 instances each): QPS on the mixed file for that size "
             f"(`-l {res.get('scale_duration', '?')}`), start → ready (process start until the last-loaded "
             "name is answered), resident memory (VmRSS after the run), and put → served p99 under a burst of "
             "1,000 puts per second. Goals: QPS within 10% of the smallest, ready ≤ 5 s and RSS ≤ 300 MiB at "
             "100,000, burst p99 ≤ 50 ms.\n\n"
             + _table(["server", "services", "QPS", "vs smallest", "ready s", "RSS MiB", "burst p99 ms",
-                      "burst n/timeouts"], rows) + "\n")
+                      "burst n/timeouts", "puts/s achieved"], rows) + "\n")
 
 
 def tcp_section(res: dict) -> str:
@@ -139,7 +140,7 @@ def tcp_section(res: dict) -> str:
                      f"{r['opened']}/{r['wanted']}", str(r["open_after"])])
     return ("## UDP with idle TCP connections held\n\nUDP QPS (mixed file) while idle TCP connections are "
             "held open, one per source address 127.1.x.y, as a ratio of the QPS without them "
-            "(goal ≥ 0.9).\n\n"
+            "(the mean of a run before and a run after) (goal ≥ 0.9).\n\n"
             + _table(["server", "QPS without", "QPS with", "ratio", "connections opened", "still open after"],
                      rows) + "\n")
 

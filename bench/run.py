@@ -184,8 +184,8 @@ def idle_tcp(sup, a, ds, res, live_srv, qfiles):
         if srv is None or not srv.alive():
             res["idle_tcp"][name] = {"status": "not available"}
             continue
-        say(f"idle TCP {name}: QPS without, then with {a.idle_tcp} idle connections")
-        without = dnsperf.run(srv.port, qfiles["mixed"], a.duration, a.clients)
+        say(f"idle TCP {name}: QPS without, with {a.idle_tcp} idle connections, without again")
+        before = dnsperf.run(srv.port, qfiles["mixed"], a.duration, a.clients)
         held = live.IdleTcp(srv.port, a.idle_tcp)
         opened = len(held.socks)
         try:
@@ -194,9 +194,13 @@ def idle_tcp(sup, a, ds, res, live_srv, qfiles):
             open_after = held.still_open()
         finally:
             held.close()
-        res["idle_tcp"][name] = {"qps_without": without.qps, "qps_with": with_.qps, "wanted": a.idle_tcp,
+        time.sleep(0.5)
+        after = dnsperf.run(srv.port, qfiles["mixed"], a.duration, a.clients)
+        without_qps = (before.qps + after.qps) / 2   # A-B-A: drift on a busy machine averages out
+        res["idle_tcp"][name] = {"qps_without": without_qps, "qps_with": with_.qps, "wanted": a.idle_tcp,
+                                 "qps_before": before.qps, "qps_after": after.qps,
                                  "opened": opened, "open_after": open_after}
-        say(f"  {without.qps:,.0f} → {with_.qps:,.0f} qps")
+        say(f"  {before.qps:,.0f} / {with_.qps:,.0f} / {after.qps:,.0f} qps")
 
 
 def scale(sup, a, res, tmp: Path):
