@@ -45,6 +45,12 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 
+# One try of a small request (put, delete, lease, status, watch open) gives up after this and
+# is retried, on the next member if there are several: a write sent to a follower while the
+# leader dies hangs until the client gives up, although a new leader is elected in about
+# a second. Lists and compactions may legitimately take longer and get the whole timeout.
+QUICK_TRY = 1.0
+
 # Status codes after which another member (or a later try) may succeed.
 _RETRY_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 # etcd messages that mean "this member cannot serve right now", whatever the code.
@@ -243,7 +249,8 @@ class KV:
                     req = etcdrpc.RangeRequest(key=key, range_end=end, limit=page_size,
                                                revision=revision)
                     resp = self._call(f"list {prefix!r}",
-                                      lambda ep, t, md: ep.kv.Range(req, timeout=t, metadata=md))
+                                      lambda ep, t, md: ep.kv.Range(req, timeout=t, metadata=md),
+                                      slow=True)
                     if revision == 0:
                         revision = resp.header.revision
                     items.extend((_key_str(kv.key), kv.value) for kv in resp.kvs)
@@ -329,7 +336,7 @@ class KV:
         req = etcdrpc.CompactionRequest(revision=revision, physical=True)
         try:
             self._call(f"compact to {revision}",
-                       lambda ep, t, md: ep.kv.Compact(req, timeout=t, metadata=md))
+                       lambda ep, t, md: ep.kv.Compact(req, timeout=t, metadata=md), slow=True)
         except Compacted:
             pass
 
@@ -367,13 +374,14 @@ class KV:
         token = self._token or self._authenticate()
         return (("token", token),) if token else None
 
-    def _call(self, what: str, fn: Callable, *, authenticate: bool = True):
+    def _call(self, what: str, fn: Callable, *, authenticate: bool = True, slow: bool = False):
         """Run fn(endpoint, timeout, metadata) on the current member, failing over to the
-        others and retrying with a short pause until self.timeout has passed."""
+        others and retrying with a short pause until self.timeout has passed. Each try is
+        bounded by QUICK_TRY unless the request is `slow`."""
         if self._closed:
             raise EtcdError(f"{what}: the etcd client is closed")
         deadline = time.monotonic() + self.timeout
-        per_try = max(self.timeout / len(self._endpoints), 0.5)
+        per_try = self.timeout if slow else min(self.timeout, QUICK_TRY)
         pause = 0.05
         last = "no answer"
         reauthenticated = False
@@ -567,12 +575,21 @@ class WatchStream:
                 timer.cancel()
             return resp
 
-        try:
-            resp = self._kv._call(f"watch {self._prefix!r} from revision {self._start}", attempt)
-        except grpc.RpcError as exc:  # cancelled while opening
-            if self._cancelled:
-                raise StopIteration from None
-            raise self._unavailable(_details(exc)) from None
+        for retry in (True, False):
+            try:
+                resp = self._kv._call(f"watch {self._prefix!r} from revision {self._start}", attempt)
+            except grpc.RpcError as exc:  # cancelled while opening
+                if self._cancelled:
+                    raise StopIteration from None
+                raise self._unavailable(_details(exc)) from None
+            if (retry and resp.canceled and "permission denied" in resp.cancel_reason
+                    and self._kv._user):
+                # etcd reports an expired auth token on a watch as "permission denied":
+                # log in again and retry once before calling it a real denial.
+                self._finish_call()
+                self._kv._token = None
+                continue
+            break
         return self._handle(resp) or self._read()
 
     def _read(self) -> WatchBatch:
@@ -632,6 +649,9 @@ class WatchStream:
 
     def _finish(self) -> None:
         self._done = True
+        self._finish_call()
+
+    def _finish_call(self) -> None:
         self._outbox.put(None)
         call = self._call
         if call is not None:

@@ -117,7 +117,8 @@ def parse(key: str, name: str, value: bytes | str) -> Record:
         host=host,
         host_kind=kind,
         port=port,
-        priority=_int_field(key, data, "priority", 0, 65535, 10),
+        # CoreDNS serves an explicit priority 0 as the default 10; registrars rely on that
+        priority=_int_field(key, data, "priority", 0, 65535, 10) or 10,
         weight=_int_field(key, data, "weight", 0, 65535, 100),
         text=text,
         ttl=_int_field(key, data, "ttl", 0, MAX_TTL, None),

@@ -105,7 +105,7 @@ def answer(query: DNSRecord, snap: Snapshot, *, forwarding: bool = False) -> Ans
     zone = snap.zone_of(name)
     if zone is None or q.qclass != CLASS.IN:
         reply = error_reply(query, RCODE.REFUSED, forwarding=forwarding)
-        return Answer(reply, depends=frozenset(), in_zone=zone is not None and q.qclass == CLASS.IN, name=name)
+        return Answer(reply, depends=frozenset(), in_zone=zone is not None, name=name)
     if q.qtype in (T_AXFR, T_IXFR):
         return Answer(error_reply(query, RCODE.NOTIMP, forwarding=forwarding), cacheable=False, name=name)
 

@@ -104,7 +104,7 @@ class Snapshot:
     revision: int
     records: Layered            # key -> Record
     children: Layered           # name -> tuple of child names that hold a record
-    below: Layered              # name -> number of record keys strictly below it
+    below: Layered              # name -> number of record keys and PTR names strictly below it
     ptrs: Layered               # reverse name -> tuple of names with that address
     rejected: tuple = ()        # (key, message) of values skipped in the change that made this
 
@@ -133,19 +133,22 @@ class Snapshot:
         for key, value in changes:
             if isinstance(key, bytes):
                 key = key.decode("utf-8", "replace")
-            if value is None:
-                rec_changes[key] = None
-                continue
             name = name_for(self.prefix, key)
+            # records live under the canonical (lower-case) key that record_at() looks up,
+            # so an instance id in upper case (`.../hello/Web1`) is served, not half-indexed
+            slot = key if name is None else key_for(self.prefix, name)
+            if value is None:
+                rec_changes[slot] = None
+                continue
             if name is None:
                 rejected.append((key, f"{key}: key does not map to a valid DNS name under {self.prefix or '/'}"))
                 rec_changes[key] = None
                 continue
             try:
-                rec_changes[key] = parse(key, name, value)
+                rec_changes[slot] = parse(key, name, value)
             except BadValue as exc:
                 rejected.append((key, str(exc)))
-                rec_changes[key] = None
+                rec_changes[slot] = None
 
         child_edits: dict[str, dict[str, bool]] = {}   # parent -> {child name: present}
         below_delta: dict[str, int] = {}
@@ -187,10 +190,6 @@ class Snapshot:
                 else:
                     current.discard(child)
             children_changes[par] = tuple(sorted(current)) or None
-        below_changes = {}
-        for anc, delta in below_delta.items():
-            count = self.below.get(anc, 0) + delta
-            below_changes[anc] = count if count > 0 else None
         ptr_changes = {}
         for rname, edits in ptr_edits.items():
             current = set(self.ptrs.get(rname, ()))
@@ -201,6 +200,16 @@ class Snapshot:
                 else:
                     current.discard(owner)
             ptr_changes[rname] = tuple(sorted(current)) or None
+            # a reverse name with PTRs exists, so its ancestors are empty non-terminals
+            if bool(current) != bool(self.ptrs.get(rname)):
+                step = 1 if current else -1
+                for anc in ancestors(rname):
+                    below_delta[anc] = below_delta.get(anc, 0) + step
+                    touched.add(anc)
+        below_changes = {}
+        for anc, delta in below_delta.items():
+            count = self.below.get(anc, 0) + delta
+            below_changes[anc] = count if count > 0 else None
 
         snap = Snapshot(
             self.prefix, self.zones, max(revision, self.revision), records,
@@ -247,7 +256,7 @@ class Snapshot:
 
     def exists(self, name: str) -> bool:
         """The name has records, static records, or descendants (an empty non-terminal)."""
-        if self.record_at(name) is not None or self.below.get(name, 0) > 0:
+        if self.record_at(name) is not None or self.below.get(name, 0) > 0 or self.ptrs.get(name):
             return True
         zone = self.zone_of(name)
         if zone is None:

@@ -333,7 +333,7 @@ class Responder:
             log.exception("internal error answering %r", data[:64])
             if self.metrics:
                 self.metrics.handler_error()
-            return error_reply(query, RCODE.SERVFAIL, forwarding=forwarding).pack()
+            return bytes(error_reply(query, RCODE.SERVFAIL, forwarding=forwarding).pack())
         if not ans.in_zone and self._may_forward(client) and ans.reply.header.rcode == RCODE.REFUSED:
             return self.forwarder.forward(data, transport == "tcp")
         edns = edns_of(query)
@@ -353,4 +353,4 @@ class Responder:
             out = bytearray(variants[0])
             out[12:12 + len(qname)] = qname
             return bytes(out)
-        return variants[0]
+        return bytes(variants[0])

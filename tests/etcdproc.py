@@ -22,8 +22,10 @@ import socket
 import subprocess
 import tempfile
 import time
+import ssl
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Sequence
 
 from dnsdisco.embedded import binary
@@ -59,21 +61,59 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def health(endpoint: str, timeout: float = 1.0) -> bool:
-    """True when the member behind `endpoint` (http URL) reports itself healthy."""
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files made by make_tls(): one CA and one certificate for 127.0.0.1/localhost that
+    serves as both the etcd server and the client certificate."""
+    ca: str
+    cert: str
+    key: str
+
+
+def make_tls(directory: str) -> TLSFiles:
+    """A throwaway CA and a server+client certificate for 127.0.0.1, made with openssl."""
+    os.makedirs(directory, exist_ok=True)
+    p = lambda name: os.path.join(directory, name)  # noqa: E731
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    with open(p("ext.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                "extendedKeyUsage=serverAuth,clientAuth\n")
+    for cmd in (
+        ["req", "-x509", *ec, "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "2",
+         "-subj", "/CN=dnsdisco test CA"],
+        ["req", *ec, "-keyout", p("node.key"), "-out", p("node.csr"), "-subj", "/CN=root"],
+        ["x509", "-req", "-in", p("node.csr"), "-CA", p("ca.pem"), "-CAkey", p("ca.key"),
+         "-CAcreateserial", "-out", p("node.pem"), "-days", "2", "-extfile", p("ext.cnf")],
+    ):
+        subprocess.run(["openssl", *cmd], check=True, capture_output=True, timeout=30)
+    return TLSFiles(p("ca.pem"), p("node.pem"), p("node.key"))
+
+
+def health(endpoint: str, timeout: float = 1.0, tls: TLSFiles | None = None) -> bool:
+    """True when the member behind `endpoint` reports itself healthy."""
+    context = None
+    if tls is not None:
+        context = ssl.create_default_context(cafile=tls.ca)
+        context.load_cert_chain(tls.cert, tls.key)
     try:
-        with urllib.request.urlopen(endpoint + "/health", timeout=timeout) as resp:
+        with urllib.request.urlopen(endpoint + "/health", timeout=timeout,
+                                    context=context) as resp:
             return json.loads(resp.read().decode()).get("health") == "true"
     except (OSError, ValueError, urllib.error.URLError):
         return False
 
 
 class EtcdProcess:
-    """One etcd member on loopback with its own ports and temporary data directory."""
+    """One etcd member on loopback with its own ports and temporary data directory.
+
+    With `tls` (see make_tls) the client URL is https and clients must present a
+    certificate signed by the CA (--client-cert-auth); peers stay plain http.
+    """
 
     def __init__(self, name: str = "default", *, client_port: int | None = None,
                  peer_port: int | None = None, initial_cluster: str | None = None,
-                 extra_args: Sequence[str] = ()):
+                 extra_args: Sequence[str] = (), tls: TLSFiles | None = None):
+        self.tls = tls
         self.name = name
         self.client_port = client_port or free_port()
         self.peer_port = peer_port or free_port()
@@ -86,7 +126,7 @@ class EtcdProcess:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -105,9 +145,16 @@ class EtcdProcess:
             "--initial-cluster-state", "new",
             "--initial-cluster-token", "dnsdisco-test",
             "--log-outputs", self.log_path,
+            *self._tls_flags(),
             *TEST_FLAGS,
             *self.extra_args,
         ]
+
+    def _tls_flags(self) -> list[str]:
+        if not self.tls:
+            return []
+        return ["--cert-file", self.tls.cert, "--key-file", self.tls.key,
+                "--trusted-ca-file", self.tls.ca, "--client-cert-auth"]
 
     def start(self, wait: bool = True, timeout: float = 15.0) -> "EtcdProcess":
         """Start the member (same data and ports on a restart); wait until healthy."""
@@ -132,7 +179,7 @@ class EtcdProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"etcd {self.name} exited with {self.proc.returncode}:\n"
                                    + self.log_tail())
-            if health(self.endpoint, timeout=0.5):
+            if health(self.endpoint, timeout=0.5, tls=self.tls):
                 return
             time.sleep(0.05)
         raise TimeoutError(f"etcd {self.name} not healthy after {timeout}s at "
@@ -170,8 +217,10 @@ class EtcdProcess:
     def etcdctl(self, *args: str, check: bool = True, timeout: float = 15.0,
                 endpoints: str | None = None) -> str:
         """Run etcdctl against this member (or `endpoints`); return stdout."""
+        tls = ([f"--cacert={self.tls.ca}", f"--cert={self.tls.cert}", f"--key={self.tls.key}"]
+               if self.tls else [])
         cmd = [binary("etcdctl"), f"--endpoints={endpoints or self.endpoint}",
-               "--dial-timeout=2s", "--command-timeout=5s", *args]
+               "--dial-timeout=2s", "--command-timeout=5s", *tls, *args]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                              env={**os.environ, "ETCDCTL_API": "3"})
         if check and res.returncode != 0:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from dnsdisco.kv import KV, Compacted, EtcdAuthError, EtcdConfigError, EtcdUnavailable, WatchBatch
-from etcdproc import EtcdProcess, endpoints, leader, start_cluster
+from etcdproc import EtcdProcess, endpoints, leader, make_tls, start_cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -243,7 +243,7 @@ def test_bad_endpoints_and_tls_files_are_named(tmp_path):
 
 
 def test_auth_wrong_password_and_permissions():
-    with EtcdProcess("auth") as proc:
+    with EtcdProcess("auth", extra_args=["--auth-token-ttl=1"]) as proc:
         proc.etcdctl("user", "add", "root:rootpw")
         proc.etcdctl("user", "add", "reader:readerpw")
         proc.etcdctl("role", "add", "read-skydns")
@@ -270,6 +270,14 @@ def test_auth_wrong_password_and_permissions():
                 reader.put("/skydns/c", b"3")
             with pytest.raises(EtcdAuthError, match="denied"):
                 next(reader.watch_prefix("/other/", 0))
+            # Tokens expire (--auth-token-ttl=1 here); etcd then denies a new watch as if the
+            # user lacked permission. The client logs in again, for watches and other calls.
+            time.sleep(2.5)
+            stream = reader.watch_prefix("/skydns/", 0)
+            assert next(stream).events == []
+            stream.cancel()
+            time.sleep(2.5)
+            assert len(reader.list_prefix("/skydns/")[1]) == 2
 
 
 # ------------------------------------------------------------------ gevent
@@ -296,9 +304,22 @@ g = gevent.spawn(reader); t = gevent.spawn(ticker)
 for i in range(3):
     kv.put("/gevent/k%d" % i, b"v")
 g.join(timeout=5); t.join(timeout=5)
-stream.cancel(); kv.close()
+stream.cancel()
 assert [k for k, _ in got] == ["/gevent/k0", "/gevent/k1", "/gevent/k2"], got
 assert len(ticks) == 20
+# The sync loop in a greenlet, as `dnsdisco serve` runs it.
+from dnsdisco.snapshot import ZoneConfig
+from dnsdisco.sync import Syncer
+syncer = Syncer(kv, "/gevent", [ZoneConfig("svc.local")], lambda snap, touched: None)
+sg = gevent.spawn(syncer.run)
+assert syncer.ready.wait(5)
+kv.put("/gevent/local/svc/hello/1", b'{"host": "10.9.9.9"}')
+with gevent.Timeout(5):
+    while not syncer.current.records_for("hello.svc.local"):
+        gevent.sleep(0.01)
+syncer.stop(); sg.join(timeout=5)
+assert sg.dead
+kv.close()
 print("ok")
 """
 
@@ -348,3 +369,22 @@ def test_failover_when_members_die(cluster, prefix):
         with pytest.raises(EtcdUnavailable) as info:
             client.put(prefix + "c", b"3")
         assert all(m.endpoint in str(info.value) for m in cluster)
+
+
+# ------------------------------------------------------------------ TLS
+
+def test_mutual_tls(tmp_path):
+    tls = make_tls(str(tmp_path / "pki"))
+    with EtcdProcess("tls", tls=tls) as proc:
+        assert proc.endpoint.startswith("https://")
+        proc.etcdctl("put", "/skydns/a", "1")
+        with KV([proc.endpoint], timeout=3, ca=tls.ca, cert=tls.cert, key=tls.key) as client:
+            assert client.list_prefix("/skydns/")[1] == [("/skydns/a", b"1")]
+            stream = client.watch_prefix("/skydns/", 0)
+            assert next(stream).events == []
+            client.put("/skydns/b", b"2")
+            assert collect(stream, 1)[0] == [("/skydns/b", b"2")]
+        # Without a client certificate the server refuses: a clear EtcdUnavailable.
+        with KV([proc.endpoint], timeout=1, ca=tls.ca) as anonymous:
+            with pytest.raises(EtcdUnavailable, match=proc.endpoint):
+                anonymous.list_prefix("/skydns/")

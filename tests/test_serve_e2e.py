@@ -41,7 +41,7 @@ RECORDS = {
     "broken": "{not json",
     "badport": {"host": "10.0.0.9", "port": 70000},
 }
-BIG = {f"big/i{i:02d}": {"host": f"10.9.0.{i}", "port": 1000 + i} for i in range(1, 61)}
+BIG = {f"big/i{i:02d}": {"host": f"10.9.0.{i}", "port": 1000 + i} for i in range(1, 91)}
 
 
 def etcdctl(endpoint: str, *args: str, input_text: str | None = None) -> str:
@@ -161,9 +161,9 @@ def test_truncation_over_udp_and_full_answer_over_tcp(server):
     assert len(udp.to_wire()) <= 512
     tcp = server.query("big.svc.local", "A", tcp=True)
     assert not tcp.flags & dns.flags.TC
-    assert len(addresses(tcp)) == 60
+    assert len(addresses(tcp)) == 90
     edns = server.query("big.svc.local", "A", payload=4096)   # capped at our 1232
-    assert len(addresses(edns)) < 60 and edns.flags & dns.flags.TC
+    assert len(addresses(edns)) < 90 and edns.flags & dns.flags.TC
     assert edns.edns == 0 and edns.payload == 1232
 
 
@@ -206,7 +206,7 @@ def test_dig_sees_the_service(server):
     assert "8080 a.hello.svc.local." in out.stdout
     out = subprocess.run(["dig", "@127.0.0.1", "-p", str(server.port), "+tcp", "+tries=1", "+time=2",
                           "big.svc.local"], capture_output=True, text=True, timeout=10)
-    assert "ANSWER: 60" in out.stdout
+    assert "ANSWER: 90" in out.stdout
 
 
 # ------------------------------------------------------------------ live updates

@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 
-import pytest
 
 from dnsdisco.kv import KV
 from dnsdisco.snapshot import ZoneConfig
@@ -200,3 +199,27 @@ def test_reload_zones_swaps_everything(kv, prefix):
         assert run.swaps[-1][1] is None
         assert run.syncer.current.zones[0].ttl == 99
         assert run.hosts("r.svc.local") == ["10.5.0.1"]
+
+
+def test_leader_killed_under_a_running_syncer():
+    """3-member cluster, the watch on the leader (listed first): SIGKILL it. The watch moves to
+    a live member and resumes; writes before and after the kill are all applied."""
+    from etcdproc import endpoints, leader, start_cluster
+    members = start_cluster(3)
+    try:
+        first = leader(members)
+        ordered = [first.endpoint] + [e for e in endpoints(members) if e != first.endpoint]
+        with KV(ordered, timeout=5) as client:
+            with Running(client, "/skydns/") as run:
+                client.put("/skydns/local/svc/before/1", record("10.7.0.1"))
+                wait_for(lambda: run.hosts("before.svc.local") == ["10.7.0.1"], what="first put")
+                first.kill()
+                client.put("/skydns/local/svc/after/1", record("10.7.0.2"))
+                client.delete("/skydns/local/svc/before/1")
+                wait_for(lambda: (run.hosts("before.svc.local"), run.hosts("after.svc.local"))
+                         == ([], ["10.7.0.2"]), timeout=10, what="changes after the kill")
+                assert client.endpoint_in_use != first.endpoint
+                assert run.syncer.state.connected and run.syncer.state.resyncs == 0
+    finally:
+        for m in members:
+            m.cleanup()

@@ -1,0 +1,169 @@
+"""Turn measured results into one markdown report (pure, apart from reading the machine facts)."""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from . import dataset as d
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return {"nproc": str(os.cpu_count()), "cpu": cpu, "memory": mem,
+            "kernel": platform.release()}
+
+
+def _f(x, fmt="{:,.0f}", none="–"):
+    return none if x is None else fmt.format(x)
+
+
+def _ms(x):
+    return _f(x, "{:.2f}")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def ratio(a, b) -> str:
+    if a is None or b in (None, 0):
+        return "–"
+    return f"{a / b:.2f}"
+
+
+def throughput_section(res: dict) -> str:
+    rows = []
+    for row in res["throughput"]:
+        p = row.get("perf")
+        if p is None:
+            rows.append([row["server"], row["file"], row.get("status", "not available"), "", "", "", "", "", "",
+                         _f(row.get("rss_mib"), "{:.0f}")])
+            continue
+        rcodes = ", ".join(f"{k} {v * 100 / max(1, p['completed']):.0f}%" for k, v in sorted(p["rcodes"].items()))
+        rows.append([row["server"], row["file"], _f(p["qps"]), _f(p["sent"]), _f(p["completed"]),
+                     f"{p['lost']:,} ({p['lost'] * 100 / max(1, p['sent']):.2f}%)",
+                     _ms(p["avg_latency_ms"]), _ms(p["max_latency_ms"]), rcodes,
+                     _f(row.get("rss_mib"), "{:.0f}")])
+    table = _table(["server", "query file", "QPS", "sent", "completed", "lost", "avg ms", "max ms",
+                    "rcodes", "RSS MiB"], rows)
+    qps = {(r["server"], r["file"]): (r["perf"] or {}).get("qps") if r.get("perf") else None
+           for r in res["throughput"]}
+    lost = {(r["server"], r["file"]): r["perf"]["lost"] if r.get("perf") else None for r in res["throughput"]}
+    rrows = []
+    for f in ("mixed", "single"):
+        dd = qps.get(("dnsdisco", f))
+        rrows.append([f, ratio(dd, qps.get(("knot", f))), ratio(dd, qps.get(("dnsmasq", f))),
+                      ratio(dd, qps.get(("floor", f))),
+                      "–" if lost.get(("dnsdisco", f)) is None or lost.get(("knot", f)) is None
+                      else f"{lost[('dnsdisco', f)]:,} vs {lost[('knot', f)]:,}"])
+    ratios = _table(["query file", "dnsdisco / Knot (goal ≥ 0.8)", "dnsdisco / dnsmasq (goal ≥ 1)",
+                     "dnsdisco / dnslib floor", "lost: dnsdisco vs Knot"], rrows)
+    notes = "\n".join(f"- {n}" for n in res.get("notes", []))
+    return (f"## Throughput\n\n{res['services']:,} services ({res['records']:,} etcd keys), dnsperf "
+            f"`-c {res['clients']} -l {res['duration']:g}`, one server at a time on 127.0.0.1. "
+            f"`mixed`: {res['query_lines']:,} lines, ~60% A hits across service and instance names, "
+            f"15% SRV, 10% AAAA NODATA, 10% NXDOMAIN ({d.NX_POOL:,} distinct names), 5% A hits in random "
+            f"letter case. `single`: one name, A.\n\n{table}\n\n### Ratios\n\n{ratios}\n"
+            + (f"\n{notes}\n" if notes else ""))
+
+
+def freshness_section(res: dict) -> str:
+    fr = res.get("freshness")
+    if not fr:
+        return ""
+    rows = []
+    for target, r in fr.items():
+        if "status" in r:
+            rows.append([target, r["status"], "", "", "", "", ""])
+            continue
+        for lat in r["latencies"]:
+            rows.append([target, lat["label"], f"{lat['n']:,}", str(lat["timeouts"]),
+                         _ms(lat["p50"]), _ms(lat["p99"]), _ms(lat["max"])])
+    load = res.get("freshness_load", "")
+    return ("## Freshness\n\nFrom an etcd put (or delete) returning to the server answering with the new "
+            "data, one update at a time, polled back to back over UDP; lease expiry from etcd's delete "
+            f"event (seen by the harness's own watch) to NXDOMAIN. Background load: {load}. "
+            "Goal p99 ≤ 10 ms.\n\n"
+            + _table(["server", "update", "n", "timeouts", "p50 ms", "p99 ms", "max ms"], rows) + "\n")
+
+
+def scale_section(res: dict) -> str:
+    sc = res.get("scale")
+    if not sc:
+        return ""
+    rows = []
+    for r in sc:
+        if "status" in r:
+            rows.append([r["target"], f"{r['services']:,}", r["status"], "", "", "", "", "", ""])
+            continue
+        base = next((x for x in sc if x["target"] == r["target"] and "qps" in x), None)
+        rows.append([r["target"], f"{r['services']:,}", _f(r["qps"]), ratio(r["qps"], base and base["qps"]),
+                     f"{r['ready_s']:.2f}", _f(r["rss_mib"], "{:.0f}"), _ms(r["burst"]["p99"]),
+                     f"{r['burst']['n']:,}/{r['burst']['timeouts']}",
+                     _f(r["burst"].get("rate"))])
+    return ("## Scale\n\nPer number of services (2 instances each): QPS on the mixed file for that size "
+            f"(`-l {res.get('scale_duration', '?')}`), start → ready (process start until the last-loaded "
+            "name is answered), resident memory (VmRSS after the run), and put → served p99 under a burst of "
+            "1,000 puts per second. Goals: QPS within 10% of the smallest, ready ≤ 5 s and RSS ≤ 300 MiB at "
+            "100,000, burst p99 ≤ 50 ms.\n\n"
+            + _table(["server", "services", "QPS", "vs smallest", "ready s", "RSS MiB", "burst p99 ms",
+                      "burst n/timeouts", "puts/s achieved"], rows) + "\n")
+
+
+def tcp_section(res: dict) -> str:
+    tc = res.get("idle_tcp")
+    if not tc:
+        return ""
+    rows = []
+    for target, r in tc.items():
+        if "status" in r:
+            rows.append([target, r["status"], "", "", "", ""])
+            continue
+        rows.append([target, _f(r["qps_without"]), _f(r["qps_with"]), ratio(r["qps_with"], r["qps_without"]),
+                     f"{r['opened']}/{r['wanted']}", str(r["open_after"])])
+    return ("## UDP with idle TCP connections held\n\nUDP QPS (mixed file) while idle TCP connections are "
+            "held open, one per source address 127.1.x.y, as a ratio of the QPS without them "
+            "(the mean of a run before and a run after) (goal ≥ 0.9).\n\n"
+            + _table(["server", "QPS without", "QPS with", "ratio", "connections opened", "still open after"],
+                     rows) + "\n")
+
+
+LIMITS_PLACEHOLDER = """## What limits the figure
+
+_To be filled in after profiling the hot path: where the time per query goes (socket calls,
+header parse, cache lookup, id/case patching, gevent hub switches), and what would move it._
+"""
+
+
+def markdown(res: dict) -> str:
+    m = res["machine"]
+    v = res["versions"]
+    head = (f"# Benchmarks\n\nLatest run: {res['date']}\n\n"
+            f"- Command: `{res['command']}`\n"
+            f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} memory, Linux {m['kernel']}\n"
+            f"- Versions: dnsdisco {res['dnsdisco_version']}; {v['knotd']}; {v['dnsmasq']}; {v['dnsperf']}; "
+            f"{v['etcd']}; Python {v['python']}\n"
+            f"- Load average before the run: {res.get('loadavg_before', 'unknown')} (anything else running "
+            "on the machine lowers every figure; compare ratios within one run)\n"
+            f"- Servers and dnsperf share the same {m['nproc']} CPUs; Knot runs with its default worker "
+            "threads, dnsmasq is single-threaded, the floor is dnslib's threaded `DNSServer`.\n")
+    parts = [head, throughput_section(res), freshness_section(res), scale_section(res), tcp_section(res),
+             LIMITS_PLACEHOLDER]
+    return "\n".join(p for p in parts if p)

@@ -1,0 +1,355 @@
+"""One command for the whole benchmark: `python -m bench.run [--quick] [--write docs/benchmarks.md]`.
+
+Starts a private etcd and loads the records, starts dnsdisco, Knot DNS, dnsmasq and the dnslib
+floor on free loopback ports with the same records, checks their answers, runs dnsperf against
+each in turn, then measures freshness, scale and UDP under idle TCP connections, and prints
+one markdown report. Every process it starts is stopped at exit, also on Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import resource
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import dataset, dnsperf, live, probe, report, servers
+
+ALL_SERVERS = ("dnsdisco", "knot", "dnsmasq", "floor")
+LIVE_TARGETS = ("dnsdisco", "floor")
+SECTIONS = ("throughput", "freshness", "tcp", "scale")
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="short smoke run: 3 s dnsperf runs, 200 updates, scales 10,1000")
+    ap.add_argument("--services", type=int, default=1000, help="services for the throughput run [1000]")
+    ap.add_argument("--duration", type=float, default=None, help="seconds per dnsperf run [10; quick 3]")
+    ap.add_argument("--clients", type=int, default=4, help="dnsperf -c [4]")
+    ap.add_argument("--query-lines", type=int, default=100_000, help="lines in the mixed query file [100000]")
+    ap.add_argument("--servers", default=",".join(ALL_SERVERS),
+                    help=f"servers for the throughput table [{','.join(ALL_SERVERS)}]")
+    ap.add_argument("--live", default="dnsdisco",
+                    help="etcd-fed servers for freshness/scale/tcp: dnsdisco and/or floor [dnsdisco]")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"what to run [{','.join(SECTIONS)}]")
+    ap.add_argument("--updates", type=int, default=None, help="freshness puts (plus 30%% deletes) [1000; quick 200]")
+    ap.add_argument("--fresh-load-qps", type=int, default=20_000,
+                    help="dnsperf -Q background load during freshness [20000]")
+    ap.add_argument("--scales", default=None, help="services per scale step [10,1000,10000,100000; quick 10,1000]")
+    ap.add_argument("--scale-duration", type=float, default=None, help="seconds per scale dnsperf run [5; quick 2]")
+    ap.add_argument("--idle-tcp", type=int, default=800, help="idle TCP connections to hold [800]")
+    ap.add_argument("--ready-timeout", type=float, default=60, help="seconds to wait for a server to be ready [60]")
+    ap.add_argument("--dnsdisco-arg", action="append", default=[],
+                    help="extra argument for `dnsdisco serve` (repeatable)")
+    ap.add_argument("--dnsmasq-auth", action="store_true",
+                    help="run dnsmasq in authoritative mode (SOA in negative answers; about 3x slower)")
+    ap.add_argument("--write", metavar="FILE", help="also write the report to FILE (e.g. docs/benchmarks.md)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir with configs and logs")
+    a = ap.parse_args(argv)
+    a.duration = a.duration or (3 if a.quick else 10)
+    a.updates = a.updates or (200 if a.quick else 1000)
+    a.scale_duration = a.scale_duration or (2 if a.quick else 5)
+    a.scales = [int(x) for x in (a.scales or ("10,1000" if a.quick else "10,1000,10000,100000")).split(",")]
+    a.servers = [s for s in a.servers.split(",") if s]
+    a.live = [s for s in a.live.split(",") if s]
+    a.sections = [s for s in a.sections.split(",") if s]
+    for s in a.servers:
+        if s not in ALL_SERVERS:
+            ap.error(f"--servers: unknown server {s!r} (choose from {', '.join(ALL_SERVERS)})")
+    for s in a.live:
+        if s not in LIVE_TARGETS:
+            ap.error(f"--live: unknown server {s!r} (choose from {', '.join(LIVE_TARGETS)})")
+    for s in a.sections:
+        if s not in SECTIONS:
+            ap.error(f"--sections: unknown section {s!r} (choose from {', '.join(SECTIONS)})")
+    if a.services < 2 or any(n < 2 for n in a.scales):
+        ap.error("--services and --scales need at least 2 services")
+    return a
+
+
+def say(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def dnsdisco_serve_args(a) -> list[str]:
+    # a long idle timeout so the held TCP connections stay open through the measurement
+    return ["--tcp-idle-timeout", str(max(120, int(a.duration * 6))), *a.dnsdisco_arg]
+
+
+def start_live(sup, name, endpoint, a, ds):
+    """Start dnsdisco or the floor on `endpoint` and wait until it answers the last-loaded name.
+    Returns (server, seconds from process start to ready)."""
+    if name == "dnsdisco":
+        srv = servers.start_dnsdisco(sup, endpoint, extra_args=dnsdisco_serve_args(a))
+    else:
+        srv = servers.start_floor(sup, endpoint)
+    servers.wait_dns(srv, ds.last_name(), a.ready_timeout)
+    return srv, time.monotonic() - srv.extra["t0"]
+
+
+def unavailable(name: str, exc: Exception) -> str:
+    last = [ln for ln in str(exc).splitlines() if ln.strip()]
+    reason = last[-1].strip() if last else exc.__class__.__name__
+    return f"{name}: not available ({reason[:160]})"
+
+
+def write_queries(path: Path, lines: list[str]) -> str:
+    path.write_text(dataset.query_file_text(lines))
+    return str(path)
+
+
+def throughput(sup, a, ds, endpoint, res, qfiles) -> dict:
+    """Start each server, check its answers, dnsperf mixed and single. Returns the live servers."""
+    started = {}
+    for name in a.servers:
+        say(f"starting {name}")
+        try:
+            if name in LIVE_TARGETS:
+                srv, _ = start_live(sup, name, endpoint, a, ds)
+            elif name == "knot":
+                srv = servers.start_knot(sup, ds)
+            else:
+                srv = servers.start_dnsmasq(sup, ds, auth=a.dnsmasq_auth)
+        except (servers.StartError, OSError) as exc:
+            status = unavailable(name, exc)
+            say(status)
+            res["throughput"] += [{"server": name, "file": f, "perf": None, "status": status} for f in qfiles]
+            continue
+        problems = probe.validate(srv.port, ds)
+        for p in problems:
+            res["notes"].append(f"{name}: {p}")
+        bad = probe.fatal(problems)
+        if bad:
+            status = f"wrong answers, not benchmarked: {bad[0]}"
+            say(f"{name}: {status}")
+            res["throughput"] += [{"server": name, "file": f, "perf": None, "status": status} for f in qfiles]
+            started[name] = srv
+            continue
+        started[name] = srv
+        for f, path in qfiles.items():
+            say(f"dnsperf {name} {f} {a.duration:g} s")
+            try:
+                perf = dnsperf.run(srv.port, path, a.duration, a.clients)
+                row = {"server": name, "file": f, "perf": perf.__dict__ | {}}
+            except (dnsperf.DnsperfError, subprocess.TimeoutExpired) as exc:
+                row = {"server": name, "file": f, "perf": None, "status": f"dnsperf failed: {exc}"[:200]}
+            row["rss_mib"] = srv.rss_mib()
+            res["throughput"].append(row)
+            if row["perf"]:
+                say(f"  {row['perf']['qps']:,.0f} qps, lost {row['perf']['lost']}")
+    return started
+
+
+def freshness(sup, a, ds, endpoint, res, live_srv, qfiles):
+    client = live.etcd_client(endpoint)
+    res["freshness_load"] = f"dnsperf -Q {a.fresh_load_qps} -c {a.clients} on the mixed file"
+    res["freshness"] = {}
+    for name in a.live:
+        srv = live_srv.get(name)
+        if srv is None or not srv.alive():
+            res["freshness"][name] = {"status": "not available"}
+            continue
+        budget = 120 + a.updates * 0.05
+        say(f"freshness {name}: {a.updates} puts + deletes under load")
+        load = dnsperf.start(srv.port, qfiles["mixed"], budget, a.clients, max_qps=a.fresh_load_qps)
+        try:
+            lats = live.freshness(client, srv.port, a.updates, budget_s=budget)
+            say(f"lease expiry {name}")
+            lease = live.lease_expiry(client, srv.port, count=5, ttl=2)
+        finally:
+            load.terminate()
+            try:
+                load.wait(10)
+            except subprocess.TimeoutExpired:
+                load.kill()
+                load.wait(5)
+        res["freshness"][name] = {"latencies": [x.summary() for x in (*lats.values(), lease)]}
+        for x in (*lats.values(), lease):
+            s = x.summary()
+            say(f"  {s['label']}: n {s['n']} p50 {s['p50']} p99 {s['p99']} timeouts {s['timeouts']}")
+    client.close()
+
+
+def idle_tcp(sup, a, ds, res, live_srv, qfiles):
+    res["idle_tcp"] = {}
+    for name in a.live:
+        srv = live_srv.get(name)
+        if srv is None or not srv.alive():
+            res["idle_tcp"][name] = {"status": "not available"}
+            continue
+        say(f"idle TCP {name}: QPS without, with {a.idle_tcp} idle connections, without again")
+        before = dnsperf.run(srv.port, qfiles["mixed"], a.duration, a.clients)
+        held = live.IdleTcp(srv.port, a.idle_tcp)
+        opened = len(held.socks)
+        try:
+            time.sleep(0.5)   # let the server accept them all
+            with_ = dnsperf.run(srv.port, qfiles["mixed"], a.duration, a.clients)
+            open_after = held.still_open()
+        finally:
+            held.close()
+        time.sleep(0.5)
+        after = dnsperf.run(srv.port, qfiles["mixed"], a.duration, a.clients)
+        without_qps = (before.qps + after.qps) / 2   # A-B-A: drift on a busy machine averages out
+        res["idle_tcp"][name] = {"qps_without": without_qps, "qps_with": with_.qps, "wanted": a.idle_tcp,
+                                 "qps_before": before.qps, "qps_after": after.qps,
+                                 "opened": opened, "open_after": open_after}
+        say(f"  {before.qps:,.0f} / {with_.qps:,.0f} / {after.qps:,.0f} qps")
+
+
+def scale(sup, a, res, tmp: Path):
+    res["scale"] = []
+    res["scale_duration"] = a.scale_duration
+    for n in a.scales:
+        ds = dataset.Dataset(n)
+        say(f"scale {n:,} services: fresh etcd, loading")
+        etcd = servers.start_etcd(sup, name=f"etcd-{n}")
+        client = live.etcd_client(etcd.extra["endpoint"])
+        count, secs = live.load(client, ds.etcd_items())
+        say(f"  loaded {count:,} keys in {secs:.1f} s")
+        qpath = write_queries(tmp / f"mixed-{n}.txt", dataset.mixed_queries(ds, a.query_lines))
+        for name in a.live:
+            row = {"target": name, "services": n}
+            try:
+                srv, ready = start_live(sup, name, etcd.extra["endpoint"], a, ds)
+            except (servers.StartError, OSError) as exc:
+                row["status"] = unavailable(name, exc)
+                res["scale"].append(row)
+                say(row["status"])
+                continue
+            try:
+                perf = dnsperf.run(srv.port, qpath, a.scale_duration, a.clients)
+                burst = live.burst(client, srv.port, puts=1000, rate=1000)
+                row.update(qps=perf.qps, lost=perf.lost, ready_s=ready, rss_mib=srv.rss_mib(),
+                           burst=burst.summary())
+                say(f"  {name}: ready {ready:.2f} s, {perf.qps:,.0f} qps, rss {row['rss_mib']:.0f} MiB, "
+                    f"burst p99 {burst.summary()['p99']}")
+            except Exception as exc:  # noqa: BLE001 - one step failing must not lose the others
+                row["status"] = f"failed: {exc.__class__.__name__}: {exc}"[:200]
+            finally:
+                sup.stop(srv)
+            res["scale"].append(row)
+        client.close()
+        sup.stop(etcd)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a = parse_args(argv)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, 4096))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))   # 800 held connections; children inherit it
+
+    ds = dataset.Dataset(a.services)
+    res = {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "command": "python -m bench.run " + shlex.join(argv),
+        "machine": report.machine(), "loadavg_before": load_average(), "versions": servers.versions(),
+        "dnsdisco_version": dnsdisco_version(),
+        "services": a.services, "records": sum(1 for _ in ds.instances()), "clients": a.clients,
+        "duration": a.duration, "query_lines": a.query_lines,
+        "throughput": [], "notes": [
+            "dnsmasq serves the records from `host-record`/`srv-host` lines; "
+            + ("authoritative mode (`--dnsmasq-auth`): its own SOA fields, an NS RRset in every authority "
+               "section, no A records for SRV targets in the additional section."
+               if a.dnsmasq_auth else
+               "with `local=/svc.local/` (its fast, usual mode) it cannot put the zone SOA in negative "
+               "answers (NXDOMAIN/NODATA carry no authority section) nor A records for SRV targets in the "
+               "additional section; `--dnsmasq-auth` adds the SOA but measured about 3x slower."),
+        ],
+    }
+    with servers.Supervisor(keep=a.keep) as sup:
+        try:
+            tmp = sup.workdir("queries")
+            qfiles = {"mixed": write_queries(tmp / "mixed.txt", dataset.mixed_queries(ds, a.query_lines)),
+                      "single": write_queries(tmp / "single.txt", dataset.single_queries(ds))}
+            live_srv = {}
+            if {"throughput", "freshness", "tcp"} & set(a.sections):
+                say(f"etcd: loading {a.services:,} services")
+                etcd = servers.start_etcd(sup)
+                endpoint = etcd.extra["endpoint"]
+                client = live.etcd_client(endpoint)
+                count, secs = live.load(client, ds.etcd_items())
+                client.close()
+                say(f"  loaded {count:,} keys in {secs:.1f} s")
+                if "throughput" in a.sections:
+                    live_srv = throughput(sup, a, ds, endpoint, res, qfiles)
+                for name in a.live:
+                    if name not in live_srv and ("throughput" not in a.sections or name not in a.servers):
+                        try:
+                            live_srv[name], _ = start_live(sup, name, endpoint, a, ds)
+                        except (servers.StartError, OSError) as exc:
+                            say(unavailable(name, exc))
+                for name in ("knot", "dnsmasq"):   # idle servers out of the way of the live runs
+                    if name in live_srv:
+                        sup.stop(live_srv.pop(name))
+                for name in [n for n in live_srv if n not in a.live]:
+                    sup.stop(live_srv.pop(name))
+                if "freshness" in a.sections:
+                    run_step("freshness", freshness, sup, a, ds, endpoint, res, live_srv, qfiles)
+                if "tcp" in a.sections:
+                    run_step("idle TCP", idle_tcp, sup, a, ds, res, live_srv, qfiles)
+                for srv in list(live_srv.values()):
+                    sup.stop(srv)
+                sup.stop(etcd)
+            if "scale" in a.sections:
+                run_step("scale", scale, sup, a, res, tmp)
+        except KeyboardInterrupt:
+            say("interrupted; stopping every process started")
+            return 130
+    text = report.markdown(res)
+    print(text)
+    save(res, text, a)
+    return 0
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def run_step(label, fn, *args):
+    try:
+        fn(*args)
+    except KeyboardInterrupt:
+        raise
+    except Exception:  # noqa: BLE001 - report the failed step, keep the others
+        say(f"{label} failed:\n{traceback.format_exc()}")
+
+
+def dnsdisco_version() -> str:
+    try:
+        out = subprocess.run([sys.executable, "-m", "dnsdisco", "--version"], capture_output=True, text=True,
+                             timeout=20, cwd=servers.REPO_ROOT, env=None)
+        v = out.stdout.strip().split()[-1] if out.returncode == 0 and out.stdout.strip() else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        v = "unknown"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=servers.REPO_ROOT, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return f"{v} ({commit})" if commit else v
+
+
+def save(res: dict, text: str, a) -> None:
+    out_dir = servers.REPO_ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out_dir / f"{stamp}.json").write_text(json.dumps(res, indent=1, default=str))
+    if a.write:
+        Path(a.write).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.write).write_text(text)
+        say(f"wrote {a.write}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The benchmark harness's pure parts: records, zone file, dnsmasq config, query files, dnsperf parsing."""
+import json
+from collections import Counter
+
+import dns.zone
+from dns.rdataclass import IN
+from dns.rdatatype import AAAA, SOA, SRV, A
+import pytest
+
+from bench import dataset, dnsperf, live, probe, report
+
+DNSPERF_OUTPUT = """\
+DNS Performance Testing Tool
+Version 2.10.0
+
+[Status] Command line: dnsperf -s 127.0.0.1 -p 5353 -d q.txt -c 4 -l 3
+[Timeout] Query timed out: msg id 7
+[Status] Testing complete (time limit)
+
+Statistics:
+
+  Queries sent:         309929
+  Queries completed:    309925 (100.00%)
+  Queries lost:         4 (0.00%)
+
+  Response codes:       NOERROR 278932 (90.00%), NXDOMAIN 30993 (10.00%)
+  Average packet size:  request 34, response 77
+  Run time (s):         3.000296
+  Queries per second:   103296.312270
+
+  Average Latency (s):  0.000620 (min 0.000013, max 0.053670)
+  Latency StdDev (s):   0.000161
+"""
+
+
+def test_dnsperf_output_is_parsed():
+    r = dnsperf.parse(DNSPERF_OUTPUT)
+    assert (r.sent, r.completed, r.lost) == (309929, 309925, 4)
+    assert r.qps == pytest.approx(103296.31227)
+    assert r.avg_latency_ms == pytest.approx(0.62)
+    assert r.max_latency_ms == pytest.approx(53.67)
+    assert r.rcodes == {"NOERROR": 278932, "NXDOMAIN": 30993}
+    with pytest.raises(dnsperf.DnsperfError):
+        dnsperf.parse("dnsperf: invalid option -- 'z'\n")
+
+
+def test_etcd_items_use_the_skydns_key_format():
+    ds = dataset.Dataset(100)
+    items = dict(ds.etcd_items())
+    assert len(items) == 100 * 2 + 2          # 2 instances each, plus v6 on services 0 and 50
+    assert json.loads(items["/skydns/local/svc/s000007/i1"]) == {"host": "10.0.0.16", "port": 8007}
+    assert json.loads(items["/skydns/local/svc/s000050/v6"])["host"].startswith("fd00::")
+    hosts = [json.loads(v)["host"] for v in items.values()]
+    assert len(set(hosts)) == len(hosts)      # every instance has its own address
+    assert ds.last_name() == "s000099.svc.local"
+
+
+def test_zone_file_parses_and_holds_the_same_records():
+    ds = dataset.Dataset(60)
+    zone = dns.zone.from_text(dataset.zone_file(ds), origin="svc.local.", relativize=False)
+    svc = zone.find_node("s000003.svc.local.")
+    assert {r.to_text() for r in svc.find_rdataset(IN, A)} == {"10.0.0.7", "10.0.0.8"}
+    assert {r.to_text() for r in svc.find_rdataset(IN, SRV)} == {
+        "10 100 8003 i0.s000003.svc.local.", "10 100 8003 i1.s000003.svc.local."}
+    assert zone.find_node("i0.s000003.svc.local.").find_rdataset(IN, A)[0].to_text() == "10.0.0.7"
+    assert zone.find_node("s000050.svc.local.").get_rdataset(IN, AAAA) is not None
+    assert zone.find_node("s000003.svc.local.").get_rdataset(IN, AAAA) is None
+    assert zone.find_node("svc.local.").get_rdataset(IN, SOA) is not None
+
+
+def test_dnsmasq_conf_has_every_instance():
+    ds = dataset.Dataset(10)
+    conf = dataset.dnsmasq_conf(ds, 5300)
+    assert "port=5300" in conf and "no-resolv" in conf and "local=/svc.local/" in conf
+    assert conf.count("host-record=") == conf.count("srv-host=") == sum(1 for _ in ds.instances())
+    assert "host-record=s000001.svc.local,i0.s000001.svc.local,10.0.0.3" in conf
+    assert "auth-zone=svc.local" in dataset.dnsmasq_conf(ds, 5300, auth=True)
+
+
+def test_mixed_query_file_has_the_intended_mix():
+    ds = dataset.Dataset(1000)
+    lines = dataset.mixed_queries(ds, 20000)
+    assert lines == dataset.mixed_queries(ds, 20000)           # deterministic
+    kinds = Counter()
+    for line in lines:
+        name, qtype = line.split()
+        if qtype == "SRV":
+            kinds["srv"] += 1
+        elif qtype == "AAAA":
+            assert name.startswith("i")                        # IPv4 instances: NODATA
+            kinds["aaaa"] += 1
+        elif name.startswith("nx"):
+            kinds["nx"] += 1
+        elif name != name.lower():
+            kinds["case"] += 1
+        else:
+            kinds["a"] += 1
+    share = {k: v / len(lines) for k, v in kinds.items()}
+    assert share["a"] == pytest.approx(0.60, abs=0.02)
+    assert share["srv"] == pytest.approx(0.15, abs=0.02)
+    assert share["aaaa"] == pytest.approx(0.10, abs=0.02)
+    assert share["nx"] == pytest.approx(0.10, abs=0.02)
+    assert share["case"] == pytest.approx(0.05, abs=0.01)
+    names = {line.split()[0].lower() for line in lines if line.endswith(" A")}
+    assert len(names) > 1000                                   # many names, not a few
+    assert dataset.single_queries(ds) == ["s000000.svc.local A"]
+
+
+def test_prepacked_query_and_reply_checks():
+    q = probe.pack_query("Hello.svc.local", "AAAA", qid=0x1234)
+    assert q[:2] == b"\x12\x34" and q.endswith(b"\x00\x00\x1c\x00\x01")
+    assert b"\x05Hello\x03svc\x05local\x00" in q
+    reply = bytearray(q)
+    reply[3] = 0x03                                            # rcode NXDOMAIN
+    assert probe.is_nxdomain(bytes(reply))
+    reply = bytearray(q)
+    reply[7] = 1                                               # one answer
+    reply += b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x1e\x00\x04\x0a\x00\x00\x07"
+    assert probe.has_address("10.0.0.7")(bytes(reply))
+    assert not probe.has_address("10.0.0.8")(bytes(reply))
+    assert probe.lacks_address("10.0.0.8")(bytes(reply))
+
+
+def test_percentiles_and_report_render():
+    assert live.percentile(list(range(1, 101)), 50) == 50
+    assert live.percentile(list(range(1, 101)), 99) == 99
+    assert live.percentile([], 99) is None
+    res = {
+        "date": "d", "command": "python -m bench.run --quick", "machine": report.machine(),
+        "versions": {"knotd": "k", "dnsmasq": "m", "dnsperf": "p", "etcd": "e", "python": "3"},
+        "dnsdisco_version": "0", "services": 10, "records": 20, "clients": 4, "duration": 1,
+        "query_lines": 10, "notes": [],
+        "throughput": [
+            {"server": "dnsdisco", "file": "mixed", "perf": None, "status": "dnsdisco: not available"},
+            {"server": "knot", "file": "mixed", "rss_mib": 10.0,
+             "perf": dnsperf.parse(DNSPERF_OUTPUT).__dict__},
+        ],
+    }
+    text = report.markdown(res)
+    assert "dnsdisco: not available" in text and "103,296" in text
+    assert "## What limits the figure" in text

@@ -1,0 +1,388 @@
+"""Table-driven tests of the response rules (DESIGN.md sections 2, 3 and 8).
+
+Every case is (records in etcd as key -> JSON, query) -> expected reply, and is run twice:
+through `resolver.answer` directly and through `wire.Responder.handle` (the packed bytes a
+client gets). Replies are parsed with dnspython, a DNS library independent of dnslib.
+"""
+from __future__ import annotations
+
+import json
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import pytest
+from dnslib import DNSRecord
+
+from dnsdisco import resolver, zonefile
+from dnsdisco.snapshot import Snapshot, ZoneConfig
+from dnsdisco.wire import Responder
+
+PREFIX = "/skydns"
+REV = 7
+CLIENT = ("127.0.0.1", 5353)
+
+
+def make_snapshot(records: dict, zones=("svc.local",), revision: int = REV, zone_text: str | None = None):
+    zcs = []
+    for z in zones:
+        zc = ZoneConfig(z) if isinstance(z, str) else z
+        if zone_text is not None and zc.name == "svc.local":
+            zc = zonefile.parse_zone_text(zc, zone_text)
+        zcs.append(zc)
+    items = [(k, v if isinstance(v, bytes) else json.dumps(v).encode()) for k, v in records.items()]
+    return Snapshot.build(PREFIX, zcs, revision, items)
+
+
+def make_query(name, qtype="A", *, edns=None, payload=1232, rdclass="IN", want_dnssec=False, qid=4242):
+    if edns is None:
+        q = dns.message.make_query(name, qtype, rdclass=rdclass, use_edns=False)
+    else:
+        q = dns.message.make_query(name, qtype, rdclass=rdclass, use_edns=edns, payload=payload,
+                                   want_dnssec=want_dnssec)
+    q.id = qid
+    return q
+
+
+def via_resolver(snap, wire_query: bytes) -> dns.message.Message:
+    ans = resolver.answer(DNSRecord.parse(wire_query), snap)
+    return dns.message.from_wire(bytes(ans.reply.pack()))
+
+
+def via_wire(snap, wire_query: bytes, transport="tcp") -> dns.message.Message:
+    out = Responder(snap).handle(wire_query, transport, CLIENT)
+    assert out is not None
+    return dns.message.from_wire(bytes(out))
+
+
+def lines(section) -> list[str]:
+    """A section as sorted presentation lines, owner names in lower case."""
+    out = []
+    for rrset in section:
+        for line in rrset.to_text().splitlines():
+            owner, rest = line.split(" ", 1)
+            out.append(owner.lower() + " " + rest)
+    return sorted(out)
+
+
+def soa(zone="svc.local", ttl=5, serial=REV, minimum=5, mname=None, rname=None):
+    mname = mname or f"ns.dns.{zone}."
+    rname = rname or f"hostmaster.{zone}."
+    return f"{zone}. {ttl} IN SOA {mname} {rname} {serial} 7200 1800 86400 {minimum}"
+
+
+def hello(n=2, **extra):
+    """`n` instances of hello.svc.local at 10.0.0.1.. port 8080."""
+    return {f"/skydns/local/svc/hello/i{i}": {"host": f"10.0.0.{i}", "port": 8080, **extra}
+            for i in range(1, n + 1)}
+
+
+NOERROR, NXDOMAIN, REFUSED = "NOERROR", "NXDOMAIN", "REFUSED"
+
+# (id, records, (qname, qtype), rcode, answer, authority, additional, zones)
+CASES = [
+    # ---- A / AAAA, instances one level only
+    ("a-instances", hello(2), ("hello.svc.local", "A"), NOERROR,
+     ["hello.svc.local. 30 IN A 10.0.0.1", "hello.svc.local. 30 IN A 10.0.0.2"], [], []),
+    ("a-one-instance", hello(2), ("i2.hello.svc.local", "A"), NOERROR,
+     ["i2.hello.svc.local. 30 IN A 10.0.0.2"], [], []),
+    ("a-own-value-and-instances", {"/skydns/local/svc/hello": {"host": "10.0.0.9"}, **hello(1)},
+     ("hello.svc.local", "A"), NOERROR,
+     ["hello.svc.local. 30 IN A 10.0.0.1", "hello.svc.local. 30 IN A 10.0.0.9"], [], []),
+    ("a-never-deeper", {**hello(1), "/skydns/local/svc/hello/deep/x": {"host": "10.9.9.9"}},
+     ("hello.svc.local", "A"), NOERROR, ["hello.svc.local. 30 IN A 10.0.0.1"], [], []),
+    ("a-duplicate-address-once", {"/skydns/local/svc/hello/a": {"host": "10.0.0.1"},
+                                  "/skydns/local/svc/hello/b": {"host": "10.0.0.1"}},
+     ("hello.svc.local", "A"), NOERROR, ["hello.svc.local. 30 IN A 10.0.0.1"], [], []),
+    ("aaaa", {"/skydns/local/svc/v6/a": {"host": "FD00::0001"}}, ("v6.svc.local", "AAAA"), NOERROR,
+     ["v6.svc.local. 30 IN AAAA fd00::1"], [], []),
+    ("a-mixed-families", {"/skydns/local/svc/v6/a": {"host": "fd00::1"}, "/skydns/local/svc/v6/b": {"host": "10.1.1.1"}},
+     ("v6.svc.local", "A"), NOERROR, ["v6.svc.local. 30 IN A 10.1.1.1"], [], []),
+    ("a-v4-mapped-v6-is-a", {"/skydns/local/svc/m/a": {"host": "::ffff:10.2.2.2"}},
+     ("m.svc.local", "A"), NOERROR, ["m.svc.local. 30 IN A 10.2.2.2"], [], []),
+    # ---- NODATA vs NXDOMAIN, empty non-terminals, SOA minimum 5
+    ("nodata-aaaa-when-only-a", hello(1), ("hello.svc.local", "AAAA"), NOERROR, [], [soa()], []),
+    ("nodata-instance-aaaa", hello(1), ("i1.hello.svc.local", "AAAA"), NOERROR, [], [soa()], []),
+    ("nodata-mx", hello(1), ("hello.svc.local", "MX"), NOERROR, [], [soa()], []),
+    ("nodata-txt", hello(1), ("hello.svc.local", "TXT"), NOERROR, [], [soa()], []),
+    ("nodata-srv-port-0", {"/skydns/local/svc/p0/a": {"host": "10.0.0.1"}}, ("p0.svc.local", "SRV"),
+     NOERROR, [], [soa()], []),
+    ("nxdomain", hello(1), ("nope.svc.local", "A"), NXDOMAIN, [], [soa()], []),
+    ("nxdomain-below-instance", hello(1), ("x.i1.hello.svc.local", "A"), NXDOMAIN, [], [soa()], []),
+    ("nxdomain-aaaa", hello(1), ("nope.svc.local", "AAAA"), NXDOMAIN, [], [soa()], []),
+    ("ent", {"/skydns/local/svc/hello/_tcp/_http/i1": {"host": "10.0.0.1", "port": 80}},
+     ("_tcp.hello.svc.local", "SRV"), NOERROR, [], [soa()], []),
+    ("ent-grandparent", {"/skydns/local/svc/hello/_tcp/_http/i1": {"host": "10.0.0.1", "port": 80}},
+     ("hello.svc.local", "A"), NOERROR, [], [soa()], []),
+    ("ent-service-srv", {"/skydns/local/svc/hello/_tcp/_http/i1": {"host": "10.0.0.1", "port": 80}},
+     ("_http._tcp.hello.svc.local", "SRV"), NOERROR,
+     ["_http._tcp.hello.svc.local. 30 IN SRV 10 100 80 i1._http._tcp.hello.svc.local."], [],
+     ["i1._http._tcp.hello.svc.local. 30 IN A 10.0.0.1"]),
+    ("apex-a-nodata", hello(1), ("svc.local", "A"), NOERROR, [], [soa()], []),
+    ("empty-zone-apex-nodata", {}, ("svc.local", "TXT"), NOERROR, [], [soa()], []),
+    ("neg-ttl-from-zone", hello(1), ("nope.svc.local", "A"), NXDOMAIN, [],
+     [soa(ttl=3, minimum=3)], [], (ZoneConfig("svc.local", neg_ttl=3),)),
+    # ---- SRV
+    ("srv-defaults-and-glue", hello(2), ("hello.svc.local", "SRV"), NOERROR,
+     ["hello.svc.local. 30 IN SRV 10 100 8080 i1.hello.svc.local.",
+      "hello.svc.local. 30 IN SRV 10 100 8080 i2.hello.svc.local."], [],
+     ["i1.hello.svc.local. 30 IN A 10.0.0.1", "i2.hello.svc.local. 30 IN A 10.0.0.2"]),
+    ("srv-priority-weight-as-stored",
+     {"/skydns/local/svc/s/a": {"host": "10.0.0.1", "port": 1, "priority": 5, "weight": 3},
+      "/skydns/local/svc/s/b": {"host": "fd00::2", "port": 65535, "priority": 7, "weight": 0}},
+     ("s.svc.local", "SRV"), NOERROR,
+     ["s.svc.local. 30 IN SRV 5 3 1 a.s.svc.local.", "s.svc.local. 30 IN SRV 7 0 65535 b.s.svc.local."], [],
+     ["a.s.svc.local. 30 IN A 10.0.0.1", "b.s.svc.local. 30 IN AAAA fd00::2"]),
+    ("srv-port-0-skipped", {**hello(1), "/skydns/local/svc/hello/i9": {"host": "10.0.0.9", "port": 0}},
+     ("hello.svc.local", "SRV"), NOERROR, ["hello.svc.local. 30 IN SRV 10 100 8080 i1.hello.svc.local."], [],
+     ["i1.hello.svc.local. 30 IN A 10.0.0.1"]),
+    ("srv-name-host-is-target", {"/skydns/local/svc/ext/a": {"host": "db.example.com", "port": 5432}},
+     ("ext.svc.local", "SRV"), NOERROR, ["ext.svc.local. 30 IN SRV 10 100 5432 db.example.com."], [], []),
+    ("srv-name-host-in-zone-glue",
+     {"/skydns/local/svc/alias/a": {"host": "db.svc.local", "port": 5432},
+      "/skydns/local/svc/db": {"host": "10.5.5.5"}},
+     ("alias.svc.local", "SRV"), NOERROR, ["alias.svc.local. 30 IN SRV 10 100 5432 db.svc.local."], [],
+     ["db.svc.local. 30 IN A 10.5.5.5"]),
+    ("srv-targetstrip", {"/skydns/local/svc/ts/x1": {"host": "10.0.0.1", "port": 80, "targetstrip": 1}},
+     ("ts.svc.local", "SRV"), NOERROR, ["ts.svc.local. 30 IN SRV 10 100 80 ts.svc.local."], [],
+     ["ts.svc.local. 30 IN A 10.0.0.1"]),
+    ("srv-targetstrip-2", {"/skydns/local/svc/ts/x1": {"host": "10.0.0.1", "port": 80, "targetstrip": 2}},
+     ("ts.svc.local", "SRV"), NOERROR, ["ts.svc.local. 30 IN SRV 10 100 80 svc.local."], [],
+     ["svc.local. 30 IN A 10.0.0.1"]),
+    ("srv-one-instance", hello(2), ("i1.hello.svc.local", "SRV"), NOERROR,
+     ["i1.hello.svc.local. 30 IN SRV 10 100 8080 i1.hello.svc.local."], [],
+     ["i1.hello.svc.local. 30 IN A 10.0.0.1"]),
+    # ---- TXT
+    ("txt", {"/skydns/local/svc/t/a": {"text": "hello world"}}, ("t.svc.local", "TXT"), NOERROR,
+     ['t.svc.local. 30 IN TXT "hello world"'], [], []),
+    ("txt-with-address-host", {"/skydns/local/svc/t/a": {"host": "10.0.0.1", "text": "v=1"}},
+     ("t.svc.local", "TXT"), NOERROR, ['t.svc.local. 30 IN TXT "v=1"'], [], []),
+    ("txt-with-name-host", {"/skydns/local/svc/t": {"host": "other.example.com", "text": "v=2"}},
+     ("t.svc.local", "TXT"), NOERROR, ['t.svc.local. 30 IN TXT "v=2"'], [], []),
+    ("txt-with-name-host-cname-too", {"/skydns/local/svc/t": {"host": "other.example.com", "text": "v=2"}},
+     ("t.svc.local", "A"), NOERROR, ["t.svc.local. 30 IN CNAME other.example.com."], [], []),
+    ("txt-only-a-nodata", {"/skydns/local/svc/t": {"text": "v=2"}}, ("t.svc.local", "A"), NOERROR,
+     [], [soa()], []),
+    ("txt-long-split", {"/skydns/local/svc/t": {"text": "x" * 300}}, ("t.svc.local", "TXT"), NOERROR,
+     ['t.svc.local. 30 IN TXT "' + "x" * 255 + '" "' + "x" * 45 + '"'], [], []),
+    # ---- CNAME
+    ("cname-followed", {"/skydns/local/svc/web": {"host": "hello.svc.local"}, **hello(2)},
+     ("web.svc.local", "A"), NOERROR,
+     ["hello.svc.local. 30 IN A 10.0.0.1", "hello.svc.local. 30 IN A 10.0.0.2",
+      "web.svc.local. 30 IN CNAME hello.svc.local."], [], []),
+    ("cname-chain", {"/skydns/local/svc/a": {"host": "b.svc.local"}, "/skydns/local/svc/b": {"host": "c.svc.local"},
+                     "/skydns/local/svc/c": {"host": "10.3.3.3"}},
+     ("a.svc.local", "A"), NOERROR,
+     ["a.svc.local. 30 IN CNAME b.svc.local.", "b.svc.local. 30 IN CNAME c.svc.local.",
+      "c.svc.local. 30 IN A 10.3.3.3"], [], []),
+    ("cname-target-nodata", {"/skydns/local/svc/web": {"host": "hello.svc.local"}, **hello(1)},
+     ("web.svc.local", "AAAA"), NOERROR, ["web.svc.local. 30 IN CNAME hello.svc.local."], [soa()], []),
+    ("cname-target-nxdomain", {"/skydns/local/svc/web": {"host": "gone.svc.local"}},
+     ("web.svc.local", "A"), NXDOMAIN, ["web.svc.local. 30 IN CNAME gone.svc.local."], [soa()], []),
+    ("cname-loop", {"/skydns/local/svc/a": {"host": "b.svc.local"}, "/skydns/local/svc/b": {"host": "a.svc.local"}},
+     ("a.svc.local", "A"), NOERROR,
+     ["a.svc.local. 30 IN CNAME b.svc.local.", "b.svc.local. 30 IN CNAME a.svc.local."], [], []),
+    ("cname-self-loop", {"/skydns/local/svc/a": {"host": "a.svc.local"}},
+     ("a.svc.local", "A"), NOERROR, ["a.svc.local. 30 IN CNAME a.svc.local."], [], []),
+    ("cname-out-of-zone", {"/skydns/local/svc/ext": {"host": "www.example.com"}},
+     ("ext.svc.local", "A"), NOERROR, ["ext.svc.local. 30 IN CNAME www.example.com."], [], []),
+    ("cname-qtype-cname", {"/skydns/local/svc/web": {"host": "hello.svc.local"}, **hello(1)},
+     ("web.svc.local", "CNAME"), NOERROR, ["web.svc.local. 30 IN CNAME hello.svc.local."], [], []),
+    ("cname-ttl", {"/skydns/local/svc/web": {"host": "hello.svc.local", "ttl": 90}, **hello(1, ttl=20)},
+     ("web.svc.local", "A"), NOERROR,
+     ["hello.svc.local. 20 IN A 10.0.0.1", "web.svc.local. 90 IN CNAME hello.svc.local."], [], []),
+    # ---- MX
+    ("mx-name-host", {"/skydns/local/svc/m/a": {"host": "mail.example.com", "mail": True, "priority": 5}},
+     ("m.svc.local", "MX"), NOERROR, ["m.svc.local. 30 IN MX 5 mail.example.com."], [], []),
+    ("mx-address-host-glue", {"/skydns/local/svc/m/mx1": {"host": "10.0.0.25", "mail": True}},
+     ("m.svc.local", "MX"), NOERROR, ["m.svc.local. 30 IN MX 10 mx1.m.svc.local."], [],
+     ["mx1.m.svc.local. 30 IN A 10.0.0.25"]),
+    ("mx-not-mail", {"/skydns/local/svc/m/a": {"host": "10.0.0.25", "mail": False}},
+     ("m.svc.local", "MX"), NOERROR, [], [soa()], []),
+    # ---- TTL
+    ("ttl-record", hello(1, ttl=120), ("hello.svc.local", "A"), NOERROR, ["hello.svc.local. 120 IN A 10.0.0.1"], [], []),
+    ("ttl-zero-when-set", hello(1, ttl=0), ("hello.svc.local", "A"), NOERROR, ["hello.svc.local. 0 IN A 10.0.0.1"], [], []),
+    ("ttl-zone-default", hello(1), ("hello.svc.local", "A"), NOERROR, ["hello.svc.local. 45 IN A 10.0.0.1"], [], [],
+     (ZoneConfig("svc.local", ttl=45),)),
+    ("ttl-rrset-uniform", {"/skydns/local/svc/hello/a": {"host": "10.0.0.1", "ttl": 60},
+                           "/skydns/local/svc/hello/b": {"host": "10.0.0.2", "ttl": 20}},
+     ("hello.svc.local", "A"), NOERROR, ["hello.svc.local. 20 IN A 10.0.0.1", "hello.svc.local. 20 IN A 10.0.0.2"], [], []),
+    # ---- SOA and NS at the apex
+    ("soa-apex", hello(1), ("svc.local", "SOA"), NOERROR, [soa(ttl=30)], [], []),
+    ("soa-not-apex-nodata", hello(1), ("hello.svc.local", "SOA"), NOERROR, [], [soa()], []),
+    ("ns-default", {}, ("svc.local", "NS"), NOERROR, ["svc.local. 30 IN NS ns.dns.svc.local."], [], []),
+    ("ns-from-etcd-with-glue",
+     {"/skydns/local/svc/dns/ns/ns1": {"host": "10.0.0.53"}, "/skydns/local/svc/dns/ns/ns2": {"host": "fd00::53"}},
+     ("svc.local", "NS"), NOERROR,
+     ["svc.local. 30 IN NS ns1.ns.dns.svc.local.", "svc.local. 30 IN NS ns2.ns.dns.svc.local."], [],
+     ["ns1.ns.dns.svc.local. 30 IN A 10.0.0.53", "ns2.ns.dns.svc.local. 30 IN AAAA fd00::53"]),
+    ("ns-name-host", {"/skydns/local/svc/dns/ns/ns1": {"host": "ns.example.net"}},
+     ("svc.local", "NS"), NOERROR, ["svc.local. 30 IN NS ns.example.net."], [], []),
+    ("ns-host-address-answers-a", {"/skydns/local/svc/dns/ns/ns1": {"host": "10.0.0.53"}},
+     ("ns1.ns.dns.svc.local", "A"), NOERROR, ["ns1.ns.dns.svc.local. 30 IN A 10.0.0.53"], [], []),
+    ("ns-not-apex-nodata", hello(1), ("hello.svc.local", "NS"), NOERROR, [], [soa()], []),
+    # ---- PTR
+    ("ptr-automatic", hello(1), ("1.0.0.10.in-addr.arpa", "PTR"), NOERROR,
+     ["1.0.0.10.in-addr.arpa. 30 IN PTR i1.hello.svc.local."], [], [], ("svc.local", "in-addr.arpa")),
+    ("ptr-automatic-record-ttl", hello(1, ttl=77), ("1.0.0.10.in-addr.arpa", "PTR"), NOERROR,
+     ["1.0.0.10.in-addr.arpa. 77 IN PTR i1.hello.svc.local."], [], [], ("svc.local", "in-addr.arpa")),
+    ("ptr-automatic-v6", {"/skydns/local/svc/v6/a": {"host": "fd00::1"}},
+     ("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa", "PTR"), NOERROR,
+     ["1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa. 30 IN PTR a.v6.svc.local."],
+     [], [], ("svc.local", "ip6.arpa")),
+    ("ptr-two-names", {"/skydns/local/svc/x/a": {"host": "10.0.0.1"}, "/skydns/local/svc/y/b": {"host": "10.0.0.1"}},
+     ("1.0.0.10.in-addr.arpa", "PTR"), NOERROR,
+     ["1.0.0.10.in-addr.arpa. 30 IN PTR a.x.svc.local.", "1.0.0.10.in-addr.arpa. 30 IN PTR b.y.svc.local."],
+     [], [], ("svc.local", "in-addr.arpa")),
+    ("ptr-stored", {"/skydns/arpa/in-addr/10/0/0/9": {"host": "stored.svc.local"}},
+     ("9.0.0.10.in-addr.arpa", "PTR"), NOERROR, ["9.0.0.10.in-addr.arpa. 30 IN PTR stored.svc.local."], [], [],
+     ("svc.local", "in-addr.arpa")),
+    ("ptr-unknown-nxdomain", hello(1), ("2.0.0.10.in-addr.arpa", "PTR"), NXDOMAIN, [],
+     [soa("in-addr.arpa")], [], ("svc.local", "in-addr.arpa")),
+    ("ptr-name-other-type-nodata", hello(1), ("1.0.0.10.in-addr.arpa", "A"), NOERROR, [],
+     [soa("in-addr.arpa")], [], ("svc.local", "in-addr.arpa")),
+    ("ptr-ent-nodata", hello(1), ("0.0.10.in-addr.arpa", "PTR"), NOERROR, [],
+     [soa("in-addr.arpa")], [], ("svc.local", "in-addr.arpa")),
+    ("ptr-zone-not-served", hello(1), ("1.0.0.10.in-addr.arpa", "PTR"), REFUSED, [], [], []),
+    # ---- ANY (RFC 8482: one RRset)
+    ("any-prefers-addresses", {"/skydns/local/svc/t/a": {"host": "10.0.0.1", "text": "v=1", "port": 80}},
+     ("t.svc.local", "ANY"), NOERROR, ["t.svc.local. 30 IN A 10.0.0.1"], [], []),
+    ("any-txt-only", {"/skydns/local/svc/t": {"text": "v=1"}}, ("t.svc.local", "ANY"), NOERROR,
+     ['t.svc.local. 30 IN TXT "v=1"'], [], []),
+    ("any-nxdomain", {}, ("nope.svc.local", "ANY"), NXDOMAIN, [], [soa()], []),
+    # ---- outside our zones
+    ("refused-outside", hello(1), ("hello.example.com", "A"), REFUSED, [], [], []),
+    ("refused-parent-of-zone", hello(1), ("local", "A"), REFUSED, [], [], []),
+    ("refused-suffix-not-label", hello(1), ("xsvc.local", "A"), REFUSED, [], [], []),
+]
+
+
+def _case_params():
+    for case in CASES:
+        cid, records, (qname, qtype), rcode, ans, auth, add, *rest = case
+        zones = rest[0] if rest else ("svc.local",)
+        yield pytest.param(records, qname, qtype, rcode, ans, auth, add, zones, id=cid)
+
+
+@pytest.mark.parametrize("records,qname,qtype,rcode,ans,auth,add,zones", list(_case_params()))
+@pytest.mark.parametrize("path", ["resolver", "wire-udp-edns", "wire-tcp"])
+def test_rules(path, records, qname, qtype, rcode, ans, auth, add, zones):
+    snap = make_snapshot(records, zones)
+    query = make_query(qname, qtype, edns=0 if path == "wire-udp-edns" else None)
+    wire_q = query.to_wire()
+    if path == "resolver":
+        msg = via_resolver(snap, wire_q)
+    else:
+        msg = via_wire(snap, wire_q, "udp" if path == "wire-udp-edns" else "tcp")
+    assert dns.rcode.to_text(msg.rcode()) == rcode
+    assert msg.id == query.id
+    assert msg.question == query.question
+    assert lines(msg.answer) == sorted(ans)
+    assert lines(msg.authority) == sorted(auth)
+    assert lines(msg.additional) == sorted(add)
+    assert not msg.flags & dns.flags.RA
+    assert not msg.flags & dns.flags.TC
+    assert bool(msg.flags & dns.flags.AA) == (rcode != REFUSED)
+    assert bool(msg.flags & dns.flags.RD) == bool(query.flags & dns.flags.RD)
+    if path == "wire-udp-edns":
+        assert msg.edns == 0 and msg.payload == resolver.UDP_PAYLOAD
+    else:
+        assert msg.edns == -1
+
+
+# ----------------------------------------------------------------- rules outside the table
+
+def _answer(snap, q: dns.message.Message):
+    return resolver.answer(DNSRecord.parse(q.to_wire()), snap)
+
+
+@pytest.mark.parametrize("spelling", ["HELLO.SVC.LOCAL", "Hello.Svc.Local.", "hElLo.svc.LOCAL"])
+def test_letter_case_echoed_and_matched(spelling):
+    snap = make_snapshot(hello(1))
+    for msg in (via_resolver(snap, make_query(spelling).to_wire()), via_wire(snap, make_query(spelling).to_wire(), "udp")):
+        assert msg.question[0].name.to_text() == spelling.rstrip(".") + "."
+        assert msg.answer[0].name.to_text() == spelling.rstrip(".") + "."
+        assert [r.to_text() for r in msg.answer[0]] == ["10.0.0.1"]
+
+
+def test_bad_values_do_not_hide_others():
+    records = {**hello(2), "/skydns/local/svc/hello/bad1": b"{oops", "/skydns/local/svc/hello/bad2": {"host": "10.0.0.300"},
+               "/skydns/local/svc/hello/bad3": {"host": "10.0.0.3", "port": 70000},
+               "/skydns/local/svc/hello/x.y": {"host": "10.0.0.4"}}
+    snap = make_snapshot(records)
+    assert sorted(k for k, _ in snap.rejected) == sorted(k for k in records if "bad" in k or "x.y" in k)
+    for key, message in snap.rejected:
+        assert key in message
+    msg = via_wire(snap, make_query("hello.svc.local").to_wire())
+    assert lines(msg.answer) == ["hello.svc.local. 30 IN A 10.0.0.1", "hello.svc.local. 30 IN A 10.0.0.2"]
+
+
+def test_soa_serial_follows_revision():
+    for revision in (1, 99, 123456):
+        snap = make_snapshot(hello(1), revision=revision)
+        msg = via_resolver(snap, make_query("svc.local", "SOA").to_wire())
+        assert msg.answer[0][0].serial == revision
+        msg = via_resolver(snap, make_query("nope.svc.local").to_wire())
+        assert msg.authority[0][0].serial == revision and msg.authority[0][0].minimum == 5
+
+
+def test_long_cname_chain_ends():
+    records = {f"/skydns/local/svc/c{i}": {"host": f"c{i + 1}.svc.local"} for i in range(30)}
+    msg = via_resolver(make_snapshot(records), make_query("c0.svc.local").to_wire())
+    assert msg.rcode() == dns.rcode.NOERROR
+    assert 1 <= len(msg.answer) <= resolver.MAX_CHAIN + 1
+    assert all(rrset.rdtype == dns.rdatatype.CNAME for rrset in msg.answer)
+
+
+@pytest.mark.parametrize("mutate,rcode", [
+    (lambda q: q.set_opcode(dns.opcode.NOTIFY), dns.rcode.NOTIMP),
+    (lambda q: (q.set_opcode(dns.opcode.UPDATE), q.find_rrset(q.question, q.question[0].name, dns.rdataclass.IN,
+                                                              dns.rdatatype.SOA, create=True), q.question.pop(0)),
+     dns.rcode.NOTIMP),
+    (lambda q: q.question.clear(), dns.rcode.FORMERR),
+    (lambda q: q.use_edns(1), dns.rcode.BADVERS),
+])
+def test_error_rcodes_from_resolver(mutate, rcode):
+    q = make_query("hello.svc.local")
+    mutate(q)
+    ans = _answer(make_snapshot(hello(1)), q)
+    msg = dns.message.from_wire(bytes(ans.reply.pack()))
+    assert msg.rcode() == rcode and msg.id == q.id and not msg.answer
+    assert not ans.cacheable
+
+
+@pytest.mark.parametrize("qtype", ["AXFR", "IXFR"])
+def test_transfers_notimp_from_resolver(qtype):
+    ans = _answer(make_snapshot(hello(1)), make_query("svc.local", qtype))
+    assert ans.reply.header.rcode == dns.rcode.NOTIMP
+
+
+def test_in_zone_flag_and_depends():
+    snap = make_snapshot({"/skydns/local/svc/web": {"host": "hello.svc.local"}, **hello(1)})
+    outside = _answer(snap, make_query("www.example.com"))
+    assert outside.in_zone is False and outside.reply.header.rcode == dns.rcode.REFUSED
+    chaos = _answer(snap, make_query("hello.svc.local", "TXT", rdclass="CH"))
+    assert chaos.reply.header.rcode == dns.rcode.REFUSED
+    web = _answer(snap, make_query("web.svc.local"))
+    assert {"web.svc.local", "hello.svc.local"} <= web.depends
+
+
+def test_ra_set_only_when_forwarding():
+    snap = make_snapshot(hello(1))
+    ans = resolver.answer(DNSRecord.parse(make_query("hello.svc.local").to_wire()), snap, forwarding=True)
+    assert ans.reply.header.ra == 1
+    ans = resolver.answer(DNSRecord.parse(make_query("hello.svc.local").to_wire()), snap)
+    assert ans.reply.header.ra == 0
+
+
+def test_ttl_never_zero_unless_set():
+    records = {f"/skydns/local/svc/s/i{i}": {"host": f"10.0.0.{i}", "port": 80, "text": "t", "mail": True,
+                                             **({"ttl": i * 10} if i % 2 else {})} for i in range(1, 5)}
+    snap = make_snapshot(records)
+    for qtype in ("A", "SRV", "TXT", "MX"):
+        msg = via_resolver(snap, make_query("s.svc.local", qtype).to_wire())
+        assert msg.answer and all(rrset.ttl > 0 for rrset in msg.answer + msg.additional)

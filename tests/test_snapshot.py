@@ -1,0 +1,250 @@
+"""Snapshot: batches of etcd changes, the indexes (children, empty non-terminals, PTR), the
+layered maps past FOLD_AT, and that an incremental snapshot equals a fresh build."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dnsdisco import snapshot as snapshot_mod
+from dnsdisco.snapshot import FOLD_AT, Layered, Snapshot, ZoneConfig
+
+PREFIX = "/skydns"
+ZONES = (ZoneConfig("svc.local"), ZoneConfig("in-addr.arpa"))
+
+
+def val(**fields) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def build(items, revision=1, zones=ZONES):
+    return Snapshot.build(PREFIX, zones, revision, items)
+
+
+def state(snap: Snapshot):
+    """Everything a snapshot serves from, as plain dicts."""
+    return {
+        "records": dict(snap.records.items()),
+        "children": dict(snap.children.items()),
+        "below": dict(snap.below.items()),
+        "ptrs": dict(snap.ptrs.items()),
+        "sizes": (len(snap.records), len(snap.children), len(snap.below), len(snap.ptrs)),
+    }
+
+
+def test_build_indexes():
+    snap = build([
+        ("/skydns/local/svc/hello/a", val(host="10.0.0.1", port=80)),
+        ("/skydns/local/svc/hello/b", val(host="10.0.0.2")),
+        ("/skydns/local/svc/hello/_tcp/_http/x", val(host="10.0.0.3")),
+        ("/skydns/local/svc/other", val(text="t")),
+    ], revision=12)
+    assert snap.revision == 12
+    assert snap.record_count == 4
+    assert snap.children.get("hello.svc.local") == ("a.hello.svc.local", "b.hello.svc.local")
+    assert snap.children.get("_tcp.hello.svc.local") is None          # no record one level below
+    assert snap.children.get("_http._tcp.hello.svc.local") == ("x._http._tcp.hello.svc.local",)
+    assert snap.below.get("hello.svc.local") == 3
+    assert snap.below.get("svc.local") == 4
+    assert snap.exists("_tcp.hello.svc.local")                       # empty non-terminal
+    assert snap.exists("hello.svc.local")
+    assert not snap.exists("nope.svc.local")
+    assert [r.name for r in snap.records_for("hello.svc.local")] == ["a.hello.svc.local", "b.hello.svc.local"]
+    assert [r.name for r in snap.records_for("a.hello.svc.local")] == ["a.hello.svc.local"]
+    assert snap.ptr_names("1.0.0.10.in-addr.arpa") == ("a.hello.svc.local",)
+    assert snap.exists("1.0.0.10.in-addr.arpa")       # automatic PTR name
+    assert snap.exists("0.10.in-addr.arpa")           # its empty non-terminal ancestor
+    assert not snap.exists("9.0.0.10.in-addr.arpa")
+    assert snap.zone_of("x.svc.local").name == "svc.local"
+    assert snap.zone_of("example.com") is None
+
+
+def test_apply_touched_and_revision():
+    snap = build([("/skydns/local/svc/hello/a", val(host="10.0.0.1"))], revision=5)
+    new, touched, rejected = snap.apply(9, [("/skydns/local/svc/hello/b", val(host="10.0.0.2"))])
+    assert rejected == ()
+    assert new.revision == 9 and snap.revision == 5            # the old snapshot is unchanged
+    assert snap.records_for("hello.svc.local")[0].host == "10.0.0.1" and len(snap.records_for("hello.svc.local")) == 1
+    assert {"b.hello.svc.local", "hello.svc.local", "svc.local", "local", "",
+            "2.0.0.10.in-addr.arpa"} <= touched
+    assert "a.hello.svc.local" not in touched
+    # an unchanged put touches nothing
+    again, touched2, _ = new.apply(10, [("/skydns/local/svc/hello/b", val(host="10.0.0.2"))])
+    assert touched2 == frozenset()
+    # an address change touches both reverse names
+    moved, touched3, _ = again.apply(11, [("/skydns/local/svc/hello/b", val(host="10.0.0.3"))])
+    assert {"2.0.0.10.in-addr.arpa", "3.0.0.10.in-addr.arpa", "b.hello.svc.local"} <= touched3
+    assert moved.ptr_names("2.0.0.10.in-addr.arpa") == ()
+    assert moved.ptr_names("3.0.0.10.in-addr.arpa") == ("b.hello.svc.local",)
+
+
+@pytest.mark.parametrize("batch,present", [
+    ([("put", "10.0.0.2"), ("del", None)], False),
+    ([("del", None), ("put", "10.0.0.2")], True),
+    ([("put", "10.0.0.2"), ("del", None), ("put", "10.0.0.3")], True),   # re-add
+    ([("put", "10.0.0.2"), ("put", "10.0.0.3")], True),
+])
+def test_same_key_several_times_in_one_batch(batch, present):
+    base = build([("/skydns/local/svc/hello/a", val(host="10.0.0.1"))])
+    key = "/skydns/local/svc/hello/b"
+    changes = [(key, val(host=h) if op == "put" else None) for op, h in batch]
+    new, _touched, _ = base.apply(2, changes)
+    final = {}
+    for op, h in batch:
+        final.pop(key, None) if op == "del" else final.__setitem__(key, h)
+    expect = build([("/skydns/local/svc/hello/a", val(host="10.0.0.1"))] +
+                   [(k, val(host=h)) for k, h in final.items()])
+    assert state(new) == state(expect)
+    assert (new.record_at("b.hello.svc.local") is not None) == present
+
+
+def test_delete_last_instance_removes_ent_and_children():
+    snap = build([("/skydns/local/svc/hello/_tcp/_http/x", val(host="10.0.0.3"))])
+    assert snap.exists("_tcp.hello.svc.local")
+    new, touched, _ = snap.apply(2, [("/skydns/local/svc/hello/_tcp/_http/x", None)])
+    assert not new.exists("_tcp.hello.svc.local") and not new.exists("hello.svc.local")
+    assert "_tcp.hello.svc.local" in touched and "hello.svc.local" in touched
+    assert state(new) == state(build([]))
+    # deleting a key that never existed changes nothing
+    same, touched2, _ = new.apply(3, [("/skydns/local/svc/ghost", None)])
+    assert touched2 == frozenset() and state(same) == state(new)
+
+
+def test_ptr_index_follows_puts_and_deletes():
+    snap = build([("/skydns/local/svc/x/a", val(host="10.0.0.1")), ("/skydns/local/svc/y/b", val(host="10.0.0.1"))])
+    assert snap.ptr_names("1.0.0.10.in-addr.arpa") == ("a.x.svc.local", "b.y.svc.local")
+    one, _, _ = snap.apply(2, [("/skydns/local/svc/x/a", None)])
+    assert one.ptr_names("1.0.0.10.in-addr.arpa") == ("b.y.svc.local",)
+    none, _, _ = one.apply(3, [("/skydns/local/svc/y/b", val(host="fd00::1"))])
+    assert none.ptr_names("1.0.0.10.in-addr.arpa") == ()
+    assert not none.exists("0.10.in-addr.arpa")
+    assert none.ptr_names("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa") == ("b.y.svc.local",)
+    name_host, _, _ = none.apply(4, [("/skydns/local/svc/y/b", val(host="db.example.com"))])
+    assert dict(name_host.ptrs.items()) == {}
+
+
+@pytest.mark.parametrize("key,value,fragment", [
+    ("/skydns/local/svc/bad1", b"{not json", "not JSON"),
+    ("/skydns/local/svc/bad2", val(host=5), "host"),
+    ("/skydns/local/svc/bad3", val(host="10.0.0.300"), "10.0.0.300"),
+    ("/skydns/local/svc/bad4", val(host="10.0.0.1", port=65536), "port"),
+    ("/skydns/local/svc/bad5", val(host="10.0.0.1", port=-1), "port"),
+    ("/skydns/local/svc/bad.dot", val(host="10.0.0.1"), "does not map"),
+    ("/skydns/local//svc", val(host="10.0.0.1"), "does not map"),
+    ("/skydns/", val(host="10.0.0.1"), "does not map"),
+    ("/skydns/local/svc/" + "x" * 64, val(host="10.0.0.1"), "does not map"),
+    ("/other/local/svc/x", val(host="10.0.0.1"), "does not map"),
+])
+def test_bad_values_skipped_with_key_named(key, value, fragment):
+    good = ("/skydns/local/svc/good", val(host="10.0.0.1"))
+    snap = build([good, (key, value)])
+    assert [k for k, _ in snap.rejected] == [key]
+    message = snap.rejected[0][1]
+    assert key in message and fragment in message
+    assert snap.record_count == 1
+    assert snap.records_for("good.svc.local")[0].host == "10.0.0.1"
+
+
+def test_bad_value_replacing_good_one_removes_it():
+    snap = build([("/skydns/local/svc/x", val(host="10.0.0.1"))])
+    new, touched, rejected = snap.apply(2, [("/skydns/local/svc/x", b"garbage")])
+    assert [k for k, _ in rejected] == ["/skydns/local/svc/x"]
+    assert new.record_at("x.svc.local") is None and "x.svc.local" in touched
+
+
+def test_upper_case_key_is_served_under_its_lower_case_name():
+    snap = build([("/skydns/local/svc/hello/Web1", val(host="10.0.0.1"))])
+    assert [r.host for r in snap.records_for("hello.svc.local")] == ["10.0.0.1"]
+    assert snap.record_at("web1.hello.svc.local") is not None
+    gone, _, _ = snap.apply(2, [("/skydns/local/svc/hello/Web1", None)])
+    assert state(gone) == state(build([]))
+
+
+def test_bytes_keys_accepted():
+    snap = build([(b"/skydns/local/svc/x", val(host="10.0.0.1"))])
+    assert snap.record_at("x.svc.local").host == "10.0.0.1"
+
+
+def test_with_zones_keeps_records():
+    snap = build([("/skydns/local/svc/x", val(host="10.0.0.1"))], revision=4)
+    other = snap.with_zones([ZoneConfig("svc.local", ttl=99)])
+    assert other.zones[0].ttl == 99 and other.revision == 4
+    assert other.record_at("x.svc.local") == snap.record_at("x.svc.local")
+    assert other.zone_of("1.0.0.10.in-addr.arpa") is None
+    assert snap.zone_of("1.0.0.10.in-addr.arpa") is not None     # the original is unchanged
+
+
+def test_layered_mapping():
+    base = Layered({"a": 1, "b": 2})
+    m = base.with_changes({"a": None, "c": 3})
+    assert dict(m.items()) == {"b": 2, "c": 3} and len(m) == 2 and "a" not in m and m.get("a") is None
+    m2 = m.with_changes({"a": 5, "zz": None})
+    assert dict(m2.items()) == {"a": 5, "b": 2, "c": 3} and len(m2) == 3
+    assert dict(base.items()) == {"a": 1, "b": 2}
+
+
+# ----------------------------------------------------------------- one by one past FOLD_AT
+
+def _key(i: int) -> str:
+    return f"/skydns/local/svc/s{i % 37}/i{i % 53}"
+
+
+def test_many_single_changes_fold_and_match_a_fresh_build():
+    assert FOLD_AT <= 1024
+    snap = build([])
+    etcd: dict[str, bytes] = {}
+    for step in range(2 * FOLD_AT + 300):
+        key = _key(step * 7)
+        if step % 5 == 3:
+            etcd.pop(key, None)
+            change = (key, None)
+        else:
+            value = val(host=f"10.{step % 3}.{step % 7}.{step % 11}", port=step % 3)
+            etcd[key] = value
+            change = (key, value)
+        snap, _touched, _ = snap.apply(step + 2, [change])
+    assert len(snap.records._over) < FOLD_AT and len(snap.below._over) < FOLD_AT
+    assert state(snap) == state(build(list(etcd.items())))
+    for key in etcd:
+        assert snap.records.get(key) is not None
+
+
+_names = st.sampled_from(["a", "b", "c", "Web1", "_tcp"])
+_keys = st.lists(_names, min_size=1, max_size=4).map(lambda parts: "/skydns/local/svc/" + "/".join(parts))
+_values = st.one_of(
+    st.none(),
+    st.builds(lambda a, p: val(host=f"10.0.0.{a}", port=p), st.integers(1, 4), st.integers(0, 2)),
+    st.builds(lambda a: val(host=f"fd00::{a}"), st.integers(1, 3)),
+    st.just(val(host="other.svc.local")),
+    st.just(val(text="t")),
+    st.just(b"not json"),
+)
+_batches = st.lists(st.lists(st.tuples(_keys, _values), min_size=1, max_size=6), min_size=1, max_size=60)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_batches, st.integers(2, 40))
+def test_incremental_equals_build(batches, fold_at):
+    """Any sequence of batches gives the same snapshot as building the final etcd state."""
+    saved = snapshot_mod.FOLD_AT
+    snapshot_mod.FOLD_AT = fold_at      # fold often so both layouts are exercised
+    try:
+        snap = build([])
+        etcd: dict[str, bytes] = {}
+        for rev, batch in enumerate(batches, start=2):
+            for key, value in batch:
+                if value is None:
+                    etcd.pop(key, None)
+                else:
+                    etcd[key] = value
+            snap, touched, _ = snap.apply(rev, batch)
+        fresh = build(list(etcd.items()), revision=snap.revision)
+        assert state(snap) == state(fresh)
+        for name in ("svc.local", "a.svc.local", "b.a.svc.local", "_tcp.svc.local", "1.0.0.10.in-addr.arpa",
+                     "0.0.10.in-addr.arpa"):
+            assert snap.exists(name) == fresh.exists(name)
+            assert snap.records_for(name) == fresh.records_for(name)
+    finally:
+        snapshot_mod.FOLD_AT = saved

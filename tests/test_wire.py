@@ -1,0 +1,410 @@
+"""wire.Responder: header rules, EDNS and truncation, rotation, and the packed-reply cache
+(issue 6 point 4). Replies are parsed with dnspython."""
+from __future__ import annotations
+
+import json
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from dnsdisco.snapshot import Snapshot, ZoneConfig
+from dnsdisco.wire import Responder, parse_fast, udp_limit
+
+PREFIX = "/skydns"
+CLIENT = ("127.0.0.1", 5353)
+ZONES = (ZoneConfig("svc.local"), ZoneConfig("in-addr.arpa"))
+
+
+def val(**fields) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def instances(service: str, n: int, **extra):
+    return [(f"/skydns/local/svc/{service}/i{i:03d}", val(host=f"10.{i // 250}.{i % 250}.{i % 7 + 1}", port=8080, **extra))
+            for i in range(n)]
+
+
+def build(items, revision=3, zones=ZONES):
+    return Snapshot.build(PREFIX, zones, revision, items)
+
+
+def query(name, qtype="A", *, qid=77, edns=None, payload=1232, options=None, rd=True, cd=False, do=False):
+    if edns is None:
+        q = dns.message.make_query(name, qtype, use_edns=False)
+    else:
+        q = dns.message.make_query(name, qtype, use_edns=edns, payload=payload, options=options or [],
+                                   want_dnssec=do)
+    q.id = qid
+    if not rd:
+        q.flags &= ~dns.flags.RD
+    if cd:
+        q.flags |= dns.flags.CD
+    return q.to_wire()
+
+
+def parse(reply) -> dns.message.Message:
+    assert reply is not None
+    return dns.message.from_wire(bytes(reply))
+
+
+def header(qid, flags, qd=1, an=0, ns=0, ar=0):
+    return struct.pack("!HHHHHH", qid, flags, qd, an, ns, ar)
+
+
+def qname_wire(name: str) -> bytes:
+    return b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+
+
+class Recorder:
+    """Stands in for the metrics sink: records (rcode, hit) per query."""
+
+    def __init__(self):
+        self.seen = []
+
+    def query(self, qtype, rcode, transport, seconds, hit):
+        self.seen.append((rcode, hit))
+
+    def dropped(self, why):
+        self.seen.append(("dropped", why))
+
+    def handler_error(self):
+        self.seen.append(("error", None))
+
+
+@pytest.fixture
+def snap():
+    return build(instances("hello", 3) + [("/skydns/local/svc/one", val(host="10.9.9.9", port=80))])
+
+
+# ----------------------------------------------------------------- garbage and header rules
+
+@pytest.mark.parametrize("data", [b"", b"\x00", b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00"])
+def test_shorter_than_a_header_is_dropped(snap, data):
+    assert Responder(snap).handle(data, "udp", CLIENT) is None
+
+
+def test_responses_get_no_reply(snap):
+    data = bytearray(query("one.svc.local"))
+    data[2] |= 0x80
+    assert Responder(snap).handle(bytes(data), "udp", CLIENT) is None
+    assert Responder(snap).handle(header(1, 0x8000, qd=0), "udp", CLIENT) is None
+
+
+@pytest.mark.parametrize("data", [
+    header(0xBEEF, 0x0100) + b"\x05hel",                               # question cut short
+    header(0xBEEF, 0x0100) + qname_wire("one.svc.local") + b"\x00",    # type/class cut short
+    header(0xBEEF, 0x0100) + b"\xc0\x0c\x00\x01\x00\x01",             # pointer loop in the question
+    header(0xBEEF, 0x0100, ar=1) + qname_wire("one.svc.local") + b"\x00\x01\x00\x01" + b"\x00\x00",
+])
+def test_unparseable_question_gets_formerr(snap, data):
+    msg = parse(Responder(snap).handle(data, "udp", CLIENT))
+    assert msg.id == 0xBEEF and msg.rcode() == dns.rcode.FORMERR
+    assert msg.flags & dns.flags.QR and msg.flags & dns.flags.RD
+
+
+def test_opt_with_owner_name_formerr(snap):
+    data = bytearray(query("one.svc.local", edns=0))
+    data[-11:-10] = b"\x03foo\x00"                      # OPT owner must be the root
+    msg = parse(Responder(snap).handle(bytes(data), "udp", CLIENT))
+    assert msg.rcode() == dns.rcode.FORMERR and msg.id == 77
+
+
+@pytest.mark.parametrize("qd", [0, 2])
+def test_qdcount_not_one_is_formerr(snap, qd):
+    body = qname_wire("one.svc.local") + b"\x00\x01\x00\x01"
+    data = header(0x1234, 0x0100, qd=qd) + body * qd
+    msg = parse(Responder(snap).handle(data, "udp", CLIENT))
+    assert msg.id == 0x1234 and msg.rcode() == dns.rcode.FORMERR and not msg.answer
+
+
+@pytest.mark.parametrize("opcode", [dns.opcode.IQUERY, dns.opcode.STATUS, dns.opcode.NOTIFY])
+def test_other_opcodes_notimp(snap, opcode):
+    q = dns.message.make_query("one.svc.local", "A", use_edns=False)
+    q.set_opcode(opcode)
+    msg = parse(Responder(snap).handle(q.to_wire(), "udp", CLIENT))
+    assert msg.rcode() == dns.rcode.NOTIMP and msg.opcode() == opcode and msg.id == q.id
+
+
+@pytest.mark.parametrize("qtype", ["AXFR", "IXFR"])
+def test_zone_transfers_notimp(snap, qtype):
+    msg = parse(Responder(snap).handle(query("svc.local", qtype), "tcp", CLIENT))
+    assert msg.rcode() == dns.rcode.NOTIMP and not msg.answer
+
+
+@pytest.mark.parametrize("rdclass", ["CH", "HS", "ANY"])
+def test_class_not_in_refused(snap, rdclass):
+    q = dns.message.make_query("one.svc.local", "A", rdclass=rdclass, use_edns=False)
+    msg = parse(Responder(snap).handle(q.to_wire(), "udp", CLIENT))
+    assert msg.rcode() == dns.rcode.REFUSED and not msg.answer
+
+
+def test_refused_outside_zones_not_authoritative(snap):
+    msg = parse(Responder(snap).handle(query("www.example.com"), "udp", CLIENT))
+    assert msg.rcode() == dns.rcode.REFUSED and not msg.flags & dns.flags.AA and not msg.flags & dns.flags.RA
+
+
+# ----------------------------------------------------------------- EDNS
+
+def test_edns_opt_echoed_with_our_size(snap):
+    msg = parse(Responder(snap).handle(query("one.svc.local", edns=0, payload=4096), "udp", CLIENT))
+    assert msg.edns == 0 and msg.payload == 1232 and msg.rcode() == dns.rcode.NOERROR
+    assert not msg.ednsflags & dns.flags.DO
+    msg = parse(Responder(snap).handle(query("one.svc.local", edns=0, do=True), "udp", CLIENT))
+    assert msg.ednsflags & dns.flags.DO
+
+
+def test_no_edns_no_opt(snap):
+    msg = parse(Responder(snap).handle(query("one.svc.local"), "udp", CLIENT))
+    assert msg.edns == -1
+
+
+def test_edns_version_above_zero_badvers(snap):
+    msg = parse(Responder(snap).handle(query("one.svc.local", edns=1), "udp", CLIENT))
+    assert msg.rcode() == dns.rcode.BADVERS and msg.edns == 0 and not msg.answer
+
+
+def test_two_opt_records_formerr(snap):
+    data = bytearray(query("one.svc.local", edns=0))
+    opt = bytes(data[-11:])
+    data[11] = 2
+    msg = parse(Responder(snap).handle(bytes(data) + opt, "udp", CLIENT))
+    assert msg.rcode() == dns.rcode.FORMERR
+
+
+@pytest.mark.parametrize("edns,size,limit", [(False, 0, 512), (True, 100, 512), (True, 512, 512), (True, 800, 800),
+                                             (True, 1232, 1232), (True, 4096, 1232), (True, 65535, 1232)])
+def test_udp_limit(edns, size, limit):
+    assert udp_limit(edns, size) == limit
+
+
+# ----------------------------------------------------------------- truncation
+
+def _big(n=100):
+    return build(instances("big", n))
+
+
+@pytest.mark.parametrize("edns,payload,allowance", [(None, 0, 512), (0, 512, 512), (0, 700, 700), (0, 1232, 1232),
+                                                     (0, 4096, 1232)])
+@pytest.mark.parametrize("n", [20, 40, 100])
+def test_udp_reply_within_allowance_whole_rrsets(edns, payload, allowance, n):
+    snap = _big(n)
+    full = parse(Responder(snap).handle(query("big.svc.local"), "tcp", CLIENT))
+    assert len(full.answer[0]) == n and not full.flags & dns.flags.TC
+    resp = Responder(snap)
+    for _ in range(2):                                      # miss, then cache hit
+        raw = resp.handle(query("big.svc.local", edns=edns, payload=payload), "udp", CLIENT)
+        assert len(raw) <= allowance
+        msg = parse(raw)
+        if len(full.to_wire()) + (11 if edns is not None else 0) <= allowance:
+            assert not msg.flags & dns.flags.TC and len(msg.answer[0]) == n
+        else:
+            assert msg.flags & dns.flags.TC
+            assert msg.answer == []                          # one RRset: cut whole, never in part
+        assert (msg.edns == 0) == (edns is not None)
+
+
+def test_tc_keeps_whole_leading_rrsets():
+    items = [("/skydns/local/svc/web", val(host="big.svc.local"))] + instances("big", 60)
+    msg = parse(Responder(build(items)).handle(query("web.svc.local"), "udp", CLIENT))
+    assert msg.flags & dns.flags.TC
+    assert [dns.rdatatype.to_text(r.rdtype) for r in msg.answer] == ["CNAME"]
+    full = parse(Responder(build(items)).handle(query("web.svc.local"), "tcp", CLIENT))
+    assert not full.flags & dns.flags.TC and len(full.answer) == 2 and len(full.answer[1]) == 60
+
+
+def test_glue_dropped_before_answer_without_tc():
+    snap = _big(10)
+    tcp = parse(Responder(snap).handle(query("big.svc.local", "SRV"), "tcp", CLIENT))
+    assert len(tcp.answer[0]) == 10 and len(tcp.additional) == 10
+    assert len(tcp.to_wire()) > 512
+    raw = Responder(snap).handle(query("big.svc.local", "SRV"), "udp", CLIENT)
+    msg = parse(raw)
+    assert len(raw) <= 512
+    assert len(msg.answer[0]) == 10 and not msg.flags & dns.flags.TC and msg.additional == []
+
+
+# ----------------------------------------------------------------- ids, flags, case, rotation
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_id_rd_cd_copied_on_miss_and_hit(snap, transport):
+    resp = Responder(snap)
+    combos = [(True, False), (False, False), (True, True), (False, True)]
+    for qid, (rd, cd) in enumerate(combos * 2 + combos[::-1], start=0xFFF0):
+        msg = parse(resp.handle(query("one.svc.local", qid=qid, rd=rd, cd=cd), transport, CLIENT))
+        assert msg.id == qid
+        assert bool(msg.flags & dns.flags.RD) == rd and bool(msg.flags & dns.flags.CD) == cd
+        assert msg.flags & dns.flags.AA and msg.flags & dns.flags.QR and not msg.flags & dns.flags.RA
+
+
+@pytest.mark.parametrize("spelling", ["One.SVC.local", "ONE.SVC.LOCAL", "one.svc.local", "oNe.sVc.LoCaL"])
+def test_question_echoed_as_sent(snap, spelling):
+    resp = Responder(snap)
+    resp.handle(query("one.svc.local"), "udp", CLIENT)            # warm the cache with another spelling
+    for transport in ("udp", "tcp", "udp"):
+        raw = resp.handle(query(spelling), transport, CLIENT)
+        msg = parse(raw)
+        assert msg.question[0].name.to_text() == spelling + "."
+        assert qname_wire(spelling) in raw
+        assert [r.to_text() for r in msg.answer[0]] == ["10.9.9.9"]
+
+
+def test_rotation_each_address_first_in_turn(snap):
+    resp = Responder(snap)
+    firsts = []
+    for i in range(6):
+        msg = parse(resp.handle(query("hello.svc.local", qid=i), "udp", CLIENT))
+        addrs = [r.to_text() for r in msg.answer[0]]
+        assert sorted(addrs) == ["10.0.0.1", "10.0.1.2", "10.0.2.3"]
+        firsts.append(addrs[0])
+    assert sorted(firsts[:3]) == ["10.0.0.1", "10.0.1.2", "10.0.2.3"]
+    assert firsts[3:] == firsts[:3]
+
+
+# ----------------------------------------------------------------- the cache
+
+CACHE_QUERIES = [("one.svc.local", "A"), ("ONE.svc.LOCAL", "A"), ("one.svc.local", "AAAA"),
+                 ("nope.svc.local", "A"), ("hello.svc.local", "SRV"), ("svc.local", "SOA"), ("svc.local", "NS"),
+                 ("www.example.com", "A"), ("i000.hello.svc.local", "TXT"), ("one.svc.local", "ANY")]
+
+
+@pytest.mark.parametrize("edns", [None, 0])
+@pytest.mark.parametrize("name,qtype", CACHE_QUERIES)
+def test_cached_reply_byte_identical_to_uncached(snap, name, qtype, edns):
+    single = build([("/skydns/local/svc/one", val(host="10.9.9.9", port=80))] + instances("hello", 1))
+    resp = Responder(single)
+    resp.handle(query(name.lower(), qtype, qid=1, edns=edns), "udp", CLIENT)     # miss: fills the cache
+    hit = resp.handle(query(name, qtype, qid=2, edns=edns), "udp", CLIENT)
+    fresh = Responder(single).handle(query(name, qtype, qid=2, edns=edns), "udp", CLIENT)
+    assert bytes(hit) == bytes(fresh)
+
+
+def test_cached_rotation_matches_fresh_rrsets(snap):
+    resp = Responder(snap)
+    for i in range(4):
+        hit = parse(resp.handle(query("HELLO.svc.local", qid=i), "udp", CLIENT))
+        fresh = parse(Responder(snap).handle(query("HELLO.svc.local", qid=i), "udp", CLIENT))
+        assert hit.id == fresh.id and hit.question == fresh.question and hit.flags == fresh.flags
+        assert hit.answer == fresh.answer          # dnspython compares RRsets as sets
+
+
+def test_cookie_option_answered_and_a_cache_hit(snap):
+    metrics = Recorder()
+    resp = Responder(snap, metrics=metrics)
+    cookie1 = dns.edns.GenericOption(dns.edns.COOKIE, b"\x01" * 8)
+    cookie2 = dns.edns.GenericOption(dns.edns.COOKIE, b"\x02" * 8 + b"\x03" * 16)
+    a = parse(resp.handle(query("one.svc.local", edns=0, options=[cookie1], qid=5), "udp", CLIENT))
+    b = parse(resp.handle(query("one.svc.local", edns=0, options=[cookie2], qid=6), "udp", CLIENT))
+    c = parse(resp.handle(query("one.svc.local", edns=0, qid=7), "udp", CLIENT))
+    for msg, qid in ((a, 5), (b, 6), (c, 7)):
+        assert msg.id == qid and msg.rcode() == dns.rcode.NOERROR and [r.to_text() for r in msg.answer[0]] == ["10.9.9.9"]
+    assert [hit for _rcode, hit in metrics.seen] == [False, True, True]
+    assert len(resp.cache) == 1
+
+
+def test_cache_key_separates_type_edns_do_and_size(snap):
+    metrics = Recorder()
+    resp = Responder(snap, metrics=metrics)
+    variants = [query("one.svc.local"), query("one.svc.local", "AAAA"), query("one.svc.local", edns=0),
+                query("one.svc.local", edns=0, do=True), query("one.svc.local", edns=0, payload=800)]
+    for data in variants:
+        resp.handle(data, "udp", CLIENT)
+    resp.handle(variants[0], "tcp", CLIENT)
+    assert all(not hit for _rcode, hit in metrics.seen)
+    assert len(resp.cache) == len(variants) + 1
+    aaaa = parse(resp.handle(variants[1], "udp", CLIENT))
+    assert aaaa.answer == [] and aaaa.rcode() == dns.rcode.NOERROR
+
+
+# ----------------------------------------------------------------- updates are never hidden
+
+UPDATES = [
+    # (id, initial items, changes, query, expected rcode before, expected rcode after, text in the new answer)
+    ("address-change", [("/skydns/local/svc/x", val(host="10.0.0.1"))], [("/skydns/local/svc/x", val(host="10.0.0.2"))],
+     ("x.svc.local", "A"), "NOERROR", "NOERROR", "10.0.0.2"),
+    ("new-instance", [("/skydns/local/svc/x/a", val(host="10.0.0.1"))], [("/skydns/local/svc/x/b", val(host="10.0.0.2"))],
+     ("x.svc.local", "A"), "NOERROR", "NOERROR", "10.0.0.2"),
+    ("delete", [("/skydns/local/svc/x", val(host="10.0.0.1"))], [("/skydns/local/svc/x", None)],
+     ("x.svc.local", "A"), "NOERROR", "NXDOMAIN", None),
+    ("negative-to-positive", [], [("/skydns/local/svc/x", val(host="10.0.0.1"))],
+     ("x.svc.local", "A"), "NXDOMAIN", "NOERROR", "10.0.0.1"),
+    ("nodata-to-positive", [("/skydns/local/svc/x", val(host="10.0.0.1"))], [("/skydns/local/svc/x/v6", val(host="fd00::1"))],
+     ("x.svc.local", "AAAA"), "NOERROR", "NOERROR", "fd00::1"),
+    ("cname-target-change", [("/skydns/local/svc/web", val(host="app.svc.local")), ("/skydns/local/svc/app", val(host="10.0.0.1"))],
+     [("/skydns/local/svc/app", val(host="10.0.0.2"))], ("web.svc.local", "A"), "NOERROR", "NOERROR", "10.0.0.2"),
+    ("cname-target-appears", [("/skydns/local/svc/web", val(host="app.svc.local"))],
+     [("/skydns/local/svc/app/i", val(host="10.0.0.2"))], ("web.svc.local", "A"), "NXDOMAIN", "NOERROR", "10.0.0.2"),
+    ("cname-retargeted", [("/skydns/local/svc/web", val(host="app.svc.local")), ("/skydns/local/svc/app", val(host="10.0.0.1")),
+                          ("/skydns/local/svc/app2", val(host="10.0.0.2"))],
+     [("/skydns/local/svc/web", val(host="app2.svc.local"))], ("web.svc.local", "A"), "NOERROR", "NOERROR", "10.0.0.2"),
+    ("srv-glue-change", [("/skydns/local/svc/s/a", val(host="db.svc.local", port=5432)), ("/skydns/local/svc/db", val(host="10.0.0.1"))],
+     [("/skydns/local/svc/db", val(host="10.0.0.2"))], ("s.svc.local", "SRV"), "NOERROR", "NOERROR", "10.0.0.2"),
+    ("srv-own-glue-change", [("/skydns/local/svc/s/a", val(host="10.0.0.1", port=80))],
+     [("/skydns/local/svc/s/a", val(host="10.0.0.2", port=80))], ("s.svc.local", "SRV"), "NOERROR", "NOERROR", "10.0.0.2"),
+    ("ns-glue-change", [("/skydns/local/svc/dns/ns/ns1", val(host="10.0.0.1"))],
+     [("/skydns/local/svc/dns/ns/ns1", val(host="10.0.0.2"))], ("svc.local", "NS"), "NOERROR", "NOERROR", "10.0.0.2"),
+    ("new-ent-child", [("/skydns/local/svc/other", val(host="10.0.0.1"))],
+     [("/skydns/local/svc/hello/_tcp/_http/i", val(host="10.0.0.2", port=80))], ("_tcp.hello.svc.local", "SRV"),
+     "NXDOMAIN", "NOERROR", None),
+    ("ent-goes-away", [("/skydns/local/svc/hello/_tcp/_http/i", val(host="10.0.0.2", port=80))],
+     [("/skydns/local/svc/hello/_tcp/_http/i", None)], ("_tcp.hello.svc.local", "SRV"), "NOERROR", "NXDOMAIN", None),
+    ("ptr-appears", [("/skydns/local/svc/x", val(host="10.0.0.1"))], [("/skydns/local/svc/y", val(host="10.0.0.7"))],
+     ("7.0.0.10.in-addr.arpa", "PTR"), "NXDOMAIN", "NOERROR", "y.svc.local."),
+    ("ptr-moves", [("/skydns/local/svc/x", val(host="10.0.0.7"))], [("/skydns/local/svc/y", val(host="10.0.0.7")),
+                                                                    ("/skydns/local/svc/x", None)],
+     ("7.0.0.10.in-addr.arpa", "PTR"), "NOERROR", "NOERROR", "y.svc.local."),
+    ("soa-serial", [("/skydns/local/svc/x", val(host="10.0.0.1"))], [("/skydns/local/svc/y", val(host="10.0.0.2"))],
+     ("svc.local", "SOA"), "NOERROR", "NOERROR", " 10 7200"),
+    ("txt-change", [("/skydns/local/svc/t", val(text="old"))], [("/skydns/local/svc/t", val(text="new"))],
+     ("t.svc.local", "TXT"), "NOERROR", "NOERROR", '"new"'),
+]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("items,changes,q,before,after,needle",
+                         [pytest.param(*case[1:], id=case[0]) for case in UPDATES])
+def test_update_never_hidden_by_cache(transport, items, changes, q, before, after, needle):
+    old = build(items, revision=3)
+    resp = Responder(old)
+    for _ in range(2):                                   # cache it and hit it
+        msg = parse(resp.handle(query(*q), transport, CLIENT))
+        assert dns.rcode.to_text(msg.rcode()) == before
+    new, touched, _ = old.apply(10, changes)
+    resp.on_swap(new, touched)
+    msg = parse(resp.handle(query(*q), transport, CLIENT))
+    fresh = parse(Responder(new).handle(query(*q), transport, CLIENT))
+    assert dns.rcode.to_text(msg.rcode()) == after
+    assert msg.answer == fresh.answer and msg.authority == fresh.authority and msg.additional == fresh.additional
+    if needle:
+        assert needle in msg.to_text()
+
+
+def test_swap_keeps_untouched_entries(snap):
+    metrics = Recorder()
+    resp = Responder(snap, metrics=metrics)
+    resp.handle(query("one.svc.local"), "udp", CLIENT)
+    new, touched, _ = snap.apply(10, [("/skydns/local/svc/hello/i000", val(host="10.7.7.7"))])
+    resp.on_swap(new, touched)
+    resp.handle(query("one.svc.local"), "udp", CLIENT)
+    assert [hit for _r, hit in metrics.seen] == [False, True]
+
+
+def test_zone_change_drops_everything(snap):
+    resp = Responder(snap)
+    assert parse(resp.handle(query("one.svc.local"), "udp", CLIENT)).answer[0].ttl == 30
+    resp.on_swap(snap.with_zones([ZoneConfig("svc.local", ttl=99)]), frozenset())
+    assert parse(resp.handle(query("one.svc.local"), "udp", CLIENT)).answer[0].ttl == 99
+    resp.on_swap(snap.with_zones([ZoneConfig("other.local")]), frozenset())
+    assert parse(resp.handle(query("one.svc.local"), "udp", CLIENT)).rcode() == dns.rcode.REFUSED
+
+
+def test_parse_fast():
+    data = query("One.svc.local", "AAAA", qid=9, edns=0, payload=4096, do=True)
+    qid, qname, qtype, qclass, edns, size, do = parse_fast(data)
+    assert (qid, qname, qtype, qclass, edns, size, do) == (9, qname_wire("One.svc.local"), 28, 1, True, 4096, True)
+    assert parse_fast(b"short") == "drop"
