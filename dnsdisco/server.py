@@ -313,8 +313,8 @@ class DNSServer:
             for _ in range(self.udp_readers):
                 watcher = hub.loop.io(lst.udp.fileno(), 1)
                 self._udp_watchers.append(watcher)
-                self._udp_greenlets.append(gevent.spawn(self._udp_loop, lst, watcher))
-            self._accept_greenlets.append(gevent.spawn(self._accept_loop, lst))
+                self._udp_greenlets.append(gevent.spawn(self._keep_running, self._udp_loop, lst, watcher))
+            self._accept_greenlets.append(gevent.spawn(self._keep_running, self._accept_loop, lst))
         self.log.info("answering on %s (UDP and TCP)",
                       ", ".join(_show(h, p) for h, p in self.addresses))
 
@@ -350,7 +350,11 @@ class DNSServer:
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop reading new queries, answer those in flight, close TCP; within `grace` s."""
-        if not self._started or self._stopping:
+        if not self._started:
+            self._stopping = True
+            self._stopped.set()
+            return
+        if self._stopping:
             self._stopped.wait(timeout=grace)
             return
         self._stopping = True
@@ -374,6 +378,20 @@ class DNSServer:
         self._udp_watchers = []
         self.log.info("stopped answering on %s", ", ".join(_show(h, p) for h, p in self.addresses))
         self._stopped.set()
+
+    def _keep_running(self, loop, lst: _Listener, *args) -> None:
+        """Restart a socket loop that an unforeseen error ended; only stop() ends it."""
+        while not self._stopping:
+            try:
+                loop(lst, *args)
+            except _Stop:
+                return
+            except Exception:
+                if self._stopping:
+                    return
+                self._limited(logging.ERROR, "loop", "a socket loop on %s failed; restarting it",
+                              _show(lst.host, lst.port), exc_info=True)
+                gevent.sleep(0.01)
 
     # ------------------------------------------------------------ UDP
 
@@ -416,6 +434,11 @@ class DNSServer:
                     sendto(reply, addr)
                 except OSError as exc:
                     self._udp_send_failed(lst, reply, addr, exc)
+                except Exception:                 # the handler returned something not bytes
+                    if metrics is not None:
+                        metrics.handler_error()
+                    self._limited(logging.ERROR, "handler", "handler returned %s, not bytes or None",
+                                  type(reply).__name__)
 
     def _udp_send_failed(self, lst: _Listener, reply: bytes, addr: tuple, exc: OSError) -> None:
         if isinstance(exc, BlockingIOError):
@@ -469,6 +492,11 @@ class DNSServer:
         if self.tcp_max_per_client and self._per_client.get(key, 0) >= self.tcp_max_per_client:
             self._refuse(conn, client, "tcp_client_limit")
             return
+        try:
+            # each reply is one write; do not hold pipelined replies back for an ACK
+            conn.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         connection = _TCPConnection(self, conn, client, key)
         self._connections.add(connection)
         self._per_client[key] = self._per_client.get(key, 0) + 1
@@ -545,8 +573,8 @@ class _TCPConnection:
                 # answers already being prepared still go out
                 if server._stopping:
                     timeout = max(0.0, server._stop_deadline - time.monotonic())
-                else:
-                    timeout = server.tcp_read_timeout + 1.0
+                else:   # the client closed or was cut: a half-closed client still gets its replies
+                    timeout = max(server.tcp_idle_timeout, server.tcp_read_timeout)
                 self._pool.join(timeout=timeout)
                 self._pool.kill(block=False)
             finally:
@@ -630,6 +658,13 @@ class _TCPConnection:
             return
         if reply is None or self._closed or self._broken:
             return
+        if not isinstance(reply, (bytes, bytearray, memoryview)):
+            if server.metrics is not None:
+                server.metrics.handler_error()
+            server._limited(logging.ERROR, "handler", "handler returned %s, not bytes or None",
+                            type(reply).__name__)
+            return
+        reply = bytes(reply)
         if len(reply) > 65535:
             server._drop("tcp_reply_too_large")
             server._limited(logging.ERROR, "tcp_reply_too_large", "TCP reply of %d bytes to %s not sent: "

@@ -269,6 +269,36 @@ def test_tcp_pipelined_queries_are_answered_concurrently(server):
         assert struct.unpack("!H", second[:2])[0] == 1
 
 
+def test_tcp_half_closed_client_still_gets_its_replies(server):
+    """A client may send its queries, shut its sending side and then read (RFC 7766)."""
+    with tcp_connect(server.addresses[0]) as sock:
+        sock.sendall(frame(query("slow.test", 1)) + frame(query("b.test", 2)))
+        sock.shutdown(socket.SHUT_WR)
+        got = sorted(struct.unpack("!H", read_reply(sock)[:2])[0] for _ in range(2))
+        assert got == [1, 2]
+        wait_closed(sock, within=2.0)
+
+
+def test_a_handler_returning_the_wrong_type_does_not_stop_the_loops(metrics):
+    def wrong(data, transport, client):
+        if b"\x05wrong\x04test" in data:
+            return "not bytes"
+        return echo_handler(data, transport, client)
+
+    srv = make_server(handler=wrong, metrics=metrics)
+    try:
+        addr = srv.addresses[0]
+        for i in range(5):
+            assert udp_ask(addr, query("wrong.test", i), timeout=0.05) is None
+        assert is_answer_to(udp_ask(addr, query("fine.test", 10)), 10)
+        with tcp_connect(addr) as sock:
+            sock.sendall(frame(query("wrong.test", 11)))
+            assert is_answer_to(tcp_ask(sock, query("fine.test", 12)), 12)
+        wait_until(lambda: metrics.handler_errors == 6, 2, "6 bad replies counted")
+    finally:
+        srv.stop(grace=1.0)
+
+
 def test_tcp_message_split_across_sends(server):
     data = frame(query("split.test", 555))
     with tcp_connect(server.addresses[0]) as sock:
