@@ -349,7 +349,14 @@ class DNSServer:
         self._stopped.wait()
 
     def stop(self, grace: float = 2.0) -> None:
-        """Stop reading new queries, answer those in flight, close TCP; within `grace` s."""
+        """Stop reading new queries, answer those in flight, close TCP; within `grace` s.
+
+        Blocks the calling greenlet; called from the hub itself (e.g. straight from
+        gevent.signal_handler) it runs in a new greenlet instead.
+        """
+        if gevent.getcurrent() is gevent.get_hub():
+            gevent.spawn(self.stop, grace)
+            return
         if not self._started:
             self._stopping = True
             self._stopped.set()

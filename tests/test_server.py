@@ -588,3 +588,13 @@ def test_bind_error_for_an_address_not_on_this_host():
 def test_bind_error_for_a_name_that_is_not_an_address():
     with pytest.raises(BindError, match="not-an-address.invalid"):
         DNSServer(echo_handler, [("not-an-address.invalid", 0)]).start()
+
+
+def test_stop_called_from_the_hub_runs_in_its_own_greenlet():
+    """gevent.signal_handler callbacks run in the hub, where blocking is not allowed."""
+    srv = DNSServer(echo_handler, [("127.0.0.1", 0)])
+    srv.start()
+    gevent.get_hub().loop.run_callback(srv.stop, 0.5)
+    with gevent.Timeout(3):
+        srv.serve_forever()
+    assert udp_ask(srv.addresses[0], query("late.test", 1), timeout=0.2) is None
