@@ -269,6 +269,14 @@ OPTIONS: list[Option] = [
     Option("check_interval", parse_float(0.1), 5.0, "seconds between health checks; one check may take "
            "this long (0.5 to 10 s)",
            REGISTER, metavar="SECONDS"),
+    Option("log_level", parse_str, "info", "debug, info, warning or error", ETCD_USERS, metavar="LEVEL"),
+    # -- server (TCP abuse limits, RFC 7766)
+    Option("tcp_max_per_client", parse_int(0), 64, "open TCP connections at most per client address "
+           "(IPv6: per /64); 0 = no per-client cap", SERVE, metavar="N"),
+    Option("tcp_read_timeout", parse_float(0.1), 2.0, "seconds to receive one whole TCP message once it "
+           "has begun, and to send one reply; slower clients are cut (slowloris)", SERVE, metavar="SECONDS"),
+    Option("tcp_max_inflight", parse_int(1, 1000), 16, "queries answered at once per TCP connection; "
+           "reading pauses beyond it", SERVE, metavar="N"),
 ]
 
 
