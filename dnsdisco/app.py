@@ -65,7 +65,9 @@ def run_serve(cfg, args=None) -> int:
     if cfg.log_queries:
         handler = _logging_handler(handler, logs.QueryLog())
     server = DNSServer(handler, cfg.listen, tcp_idle_timeout=cfg.tcp_idle_timeout,
-                       tcp_max_conns=cfg.tcp_max_conns, metrics=metrics,
+                       tcp_max_conns=cfg.tcp_max_conns, tcp_max_per_client=cfg.tcp_max_per_client,
+                       tcp_read_timeout=cfg.tcp_read_timeout, tcp_max_inflight=cfg.tcp_max_inflight,
+                       metrics=metrics,
                        log=logging.getLogger("dnsdisco.server"))
     try:
         server.start()
