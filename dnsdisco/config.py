@@ -269,7 +269,6 @@ OPTIONS: list[Option] = [
     Option("check_interval", parse_float(0.1), 5.0, "seconds between health checks; one check may take "
            "this long (0.5 to 10 s)",
            REGISTER, metavar="SECONDS"),
-    Option("log_level", parse_str, "info", "debug, info, warning or error", ETCD_USERS, metavar="LEVEL"),
     # -- server (TCP abuse limits, RFC 7766)
     Option("tcp_max_per_client", parse_int(0), 64, "open TCP connections at most per client address "
            "(IPv6: per /64); 0 = no per-client cap", SERVE, metavar="N"),
