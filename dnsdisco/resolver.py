@@ -27,7 +27,9 @@ REVERSE_ZONES = ("in-addr.arpa", "ip6.arpa")
 @dataclass
 class Answer:
     reply: DNSRecord
-    depends: frozenset | None = None   # names it was computed from; None = any change may alter it
+    # names it was computed from; None = any change may alter it. The SOA serial is not a
+    # dependency: the cache writes the current one into every cached SOA it hands out.
+    depends: frozenset | None = None
     cacheable: bool = True
     in_zone: bool = True
     name: str = ""                     # the lower-case query name
@@ -126,7 +128,7 @@ def answer(query: DNSRecord, snap: Snapshot, *, forwarding: bool = False) -> Ans
             seen.add(ident)
             reply.add_ar(rr)
     _add_opt(reply, edns)
-    depends = None if lookup.volatile else frozenset(lookup.consulted)
+    depends = frozenset(lookup.consulted)
     return Answer(reply, depends=depends, name=name)
 
 
@@ -145,8 +147,13 @@ def _ttl(rec: Record, zone: ZoneConfig) -> int:
     return zone.ttl if rec.ttl is None else rec.ttl
 
 
+def soa_serial(snap: Snapshot) -> int:
+    """The SOA serial: the etcd revision (the reply cache patches it into cached SOAs)."""
+    return max(1, snap.revision) & 0xFFFFFFFF
+
+
 def _soa_rr(snap: Snapshot, zone: ZoneConfig, *, negative: bool) -> RR:
-    serial = max(1, snap.revision) & 0xFFFFFFFF
+    serial = soa_serial(snap)
     ttl = zone.neg_ttl if negative else (zone.soa_ttl if zone.soa_ttl is not None else zone.ttl)
     if negative:
         ttl = min(ttl, zone.neg_ttl)
@@ -172,7 +179,6 @@ class _Lookup:
         self.authority: list[RR] = []
         self.additional: list[RR] = []
         self.consulted: set[str] = set()
-        self.volatile = False
         self.negative: ZoneConfig | None = None   # zone whose SOA goes in authority
 
     # -------------------------------------------------------------- helpers
@@ -252,7 +258,6 @@ class _Lookup:
 
     def _negative(self, name: str, zone: ZoneConfig) -> int:
         self.negative = zone
-        self.volatile = True    # the SOA serial follows every etcd revision
         if self.snap.exists(name) or name == zone.name:
             return RCODE.NOERROR
         return RCODE.NXDOMAIN
@@ -278,7 +283,6 @@ class _Lookup:
             return self._ptr(owner, name, recs, zone) + static
         if qtype == T_SOA:
             if name == zone.name:
-                self.volatile = True
                 return [_soa_rr(self.snap, zone, negative=False)]
             return []
         if qtype == T_NS:
@@ -364,7 +368,6 @@ class _Lookup:
             if rrs:
                 return rrs
         if name == zone.name:
-            self.volatile = True
             return [_soa_rr(self.snap, zone, negative=False)]
         alias = self.cname_of(recs)
         if alias is not None:

@@ -7,6 +7,7 @@ in lower case, so the client's id, RD/CD bits and spelling of the name are writt
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import struct
 import time
@@ -14,7 +15,7 @@ from typing import Callable
 
 from dnslib import DNSLabel, DNSRecord, QTYPE, RCODE
 
-from .resolver import UDP_PAYLOAD, Answer, answer, edns_of, error_reply
+from .resolver import UDP_PAYLOAD, Answer, answer, edns_of, error_reply, soa_serial
 from .snapshot import Snapshot
 
 log = logging.getLogger("dnsdisco.wire")
@@ -26,6 +27,7 @@ MAX_ROTATIONS = 8      # distinct answer orders kept per cached reply
 T_OPT = 41
 _HEADER = struct.Struct("!HHHHHH")
 _TYPECLASS = struct.Struct("!HH")
+_SERIAL = struct.Struct("!I")
 
 
 def parse_fast(data: bytes):
@@ -148,13 +150,14 @@ def rotations(reply: DNSRecord) -> list[DNSRecord]:
 class ReplyCache:
     """Packed replies keyed on (lower qname, qtype, qclass, EDNS?, DO, size limit).
 
-    An etcd change drops the entries of the names it touched; entries that depend on the
-    whole snapshot (SOA serial in negative answers and at the apex) go on every swap.
+    An etcd change drops the entries of the names it touched (`depends`); an entry with
+    `depends` None goes on every swap. When full, the oldest eighth is evicted.
+    An entry is [variants, turn, serial offsets per variant or None, depends].
     """
 
     def __init__(self, max_entries: int = 200_000):
-        self.max_entries = max_entries
-        self.entries: dict[tuple, list] = {}      # key -> [variants, turn]
+        self.max_entries = max(8, max_entries)
+        self.entries: dict[tuple, list] = {}
         self.by_name: dict[str, set] = {}
         self.volatile: set[tuple] = set()
         self.generation = 0
@@ -162,15 +165,29 @@ class ReplyCache:
     def get(self, key):
         return self.entries.get(key)
 
-    def put(self, key, variants: list[bytes], depends) -> None:
+    def put(self, key, variants: list[bytes], depends, serial_offsets=None) -> list:
         if len(self.entries) >= self.max_entries:
-            self.clear()
-        self.entries[key] = [variants, 0]
+            self._evict(self.max_entries // 8)
+        entry = [variants, 0, serial_offsets, depends]
+        self.entries[key] = entry
         if depends is None:
             self.volatile.add(key)
         else:
             for name in depends:
                 self.by_name.setdefault(name, set()).add(key)
+        return entry
+
+    def _evict(self, count: int) -> None:
+        oldest = list(itertools.islice(self.entries, count))
+        for key in oldest:
+            entry = self.entries.pop(key)
+            for name in entry[3] or ():
+                keys = self.by_name.get(name)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self.by_name[name]
+            self.volatile.discard(key)
 
     def clear(self) -> None:
         self.entries.clear()
@@ -195,6 +212,34 @@ class ReplyCache:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+def _skip_name(data: bytes, pos: int) -> int:
+    """The offset just past a (possibly compressed) name in a message we packed ourselves."""
+    while True:
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length >= 0xC0:
+            return pos + 2
+        pos += length + 1
+
+
+def soa_serial_offsets(data: bytes) -> tuple[int, ...]:
+    """Where the serial of each SOA record sits in a packed reply."""
+    qd, an, ns, ar = struct.unpack_from("!HHHH", data, 4)
+    pos = 12
+    for _ in range(qd):
+        pos = _skip_name(data, pos) + 4
+    out = []
+    for _ in range(an + ns + ar):
+        pos = _skip_name(data, pos)
+        rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
+        pos += 10
+        if rtype == 6:  # SOA: mname, rname, then the serial
+            out.append(_skip_name(data, _skip_name(data, pos)))
+        pos += rdlen
+    return tuple(out)
 
 
 # ---------------------------------------------------------------- the responder
@@ -294,6 +339,10 @@ class Responder:
                 out[2] = (out[2] & 0xFE) | (data[2] & 0x01)        # RD
                 out[3] = (out[3] & 0xEF) | (data[3] & 0x10)        # CD
                 out[12:12 + len(qname)] = qname
+                if entry[2] is not None:                              # SOA serial = revision now
+                    serial = soa_serial(self.snapshot)
+                    for offset in entry[2][turn % len(variants)]:
+                        _SERIAL.pack_into(out, offset, serial)
                 reply = bytes(out)
                 hit = True
             else:
@@ -343,12 +392,12 @@ class Responder:
             limit = 512
         else:
             limit = udp_limit(edns.present, edns.udp_size)
-        variants = [pack_reply(r, limit) for r in rotations(ans.reply)]
+        variants = [bytes(pack_reply(r, limit)) for r in rotations(ans.reply)]
         if cache_slot is not None:
             key, qname = cache_slot
             if ans.cacheable and generation == self.cache.generation:
-                self.cache.put(key, variants, ans.depends)
-                entry = self.cache.entries[key]
+                offsets = [soa_serial_offsets(v) for v in variants]
+                entry = self.cache.put(key, variants, ans.depends, offsets if any(offsets) else None)
                 entry[1] = 1
             out = bytearray(variants[0])
             out[12:12 + len(qname)] = qname

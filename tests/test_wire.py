@@ -408,3 +408,35 @@ def test_parse_fast():
     qid, qname, qtype, qclass, edns, size, do = parse_fast(data)
     assert (qid, qname, qtype, qclass, edns, size, do) == (9, qname_wire("One.svc.local"), 28, 1, True, 4096, True)
     assert parse_fast(b"short") == "drop"
+
+
+# ---------------------------------------------------------------- SOA serial and eviction
+
+@pytest.mark.parametrize("name,qtype", [("nothing.svc.local", "A"), ("hello.svc.local", "AAAA"), ("svc.local", "SOA")])
+def test_cached_soa_serial_follows_the_revision(name, qtype):
+    """Negative and SOA replies stay cached across unrelated changes, with the current serial."""
+    base = build([("/skydns/local/svc/hello/a", val(host="10.0.0.1"))], revision=10)
+    r = Responder(base)
+    first = parse(r.handle(query(name, qtype), "udp", ("127.0.0.1", 1)))
+    soa = (first.authority or first.answer)[0][0]
+    assert soa.serial == 10
+    changed, touched, _ = base.apply(11, [("/skydns/local/svc/other/x", val(host="10.0.0.2"))])
+    r.on_swap(changed, touched)
+    cached = r.handle(query(name, qtype), "udp", ("127.0.0.1", 1))
+    fresh = Responder(changed).handle(query(name, qtype), "udp", ("127.0.0.1", 1))
+    assert cached == fresh
+    assert (parse(cached).authority or parse(cached).answer)[0][0].serial == 11
+    assert len(r.cache) >= 1
+
+
+def test_full_cache_evicts_the_oldest_and_forgets_their_names():
+    snap = build([(f"/skydns/local/svc/s{i}", val(host=f"10.0.{i // 250}.{i % 250 + 1}")) for i in range(100)])
+    r = Responder(snap, cache_size=40)
+    for i in range(100):
+        r.handle(query(f"s{i}.svc.local"), "udp", ("127.0.0.1", 1))
+    assert len(r.cache) <= 40
+    assert all(keys for keys in r.cache.by_name.values())
+    live = {key for keys in r.cache.by_name.values() for key in keys}
+    assert live <= set(r.cache.entries)
+    reply = parse(r.handle(query("s99.svc.local"), "udp", ("127.0.0.1", 1)))
+    assert [rd.to_text() for rr in reply.answer for rd in rr] == ["10.0.0.100"]
