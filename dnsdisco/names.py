@@ -5,7 +5,7 @@ Names inside dnsdisco are lower case, without the trailing dot; the root is "".
 """
 from __future__ import annotations
 
-import ipaddress
+import socket
 
 MAX_LABEL = 63
 MAX_NAME = 253  # presentation length without the trailing dot (255 octets on the wire)
@@ -94,8 +94,15 @@ def name_for(prefix: str, key: str) -> str | None:
 
 
 def reverse_name(ip: str) -> str:
-    """`10.0.0.7` → `7.0.0.10.in-addr.arpa`; IPv6 gives the nibble form under ip6.arpa."""
-    return ipaddress.ip_address(ip).reverse_pointer
+    """`10.0.0.7` → `7.0.0.10.in-addr.arpa`; IPv6 gives the nibble form under ip6.arpa.
+
+    Takes a normalised address (as records.classify_host returns); called for every
+    record of a full sync, so it avoids the ipaddress module."""
+    if ":" not in ip:
+        a, b, c, d = ip.split(".")
+        return f"{d}.{c}.{b}.{a}.in-addr.arpa"
+    nibbles = socket.inet_pton(socket.AF_INET6, ip).hex()
+    return ".".join(reversed(nibbles)) + ".ip6.arpa"
 
 
 def label_count(name: str) -> int:

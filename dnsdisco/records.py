@@ -5,8 +5,8 @@ message that names the key, so one bad registration never hides the others.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
+import socket
 from dataclasses import dataclass
 
 from .names import BadName, normalize
@@ -66,14 +66,21 @@ def classify_host(key: str, host: str) -> tuple[str, str]:
     host = host.strip()
     if not host:
         return "", ""
+    # inet_pton is strict (no octal, no short forms) and fast: a full sync classifies every host
     try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
+        socket.inet_pton(socket.AF_INET, host)
+        return host, "ipv4"
+    except OSError:
         pass
-    else:
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped), "ipv4"
-        return str(addr), "ipv4" if addr.version == 4 else "ipv6"
+    if ":" in host:
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, host)
+        except OSError:
+            packed = None
+        if packed is not None:
+            if packed[:12] == b"\0" * 10 + b"\xff\xff":
+                return socket.inet_ntop(socket.AF_INET, packed[12:]), "ipv4"
+            return socket.inet_ntop(socket.AF_INET6, packed), "ipv6"
     if all(c.isdigit() or c == "." for c in host):
         raise BadValue(f"{key}: host {host!r} is not a valid IPv4 address")
     if ":" in host:

@@ -51,6 +51,9 @@ class Layered:
 
     def with_changes(self, changes: dict) -> "Layered":
         """A new mapping with `changes` applied (value None deletes)."""
+        if not self._size and not self._over:   # a full sync: build the base in one go
+            base = {key: value for key, value in changes.items() if value is not None}
+            return Layered(base, {}, len(base))
         size = self._size
         over = dict(self._over)
         for key, value in changes.items():
@@ -136,7 +139,7 @@ class Snapshot:
             name = name_for(self.prefix, key)
             # records live under the canonical (lower-case) key that record_at() looks up,
             # so an instance id in upper case (`.../hello/Web1`) is served, not half-indexed
-            slot = key if name is None else key_for(self.prefix, name)
+            slot = key if name is None else self.prefix + key[len(self.prefix):].lower()
             if value is None:
                 rec_changes[slot] = None
                 continue
@@ -155,6 +158,7 @@ class Snapshot:
         ptr_edits: dict[str, dict[str, bool]] = {}
         touched: set[str] = set()
         record_updates: dict[str, Record | None] = {}
+        reverse_of: dict[str, str] = {}   # address -> reverse name, computed once per apply
 
         for key, new in rec_changes.items():
             old = self.records.get(key)
@@ -164,17 +168,20 @@ class Snapshot:
                 continue
             record_updates[key] = new
             name = (new or old).name
+            name_ancestors = ancestors(name)
             touched.add(name)
-            touched.update(ancestors(name))
+            touched.update(name_ancestors)
             if (old is None) != (new is None):
                 present = new is not None
-                child_edits.setdefault(parent(name), {})[name] = present
+                child_edits.setdefault(name_ancestors[0], {})[name] = present
                 step = 1 if present else -1
-                for anc in ancestors(name):
+                for anc in name_ancestors:
                     below_delta[anc] = below_delta.get(anc, 0) + step
             for rec, present in ((old, False), (new, True)):
                 if rec is not None and rec.is_address:
-                    rname = reverse_name(rec.host)
+                    rname = reverse_of.get(rec.host)
+                    if rname is None:
+                        rname = reverse_of[rec.host] = reverse_name(rec.host)
                     ptr_edits.setdefault(rname, {})[rec.name] = present
                     touched.add(rname)
         # a record removed and re-added in one batch nets out: recompute from the final state
@@ -195,7 +202,7 @@ class Snapshot:
             current = set(self.ptrs.get(rname, ()))
             for owner in edits:
                 rec = records.get(key_for(self.prefix, owner))
-                if rec is not None and rec.is_address and reverse_name(rec.host) == rname:
+                if rec is not None and rec.is_address and reverse_of.get(rec.host) == rname:
                     current.add(owner)
                 else:
                     current.discard(owner)
