@@ -16,6 +16,7 @@ from typing import Callable
 from dnslib import DNSLabel, DNSRecord, QTYPE, RCODE
 
 from .resolver import UDP_PAYLOAD, Answer, answer, edns_of, error_reply, soa_serial
+from .packer import fast_answer
 from .snapshot import Snapshot
 
 log = logging.getLogger("dnsdisco.wire")
@@ -346,7 +347,7 @@ class Responder:
                 reply = bytes(out)
                 hit = True
             else:
-                reply = self._slow(data, transport, client, (key, qname))
+                reply = self._miss(data, transport, client, key, qname)
                 hit = False
         if self.metrics and reply is not None and len(reply) >= 4:
             qtype_seen = fq[2] if isinstance(fq, tuple) else 0
@@ -360,6 +361,27 @@ class Responder:
         except Exception:
             return formerr_for(data)
         return error_reply(query, RCODE.SERVFAIL, forwarding=self.forwarder is not None).pack()
+
+    def _miss(self, data: bytes, transport: str, client, key, qname: bytes) -> bytes | None:
+        """A cache miss: the direct packer for plain questions, else the dnslib path."""
+        lname, qtype, qclass, edns, do, limit = key
+        try:
+            packed = fast_answer(self.snapshot, lname, qtype, qclass, edns, do, limit, self.forwarder is not None)
+        except Exception:
+            log.exception("internal error in the direct packer for %r", data[:64])
+            packed = None
+        if packed is None:
+            return self._slow(data, transport, client, (key, qname))
+        variants, depends, offsets = packed
+        entry = self.cache.put(key, variants, depends, offsets)
+        entry[1] = 1
+        out = bytearray(variants[0])
+        out[0] = data[0]
+        out[1] = data[1]
+        out[2] = (out[2] & 0xFE) | (data[2] & 0x01)
+        out[3] = (out[3] & 0xEF) | (data[3] & 0x10)
+        out[12:12 + len(qname)] = qname
+        return bytes(out)
 
     def _slow(self, data: bytes, transport: str, client, cache_slot) -> bytes | None:
         try:
