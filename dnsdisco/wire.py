@@ -153,7 +153,8 @@ class ReplyCache:
 
     An etcd change drops the entries of the names it touched (`depends`); an entry with
     `depends` None goes on every swap. When full, the oldest eighth is evicted.
-    An entry is [variants, turn, serial offsets per variant or None, depends].
+    An entry is [variants, turn, serial offsets per variant or None, depends, alive]; `alive`
+    turns False when the entry is dropped, so the responder's exact-query table can tell.
     """
 
     def __init__(self, max_entries: int = 200_000):
@@ -169,7 +170,7 @@ class ReplyCache:
     def put(self, key, variants: list[bytes], depends, serial_offsets=None) -> list:
         if len(self.entries) >= self.max_entries:
             self._evict(self.max_entries // 8)
-        entry = [variants, 0, serial_offsets, depends]
+        entry = [variants, 0, serial_offsets, depends, True]
         self.entries[key] = entry
         if depends is None:
             self.volatile.add(key)
@@ -182,6 +183,7 @@ class ReplyCache:
         oldest = list(itertools.islice(self.entries, count))
         for key in oldest:
             entry = self.entries.pop(key)
+            entry[4] = False
             for name in entry[3] or ():
                 keys = self.by_name.get(name)
                 if keys is not None:
@@ -191,6 +193,8 @@ class ReplyCache:
             self.volatile.discard(key)
 
     def clear(self) -> None:
+        for entry in self.entries.values():
+            entry[4] = False
         self.entries.clear()
         self.by_name.clear()
         self.volatile.clear()
@@ -203,13 +207,17 @@ class ReplyCache:
             return
         entries = self.entries
         for key in self.volatile:
-            entries.pop(key, None)
+            entry = entries.pop(key, None)
+            if entry is not None:
+                entry[4] = False
         self.volatile = set()
         for name in touched:
             keys = self.by_name.pop(name, None)
             if keys:
                 for key in keys:
-                    entries.pop(key, None)
+                    entry = entries.pop(key, None)
+                    if entry is not None:
+                        entry[4] = False
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -258,6 +266,9 @@ class Responder:
         # False until the first full sync: SERVFAIL then, so no client caches a false NXDOMAIN
         self.ready = ready
         self._zone_memo: dict[bytes, bool] = {}
+        # exact query bytes (id left out) -> [cache entry, replies without id, turn, qtype, rcode]
+        self._exact: dict[str, dict[bytes, list]] = {"udp": {}, "tcp": {}}
+        self._exact_max = max(1024, min(cache_size, 50_000))
         self._zone_suffixes = self._suffixes(snapshot)
 
     @staticmethod
@@ -307,6 +318,16 @@ class Responder:
     def handle(self, data: bytes, transport: str, client) -> bytes | None:
         """The reply to one DNS message, or None to send nothing."""
         started = time.perf_counter()
+        # 1. the exact bytes of this query (all but the id) were answered before
+        exact = self._exact[transport].get(data[2:])
+        if exact is not None and exact[0][4]:
+            turn = exact[2]
+            exact[2] = turn + 1
+            variants = exact[1]
+            reply = data[:2] + variants[turn % len(variants)]
+            if self.metrics:
+                self.metrics.query(exact[3], exact[4], transport, time.perf_counter() - started, True)
+            return reply
         fq = parse_fast(data)
         if fq is DROP:
             if self.metrics:
@@ -331,20 +352,7 @@ class Responder:
             key = (lname, qtype, qclass, edns, do, limit)
             entry = self.cache.entries.get(key)
             if entry is not None:
-                variants = entry[0]
-                turn = entry[1]
-                entry[1] = turn + 1
-                out = bytearray(variants[turn % len(variants)])
-                out[0] = qid >> 8
-                out[1] = qid & 0xFF
-                out[2] = (out[2] & 0xFE) | (data[2] & 0x01)        # RD
-                out[3] = (out[3] & 0xEF) | (data[3] & 0x10)        # CD
-                out[12:12 + len(qname)] = qname
-                if entry[2] is not None:                              # SOA serial = revision now
-                    serial = soa_serial(self.snapshot)
-                    for offset in entry[2][turn % len(variants)]:
-                        _SERIAL.pack_into(out, offset, serial)
-                reply = bytes(out)
+                reply = self._from_entry(entry, data, qname, transport, qtype)
                 hit = True
             else:
                 reply = self._miss(data, transport, client, key, qname)
@@ -353,6 +361,35 @@ class Responder:
             qtype_seen = fq[2] if isinstance(fq, tuple) else 0
             self.metrics.query(qtype_seen, reply[3] & 0xF, transport, time.perf_counter() - started, hit)
         return reply
+
+    @staticmethod
+    def _patched(variant: bytes, data: bytes, qname: bytes) -> bytearray:
+        """A cached reply with this query's id, RD and CD bits and spelling of the name."""
+        out = bytearray(variant)
+        out[0] = data[0]
+        out[1] = data[1]
+        out[2] = (out[2] & 0xFE) | (data[2] & 0x01)        # RD
+        out[3] = (out[3] & 0xEF) | (data[3] & 0x10)        # CD
+        out[12:12 + len(qname)] = qname
+        return out
+
+    def _from_entry(self, entry: list, data: bytes, qname: bytes, transport: str, qtype: int) -> bytes:
+        variants = entry[0]
+        turn = entry[1]
+        entry[1] = turn + 1
+        out = self._patched(variants[turn % len(variants)], data, qname)
+        if entry[2] is not None:                              # SOA serial = revision now
+            serial = soa_serial(self.snapshot)
+            for offset in entry[2][turn % len(variants)]:
+                _SERIAL.pack_into(out, offset, serial)
+        elif self.forwarder is None or self._in_zone(qname.lower()):
+            # remember these exact query bytes: next time only the id is written
+            table = self._exact[transport]
+            if len(table) >= self._exact_max:
+                table.clear()
+            table[data[2:]] = [entry, [bytes(self._patched(v, data, qname))[2:] for v in variants], turn + 1,
+                               qtype, out[3] & 0xF]
+        return bytes(out)
 
     def _not_ready(self, data: bytes) -> bytes | None:
         """SERVFAIL before the first sync: clients retry instead of caching a false NXDOMAIN."""
@@ -375,13 +412,7 @@ class Responder:
         variants, depends, offsets = packed
         entry = self.cache.put(key, variants, depends, offsets)
         entry[1] = 1
-        out = bytearray(variants[0])
-        out[0] = data[0]
-        out[1] = data[1]
-        out[2] = (out[2] & 0xFE) | (data[2] & 0x01)
-        out[3] = (out[3] & 0xEF) | (data[3] & 0x10)
-        out[12:12 + len(qname)] = qname
-        return bytes(out)
+        return bytes(self._patched(variants[0], data, qname))
 
     def _slow(self, data: bytes, transport: str, client, cache_slot) -> bytes | None:
         try:

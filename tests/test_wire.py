@@ -475,3 +475,21 @@ def test_direct_packer_agrees_with_the_resolver(name, qtype, edns):
         assert sorted(map(str, getattr(a, section))) == sorted(map(str, getattr(b, section))), section
     assert a.edns == b.edns and a.payload == b.payload
     assert len(direct) <= len(reference)          # never a worse packing than dnslib's
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_exact_query_table_never_hides_an_update(transport):
+    """Repeated identical bytes take the id-only path; a swap that touches the name ends it."""
+    before = build([("/skydns/local/svc/hello/a", val(host="10.0.0.1"))], revision=5)
+    r = Responder(before)
+    packets = [query("hello.svc.local", qid=i) for i in range(4)]
+    replies = [parse(r.handle(p, transport, CLIENT)) for p in packets]      # miss, hit, exact, exact
+    assert [m.id for m in replies] == [0, 1, 2, 3]
+    assert all([rd.to_text() for rr in m.answer for rd in rr] == ["10.0.0.1"] for m in replies)
+    assert len(r._exact[transport]) == 1
+    after, touched, _ = before.apply(6, [("/skydns/local/svc/hello/a", val(host="10.0.0.2"))])
+    r.on_swap(after, touched)
+    again = parse(r.handle(query("hello.svc.local", qid=9), transport, CLIENT))
+    assert again.id == 9 and [rd.to_text() for rr in again.answer for rd in rr] == ["10.0.0.2"]
+    fresh = Responder(after).handle(query("hello.svc.local", qid=9), transport, CLIENT)
+    assert r.handle(query("hello.svc.local", qid=9), transport, CLIENT) == fresh
