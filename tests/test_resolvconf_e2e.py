@@ -147,7 +147,7 @@ def world(tmp_path_factory):
             start("etcd", etcd.command())
             start("dnsmasq", dnsmasq_command(port=53, listen=LIVE_UPSTREAM, workdir=work, ttl=60, records=[
                 f"example.test,{EXAMPLE4},{EXAMPLE6}", "failover.test,192.0.2.11", "acl.test,192.0.2.12",
-                "search.test,192.0.2.13"]))
+                "search.test,192.0.2.13"], extra=["--address=/nx.test/"]))   # nx.test: NXDOMAIN
             start("silent upstream", [sys.executable, "-c",
                   "import socket, time\n"
                   "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
@@ -305,6 +305,14 @@ def test_forwarded_answer_offers_recursion(world):
                                                          res.stdout), res.stdout
     flags = re.search(r";; flags: ([a-z ]+);", res.stdout).group(1).split()
     assert {"qr", "rd", "ra"} <= set(flags), res.stdout
+
+
+def test_outside_name_that_does_not_exist_fails_cleanly(world):
+    res = world.run("getent", "hosts", "gone.nx.test")
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    if shutil.which("dig"):
+        res = world.dig("gone.nx.test", "A")
+        assert "status: NXDOMAIN" in res.stdout, res.stdout     # the upstream's answer, passed on
 
 
 def test_dead_upstreams_fail_over_to_the_live_one(world):
