@@ -275,8 +275,8 @@ def test_instance_name_through_search_domain(world):
     assert _hosts_lines(res.stdout) == [(WEB4, ["web4.hello.svc.local"])]
 
 
-def test_outside_name_with_two_dots_is_not_searched_first(world):
-    # search.test has one dot: glibc tries search.test.svc.local first (NXDOMAIN from us, no
+def test_outside_name_with_one_dot_is_searched_then_forwarded(world):
+    # search.test has one dot, below ndots:2: glibc tries search.test.svc.local first (NXDOMAIN from us, no
     # forwarding of our zone), then search.test as given, which is forwarded
     res = world.run("getent", "hosts", "search.test")
     assert res.returncode == 0, res.stderr
@@ -364,7 +364,11 @@ def test_reverse_name_we_do_not_hold_is_forwarded(world):
     _need("dig", "bind9-dnsutils")
     res = world.run("dig", "+short", "+time=2", "+tries=1", "-x", EXAMPLE4)
     assert res.stdout.split() == ["example.test."], res.stdout
-    outside = world.dig("-b", WEB4, "@127.0.0.1", "-x", EXAMPLE4)
+    # a client outside --allow: REFUSED for a reverse name we do not hold, the answer for ours
+    outside = world.dig("-b", WEB4, "@127.0.0.1", "-x", "192.0.2.12")
     assert "status: REFUSED" in outside.stdout, outside.stdout
     ours = world.dig("-b", WEB4, "@127.0.0.1", "-x", WEB4)
     assert "status: NOERROR" in ours.stdout and "web4.hello.svc.local." in ours.stdout, ours.stdout
+    # the outsider's REFUSED is not served from cache to an allowed client afterwards
+    res = world.run("dig", "+short", "+time=2", "+tries=1", "-x", "192.0.2.12")
+    assert res.stdout.split() == ["acl.test."], res.stdout
