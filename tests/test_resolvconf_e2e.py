@@ -179,7 +179,10 @@ def world(tmp_path_factory):
                     [sys.executable, "-c", f"import urllib.request; urllib.request.urlopen('http://{WEB4}:"
                      f"{HTTP_PORT}/', timeout=1).read()"]).returncode == 0, 15, started)
             except Exception as exc:
-                raise AssertionError(f"{exc}\n--- serve log ---\n{World(ns, serve_log).log()}") from None
+                other_log.flush()
+                raise AssertionError(f"{exc}\n--- serve log ---\n{World(ns, serve_log).log()}\n"
+                                     f"--- etcd, dnsmasq, registrars ---\n"
+                                     f"{open(other_log.name, errors='replace').read()}") from None
             yield World(ns, serve_log)
             for _name, proc in reversed(started):     # registrars revoke while etcd still runs
                 _stop(proc)
