@@ -110,6 +110,12 @@ def answer(query: DNSRecord, snap: Snapshot, *, forwarding: bool = False) -> Ans
         return Answer(reply, depends=frozenset(), in_zone=zone is not None, name=name)
     if q.qtype in (T_AXFR, T_IXFR):
         return Answer(error_reply(query, RCODE.NOTIMP, forwarding=forwarding), cacheable=False, name=name)
+    if forwarding and zone.name in REVERSE_ZONES and not snap.exists(name):
+        # we serve in-addr.arpa / ip6.arpa only for our own addresses; every other reverse
+        # name belongs to someone else and goes upstream. Not cached: the REFUSED a client
+        # outside --allow gets must not be handed to a client that may forward.
+        reply = error_reply(query, RCODE.REFUSED, forwarding=forwarding)
+        return Answer(reply, cacheable=False, in_zone=False, name=name)
 
     reply = _reply_for(query, aa=True, ra=forwarding)
     lookup = _Lookup(snap, zone)
