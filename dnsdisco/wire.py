@@ -320,7 +320,7 @@ class Responder:
         started = time.perf_counter()
         # 1. the exact bytes of this query (all but the id) were answered before
         exact = self._exact[transport].get(data[2:])
-        if exact is not None and exact[0][4]:
+        if exact is not None and exact[0][4] and (exact[5] is None or exact[5] == self.snapshot.revision):
             turn = exact[2]
             exact[2] = turn + 1
             variants = exact[1]
@@ -377,18 +377,23 @@ class Responder:
         variants = entry[0]
         turn = entry[1]
         entry[1] = turn + 1
-        out = self._patched(variants[turn % len(variants)], data, qname)
-        if entry[2] is not None:                              # SOA serial = revision now
+        offsets = entry[2]
+        revision = None
+        patched = [self._patched(v, data, qname) for v in variants]
+        if offsets is not None:                               # SOA serial = revision now
+            revision = self.snapshot.revision
             serial = soa_serial(self.snapshot)
-            for offset in entry[2][turn % len(variants)]:
-                _SERIAL.pack_into(out, offset, serial)
-        elif self.forwarder is None or self._in_zone(qname.lower()):
-            # remember these exact query bytes: next time only the id is written
+            for out, at in zip(patched, offsets):
+                for offset in at:
+                    _SERIAL.pack_into(out, offset, serial)
+        out = patched[turn % len(variants)]
+        if self.forwarder is None or self._in_zone(qname.lower()):
+            # remember these exact query bytes: next time only the id is written (while the
+            # entry lives and, for replies with an SOA, while the revision is the same)
             table = self._exact[transport]
             if len(table) >= self._exact_max:
                 table.clear()
-            table[data[2:]] = [entry, [bytes(self._patched(v, data, qname))[2:] for v in variants], turn + 1,
-                               qtype, out[3] & 0xF]
+            table[data[2:]] = [entry, [bytes(p[2:]) for p in patched], turn + 1, qtype, out[3] & 0xF, revision]
         return bytes(out)
 
     def _not_ready(self, data: bytes) -> bytes | None:

@@ -421,6 +421,9 @@ def test_cached_soa_serial_follows_the_revision(name, qtype):
     first = parse(r.handle(query(name, qtype), "udp", ("127.0.0.1", 1)))
     soa = (first.authority or first.answer)[0][0]
     assert soa.serial == 10
+    for _ in range(2):                                    # cache hit, then the exact-query table
+        again = parse(r.handle(query(name, qtype), "udp", ("127.0.0.1", 1)))
+        assert (again.authority or again.answer)[0][0].serial == 10
     changed, touched, _ = base.apply(11, [("/skydns/local/svc/other/x", val(host="10.0.0.2"))])
     r.on_swap(changed, touched)
     cached = r.handle(query(name, qtype), "udp", ("127.0.0.1", 1))
