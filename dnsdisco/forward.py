@@ -422,6 +422,7 @@ def finish_reply(reply: bytes | bytearray, query: bytes, qmsg: Message, rmsg_que
     out = bytearray(reply)
     struct.pack_into(">H", out, 0, qmsg.id)
     out[3] |= RA            # we offer recursion to this client, whatever the upstream said
+    out[2] &= ~0x04 & 0xFF  # relayed data is not ours: no AA (as BIND and Unbound do)
     client_question = query[12:qmsg.question_end]
     if rmsg_question_end - 12 == len(client_question):
         out[12:rmsg_question_end] = client_question

@@ -119,6 +119,7 @@ def test_forwards_a_with_the_clients_id_and_question_case(upstream):
     assert str(reply.q.qname) == "ExAmple.TEST."
     assert [str(rr.rdata) for rr in reply.rr] == ["192.0.2.10"]
     assert reply.header.ra == 1 and reply.header.qr == 1
+    assert reply.header.aa == 0          # relayed data is not authoritative, whatever the upstream says
 
 
 def test_edns_and_do_are_passed_and_no_opt_without_edns(upstream):
