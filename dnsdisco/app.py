@@ -38,7 +38,7 @@ def run_serve(cfg, args=None) -> int:
     except ValueError as exc:
         return _fail(str(exc), 2)
     try:
-        zones = load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl)
+        zones = _with_caps(load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl), cfg)
     except ZoneFileError as exc:
         return _fail(str(exc), 2)
 
@@ -61,6 +61,12 @@ def run_serve(cfg, args=None) -> int:
 
     responder = Responder(Snapshot.empty(cfg.prefix, zones), forwarder=forwarder, acl=acl, metrics=metrics,
                           ready=False)
+    if cfg.rrl_rate:
+        from .rrl import RateLimiter
+        responder.rrl = RateLimiter(cfg.rrl_rate, cfg.rrl_slip, cfg.rrl_exempt)
+        log.info("response rate limiting: %d responses/s per client network, name and type over UDP, "
+                 "slip %d%s", cfg.rrl_rate, cfg.rrl_slip,
+                 f", exempt {', '.join(map(str, cfg.rrl_exempt))}" if cfg.rrl_exempt else "")
     handler = responder.handle
     if cfg.log_queries:
         handler = _logging_handler(handler, logs.QueryLog())
@@ -95,7 +101,7 @@ def run_serve(cfg, args=None) -> int:
             embedded.stop()
         return _fail(str(exc), 1)
 
-    syncer = Syncer(kv, cfg.prefix, zones, on_swap=responder.on_swap, metrics=metrics,
+    syncer = Syncer(kv, cfg.prefix, zones, on_swap=_reporting_caps(responder.on_swap, metrics), metrics=metrics,
                     log=logging.getLogger("dnsdisco.sync"))
     http = None
     if cfg.http:
@@ -113,7 +119,7 @@ def run_serve(cfg, args=None) -> int:
 
     def reload_zones():
         try:
-            new_zones = load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl)
+            new_zones = _with_caps(load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl), cfg)
         except ZoneFileError as exc:
             log.error("SIGHUP: zone files not reloaded, keeping the old ones: %s", exc)
             return
@@ -140,6 +146,36 @@ def run_serve(cfg, args=None) -> int:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def _with_caps(zones, cfg):
+    """The zones carrying the hostile-data caps (--max-value-bytes, --max-records-per-name)."""
+    from dataclasses import replace
+    return [replace(z, max_value_bytes=cfg.max_value_bytes, max_records_per_name=cfg.max_records_per_name)
+            for z in zones]
+
+
+def _reporting_caps(on_swap, metrics):
+    """on_swap that also warns once per name over --max-records-per-name (again only after it
+    was fixed) and counts it in the metrics."""
+    from .snapshot import MAX_RECORDS_PER_NAME
+    warned: set[str] = set()
+
+    def swapped(snap, touched):
+        on_swap(snap, touched)
+        capped = set(snap.capped)
+        if touched is None:
+            warned.intersection_update(capped)
+        else:
+            warned.difference_update(set(touched) - capped)
+        for name in sorted(capped - warned):
+            warned.add(name)
+            zone = snap.zone_of(name)
+            cap = zone.max_records_per_name if zone else MAX_RECORDS_PER_NAME
+            log.warning("%s has %d instances, over the limit of %d (--max-records-per-name); "
+                        "serving the first %d by key", name, len(snap.children.get(name, ())), cap, cap)
+            metrics.capped("records_per_name")
+    return swapped
 
 
 def _show(addr) -> str:

@@ -15,6 +15,7 @@ from typing import Callable
 from dnslib import DNSLabel, DNSRecord, QTYPE, RCODE
 
 from .resolver import UDP_PAYLOAD, Answer, answer, edns_of, error_reply
+from .rrl import slip_reply
 from .snapshot import Snapshot
 
 log = logging.getLogger("dnsdisco.wire")
@@ -299,10 +300,31 @@ class Responder:
             else:
                 reply = self._slow(data, transport, client, (key, qname))
                 hit = False
+        if self.rrl is not None and transport == "udp" and reply is not None and type(fq) is tuple:
+            reply = self._rate_limited(reply, data, fq, client)     # response rate limiting
+            if reply is None:
+                return None
         if self.metrics and reply is not None and len(reply) >= 4:
             qtype_seen = fq[2] if isinstance(fq, tuple) else 0
             self.metrics.query(qtype_seen, reply[3] & 0xF, transport, time.perf_counter() - started, hit)
         return reply
+
+    # -- response rate limiting (UDP only; see rrl.py). `rrl` is a RateLimiter set by serve
+    # when --rrl-rate is given; None keeps the query path free of it.
+
+    rrl = None
+
+    def _rate_limited(self, reply: bytes, data: bytes, fq: tuple, client) -> bytes | None:
+        """The reply, a truncated stand-in for it (slip), or None (drop)."""
+        qname = fq[1]
+        action = self.rrl.check(client[0], qname.lower(), fq[2])
+        if action == "pass":
+            return reply
+        if self.metrics:
+            self.metrics.rrl(action)
+        if action == "slip":
+            return slip_reply(reply, data, 12 + len(qname) + 4)
+        return None
 
     def _not_ready(self, data: bytes) -> bytes | None:
         """SERVFAIL before the first sync: clients retry instead of caching a false NXDOMAIN."""
