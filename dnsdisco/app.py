@@ -11,6 +11,9 @@ import time
 
 log = logging.getLogger("dnsdisco.serve")
 
+STOP_BUDGET = 1.8    # SIGTERM to exit, all steps together (issue 9: exit 0 within 2 s)
+STOP_GRACE = 0.8     # of which in-flight queries get this long to be answered
+
 
 def _fail(message: str, code: int = 1) -> int:
     print(f"dnsdisco serve: {message}", file=sys.stderr)
@@ -75,6 +78,10 @@ def run_serve(cfg, args=None) -> int:
                        tcp_read_timeout=cfg.tcp_read_timeout, tcp_max_inflight=cfg.tcp_max_inflight,
                        metrics=metrics,
                        log=logging.getLogger("dnsdisco.server"))
+    # SIGTERM from here on is a clean stop, also while an embedded etcd is still starting
+    stopping = Event()
+    gevent.signal_handler(signal.SIGTERM, stopping.set)
+    gevent.signal_handler(signal.SIGINT, stopping.set)
     try:
         server.start()
     except BindError as exc:
@@ -115,8 +122,6 @@ def run_serve(cfg, args=None) -> int:
                 embedded.stop()
             return _fail(str(exc.strerror or exc), 1)
 
-    stopping = Event()
-
     def reload_zones():
         try:
             new_zones = _with_caps(load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl), cfg)
@@ -126,8 +131,6 @@ def run_serve(cfg, args=None) -> int:
         syncer.reload_zones(new_zones)
         log.info("SIGHUP: reloaded %d zone(s)", len(new_zones))
 
-    gevent.signal_handler(signal.SIGTERM, stopping.set)
-    gevent.signal_handler(signal.SIGINT, stopping.set)
     gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(reload_zones))
 
     sync_greenlet = gevent.spawn(syncer.run)
@@ -137,15 +140,21 @@ def run_serve(cfg, args=None) -> int:
         stopping.wait()
     finally:
         log.info("stopping")
-        server.stop(1.0)
+        deadline = time.monotonic() + STOP_BUDGET
+        server.stop(STOP_GRACE)
         syncer.stop()
-        sync_greenlet.kill(block=True, timeout=1.0)
+        sync_greenlet.kill(block=True, timeout=_left(deadline, 0.1))
         if http is not None:
             http.stop()
         kv.close()
         if embedded is not None:
-            embedded.stop()
+            embedded.stop(timeout=_left(deadline, 0.2))
     return 0
+
+
+def _left(deadline: float, at_least: float) -> float:
+    """Seconds until `deadline`, but never less than `at_least`."""
+    return max(at_least, deadline - time.monotonic())
 
 
 def _with_caps(zones, cfg):
