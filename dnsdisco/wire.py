@@ -343,6 +343,8 @@ class Responder:
             return formerr_for(data)
         if query.header.qr:
             return None
+        if any(sum(len(label) + 1 for label in q.qname.label) >= 255 for q in query.questions):
+            return formerr_for(data)          # a name over 255 octets (RFC 1035 3.1) cannot be echoed
         snap = self.snapshot
         generation = self.cache.generation
         if cache_slot is not None:
