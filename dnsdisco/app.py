@@ -11,6 +11,9 @@ import time
 
 log = logging.getLogger("dnsdisco.serve")
 
+STOP_BUDGET = 1.8    # SIGTERM to exit, all steps together (issue 9: exit 0 within 2 s)
+STOP_GRACE = 0.8     # of which in-flight queries get this long to be answered
+
 
 def _fail(message: str, code: int = 1) -> int:
     print(f"dnsdisco serve: {message}", file=sys.stderr)
@@ -38,7 +41,7 @@ def run_serve(cfg, args=None) -> int:
     except ValueError as exc:
         return _fail(str(exc), 2)
     try:
-        zones = load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl)
+        zones = _with_caps(load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl), cfg)
     except ZoneFileError as exc:
         return _fail(str(exc), 2)
 
@@ -61,6 +64,12 @@ def run_serve(cfg, args=None) -> int:
 
     responder = Responder(Snapshot.empty(cfg.prefix, zones), forwarder=forwarder, acl=acl, metrics=metrics,
                           ready=False)
+    if cfg.rrl_rate:
+        from .rrl import RateLimiter
+        responder.rrl = RateLimiter(cfg.rrl_rate, cfg.rrl_slip, cfg.rrl_exempt)
+        log.info("response rate limiting: %d responses/s per client network, name and type over UDP, "
+                 "slip %d%s", cfg.rrl_rate, cfg.rrl_slip,
+                 f", exempt {', '.join(map(str, cfg.rrl_exempt))}" if cfg.rrl_exempt else "")
     handler = responder.handle
     if cfg.log_queries:
         handler = _logging_handler(handler, logs.QueryLog())
@@ -69,6 +78,10 @@ def run_serve(cfg, args=None) -> int:
                        tcp_read_timeout=cfg.tcp_read_timeout, tcp_max_inflight=cfg.tcp_max_inflight,
                        metrics=metrics,
                        log=logging.getLogger("dnsdisco.server"))
+    # SIGTERM from here on is a clean stop, also while an embedded etcd is still starting
+    stopping = Event()
+    gevent.signal_handler(signal.SIGTERM, stopping.set)
+    gevent.signal_handler(signal.SIGINT, stopping.set)
     try:
         server.start()
     except BindError as exc:
@@ -95,7 +108,7 @@ def run_serve(cfg, args=None) -> int:
             embedded.stop()
         return _fail(str(exc), 1)
 
-    syncer = Syncer(kv, cfg.prefix, zones, on_swap=responder.on_swap, metrics=metrics,
+    syncer = Syncer(kv, cfg.prefix, zones, on_swap=_reporting_caps(responder.on_swap, metrics), metrics=metrics,
                     log=logging.getLogger("dnsdisco.sync"))
     http = None
     if cfg.http:
@@ -109,19 +122,15 @@ def run_serve(cfg, args=None) -> int:
                 embedded.stop()
             return _fail(str(exc.strerror or exc), 1)
 
-    stopping = Event()
-
     def reload_zones():
         try:
-            new_zones = load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl)
+            new_zones = _with_caps(load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl), cfg)
         except ZoneFileError as exc:
             log.error("SIGHUP: zone files not reloaded, keeping the old ones: %s", exc)
             return
         syncer.reload_zones(new_zones)
         log.info("SIGHUP: reloaded %d zone(s)", len(new_zones))
 
-    gevent.signal_handler(signal.SIGTERM, stopping.set)
-    gevent.signal_handler(signal.SIGINT, stopping.set)
     gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(reload_zones))
 
     sync_greenlet = gevent.spawn(syncer.run)
@@ -131,15 +140,51 @@ def run_serve(cfg, args=None) -> int:
         stopping.wait()
     finally:
         log.info("stopping")
-        server.stop(1.0)
+        deadline = time.monotonic() + STOP_BUDGET
+        server.stop(STOP_GRACE)
         syncer.stop()
-        sync_greenlet.kill(block=True, timeout=1.0)
+        sync_greenlet.kill(block=True, timeout=_left(deadline, 0.1))
         if http is not None:
             http.stop()
         kv.close()
         if embedded is not None:
-            embedded.stop()
+            embedded.stop(timeout=_left(deadline, 0.2))
     return 0
+
+
+def _left(deadline: float, at_least: float) -> float:
+    """Seconds until `deadline`, but never less than `at_least`."""
+    return max(at_least, deadline - time.monotonic())
+
+
+def _with_caps(zones, cfg):
+    """The zones carrying the hostile-data caps (--max-value-bytes, --max-records-per-name)."""
+    from dataclasses import replace
+    return [replace(z, max_value_bytes=cfg.max_value_bytes, max_records_per_name=cfg.max_records_per_name)
+            for z in zones]
+
+
+def _reporting_caps(on_swap, metrics):
+    """on_swap that also warns once per name over --max-records-per-name (again only after it
+    was fixed) and counts it in the metrics."""
+    from .snapshot import MAX_RECORDS_PER_NAME
+    warned: set[str] = set()
+
+    def swapped(snap, touched):
+        on_swap(snap, touched)
+        capped = set(snap.capped)
+        if touched is None:
+            warned.intersection_update(capped)
+        else:
+            warned.difference_update(set(touched) - capped)
+        for name in sorted(capped - warned):
+            warned.add(name)
+            zone = snap.zone_of(name)
+            cap = zone.max_records_per_name if zone else MAX_RECORDS_PER_NAME
+            log.warning("%s has %d instances, over the limit of %d (--max-records-per-name); "
+                        "serving the first %d by key", name, len(snap.children.get(name, ())), cap, cap)
+            metrics.capped("records_per_name")
+    return swapped
 
 
 def _show(addr) -> str:

@@ -276,6 +276,17 @@ OPTIONS: list[Option] = [
            "has begun, and to send one reply; slower clients are cut (slowloris)", SERVE, metavar="SECONDS"),
     Option("tcp_max_inflight", parse_int(1, 1000), 16, "queries answered at once per TCP connection; "
            "reading pauses beyond it", SERVE, metavar="N"),
+    # -- hardening (hostile etcd data, response rate limiting)
+    Option("max_value_bytes", parse_int(64), 65536, "etcd values larger than this are skipped with a "
+           "warning naming the key", SERVE, metavar="BYTES"),
+    Option("max_records_per_name", parse_int(1), 1000, "instances served at most under one name (the "
+           "first N by key); more are ignored with a warning naming the name", SERVE, metavar="N"),
+    Option("rrl_rate", parse_int(0), 0, "response rate limiting: UDP responses per second to one client "
+           "/24 (IPv6 /56) for one name and type; 0 = off. TCP is never limited", SERVE, metavar="N"),
+    Option("rrl_slip", parse_int(0, 10), 2, "with --rrl-rate: every Nth limited response goes out "
+           "truncated (TC) so real clients retry over TCP; 0 = drop all, 1 = truncate all", SERVE, metavar="N"),
+    Option("rrl_exempt", parse_cidr, [], "client networks never rate limited (repeatable)", SERVE,
+           many=True, metavar="CIDR"),
 ]
 
 

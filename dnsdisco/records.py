@@ -9,13 +9,35 @@ import json
 import socket
 from dataclasses import dataclass
 
-from .names import BadName, normalize
+from dnslib import DNSLabel
+
+from .names import MAX_LABEL, BadName, normalize
 
 MAX_TTL = 2**31 - 1
 
 
 class BadValue(ValueError):
     """An etcd value that cannot be served; the message names the key and the problem."""
+
+
+def wire_problem(name: str) -> str:
+    """Why `name` cannot go on the wire as it reads ('' if it can): dnslib turns `\\DDD` into
+    other octets and non-ASCII into IDNA, whose labels may pass 63 octets or split in two."""
+    if not name:
+        return ""
+    if "\\" in name:
+        return "has a backslash (a DNS escape)"
+    try:
+        wire = DNSLabel(name).label
+    except UnicodeError:
+        return "has a label that does not fit 63 octets in IDNA form"
+    if len(wire) != name.count(".") + 1:
+        return "has a character that IDNA turns into a label separator"
+    if any(not 0 < len(label) <= MAX_LABEL for label in wire):
+        return "has a label longer than 63 octets on the wire"
+    if sum(len(label) + 1 for label in wire) + 1 > 255:
+        return "is longer than 255 octets on the wire"
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +113,9 @@ def classify_host(key: str, host: str) -> tuple[str, str]:
         raise BadValue(f"{key}: host is not a valid name: {exc}") from None
     if not name:
         raise BadValue(f"{key}: host {host!r} is the root")
+    problem = wire_problem(name)
+    if problem:
+        raise BadValue(f"{key}: host {host!r} {problem}")
     for label in name.split("."):
         if not all(c.isalnum() or c in "-_*" for c in label):
             raise BadValue(f"{key}: host {host!r} is neither an address nor a host name")

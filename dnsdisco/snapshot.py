@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from .names import ancestors, is_subdomain, key_for, name_for, parent, reverse_name
-from .records import BadValue, Record, parse
+from .records import BadValue, Record, parse, wire_problem
 
 _MISSING = object()
 _DELETED = object()
 FOLD_AT = 1024  # overlay size at which it is folded into a fresh base
+MAX_VALUE_BYTES = 65536        # hostile-data caps for names outside every zone; zones
+MAX_RECORDS_PER_NAME = 1000    # carry their own (serve's --max-value-bytes etc.)
 
 
 class Layered:
@@ -90,6 +92,8 @@ class ZoneConfig:
     expire: int = 86400
     soa_ttl: int | None = None
     static: dict = field(default_factory=dict)   # name -> tuple of dnslib RR (owner lower case)
+    max_value_bytes: int = MAX_VALUE_BYTES            # larger etcd values are skipped
+    max_records_per_name: int = MAX_RECORDS_PER_NAME  # instances served under one name
 
     @property
     def soa_mname(self) -> str:
@@ -110,6 +114,7 @@ class Snapshot:
     below: Layered              # name -> number of record keys and PTR names strictly below it
     ptrs: Layered               # reverse name -> tuple of names with that address
     rejected: tuple = ()        # (key, message) of values skipped in the change that made this
+    capped: tuple = ()          # names this change left with over max_records_per_name instances
 
     # ------------------------------------------------------------ building
 
@@ -127,7 +132,7 @@ class Snapshot:
     def with_zones(self, zones: Sequence[ZoneConfig]) -> "Snapshot":
         """The same records served with new zone settings (SIGHUP reload)."""
         return Snapshot(self.prefix, tuple(zones), self.revision, self.records, self.children,
-                        self.below, self.ptrs, ())
+                        self.below, self.ptrs, (), ())
 
     def apply(self, revision: int, changes: Sequence[tuple[str, bytes | None]], *, full: bool = False):
         """Apply etcd events in order; returns (snapshot, touched names, rejected (key, message))."""
@@ -146,6 +151,14 @@ class Snapshot:
             if name is None:
                 rejected.append((key, f"{key}: key does not map to a valid DNS name under {self.prefix or '/'}"))
                 rec_changes[key] = None
+                continue
+            problem = wire_problem(name)
+            limit = self._limits(name).max_value_bytes
+            if problem or len(value) > limit:
+                why = (f"the name {name!r} {problem}" if problem else
+                       f"value of {len(value)} bytes is over the {limit}-byte limit (--max-value-bytes)")
+                rejected.append((key, f"{key}: {why}"))
+                rec_changes[slot] = None
                 continue
             try:
                 rec_changes[slot] = parse(key, name, value)
@@ -218,12 +231,15 @@ class Snapshot:
             count = self.below.get(anc, 0) + delta
             below_changes[anc] = count if count > 0 else None
 
+        children = self.children.with_changes(children_changes) if children_changes else self.children
+        # every touched name still over the cap, so a reporter can tell "still capped" from "fixed"
+        capped = sorted(name for name in touched
+                        if len(children.get(name, ())) > self._limits(name).max_records_per_name)
         snap = Snapshot(
-            self.prefix, self.zones, max(revision, self.revision), records,
-            self.children.with_changes(children_changes) if children_changes else self.children,
+            self.prefix, self.zones, max(revision, self.revision), records, children,
             self.below.with_changes(below_changes) if below_changes else self.below,
             self.ptrs.with_changes(ptr_changes) if ptr_changes else self.ptrs,
-            tuple(rejected),
+            tuple(rejected), tuple(capped),
         )
         return snap, frozenset(touched), tuple(rejected)
 
@@ -232,6 +248,10 @@ class Snapshot:
     @property
     def record_count(self) -> int:
         return len(self.records)
+
+    def _limits(self, name: str) -> ZoneConfig:
+        """The zone whose hostile-data caps apply to `name` (defaults outside every zone)."""
+        return self.zone_of(name) or _NO_ZONE
 
     def zone_of(self, name: str) -> ZoneConfig | None:
         best = None
@@ -249,7 +269,11 @@ class Snapshot:
         own = self.record_at(name)
         if own is not None:
             out.append(own)
-        for child in self.children.get(name, ()):
+        children = self.children.get(name, ())
+        cap = self._limits(name).max_records_per_name
+        if len(children) > cap:           # the first N by key (instance id); see `capped`
+            children = sorted(children, key=lambda child: child.partition(".")[0])[:cap]
+        for child in children:
             rec = self.record_at(child)
             if rec is not None:
                 out.append(rec)
@@ -274,10 +298,15 @@ class Snapshot:
         return any(owner.endswith(suffix) for owner in zone.static)
 
     def ptr_names(self, rname: str) -> tuple[str, ...]:
-        """Names whose address reverses to `rname` (the automatic PTR records)."""
-        return self.ptrs.get(rname, ())
+        """Names whose address reverses to `rname` (the automatic PTR records), capped like
+        instances so one address shared by many records cannot make a huge answer."""
+        names = self.ptrs.get(rname, ())
+        cap = self._limits(rname).max_records_per_name
+        return names[:cap] if len(names) > cap else names
 
     def all_records(self):
         """Every record, for `dnsdisco status`; order by key."""
         return sorted((rec for _key, rec in self.records.items()), key=lambda r: r.key)
 
+
+_NO_ZONE = ZoneConfig("")

@@ -15,8 +15,9 @@ from typing import Callable
 
 from dnslib import DNSLabel, DNSRecord, QTYPE, RCODE
 
-from .resolver import UDP_PAYLOAD, Answer, answer, edns_of, error_reply, soa_serial
 from .packer import fast_answer
+from .resolver import UDP_PAYLOAD, Answer, answer, edns_of, error_reply, soa_serial
+from .rrl import slip_reply
 from .snapshot import Snapshot
 
 log = logging.getLogger("dnsdisco.wire")
@@ -266,7 +267,8 @@ class Responder:
         # False until the first full sync: SERVFAIL then, so no client caches a false NXDOMAIN
         self.ready = ready
         self._zone_memo: dict[bytes, bool] = {}
-        # exact query bytes (id left out) -> [cache entry, replies without id, turn, qtype, rcode]
+        # exact query bytes (id left out) ->
+        # [cache entry, replies without id, turn, qtype, rcode, revision or None, qname length]
         self._exact: dict[str, dict[bytes, list]] = {"udp": {}, "tcp": {}}
         self._exact_max = max(1024, min(cache_size, 50_000))
         self._zone_suffixes = self._suffixes(snapshot)
@@ -325,6 +327,10 @@ class Responder:
             exact[2] = turn + 1
             variants = exact[1]
             reply = data[:2] + variants[turn % len(variants)]
+            if self.rrl is not None and transport == "udp":
+                reply = self._rate_limited(reply, data, (None, data[12:12 + exact[6]], exact[3]), client)
+                if reply is None:
+                    return None
             if self.metrics:
                 self.metrics.query(exact[3], exact[4], transport, time.perf_counter() - started, True)
             return reply
@@ -357,6 +363,10 @@ class Responder:
             else:
                 reply = self._miss(data, transport, client, key, qname)
                 hit = False
+        if self.rrl is not None and transport == "udp" and reply is not None and type(fq) is tuple:
+            reply = self._rate_limited(reply, data, fq, client)     # response rate limiting
+            if reply is None:
+                return None
         if self.metrics and reply is not None and len(reply) >= 4:
             qtype_seen = fq[2] if isinstance(fq, tuple) else 0
             self.metrics.query(qtype_seen, reply[3] & 0xF, transport, time.perf_counter() - started, hit)
@@ -393,8 +403,25 @@ class Responder:
             table = self._exact[transport]
             if len(table) >= self._exact_max:
                 table.clear()
-            table[data[2:]] = [entry, [bytes(p[2:]) for p in patched], turn + 1, qtype, out[3] & 0xF, revision]
+            table[data[2:]] = [entry, [bytes(p[2:]) for p in patched], turn + 1, qtype, out[3] & 0xF, revision,
+                               len(qname)]
         return bytes(out)
+    # -- response rate limiting (UDP only; see rrl.py). `rrl` is a RateLimiter set by serve
+    # when --rrl-rate is given; None keeps the query path free of it.
+
+    rrl = None
+
+    def _rate_limited(self, reply: bytes, data: bytes, fq: tuple, client) -> bytes | None:
+        """The reply, a truncated stand-in for it (slip), or None (drop)."""
+        qname = fq[1]
+        action = self.rrl.check(client[0], qname.lower(), fq[2])
+        if action == "pass":
+            return reply
+        if self.metrics:
+            self.metrics.rrl(action)
+        if action == "slip":
+            return slip_reply(reply, data, 12 + len(qname) + 4)
+        return None
 
     def _not_ready(self, data: bytes) -> bytes | None:
         """SERVFAIL before the first sync: clients retry instead of caching a false NXDOMAIN."""
@@ -428,6 +455,8 @@ class Responder:
             return formerr_for(data)
         if query.header.qr:
             return None
+        if any(sum(len(label) + 1 for label in q.qname.label) >= 255 for q in query.questions):
+            return formerr_for(data)          # a name over 255 octets (RFC 1035 3.1) cannot be echoed
         snap = self.snapshot
         generation = self.cache.generation
         if cache_slot is not None:
