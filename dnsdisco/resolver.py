@@ -333,16 +333,18 @@ class _Lookup:
         return out
 
     def _ptr(self, owner, name: str, recs, zone: ZoneConfig) -> list[RR]:
+        # PTR lives under in-addr.arpa / ip6.arpa only; elsewhere a name host is an alias
+        if not any(is_subdomain(name, rz) for rz in REVERSE_ZONES):
+            return []
         out = [RR(owner, T_PTR, rdata=PTR(r.host + "."), ttl=_ttl(r, zone)) for r in recs if r.host_kind == "name"]
-        if any(is_subdomain(name, rz) for rz in REVERSE_ZONES):
-            self.consulted.add(name)
-            for target in self.snap.ptr_names(name):
-                forward = self.snap.zone_of(target)
-                ttl = zone.ttl
-                rec = self.snap.record_at(target)
-                if rec is not None and forward is not None:
-                    ttl = _ttl(rec, forward)
-                out.append(RR(owner, T_PTR, rdata=PTR(target + "."), ttl=ttl))
+        self.consulted.add(name)
+        for target in self.snap.ptr_names(name):
+            forward = self.snap.zone_of(target)
+            ttl = zone.ttl
+            rec = self.snap.record_at(target)
+            if rec is not None and forward is not None:
+                ttl = _ttl(rec, forward)
+            out.append(RR(owner, T_PTR, rdata=PTR(target + "."), ttl=ttl))
         return out
 
     def _ns(self, owner, name: str, zone: ZoneConfig) -> list[RR]:

@@ -386,3 +386,28 @@ def test_ttl_never_zero_unless_set():
     for qtype in ("A", "SRV", "TXT", "MX"):
         msg = via_resolver(snap, make_query("s.svc.local", qtype).to_wire())
         assert msg.answer and all(rrset.ttl > 0 for rrset in msg.answer + msg.additional)
+
+
+def test_ptr_only_in_reverse_zones_and_alias_elsewhere():
+    """A PTR question in a forward zone follows the alias instead of inventing a PTR."""
+    snap = make_snapshot({"/skydns/local/svc/web": {"host": "hello.svc.local"}, **hello(1)},
+                         zones=("svc.local", "in-addr.arpa"))
+    for reply in (via_resolver(snap, make_query("web.svc.local", "PTR").to_wire()),
+                  via_wire(snap, make_query("web.svc.local", "PTR").to_wire())):
+        assert lines(reply.answer) == ["web.svc.local. 30 IN CNAME hello.svc.local."]
+    for reply in (via_resolver(snap, make_query("1.0.0.10.in-addr.arpa", "PTR").to_wire()),
+                  via_wire(snap, make_query("1.0.0.10.in-addr.arpa", "PTR").to_wire())):
+        assert lines(reply.answer) == ["1.0.0.10.in-addr.arpa. 30 IN PTR i1.hello.svc.local."]
+
+
+def test_unknown_reverse_names_are_left_to_forwarding():
+    """With forwarding on, a reverse name we do not hold is not answered NXDOMAIN by us."""
+    snap = make_snapshot(hello(1), zones=("svc.local", "in-addr.arpa"))
+    q = DNSRecord.parse(make_query("8.8.8.8.in-addr.arpa", "PTR").to_wire())
+    forwarded = resolver.answer(q, snap, forwarding=True)
+    assert not forwarded.in_zone and not forwarded.cacheable
+    alone = resolver.answer(q, snap, forwarding=False)
+    assert alone.in_zone and alone.reply.header.rcode == dns.rcode.NXDOMAIN
+    held = resolver.answer(DNSRecord.parse(make_query("1.0.0.10.in-addr.arpa", "PTR").to_wire()), snap,
+                           forwarding=True)
+    assert held.in_zone and len(held.reply.rr) == 1
