@@ -13,6 +13,9 @@ log = logging.getLogger("dnsdisco.serve")
 
 STOP_BUDGET = 1.8    # SIGTERM to exit, all steps together (issue 9: exit 0 within 2 s)
 STOP_GRACE = 0.8     # of which in-flight queries get this long to be answered
+# settings that SIGHUP applies; the others (listeners, etcd, zones served) need a restart
+RELOADABLE = {"zones_dir", "ttl", "neg_ttl", "log_level", "log_format", "max_value_bytes",
+              "max_records_per_name", "rrl_rate", "rrl_slip", "rrl_exempt"}
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -122,16 +125,36 @@ def run_serve(cfg, args=None) -> int:
                 embedded.stop()
             return _fail(str(exc.strerror or exc), 1)
 
-    def reload_zones():
+    settings = {"cfg": cfg}
+
+    def reload():
+        """SIGHUP: zone files and the reloadable settings, without dropping a query."""
+        old = settings["cfg"]
+        new = old
+        if args is not None:
+            try:
+                new = _reload_config(args)
+            except ValueError as exc:
+                log.error("SIGHUP: settings not reloaded, keeping the old ones: %s", exc)
+        fixed = [name for name in new if name not in RELOADABLE and new[name] != old[name]]
+        if fixed:
+            log.warning("SIGHUP: %s changed; restart dnsdisco to apply %s", ", ".join(sorted(fixed)),
+                        "it" if len(fixed) == 1 else "them")
         try:
-            new_zones = _with_caps(load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl), cfg)
+            new_zones = _with_caps(load_zones(cfg.zone, new.zones_dir, new.ttl, new.neg_ttl), new)
         except ZoneFileError as exc:
             log.error("SIGHUP: zone files not reloaded, keeping the old ones: %s", exc)
             return
+        if (new.log_level, new.log_format) != (old.log_level, old.log_format):
+            logs.setup(new.log_level, new.log_format, secrets=logs.secret_values(new))
+        if (new.rrl_rate, new.rrl_slip, new.rrl_exempt) != (old.rrl_rate, old.rrl_slip, old.rrl_exempt):
+            from .rrl import RateLimiter
+            responder.rrl = RateLimiter(new.rrl_rate, new.rrl_slip, new.rrl_exempt) if new.rrl_rate else None
         syncer.reload_zones(new_zones)
-        log.info("SIGHUP: reloaded %d zone(s)", len(new_zones))
+        settings["cfg"] = new
+        log.info("SIGHUP: reloaded %d zone(s) and the settings", len(new_zones))
 
-    gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(reload_zones))
+    gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(reload))
 
     sync_greenlet = gevent.spawn(syncer.run)
     log.info("answering for %s on %s", ", ".join(z.name for z in zones),
@@ -150,6 +173,13 @@ def run_serve(cfg, args=None) -> int:
         if embedded is not None:
             embedded.stop(timeout=_left(deadline, 0.2))
     return 0
+
+
+def _reload_config(args):
+    """The serve settings read again: the same flags, the environment and config file as now."""
+    from .config import load, options_for
+    flags = {o.name: getattr(args, o.name, None) for o in options_for("serve")}
+    return load("serve", flags, config_path=getattr(args, "config", None))
 
 
 def _left(deadline: float, at_least: float) -> float:
