@@ -42,7 +42,24 @@ COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
         "  dnsdisco register hello.svc.local --port 8080 -- python3 -m http.server 8080\n"
         "  dig @127.0.0.1 SRV hello.svc.local",
     ),
+    "status": (
+        "dnsdisco.status", "run_status",
+        "show what dnsdisco serves from etcd now: records, types, TTLs, source keys, bad values",
+        "Reads the etcd prefix and parses it exactly as `serve` does: one line per record (name,\n"
+        "types, TTL, value, source key) and every value the server skips, with the reason.\n"
+        "With NAME: only the records that answer NAME (the value at NAME and its instances one\n"
+        "label below), and why it answers as it does.",
+        "examples:\n"
+        "  dnsdisco status --etcd http://10.0.0.5:2379\n"
+        "  dnsdisco status hello.svc.local\n"
+        "  dnsdisco status --format json | jq '.records[] | .name'",
+    ),
 }
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    from .status import add_arguments
+    add_arguments(parser)
 
 
 def _register_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +87,7 @@ def _register_arguments(parser: argparse.ArgumentParser) -> None:
 # command -> function(parser) adding arguments that are not settings (positionals, `-- CMD`)
 EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "register": _register_arguments,
+    "status": _status_arguments,
 }
 
 
@@ -128,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dnsdisco {args.command}: {exc}", file=sys.stderr)
         return 2
+    from . import etcdconf  # noqa: F401  sets GRPC_VERBOSITY before any command loads gRPC
     module, function, *_ = COMMANDS[args.command]
     run = getattr(importlib.import_module(module), function)
     return int(run(cfg, args) or 0)

@@ -276,6 +276,20 @@ OPTIONS: list[Option] = [
            "has begun, and to send one reply; slower clients are cut (slowloris)", SERVE, metavar="SECONDS"),
     Option("tcp_max_inflight", parse_int(1, 1000), 16, "queries answered at once per TCP connection; "
            "reading pauses beyond it", SERVE, metavar="N"),
+    # -- etcd security (TLS, auth) and status
+    Option("etcd_cacert", parse_str, "", "CA certificate (PEM) that signed etcd's server certificate; "
+           "endpoints are then https://", ETCD_USERS, metavar="FILE"),
+    Option("etcd_cert", parse_str, "", "client certificate (PEM) for etcd's mutual TLS (--client-cert-auth); "
+           "with --etcd-key", ETCD_USERS, metavar="FILE"),
+    Option("etcd_key", parse_str, "", "private key (PEM) of --etcd-cert", ETCD_USERS, metavar="FILE"),
+    Option("etcd_user", parse_str, "", "etcd user to log in as; the password comes from DNSDISCO_ETCD_PASSWORD "
+           "or --etcd-password-file, never from a flag", ETCD_USERS, metavar="NAME"),
+    Option("etcd_password_file", parse_str, "", "file whose first line is the password of --etcd-user",
+           ETCD_USERS, metavar="FILE"),
+    Option("etcd_password", parse_str, "", "password of --etcd-user (environment or config file only)",
+           ETCD_USERS, secret=True, flag=False),
+    Option("format", parse_choice("text", "json"), "text", "output: aligned text or one JSON document",
+           STATUS, metavar="text|json"),
 ]
 
 
