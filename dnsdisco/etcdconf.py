@@ -203,8 +203,11 @@ def tls_problem(text: str, kv=None) -> str | None:
     hint = next((h for marker, h in _TLS_HINTS if marker in text), "TLS handshake failed")
     endpoints = ", ".join(getattr(kv, "endpoints", []) or [])
     detail = text.rsplit("OPENSSL_internal:", 1)[-1] if "OPENSSL_internal:" in text else text.rsplit(": ", 1)[-1]
+    detail = detail.strip()
+    if detail.endswith(": OK"):          # gRPC appends the status of the last read
+        detail = detail[:-4]
     where = f" with {endpoints}" if endpoints else ""
-    return f"TLS handshake{where} failed: {hint} ({detail.strip()})"
+    return f"TLS handshake{where} failed: {hint} ({detail})"
 
 
 def _scrub(text: str, password: str | None) -> str:
