@@ -25,18 +25,18 @@ OUTPUTS: list[tuple[str, str]] = []    # (what, captured stdout+stderr) of every
 
 
 def client_cert(pki: str, ca: TLSFiles, cn: str) -> TLSFiles:
-    """A client certificate for `cn`, signed by the test CA."""
+    """A client certificate for `cn`, signed by the test CA (whose key make_tls left in pki)."""
     p = lambda name: os.path.join(pki, name)  # noqa: E731
     with open(p("client.cnf"), "w") as f:
         f.write("extendedKeyUsage=clientAuth\n")
     for cmd in (
         ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", p("client.key"), "-out", p("client.csr"), "-subj", f"/CN={cn}"],
-        ["x509", "-req", "-in", p("client.csr"), "-CA", ca.ca, "-CAkey", p("ca.key"),
-         "-CAcreateserial", "-out", p("client.pem"), "-days", "2", "-extfile", p("client.cnf")],
+         "-keyout", p(f"{cn}.key"), "-out", p(f"{cn}.csr"), "-subj", f"/CN={cn}"],
+        ["x509", "-req", "-in", p(f"{cn}.csr"), "-CA", ca.ca, "-CAkey", p("ca.key"),
+         "-CAcreateserial", "-out", p(f"{cn}.pem"), "-days", "2", "-extfile", p("client.cnf")],
     ):
         subprocess.run(["openssl", *cmd], check=True, capture_output=True, timeout=30)
-    return TLSFiles(ca.ca, p("client.pem"), p("client.key"))
+    return TLSFiles(ca.ca, p(f"{cn}.pem"), p(f"{cn}.key"))
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,9 @@ def pki(tmp_path_factory):
     base = tmp_path_factory.mktemp("pki")
     node = make_tls(str(base / "node"))
     client = client_cert(str(base / "node"), node, "dnsdisco-client")
+    as_serve_user = client_cert(str(base / "node"), node, "dnsdisco-serve")
     other_ca = make_tls(str(base / "other"))
-    return {"node": node, "client": client, "other": other_ca, "dir": base}
+    return {"node": node, "client": client, "serve_cn": as_serve_user, "other": other_ca, "dir": base}
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +118,22 @@ def test_status_with_the_password_in_the_environment(secure_etcd, pki):
     assert {r["key"] for r in json.loads(out.stdout)["records"]} >= {"/skydns/local/svc/web/a"}
 
 
+def test_certificate_common_name_as_the_user(secure_etcd, pki):
+    """No password at all: with --client-cert-auth etcd takes the certificate's CN as the user."""
+    c = pki["serve_cn"]
+    out = run("status", "--etcd", secure_etcd.endpoint, "--etcd-cacert", c.ca, "--etcd-cert", c.cert,
+              "--etcd-key", c.key, "web.svc.local")
+    assert out.returncode == 0 and "/skydns/local/svc/web/a" in out.stdout, out.stderr
+    out = run("register", "hello.svc.local", "--port", "80", "--address", "10.0.0.9", "--id", "r3",
+              "--etcd", secure_etcd.endpoint, "--etcd-cacert", c.ca, "--etcd-cert", c.cert, "--etcd-key", c.key)
+    assert "denied" in one_clear_line(out, "register")
+
+
 def test_registrar_user_writes_its_service_only(serve, secure_etcd, pki):
+    # the wrapped command shows what it inherits: never the password
     args = ["register", "hello.svc.local", "--port", "80", "--address", "10.0.0.9", "--id", "r1", "--ttl", "3",
-            "--etcd", secure_etcd.endpoint, *tls_flags(pki), "--etcd-user", "reg-hello"]
+            "--etcd", secure_etcd.endpoint, *tls_flags(pki), "--etcd-user", "reg-hello",
+            "--", "sh", "-c", 'echo "child-sees:[$DNSDISCO_ETCD_PASSWORD]"; exec sleep 30']
     proc = subprocess.Popen(dnsdisco_cmd(*args), env=child_env({"DNSDISCO_ETCD_PASSWORD": REG_PW}),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -129,7 +143,8 @@ def test_registrar_user_writes_its_service_only(serve, secure_etcd, pki):
         proc.terminate()
         output, _ = proc.communicate(timeout=15)
         OUTPUTS.append(("register reg-hello", output))
-    assert proc.returncode == 0, output
+    assert proc.returncode == 128 + 15, output    # the wrapped command's SIGTERM status
+    assert "child-sees:[]" in output and "deregistered" in output, output   # the lease was revoked
     wait_for(lambda: serve.query("hello.svc.local").rcode() == 3, 5, what="deregistration")
     # the same user may not register another service
     out = run(*["register", "web.svc.local", "--port", "80", "--address", "10.0.0.9", "--id", "r1",
