@@ -123,7 +123,7 @@ def check_access(kv, where: str, write: bool, *, log: logging.Logger | None = No
     never holds, so etcd checks the permissions of its put but never applies it).
 
     Returns True when etcd said yes, False when no endpoint answered within `timeout`
-    (default: the client's timeout; the caller's loop retries, a warning is logged). Raises StartupError for rejected credentials,
+    (default: the client's timeout; the caller's loop retries and reports the outage). Raises StartupError for rejected credentials,
     missing permissions and failed TLS handshakes: waiting will not fix those.
     """
     log = log or logging.getLogger("dnsdisco.etcd")
@@ -158,7 +158,8 @@ def check_access(kv, where: str, write: bool, *, log: logging.Logger | None = No
         tls = tls_problem(str(exc), kv)
         if tls:
             raise StartupError(_scrub(tls, password)) from None
-        log.warning("etcd not reachable yet (%s); will keep trying", _scrub(str(exc), password))
+        # the caller's loop reports the outage itself (once); do not say it twice
+        log.debug("start-up check: etcd not reachable yet (%s)", _scrub(str(exc), password))
         return False
     except EtcdError as exc:
         raise StartupError(_scrub(str(exc), password)) from None
