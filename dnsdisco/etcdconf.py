@@ -123,8 +123,9 @@ def check_access(kv, where: str, write: bool, *, log: logging.Logger | None = No
     never holds, so etcd checks the permissions of its put but never applies it).
 
     Returns True when etcd said yes, False when no endpoint answered within `timeout`
-    (default: the client's timeout; the caller's loop retries and reports the outage). Raises StartupError for rejected credentials,
-    missing permissions and failed TLS handshakes: waiting will not fix those.
+    (default: the client's timeout; the caller's loop retries and reports the outage).
+    Raises StartupError for rejected credentials, missing permissions and failed TLS
+    handshakes: waiting will not fix those.
     """
     log = log or logging.getLogger("dnsdisco.etcd")
     from pyetcd import etcdrpc
