@@ -93,6 +93,10 @@ EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
 
 def _add_option(parser: argparse.ArgumentParser, opt: Option) -> None:
     if not opt.flag:
+        if opt.secret:
+            # A hidden flag that is refused: without it argparse would take `--etcd-password X`
+            # as an abbreviation of `--etcd-password-file X` and print the password as a path.
+            parser.add_argument(opt.cli, dest="refused_" + opt.name, default=None, help=argparse.SUPPRESS)
         return
     default = opt.default
     if opt.many:
@@ -140,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    for opt in options_for(args.command):
+        if getattr(args, "refused_" + opt.name, None) is not None:
+            print(f"dnsdisco {args.command}: {opt.cli} is not accepted (a command line is visible to every "
+                  f"user): set {opt.env} or use {opt.cli}-file", file=sys.stderr)
+            return 2
     flags = {o.name: getattr(args, o.name, None) for o in options_for(args.command)}
     try:
         cfg = load(args.command, flags, config_path=args.config)

@@ -201,3 +201,38 @@ def test_passwords_appear_in_no_output(serve):
     for what, text in OUTPUTS:
         for pw in (SERVE_PW, REG_PW, ROOT_PW):
             assert pw not in text, f"{what} printed a password:\n{text}"
+
+
+# ---------------------------------------------------------------- pure parts of etcdconf
+
+def test_password_sources(tmp_path):
+    from dnsdisco.config import load
+    from dnsdisco.etcdconf import StartupError, read_password
+    f = tmp_path / "pw"
+    f.write_text("first-line\nignored\n")
+    assert read_password(load("serve", {"etcd_password_file": str(f)}, env={})) == "first-line"
+    assert read_password(load("serve", {}, env={"DNSDISCO_ETCD_PASSWORD": "from-env"})) == "from-env"
+    assert read_password(load("serve", {}, env={})) is None
+    with pytest.raises(StartupError, match="given twice"):
+        read_password(load("serve", {"etcd_password_file": str(f)}, env={"DNSDISCO_ETCD_PASSWORD": "x"}))
+    f.write_text("\n")
+    with pytest.raises(StartupError, match="is empty"):
+        read_password(load("serve", {"etcd_password_file": str(f)}, env={}))
+
+
+
+def test_password_flag_is_refused_without_echoing_it():
+    # not taken as an abbreviation of --etcd-password-file either (which would print it as a path)
+    out = run("serve", "--etcd-password", SERVE_PW, "--etcd", "http://127.0.0.1:9")
+    assert out.returncode == 2 and "--etcd-password is not accepted" in out.stderr
+    assert SERVE_PW not in out.stderr
+
+
+def test_tls_failures_are_told_apart():
+    from dnsdisco.etcdconf import tls_problem
+    last = "last error: UNKNOWN: ipv4:127.0.0.1:1: Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: " \
+           "error:1000007d:SSL routines:OPENSSL_internal:"
+    assert "not signed by --etcd-cacert" in tls_problem(last + "CERTIFICATE_VERIFY_FAILED: unable to get: OK")
+    assert "client certificate" in tls_problem(last + "SSLV3_ALERT_BAD_CERTIFICATE: OK")
+    assert "does etcd serve https" in tls_problem("UNAVAILABLE: ipv4:127.0.0.1:1: Handshake read failed (Socket closed)")
+    assert tls_problem("UNKNOWN: ipv4:127.0.0.1:1: Failed to connect to remote host: Connection refused") is None
