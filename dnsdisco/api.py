@@ -87,10 +87,19 @@ class Registration:
     def start(self) -> "Registration":
         if self._registrar is not None:
             return self
-        from .kv import KV
+        from .etcdconf import check_access, connect
         from .register_cli import kv_timeout
         from .registrar import Registrar
-        self._kv = KV(self._plan["endpoints"], timeout=kv_timeout(self.config.etcd_timeout, self._plan["ttl"]))
+        # TLS files, user and password from DNSDISCO_* as for `dnsdisco register`; a setting
+        # that cannot work raises etcdconf.StartupError naming it
+        kv = connect(self.config, log=log, endpoints=self._plan["endpoints"],
+                     timeout=kv_timeout(self.config.etcd_timeout, self._plan["ttl"]))
+        try:
+            check_access(kv, self._plan["key"], write=True, log=log, timeout=1.0)
+        except Exception:
+            kv.close()
+            raise
+        self._kv = kv
         self._registrar = Registrar(self._kv, self._plan["key"], self._plan["value"], self._plan["ttl"],
                                     check=self._plan["check"], check_interval=self.config.check_interval)
         self._registrar.start()

@@ -25,13 +25,13 @@ def _fail(message: str, code: int = 1) -> int:
 
 def run_serve(cfg, args=None) -> int:
     # gevent and gRPC must be set up before any socket or gRPC object exists
+    from .etcdconf import StartupError, check_access, connect  # sets GRPC_VERBOSITY before gRPC loads
     from .kv import init_gevent
     init_gevent()
     import gevent
     from gevent.event import Event
 
     from . import logs
-    from .kv import KV, EtcdUnavailable
     from .metrics import Metrics
     from .server import BindError, DNSServer
     from .snapshot import Snapshot
@@ -103,10 +103,15 @@ def run_serve(cfg, args=None) -> int:
     log.info("using etcd %s%s, prefix %s", ",".join(endpoints),
              " (embedded, started by dnsdisco)" if embedded is not None and embedded.started else "",
              cfg.prefix or "/")
+    kv = None
     try:
-        kv = KV(endpoints, timeout=cfg.etcd_timeout)
-    except (EtcdUnavailable, ValueError) as exc:
+        kv = connect(cfg, log=log, endpoints=endpoints)
+        if cfg.etcd:  # an etcd the operator named: wrong credentials or TLS stop start-up here
+            check_access(kv, cfg.prefix, write=False, log=log)
+    except StartupError as exc:
         server.stop(0)
+        if kv is not None:
+            kv.close()
         if embedded is not None:
             embedded.stop()
         return _fail(str(exc), 1)

@@ -42,7 +42,24 @@ COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
         "  dnsdisco register hello.svc.local --port 8080 -- python3 -m http.server 8080\n"
         "  dig @127.0.0.1 SRV hello.svc.local",
     ),
+    "status": (
+        "dnsdisco.status", "run_status",
+        "show what dnsdisco serves from etcd now: records, types, TTLs, source keys, bad values",
+        "Reads the etcd prefix and parses it exactly as `serve` does: one line per record (name,\n"
+        "types, TTL, value, source key) and every value the server skips, with the reason.\n"
+        "With NAME: only the records that answer NAME (the value at NAME and its instances one\n"
+        "label below), and why it answers as it does.",
+        "examples:\n"
+        "  dnsdisco status --etcd http://10.0.0.5:2379\n"
+        "  dnsdisco status hello.svc.local\n"
+        "  dnsdisco status --format json | jq '.records[] | .name'",
+    ),
 }
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    from .status import add_arguments
+    add_arguments(parser)
 
 
 def _register_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,11 +87,16 @@ def _register_arguments(parser: argparse.ArgumentParser) -> None:
 # command -> function(parser) adding arguments that are not settings (positionals, `-- CMD`)
 EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "register": _register_arguments,
+    "status": _status_arguments,
 }
 
 
 def _add_option(parser: argparse.ArgumentParser, opt: Option) -> None:
     if not opt.flag:
+        if opt.secret:
+            # A hidden flag that is refused: without it argparse would take `--etcd-password X`
+            # as an abbreviation of `--etcd-password-file X` and print the password as a path.
+            parser.add_argument(opt.cli, dest="refused_" + opt.name, default=None, help=argparse.SUPPRESS)
         return
     default = opt.default
     if opt.many:
@@ -122,12 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    for opt in options_for(args.command):
+        if getattr(args, "refused_" + opt.name, None) is not None:
+            print(f"dnsdisco {args.command}: {opt.cli} is not accepted (a command line is visible to every "
+                  f"user): set {opt.env} or use {opt.cli}-file", file=sys.stderr)
+            return 2
     flags = {o.name: getattr(args, o.name, None) for o in options_for(args.command)}
     try:
         cfg = load(args.command, flags, config_path=args.config)
     except ConfigError as exc:
         print(f"dnsdisco {args.command}: {exc}", file=sys.stderr)
         return 2
+    from . import etcdconf  # noqa: F401  sets GRPC_VERBOSITY before any command loads gRPC
     module, function, *_ = COMMANDS[args.command]
     run = getattr(importlib.import_module(module), function)
     return int(run(cfg, args) or 0)

@@ -287,6 +287,20 @@ OPTIONS: list[Option] = [
            "truncated (TC) so real clients retry over TCP; 0 = drop all, 1 = truncate all", SERVE, metavar="N"),
     Option("rrl_exempt", parse_cidr, [], "client networks never rate limited (repeatable)", SERVE,
            many=True, metavar="CIDR"),
+    # -- etcd security (TLS, auth) and status
+    Option("etcd_cacert", parse_str, "", "CA certificate (PEM) that signed etcd's server certificate; "
+           "endpoints are then https://", ETCD_USERS, metavar="FILE"),
+    Option("etcd_cert", parse_str, "", "client certificate (PEM) for etcd's mutual TLS (--client-cert-auth); "
+           "with --etcd-key", ETCD_USERS, metavar="FILE"),
+    Option("etcd_key", parse_str, "", "private key (PEM) of --etcd-cert", ETCD_USERS, metavar="FILE"),
+    Option("etcd_user", parse_str, "", "etcd user to log in as; the password comes from DNSDISCO_ETCD_PASSWORD "
+           "or --etcd-password-file, never from a flag", ETCD_USERS, metavar="NAME"),
+    Option("etcd_password_file", parse_str, "", "file whose first line is the password of --etcd-user",
+           ETCD_USERS, metavar="FILE"),
+    Option("etcd_password", parse_str, "", "password of --etcd-user (environment or config file only)",
+           ETCD_USERS, secret=True, flag=False),
+    Option("format", parse_choice("text", "json"), "text", "output: aligned text or one JSON document",
+           STATUS, metavar="text|json"),
 ]
 
 

@@ -110,12 +110,18 @@ def run_register(cfg, args) -> int:
         return _fail(str(exc))
     wrapped = list(getattr(args, "wrapped", None) or [])
 
-    from .kv import KV
+    from .etcdconf import StartupError, check_access, connect
     from .registrar import Registrar
+    kv = None
     try:
-        kv = KV(spec["endpoints"], timeout=kv_timeout(cfg.etcd_timeout, spec["ttl"]))
-    except ValueError as exc:
-        return _fail(f"--etcd: {exc}")
+        # scrub_env: the wrapped command and health checks must not inherit the password
+        kv = connect(cfg, log=log, endpoints=spec["endpoints"],
+                     timeout=kv_timeout(cfg.etcd_timeout, spec["ttl"]), scrub_env=True)
+        check_access(kv, spec["key"], write=True, log=log, timeout=1.0)  # etcd down: do not hold up CMD
+    except StartupError as exc:
+        if kv is not None:
+            kv.close()
+        return _fail(str(exc), 1)
     registrar = Registrar(kv, spec["key"], spec["value"], spec["ttl"], check=spec["check"],
                           check_interval=cfg.check_interval)
     log.info("registering %s as %s.%s at %s via %s", spec["key"], spec["id"], spec["name"],

@@ -1,0 +1,193 @@
+"""`dnsdisco status [NAME]`: what a dnsdisco with these settings serves, read from etcd now.
+
+It lists the prefix and builds the same Snapshot the server builds (same parsing, same
+rules), so an operator sees every record with its types, TTL, value and source key, and
+every value the server skips with the reason. With NAME it shows only the records that
+answer NAME (the value at NAME and its instances one label below) and says why.
+
+`describe(...)` is pure (snapshot in, dict out); `render_text` formats it; `run_status`
+does the I/O.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from .etcdconf import StartupError, connect, explain  # first: quiets gRPC before it loads
+
+log = logging.getLogger("dnsdisco.status")
+
+
+# ---------------------------------------------------------------- pure part
+
+def record_types(rec) -> list[str]:
+    """The record types this value gives its owner name (PTR in reverse zones aside)."""
+    types = []
+    if rec.host_kind == "ipv4":
+        types.append("A")
+    elif rec.host_kind == "ipv6":
+        types.append("AAAA")
+    elif rec.host_kind == "name":
+        types.append("CNAME")
+    if rec.port > 0 and rec.host:
+        types.append("SRV")
+    if rec.text:
+        types.append("TXT")
+    if rec.mail and rec.host:
+        types.append("MX")
+    return types
+
+
+def record_value(rec) -> str:
+    """host[:port] and every field that differs from the served default."""
+    host = f"[{rec.host}]" if rec.host_kind == "ipv6" and rec.port else rec.host
+    parts = [f"{host}:{rec.port}" if rec.port else (host or "-")]
+    if rec.priority != 10:
+        parts.append(f"priority={rec.priority}")
+    if rec.weight != 100:
+        parts.append(f"weight={rec.weight}")
+    if rec.mail:
+        parts.append("mail")
+    if rec.targetstrip:
+        parts.append(f"targetstrip={rec.targetstrip}")
+    if rec.group:
+        parts.append(f"group={rec.group}")
+    if rec.text:
+        parts.append("text=" + json.dumps(rec.text, ensure_ascii=False))
+    return " ".join(parts)
+
+
+def _entry(snap, rec) -> dict:
+    zone = snap.zone_of(rec.name)
+    ttl = rec.ttl if rec.ttl is not None else (zone.ttl if zone else None)
+    return {"name": rec.name, "types": record_types(rec), "ttl": ttl, "value": record_value(rec),
+            "key": rec.key, "zone": zone.name if zone else None, "host": rec.host, "port": rec.port,
+            "priority": rec.priority, "weight": rec.weight, "text": rec.text, "mail": rec.mail,
+            "targetstrip": rec.targetstrip, "group": rec.group}
+
+
+def describe(snap, name: str | None = None) -> dict:
+    """What `snap` serves (all of it, or what answers `name`), as plain data."""
+    from .names import key_for, parent
+    out = {"revision": snap.revision, "prefix": snap.prefix or "/",
+           "zones": [z.name for z in snap.zones]}
+    bad = [{"key": k, "message": m} for k, m in sorted(set(snap.rejected))]
+    if name is None:
+        out["records"] = [_entry(snap, rec) for rec in snap.all_records()]
+        out["bad"] = bad
+        return out
+    zone = snap.zone_of(name)
+    answering = snap.records_for(name)
+    own_key = key_for(snap.prefix, name)
+    deeper = sum(1 for rec in snap.all_records()
+                 if rec.name.endswith("." + name) and parent(rec.name) != name)
+    if zone is None:
+        result = "REFUSED"
+    elif answering:
+        result = "NOERROR"
+    elif snap.exists(name):
+        result = "NODATA"
+    else:
+        result = "NXDOMAIN"
+    out.update({
+        "name": name, "zone": zone.name if zone else None, "result": result, "key": own_key,
+        "records": [_entry(snap, rec) for rec in answering],
+        "deeper": deeper,
+        # bad values that would answer NAME once fixed: at its key or one label below
+        "bad": [b for b in bad if b["key"] == own_key or b["key"].rsplit("/", 1)[0] == own_key],
+    })
+    return out
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+
+
+def render_text(info: dict) -> str:
+    lines = []
+    records, bad = info["records"], info["bad"]
+    if "name" in info:
+        n, key = info["name"], info["key"]
+        if info["result"] == "REFUSED":
+            lines.append(f"{n}: outside the served zones ({', '.join(info['zones'])}): answered REFUSED")
+        elif info["result"] == "NOERROR":
+            own = sum(1 for r in records if r["key"] == key)
+            lines.append(f"{n}: answered by {len(records)} record(s): {own} at {key} and "
+                         f"{len(records) - own} instance(s) one label below ({key}/<id>)")
+        else:
+            why = ("it has names below it" if info["result"] == "NODATA" else "no record at or below it")
+            lines.append(f"{n}: {info['result']}: no record at {key} or one label below; {why}")
+        if info["deeper"]:
+            lines.append(f"  {info['deeper']} record(s) further below do not answer {n} "
+                         "(only one level of instances does)")
+    else:
+        lines.append(f"# etcd revision {info['revision']}, prefix {info['prefix']}, zones "
+                     f"{', '.join(info['zones'])}: {len(records)} record(s), {len(bad)} bad value(s)")
+    if records:
+        rows = [["NAME", "TYPES", "TTL", "VALUE", "KEY"]]
+        for r in records:
+            ttl = str(r["ttl"]) if r["zone"] else "-"
+            name = r["name"] if r["zone"] else r["name"] + " (outside the zones: not served)"
+            rows.append([name, ",".join(r["types"]) or "-", ttl, r["value"], r["key"]])
+        lines.extend(_table(rows))
+    if bad:
+        lines.append("bad values (skipped, not served):")
+        lines.extend("  " + (b["message"] if b["message"].startswith(b["key"]) else f"{b['key']}: {b['message']}")
+                     for b in bad)
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- I/O
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"dnsdisco status: {message}", file=sys.stderr)
+    return code
+
+
+def run_status(cfg, args=None) -> int:
+    from . import logs
+    from .kv import EtcdError
+    from .names import BadName, normalize
+    from .snapshot import Snapshot
+    from .zonefile import ZoneFileError, load_zones
+
+    try:
+        logs.setup(cfg.log_level, cfg.log_format, secrets=logs.secret_values(cfg))
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+    name = getattr(args, "name", None)
+    if name:
+        try:
+            name = normalize(name)
+        except BadName as exc:
+            return _fail(f"NAME: {exc}", 2)
+    try:
+        zones = load_zones(cfg.zone, "", cfg.ttl, 5)
+    except ZoneFileError as exc:
+        return _fail(str(exc), 2)
+    prefix = cfg.prefix.rstrip("/")
+    try:
+        kv = connect(cfg, log=log)
+    except StartupError as exc:
+        return _fail(str(exc))
+    try:
+        revision, items = kv.list_prefix(prefix + "/")
+    except EtcdError as exc:
+        return _fail(explain(exc, kv))
+    finally:
+        kv.close()
+    snap = Snapshot.build(prefix, zones, revision, items)
+    info = describe(snap, name or None)
+    if cfg.format == "json":
+        sys.stdout.write(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(render_text(info))
+    return 0
+
+
+def add_arguments(parser) -> None:
+    """`dnsdisco status [NAME]`."""
+    parser.add_argument("name", metavar="NAME", nargs="?", default=None,
+                        help="show only the records that answer this name, and why")
