@@ -121,12 +121,14 @@ class SecretFilter(logging.Filter):
 def secret_values(cfg: Mapping[str, Any]) -> list[str]:
     """The values in `cfg` of every option declared secret, for `setup(secrets=...)`."""
     from .config import OPTIONS
-    values = []
-    for opt in OPTIONS:
-        if opt.secret and opt.name in cfg:
-            value = cfg[opt.name]
-            values.extend(value if isinstance(value, (list, tuple)) else [value])
-    return [str(v) for v in values if v]
+    values: list[str] = []
+    for name in dict.fromkeys(opt.name for opt in OPTIONS if opt.secret):   # once per setting
+        if name in cfg:
+            value = cfg[name]
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if item and str(item) not in values:
+                    values.append(str(item))
+    return values
 
 
 # ---------------------------------------------------------------- formatters
