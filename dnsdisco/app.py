@@ -85,10 +85,18 @@ def run_serve(cfg, args=None) -> int:
     stopping = Event()
     gevent.signal_handler(signal.SIGTERM, stopping.set)
     gevent.signal_handler(signal.SIGINT, stopping.set)
+    cleanups: list = []      # what a failed start-up must undo, in start order
+
+    def abort(message: str, code: int = 1) -> int:
+        for undo in reversed(cleanups):
+            undo()
+        return _fail(message, code)
+
     try:
         server.start()
     except BindError as exc:
         return _fail(str(exc), 1)
+    cleanups.append(lambda: server.stop(0))
 
     embedded = None
     endpoints = list(cfg.etcd)
@@ -97,24 +105,22 @@ def run_serve(cfg, args=None) -> int:
         try:
             embedded = find_or_start(cfg.state_dir or None, log, allow_start=cfg.embedded_etcd)
         except EmbeddedError as exc:
-            server.stop(0)
-            return _fail(str(exc), 1)
+            return abort(str(exc))
+        cleanups.append(embedded.stop)
         endpoints = [embedded.endpoint]
     log.info("using etcd %s%s, prefix %s", ",".join(endpoints),
              " (embedded, started by dnsdisco)" if embedded is not None and embedded.started else "",
              cfg.prefix or "/")
-    kv = None
     try:
         kv = connect(cfg, log=log, endpoints=endpoints)
-        if cfg.etcd:  # an etcd the operator named: wrong credentials or TLS stop start-up here
-            check_access(kv, cfg.prefix, write=False, log=log)
     except StartupError as exc:
-        server.stop(0)
-        if kv is not None:
-            kv.close()
-        if embedded is not None:
-            embedded.stop()
-        return _fail(str(exc), 1)
+        return abort(str(exc))
+    cleanups.append(kv.close)
+    if cfg.etcd:  # an etcd the operator named: wrong credentials or TLS stop start-up here
+        try:
+            check_access(kv, cfg.prefix, write=False, log=log)
+        except StartupError as exc:
+            return abort(str(exc))
 
     syncer = Syncer(kv, cfg.prefix, zones, on_swap=_reporting_caps(responder.on_swap, metrics), metrics=metrics,
                     log=logging.getLogger("dnsdisco.sync"))
@@ -122,13 +128,10 @@ def run_serve(cfg, args=None) -> int:
     if cfg.http:
         from .health import start_http
         try:
-            http = start_http(cfg.http, metrics, lambda: syncer.state, cfg.max_stale,
+            http = start_http(cfg.http, metrics, lambda: _health_state(syncer), cfg.max_stale,
                               logging.getLogger("dnsdisco.http"))
         except OSError as exc:
-            server.stop(0)
-            if embedded is not None:
-                embedded.stop()
-            return _fail(str(exc.strerror or exc), 1)
+            return abort(str(exc.strerror or exc))
 
     settings = {"cfg": cfg}
 
@@ -178,6 +181,14 @@ def run_serve(cfg, args=None) -> int:
         if embedded is not None:
             embedded.stop(timeout=_left(deadline, 0.2))
     return 0
+
+
+def _health_state(syncer):
+    """What /readyz reads: the first full sync done, etcd answering, when it last did."""
+    from types import SimpleNamespace
+    state = syncer.state
+    return SimpleNamespace(ready=syncer.ready.is_set(), connected=state.connected,
+                           last_contact=state.last_contact)
 
 
 def _reload_config(args):

@@ -297,6 +297,13 @@ class _Lookup:
             return self._any(owner, name, recs, zone)
         return static
 
+    def _address_target(self, r: Record, target: str, zone: ZoneConfig) -> str:
+        """`target` as the SRV/MX/NS target of an address record, its address as glue."""
+        kind = T_A if r.host_kind == "ipv4" else T_AAAA
+        rdata = A(r.host) if kind == T_A else AAAA(r.host)
+        self.additional.append(RR(target + ".", kind, rdata=rdata, ttl=_ttl(r, zone)))
+        return target
+
     def _srv(self, owner, recs, zone: ZoneConfig) -> list[RR]:
         out = []
         glue = []
@@ -307,10 +314,7 @@ class _Lookup:
                 target = r.host
                 glue.append(target)
             else:
-                target = _strip(r.name, r.targetstrip)
-                kind = T_A if r.host_kind == "ipv4" else T_AAAA
-                rdata = A(r.host) if kind == T_A else AAAA(r.host)
-                self.additional.append(RR(target + ".", kind, rdata=rdata, ttl=_ttl(r, zone)))
+                target = self._address_target(r, _strip(r.name, r.targetstrip), zone)
             out.append(RR(owner, T_SRV, rdata=SRV(r.priority, r.weight, r.port, target + "."), ttl=_ttl(r, zone)))
         for target in glue:
             self._glue(target)
@@ -325,10 +329,7 @@ class _Lookup:
                 exchange = r.host
                 self._glue(exchange)
             else:
-                exchange = _strip(r.name, r.targetstrip)
-                kind = T_A if r.host_kind == "ipv4" else T_AAAA
-                rdata = A(r.host) if kind == T_A else AAAA(r.host)
-                self.additional.append(RR(exchange + ".", kind, rdata=rdata, ttl=_ttl(r, zone)))
+                exchange = self._address_target(r, _strip(r.name, r.targetstrip), zone)
             out.append(RR(owner, T_MX, rdata=MX(exchange + ".", r.priority), ttl=_ttl(r, zone)))
         return out
 
@@ -355,10 +356,7 @@ class _Lookup:
                 target = r.host
                 self._glue(target)
             elif r.is_address:
-                target = r.name
-                kind = T_A if r.host_kind == "ipv4" else T_AAAA
-                rdata = A(r.host) if kind == T_A else AAAA(r.host)
-                self.additional.append(RR(target + ".", kind, rdata=rdata, ttl=_ttl(r, zone)))
+                target = self._address_target(r, r.name, zone)
             else:
                 continue
             out.append(RR(owner, T_NS, rdata=NS(target + "."), ttl=_ttl(r, zone)))

@@ -172,6 +172,7 @@ class Snapshot:
         touched: set[str] = set()
         record_updates: dict[str, Record | None] = {}
         reverse_of: dict[str, str] = {}   # address -> reverse name, computed once per apply
+        slot_of: dict[str, str] = {}      # name -> its key in `records`, for the checks below
 
         for key, new in rec_changes.items():
             old = self.records.get(key)
@@ -181,6 +182,7 @@ class Snapshot:
                 continue
             record_updates[key] = new
             name = (new or old).name
+            slot_of[name] = key
             name_ancestors = ancestors(name)
             touched.add(name)
             touched.update(name_ancestors)
@@ -205,7 +207,7 @@ class Snapshot:
             current = set(self.children.get(par, ()))
             for child, _ in edits.items():
                 # the final presence comes from the records map, not the edit order
-                if records.get(key_for(self.prefix, child)) is not None:
+                if records.get(slot_of.get(child) or key_for(self.prefix, child)) is not None:
                     current.add(child)
                 else:
                     current.discard(child)
@@ -214,7 +216,7 @@ class Snapshot:
         for rname, edits in ptr_edits.items():
             current = set(self.ptrs.get(rname, ()))
             for owner in edits:
-                rec = records.get(key_for(self.prefix, owner))
+                rec = records.get(slot_of.get(owner) or key_for(self.prefix, owner))
                 if rec is not None and rec.is_address and reverse_of.get(rec.host) == rname:
                     current.add(owner)
                 else:
@@ -233,8 +235,10 @@ class Snapshot:
 
         children = self.children.with_changes(children_changes) if children_changes else self.children
         # every touched name still over the cap, so a reporter can tell "still capped" from "fixed"
+        floor = min((z.max_records_per_name for z in self.zones), default=_NO_ZONE.max_records_per_name)
         capped = sorted(name for name in touched
-                        if len(children.get(name, ())) > self._limits(name).max_records_per_name)
+                        if len(children.get(name, ())) > floor
+                        and len(children.get(name, ())) > self._limits(name).max_records_per_name)
         snap = Snapshot(
             self.prefix, self.zones, max(revision, self.revision), records, children,
             self.below.with_changes(below_changes) if below_changes else self.below,
