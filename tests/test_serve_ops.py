@@ -80,8 +80,10 @@ def test_readyz_follows_the_first_sync_and_etcd_staleness(tmp_path):
         etcd.etcdctl("put", f"{PREFIX}/local/svc/hello/a", json.dumps({"host": "10.0.0.1"}))
         wait_for(lambda: readyz()[0] == 200, 15, what="/readyz 200 after the first sync")
         etcd.stop()
-        status, body = wait_for(lambda: (r := readyz()) if r[0] == 503 else None, 15,
-                                what="/readyz 503 past --max-stale")
+        def stale():
+            reply = readyz()
+            return reply if reply and reply[0] == 503 else None
+        status, body = wait_for(stale, 15, what="/readyz 503 past --max-stale")
         assert "unreachable" in body and "max-stale" in body
         assert srv.query("hello.svc.local").answer                  # still answering from memory
         etcd.start()
