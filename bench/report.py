@@ -54,15 +54,16 @@ def throughput_section(res: dict) -> str:
         p = row.get("perf")
         if p is None:
             rows.append([row["server"], row["file"], row.get("status", "not available"), "", "", "", "", "", "",
-                         _f(row.get("rss_mib"), "{:.0f}")])
+                         "", _f(row.get("rss_mib"), "{:.0f}")])
             continue
         rcodes = ", ".join(f"{k} {v * 100 / max(1, p['completed']):.0f}%" for k, v in sorted(p["rcodes"].items()))
         rows.append([row["server"], row["file"], _f(p["qps"]), _f(p["sent"]), _f(p["completed"]),
                      f"{p['lost']:,} ({p['lost'] * 100 / max(1, p['sent']):.2f}%)",
                      _ms(p["avg_latency_ms"]), _ms(p["max_latency_ms"]), rcodes,
+                     "{:.1f} / {:.1f}".format(*row["cpu_us"]) if row.get("cpu_us") else "–",
                      _f(row.get("rss_mib"), "{:.0f}")])
     table = _table(["server", "query file", "QPS", "sent", "completed", "lost", "avg ms", "max ms",
-                    "rcodes", "RSS MiB"], rows)
+                    "rcodes", "server CPU µs/query (user / sys)", "RSS MiB"], rows)
     qps = {(r["server"], r["file"]): (r["perf"] or {}).get("qps") if r.get("perf") else None
            for r in res["throughput"]}
     lost = {(r["server"], r["file"]): r["perf"]["lost"] if r.get("perf") else None for r in res["throughput"]}

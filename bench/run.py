@@ -136,8 +136,14 @@ def throughput(sup, a, ds, endpoint, res, qfiles) -> dict:
         for f, path in qfiles.items():
             say(f"dnsperf {name} {f} {a.duration:g} s")
             try:
+                cpu_before = servers.cpu_seconds(srv.proc.pid)
                 perf = dnsperf.run(srv.port, path, a.duration, a.clients)
+                cpu_after = servers.cpu_seconds(srv.proc.pid)
                 row = {"server": name, "file": f, "perf": perf.__dict__ | {}}
+                if cpu_before and cpu_after and perf.completed:
+                    # server CPU per answered query: what one query costs, apart from dnsperf
+                    row["cpu_us"] = [(after - before) * 1e6 / perf.completed
+                                     for before, after in zip(cpu_before, cpu_after)]
             except (dnsperf.DnsperfError, subprocess.TimeoutExpired) as exc:
                 row = {"server": name, "file": f, "perf": None, "status": f"dnsperf failed: {exc}"[:200]}
             row["rss_mib"] = srv.rss_mib()

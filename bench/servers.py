@@ -42,6 +42,16 @@ def free_port() -> int:
     raise StartError("no free port on 127.0.0.1")
 
 
+def cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """(user, system) CPU seconds a process has used, from /proc/<pid>/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
 def rss_kib(pid: int) -> int | None:
     """VmRSS of a process in KiB, from /proc/<pid>/status."""
     try:

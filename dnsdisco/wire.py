@@ -387,25 +387,29 @@ class Responder:
         variants = entry[0]
         turn = entry[1]
         entry[1] = turn + 1
-        offsets = entry[2]
+        lname = qname.lower()
+        # remember these exact query bytes, so next time only the id is written (while the
+        # entry lives and, for replies with an SOA, while the revision is the same); not for
+        # names in mixed case: 0x20-randomised queries never repeat byte for byte
+        remember = lname == qname and (self.forwarder is None or self._in_zone(lname))
+        which = range(len(variants)) if remember else (turn % len(variants),)
+        patched = {i: self._patched(variants[i], data, qname) for i in which}
         revision = None
-        patched = [self._patched(v, data, qname) for v in variants]
-        if offsets is not None:                               # SOA serial = revision now
+        if entry[2] is not None:                              # SOA serial = revision now
             revision = self.snapshot.revision
             serial = soa_serial(self.snapshot)
-            for out, at in zip(patched, offsets):
-                for offset in at:
+            for i, out in patched.items():
+                for offset in entry[2][i]:
                     _SERIAL.pack_into(out, offset, serial)
         out = patched[turn % len(variants)]
-        if self.forwarder is None or self._in_zone(qname.lower()):
-            # remember these exact query bytes: next time only the id is written (while the
-            # entry lives and, for replies with an SOA, while the revision is the same)
+        if remember:
             table = self._exact[transport]
             if len(table) >= self._exact_max:
                 table.clear()
-            table[data[2:]] = [entry, [bytes(p[2:]) for p in patched], turn + 1, qtype, out[3] & 0xF, revision,
-                               len(qname)]
+            table[data[2:]] = [entry, [bytes(patched[i][2:]) for i in which], turn + 1, qtype, out[3] & 0xF,
+                               revision, len(qname)]
         return bytes(out)
+
     # -- response rate limiting (UDP only; see rrl.py). `rrl` is a RateLimiter set by serve
     # when --rrl-rate is given; None keeps the query path free of it.
 

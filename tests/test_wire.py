@@ -496,3 +496,13 @@ def test_exact_query_table_never_hides_an_update(transport):
     assert again.id == 9 and [rd.to_text() for rr in again.answer for rd in rr] == ["10.0.0.2"]
     fresh = Responder(after).handle(query("hello.svc.local", qid=9), transport, CLIENT)
     assert r.handle(query("hello.svc.local", qid=9), transport, CLIENT) == fresh
+
+
+def test_mixed_case_queries_stay_out_of_the_exact_table():
+    """0x20-randomised names never repeat byte for byte: keep them from churning the table."""
+    r = Responder(build([("/skydns/local/svc/hello/a", val(host="10.0.0.1"))]))
+    for spelling in ("hello.svc.local", "HeLLo.svc.local", "hElLo.SVC.local", "hello.svc.local"):
+        reply = parse(r.handle(query(spelling), "udp", CLIENT))
+        assert reply.question[0].name.to_text() == spelling + "."
+        assert [rd.to_text() for rr in reply.answer for rd in rr] == ["10.0.0.1"]
+    assert len(r._exact["udp"]) == 1
