@@ -125,17 +125,45 @@ class Snapshot:
     @classmethod
     def build(cls, prefix: str, zones: Sequence[ZoneConfig], revision: int,
               items: Iterable[tuple[str, bytes]]) -> "Snapshot":
-        """A snapshot of a full listing; bad values are skipped and listed in `rejected`."""
-        snap, _touched, _rejected = cls.empty(prefix, zones).apply(revision, list(items), full=True)
-        return snap
+        """A snapshot of a full listing; bad values are skipped and listed in `rejected`.
 
-    def with_zones(self, zones: Sequence[ZoneConfig]) -> "Snapshot":
-        """The same records served with new zone settings (SIGHUP reload)."""
-        return Snapshot(self.prefix, tuple(zones), self.revision, self.records, self.children,
-                        self.below, self.ptrs, (), ())
+        One pass with no diff against an old snapshot: at 200,000 records the temporary
+        structures of `apply` would set the process's memory high-water mark."""
+        empty = cls.empty(prefix, zones)
+        parsed, rejected = empty._parse_changes(items)
+        records = {slot: rec for slot, rec in parsed.items() if rec is not None}
+        del parsed
+        children: dict[str, list] = {}
+        below: dict[str, int] = {}
+        ptrs: dict[str, list] = {}
+        reverse_of: dict[str, str] = {}
+        for rec in records.values():
+            name_ancestors = ancestors(rec.name)
+            children.setdefault(name_ancestors[0], []).append(rec.name)
+            for anc in name_ancestors:
+                below[anc] = below.get(anc, 0) + 1
+            if rec.is_address:
+                rname = reverse_of.get(rec.host)
+                if rname is None:
+                    rname = reverse_of[rec.host] = reverse_name(rec.host)
+                ptrs.setdefault(rname, []).append(rec.name)
+        del reverse_of
+        for rname in ptrs:   # a reverse name with PTRs exists: its ancestors are empty non-terminals
+            for anc in ancestors(rname):
+                below[anc] = below.get(anc, 0) + 1
+        children_map = {par: tuple(sorted(kids)) for par, kids in children.items()}
+        del children
+        ptr_map = {rname: tuple(sorted(names)) for rname, names in ptrs.items()}
+        del ptrs
+        floor = min((z.max_records_per_name for z in empty.zones), default=_NO_ZONE.max_records_per_name)
+        capped = sorted(name for name, kids in children_map.items()
+                        if len(kids) > floor and len(kids) > empty._limits(name).max_records_per_name)
+        return cls(empty.prefix, empty.zones, revision, Layered(records), Layered(children_map), Layered(below),
+                   Layered(ptr_map), tuple(rejected), tuple(capped))
 
-    def apply(self, revision: int, changes: Sequence[tuple[str, bytes | None]], *, full: bool = False):
-        """Apply etcd events in order; returns (snapshot, touched names, rejected (key, message))."""
+    def _parse_changes(self, changes: Iterable[tuple[str, bytes | None]]):
+        """etcd events as {key slot: Record or None (gone or bad)}, the last event per key
+        winning, and the (key, message) of every value skipped."""
         rec_changes: dict[str, Record | None] = {}
         rejected: list[tuple[str, str]] = []
         for key, value in changes:
@@ -144,7 +172,12 @@ class Snapshot:
             name = name_for(self.prefix, key)
             # records live under the canonical (lower-case) key that record_at() looks up,
             # so an instance id in upper case (`.../hello/Web1`) is served, not half-indexed
-            slot = key if name is None else self.prefix + key[len(self.prefix):].lower()
+            if name is None:
+                slot = key
+            else:
+                tail = key[len(self.prefix):]
+                lowered = tail.lower()
+                slot = key if lowered == tail else self.prefix + lowered   # share the string if we can
             if value is None:
                 rec_changes[slot] = None
                 continue
@@ -165,6 +198,16 @@ class Snapshot:
             except BadValue as exc:
                 rejected.append((key, str(exc)))
                 rec_changes[slot] = None
+        return rec_changes, rejected
+
+    def with_zones(self, zones: Sequence[ZoneConfig]) -> "Snapshot":
+        """The same records served with new zone settings (SIGHUP reload)."""
+        return Snapshot(self.prefix, tuple(zones), self.revision, self.records, self.children,
+                        self.below, self.ptrs, (), ())
+
+    def apply(self, revision: int, changes: Sequence[tuple[str, bytes | None]]):
+        """Apply etcd events in order; returns (snapshot, touched names, rejected (key, message))."""
+        rec_changes, rejected = self._parse_changes(changes)
 
         child_edits: dict[str, dict[str, bool]] = {}   # parent -> {child name: present}
         below_delta: dict[str, int] = {}
