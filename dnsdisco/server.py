@@ -52,6 +52,7 @@ DROP_REASONS = (
     "udp_send_error",      # sendto failed (buffer full, unreachable, too large)
 )
 
+UDP_BURST = 64          # datagrams answered before other greenlets get a turn
 UDP_RECV_SIZE = 65535
 MAX_TCP_QUERY = 65535          # framing allows no more; a smaller cap may be passed
 UDP_RCVBUF = 4 * 1024 * 1024   # absorbs bursts (the kernel caps it at rmem_max unless root)
@@ -410,7 +411,13 @@ class DNSServer:
         wait = gevent.get_hub().wait
         v6 = lst.family == _stdsocket.AF_INET6
         metrics = self.metrics
+        burst = 0
         while not self._stopping:
+            burst += 1
+            if burst >= UDP_BURST:
+                # a socket that never runs dry must not starve TCP clients or the etcd watch
+                burst = 0
+                gevent.sleep(0)
             try:
                 data, addr = recvfrom(UDP_RECV_SIZE)
             except BlockingIOError:

@@ -598,3 +598,51 @@ def test_stop_called_from_the_hub_runs_in_its_own_greenlet():
     with gevent.Timeout(3):
         srv.serve_forever()
     assert udp_ask(srv.addresses[0], query("late.test", 1), timeout=0.2) is None
+
+
+# ------------------------------------------------------------------ a UDP socket that never runs dry
+
+FLOOD = """
+import socket, sys, time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+packet = bytes.fromhex(sys.argv[4])
+end, sent = time.monotonic() + seconds, 0
+while time.monotonic() < end and sent < 2_000_000:      # bounded in time and count
+    try:
+        s.sendto(packet, (host, port))
+        sent += 1
+    except BlockingIOError:
+        pass
+"""
+
+
+def busy_handler(data: bytes, transport: str, client: tuple):
+    """40 µs of CPU per flood query: a Python sender outruns it, so the socket never drains."""
+    if b"\x05flood\x04test" in data:
+        until = time.perf_counter() + 0.00004
+        while time.perf_counter() < until:
+            pass
+    return echo_handler(data, transport, client)
+
+
+def test_udp_saturation_does_not_starve_tcp_clients():
+    import subprocess
+    import sys
+    srv = make_server(handler=busy_handler)
+    host, port = srv.addresses[0]
+    flood = subprocess.Popen([sys.executable, "-c", FLOOD, host, str(port), "4", query("flood.test", 9).hex()])
+    try:
+        gevent.sleep(0.5)                                   # the flood is under way
+        assert flood.poll() is None
+        with gevent.Timeout(3, AssertionError("a TCP client starved behind the UDP flood")):
+            sock = tcp_connect((host, port))
+            try:
+                assert is_answer_to(tcp_ask(sock, query("tcp.test", 77)), 77)
+            finally:
+                sock.close()
+    finally:
+        flood.kill()
+        flood.wait(5)
+        srv.stop(grace=1.0)
