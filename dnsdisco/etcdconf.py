@@ -64,16 +64,13 @@ def read_password(cfg) -> str | None:
 
 def _check_files(ca: str, cert: str, key: str) -> None:
     """Name the flag and the file that cannot be read, before any connection is tried."""
+    from .kv import EtcdConfigError, read_pem
     for flag, path in (("--etcd-cacert", ca), ("--etcd-cert", cert), ("--etcd-key", key)):
-        if not path:
-            continue
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read()
-        except OSError as exc:
-            raise StartupError(f"cannot read {flag} {path}: {exc.strerror or exc}") from None
-        if b"-----BEGIN" not in head:
-            raise StartupError(f"{flag} {path} is not a PEM file")
+        if path:
+            try:
+                read_pem(path, flag)
+            except EtcdConfigError as exc:
+                raise StartupError(str(exc)) from None
     if bool(cert) != bool(key):
         raise StartupError("--etcd-cert and --etcd-key go together (the client certificate and its key)")
 

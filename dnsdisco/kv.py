@@ -140,14 +140,15 @@ def _details(exc: grpc.RpcError) -> str:
         return str(exc)
 
 
-def _read_pem(path: str, what: str) -> bytes:
+def read_pem(path: str, what: str) -> bytes:
+    """The PEM file at `path`; `what` names it in the error (a flag, or "the etcd CA file")."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
-        raise EtcdConfigError(f"cannot read the etcd {what} file {path}: {exc.strerror}") from None
+        raise EtcdConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if b"-----BEGIN" not in data:
-        raise EtcdConfigError(f"the etcd {what} file {path} is not a PEM file")
+        raise EtcdConfigError(f"{what} {path} is not a PEM file")
     return data
 
 
@@ -204,9 +205,9 @@ class KV:
         credentials = None
         if tls_given or any(e.startswith("https://") for e in endpoints):
             credentials = grpc.ssl_channel_credentials(
-                root_certificates=_read_pem(ca, "CA") if ca else None,
-                private_key=_read_pem(key, "client key") if key else None,
-                certificate_chain=_read_pem(cert, "client certificate") if cert else None)
+                root_certificates=read_pem(ca, "the etcd CA file") if ca else None,
+                private_key=read_pem(key, "the etcd client key file") if key else None,
+                certificate_chain=read_pem(cert, "the etcd client certificate file") if cert else None)
         if tls_given:
             plain = [e for e in endpoints if not e.startswith("https://")]
             if plain:
