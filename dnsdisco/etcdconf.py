@@ -125,31 +125,16 @@ def check_access(kv, where: str, write: bool, *, log: logging.Logger | None = No
     handshakes: waiting will not fix those.
     """
     log = log or logging.getLogger("dnsdisco.etcd")
-    from pyetcd import etcdrpc
-
-    from .kv import EtcdAuthError, EtcdError, EtcdUnavailable, range_end
-    if write:
-        what = f"write {where}"
-        key = where.encode()
-        never = etcdrpc.Compare(key=key, result=etcdrpc.Compare.LESS, target=etcdrpc.Compare.VERSION,
-                                version=0)
-        req = etcdrpc.TxnRequest(
-            compare=[never],
-            success=[etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=b""))],
-            failure=[etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=key, keys_only=True))])
-        call = lambda ep, t, md: ep.kv.Txn(req, timeout=t, metadata=md)  # noqa: E731
-    else:
-        start = (where.rstrip("/") + "/").encode()
-        what = f"read {start.decode()}"
-        req = etcdrpc.RangeRequest(key=start, range_end=range_end(start), keys_only=True, limit=1)
-        call = lambda ep, t, md: ep.kv.Range(req, timeout=t, metadata=md)  # noqa: E731
+    from .kv import EtcdAuthError, EtcdError, EtcdUnavailable
     password = getattr(kv, "_password", None)
     saved = kv.timeout
     if timeout is not None:
         kv.timeout = min(saved, timeout)   # start-up only: nothing else uses kv yet
     try:
-        # the adapter's own call path: failover, retries, token refresh, error mapping
-        kv._call(what, call)
+        if write:
+            kv.check_write(where)
+        else:
+            kv.check_read(where)
     except EtcdAuthError as exc:
         raise StartupError(_scrub(_auth_message(str(exc), write), password)) from None
     except EtcdUnavailable as exc:

@@ -341,6 +341,24 @@ class KV:
         except Compacted:
             pass
 
+    def check_read(self, prefix: str) -> None:
+        """Read one key of the range under `prefix`: proves these credentials may read it.
+        Raises like any call (EtcdAuthError when not allowed)."""
+        start = (prefix.rstrip("/") + "/").encode()
+        req = etcdrpc.RangeRequest(key=start, range_end=range_end(start), keys_only=True, limit=1)
+        self._call(f"read {start.decode()}", lambda ep, t, md: ep.kv.Range(req, timeout=t, metadata=md))
+
+    def check_write(self, key: str) -> None:
+        """A transaction whose condition never holds: etcd checks the permission of its put
+        on `key` but never applies it."""
+        raw = key.encode()
+        never = etcdrpc.Compare(key=raw, result=etcdrpc.Compare.LESS, target=etcdrpc.Compare.VERSION, version=0)
+        req = etcdrpc.TxnRequest(
+            compare=[never],
+            success=[etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=raw, value=b""))],
+            failure=[etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=raw, keys_only=True))])
+        self._call(f"write {key}", lambda ep, t, md: ep.kv.Txn(req, timeout=t, metadata=md))
+
     def revision(self) -> int:
         """The current revision of the key space (as the answering member knows it)."""
         req = etcdrpc.StatusRequest()
