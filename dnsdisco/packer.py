@@ -9,6 +9,7 @@ None and takes resolver.answer, the reference implementation; tests check both a
 """
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 
@@ -42,6 +43,7 @@ def _encode(name: str) -> bytes:
     return b"".join(bytes([len(p)]) + p.encode("latin-1") for p in name.split(".") if p) + b"\x00"
 
 
+@functools.lru_cache(maxsize=1024)
 def _encode_under(name: str, zone: str, zone_ptr: bytes) -> bytes:
     """`name` with its zone suffix replaced by a pointer to the zone in the question."""
     if name == zone:
@@ -61,7 +63,7 @@ def fast_answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int, edns: boo
     if name is None:
         return None
     zone = snap.zone_of(name)
-    if zone is None or name == zone.name or snap.static_for(name):
+    if zone is None or name == zone.name or name in zone.static:
         return None
     recs = snap.records_for(name)
     if recs and not any(r.is_address for r in recs) and any(r.host_kind == "name" for r in recs):
@@ -127,9 +129,14 @@ def _txt(text: str) -> bytes:
     return b"".join(bytes([len(c)]) + c for c in chunks)
 
 
+@functools.lru_cache(maxsize=256)
+def _encoded_length(zone: str) -> int:
+    return len(_encode(zone))
+
+
 def _pointer(qname: bytes, zone: str) -> bytes:
     """A compression pointer to `zone` inside the question name at offset 12."""
-    offset = 12 + len(qname) - len(_encode(zone))
+    offset = 12 + len(qname) - _encoded_length(zone)
     return bytes([0xC0 | (offset >> 8), offset & 0xFF])
 
 
