@@ -129,7 +129,7 @@ class Syncer:
         revision, items = self.kv.list_prefix(self.watch_prefix, self._page_size)
         self._contact()
         with self._swap_lock:
-            snap = Snapshot.build(self.prefix, self._zones, revision, items)
+            snap = Snapshot.build(self.prefix, self._zones, revision, _consumed(items))
             self._report_rejected(snap.rejected, None)
             self._swap(snap, None)
             self._applied = revision
@@ -238,3 +238,12 @@ class Syncer:
 
     def _endpoint(self) -> str:
         return getattr(self.kv, "endpoint_in_use", "etcd")
+
+
+def _consumed(items: list):
+    """Yield the listed (key, value) pairs, freeing each as it goes: at 200,000 keys the
+    listing and the snapshot being built need not both be held in full at the peak."""
+    items.reverse()
+    pop = items.pop
+    while items:
+        yield pop()
