@@ -388,3 +388,26 @@ def test_mutual_tls(tmp_path):
         with KV([proc.endpoint], timeout=1, ca=tls.ca) as anonymous:
             with pytest.raises(EtcdUnavailable, match=proc.endpoint):
                 anonymous.list_prefix("/skydns/")
+
+
+def test_list_pages_grow_and_shrink_under_the_receive_limit(etcd, prefix, monkeypatch):
+    """Pages grow past the first page's size; a page over the receive limit is asked again
+    smaller, so every key still arrives."""
+    import dnsdisco.kv as kvmod
+    monkeypatch.setattr(kvmod, "CHANNEL_OPTIONS", [("grpc.max_receive_message_length", 100_000)]
+                        + [o for o in kvmod.CHANNEL_OPTIONS if o[0] != "grpc.max_receive_message_length"])
+    small = kvmod.KV([etcd.endpoint], timeout=10.0)
+    try:
+        for i in range(40):
+            small.put(f"{prefix}big{i:02d}", b"x" * 20_000)          # 800 kB in all
+        for i in range(300):
+            small.put(f"{prefix}tiny{i:03d}", b"y")
+        calls = []
+        real = small._call
+        monkeypatch.setattr(small, "_call", lambda what, fn, **kw: calls.append(what) or real(what, fn, **kw))
+        revision, items = small.list_prefix(prefix, page_size=10)
+        assert len(items) == 340 and revision > 0
+        assert [k for k, _ in items] == sorted(k for k, _ in items)
+        assert len(calls) < 340 / 10          # pages grew past the first page's 10 keys
+    finally:
+        small.close()
