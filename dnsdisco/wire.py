@@ -161,7 +161,7 @@ class ReplyCache:
     def __init__(self, max_entries: int = 200_000):
         self.max_entries = max(8, max_entries)
         self.entries: dict[tuple, list] = {}
-        self.by_name: dict[str, set] = {}
+        self.by_name: dict[str, tuple | set] = {}   # name -> the one key, or a set of keys
         self.volatile: set[tuple] = set()
         self.generation = 0
 
@@ -171,13 +171,20 @@ class ReplyCache:
     def put(self, key, variants: list[bytes], depends, serial_offsets=None) -> list:
         if len(self.entries) >= self.max_entries:
             self._evict(self.max_entries // 8)
-        entry = [variants, 0, serial_offsets, depends, True]
+        entry = [variants, 0, serial_offsets, None if depends is None else tuple(depends), True]
         self.entries[key] = entry
         if depends is None:
             self.volatile.add(key)
         else:
+            by_name = self.by_name
             for name in depends:
-                self.by_name.setdefault(name, set()).add(key)
+                held = by_name.get(name)
+                if held is None:
+                    by_name[name] = key            # most names: one key, no set
+                elif type(held) is set:
+                    held.add(key)
+                elif held != key:
+                    by_name[name] = {held, key}
         return entry
 
     def _evict(self, count: int) -> None:
@@ -186,11 +193,13 @@ class ReplyCache:
             entry = self.entries.pop(key)
             entry[4] = False
             for name in entry[3] or ():
-                keys = self.by_name.get(name)
-                if keys is not None:
-                    keys.discard(key)
-                    if not keys:
+                held = self.by_name.get(name)
+                if type(held) is set:
+                    held.discard(key)
+                    if not held:
                         del self.by_name[name]
+                elif held == key:
+                    del self.by_name[name]
             self.volatile.discard(key)
 
     def clear(self) -> None:
@@ -213,9 +222,9 @@ class ReplyCache:
                 entry[4] = False
         self.volatile = set()
         for name in touched:
-            keys = self.by_name.pop(name, None)
-            if keys:
-                for key in keys:
+            held = self.by_name.pop(name, None)
+            if held is not None:
+                for key in held if type(held) is set else (held,):
                     entry = entries.pop(key, None)
                     if entry is not None:
                         entry[4] = False
