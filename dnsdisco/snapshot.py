@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from .names import ancestors, is_subdomain, key_for, name_for, parent, reverse_name
+from .names import ancestors, is_subdomain, name_for, reverse_name
 from .records import BadValue, Record, parse, wire_problem
 
 _MISSING = object()
@@ -109,7 +109,7 @@ class Snapshot:
     prefix: str
     zones: tuple[ZoneConfig, ...]
     revision: int
-    records: Layered            # key -> Record
+    records: Layered            # name -> Record
     children: Layered           # name -> tuple of child names that hold a record
     below: Layered              # name -> number of record keys and PTR names strictly below it
     ptrs: Layered               # reverse name -> tuple of names with that address
@@ -131,7 +131,7 @@ class Snapshot:
         structures of `apply` would set the process's memory high-water mark."""
         empty = cls.empty(prefix, zones)
         parsed, rejected = empty._parse_changes(items)
-        records = {slot: rec for slot, rec in parsed.items() if rec is not None}
+        records = {name: rec for name, rec in parsed.items() if rec is not None}
         del parsed
         children: dict[str, list] = {}
         below: dict[str, int] = {}
@@ -162,28 +162,21 @@ class Snapshot:
                    Layered(ptr_map), tuple(rejected), tuple(capped))
 
     def _parse_changes(self, changes: Iterable[tuple[str, bytes | None]]):
-        """etcd events as {key slot: Record or None (gone or bad)}, the last event per key
-        winning, and the (key, message) of every value skipped."""
+        """etcd events as {name: Record or None (gone or bad)}, the last event per name
+        winning, and the (key, message) of every value skipped. Records are held by name
+        (keys differing only in letter case are one name), so a lookup needs no key."""
         rec_changes: dict[str, Record | None] = {}
         rejected: list[tuple[str, str]] = []
         for key, value in changes:
             if isinstance(key, bytes):
                 key = key.decode("utf-8", "replace")
             name = name_for(self.prefix, key)
-            # records live under the canonical (lower-case) key that record_at() looks up,
-            # so an instance id in upper case (`.../hello/Web1`) is served, not half-indexed
             if name is None:
-                slot = key
-            else:
-                tail = key[len(self.prefix):]
-                lowered = tail.lower()
-                slot = key if lowered == tail else self.prefix + lowered   # share the string if we can
-            if value is None:
-                rec_changes[slot] = None
+                if value is not None:
+                    rejected.append((key, f"{key}: key does not map to a valid DNS name under {self.prefix or '/'}"))
                 continue
-            if name is None:
-                rejected.append((key, f"{key}: key does not map to a valid DNS name under {self.prefix or '/'}"))
-                rec_changes[key] = None
+            if value is None:
+                rec_changes[name] = None
                 continue
             problem = wire_problem(name)
             limit = self._limits(name).max_value_bytes
@@ -191,13 +184,13 @@ class Snapshot:
                 why = (f"the name {name!r} {problem}" if problem else
                        f"value of {len(value)} bytes is over the {limit}-byte limit (--max-value-bytes)")
                 rejected.append((key, f"{key}: {why}"))
-                rec_changes[slot] = None
+                rec_changes[name] = None
                 continue
             try:
-                rec_changes[slot] = parse(key, name, value)
+                rec_changes[name] = parse(key, name, value)
             except BadValue as exc:
                 rejected.append((key, str(exc)))
-                rec_changes[slot] = None
+                rec_changes[name] = None
         return rec_changes, rejected
 
     def with_zones(self, zones: Sequence[ZoneConfig]) -> "Snapshot":
@@ -215,17 +208,14 @@ class Snapshot:
         touched: set[str] = set()
         record_updates: dict[str, Record | None] = {}
         reverse_of: dict[str, str] = {}   # address -> reverse name, computed once per apply
-        slot_of: dict[str, str] = {}      # name -> its key in `records`, for the checks below
 
-        for key, new in rec_changes.items():
-            old = self.records.get(key)
+        for name, new in rec_changes.items():
+            old = self.records.get(name)
             if old is None and new is None:
                 continue
             if old == new:
                 continue
-            record_updates[key] = new
-            name = (new or old).name
-            slot_of[name] = key
+            record_updates[name] = new
             name_ancestors = ancestors(name)
             touched.add(name)
             touched.update(name_ancestors)
@@ -250,7 +240,7 @@ class Snapshot:
             current = set(self.children.get(par, ()))
             for child, _ in edits.items():
                 # the final presence comes from the records map, not the edit order
-                if records.get(slot_of.get(child) or key_for(self.prefix, child)) is not None:
+                if records.get(child) is not None:
                     current.add(child)
                 else:
                     current.discard(child)
@@ -259,7 +249,7 @@ class Snapshot:
         for rname, edits in ptr_edits.items():
             current = set(self.ptrs.get(rname, ()))
             for owner in edits:
-                rec = records.get(slot_of.get(owner) or key_for(self.prefix, owner))
+                rec = records.get(owner)
                 if rec is not None and rec.is_address and reverse_of.get(rec.host) == rname:
                     current.add(owner)
                 else:
@@ -308,7 +298,7 @@ class Snapshot:
         return best
 
     def record_at(self, name: str) -> Record | None:
-        return self.records.get(key_for(self.prefix, name))
+        return self.records.get(name)
 
     def records_for(self, name: str) -> tuple[Record, ...]:
         """The value at the name itself and its instances one label below (never deeper)."""

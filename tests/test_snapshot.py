@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dnsdisco import snapshot as snapshot_mod
+from dnsdisco.names import name_for
 from dnsdisco.snapshot import FOLD_AT, Layered, Snapshot, ZoneConfig
 
 PREFIX = "/skydns"
@@ -208,7 +209,7 @@ def test_many_single_changes_fold_and_match_a_fresh_build():
     assert len(snap.records._over) < FOLD_AT and len(snap.below._over) < FOLD_AT
     assert state(snap) == state(build(list(etcd.items())))
     for key in etcd:
-        assert snap.records.get(key) is not None
+        assert snap.record_at(name_for(PREFIX, key)) is not None
 
 
 _names = st.sampled_from(["a", "b", "c", "Web1", "_tcp"])
