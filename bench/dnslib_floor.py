@@ -15,7 +15,7 @@ import sys
 import threading
 from urllib.parse import urlparse
 
-from dnslib import AAAA, NS, QTYPE, RCODE, RR, SOA, SRV, A, DNSLabel
+from dnslib import AAAA, NS, QTYPE, RCODE, RR, SOA, SRV, A
 from dnslib.server import BaseResolver, DNSServer
 
 from . import dataset as d

@@ -11,12 +11,11 @@ import itertools
 import logging
 import struct
 import time
-from typing import Callable
 
-from dnslib import DNSLabel, DNSRecord, QTYPE, RCODE
+from dnslib import DNSLabel, DNSRecord, RCODE
 
 from .packer import fast_answer
-from .resolver import UDP_PAYLOAD, Answer, answer, edns_of, error_reply, soa_serial
+from .resolver import UDP_PAYLOAD, answer, edns_of, error_reply, soa_serial
 from .rrl import slip_reply
 from .snapshot import Snapshot
 

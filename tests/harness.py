@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,23 @@ def query(port: int, name: str, rdtype: str = "A", *, tcp: bool = False, host: s
 def addresses(msg: dns.message.Message, rdtype: str = "A") -> list[str]:
     want = dns.rdatatype.from_text(rdtype)
     return sorted(rd.to_text() for rrset in msg.answer if rrset.rdtype == want for rd in rrset)
+
+
+def read_exact(sock, n: int) -> bytes:
+    """Exactly n bytes from a stream socket (plain or gevent); EOFError if it closes first."""
+    out = b""
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise EOFError(f"connection closed after {len(out)} of {n} bytes")
+        out += chunk
+    return out
+
+
+def read_message(sock) -> bytes:
+    """One DNS message from a TCP stream: a 2-byte length, then that many bytes."""
+    (size,) = struct.unpack("!H", read_exact(sock, 2))
+    return read_exact(sock, size)
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):

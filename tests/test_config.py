@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dnsdisco import cli
-from dnsdisco.config import OPTIONS, ConfigError, load, parse_hostport, parse_listen, parse_prefix
+from dnsdisco.config import OPTIONS, ConfigError, load, parse_listen, parse_prefix
 
 from harness import ROOT, child_env, dnsdisco_cmd
 

@@ -12,7 +12,6 @@ import signal
 import socket
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 
@@ -22,7 +21,7 @@ import dnslib
 import pytest
 
 from etcdproc import port_is_free
-from harness import ServeProcess, addresses, wait_for
+from harness import ServeProcess, addresses, read_message, wait_for
 
 STOP_LIMIT = 2.0
 UPSTREAM_DELAY = 0.3
@@ -74,18 +73,6 @@ def tcp_frame(msg: dns.message.Message) -> bytes:
     return struct.pack("!H", len(wire)) + wire
 
 
-def read_frame(sock: socket.socket) -> bytes:
-    def exact(n):
-        out = b""
-        while len(out) < n:
-            chunk = sock.recv(n - len(out))
-            if not chunk:
-                raise EOFError("connection closed")
-            out += chunk
-        return out
-    return exact(struct.unpack("!H", exact(2))[0])
-
-
 def closed_by_server(sock: socket.socket, timeout: float) -> bool:
     sock.settimeout(timeout)
     try:
@@ -115,7 +102,7 @@ def test_sigterm_answers_in_flight_closes_tcp_and_exits_0(etcd):
 
         idle = socket.create_connection(("127.0.0.1", serve.port), timeout=2)
         idle.sendall(tcp_frame(dns.message.make_query("hello.svc.local", "A")))
-        assert addresses(dns.message.from_wire(read_frame(idle))) == ["10.0.0.7"]
+        assert addresses(dns.message.from_wire(read_message(idle))) == ["10.0.0.7"]
         half = socket.create_connection(("127.0.0.1", serve.port), timeout=2)
         half.sendall(b"\x00\x40\x12\x34")              # a message begun, never finished
 
@@ -141,7 +128,7 @@ def test_sigterm_answers_in_flight_closes_tcp_and_exits_0(etcd):
         serve.proc.send_signal(signal.SIGTERM)
 
         busy.settimeout(3)
-        tcp_reply = dns.message.from_wire(read_frame(busy))
+        tcp_reply = dns.message.from_wire(read_message(busy))
         assert tcp_reply.id == tcp_q.id and addresses(tcp_reply) == ["192.0.2.1"]
         udp.settimeout(3)
         udp_reply = dns.message.from_wire(udp.recv(4096))

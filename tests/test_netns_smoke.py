@@ -5,7 +5,6 @@ resolv.conf and port 53 are never touched.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 

@@ -276,7 +276,7 @@ class _SrvServer:
 
 
 def _srv_reply(request, n=2, with_additional=True):
-    from dnslib import AAAA, QTYPE, RR, SRV, A
+    from dnslib import QTYPE, RR, SRV, A
     reply = request.reply()
     qname = str(request.q.qname)
     for i in range(n):

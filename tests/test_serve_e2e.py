@@ -17,7 +17,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from harness import ServeProcess, addresses, query, wait_for
+from harness import ServeProcess, addresses, wait_for
 
 PREFIX = "/e2e"
 

@@ -18,6 +18,7 @@ import pytest
 from gevent import socket
 
 from dnsdisco.server import BindError, DNSServer, bind_error, client_key
+from harness import read_message
 
 SLOW = 0.6
 
@@ -107,19 +108,7 @@ def frame(data: bytes) -> bytes:
     return struct.pack("!H", len(data)) + data
 
 
-def read_exact(sock, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            raise EOFError(f"connection closed after {len(out)} of {n} bytes")
-        out += chunk
-    return out
-
-
-def read_reply(sock) -> bytes:
-    (size,) = struct.unpack("!H", read_exact(sock, 2))
-    return read_exact(sock, size)
+read_reply = read_message
 
 
 def tcp_ask(sock, data: bytes) -> bytes:

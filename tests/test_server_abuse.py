@@ -22,6 +22,8 @@ from pathlib import Path
 import dnslib
 import pytest
 
+from harness import read_message
+
 ROOT = Path(__file__).resolve().parents[1]
 IDLE_TIMEOUT = 3.0
 READ_TIMEOUT = 1.0
@@ -53,16 +55,6 @@ def query(name: str, qid: int) -> bytes:
 
 def answered(reply: bytes | None, qid: int) -> bool:
     return bool(reply) and len(reply) >= 12 and struct.unpack("!H", reply[:2])[0] == qid and reply[2] & 0x80
-
-
-def read_exact(sock: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            raise EOFError("closed")
-        out += chunk
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +101,7 @@ def fresh_tcp_ask(port: int, qid: int, timeout: float = 1.0) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         data = query("tcp.test", qid)
         sock.sendall(struct.pack("!H", len(data)) + data)
-        (size,) = struct.unpack("!H", read_exact(sock, 2))
-        return read_exact(sock, size)
+        return read_message(sock)
 
 
 def open_idle(port: int) -> list[socket.socket]:
