@@ -102,7 +102,7 @@ class _QueryCounts:
             cumulative += count
             buckets.append((bound, cumulative))
         latency = HistogramMetricFamily(f"{NAMESPACE}_answer_seconds", "time from receiving a query "
-                                        "to having its reply", buckets=buckets, sum_value=self.latency_sum)
+                                        "to having its reply (a repeat of an identical query is timed 1 in 16)", buckets=buckets, sum_value=self.latency_sum)
         return [queries, hits, latency]
 
 
@@ -179,6 +179,19 @@ class Metrics:
             self._latency_counts[_bisect_left(LATENCY_BUCKETS, seconds)] += 1
             self._hot.latency_sum += seconds
 
+    def cell_for(self, qtype: int, rcode: int, transport: str) -> list[int]:
+        """The [queries, cache hits] counters of one kind of answer, for a caller that answers
+        that kind again and again (the exact-query table) to add to directly."""
+        try:
+            return self._cells[transport][qtype][rcode]
+        except KeyError:
+            return self._bind_query(qtype, rcode, transport)
+
+    def latency(self, seconds: float) -> None:
+        """One latency sample for the histogram (repeats are timed 1 in 16)."""
+        self._latency_counts[_bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self._hot.latency_sum += seconds
+
     # ------------------------------------------------------------ everything else
 
     def dropped(self, reason: str) -> None:
@@ -230,6 +243,12 @@ class NullMetrics:
 
     def query(self, qtype: int, rcode: int, transport: str, seconds: float | None,
               cache_hit: bool) -> None:
+        pass
+
+    def cell_for(self, qtype: int, rcode: int, transport: str) -> list[int]:
+        return [0, 0]
+
+    def latency(self, seconds: float) -> None:
         pass
 
     def dropped(self, reason: str) -> None:

@@ -276,7 +276,8 @@ class Responder:
         self.ready = ready
         self._zone_memo: dict[bytes, bool] = {}
         # exact query bytes (id left out) ->
-        # [cache entry, replies without id, turn, qtype, rcode, revision or None, qname length]
+        # [cache entry, replies without id, turn, qtype, rcode, revision or None, qname length,
+        #  the metrics cell of its qtype/rcode/transport]
         self._exact: dict[str, dict[bytes, list]] = {"udp": {}, "tcp": {}}
         self._exact_max = max(1024, min(cache_size, 50_000))
         self._zone_suffixes = self._suffixes(snapshot)
@@ -339,8 +340,12 @@ class Responder:
                 reply = self._rate_limited(reply, data, (None, data[12:12 + exact[6]], exact[3]), client)
                 if reply is None:
                     return None
-            if self.metrics:
-                self.metrics.query(exact[3], exact[4], transport, time.perf_counter() - started, True)
+            cell = exact[7]                  # this kind of answer's counters, added to directly
+            if cell is not None:
+                cell[0] += 1
+                cell[1] += 1
+                if not turn & 15:
+                    self.metrics.latency(time.perf_counter() - started)
             return reply
         fq = parse_fast(data)
         if fq is DROP:
@@ -414,8 +419,10 @@ class Responder:
             table = self._exact[transport]
             if len(table) >= self._exact_max:
                 table.clear()
-            table[data[2:]] = [entry, [bytes(patched[i][2:]) for i in which], turn + 1, qtype, out[3] & 0xF,
-                               revision, len(qname)]
+            rcode = out[3] & 0xF
+            cell = self.metrics.cell_for(qtype, rcode, transport) if self.metrics else None
+            table[data[2:]] = [entry, [bytes(patched[i][2:]) for i in which], turn + 1, qtype, rcode,
+                               revision, len(qname), cell]
         return bytes(out)
 
     # -- response rate limiting (UDP only; see rrl.py). `rrl` is a RateLimiter set by serve

@@ -66,9 +66,18 @@ class Recorder:
 
     def __init__(self):
         self.seen = []
+        self.cells = {}
+        self.latencies = []
 
     def query(self, qtype, rcode, transport, seconds, hit):
         self.seen.append((rcode, hit))
+
+    def cell_for(self, qtype, rcode, transport):
+        """Repeats of identical query bytes add to a cell instead of calling query()."""
+        return self.cells.setdefault((qtype, rcode, transport), [0, 0])
+
+    def latency(self, seconds):
+        self.latencies.append(seconds)
 
     def dropped(self, why):
         self.seen.append(("dropped", why))
@@ -507,3 +516,15 @@ def test_mixed_case_queries_stay_out_of_the_exact_table():
         assert reply.question[0].name.to_text() == spelling + "."
         assert [rd.to_text() for rr in reply.answer for rd in rr] == ["10.0.0.1"]
     assert len(r._exact["udp"]) == 1
+
+
+
+def test_repeats_count_in_their_metrics_cell(snap):
+    """The exact-query path counts every repeat as a query and a cache hit, and times 1 in 16."""
+    metrics = Recorder()
+    resp = Responder(snap, metrics=metrics)
+    for i in range(40):
+        resp.handle(query("one.svc.local", qid=i), "udp", CLIENT)
+    assert [hit for _rcode, hit in metrics.seen] == [False, True]          # the miss, then the first hit
+    assert metrics.cells == {(1, 0, "udp"): [38, 38]}                      # 38 repeats: queries and hits
+    assert 1 <= len(metrics.latencies) <= 3 and all(0 <= s < 1 for s in metrics.latencies)
