@@ -39,7 +39,8 @@ def wire_to_name(wire: bytes) -> str | None:
     return ".".join(labels)
 
 
-def _encode(name: str) -> bytes:
+def encode_name(name: str) -> bytes:
+    """A presentation name (no trailing dot) as uncompressed wire labels."""
     return b"".join(bytes([len(p)]) + p.encode("latin-1") for p in name.split(".") if p) + b"\x00"
 
 
@@ -51,7 +52,7 @@ def _encode_under(name: str, zone: str, zone_ptr: bytes) -> bytes:
     if name.endswith("." + zone):
         head = name[: -len(zone) - 1]
         return b"".join(bytes([len(p)]) + p.encode("latin-1") for p in head.split(".")) + zone_ptr
-    return _encode(name)
+    return encode_name(name)
 
 
 def fast_answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int, edns: bool, do: bool,
@@ -131,7 +132,7 @@ def _txt(text: str) -> bytes:
 
 @functools.lru_cache(maxsize=256)
 def _encoded_length(zone: str) -> int:
-    return len(_encode(zone))
+    return len(encode_name(zone))
 
 
 def _pointer(qname: bytes, zone: str) -> bytes:
@@ -153,7 +154,7 @@ def _pack(snap, qname: bytes, name: str, qtype: int, rrsets, turn: int, negative
         for rtype, ttl, data, rec in rrset[shift:] + rrset[:shift]:
             if rtype == T_SRV:
                 # RFC 2782: the target is never compressed (glue owners may point at it)
-                target = _encode(rec.name)
+                target = encode_name(rec.name)
                 rdata = _SRV.pack(rec.priority, rec.weight, rec.port) + target
                 target_at = len(out) + 2 + 10 + 6
                 glue.append((rec, target_at))

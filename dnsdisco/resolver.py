@@ -27,9 +27,9 @@ REVERSE_ZONES = ("in-addr.arpa", "ip6.arpa")
 @dataclass
 class Answer:
     reply: DNSRecord
-    # names it was computed from; None = any change may alter it. The SOA serial is not a
-    # dependency: the cache writes the current one into every cached SOA it hands out.
-    depends: frozenset | None = None
+    # names it was computed from. The SOA serial is not a dependency: the cache writes the
+    # current one into every cached SOA it hands out.
+    depends: frozenset = frozenset()
     cacheable: bool = True
     in_zone: bool = True
     name: str = ""                     # the lower-case query name

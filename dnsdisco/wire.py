@@ -14,7 +14,7 @@ import time
 
 from dnslib import DNSLabel, DNSRecord, RCODE
 
-from .packer import fast_answer
+from .packer import encode_name, fast_answer
 from .resolver import UDP_PAYLOAD, answer, edns_of, error_reply, soa_serial
 from .rrl import slip_reply
 from .snapshot import Snapshot
@@ -151,8 +151,8 @@ def rotations(reply: DNSRecord) -> list[DNSRecord]:
 class ReplyCache:
     """Packed replies keyed on (lower qname, qtype, qclass, EDNS?, DO, size limit).
 
-    An etcd change drops the entries of the names it touched (`depends`); an entry with
-    `depends` None goes on every swap. When full, the oldest eighth is evicted.
+    An etcd change drops the entries of the names it touched (`depends`); a change that may
+    touch anything (touched None) drops them all. When full, the oldest eighth is evicted.
     An entry is [variants, turn, serial offsets per variant or None, depends, alive]; `alive`
     turns False when the entry is dropped, so the responder's exact-query table can tell.
     """
@@ -161,29 +161,22 @@ class ReplyCache:
         self.max_entries = max(8, max_entries)
         self.entries: dict[tuple, list] = {}
         self.by_name: dict[str, tuple | set] = {}   # name -> the one key, or a set of keys
-        self.volatile: set[tuple] = set()
         self.generation = 0
-
-    def get(self, key):
-        return self.entries.get(key)
 
     def put(self, key, variants: list[bytes], depends, serial_offsets=None) -> list:
         if len(self.entries) >= self.max_entries:
             self._evict(self.max_entries // 8)
-        entry = [variants, 0, serial_offsets, None if depends is None else tuple(depends), True]
+        entry = [variants, 0, serial_offsets, tuple(depends), True]
         self.entries[key] = entry
-        if depends is None:
-            self.volatile.add(key)
-        else:
-            by_name = self.by_name
-            for name in depends:
-                held = by_name.get(name)
-                if held is None:
-                    by_name[name] = key            # most names: one key, no set
-                elif type(held) is set:
-                    held.add(key)
-                elif held != key:
-                    by_name[name] = {held, key}
+        by_name = self.by_name
+        for name in depends:
+            held = by_name.get(name)
+            if held is None:
+                by_name[name] = key            # most names: one key, no set
+            elif type(held) is set:
+                held.add(key)
+            elif held != key:
+                by_name[name] = {held, key}
         return entry
 
     def _evict(self, count: int) -> None:
@@ -191,7 +184,7 @@ class ReplyCache:
         for key in oldest:
             entry = self.entries.pop(key)
             entry[4] = False
-            for name in entry[3] or ():
+            for name in entry[3]:
                 held = self.by_name.get(name)
                 if type(held) is set:
                     held.discard(key)
@@ -199,14 +192,12 @@ class ReplyCache:
                         del self.by_name[name]
                 elif held == key:
                     del self.by_name[name]
-            self.volatile.discard(key)
 
     def clear(self) -> None:
         for entry in self.entries.values():
             entry[4] = False
         self.entries.clear()
         self.by_name.clear()
-        self.volatile.clear()
 
     def invalidate(self, touched) -> None:
         """Drop what a snapshot change may have altered; `touched` None means everything."""
@@ -215,11 +206,6 @@ class ReplyCache:
             self.clear()
             return
         entries = self.entries
-        for key in self.volatile:
-            entry = entries.pop(key, None)
-            if entry is not None:
-                entry[4] = False
-        self.volatile = set()
         for name in touched:
             held = self.by_name.pop(name, None)
             if held is not None:
@@ -284,11 +270,7 @@ class Responder:
 
     @staticmethod
     def _suffixes(snap: Snapshot) -> tuple[bytes, ...]:
-        out = []
-        for zone in snap.zones:
-            wire = b"".join(bytes([len(p)]) + p.encode() for p in zone.name.split(".")) + b"\0"
-            out.append(wire)
-        return tuple(out)
+        return tuple(encode_name(zone.name) for zone in snap.zones)
 
     # -- the snapshot
 
