@@ -353,7 +353,7 @@ class Responder:
             key = (lname, qtype, qclass, edns, do, limit)
             entry = self.cache.entries.get(key)
             if entry is not None:
-                reply = self._from_entry(entry, data, qname, transport, qtype)
+                reply = self._from_entry(entry, data, qname, lname, transport, qtype)
                 hit = True
             else:
                 reply = self._miss(data, transport, client, key, qname)
@@ -378,11 +378,11 @@ class Responder:
         out[12:12 + len(qname)] = qname
         return out
 
-    def _from_entry(self, entry: list, data: bytes, qname: bytes, transport: str, qtype: int) -> bytes:
+    def _from_entry(self, entry: list, data: bytes, qname: bytes, lname: bytes, transport: str,
+                    qtype: int) -> bytes:
         variants = entry[0]
         turn = entry[1]
         entry[1] = turn + 1
-        lname = qname.lower()
         # remember these exact query bytes, so next time only the id is written (while the
         # entry lives and, for replies with an SOA, while the revision is the same); not for
         # names in mixed case: 0x20-randomised queries never repeat byte for byte
