@@ -24,10 +24,21 @@ _SOA_TAIL = struct.Struct("!IIIII")
 _OPT_DO = b"\x00" + _RR.pack(41, UDP_PAYLOAD, 0x8000, 0)
 _OPT = b"\x00" + _RR.pack(41, UDP_PAYLOAD, 0, 0)
 _QNAME_PTR = b"\xc0\x0c"
+_HEAD = struct.Struct("!HHHHH")       # a header without its id: flags and the four counts
+_TYPECLASS = struct.Struct("!HH")
 
 
 def wire_to_name(wire: bytes) -> str | None:
     """Lower-case presentation name of an uncompressed wire name, None if a label has a dot."""
+    if 46 not in wire:                   # no "." octet anywhere: write dots over the lengths
+        out = bytearray(wire[1:-1])
+        pos = wire[0]
+        end = len(out)
+        while pos < end:
+            step = out[pos] + 1
+            out[pos] = 46
+            pos += step
+        return out.decode("latin-1")
     labels = []
     pos = 0
     while wire[pos]:
@@ -56,8 +67,11 @@ def _encode_under(name: str, zone: str, zone_ptr: bytes) -> bytes:
 
 
 def fast_answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int, edns: bool, do: bool,
-                limit: int, forwarding: bool):
-    """(variants, depends, serial offsets or None) for a plain question, or None."""
+                limit: int, forwarding: bool, flags: int = 0):
+    """(variants, depends, serial offsets or None) for a plain question, or None.
+
+    Variants are replies without the 2-octet id (the cache writes each query's id in front);
+    offsets count from the same start. `flags` are header bits to set (the query's RD/CD)."""
     if qclass != 1 or qtype not in (T_A, T_AAAA, T_SRV, T_TXT):
         return None
     name = wire_to_name(qname)
@@ -66,28 +80,40 @@ def fast_answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int, edns: boo
     zone = snap.zone_of(name)
     if zone is None or name == zone.name or name in zone.static:
         return None
-    recs = snap.records_for(name)
-    if recs and not any(r.is_address for r in recs) and any(r.host_kind == "name" for r in recs):
+    recs = snap.records_for(name, zone)
+    has_address = has_alias = False
+    for r in recs:
+        kind = r.host_kind
+        if kind == "ipv4" or kind == "ipv6":
+            has_address = True
+        elif kind == "name":
+            has_alias = True
+    if has_alias and not has_address:
         return None                                   # an alias: CNAME rules in the resolver
-    rrsets: list[list[tuple]] = []                    # answer: [(rtype, ttl, rdata-builder)]
-    if qtype in (T_A, T_AAAA):
-        kind, family = ("ipv4", socket.AF_INET) if qtype == T_A else ("ipv6", socket.AF_INET6)
-        seen = set()
-        items = []
-        for r in recs:
-            if r.host_kind == kind and r.host not in seen:
-                seen.add(r.host)
-                items.append((r, socket.inet_pton(family, r.host)))
-        if items:
-            ttl = min(_ttl(r, zone) for r, _ in items)
-            rrsets.append([(qtype, ttl, data, None) for _r, data in items])
+    flags |= 0x8400 | (0x0080 if forwarding else 0)
+    rrset: list[tuple] = []                           # the answer: (rtype, ttl, rdata or record)
+    if qtype == T_A or qtype == T_AAAA:
+        if has_address:
+            kind, family = ("ipv4", socket.AF_INET) if qtype == T_A else ("ipv6", socket.AF_INET6)
+            seen = set()
+            ttl = None
+            for r in recs:
+                if r.host_kind == kind and r.host not in seen:
+                    seen.add(r.host)
+                    rec_ttl = zone.ttl if r.ttl is None else r.ttl
+                    if ttl is None or rec_ttl < ttl:
+                        ttl = rec_ttl
+                    rrset.append(socket.inet_pton(family, r.host))
+            if rrset:
+                variants = _rotated(qname, qtype, ttl, rrset, edns, do, flags, limit)
+                return None if variants is None else (variants, frozenset((name,)), None)
     elif qtype == T_TXT:
         items = [r for r in recs if r.text]
         if items:
             ttl = min(_ttl(r, zone) for r in items)
-            rrsets.append([(T_TXT, ttl, _txt(r.text), None) for r in items])
+            variants = _rotated(qname, T_TXT, ttl, [_txt(r.text) for r in items], edns, do, flags, limit)
+            return None if variants is None else (variants, frozenset((name,)), None)
     else:
-        items = []
         for r in recs:
             if r.port <= 0 or not r.host:
                 continue
@@ -95,29 +121,35 @@ def fast_answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int, edns: boo
                 return None
             if r.name != name and not r.name.endswith("." + name):
                 return None
-            items.append(r)
-        if items:
-            ttl = min(_ttl(r, zone) for r in items)
-            rrsets.append([(T_SRV, ttl, r, r) for r in items])
+            rrset.append(r)
+        if rrset:
+            ttl = min(_ttl(r, zone) for r in rrset)
+            # RFC 2782: the target is never compressed (glue owners point at it); each record's
+            # SRV data and glue are built once for all the answer orders
+            rrset = [(T_SRV, ttl, _SRV.pack(r.priority, r.weight, r.port) + encode_name(r.name), _glue(r, zone))
+                     for r in rrset]
 
     zone_ptr = _pointer(qname, zone.name)
-    if rrsets:
-        rcode = 0
+    if rrset:
         negative = None
     else:
-        rcode = 0 if snap.exists(name) else 3
+        flags |= 0 if snap.exists(name) else 3
         negative = zone
-    depends = frozenset((name,))
-    count = min(max((len(s) for s in rrsets), default=1), MAX_ROTATIONS)
     variants, offsets = [], []
-    for turn in range(count):
-        packed, soa_at = _pack(snap, qname, name, qtype, rrsets, turn, negative, zone, zone_ptr, rcode,
-                               edns, do, forwarding)
+    for turn in range(min(len(rrset), MAX_ROTATIONS) or 1):
+        packed, soa_at = _pack(snap, qname, qtype, rrset, turn, negative, zone, zone_ptr, flags, edns, do)
         if len(packed) > limit:
             return None                               # truncation rules live in wire.pack_reply
-        variants.append(packed)
-        offsets.append(soa_at)
-    return variants, depends, (offsets if negative is not None else None)
+        variants.append(packed[2:])
+        offsets.append(tuple(at - 2 for at in soa_at))
+    return variants, frozenset((name,)), (offsets if negative is not None else None)
+
+
+def _glue(rec, zone) -> bytes:
+    """The address record of an SRV target after its owner name: the record's own TTL."""
+    rtype, family = (T_A, socket.AF_INET) if rec.host_kind == "ipv4" else (T_AAAA, socket.AF_INET6)
+    data = socket.inet_pton(family, rec.host)
+    return _RR.pack(rtype, 1, _ttl(rec, zone), len(data)) + data
 
 
 def _ttl(rec, zone) -> int:
@@ -141,25 +173,33 @@ def _pointer(qname: bytes, zone: str) -> bytes:
     return bytes([0xC0 | (offset >> 8), offset & 0xFF])
 
 
-def _pack(snap, qname: bytes, name: str, qtype: int, rrsets, turn: int, negative, zone, zone_ptr: bytes,
-          rcode: int, edns: bool, do: bool, forwarding: bool):
-    flags = 0x8400 | (0x0080 if forwarding else 0) | rcode
+def _rotated(qname: bytes, qtype: int, ttl: int, rdatas: list, edns: bool, do: bool, flags: int,
+             limit: int):
+    """The answer orders of one RRset without glue (id left out), from records packed once;
+    None if it does not fit in `limit`."""
+    head = _HEAD.pack(flags, 1, len(rdatas), 0, 1 if edns else 0) + qname + _TYPECLASS.pack(qtype, 1)
+    chunks = [_QNAME_PTR + _RR.pack(qtype, 1, ttl, len(data)) + data for data in rdatas]
+    tail = (_OPT_DO if do else _OPT) if edns else b""
+    if 2 + len(head) + sum(map(len, chunks)) + len(tail) > limit:
+        return None
+    if len(chunks) == 1:
+        return [head + chunks[0] + tail]
+    return [head + b"".join(chunks[turn:] + chunks[:turn]) + tail
+            for turn in range(min(len(chunks), MAX_ROTATIONS))]
+
+
+def _pack(snap, qname: bytes, qtype: int, rrset, turn: int, negative, zone, zone_ptr: bytes, flags: int,
+          edns: bool, do: bool):
     out = bytearray(12)
     out += qname
     out += struct.pack("!HH", qtype, 1)
     answers = 0
     glue = []
-    for rrset in rrsets:
+    if rrset:
         shift = turn % len(rrset)
-        for rtype, ttl, data, rec in rrset[shift:] + rrset[:shift]:
-            if rtype == T_SRV:
-                # RFC 2782: the target is never compressed (glue owners may point at it)
-                target = encode_name(rec.name)
-                rdata = _SRV.pack(rec.priority, rec.weight, rec.port) + target
-                target_at = len(out) + 2 + 10 + 6
-                glue.append((rec, target_at))
-            else:
-                rdata = data
+        for rtype, ttl, rdata, rr_glue in rrset[shift:] + rrset[:shift]:
+            if rr_glue is not None:
+                glue.append((rr_glue, len(out) + 2 + 10 + 6))    # where the SRV target starts
             out += _QNAME_PTR
             out += _RR.pack(rtype, 1, ttl, len(rdata))
             out += rdata
@@ -176,12 +216,9 @@ def _pack(snap, qname: bytes, name: str, qtype: int, rrsets, turn: int, negative
         out += mname + rname + tail
         authority = 1
     additional = 0
-    for rec, target_at in glue:
-        rtype, family = (T_A, socket.AF_INET) if rec.host_kind == "ipv4" else (T_AAAA, socket.AF_INET6)
-        data = socket.inet_pton(family, rec.host)
+    for rr_glue, target_at in glue:
         out += bytes([0xC0 | (target_at >> 8), target_at & 0xFF])
-        out += _RR.pack(rtype, 1, _ttl(rec, zone), len(data))   # glue keeps the record's own TTL
-        out += data
+        out += rr_glue
         additional += 1
     if edns:
         out += _OPT_DO if do else _OPT

@@ -300,18 +300,19 @@ class Snapshot:
     def record_at(self, name: str) -> Record | None:
         return self.records.get(name)
 
-    def records_for(self, name: str) -> tuple[Record, ...]:
-        """The value at the name itself and its instances one label below (never deeper)."""
-        out = []
-        own = self.record_at(name)
-        if own is not None:
-            out.append(own)
+    def records_for(self, name: str, zone: ZoneConfig | None = None) -> tuple[Record, ...]:
+        """The value at the name itself and its instances one label below (never deeper).
+        `zone` is the name's zone when the caller knows it already (saves a lookup)."""
+        records = self.records
+        own = records.get(name)
+        out = [] if own is None else [own]
         children = self.children.get(name, ())
-        cap = self._limits(name).max_records_per_name
-        if len(children) > cap:           # the first N by key (instance id); see `capped`
-            children = sorted(children, key=lambda child: child.partition(".")[0])[:cap]
+        if len(children) > 1:
+            cap = (zone or self._limits(name)).max_records_per_name
+            if len(children) > cap:           # the first N by key (instance id); see `capped`
+                children = sorted(children, key=lambda child: child.partition(".")[0])[:cap]
         for child in children:
-            rec = self.record_at(child)
+            rec = records.get(child)
             if rec is not None:
                 out.append(rec)
         return tuple(out)

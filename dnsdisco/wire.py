@@ -153,8 +153,10 @@ class ReplyCache:
 
     An etcd change drops the entries of the names it touched (`depends`); a change that may
     touch anything (touched None) drops them all. When full, the oldest eighth is evicted.
-    An entry is [variants, turn, serial offsets per variant or None, depends, alive]; `alive`
-    turns False when the entry is dropped, so the responder's exact-query table can tell.
+    An entry is [variants, turn, serial offsets per variant or None, depends, alive, revision
+    the serials were written at]. Variants are replies without their 2-octet id, so one list
+    can also serve the exact-query table. `alive` turns False when the entry is dropped, so
+    that table can tell.
     """
 
     def __init__(self, max_entries: int = 200_000):
@@ -163,10 +165,10 @@ class ReplyCache:
         self.by_name: dict[str, tuple | set] = {}   # name -> the one key, or a set of keys
         self.generation = 0
 
-    def put(self, key, variants: list[bytes], depends, serial_offsets=None) -> list:
+    def put(self, key, variants: list[bytes], depends, serial_offsets=None, revision=None) -> list:
         if len(self.entries) >= self.max_entries:
             self._evict(self.max_entries // 8)
-        entry = [variants, 0, serial_offsets, tuple(depends), True]
+        entry = [variants, 0, serial_offsets, tuple(depends), True, revision]
         self.entries[key] = entry
         by_name = self.by_name
         for name in depends:
@@ -265,7 +267,7 @@ class Responder:
         # [cache entry, replies without id, turn, qtype, rcode, revision or None, qname length,
         #  the metrics cell of its qtype/rcode/transport]
         self._exact: dict[str, dict[bytes, list]] = {"udp": {}, "tcp": {}}
-        self._exact_max = max(1024, min(cache_size, 50_000))
+        self._exact_max = max(1024, cache_size)
         self._zone_suffixes = self._suffixes(snapshot)
 
     @staticmethod
@@ -368,44 +370,53 @@ class Responder:
         return reply
 
     @staticmethod
-    def _patched(variant: bytes, data: bytes, qname: bytes) -> bytearray:
-        """A cached reply with this query's id, RD and CD bits and spelling of the name."""
+    def _patched(variant: bytes, data: bytes, qname: bytes) -> bytes:
+        """A cached reply (without id) with this query's RD and CD bits and spelling of the name."""
         out = bytearray(variant)
-        out[0] = data[0]
-        out[1] = data[1]
-        out[2] = (out[2] & 0xFE) | (data[2] & 0x01)        # RD
-        out[3] = (out[3] & 0xEF) | (data[3] & 0x10)        # CD
-        out[12:12 + len(qname)] = qname
-        return out
+        out[0] = (out[0] & 0xFE) | (data[2] & 0x01)        # RD
+        out[1] = (out[1] & 0xEF) | (data[3] & 0x10)        # CD
+        out[10:10 + len(qname)] = qname
+        return bytes(out)
 
     def _from_entry(self, entry: list, data: bytes, qname: bytes, lname: bytes, transport: str,
                     qtype: int) -> bytes:
-        variants = entry[0]
         turn = entry[1]
         entry[1] = turn + 1
-        # remember these exact query bytes, so next time only the id is written (while the
-        # entry lives and, for replies with an SOA, while the revision is the same); not for
-        # names in mixed case: 0x20-randomised queries never repeat byte for byte
-        remember = lname == qname and (self.forwarder is None or self._in_zone(lname))
-        which = range(len(variants)) if remember else (turn % len(variants),)
-        patched = {i: self._patched(variants[i], data, qname) for i in which}
         revision = None
-        if entry[2] is not None:                              # SOA serial = revision now
+        if entry[2] is not None:                 # replies with an SOA: its serial is the revision
             revision = self.snapshot.revision
-            serial = soa_serial(self.snapshot)
-            for i, out in patched.items():
-                for offset in entry[2][i]:
-                    _SERIAL.pack_into(out, offset, serial)
-        out = patched[turn % len(variants)]
-        if remember:
+            if entry[5] != revision:             # rewrite the serials once per revision
+                serial = soa_serial(self.snapshot)
+                fresh = []
+                for variant, offsets in zip(entry[0], entry[2]):
+                    out = bytearray(variant)
+                    for offset in offsets:
+                        _SERIAL.pack_into(out, offset, serial)
+                    fresh.append(bytes(out))
+                entry[0] = fresh
+                entry[5] = revision
+        variants = entry[0]
+        count = len(variants)
+        first = variants[0]
+        if lname == qname and not (first[0] ^ data[2]) & 0x01 and not (first[1] ^ data[3]) & 0x10:
+            replies = variants                   # the usual case: only the id differs
+        elif lname == qname:
+            replies = [self._patched(variant, data, qname) for variant in variants]
+        else:
+            # a name in mixed case: 0x20-randomised queries never repeat byte for byte, so
+            # they stay out of the exact-query table and only this reply is patched
+            return data[:2] + self._patched(variants[turn % count], data, qname)
+        # remember these exact query bytes, so next time only the id is written (while the
+        # entry lives and, for replies with an SOA, while the revision is the same)
+        if self.forwarder is None or self._in_zone(lname):
             table = self._exact[transport]
-            if len(table) >= self._exact_max:
-                table.clear()
-            rcode = out[3] & 0xF
+            if len(table) >= self._exact_max:          # full: forget the oldest eighth
+                for old in list(itertools.islice(table, self._exact_max // 8)):
+                    del table[old]
+            rcode = first[1] & 0xF
             cell = self.metrics.cell_for(qtype, rcode, transport) if self.metrics else None
-            table[data[2:]] = [entry, [bytes(patched[i][2:]) for i in which], turn + 1, qtype, rcode,
-                               revision, len(qname), cell]
-        return bytes(out)
+            table[data[2:]] = [entry, replies, turn + 1, qtype, rcode, revision, len(qname), cell]
+        return data[:2] + replies[turn % count]
 
     # -- response rate limiting (UDP only; see rrl.py). `rrl` is a RateLimiter set by serve
     # when --rrl-rate is given; None keeps the query path free of it.
@@ -436,16 +447,17 @@ class Responder:
         """A cache miss: the direct packer for plain questions, else the dnslib path."""
         lname, qtype, qclass, edns, do, limit = key
         try:
-            packed = fast_answer(self.snapshot, lname, qtype, qclass, edns, do, limit, self.forwarder is not None)
+            packed = fast_answer(self.snapshot, lname, qtype, qclass, edns, do, limit, self.forwarder is not None,
+                                 ((data[2] & 0x01) << 8) | (data[3] & 0x10))
         except Exception:
             log.exception("internal error in the direct packer for %r", data[:64])
             packed = None
         if packed is None:
             return self._slow(data, transport, client, (key, qname))
         variants, depends, offsets = packed
-        entry = self.cache.put(key, variants, depends, offsets)
-        entry[1] = 1
-        return bytes(self._patched(variants[0], data, qname))
+        entry = self.cache.put(key, variants, depends, offsets, self.snapshot.revision)
+        # served like a hit, so a repeat of these exact bytes is an id-only write from now on
+        return self._from_entry(entry, data, qname, lname, transport, qtype)
 
     def _slow(self, data: bytes, transport: str, client, cache_slot) -> bytes | None:
         try:
@@ -484,8 +496,9 @@ class Responder:
         if cache_slot is not None:
             key, qname = cache_slot
             if ans.cacheable and generation == self.cache.generation:
-                offsets = [soa_serial_offsets(v) for v in variants]
-                entry = self.cache.put(key, variants, ans.depends, offsets if any(offsets) else None)
+                offsets = [tuple(at - 2 for at in soa_serial_offsets(v)) for v in variants]
+                entry = self.cache.put(key, [v[2:] for v in variants], ans.depends,
+                                       offsets if any(offsets) else None, snap.revision)
                 entry[1] = 1
             out = bytearray(variants[0])
             out[12:12 + len(qname)] = qname
