@@ -211,15 +211,28 @@ def _with_caps(zones, cfg):
 
 
 def _freezing(on_swap):
-    """After a full sync, move what exists out of the garbage collector's sight: a full
-    collection walking 200,000 records paused answers for ~140 ms; frozen, ~45 ms."""
+    """After a full sync, move what exists out of the garbage collector's sight (a full
+    collection walking 200,000 records paused answers for ~140 ms; frozen, ~45 ms) and hand
+    the pages the listing used back to the system."""
     import gc
 
     def swapped(snap, touched):
         on_swap(snap, touched)
         if touched is None:
             gc.freeze()
+            _trim_heap()
     return swapped
+
+
+def _trim_heap() -> None:
+    """glibc keeps freed memory for reuse; after a full listing that is tens of MB that the
+    snapshot no longer needs (about 25 MB at 200,000 records, ~10 ms). No-op off glibc."""
+    import ctypes
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _reporting_caps(on_swap, metrics):
