@@ -136,6 +136,18 @@ def test_percentiles_and_report_render():
              "perf": dnsperf.parse(DNSPERF_OUTPUT).__dict__},
         ],
     }
+    burst = {"p99": 2.5, "n": 1000, "timeouts": 0, "rate": 1001.0}
+    res["scale_duration"] = 10
+    res["scale"] = [
+        {"target": "dnsdisco", "services": 10, "qps": 100_000.0, "qps_repeat": 110_000.0, "lost": 0,
+         "lost_repeat": 0, "ready_s": 0.3, "rss_mib": 55.0, "burst": burst},
+        {"target": "dnsdisco", "services": 100_000, "qps": 50_000.0, "qps_repeat": 99_000.0, "lost": 3,
+         "lost_repeat": 0, "ready_s": 2.8, "rss_mib": 257.0, "burst": burst},
+        {"target": "floor", "services": 10, "status": "floor: not available (no etcd)"},
+    ]
     text = report.markdown(res)
     assert "dnsdisco: not available" in text and "103,296" in text
     assert "## What limits the figure" in text
+    scale_row = next(line for line in text.splitlines() if line.startswith("| dnsdisco | 100,000 |"))
+    assert scale_row.split(" | ")[2:7] == ["50,000", "0.50", "99,000", "0.90", "3/0"]
+    assert "floor: not available (no etcd)" in text
