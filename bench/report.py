@@ -154,34 +154,41 @@ def tcp_section(res: dict) -> str:
 
 LIMITS_PLACEHOLDER = """## What limits the figure
 
-Profiled on this machine (2026-11-24) with the server-CPU column above, `cProfile` of
-`Responder.handle` replaying the same query files in-process, and `/proc/<pid>/stat`:
+Profiled on this machine (2026-11-24/25) with the server-CPU column above, `cProfile` and
+`line_profiler` of `Responder.handle` replaying the same query files in-process, `py-spy`
+sampling `dnsdisco serve` under dnsperf, dnsperf's `-S 0.5` per-interval rates, and
+`/proc/<pid>/stat`:
 
 - **The kernel, equally for everyone.** A UDP query on loopback costs about 5.3 µs of system
   time in the server (one `recvfrom`, one `sendto`), the same for dnsdisco and Knot. With
   dnsperf busy on the other core, that alone caps one serving core near 190,000 qps.
-- **dnsdisco's own time per query** is about 2.2 µs (one name) to 3.5 µs (mixed file) of user
-  time, against Knot's 0.6 to 1.1 µs. Of that, in-process replay puts `Responder.handle` at
-  0.9 µs (one name) and 2.1 µs (mixed, with metrics); the rest is the gevent socket loop
-  (watcher callback, `recvfrom`/`sendto` call overhead, about 1.3 µs). A repeated query costs
-  a dict lookup on its bytes (id left out) and a 2-byte id write; no dnslib object is built on
-  that path. The mixed file costs more because its ~7,000 distinct questions do not stay in the
-  CPU caches, and the 5% asked in random letter case take the path that patches id, flags and
-  the name's spelling into a copy (about 3 µs).
+- **dnsdisco's own time per query** is about 2.2 µs (one name) to 4.2 µs (mixed file) of user
+  time, against Knot's 0.7 to 1.0 µs. Of that, in-process replay puts `Responder.handle` at
+  0.9 µs (one name) and 1.1 to 2.1 µs (mixed, with metrics); the rest is the gevent socket
+  loop (`recvfrom`/`sendto` call overhead and the handler call, about 1.3 µs). A repeated
+  query costs a dict lookup on its bytes (id left out) and a 2-byte id write; no dnslib object
+  is built on that path. The mixed file costs more because its ~7,000 distinct questions do not
+  stay in the CPU caches, and the 5% asked in random letter case take the path that patches
+  flags and the name's spelling into a copy (about 3 µs).
 - **What would move it:** batching system calls (`recvmmsg`/`sendmmsg`, not offered by Python's
   socket module); several processes with SO_REUSEPORT, which needs cores that dnsperf is not
   using (measured: no gain on 2 cores); the exact-query lookup and id write in C.
-- **Scale.** At 100,000 services a 5-second run asks ~85,000 distinct questions, so most
-  answers are first-time answers: the direct packer builds one in about 18 µs in-process
-  (dnslib took 300 µs), a repeat costs 1 to 2 µs. Knot compiles the whole zone before it
-  answers. Packing every answer at sync time would close the gap at the price of roughly
-  150 MB more memory and several seconds of CPU at start, against the 300 MiB goal.
+- **Scale.** At 100,000 services the mixed file holds ~85,000 distinct questions, so the first
+  run answers most of them for the first time: about 14 µs each in-process (direct packer,
+  reply cache and exact-query table; dnslib took 300 µs) and about 30 µs of server time under
+  load (dnsperf `-S 0.5`: 25,000 to 37,000 qps for the first ~2.5 s, then 110,000 to 120,000).
+  From then on every question is a repeat and costs the same at any size, which is why the
+  repeat run stays near the 10-service figure. Knot compiles the whole zone before it answers;
+  packing all ~700,000 possible answers (A, AAAA, SRV of every name) at sync time would take
+  ~7 s of CPU and ~170 MB, past the ready and memory goals.
 - **Start to ready at 100,000 services** is the etcd listing (200,000 keys in 0.5 to 0.7 s:
   etcd counts the whole range on every page, so pages are sized by bytes, not 1,000 keys,
-  which took 4 s), the snapshot build (about 2.2 s in one pass) and the interpreter start.
-- **Memory at 100,000 services** is mostly the snapshot: 200,000 records as Python objects
-  with their indexes (children, empty non-terminals, reverse names), about 170 MB, plus the
-  reply cache (about 35 MB for 80,000 answers) and the interpreter with gevent and gRPC.
+  which took 4 s), the snapshot build (about 2 s in one pass) and the interpreter start.
+- **Memory at 100,000 services**: the records as Python objects (~80 MB for 200,000) with their
+  children and empty-non-terminal indexes (~20 MB); the PTR index (~30 MB) is kept only while a
+  reverse zone is served; the pages the etcd listing used are handed back (`malloc_trim`) after
+  the full sync; then the reply cache and exact-query table (~40 MB for 80,000 answers) and the
+  interpreter with gevent and gRPC (~45 MB).
 """
 
 
