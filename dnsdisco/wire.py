@@ -284,6 +284,9 @@ class Responder:
             self._zone_suffixes = self._suffixes(snapshot)
         self.snapshot = snapshot
         self.cache.invalidate(touched)
+        if touched is None:            # every entry died: free the exact tables' references too
+            for table in self._exact.values():
+                table.clear()
         self.ready = True
 
     # -- queries

@@ -408,7 +408,9 @@ def test_swap_keeps_untouched_entries(snap):
 def test_zone_change_drops_everything(snap):
     resp = Responder(snap)
     assert parse(resp.handle(query("one.svc.local"), "udp", CLIENT)).answer[0].ttl == 30
+    assert len(resp._exact["udp"]) == 1
     resp.on_swap(snap.with_zones([ZoneConfig("svc.local", ttl=99)]), frozenset())
+    assert resp._exact == {"udp": {}, "tcp": {}}        # nothing left pointing at dead entries
     assert parse(resp.handle(query("one.svc.local"), "udp", CLIENT)).answer[0].ttl == 99
     resp.on_swap(snap.with_zones([ZoneConfig("other.local")]), frozenset())
     assert parse(resp.handle(query("one.svc.local"), "udp", CLIENT)).rcode() == dns.rcode.REFUSED
