@@ -20,6 +20,7 @@ from .rrl import slip_reply
 from .snapshot import Snapshot
 
 log = logging.getLogger("dnsdisco.wire")
+_now = time.perf_counter
 
 DROP = "drop"          # the packet is not a query we answer (a response, or no header)
 SLOW = None            # fast parse declined: use dnslib
@@ -148,15 +149,42 @@ def rotations(reply: DNSRecord) -> list[DNSRecord]:
 
 # ---------------------------------------------------------------- the cache
 
+DEAD = -1          # an _Exact's revision once its cache entry is gone: equals no snapshot revision
+
+
+class _Exact:
+    """What a repeat of one exact query (all but the id) is sent, kept in one small object so a
+    repeat touches as little memory as it can. `revision` is None when the reply holds no SOA
+    (good for any revision), the revision its SOA serial was written at, or DEAD."""
+
+    __slots__ = ("replies", "count", "turn", "revision", "cell", "qtype", "qlen", "entry")
+
+    def __init__(self, replies, turn, revision, cell, qtype, qlen, entry):
+        self.replies = replies
+        self.count = len(replies)
+        self.turn = turn
+        self.revision = revision
+        self.cell = cell
+        self.qtype = qtype
+        self.qlen = qlen
+        self.entry = entry
+
+
+def _kill(entry: list) -> None:
+    """A cache entry is dropped: the exact-table entries made from it must not answer again."""
+    for exact in entry[4]:
+        exact.revision = DEAD
+    entry[4] = []
+
 class ReplyCache:
     """Packed replies keyed on (lower qname, qtype, qclass, EDNS?, DO, size limit).
 
     An etcd change drops the entries of the names it touched (`depends`); a change that may
     touch anything (touched None) drops them all. When full, the oldest eighth is evicted.
-    An entry is [variants, turn, serial offsets per variant or None, depends, alive, revision
-    the serials were written at]. Variants are replies without their 2-octet id, so one list
-    can also serve the exact-query table. `alive` turns False when the entry is dropped, so
-    that table can tell.
+    An entry is [variants, turn, serial offsets per variant or None, depends, exact-table
+    entries made from it, revision the serials were written at]. Variants are replies without
+    their 2-octet id, so one tuple can also serve the exact-query table; when an entry is
+    dropped, the exact-table entries made from it are marked dead (`_Exact.kill`).
     """
 
     def __init__(self, max_entries: int = 200_000):
@@ -168,7 +196,7 @@ class ReplyCache:
     def put(self, key, variants: list[bytes], depends, serial_offsets=None, revision=None) -> list:
         if len(self.entries) >= self.max_entries:
             self._evict(self.max_entries // 8)
-        entry = [variants, 0, serial_offsets, tuple(depends), True, revision]
+        entry = [tuple(variants), 0, serial_offsets, tuple(depends), [], revision]
         self.entries[key] = entry
         by_name = self.by_name
         for name in depends:
@@ -185,7 +213,7 @@ class ReplyCache:
         oldest = list(itertools.islice(self.entries, count))
         for key in oldest:
             entry = self.entries.pop(key)
-            entry[4] = False
+            _kill(entry)
             for name in entry[3]:
                 held = self.by_name.get(name)
                 if type(held) is set:
@@ -197,7 +225,7 @@ class ReplyCache:
 
     def clear(self) -> None:
         for entry in self.entries.values():
-            entry[4] = False
+            _kill(entry)
         self.entries.clear()
         self.by_name.clear()
 
@@ -214,10 +242,17 @@ class ReplyCache:
                 for key in held if type(held) is set else (held,):
                     entry = entries.pop(key, None)
                     if entry is not None:
-                        entry[4] = False
+                        _kill(entry)
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+def _same_but_name(asked: bytes, folded: bytes, qlen: int) -> bool:
+    """Whether lower-casing changed only the name (the first `qlen` octets after the 10 header
+    octets): a type, flag or option octet that reads as a capital letter makes another query."""
+    end = 10 + qlen
+    return asked[:10] == folded[:10] and asked[end:] == folded[end:]
 
 
 def _skip_name(data: bytes, pos: int) -> int:
@@ -268,6 +303,8 @@ class Responder:
         #  the metrics cell of its qtype/rcode/transport]
         self._exact: dict[str, dict[bytes, list]] = {"udp": {}, "tcp": {}}
         self._exact_max = max(1024, cache_size)
+        self._revision = snapshot.revision      # what an _Exact with an SOA must have been written at
+        self.rrl = None
         self._zone_suffixes = self._suffixes(snapshot)
 
     @staticmethod
@@ -283,6 +320,7 @@ class Responder:
             self._zone_memo.clear()
             self._zone_suffixes = self._suffixes(snapshot)
         self.snapshot = snapshot
+        self._revision = snapshot.revision
         self.cache.invalidate(touched)
         if touched is None:            # every entry died: free the exact tables' references too
             for table in self._exact.values():
@@ -315,24 +353,39 @@ class Responder:
 
     def handle(self, data: bytes, transport: str, client) -> bytes | None:
         """The reply to one DNS message, or None to send nothing."""
-        started = time.perf_counter()
-        # 1. the exact bytes of this query (all but the id) were answered before
-        exact = self._exact[transport].get(data[2:])
-        if exact is not None and exact[0][4] and (exact[5] is None or exact[5] == self.snapshot.revision):
-            turn = exact[2]
-            exact[2] = turn + 1
-            variants = exact[1]
-            reply = data[:2] + variants[turn % len(variants)]
+        started = _now()
+        # 1. the exact bytes of this query (all but the id) were answered before, or the same
+        #    bytes with the name in other letter case (0x20-randomised resolvers)
+        table = self._exact[transport]
+        asked = data[2:]
+        exact = table.get(asked)
+        if exact is None:
+            folded = asked.lower()
+            if folded != asked:
+                exact = table.get(folded)
+                if exact is not None and not _same_but_name(asked, folded, exact.qlen):
+                    exact = None
+        else:
+            folded = None
+        if exact is not None and (exact.revision is None or exact.revision == self._revision):
+            turn = exact.turn
+            exact.turn = turn + 1
+            variant = exact.replies[turn % exact.count]
+            if folded is None:
+                reply = data[:2] + variant
+            else:                            # the client's spelling of the name
+                end = 12 + exact.qlen
+                reply = data[:2] + variant[:10] + data[12:end] + variant[end - 2:]
             if self.rrl is not None and transport == "udp":
-                reply = self._rate_limited(reply, data, (None, data[12:12 + exact[6]], exact[3]), client)
+                reply = self._rate_limited(reply, data, (None, data[12:12 + exact.qlen], exact.qtype), client)
                 if reply is None:
                     return None
-            cell = exact[7]                  # this kind of answer's counters, added to directly
+            cell = exact.cell                # this kind of answer's counters, added to directly
             if cell is not None:
                 cell[0] += 1
                 cell[1] += 1
                 if not turn & 15:
-                    self.metrics.latency(time.perf_counter() - started)
+                    self.metrics.latency(_now() - started)
             return reply
         fq = parse_fast(data)
         if fq is DROP:
@@ -352,7 +405,7 @@ class Responder:
                 reply = self.forwarder.forward(data, transport == "tcp")
                 if self.metrics:
                     self.metrics.query(qtype, reply[3] & 0xF if reply else RCODE.SERVFAIL, transport,
-                                       time.perf_counter() - started, False)
+                                       _now() - started, False)
                 return reply
             limit = TCP_LIMIT if transport == "tcp" else udp_limit(edns, udp)
             key = (lname, qtype, qclass, edns, do, limit)
@@ -369,7 +422,7 @@ class Responder:
                 return None
         if self.metrics and reply is not None and len(reply) >= 4:
             qtype_seen = fq[2] if isinstance(fq, tuple) else 0
-            self.metrics.query(qtype_seen, reply[3] & 0xF, transport, time.perf_counter() - started, hit)
+            self.metrics.query(qtype_seen, reply[3] & 0xF, transport, _now() - started, hit)
         return reply
 
     @staticmethod
@@ -396,7 +449,7 @@ class Responder:
                     for offset in offsets:
                         _SERIAL.pack_into(out, offset, serial)
                     fresh.append(bytes(out))
-                entry[0] = fresh
+                entry[0] = tuple(fresh)
                 entry[5] = revision
         variants = entry[0]
         count = len(variants)
@@ -404,27 +457,36 @@ class Responder:
         if lname == qname and not (first[0] ^ data[2]) & 0x01 and not (first[1] ^ data[3]) & 0x10:
             replies = variants                   # the usual case: only the id differs
         elif lname == qname:
-            replies = [self._patched(variant, data, qname) for variant in variants]
+            replies = tuple(self._patched(variant, data, qname) for variant in variants)
         else:
             # a name in mixed case: 0x20-randomised queries never repeat byte for byte, so
-            # they stay out of the exact-query table and only this reply is patched
+            # they stay out of the exact-query table (a lower-case twin there answers them)
             return data[:2] + self._patched(variants[turn % count], data, qname)
         # remember these exact query bytes, so next time only the id is written (while the
         # entry lives and, for replies with an SOA, while the revision is the same)
         if self.forwarder is None or self._in_zone(lname):
             table = self._exact[transport]
-            if len(table) >= self._exact_max:          # full: forget the oldest eighth
-                for old in list(itertools.islice(table, self._exact_max // 8)):
-                    del table[old]
-            rcode = first[1] & 0xF
-            cell = self.metrics.cell_for(qtype, rcode, transport) if self.metrics else None
-            table[data[2:]] = [entry, replies, turn + 1, qtype, rcode, revision, len(qname), cell]
+            asked = data[2:]
+            known = table.get(asked)
+            if known is not None and known.entry is entry:
+                known.replies = replies              # the same entry at a new revision
+                known.revision = revision
+                known.turn = turn + 1
+            else:
+                if len(table) >= self._exact_max:      # full: forget the oldest eighth
+                    for old in list(itertools.islice(table, self._exact_max // 8)):
+                        forgotten = table.pop(old)
+                        if forgotten.revision != DEAD:
+                            forgotten.entry[4].remove(forgotten)
+                rcode = first[1] & 0xF
+                cell = self.metrics.cell_for(qtype, rcode, transport) if self.metrics else None
+                exact = _Exact(replies, turn + 1, revision, cell, qtype, len(qname), entry)
+                entry[4].append(exact)
+                table[asked] = exact
         return data[:2] + replies[turn % count]
 
     # -- response rate limiting (UDP only; see rrl.py). `rrl` is a RateLimiter set by serve
     # when --rrl-rate is given; None keeps the query path free of it.
-
-    rrl = None
 
     def _rate_limited(self, reply: bytes, data: bytes, fq: tuple, client) -> bytes | None:
         """The reply, a truncated stand-in for it (slip), or None (drop)."""

@@ -522,6 +522,68 @@ def test_mixed_case_queries_stay_out_of_the_exact_table():
 
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("name,qtype", [("hello.svc.local", "A"), ("hello.svc.local", "SRV"),
+                                        ("hello.svc.local", "AAAA"), ("nothing.svc.local", "A")])
+def test_mixed_case_repeat_is_the_lower_case_reply_with_the_clients_spelling(transport, name, qtype):
+    """A 0x20 spelling of a question in the exact-query table is answered from it: the same bytes
+    as a fresh responder's reply to that spelling, rotation and all, and never a stale one."""
+    items = [("/skydns/local/svc/hello/a", val(host="10.0.0.1", port=80)),
+             ("/skydns/local/svc/hello/b", val(host="10.0.0.2", port=81))]
+    before = build(items, revision=5)
+    r = Responder(before)
+    r.handle(query(name, qtype, qid=1), transport, CLIENT)        # the lower-case twin enters the table
+    spellings = [name.upper(), name.title(), name[:3].upper() + name[3:]]
+    for i, spelling in enumerate(spellings):
+        reference = Responder(before)
+        for _ in range(1 + i):                                     # the same rotation turn as r's
+            reference.handle(query(name, qtype, qid=1), transport, CLIENT)
+        packet = query(spelling, qtype, qid=40 + i)
+        assert r.handle(packet, transport, CLIENT) == reference.handle(packet, transport, CLIENT)
+    assert len(r._exact[transport]) == 1                          # the spellings added nothing
+    after, touched, _ = before.apply(6, [("/skydns/local/svc/hello/a", val(host="10.0.0.9", port=80))])
+    r.on_swap(after, touched)
+    packet = query(name.upper(), qtype, qid=50)
+    assert r.handle(packet, transport, CLIENT) == Responder(after).handle(packet, transport, CLIENT)
+
+
+def test_a_type_octet_that_reads_as_a_capital_is_not_folded():
+    """Type 65 (HTTPS) is octet 0x41, 'A'; lower-casing the query bytes would make it type 97.
+    A table entry for type 97 must not answer a type-65 query, nor the other way round."""
+    r = Responder(build([("/skydns/local/svc/hello/a", val(host="10.0.0.1"))]))
+    for first, second in ((97, 65), (65, 97)):
+        r = Responder(build([("/skydns/local/svc/hello/a", val(host="10.0.0.1"))]))
+        for qtype in (first, first, second, second):
+            reply = parse(r.handle(query("hello.svc.local", qtype), "udp", CLIENT))
+            assert reply.question[0].rdtype == qtype
+        assert len(r._exact["udp"]) == 2
+
+
+def test_exact_table_eviction_keeps_entries_consistent():
+    """A full exact-query table forgets its oldest eighth; what it forgets leaves its cache
+    entry's list (two spellings of the flags give each entry two table keys, so the table
+    fills while the entries live), and an update still reaches every name afterwards."""
+    items = [(f"/skydns/local/svc/s{i}", val(host=f"10.1.{i // 250}.{i % 250 + 1}")) for i in range(700)]
+    snap = build(items, revision=3)
+    r = Responder(snap, cache_size=1024)
+    for rep in range(4):
+        for i in range(700):
+            for rd in (True, False):
+                r.handle(query(f"s{i}.svc.local", qid=i, rd=rd), "udp", CLIENT)
+    table = r._exact["udp"]
+    assert len(table) <= 1024 and len(r.cache) == 700
+    for exact in table.values():
+        assert exact in exact.entry[4]
+    for entry in r.cache.entries.values():
+        assert len(entry[4]) <= 2                     # one per flag spelling, never piling up
+    changed, touched, _ = snap.apply(4, [(f"/skydns/local/svc/s{i}", val(host="10.9.9.9")) for i in range(0, 700, 7)])
+    r.on_swap(changed, touched)
+    for i in range(0, 700, 7):
+        for rd in (True, False):
+            reply = parse(r.handle(query(f"s{i}.svc.local", qid=i, rd=rd), "udp", CLIENT))
+            assert [d.to_text() for rr in reply.answer for d in rr] == ["10.9.9.9"], i
+
+
 def test_repeats_count_in_their_metrics_cell(snap):
     """The exact-query path counts every repeat as a query and a cache hit, and times 1 in 16."""
     metrics = Recorder()
