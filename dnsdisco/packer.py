@@ -20,7 +20,7 @@ T_A, T_AAAA, T_TXT, T_SRV, T_SOA = 1, 28, 16, 33, 6
 MAX_ROTATIONS = 8
 _RR = struct.Struct("!HHIH")          # type, class, ttl, rdlength
 _SRV = struct.Struct("!HHH")
-_SOA_TAIL = struct.Struct("!IIIII")
+_SERIAL = struct.Struct("!I")
 _OPT_DO = b"\x00" + _RR.pack(41, UDP_PAYLOAD, 0x8000, 0)
 _OPT = b"\x00" + _RR.pack(41, UDP_PAYLOAD, 0, 0)
 _QNAME_PTR = b"\xc0\x0c"
@@ -50,9 +50,15 @@ def wire_to_name(wire: bytes) -> str | None:
     return ".".join(labels)
 
 
+_LENGTH = [bytes((n,)) for n in range(256)]
+
+
 def encode_name(name: str) -> bytes:
-    """A presentation name (no trailing dot) as uncompressed wire labels."""
-    return b"".join(bytes([len(p)]) + p.encode("latin-1") for p in name.split(".") if p) + b"\x00"
+    """A presentation name (no trailing dot) as uncompressed wire labels; empty labels are
+    left out."""
+    if not name or name[0] == "." or name[-1] == "." or ".." in name:
+        return b"".join(bytes([len(p)]) + p.encode("latin-1") for p in name.split(".") if p) + b"\x00"
+    return b"".join([_LENGTH[len(p)] + p for p in name.encode("latin-1").split(b".")]) + b"\x00"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -114,6 +120,7 @@ def fast_answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int, edns: boo
             variants = _rotated(qname, T_TXT, ttl, [_txt(r.text) for r in items], edns, do, flags, limit)
             return None if variants is None else (variants, frozenset((name,)), None)
     else:
+        ttl = None
         for r in recs:
             if r.port <= 0 or not r.host:
                 continue
@@ -121,28 +128,20 @@ def fast_answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int, edns: boo
                 return None
             if r.name != name and not r.name.endswith("." + name):
                 return None
+            rec_ttl = zone.ttl if r.ttl is None else r.ttl
+            if ttl is None or rec_ttl < ttl:
+                ttl = rec_ttl
             rrset.append(r)
         if rrset:
-            ttl = min(_ttl(r, zone) for r in rrset)
             # RFC 2782: the target is never compressed (glue owners point at it); each record's
             # SRV data and glue are built once for all the answer orders
-            rrset = [(T_SRV, ttl, _SRV.pack(r.priority, r.weight, r.port) + encode_name(r.name), _glue(r, zone))
-                     for r in rrset]
-
-    zone_ptr = _pointer(qname, zone.name)
-    if rrset:
-        negative = None
-    else:
-        flags |= 0 if snap.exists(name) else 3
-        negative = zone
-    variants, offsets = [], []
-    for turn in range(min(len(rrset), MAX_ROTATIONS) or 1):
-        packed, soa_at = _pack(snap, qname, qtype, rrset, turn, negative, zone, zone_ptr, flags, edns, do)
-        if len(packed) > limit:
-            return None                               # truncation rules live in wire.pack_reply
-        variants.append(packed[2:])
-        offsets.append(tuple(at - 2 for at in soa_at))
-    return variants, frozenset((name,)), (offsets if negative is not None else None)
+            variants = _srv_rotated(qname, ttl, [(_SRV.pack(r.priority, r.weight, r.port) + encode_name(r.name),
+                                                  _glue(r, zone)) for r in rrset], edns, do, flags, limit)
+            return None if variants is None else (variants, frozenset((name,)), None)
+    # no records of the type: NODATA, or NXDOMAIN if nothing at all is at the name
+    if not snap.exists(name):
+        flags |= 3
+    return _negative(qname, name, qtype, zone, soa_serial(snap), edns, do, flags, limit)
 
 
 def _glue(rec, zone) -> bytes:
@@ -188,41 +187,50 @@ def _rotated(qname: bytes, qtype: int, ttl: int, rdatas: list, edns: bool, do: b
             for turn in range(min(len(chunks), MAX_ROTATIONS))]
 
 
-def _pack(snap, qname: bytes, qtype: int, rrset, turn: int, negative, zone, zone_ptr: bytes, flags: int,
-          edns: bool, do: bool):
-    out = bytearray(12)
-    out += qname
-    out += struct.pack("!HH", qtype, 1)
-    answers = 0
-    glue = []
-    if rrset:
-        shift = turn % len(rrset)
-        for rtype, ttl, rdata, rr_glue in rrset[shift:] + rrset[:shift]:
-            if rr_glue is not None:
-                glue.append((rr_glue, len(out) + 2 + 10 + 6))    # where the SRV target starts
-            out += _QNAME_PTR
-            out += _RR.pack(rtype, 1, ttl, len(rdata))
-            out += rdata
-            answers += 1
-    authority = 0
-    soa_at = ()
-    if negative is not None:
-        mname = _encode_under(zone.soa_mname, zone.name, zone_ptr)
-        rname = _encode_under(zone.soa_rname, zone.name, zone_ptr)
-        tail = _SOA_TAIL.pack(soa_serial(snap), zone.refresh, zone.retry, zone.expire, zone.neg_ttl)
-        out += zone_ptr
-        out += _RR.pack(T_SOA, 1, zone.neg_ttl, len(mname) + len(rname) + len(tail))
-        soa_at = (len(out) + len(mname) + len(rname),)
-        out += mname + rname + tail
-        authority = 1
-    additional = 0
-    for rr_glue, target_at in glue:
-        out += bytes([0xC0 | (target_at >> 8), target_at & 0xFF])
-        out += rr_glue
-        additional += 1
-    if edns:
-        out += _OPT_DO if do else _OPT
-        additional += 1
-    struct.pack_into("!HHHHHH", out, 0, 0, flags, 1, answers, authority, additional)
-    return bytes(out), soa_at
+def _srv_rotated(qname: bytes, ttl: int, items: list, edns: bool, do: bool, flags: int, limit: int):
+    """The answer orders of an SRV RRset with one glue record per target (id left out); glue
+    follows the answer order and its owner points at the target inside that answer. None if
+    it does not fit in `limit` or a target sits beyond a compression pointer's reach."""
+    count = len(items)
+    tail = (_OPT_DO if do else _OPT) if edns else b""
+    head = _HEAD.pack(flags, 1, count, 0, count + (1 if edns else 0)) + qname + _TYPECLASS.pack(T_SRV, 1)
+    chunks = [_QNAME_PTR + _RR.pack(T_SRV, 1, ttl, len(rdata)) + rdata for rdata, _glue_rr in items]
+    size = 2 + len(head) + sum(map(len, chunks)) + sum(len(g) + 2 for _rd, g in items) + len(tail)
+    if size > limit or size > 0x3FFF:
+        return None
+    variants = []
+    for turn in range(min(count, MAX_ROTATIONS)):
+        order = list(range(turn, count)) + list(range(turn))
+        at = 2 + len(head)                           # where the next answer record starts
+        glue = []
+        for i in order:
+            target = at + 18                         # pointer, type, class, ttl, rdlength, priority, weight, port
+            glue.append(bytes((0xC0 | (target >> 8), target & 0xFF)) + items[i][1])
+            at += len(chunks[i])
+        variants.append(b"".join([head, *(chunks[i] for i in order), *glue, tail]))
+    return variants
 
+
+@functools.lru_cache(maxsize=1024)
+def _soa_parts(zone_name: str, mname: str, rname: str, timers: tuple, zone_ptr: bytes) -> tuple[bytes, bytes]:
+    """The authority SOA of a negative answer around its serial: (owner through rname, the
+    four timers, the last being the negative TTL). The owner and both names point at the
+    zone inside the question."""
+    mname_wire = _encode_under(mname, zone_name, zone_ptr)
+    rname_wire = _encode_under(rname, zone_name, zone_ptr)
+    after = struct.pack("!IIII", *timers)
+    rdlength = len(mname_wire) + len(rname_wire) + 4 + len(after)
+    return zone_ptr + _RR.pack(T_SOA, 1, timers[3], rdlength) + mname_wire + rname_wire, after
+
+
+def _negative(qname: bytes, name: str, qtype: int, zone, serial: int, edns: bool, do: bool, flags: int,
+              limit: int):
+    """([reply], depends, [(serial offset,)]) for NODATA, or NXDOMAIN when `flags` says so; id
+    left out. None if it does not fit in `limit`."""
+    before, after = _soa_parts(zone.name, zone.soa_mname, zone.soa_rname,
+                               (zone.refresh, zone.retry, zone.expire, zone.neg_ttl), _pointer(qname, zone.name))
+    head = _HEAD.pack(flags, 1, 0, 1, 1 if edns else 0) + qname + _TYPECLASS.pack(qtype, 1) + before
+    reply = head + _SERIAL.pack(serial) + after + ((_OPT_DO if do else _OPT) if edns else b"")
+    if len(reply) + 2 > limit:
+        return None
+    return [reply], frozenset((name,)), [(len(head),)]

@@ -493,6 +493,23 @@ def test_direct_packer_agrees_with_the_resolver(name, qtype, edns):
     assert len(direct) <= len(reference)          # never a worse packing than dnslib's
 
 
+@pytest.mark.parametrize("count", [300, 500])
+def test_srv_set_beyond_a_pointers_reach_over_tcp(count):
+    """SRV glue owners are pointers to the targets; past 16,383 octets no pointer reaches, so
+    the direct packer declines and the resolver answers: every record, each with its glue."""
+    items = [(f"/skydns/local/svc/big/x{i}", val(host=f"10.9.{i // 200}.{i % 200 + 1}", port=1000 + i))
+             for i in range(count)]
+    r = Responder(build(items))
+    data = r.handle(query("big.svc.local", "SRV"), "tcp", CLIENT)
+    reply = parse(data)
+    targets = sorted(rd.target.to_text() for rr in reply.answer for rd in rr)
+    assert targets == sorted(f"x{i}.big.svc.local." for i in range(count))
+    glue = {rr.name.to_text() for rr in reply.additional}
+    assert glue == set(targets)
+    again = parse(r.handle(query("big.svc.local", "SRV", qid=5), "tcp", CLIENT))    # the next order
+    assert sorted(rd.target.to_text() for rr in again.answer for rd in rr) == targets
+
+
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_exact_query_table_never_hides_an_update(transport):
     """Repeated identical bytes take the id-only path; a swap that touches the name ends it."""
