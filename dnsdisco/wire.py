@@ -176,6 +176,7 @@ def _kill(entry: list) -> None:
         exact.revision = DEAD
     entry[4] = []
 
+
 class ReplyCache:
     """Packed replies keyed on (lower qname, qtype, qclass, EDNS?, DO, size limit).
 
@@ -184,7 +185,7 @@ class ReplyCache:
     An entry is [variants, turn, serial offsets per variant or None, depends, exact-table
     entries made from it, revision the serials were written at]. Variants are replies without
     their 2-octet id, so one tuple can also serve the exact-query table; when an entry is
-    dropped, the exact-table entries made from it are marked dead (`_Exact.kill`).
+    dropped, the exact-table entries made from it are marked dead (`_kill`).
     """
 
     def __init__(self, max_entries: int = 200_000):
@@ -298,10 +299,8 @@ class Responder:
         # False until the first full sync: SERVFAIL then, so no client caches a false NXDOMAIN
         self.ready = ready
         self._zone_memo: dict[bytes, bool] = {}
-        # exact query bytes (id left out) ->
-        # [cache entry, replies without id, turn, qtype, rcode, revision or None, qname length,
-        #  the metrics cell of its qtype/rcode/transport]
-        self._exact: dict[str, dict[bytes, list]] = {"udp": {}, "tcp": {}}
+        # per transport: exact query bytes (id left out) -> _Exact
+        self._exact: dict[str, dict[bytes, _Exact]] = {"udp": {}, "tcp": {}}
         self._exact_max = max(1024, cache_size)
         self._revision = snapshot.revision      # what an _Exact with an SOA must have been written at
         self.rrl = None
