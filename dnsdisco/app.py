@@ -122,8 +122,13 @@ def run_serve(cfg, args=None) -> int:
         except StartupError as exc:
             return abort(str(exc))
 
-    syncer = Syncer(kv, cfg.prefix, zones, on_swap=_freezing(_reporting_caps(responder.on_swap, metrics)), metrics=metrics,
-                    log=logging.getLogger("dnsdisco.sync"))
+    # the list and watch run in a helper process: under query load gevent's gRPC hands over
+    # one watch message per event-loop round trip, too slow for a burst of puts (kvproc.py)
+    from .kvproc import ProcessKV
+    watch_kv = ProcessKV(kv.settings, log=logging.getLogger("dnsdisco.etcd"))
+    cleanups.append(watch_kv.close)
+    syncer = Syncer(watch_kv, cfg.prefix, zones, on_swap=_freezing(_reporting_caps(responder.on_swap, metrics)),
+                    metrics=metrics, log=logging.getLogger("dnsdisco.sync"))
     http = None
     if cfg.http:
         from .health import start_http
@@ -177,6 +182,7 @@ def run_serve(cfg, args=None) -> int:
         sync_greenlet.kill(block=True, timeout=_left(deadline, 0.1))
         if http is not None:
             http.stop()
+        watch_kv.close()
         kv.close()
         if embedded is not None:
             embedded.stop(timeout=_left(deadline, 0.2))

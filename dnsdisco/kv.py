@@ -220,6 +220,9 @@ class KV:
                 raise EtcdConfigError(f"TLS files are given but etcd endpoint {plain[0]!r} is "
                                       "not https://")
         self.timeout = float(timeout)
+        # what another process needs to open the same KV (serve's watch helper, kvproc.py)
+        self.settings = dict(endpoints=endpoints, timeout=self.timeout, ca=ca, cert=cert, key=key,
+                             user=user, password=password)
         self._user, self._password = user, password
         self._endpoints = [_Endpoint(e, credentials) for e in endpoints]
         self._current = 0

@@ -7,7 +7,10 @@ import threading
 import time
 
 
+import pytest
+
 from dnsdisco.kv import KV
+from dnsdisco.kvproc import ProcessKV
 from dnsdisco.snapshot import ZoneConfig
 from dnsdisco.sync import Syncer
 
@@ -36,13 +39,26 @@ class Recorder:
         return [c[1:] for c in self.calls if c[0] == name]
 
 
+HOW = {"kv": "in-process"}
+
+
+@pytest.fixture(autouse=True, params=["in-process", "helper"])
+def syncer_kv(request):
+    """Every test twice: the Syncer on the KV itself, and on serve's helper process
+    (kvproc.ProcessKV) opened with the same settings."""
+    HOW["kv"] = request.param
+    yield request.param
+    HOW["kv"] = "in-process"
+
+
 class Running:
     """A Syncer running in a thread, with its swaps and metrics recorded; stopped on exit."""
 
     def __init__(self, kv, prefix, **kw):
         self.swaps = []
         self.metrics = Recorder()
-        self.syncer = Syncer(kv, prefix, ZONES, self._on_swap, metrics=self.metrics,
+        self.helper = ProcessKV(kv.settings) if HOW["kv"] == "helper" else None
+        self.syncer = Syncer(self.helper or kv, prefix, ZONES, self._on_swap, metrics=self.metrics,
                              progress_interval=kw.pop("progress_interval", 0.5), **kw)
         self.hold = threading.Event()     # set: on_swap blocks until released
         self.release = threading.Event()
@@ -61,6 +77,8 @@ class Running:
         self.release.set()
         self.syncer.stop()
         self.thread.join(5)
+        if self.helper is not None:
+            self.helper.close()
         assert not self.thread.is_alive(), "Syncer.run did not end after stop()"
 
     def hosts(self, name):
@@ -177,9 +195,10 @@ def test_bad_value_is_skipped_with_one_warning_naming_the_key(kv, prefix, caplog
 
 def test_stop_ends_run_promptly_even_while_etcd_is_down(etcd, prefix):
     client = KV([etcd.endpoint], timeout=1)
+    helper = ProcessKV(client.settings) if HOW["kv"] == "helper" else None
     etcd.stop()
     try:
-        syncer = Syncer(client, prefix, ZONES, lambda s, t: None)
+        syncer = Syncer(helper or client, prefix, ZONES, lambda s, t: None)
         thread = syncer.start()
         wait_for(lambda: syncer.state.error, what="first failed list")
         assert not syncer.ready.is_set() and not syncer.state.connected
@@ -189,6 +208,8 @@ def test_stop_ends_run_promptly_even_while_etcd_is_down(etcd, prefix):
         assert not thread.is_alive()
     finally:
         client.close()
+        if helper is not None:
+            helper.close()
         etcd.start()
 
 
