@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 from pathlib import Path
 
 from . import dataset as d
@@ -76,6 +77,18 @@ def throughput_section(res: dict) -> str:
                       else f"{lost[('dnsdisco', f)]:,} vs {lost[('knot', f)]:,}"])
     ratios = _table(["query file", "dnsdisco / Knot (goal ≥ 0.8)", "dnsdisco / dnsmasq (goal ≥ 1)",
                      "dnsdisco / dnslib floor", "lost: dnsdisco vs Knot"], rrows)
+    rounds = res.get("rounds") or []
+    if len(rounds) > 1:
+        each = [r["dnsdisco"]["qps"] / r["knot"]["qps"] for r in rounds if r["knot"]["qps"]]
+        ratios += ("\n\nThe mixed file on dnsdisco then Knot, back to back, round after round (round 1 "
+                   "is the table above); drift on the machine hits both runs of a round alike.\n\n"
+                   + _table(["round", "dnsdisco QPS", "Knot QPS", "dnsdisco / Knot", "lost: dnsdisco vs Knot"],
+                            [[str(i), _f(r["dnsdisco"]["qps"]), _f(r["knot"]["qps"]),
+                              ratio(r["dnsdisco"]["qps"], r["knot"]["qps"]),
+                              f"{r['dnsdisco']['lost']:,} vs {r['knot']['lost']:,}"]
+                             for i, r in enumerate(rounds, 1)])
+                   + f"\n\n**Median dnsdisco / Knot over {len(each)} rounds: {statistics.median(each):.2f}** "
+                     f"(goal ≥ 0.8; lowest {min(each):.2f}, highest {max(each):.2f}).")
     notes = "\n".join(f"- {n}" for n in res.get("notes", []))
     return (f"## Throughput\n\n{res['services']:,} services ({res['records']:,} etcd keys), dnsperf "
             f"`-c {res['clients']} -l {res['duration']:g}`, one server at a time on 127.0.0.1. "
@@ -112,26 +125,29 @@ def scale_section(res: dict) -> str:
     rows = []
     for r in sc:
         if "status" in r:
-            rows.append([r["target"], f"{r['services']:,}", r["status"]] + [""] * 9)
+            rows.append([r["target"], f"{r['services']:,}", r["status"]] + [""] * 10)
             continue
-        base = next((x for x in sc if x["target"] == r["target"] and "qps" in x), None)
+        ref = r.get("qps_reference")
         repeat = r.get("qps_repeat")
-        rows.append([r["target"], f"{r['services']:,}", _f(r["qps"]), ratio(r["qps"], base and base["qps"]),
-                     _f(repeat), ratio(repeat, base and base.get("qps_repeat")) if repeat else "–",
+        rows.append([r["target"], f"{r['services']:,}", _f(r["qps"]), _f(repeat), _f(ref),
+                     ratio(r["qps"], ref), ratio(repeat, ref),
                      f"{r.get('lost', 0):,}/{r.get('lost_repeat', 0):,}",
                      f"{r['ready_s']:.2f}", _f(r["rss_mib"], "{:.0f}"), _ms(r["burst"]["p99"]),
                      f"{r['burst']['n']:,}/{r['burst']['timeouts']}",
                      _f(r["burst"].get("rate"))])
+    smallest = min((r["services"] for r in sc), default=0)
     return ("## Scale\n\nPer number of services (2 instances each): QPS on the mixed file for that size "
             f"(`-l {res.get('scale_duration', '?')}`), run twice on one server: the first run starts with "
             "nothing cached, so at 100,000 services most of its ~85,000 distinct questions are answered "
-            "for the first time; the repeat asks the same file again. Then start → ready (process start "
-            "until the last-loaded name is answered), resident memory (VmRSS after the runs), and put → "
-            "served p99 under a burst of 1,000 puts per second. Goals: QPS within 10% of the smallest, "
-            "ready ≤ 5 s and RSS ≤ 300 MiB at 100,000, burst p99 ≤ 50 ms.\n\n"
-            + _table(["server", "services", "QPS first run", "vs smallest", "QPS repeat", "vs smallest",
-                      "lost first/repeat", "ready s", "RSS MiB", "burst p99 ms", "burst n/timeouts",
-                      "puts/s achieved"], rows) + "\n")
+            "for the first time; the repeat asks the same file again. Right after them the same run goes "
+            f"to a reference server holding {smallest:,} services (already asked everything once), and each "
+            "size is compared with that run, made seconds apart rather than minutes. Then start → ready "
+            "(process start until the last-loaded name is answered), resident memory (VmRSS after the "
+            "runs), and put → served p99 under a burst of 1,000 puts per second. Goals: QPS within 10% "
+            f"of the {smallest:,}-service figure, ready ≤ 5 s and RSS ≤ 300 MiB at 100,000, burst p99 ≤ 50 ms.\n\n"
+            + _table(["server", "services", "QPS first run", "QPS repeat", f"QPS {smallest:,} services (reference)",
+                      "first / reference", "repeat / reference", "lost first/repeat", "ready s", "RSS MiB",
+                      "burst p99 ms", "burst n/timeouts", "puts/s achieved"], rows) + "\n")
 
 
 def tcp_section(res: dict) -> str:

@@ -33,6 +33,9 @@ def parse_args(argv):
     ap.add_argument("--services", type=int, default=1000, help="services for the throughput run [1000]")
     ap.add_argument("--duration", type=float, default=None, help="seconds per dnsperf run [10; quick 3]")
     ap.add_argument("--clients", type=int, default=4, help="dnsperf -c [4]")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="mixed-file runs of dnsdisco and Knot back to back; the goal ratio is their "
+                         "median, which a noisy machine moves less than any one run [3; quick 1]")
     ap.add_argument("--query-lines", type=int, default=100_000, help="lines in the mixed query file [100000]")
     ap.add_argument("--servers", default=",".join(ALL_SERVERS),
                     help=f"servers for the throughput table [{','.join(ALL_SERVERS)}]")
@@ -56,6 +59,7 @@ def parse_args(argv):
     a = ap.parse_args(argv)
     a.duration = a.duration or (3 if a.quick else 10)
     a.updates = a.updates or (200 if a.quick else 1000)
+    a.rounds = a.rounds or (1 if a.quick else 3)
     a.scale_duration = a.scale_duration or (2 if a.quick else 10)
     a.scales = [int(x) for x in (a.scales or ("10,1000" if a.quick else "10,1000,10000,100000")).split(",")]
     a.servers = [s for s in a.servers.split(",") if s]
@@ -70,6 +74,8 @@ def parse_args(argv):
     for s in a.sections:
         if s not in SECTIONS:
             ap.error(f"--sections: unknown section {s!r} (choose from {', '.join(SECTIONS)})")
+    if a.rounds < 1:
+        ap.error("--rounds must be at least 1")
     if a.services < 2 or any(n < 2 for n in a.scales):
         ap.error("--services and --scales need at least 2 services")
     return a
@@ -151,7 +157,29 @@ def throughput(sup, a, ds, endpoint, res, qfiles) -> dict:
             res["throughput"].append(row)
             if row["perf"]:
                 say(f"  {row['perf']['qps']:,.0f} qps, lost {row['perf']['lost']}")
+    rounds(a, res, started, qfiles["mixed"])
     return started
+
+
+def rounds(a, res, started, mixed: str) -> None:
+    """The mixed file on dnsdisco then Knot, back to back, `a.rounds` times (the first round is
+    the runs above): drift on a shared machine hits both runs of a round alike."""
+    first = {r["server"]: r["perf"] for r in res["throughput"] if r["file"] == "mixed" and r.get("perf")}
+    if "dnsdisco" not in first or "knot" not in first or not all(n in started for n in ("dnsdisco", "knot")):
+        return
+    res["rounds"] = [{name: {"qps": first[name]["qps"], "lost": first[name]["lost"]} for name in ("dnsdisco", "knot")}]
+    for i in range(2, a.rounds + 1):
+        pair = {}
+        for name in ("dnsdisco", "knot"):
+            say(f"round {i}: dnsperf {name} mixed {a.duration:g} s")
+            try:
+                perf = dnsperf.run(started[name].port, mixed, a.duration, a.clients)
+            except (dnsperf.DnsperfError, subprocess.TimeoutExpired) as exc:
+                say(f"  failed: {exc}"[:200])
+                return
+            pair[name] = {"qps": perf.qps, "lost": perf.lost}
+            say(f"  {perf.qps:,.0f} qps, lost {perf.lost}")
+        res["rounds"].append(pair)
 
 
 def freshness(sup, a, ds, endpoint, res, live_srv, qfiles):
@@ -211,41 +239,77 @@ def idle_tcp(sup, a, ds, res, live_srv, qfiles):
 
 
 def scale(sup, a, res, tmp: Path):
+    """Each size on a fresh etcd, first run then repeat; after them, the same dnsperf run on a
+    reference server holding the smallest size, so every size is compared with a run made
+    moments apart rather than minutes."""
     res["scale"] = []
     res["scale_duration"] = a.scale_duration
-    for n in a.scales:
-        ds = dataset.Dataset(n)
-        say(f"scale {n:,} services: fresh etcd, loading")
-        etcd = servers.start_etcd(sup, name=f"etcd-{n}")
-        client = live.etcd_client(etcd.extra["endpoint"])
-        count, secs = live.load(client, ds.etcd_items())
-        say(f"  loaded {count:,} keys in {secs:.1f} s")
-        qpath = write_queries(tmp / f"mixed-{n}.txt", dataset.mixed_queries(ds, a.query_lines))
-        for name in a.live:
-            row = {"target": name, "services": n}
-            try:
-                srv, ready = start_live(sup, name, etcd.extra["endpoint"], a, ds)
-            except (servers.StartError, OSError) as exc:
-                row["status"] = unavailable(name, exc)
-                res["scale"].append(row)
-                say(row["status"])
-                continue
-            try:
-                # first run: every question is new to the server; repeat: the same file again
-                perf = dnsperf.run(srv.port, qpath, a.scale_duration, a.clients)
-                again = dnsperf.run(srv.port, qpath, a.scale_duration, a.clients)
-                burst = live.burst(client, srv.port, puts=1000, rate=1000)
-                row.update(qps=perf.qps, lost=perf.lost, qps_repeat=again.qps, lost_repeat=again.lost,
-                           ready_s=ready, rss_mib=srv.rss_mib(), burst=burst.summary())
-                say(f"  {name}: ready {ready:.2f} s, {perf.qps:,.0f} qps first run, {again.qps:,.0f} repeated, "
-                    f"rss {row['rss_mib']:.0f} MiB, burst p99 {burst.summary()['p99']}")
-            except Exception as exc:  # noqa: BLE001 - one step failing must not lose the others
-                row["status"] = f"failed: {exc.__class__.__name__}: {exc}"[:200]
-            finally:
-                sup.stop(srv)
+    smallest = min(a.scales)
+    reference = {}                                   # live target -> (server, query file)
+    ref_ds = dataset.Dataset(smallest)
+    say(f"scale: reference etcd with {smallest:,} services")
+    ref_etcd = servers.start_etcd(sup, name="etcd-reference")
+    ref_client = live.etcd_client(ref_etcd.extra["endpoint"])
+    live.load(ref_client, ref_ds.etcd_items())
+    ref_client.close()
+    ref_queries = write_queries(tmp / "mixed-reference.txt", dataset.mixed_queries(ref_ds, a.query_lines))
+    for name in a.live:
+        try:
+            srv, _ = start_live(sup, name, ref_etcd.extra["endpoint"], a, ref_ds)
+            dnsperf.run(srv.port, ref_queries, min(2.0, a.scale_duration), a.clients)   # everything asked once
+            reference[name] = srv
+        except (servers.StartError, OSError, dnsperf.DnsperfError, subprocess.TimeoutExpired) as exc:
+            say(f"  reference {unavailable(name, exc)}")
+    try:
+        for n in a.scales:
+            scale_size(sup, a, res, tmp, n, reference, ref_queries)
+    finally:
+        for srv in reference.values():
+            sup.stop(srv)
+        sup.stop(ref_etcd)
+
+
+def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str) -> None:
+    ds = dataset.Dataset(n)
+    say(f"scale {n:,} services: fresh etcd, loading")
+    etcd = servers.start_etcd(sup, name=f"etcd-{n}")
+    client = live.etcd_client(etcd.extra["endpoint"])
+    count, secs = live.load(client, ds.etcd_items())
+    say(f"  loaded {count:,} keys in {secs:.1f} s")
+    qpath = write_queries(tmp / f"mixed-{n}.txt", dataset.mixed_queries(ds, a.query_lines))
+    for name in a.live:
+        row = {"target": name, "services": n}
+        try:
+            srv, ready = start_live(sup, name, etcd.extra["endpoint"], a, ds)
+        except (servers.StartError, OSError) as exc:
+            row["status"] = unavailable(name, exc)
             res["scale"].append(row)
-        client.close()
-        sup.stop(etcd)
+            say(row["status"])
+            continue
+        try:
+            # first run: every question is new to the server; repeat: the same file again
+            perf = dnsperf.run(srv.port, qpath, a.scale_duration, a.clients)
+            again = dnsperf.run(srv.port, qpath, a.scale_duration, a.clients)
+            burst = live.burst(client, srv.port, puts=1000, rate=1000)
+            row.update(qps=perf.qps, lost=perf.lost, qps_repeat=again.qps, lost_repeat=again.lost,
+                       ready_s=ready, rss_mib=srv.rss_mib(), burst=burst.summary())
+        except Exception as exc:  # noqa: BLE001 - one step failing must not lose the others
+            row["status"] = f"failed: {exc.__class__.__name__}: {exc}"[:200]
+        finally:
+            sup.stop(srv)
+        if "status" not in row and name in reference:
+            try:
+                row["qps_reference"] = dnsperf.run(reference[name].port, ref_queries, a.scale_duration,
+                                                   a.clients).qps
+            except (dnsperf.DnsperfError, subprocess.TimeoutExpired) as exc:
+                say(f"  reference run failed: {exc}"[:200])
+        if "status" not in row:
+            say(f"  {name}: ready {ready:.2f} s, {row['qps']:,.0f} qps first run, {row['qps_repeat']:,.0f} "
+                f"repeated, {row.get('qps_reference', 0):,.0f} reference, rss {row['rss_mib']:.0f} MiB, "
+                f"burst p99 {row['burst']['p99']}")
+        res["scale"].append(row)
+    client.close()
+    sup.stop(etcd)
 
 
 def main(argv=None) -> int:

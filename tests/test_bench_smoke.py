@@ -135,19 +135,25 @@ def test_percentiles_and_report_render():
             {"server": "knot", "file": "mixed", "rss_mib": 10.0,
              "perf": dnsperf.parse(DNSPERF_OUTPUT).__dict__},
         ],
+        "rounds": [{"dnsdisco": {"qps": 90_000.0, "lost": 0}, "knot": {"qps": 100_000.0, "lost": 0}},
+                   {"dnsdisco": {"qps": 70_000.0, "lost": 2}, "knot": {"qps": 100_000.0, "lost": 0}},
+                   {"dnsdisco": {"qps": 85_000.0, "lost": 0}, "knot": {"qps": 100_000.0, "lost": 1}}],
     }
     burst = {"p99": 2.5, "n": 1000, "timeouts": 0, "rate": 1001.0}
     res["scale_duration"] = 10
     res["scale"] = [
         {"target": "dnsdisco", "services": 10, "qps": 100_000.0, "qps_repeat": 110_000.0, "lost": 0,
-         "lost_repeat": 0, "ready_s": 0.3, "rss_mib": 55.0, "burst": burst},
+         "lost_repeat": 0, "ready_s": 0.3, "rss_mib": 55.0, "burst": burst, "qps_reference": 105_000.0},
         {"target": "dnsdisco", "services": 100_000, "qps": 50_000.0, "qps_repeat": 99_000.0, "lost": 3,
-         "lost_repeat": 0, "ready_s": 2.8, "rss_mib": 257.0, "burst": burst},
+         "lost_repeat": 0, "ready_s": 2.8, "rss_mib": 257.0, "burst": burst, "qps_reference": 110_000.0},
         {"target": "floor", "services": 10, "status": "floor: not available (no etcd)"},
     ]
     text = report.markdown(res)
     assert "dnsdisco: not available" in text and "103,296" in text
     assert "## What limits the figure" in text
     scale_row = next(line for line in text.splitlines() if line.startswith("| dnsdisco | 100,000 |"))
-    assert scale_row.split(" | ")[2:7] == ["50,000", "0.50", "99,000", "0.90", "3/0"]
+    assert scale_row.split(" | ")[2:8] == ["50,000", "99,000", "110,000", "0.45", "0.90", "3/0"]
+    assert "QPS 10 services (reference)" in text
     assert "floor: not available (no etcd)" in text
+    assert "| 2 | 70,000 | 100,000 | 0.70 | 2 vs 0 |" in text
+    assert "Median dnsdisco / Knot over 3 rounds: 0.85** (goal ≥ 0.8; lowest 0.70, highest 0.90)" in text
