@@ -198,6 +198,9 @@ def freshness(sup, a, ds, endpoint, res, live_srv, qfiles):
             lats = live.freshness(client, srv.port, a.updates, budget_s=budget)
             say(f"lease expiry {name}")
             lease = live.lease_expiry(client, srv.port, count=5, ttl=2)
+            say(f"burst {name}: 1,000 puts at 1,000/s under the same load")
+            burst = live.burst(client, srv.port, puts=1000, rate=1000)
+            burst.label = "burst of 1,000 puts at 1,000/s"
         finally:
             load.terminate()
             try:
@@ -205,8 +208,8 @@ def freshness(sup, a, ds, endpoint, res, live_srv, qfiles):
             except subprocess.TimeoutExpired:
                 load.kill()
                 load.wait(5)
-        res["freshness"][name] = {"latencies": [x.summary() for x in (*lats.values(), lease)]}
-        for x in (*lats.values(), lease):
+        res["freshness"][name] = {"latencies": [x.summary() for x in (*lats.values(), lease, burst)]}
+        for x in (*lats.values(), lease, burst):
             s = x.summary()
             say(f"  {s['label']}: n {s['n']} p50 {s['p50']} p99 {s['p99']} timeouts {s['timeouts']}")
     client.close()
