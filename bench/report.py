@@ -143,8 +143,8 @@ def scale_section(res: dict) -> str:
             "for the first time; the repeat asks the same file again. Right after them the same run goes "
             f"to a reference server holding {smallest:,} services (already asked everything once), and each "
             "size is compared with that run, made seconds apart rather than minutes. Then start → ready "
-            "(process start until the last-loaded name is answered), resident memory (VmRSS after the "
-            "runs), and put → served p99 under a burst of 1,000 puts per second. Goals: QPS within 10% "
+            "(process start until the last-loaded name is answered), resident memory (VmRSS of the server and its etcd "
+            "helper process after the runs), and put → served p99 under a burst of 1,000 puts per second. Goals: QPS within 10% "
             f"of the {smallest:,}-service figure, ready ≤ 5 s and RSS ≤ 300 MiB at 100,000, burst p99 ≤ 50 ms.\n\n"
             + _table(["server", "services", "QPS first run", "QPS repeat", f"QPS {smallest:,} services (reference)",
                       "first / reference", "repeat / reference", "lost first/repeat", "ready s", "RSS MiB",

@@ -65,6 +65,20 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
+def children_of(pid: int) -> list[int]:
+    """The direct children of a process, from /proc/<pid>/task/*/children."""
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                out += [int(x) for x in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    except OSError:
+        return []
+    return out
+
+
 @dataclass
 class Server:
     name: str
@@ -82,8 +96,11 @@ class Server:
         return self.proc.poll() is None
 
     def rss_mib(self) -> float | None:
+        """VmRSS of the server and its child processes (dnsdisco's etcd helper) together."""
         kib = rss_kib(self.pid)
-        return kib / 1024 if kib is not None else None
+        if kib is None:
+            return None
+        return (kib + sum(rss_kib(child) or 0 for child in children_of(self.pid))) / 1024
 
     def log_tail(self, lines: int = 15) -> str:
         try:
