@@ -171,41 +171,58 @@ def tcp_section(res: dict) -> str:
 
 LIMITS_PLACEHOLDER = """## What limits the figure
 
-Profiled on this machine (2026-11-24/25) with the server-CPU column above, `cProfile` and
-`line_profiler` of `Responder.handle` replaying the same query files in-process, `py-spy`
-sampling `dnsdisco serve` under dnsperf, dnsperf's `-S 0.5` per-interval rates, and
-`/proc/<pid>/stat`:
+Profiled on this machine (2026-11-24/25) with the server-CPU column above, `line_profiler` and
+`cProfile` of `Responder.handle` and the packer replaying the same query files in-process,
+`py-spy` sampling `dnsdisco serve` under dnsperf, dnsperf's `-S 0.5` per-interval rates, and
+`/proc/<pid>/stat`. The machine is shared: the same run of the same code moves by ±10%, which
+is why the goal ratio is a median of rounds run back to back.
 
 - **The kernel, equally for everyone.** A UDP query on loopback costs about 5.3 µs of system
-  time in the server (one `recvfrom`, one `sendto`), the same for dnsdisco and Knot. With
-  dnsperf busy on the other core, that alone caps one serving core near 190,000 qps.
-- **dnsdisco's own time per query** is about 2.2 µs (one name) to 4.2 µs (mixed file) of user
-  time, against Knot's 0.7 to 1.0 µs. Of that, in-process replay puts `Responder.handle` at
-  0.9 µs (one name) and 1.1 to 2.1 µs (mixed, with metrics); the rest is the gevent socket
-  loop (`recvfrom`/`sendto` call overhead and the handler call, about 1.3 µs). A repeated
-  query costs a dict lookup on its bytes (id left out) and a 2-byte id write; no dnslib object
-  is built on that path. The mixed file costs more because its ~7,000 distinct questions do not
-  stay in the CPU caches, and the 5% asked in random letter case take the path that patches
-  flags and the name's spelling into a copy (about 3 µs).
-- **What would move it:** batching system calls (`recvmmsg`/`sendmmsg`, not offered by Python's
-  socket module); several processes with SO_REUSEPORT, which needs cores that dnsperf is not
-  using (measured: no gain on 2 cores); the exact-query lookup and id write in C.
+  time in the server (one `recvfrom`, one `sendto`), the same for dnsdisco and Knot. py-spy puts
+  47% of the serving process's samples in `sendto` and 16% in `recvfrom`. With dnsperf busy on
+  the other core, that alone caps one serving core near 190,000 qps.
+- **dnsdisco's own time per query** is about 2.0 µs (one name) to 2.8 µs (mixed file) of user
+  time, against Knot's 0.7 to 1.3 µs. In-process, `Responder.handle` takes 0.47 µs for one name
+  and 0.77 µs on the mixed file at 1,000 services (1.21 µs before this session's exact-query
+  table of slotted `_Exact` objects, which touch less memory per repeat); a 0x20 spelling of a
+  question already in the table takes 1.6 µs (was 3.6 µs through the patching path). The rest
+  is the gevent socket loop. The socket is found empty on 0.3% of reads under dnsperf, so the
+  loop is saturated: the Python cost per packet is the limit.
+- **What would move it, and what was tried:** `recvmmsg`/`sendmmsg` through ctypes, prototyped
+  against the same plain loop in three alternating runs: 100,000-120,000 qps against 101,000-
+  112,000, not enough to carry C structures into the hot path. Several processes with
+  SO_REUSEPORT need cores that dnsperf is not using (measured before: no gain on 2 cores). The
+  exact-query lookup and id write in C would remove most of the remaining user time.
 - **Scale.** At 100,000 services the mixed file holds ~85,000 distinct questions, so the first
-  run answers most of them for the first time: about 14 µs each in-process (direct packer,
-  reply cache and exact-query table; dnslib took 300 µs) and about 30 µs of server time under
-  load (dnsperf `-S 0.5`: 25,000 to 37,000 qps for the first ~2.5 s, then 110,000 to 120,000).
-  From then on every question is a repeat and costs the same at any size, which is why the
-  repeat run stays near the 10-service figure. Knot compiles the whole zone before it answers;
-  packing all ~700,000 possible answers (A, AAAA, SRV of every name) at sync time would take
+  run answers most of them for the first time. A first answer costs, in-process at 100,000
+  services: 5 µs for an instance's A, 7.6 µs for a service's A (two records, two orders), 5 µs
+  for NODATA or NXDOMAIN, 14 µs for an SRV with its glue (18 to 20 µs before this session),
+  plus ~5 µs of cache and table bookkeeping; under load about twice that, as the kernel's work
+  between packets evicts the CPU caches. Repeats cost the same dict lookup at any size, but at
+  100,000 services the ~85,000 table entries (~30 MB) no longer stay in the CPU caches, so the
+  repeat run is 10-20% below the small reference server run right after it. Knot compiles the
+  whole zone before it answers; packing all ~700,000 possible answers at sync time would take
   ~7 s of CPU and ~170 MB, past the ready and memory goals.
+- **Freshness under load.** Until this session the watch ran on gRPC's gevent integration,
+  which hands each watch message to the event loop through a native thread pool, one round
+  trip per message; with the loop busy answering queries, a burst of 1,000 puts/s arrived in
+  the server 1.7-2.2 s late (p50) at 60,000 qps and 50-545 ms late at 20,000 qps. The list and
+  watch now run in a helper process (`dnsdisco/kvproc.py`) that forwards each batch over a
+  socket; the loop reads what has arrived and applies it as one batch: p50 0.2-0.3 ms at 20,000
+  qps, ~50 ms with both cores saturated by dnsperf. What is left in the burst figure is CPU:
+  the harness's back-to-back poller, the 4 writers, etcd, the helper and the server share 2
+  cores, and a burst now and then sees a stall of up to ~110 ms that an independent etcd watcher
+  sees too in part (up to 20-30 ms).
 - **Start to ready at 100,000 services** is the etcd listing (200,000 keys in 0.5 to 0.7 s:
-  etcd counts the whole range on every page, so pages are sized by bytes, not 1,000 keys,
-  which took 4 s), the snapshot build (about 2 s in one pass) and the interpreter start.
-- **Memory at 100,000 services**: the records as Python objects (~80 MB for 200,000) with their
-  children and empty-non-terminal indexes (~20 MB); the PTR index (~30 MB) is kept only while a
-  reverse zone is served; the pages the etcd listing used are handed back (`malloc_trim`) after
-  the full sync; then the reply cache and exact-query table (~40 MB for 80,000 answers) and the
-  interpreter with gevent and gRPC (~45 MB).
+  etcd counts the whole range on every page, so pages are sized by bytes), its transfer from
+  the helper process in chunks of 5,000 pairs (~0.5 s with the helper's start), the snapshot
+  build (about 2 s in one pass) and the interpreter start.
+- **Memory at 100,000 services** (server and helper together): the records as Python objects
+  (~80 MB for 200,000) with their children and empty-non-terminal indexes (~20 MB); the PTR
+  index (~30 MB) is kept only while a reverse zone is served; after the full sync the pages
+  the listing used are handed back (`malloc_trim`); then the reply cache and exact-query table
+  (~40 MB for 80,000 answers), the interpreter with gevent and gRPC (~45 MB) and the helper
+  process (~40 MB).
 """
 
 
