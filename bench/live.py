@@ -9,6 +9,7 @@ import math
 import queue
 import socket
 import statistics
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -234,6 +235,10 @@ def burst(client, port: int, puts: int = 1000, rate: float = 1000.0, timeout: fl
             todo.put((i, inst, t_put))
 
     threads = [threading.Thread(target=writer, args=(idx,), daemon=True) for idx in per_writer]
+    # the poller shares the GIL with the writers and the etcd client's threads: at the default
+    # 5 ms switch interval it waited for the GIL after every reply and fell hundreds of ms behind
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
     for t in threads:
         t.start()
     prober = probe.Prober(port)
@@ -260,6 +265,7 @@ def burst(client, port: int, puts: int = 1000, rate: float = 1000.0, timeout: fl
     finally:
         for t in threads:
             t.join(5)
+        sys.setswitchinterval(switch)
         prober.close()
         client.delete_prefix(f"{d.ZONE_KEY}/burst")
     lat.timeouts += len(errors)
