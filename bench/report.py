@@ -206,13 +206,17 @@ is why the goal ratio is a median of rounds run back to back.
 - **Freshness under load.** Until this session the watch ran on gRPC's gevent integration,
   which hands each watch message to the event loop through a native thread pool, one round
   trip per message; with the loop busy answering queries, a burst of 1,000 puts/s arrived in
-  the server 1.7-2.2 s late (p50) at 60,000 qps and 50-545 ms late at 20,000 qps. The list and
-  watch now run in a helper process (`dnsdisco/kvproc.py`) that forwards each batch over a
-  socket; the loop reads what has arrived and applies it as one batch: p50 0.2-0.3 ms at 20,000
-  qps, ~50 ms with both cores saturated by dnsperf. What is left in the burst figure is CPU:
-  the harness's back-to-back poller, the 4 writers, etcd, the helper and the server share 2
-  cores, and a burst now and then sees a stall of up to ~110 ms that an independent etcd watcher
-  sees too in part (up to 20-30 ms).
+  the server 1.7-2.2 s late (p50) at 60,000 qps and 50-545 ms late at 20,000 qps. Two changes:
+  the list and watch run in a helper process (`dnsdisco/kvproc.py`) that forwards each batch
+  over a socket, and the loop reads what has arrived and applies it as one batch; and a busy
+  UDP loop now yields by waiting on its own socket's watcher instead of `gevent.sleep(0)`,
+  which only runs gevent's callback queue (checking the clock every 50 callbacks), so under
+  load any other socket waited 8 ms typically and up to 230 ms for the loop to poll it.
+  Measured server-side (batch arrival after the put returned) under 20,000 qps during a burst:
+  p50 0.5-2 ms, max 10-12 ms, against p50 50-90 ms and max 160-290 ms with the helper alone.
+  What is left in the burst figure is mostly the harness: one Python poller sharing 2 cores and
+  its GIL with 4 writer threads, etcd, dnsperf and the server falls behind the writers now and
+  then (its own lateness, counted in the figure, reached 100-400 ms in some runs).
 - **Start to ready at 100,000 services** is the etcd listing (200,000 keys in 0.5 to 0.7 s:
   etcd counts the whole range on every page, so pages are sized by bytes), its transfer from
   the helper process in chunks of 5,000 pairs (~0.5 s with the helper's start), the snapshot
