@@ -16,6 +16,7 @@ import pytest
 
 from dnsdisco.kv import KV, Compacted, EtcdUnavailable
 from dnsdisco.kvproc import ProcessKV
+from test_kv import collect
 
 
 @pytest.fixture
@@ -23,22 +24,6 @@ def helper(kv):
     pkv = ProcessKV(kv.settings)
     yield pkv
     pkv.close()
-
-
-def _events_until(stream, wanted: int, timeout: float = 10.0):
-    """Read batches until `wanted` events have come; (batches, events). Bounded by `timeout`."""
-    timer = threading.Timer(timeout, stream.cancel)
-    timer.start()
-    batches, events = [], []
-    try:
-        for batch in stream:
-            batches.append(batch)
-            events.extend(batch.events)
-            if len(events) >= wanted:
-                break
-    finally:
-        timer.cancel()
-    return batches, events
 
 
 def test_list_gives_the_same_as_the_kv(kv, helper, prefix):
@@ -55,8 +40,7 @@ def test_batches_that_arrived_together_come_back_as_one_in_order(kv, helper, pre
     assert first.events == []
     revisions = [kv.put(f"{prefix}k{i}", str(i).encode()) for i in range(50)]
     time.sleep(0.5)                                        # all 50 wait in the socket now
-    batches, events = _events_until(stream, 50)
-    stream.cancel()
+    events, batches = collect(stream, 50, timeout=10)
     assert events == [(f"{prefix}k{i}", str(i).encode()) for i in range(50)]
     assert len(batches) < 50                               # merged, not one per revision
     assert batches[-1].revision == revisions[-1]
