@@ -105,8 +105,11 @@ class ProcessKV:
     # -- the helper
 
     def _ensure(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            return
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                return
+            self._log.warning("the etcd helper process ended (exit status %s); starting a new one",
+                              self._proc.returncode)
         self.close()
         ours, theirs = socket.socketpair()
         try:
@@ -132,8 +135,11 @@ class ProcessKV:
     def _reply(self, seq: int):
         """The next message for command `seq` (older commands' leftovers are skipped)."""
         while True:
+            reader = self._reader
+            if reader is None:
+                raise EtcdUnavailable("the etcd helper process is not running")
             try:
-                message = self._reader.next()
+                message = reader.next()
             except (EOFError, OSError):
                 self.close()
                 raise EtcdUnavailable("the etcd helper process exited") from None
@@ -197,8 +203,9 @@ class _Stream:
         if kind == "batch":
             revision, events = message[2], list(message[3])
             self._kv.endpoint_in_use = message[4]
-            while True:
-                more = self._kv._reader.poll()
+            reader = self._kv._reader
+            while reader is not None:
+                more = reader.poll()
                 if more is None:
                     break
                 if more[1] != self._seq:
