@@ -1,7 +1,8 @@
 """Direct wire answers for the common questions, packed without dnslib objects.
 
-A cache miss through dnslib costs about 300 µs; these answers cost a few microseconds, so
-the first pass over 100,000 names, and every name an etcd change touches, stays cheap.
+A cache miss through dnslib costs about 300 µs; these answers cost 5 to 14 µs (measured at
+100,000 services: an instance's A to an SRV with glue), so the first pass over 100,000 names,
+and every name an etcd change touches, stays cheap.
 Only the plain cases are handled here: A, AAAA, SRV and TXT of names below a zone apex
 whose records hold addresses, and the NODATA/NXDOMAIN answers of such queries. Anything
 else (apex, aliases, static zone data, targetstrip, name targets, oversize replies) returns
