@@ -100,6 +100,7 @@ class ProcessKV:
         self._reader: _Reader | None = None
         self._send_lock = threading.Lock()
         self._seq = 0
+        self._answered = False       # the current helper has sent something
         self.endpoint_in_use = list(settings["endpoints"])[0]
 
     # -- the helper
@@ -108,8 +109,11 @@ class ProcessKV:
         if self._proc is not None:
             if self._proc.poll() is None:
                 return
-            self._log.warning("the etcd helper process ended (exit status %s); starting a new one",
-                              self._proc.returncode)
+            # once per failure, not once per retry: the Syncer already reports etcd as lost
+            level = logging.WARNING if self._answered else logging.DEBUG
+            self._log.log(level, "the etcd helper process ended (exit status %s); starting a new one",
+                          self._proc.returncode)
+        self._answered = False
         self.close()
         ours, theirs = socket.socketpair()
         try:
@@ -143,6 +147,7 @@ class ProcessKV:
             except (EOFError, OSError):
                 self.close()
                 raise EtcdUnavailable("the etcd helper process exited") from None
+            self._answered = True
             if message[1] == seq:
                 return message
 
