@@ -262,7 +262,7 @@ def serve(sock) -> None:
     stream = None
     watcher = None
 
-    def follow(seq: int, prefix: str, start: int, interval: float, stream) -> None:
+    def follow(seq: int, stream) -> None:
         try:
             for batch in stream:
                 _send(sock, lock, ("batch", seq, batch.revision, batch.events, kv.endpoint_in_use))
@@ -300,7 +300,7 @@ def serve(sock) -> None:
                     stream.cancel()
                     watcher.join(10)
                 stream = kv.watch_prefix(message[2], message[3], progress_interval=message[4])
-                watcher = threading.Thread(target=follow, args=(seq, *message[2:5], stream), daemon=True)
+                watcher = threading.Thread(target=follow, args=(seq, stream), daemon=True)
                 watcher.start()
             elif kind == "cancel":
                 if stream is not None:
