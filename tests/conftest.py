@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from dnsdisco.kv import KV
-from etcdproc import EtcdProcess
+from etcdproc import EtcdProcess, start_cluster
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +37,12 @@ def kv(etcd):
 def prefix(request) -> str:
     """A key prefix no other test uses, ending in '/'."""
     return f"/t/{request.node.name[:40]}-{uuid.uuid4().hex[:6]}/"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A 3-member etcd cluster shared by the tests of one module."""
+    members = start_cluster(3)
+    yield members
+    for m in members:
+        m.cleanup()

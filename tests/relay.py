@@ -52,17 +52,14 @@ class Relay:
         with self._lock:
             self._mode = mode
             pairs, self._pairs = self._pairs, set()
-        for pair in pairs:
-            for s in pair:
-                _close(s)
+        _close_all(s for pair in pairs for s in pair)
 
     def heal(self) -> None:
         """Relay again; connections held during the cut are dropped so their clients reconnect."""
         with self._lock:
             self._mode = None
             held, self._held = self._held, set()
-        for s in held:
-            _close(s)
+        _close_all(held)
 
     def close(self) -> None:
         with self._lock:
@@ -70,11 +67,8 @@ class Relay:
             pairs, self._pairs = self._pairs, set()
             held, self._held = self._held, set()
         _close(self._listener)
-        for pair in pairs:
-            for s in pair:
-                _close(s)
-        for s in held:
-            _close(s)
+        _close_all(s for pair in pairs for s in pair)
+        _close_all(held)
         self._thread.join(5)
 
     def __enter__(self) -> "Relay":
@@ -144,6 +138,11 @@ def _close(s: socket.socket) -> None:
         s.close()
     except OSError:
         pass
+
+
+def _close_all(socks) -> None:
+    for s in socks:
+        _close(s)
 
 
 def _reset(s: socket.socket) -> None:

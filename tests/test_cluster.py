@@ -10,22 +10,15 @@ from __future__ import annotations
 import subprocess
 import time
 
-import pytest
 
 from dnsdisco.kv import KV
-from etcdproc import leader, start_cluster
+from etcdproc import leader
 from harness import ServeProcess, addresses, child_env, dnsdisco_cmd, wait_for
 from test_partition import QueryLoop
 
 TTL = 3
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    members = start_cluster(3)
-    yield members
-    for m in members:
-        m.cleanup()
 
 
 def test_leader_killed_under_serve_and_registrar(cluster):

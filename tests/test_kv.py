@@ -10,7 +10,7 @@ import time
 import pytest
 
 from dnsdisco.kv import KV, Compacted, EtcdAuthError, EtcdConfigError, EtcdUnavailable, WatchBatch
-from etcdproc import EtcdProcess, endpoints, leader, make_tls, start_cluster
+from etcdproc import EtcdProcess, endpoints, leader, make_tls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -333,12 +333,6 @@ def test_works_under_gevent(etcd):
 
 # ------------------------------------------------------------------ cluster failover
 
-@pytest.fixture(scope="module")
-def cluster():
-    members = start_cluster(3)
-    yield members
-    for m in members:
-        m.cleanup()
 
 
 def test_failover_when_members_die(cluster, prefix):
