@@ -66,7 +66,8 @@ def run_serve(cfg, args=None) -> int:
         acl = Acl(cfg.allow)
 
     responder = Responder(Snapshot.empty(cfg.prefix, zones), forwarder=forwarder, acl=acl, metrics=metrics,
-                          ready=False)
+                          cache_size=cfg.cache_size, ready=False)
+    metrics.track_cache(lambda: len(responder.cache))
     if cfg.rrl_rate:
         from .rrl import RateLimiter
         responder.rrl = RateLimiter(cfg.rrl_rate, cfg.rrl_slip, cfg.rrl_exempt)

@@ -281,6 +281,9 @@ OPTIONS: list[Option] = [
            "warning naming the key", SERVE, metavar="BYTES"),
     Option("max_records_per_name", parse_int(1), 1000, "instances served at most under one name (the "
            "first N by key); more are ignored with a warning naming the name", SERVE, metavar="N"),
+    Option("cache_size", parse_int(1000, 10_000_000), 100_000, "distinct questions whose packed replies "
+           "are kept for repeats (about 1 KB of memory each; the oldest eighth goes when full)", SERVE,
+           metavar="N"),
     Option("rrl_rate", parse_int(0), 0, "response rate limiting: UDP responses per second to one client "
            "/24 (IPv6 /56) for one name and type; 0 = off. TCP is never limited", SERVE, metavar="N"),
     Option("rrl_slip", parse_int(0, 10), 2, "with --rrl-rate: every Nth limited response goes out "

@@ -20,6 +20,7 @@ Metric names (all prefixed `dnsdisco_`):
   handler_errors_total                    unexpected exceptions in the query path
   bad_values_total                        etcd values skipped as invalid
   records                                 records in the live snapshot
+  cached_questions                        questions with packed replies in the cache (--cache-size)
   etcd_watch_connected                    1 while the etcd watch stream is up
   etcd_revision                           etcd revision of the live snapshot
   resyncs_total{reason}                   full re-lists of the prefix
@@ -229,6 +230,11 @@ class Metrics:
     def capped(self, kind: str) -> None:
         self._capped.inc(kind)
 
+    def track_cache(self, size) -> None:
+        """Read the reply cache's size at scrape time (`size()`), not on the query path."""
+        Gauge("cached_questions", "questions with packed replies in the cache (at most --cache-size)",
+              namespace=NAMESPACE, registry=self.registry).set_function(size)
+
     # ------------------------------------------------------------ exposition
 
     def render(self) -> bytes:
@@ -282,6 +288,9 @@ class NullMetrics:
         pass
 
     def capped(self, kind: str) -> None:
+        pass
+
+    def track_cache(self, size) -> None:
         pass
 
     def render(self) -> bytes:

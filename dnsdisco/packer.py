@@ -75,7 +75,7 @@ def _encode_under(name: str, zone: str, zone_ptr: bytes) -> bytes:
 
 def fast_answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int, edns: bool, do: bool,
                 limit: int, forwarding: bool, flags: int = 0):
-    """(variants, depends, serial offsets or None) for a plain question, or None.
+    """(variants, the one name it depends on, serial offsets or None) for a plain question, or None.
 
     Variants are replies without the 2-octet id (the cache writes each query's id in front);
     offsets count from the same start. `flags` are header bits to set (the query's RD/CD)."""
@@ -113,13 +113,13 @@ def fast_answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int, edns: boo
                     rrset.append(socket.inet_pton(family, r.host))
             if rrset:
                 variants = _rotated(qname, qtype, ttl, rrset, edns, do, flags, limit)
-                return None if variants is None else (variants, frozenset((name,)), None)
+                return None if variants is None else (variants, name, None)
     elif qtype == T_TXT:
         items = [r for r in recs if r.text]
         if items:
             ttl = min(_ttl(r, zone) for r in items)
             variants = _rotated(qname, T_TXT, ttl, [_txt(r.text) for r in items], edns, do, flags, limit)
-            return None if variants is None else (variants, frozenset((name,)), None)
+            return None if variants is None else (variants, name, None)
     else:
         ttl = None
         for r in recs:
@@ -138,7 +138,7 @@ def fast_answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int, edns: boo
             # SRV data and glue are built once for all the answer orders
             variants = _srv_rotated(qname, ttl, [(_SRV.pack(r.priority, r.weight, r.port) + encode_name(r.name),
                                                   _glue(r, zone)) for r in rrset], edns, do, flags, limit)
-            return None if variants is None else (variants, frozenset((name,)), None)
+            return None if variants is None else (variants, name, None)
     # no records of the type: NODATA, or NXDOMAIN if nothing at all is at the name
     if not snap.exists(name):
         flags |= 3
@@ -226,7 +226,7 @@ def _soa_parts(zone_name: str, mname: str, rname: str, timers: tuple, zone_ptr: 
 
 def _negative(qname: bytes, name: str, qtype: int, zone, serial: int, edns: bool, do: bool, flags: int,
               limit: int):
-    """([reply], depends, [(serial offset,)]) for NODATA, or NXDOMAIN when `flags` says so; id
+    """([reply], the name, [(serial offset,)]) for NODATA, or NXDOMAIN when `flags` says so; id
     left out. None if it does not fit in `limit`."""
     before, after = _soa_parts(zone.name, zone.soa_mname, zone.soa_rname,
                                (zone.refresh, zone.retry, zone.expire, zone.neg_ttl), _pointer(qname, zone.name))
@@ -234,4 +234,4 @@ def _negative(qname: bytes, name: str, qtype: int, zone, serial: int, edns: bool
     reply = head + _SERIAL.pack(serial) + after + ((_OPT_DO if do else _OPT) if edns else b"")
     if len(reply) + 2 > limit:
         return None
-    return [reply], frozenset((name,)), [(len(head),)]
+    return [reply], name, [(len(head),)]

@@ -26,6 +26,7 @@ DROP = "drop"          # the packet is not a query we answer (a response, or no 
 SLOW = None            # fast parse declined: use dnslib
 TCP_LIMIT = 65535
 MAX_ROTATIONS = 8      # distinct answer orders kept per cached reply
+DEFAULT_CACHE_SIZE = 100_000   # cached questions (serve --cache-size); about 700 octets each
 T_OPT = 41
 _HEADER = struct.Struct("!HHHHHH")
 _TYPECLASS = struct.Struct("!HH")
@@ -150,16 +151,25 @@ def rotations(reply: DNSRecord) -> list[DNSRecord]:
 # ---------------------------------------------------------------- the cache
 
 DEAD = -1          # an _Exact's revision once its cache entry is gone: equals no snapshot revision
+_KEY_TAIL = struct.Struct("!HHBH")   # qtype, qclass, EDNS/DO bits, size limit after the name
+
+
+def cache_key(lname: bytes, qtype: int, qclass: int, edns: bool, do: bool, limit: int) -> bytes:
+    """The reply cache's key for a question: one bytes object, not a tuple, because at
+    100,000 names every cached question's key is held (a 6-tuple costs 88 more octets)."""
+    return lname + _KEY_TAIL.pack(qtype, qclass, (edns << 1) | do, limit)
 
 
 class _Exact:
     """What a repeat of one exact query (all but the id) is sent, kept in one small object so a
     repeat touches as little memory as it can. `revision` is None when the reply holds no SOA
-    (good for any revision), the revision its SOA serial was written at, or DEAD."""
+    (good for any revision), the revision its SOA serial was written at, or DEAD. `table` and
+    `key` say where it is held, so a dropped cache entry takes its _Exacts out of the table at
+    once (left in, they would keep the dead replies alive until the table's own eviction)."""
 
-    __slots__ = ("replies", "count", "turn", "revision", "cell", "qtype", "qlen", "entry")
+    __slots__ = ("replies", "count", "turn", "revision", "cell", "qtype", "qlen", "entry", "table", "key")
 
-    def __init__(self, replies, turn, revision, cell, qtype, qlen, entry):
+    def __init__(self, replies, turn, revision, cell, qtype, qlen, entry, table, key):
         self.replies = replies
         self.count = len(replies)
         self.turn = turn
@@ -168,39 +178,99 @@ class _Exact:
         self.qtype = qtype
         self.qlen = qlen
         self.entry = entry
+        self.table = table
+        self.key = key
+
+    def forget(self) -> None:
+        """Dead: answer nothing again, and leave the table if it still holds this one."""
+        self.revision = DEAD
+        table = self.table
+        if table.get(self.key) is self:
+            del table[self.key]
 
 
-def _kill(entry: list) -> None:
-    """A cache entry is dropped: the exact-table entries made from it must not answer again."""
-    for exact in entry[4]:
-        exact.revision = DEAD
-    entry[4] = []
+class _Entry:
+    """One cached question: its replies without the id (one per answer order), the next turn,
+    where each reply's SOA serial sits (None: no SOA), the name or names whose change drops it
+    (`depends`: one str, or a tuple), the _Exact or _Exacts made from it (None, one, or a list:
+    most questions have one spelling) and the revision the serials were written at. Slotted
+    and with single values unwrapped, because at 100,000 names every cached question holds one."""
+
+    __slots__ = ("variants", "turn", "offsets", "depends", "exacts", "revision")
+
+    def __init__(self, variants: tuple, offsets, depends, revision):
+        self.variants = variants
+        self.turn = 0
+        self.offsets = offsets
+        self.depends = depends
+        self.exacts = None
+        self.revision = revision
+
+    def names(self) -> tuple:
+        depends = self.depends
+        return (depends,) if type(depends) is str else depends
+
+    def attach(self, exact: _Exact) -> None:
+        held = self.exacts
+        if held is None:
+            self.exacts = exact
+        elif type(held) is list:
+            held.append(exact)
+        else:
+            self.exacts = [held, exact]
+
+    def detach(self, exact: _Exact) -> None:
+        held = self.exacts
+        if held is exact:
+            self.exacts = None
+        elif type(held) is list and exact in held:
+            held.remove(exact)
+            if len(held) == 1:
+                self.exacts = held[0]
+
+    def exact_list(self) -> list:
+        held = self.exacts
+        return [] if held is None else held if type(held) is list else [held]
+
+    def kill(self) -> None:
+        """The entry is dropped: the exact-table entries made from it must not answer again."""
+        held = self.exacts
+        if held is None:
+            return
+        if type(held) is list:
+            for exact in held:
+                exact.forget()
+        else:
+            held.forget()
+        self.exacts = None
 
 
 class ReplyCache:
-    """Packed replies keyed on (lower qname, qtype, qclass, EDNS?, DO, size limit).
+    """Packed replies keyed on `cache_key` (lower qname, qtype, qclass, EDNS?, DO, size limit).
 
     An etcd change drops the entries of the names it touched (`depends`); a change that may
     touch anything (touched None) drops them all. When full, the oldest eighth is evicted.
-    An entry is [variants, turn, serial offsets per variant or None, depends, exact-table
-    entries made from it, revision the serials were written at]. Variants are replies without
-    their 2-octet id, so one tuple can also serve the exact-query table; when an entry is
-    dropped, the exact-table entries made from it are marked dead (`_kill`).
+    Variants are replies without their 2-octet id, so one tuple can also serve the exact-query
+    table; when an entry is dropped, the exact-table entries made from it are marked dead.
     """
 
-    def __init__(self, max_entries: int = 200_000):
+    def __init__(self, max_entries: int = 100_000):
         self.max_entries = max(8, max_entries)
-        self.entries: dict[tuple, list] = {}
-        self.by_name: dict[str, tuple | set] = {}   # name -> the one key, or a set of keys
+        self.entries: dict[bytes, _Entry] = {}
+        self.by_name: dict[str, bytes | set] = {}   # name -> the one key, or a set of keys
         self.generation = 0
 
-    def put(self, key, variants: list[bytes], depends, serial_offsets=None, revision=None) -> list:
+    def put(self, key: bytes, variants, depends, serial_offsets=None, revision=None) -> _Entry:
         if len(self.entries) >= self.max_entries:
             self._evict(self.max_entries // 8)
-        entry = [tuple(variants), 0, serial_offsets, tuple(depends), [], revision]
+        if type(depends) is not str:
+            depends = tuple(depends)
+            if len(depends) == 1:
+                depends = depends[0]
+        entry = _Entry(tuple(variants), serial_offsets, depends, revision)
         self.entries[key] = entry
         by_name = self.by_name
-        for name in depends:
+        for name in entry.names():
             held = by_name.get(name)
             if held is None:
                 by_name[name] = key            # most names: one key, no set
@@ -214,8 +284,8 @@ class ReplyCache:
         oldest = list(itertools.islice(self.entries, count))
         for key in oldest:
             entry = self.entries.pop(key)
-            _kill(entry)
-            for name in entry[3]:
+            entry.kill()
+            for name in entry.names():
                 held = self.by_name.get(name)
                 if type(held) is set:
                     held.discard(key)
@@ -226,7 +296,7 @@ class ReplyCache:
 
     def clear(self) -> None:
         for entry in self.entries.values():
-            _kill(entry)
+            entry.kill()
         self.entries.clear()
         self.by_name.clear()
 
@@ -243,7 +313,7 @@ class ReplyCache:
                 for key in held if type(held) is set else (held,):
                     entry = entries.pop(key, None)
                     if entry is not None:
-                        _kill(entry)
+                        entry.kill()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -290,7 +360,7 @@ class Responder:
     """Turns a query packet into reply bytes from the current snapshot (or the forwarder)."""
 
     def __init__(self, snapshot: Snapshot, *, forwarder=None, acl=None, metrics=None,
-                 cache_size: int = 200_000, ready: bool = True):
+                 cache_size: int = DEFAULT_CACHE_SIZE, ready: bool = True):
         self.snapshot = snapshot
         self.forwarder = forwarder
         self.acl = acl
@@ -301,7 +371,8 @@ class Responder:
         self._zone_memo: dict[bytes, bool] = {}
         # per transport: exact query bytes (id left out) -> _Exact
         self._exact: dict[str, dict[bytes, _Exact]] = {"udp": {}, "tcp": {}}
-        self._exact_max = max(1024, cache_size)
+        # a cap per table: UDP's as large as the cache, TCP's (rarer) an eighth of it
+        self._exact_max = {"udp": max(1024, cache_size), "tcp": max(1024, cache_size // 8)}
         self._revision = snapshot.revision      # what an _Exact with an SOA must have been written at
         self.rrl = None
         self._zone_suffixes = self._suffixes(snapshot)
@@ -407,13 +478,13 @@ class Responder:
                                        _now() - started, False)
                 return reply
             limit = TCP_LIMIT if transport == "tcp" else udp_limit(edns, udp)
-            key = (lname, qtype, qclass, edns, do, limit)
+            key = cache_key(lname, qtype, qclass, edns, do, limit)
             entry = self.cache.entries.get(key)
             if entry is not None:
                 reply = self._from_entry(entry, data, qname, lname, transport, qtype)
                 hit = True
             else:
-                reply = self._miss(data, transport, client, key, qname)
+                reply = self._miss(data, transport, client, key, fq, lname, limit)
                 hit = False
         if self.rrl is not None and transport == "udp" and reply is not None and type(fq) is tuple:
             reply = self._rate_limited(reply, data, fq, client)     # response rate limiting
@@ -433,24 +504,24 @@ class Responder:
         out[10:10 + len(qname)] = qname
         return bytes(out)
 
-    def _from_entry(self, entry: list, data: bytes, qname: bytes, lname: bytes, transport: str,
+    def _from_entry(self, entry: _Entry, data: bytes, qname: bytes, lname: bytes, transport: str,
                     qtype: int) -> bytes:
-        turn = entry[1]
-        entry[1] = turn + 1
+        turn = entry.turn
+        entry.turn = turn + 1
         revision = None
-        if entry[2] is not None:                 # replies with an SOA: its serial is the revision
+        if entry.offsets is not None:            # replies with an SOA: its serial is the revision
             revision = self.snapshot.revision
-            if entry[5] != revision:             # rewrite the serials once per revision
+            if entry.revision != revision:       # rewrite the serials once per revision
                 serial = soa_serial(self.snapshot)
                 fresh = []
-                for variant, offsets in zip(entry[0], entry[2]):
+                for variant, offsets in zip(entry.variants, entry.offsets):
                     out = bytearray(variant)
                     for offset in offsets:
                         _SERIAL.pack_into(out, offset, serial)
                     fresh.append(bytes(out))
-                entry[0] = tuple(fresh)
-                entry[5] = revision
-        variants = entry[0]
+                entry.variants = tuple(fresh)
+                entry.revision = revision
+        variants = entry.variants
         count = len(variants)
         first = variants[0]
         if lname == qname and not (first[0] ^ data[2]) & 0x01 and not (first[1] ^ data[3]) & 0x10:
@@ -472,15 +543,18 @@ class Responder:
                 known.revision = revision
                 known.turn = turn + 1
             else:
-                if len(table) >= self._exact_max:      # full: forget the oldest eighth
-                    for old in list(itertools.islice(table, self._exact_max // 8)):
+                if known is not None and known.revision != DEAD:
+                    known.entry.detach(known)          # its entry was replaced under the same key
+                most = self._exact_max[transport]
+                if len(table) >= most:                 # full: forget the oldest eighth
+                    for old in list(itertools.islice(table, most // 8)):
                         forgotten = table.pop(old)
                         if forgotten.revision != DEAD:
-                            forgotten.entry[4].remove(forgotten)
+                            forgotten.entry.detach(forgotten)
                 rcode = first[1] & 0xF
                 cell = self.metrics.cell_for(qtype, rcode, transport) if self.metrics else None
-                exact = _Exact(replies, turn + 1, revision, cell, qtype, len(qname), entry)
-                entry[4].append(exact)
+                exact = _Exact(replies, turn + 1, revision, cell, qtype, len(qname), entry, table, asked)
+                entry.attach(exact)
                 table[asked] = exact
         return data[:2] + replies[turn % count]
 
@@ -507,9 +581,10 @@ class Responder:
             return formerr_for(data)
         return error_reply(query, RCODE.SERVFAIL, forwarding=self.forwarder is not None).pack()
 
-    def _miss(self, data: bytes, transport: str, client, key, qname: bytes) -> bytes | None:
+    def _miss(self, data: bytes, transport: str, client, key: bytes, fq: tuple, lname: bytes,
+              limit: int) -> bytes | None:
         """A cache miss: the direct packer for plain questions, else the dnslib path."""
-        lname, qtype, qclass, edns, do, limit = key
+        qname, qtype, qclass, edns, do = fq[1], fq[2], fq[3], fq[4], fq[6]
         try:
             packed = fast_answer(self.snapshot, lname, qtype, qclass, edns, do, limit, self.forwarder is not None,
                                  ((data[2] & 0x01) << 8) | (data[3] & 0x10))
@@ -563,7 +638,7 @@ class Responder:
                 offsets = [tuple(at - 2 for at in soa_serial_offsets(v)) for v in variants]
                 entry = self.cache.put(key, [v[2:] for v in variants], ans.depends,
                                        offsets if any(offsets) else None, snap.revision)
-                entry[1] = 1
+                entry.turn = 1
             out = bytearray(variants[0])
             out[12:12 + len(qname)] = qname
             return bytes(out)

@@ -61,6 +61,21 @@ def test_metrics_count_the_queries_sent_by_type_and_rcode(etcd):
         assert get(http, "/healthz")[0] == 200
 
 
+def test_cache_size_caps_the_cached_questions(etcd):
+    """--cache-size bounds the packed-reply cache (and with it the memory): 1,200 distinct
+    questions through a 1,000-question cache leave at most 1,000, and answers stay right."""
+    etcd.etcdctl("put", f"{PREFIX}/local/svc/capped/a", json.dumps({"host": "10.0.0.9"}))
+    http = free_port()
+    with ServeProcess(etcd.endpoint, "--prefix", PREFIX, "--http", f"127.0.0.1:{http}",
+                      "--cache-size", "1000") as srv:
+        for i in range(1200):
+            assert srv.query(f"nx{i}.svc.local", "A").rcode() == dns.rcode.NXDOMAIN
+        cached = samples(get(http, "/metrics")[1], "dnsdisco_cached_questions")[()]
+        assert 1000 * 7 // 8 <= cached <= 1000
+        assert srv.query("nx0.svc.local", "A").rcode() == dns.rcode.NXDOMAIN      # evicted, asked again
+        assert [rd.to_text() for rr in srv.query("capped.svc.local", "A").answer for rd in rr] == ["10.0.0.9"]
+
+
 def test_readyz_follows_the_first_sync_and_etcd_staleness(tmp_path):
     etcd = EtcdProcess("ready")            # not started yet: serve comes up without etcd
     http = free_port()

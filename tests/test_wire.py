@@ -590,9 +590,9 @@ def test_exact_table_eviction_keeps_entries_consistent():
     table = r._exact["udp"]
     assert len(table) <= 1024 and len(r.cache) == 700
     for exact in table.values():
-        assert exact in exact.entry[4]
+        assert exact in exact.entry.exact_list()
     for entry in r.cache.entries.values():
-        assert len(entry[4]) <= 2                     # one per flag spelling, never piling up
+        assert len(entry.exact_list()) <= 2           # one per flag spelling, never piling up
     changed, touched, _ = snap.apply(4, [(f"/skydns/local/svc/s{i}", val(host="10.9.9.9")) for i in range(0, 700, 7)])
     r.on_swap(changed, touched)
     for i in range(0, 700, 7):
@@ -610,3 +610,34 @@ def test_repeats_count_in_their_metrics_cell(snap):
     assert [hit for _rcode, hit in metrics.seen] == [False]                # the miss
     assert metrics.cells == {(1, 0, "udp"): [39, 39]}                      # 39 repeats: queries and hits
     assert 1 <= len(metrics.latencies) <= 3 and all(0 <= s < 1 for s in metrics.latencies)
+
+
+def test_a_dropped_entry_takes_its_exact_queries_out_of_the_table():
+    """An etcd change that drops a cached question also empties its exact-query slots, so the
+    table holds no dead replies (they would keep their memory until the table's own eviction)."""
+    snap = build([(f"/skydns/local/svc/s{i}", val(host=f"10.2.0.{i + 1}")) for i in range(10)], revision=3)
+    r = Responder(snap)
+    for rd in (True, False):
+        for i in range(10):
+            r.handle(query(f"s{i}.svc.local", qid=i, rd=rd), "udp", CLIENT)
+    table = r._exact["udp"]
+    assert len(table) == 20
+    changed, touched, _ = snap.apply(4, [(f"/skydns/local/svc/s{i}", val(host="10.3.3.3")) for i in range(5)])
+    r.on_swap(changed, touched)
+    assert len(table) == 10
+    assert all(exact.revision != -1 and exact.entry.exacts is not None for exact in table.values())
+    for i in range(10):
+        reply = parse(r.handle(query(f"s{i}.svc.local", qid=i, rd=False), "udp", CLIENT))
+        assert [d.to_text() for rr in reply.answer for d in rr] == ["10.3.3.3" if i < 5 else f"10.2.0.{i + 1}"]
+    assert len(table) == 15
+
+
+def test_the_tcp_exact_table_holds_an_eighth_of_the_cache_size():
+    items = [(f"/skydns/local/svc/s{i}", val(host=f"10.4.{i // 250}.{i % 250 + 1}")) for i in range(2100)]
+    r = Responder(build(items), cache_size=16384)
+    for i in range(2100):
+        r.handle(query(f"s{i}.svc.local"), "tcp", CLIENT)
+    assert len(r.cache) == 2100
+    assert 2048 * 7 // 8 <= len(r._exact["tcp"]) <= 2048
+    reply = parse(r.handle(query("s0.svc.local", qid=9), "tcp", CLIENT))   # forgotten, still right
+    assert [d.to_text() for rr in reply.answer for d in rr] == ["10.4.0.1"] and reply.id == 9
