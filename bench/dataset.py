@@ -190,6 +190,21 @@ def mixed_queries(ds: Dataset, count: int, seed: int = 6) -> list[str]:
     return lines
 
 
+def every_question(ds: Dataset) -> Iterator[str]:
+    """Every positive question of the dataset once, and AAAA of every name (mostly NODATA):
+    more distinct questions than any reply cache holds, so the server's memory after them is
+    the worst a query mix can make it."""
+    for i in range(ds.services):
+        svc = service_label(i)
+        yield f"{svc}.{ZONE} A"
+        yield f"{svc}.{ZONE} SRV"
+        yield f"{svc}.{ZONE} AAAA"
+        for inst in instances_of(i):
+            yield f"{inst.name} {'AAAA' if inst.is_v6 else 'A'}"
+            if not inst.is_v6:
+                yield f"{inst.name} AAAA"
+
+
 def single_queries(ds: Dataset) -> list[str]:
     return [f"{service_label(0)}.{ZONE} A"]
 

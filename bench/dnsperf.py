@@ -65,9 +65,11 @@ def parse(output: str) -> PerfResult:
 
 def command(port: int, query_file: str, seconds: float, clients: int, *,
             max_qps: int | None = None, server: str = "127.0.0.1", threads: int | None = None,
-            outstanding: int | None = None) -> list[str]:
+            outstanding: int | None = None, passes: int | None = None) -> list[str]:
     cmd = ["dnsperf", "-s", server, "-p", str(port), "-d", query_file,
            "-c", str(clients), "-l", str(seconds)]
+    if passes:
+        cmd += ["-n", str(passes)]            # stop after this many runs through the file
     if threads:
         cmd += ["-T", str(threads)]
     if outstanding:

@@ -241,6 +241,9 @@ def idle_tcp(sup, a, ds, res, live_srv, qfiles):
         say(f"  {before.qps:,.0f} / {with_.qps:,.0f} / {after.qps:,.0f} qps")
 
 
+EVERY_LIMIT_S = 60        # bound on the every-question pass (100,000 services: ~700,000 queries)
+
+
 def scale(sup, a, res, tmp: Path):
     """Each size on a fresh etcd, first run then repeat; after them, the same dnsperf run on a
     reference server holding the smallest size, so every size is compared with a run made
@@ -280,6 +283,7 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
     count, secs = live.load(client, ds.etcd_items())
     say(f"  loaded {count:,} keys in {secs:.1f} s")
     qpath = write_queries(tmp / f"mixed-{n}.txt", dataset.mixed_queries(ds, a.query_lines))
+    every = write_queries(tmp / f"every-{n}.txt", list(dataset.every_question(ds)))
     for name in a.live:
         row = {"target": name, "services": n}
         try:
@@ -296,6 +300,10 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
             burst = live.burst(client, srv.port, puts=1000, rate=1000)
             row.update(qps=perf.qps, lost=perf.lost, qps_repeat=again.qps, lost_repeat=again.lost,
                        ready_s=ready, rss_mib=srv.rss_mib(), burst=burst.summary())
+            # then every question of the zone once: more than the reply cache holds, so the
+            # memory after it is the most any query mix can make the server hold
+            swept = dnsperf.run(srv.port, every, EVERY_LIMIT_S, a.clients, passes=1)
+            row.update(every_sent=swept.sent, every_qps=swept.qps, rss_every_mib=srv.rss_mib())
         except Exception as exc:  # noqa: BLE001 - one step failing must not lose the others
             row["status"] = f"failed: {exc.__class__.__name__}: {exc}"[:200]
         finally:
@@ -308,7 +316,8 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
                 say(f"  reference run failed: {exc}"[:200])
         if "status" not in row:
             say(f"  {name}: ready {ready:.2f} s, {row['qps']:,.0f} qps first run, {row['qps_repeat']:,.0f} "
-                f"repeated, {row.get('qps_reference', 0):,.0f} reference, rss {row['rss_mib']:.0f} MiB, "
+                f"repeated, {row.get('qps_reference', 0):,.0f} reference, rss {row['rss_mib']:.0f} MiB "
+                f"({row['rss_every_mib']:.0f} after {row['every_sent']:,} questions), "
                 f"burst p99 {row['burst']['p99']}")
         res["scale"].append(row)
     client.close()

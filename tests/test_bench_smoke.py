@@ -55,6 +55,16 @@ def test_etcd_items_use_the_skydns_key_format():
     assert ds.last_name() == "s000099.svc.local"
 
 
+def test_every_question_asks_each_name_once_per_type():
+    ds = dataset.Dataset(100)
+    lines = list(dataset.every_question(ds))
+    assert len(lines) == len(set(lines))
+    kinds = Counter(line.split()[1] for line in lines)
+    assert kinds == {"A": 100 + 200, "SRV": 100, "AAAA": 100 + 200 + 2}
+    assert "s000050.svc.local SRV" in lines and "v6.s000050.svc.local AAAA" in lines
+    assert "v6.s000050.svc.local A" not in lines
+
+
 def test_zone_file_parses_and_holds_the_same_records():
     ds = dataset.Dataset(60)
     zone = dns.zone.from_text(dataset.zone_file(ds), origin="svc.local.", relativize=False)
@@ -145,14 +155,18 @@ def test_percentiles_and_report_render():
         {"target": "dnsdisco", "services": 10, "qps": 100_000.0, "qps_repeat": 110_000.0, "lost": 0,
          "lost_repeat": 0, "ready_s": 0.3, "rss_mib": 55.0, "burst": burst, "qps_reference": 105_000.0},
         {"target": "dnsdisco", "services": 100_000, "qps": 50_000.0, "qps_repeat": 99_000.0, "lost": 3,
-         "lost_repeat": 0, "ready_s": 2.8, "rss_mib": 257.0, "burst": burst, "qps_reference": 110_000.0},
+         "lost_repeat": 0, "ready_s": 2.8, "rss_mib": 257.0, "burst": burst, "qps_reference": 110_000.0,
+         "rss_every_mib": 281.0, "every_sent": 704_000},
         {"target": "floor", "services": 10, "status": "floor: not available (no etcd)"},
     ]
     text = report.markdown(res)
     assert "dnsdisco: not available" in text and "103,296" in text
     assert "## What limits the figure" in text
     scale_row = next(line for line in text.splitlines() if line.startswith("| dnsdisco | 100,000 |"))
-    assert scale_row.split(" | ")[2:8] == ["50,000", "99,000", "110,000", "0.45", "0.90", "3/0"]
+    assert scale_row.split(" | ")[2:11] == ["50,000", "99,000", "110,000", "0.45", "0.90", "3/0", "2.80", "257",
+                                            "281 (704,000)"]
+    small_row = next(line for line in text.splitlines() if line.startswith("| dnsdisco | 10 |"))
+    assert small_row.split(" | ")[10] == "—"
     assert "QPS 10 services (reference)" in text
     assert "floor: not available (no etcd)" in text
     assert "| 2 | 70,000 | 100,000 | 0.70 | 2 vs 0 |" in text
