@@ -85,6 +85,9 @@ def _str_field(key: str, data: dict, field: str) -> str:
     return value
 
 
+_PORTS: dict[int, int] = {}   # at most 65,536 entries: ints above 256 are objects of their own
+
+
 def classify_host(key: str, host: str) -> tuple[str, str]:
     """Return (normalised host, kind) or raise BadValue."""
     host = host.strip()
@@ -145,6 +148,7 @@ def parse(key: str, name: str, value: bytes | str) -> Record:
     if not isinstance(mail, bool):
         raise BadValue(f"{key}: 'mail' must be true or false, got {mail!r}")
     port = _int_field(key, data, "port", 0, 65535, 0)
+    port = _PORTS.setdefault(port, port)      # one int object per port number, not per record
     record = Record(
         key=key,
         name=name,
