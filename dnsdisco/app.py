@@ -24,14 +24,17 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def run_serve(cfg, args=None) -> int:
-    # gevent and gRPC must be set up before any socket or gRPC object exists
-    from .etcdconf import StartupError, check_access, connect  # sets GRPC_VERBOSITY before gRPC loads
-    from .kv import init_gevent
-    init_gevent()
+    # gevent must be set up before any socket exists. No gRPC here: the etcd calls run in a
+    # helper process (kvproc.py), which is the only one to load it.
+    from gevent import monkey
+    if not monkey.is_module_patched("socket"):
+        monkey.patch_all()
     import gevent
     from gevent.event import Event
 
     from . import logs
+    from .etcdconf import StartupError, check_access, kv_settings
+    from .kvproc import ProcessKV
     from .metrics import Metrics
     from .server import BindError, DNSServer
     from .snapshot import Snapshot
@@ -113,21 +116,19 @@ def run_serve(cfg, args=None) -> int:
              " (embedded, started by dnsdisco)" if embedded is not None and embedded.started else "",
              cfg.prefix or "/")
     try:
-        kv = connect(cfg, log=log, endpoints=endpoints)
+        etcd_settings = kv_settings(cfg, endpoints=endpoints)
     except StartupError as exc:
         return abort(str(exc))
-    cleanups.append(kv.close)
+    # etcd is used from a helper process: under query load gevent's gRPC hands over one watch
+    # message per event-loop round trip, too slow for a burst of puts, and gRPC would cost this
+    # process ~20 MiB (kvproc.py)
+    watch_kv = ProcessKV(etcd_settings, log=logging.getLogger("dnsdisco.etcd"))
+    cleanups.append(watch_kv.close)
     if cfg.etcd:  # an etcd the operator named: wrong credentials or TLS stop start-up here
         try:
-            check_access(kv, cfg.prefix, write=False, log=log)
+            check_access(watch_kv, cfg.prefix, write=False, log=log)
         except StartupError as exc:
             return abort(str(exc))
-
-    # the list and watch run in a helper process: under query load gevent's gRPC hands over
-    # one watch message per event-loop round trip, too slow for a burst of puts (kvproc.py)
-    from .kvproc import ProcessKV
-    watch_kv = ProcessKV(kv.settings, log=logging.getLogger("dnsdisco.etcd"))
-    cleanups.append(watch_kv.close)
     syncer = Syncer(watch_kv, cfg.prefix, zones, on_swap=_freezing(_reporting_caps(responder.on_swap, metrics)),
                     metrics=metrics, log=logging.getLogger("dnsdisco.sync"))
     http = None
@@ -184,7 +185,6 @@ def run_serve(cfg, args=None) -> int:
         if http is not None:
             http.stop()
         watch_kv.close()
-        kv.close()
         if embedded is not None:
             embedded.stop(timeout=_left(deadline, 0.2))
     return 0

@@ -4,7 +4,9 @@
 the same settings and fail the same way: a setting that cannot work (an unreadable file,
 a rejected password, a TLS handshake etcd refuses, a role without the needed permission)
 becomes one `StartupError` line that names the problem; the caller prints
-`dnsdisco <command>: <message>` and exits non-zero, without a traceback.
+`dnsdisco <command>: <message>` and exits non-zero, without a traceback. `serve` takes only
+the checked settings (`kv_settings`, no gRPC) and runs `check_access` on its helper process
+(kvproc.ProcessKV): its own process never loads gRPC.
 
 The password never comes from a flag (it would show in `ps`): it is the secret setting
 `etcd_password` (env DNSDISCO_ETCD_PASSWORD or the config file) or the first line of
@@ -64,7 +66,7 @@ def read_password(cfg) -> str | None:
 
 def _check_files(ca: str, cert: str, key: str) -> None:
     """Name the flag and the file that cannot be read, before any connection is tried."""
-    from .kv import EtcdConfigError, read_pem
+    from .kvtypes import EtcdConfigError, read_pem
     for flag, path in (("--etcd-cacert", ca), ("--etcd-cert", cert), ("--etcd-key", key)):
         if path:
             try:
@@ -75,16 +77,17 @@ def _check_files(ca: str, cert: str, key: str) -> None:
         raise StartupError("--etcd-cert and --etcd-key go together (the client certificate and its key)")
 
 
-def connect(cfg, *, log: logging.Logger | None = None, endpoints: list[str] | None = None,
-            timeout: float | None = None, scrub_env: bool = False):
-    """A KV for the command's etcd settings. Raises StartupError for a setting that cannot work.
+def kv_settings(cfg, *, endpoints: list[str] | None = None, timeout: float | None = None,
+                scrub_env: bool = False) -> dict:
+    """The settings of a KV (`KV(**settings)`) for the command's etcd settings, checked
+    without gRPC: `serve` hands them to its helper process (kvproc.py). Raises StartupError
+    for a setting that cannot work.
 
     endpoints: overrides cfg.etcd (e.g. the embedded etcd); default cfg.etcd, else
     http://127.0.0.1:2379. timeout: overrides cfg.etcd_timeout. scrub_env: drop the
     password from os.environ once read, so child processes (a wrapped command, a health
     check) do not inherit it.
     """
-    log = log or logging.getLogger("dnsdisco.etcd")
     from . import logs
     password = read_password(cfg)
     if password:
@@ -101,12 +104,25 @@ def connect(cfg, *, log: logging.Logger | None = None, endpoints: list[str] | No
     _check_files(ca, cert, key)
     default = DEFAULT_ENDPOINT.replace("http:", "https:") if ca or cert else DEFAULT_ENDPOINT
     endpoints = list(endpoints or _setting(cfg, "etcd", None) or [default])
-    from .kv import KV, EtcdError
+    from .kvtypes import EtcdError, check_settings
     try:
-        return KV(endpoints, timeout=float(timeout if timeout is not None else _setting(cfg, "etcd_timeout", 5.0)),
-                  ca=ca or None, cert=cert or None, key=key or None, user=user, password=password)
+        return check_settings(endpoints,
+                              timeout=float(timeout if timeout is not None else _setting(cfg, "etcd_timeout", 5.0)),
+                              ca=ca or None, cert=cert or None, key=key or None, user=user, password=password)
     except (EtcdError, ValueError) as exc:
         raise StartupError(_scrub(str(exc), password)) from None
+
+
+def connect(cfg, *, log: logging.Logger | None = None, endpoints: list[str] | None = None,
+            timeout: float | None = None, scrub_env: bool = False):
+    """A KV for the command's etcd settings (kv_settings, whose arguments these are).
+    Raises StartupError for a setting that cannot work."""
+    settings = kv_settings(cfg, endpoints=endpoints, timeout=timeout, scrub_env=scrub_env)
+    from .kv import KV, EtcdError
+    try:
+        return KV(**settings)
+    except (EtcdError, ValueError) as exc:
+        raise StartupError(_scrub(str(exc), settings["password"])) from None
 
 
 # ---------------------------------------------------------------- start-up check
@@ -125,7 +141,7 @@ def check_access(kv, where: str, write: bool, *, log: logging.Logger | None = No
     handshakes: waiting will not fix those.
     """
     log = log or logging.getLogger("dnsdisco.etcd")
-    from .kv import EtcdAuthError, EtcdError, EtcdUnavailable
+    from .kvtypes import EtcdAuthError, EtcdError, EtcdUnavailable
     password = getattr(kv, "_password", None)
     saved = kv.timeout
     if timeout is not None:
@@ -153,7 +169,7 @@ def check_access(kv, where: str, write: bool, *, log: logging.Logger | None = No
 
 def explain(exc: Exception, kv=None) -> str:
     """One line for an etcd error met outside check_access (e.g. by `status`)."""
-    from .kv import EtcdAuthError
+    from .kvtypes import EtcdAuthError
     text = str(exc)
     password = getattr(kv, "_password", None)
     if isinstance(exc, EtcdAuthError):

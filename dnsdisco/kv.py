@@ -18,12 +18,16 @@ import queue
 import threading
 import time
 import weakref
-from typing import Callable, Iterator, NamedTuple
-from urllib.parse import urlsplit
+from typing import Callable, Iterator
 
 import grpc
 from pyetcd import etcdrpc
 from pyetcd.etcdrpc import kv_pb2
+
+# the gRPC-free part, re-exported: `from .kv import EtcdError` keeps working
+from .kvtypes import (Compacted, EtcdAuthError, EtcdConfigError, EtcdError, EtcdTooLarge,  # noqa: F401
+                      EtcdUnavailable, WatchBatch, check_settings, needs_tls, parse_endpoint, range_end,
+                      read_pem, tls_pems)
 
 log = logging.getLogger(__name__)
 
@@ -60,46 +64,6 @@ _RETRY_MESSAGES = ("no leader", "leader changed", "request timed out", "deadline
                    "too many requests", "not capable", "stopped")
 
 
-class EtcdError(Exception):
-    """Base of every error this adapter raises."""
-
-
-class EtcdUnavailable(EtcdError):
-    """No endpoint answered in time; the message names the endpoints and the last error."""
-
-
-class Compacted(EtcdError):
-    """The requested revision is compacted away: re-list. `.compact_revision` may be 0 if
-    etcd did not say which revision it compacted to."""
-
-    def __init__(self, compact_revision: int, message: str | None = None):
-        self.compact_revision = compact_revision
-        super().__init__(message or f"etcd history is compacted up to revision {compact_revision}")
-
-
-class EtcdAuthError(EtcdError):
-    """etcd rejected the credentials or denied the operation."""
-
-
-class EtcdTooLarge(EtcdError):
-    """A response over the gRPC receive limit (a list page of very large values)."""
-
-
-class EtcdConfigError(EtcdError, ValueError):
-    """An endpoint URL or TLS setting that cannot be used; the message names it."""
-
-
-class WatchBatch(NamedTuple):
-    """One step of a watch.
-
-    `revision`: every change up to and including it has been delivered, so a watch resumed
-    at revision + 1 misses nothing. `events`: (key, value) in etcd order, value None for a
-    delete. A batch without events is a progress or liveness signal.
-    """
-    revision: int
-    events: list[tuple[str, bytes | None]]
-
-
 # --------------------------------------------------------------------- gevent
 
 _gevent_initialized = False
@@ -125,16 +89,6 @@ def init_gevent() -> None:
 
 # --------------------------------------------------------------------- helpers
 
-def range_end(prefix: bytes) -> bytes:
-    """The smallest key after every key that starts with prefix (etcd's prefix range end)."""
-    end = bytearray(prefix)
-    for i in reversed(range(len(end))):
-        if end[i] < 0xFF:
-            end[i] += 1
-            return bytes(end[: i + 1])
-    return b"\0"  # empty or all-0xff prefix: to the end of the key space
-
-
 def _key_str(key: bytes) -> str:
     return key.decode("utf-8", errors="replace")
 
@@ -146,33 +100,12 @@ def _details(exc: grpc.RpcError) -> str:
         return str(exc)
 
 
-def read_pem(path: str, what: str) -> bytes:
-    """The PEM file at `path`; `what` names it in the error (a flag, or "the etcd CA file")."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise EtcdConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if b"-----BEGIN" not in data:
-        raise EtcdConfigError(f"{what} {path} is not a PEM file")
-    return data
-
-
 class _Endpoint:
     """One member: its URL, its gRPC channel and the stubs on it."""
 
     def __init__(self, url: str, credentials: grpc.ChannelCredentials | None):
-        parts = urlsplit(url if "://" in url else "http://" + url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise EtcdConfigError(f"etcd endpoint {url!r}: expected http://HOST:PORT or https://HOST:PORT")
-        try:
-            port = parts.port or 2379
-        except ValueError:
-            raise EtcdConfigError(f"etcd endpoint {url!r}: bad port") from None
-        host = parts.hostname
-        self.url = f"{parts.scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
-        self.target = f"{'[' + host + ']' if ':' in host else host}:{port}"
-        if parts.scheme == "https":
+        self.url, self.target = parse_endpoint(url)
+        if self.url.startswith("https://"):
             self.channel = grpc.secure_channel(self.target, credentials, options=CHANNEL_OPTIONS)
         else:
             self.channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
@@ -198,31 +131,15 @@ class KV:
     def __init__(self, endpoints: list[str] | str, *, timeout: float = 5.0,
                  ca: str | None = None, cert: str | None = None, key: str | None = None,
                  user: str | None = None, password: str | None = None):
-        if isinstance(endpoints, str):
-            endpoints = [e for e in endpoints.split(",")]
-        endpoints = [e.strip() for e in endpoints if e and e.strip()]
-        if not endpoints:
-            raise EtcdConfigError("no etcd endpoint given")
-        if (cert is None) != (key is None):
-            raise EtcdConfigError("the etcd client certificate and key must be given together")
-        if (user is None) != (password is None):
-            raise EtcdConfigError("an etcd user needs a password (and a password needs a user)")
-        tls_given = ca is not None or cert is not None
-        credentials = None
-        if tls_given or any(e.startswith("https://") for e in endpoints):
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=read_pem(ca, "the etcd CA file") if ca else None,
-                private_key=read_pem(key, "the etcd client key file") if key else None,
-                certificate_chain=read_pem(cert, "the etcd client certificate file") if cert else None)
-        if tls_given:
-            plain = [e for e in endpoints if not e.startswith("https://")]
-            if plain:
-                raise EtcdConfigError(f"TLS files are given but etcd endpoint {plain[0]!r} is "
-                                      "not https://")
-        self.timeout = float(timeout)
         # what another process needs to open the same KV (serve's watch helper, kvproc.py)
-        self.settings = dict(endpoints=endpoints, timeout=self.timeout, ca=ca, cert=cert, key=key,
-                             user=user, password=password)
+        self.settings = check_settings(endpoints, timeout=timeout, ca=ca, cert=cert, key=key,
+                                       user=user, password=password)
+        endpoints, self.timeout = self.settings["endpoints"], self.settings["timeout"]
+        credentials = None
+        if needs_tls(self.settings):
+            root, private_key, chain = tls_pems(ca, cert, key)
+            credentials = grpc.ssl_channel_credentials(root_certificates=root, private_key=private_key,
+                                                       certificate_chain=chain)
         self._user, self._password = user, password
         self._endpoints = [_Endpoint(e, credentials) for e in endpoints]
         self._current = 0

@@ -7,11 +7,13 @@ qps (measured: server-side arrival lag after the put, p50 1.7-2.2 s; 0.1 ms with
 load). The helper runs gRPC in plain threads and writes each batch to a socket the moment it
 arrives; the loop reads whatever has arrived in one go and applies it as one batch.
 
-`ProcessKV` is the parent's side, with the KV's `list_prefix` and `watch_prefix` signatures,
-results and exceptions, so the Syncer is the same either way. The helper
-(`python -m dnsdisco.kvproc FD`) gets its settings over its socket, never on the command line
-or in the environment, and exits when the parent's end closes. Messages are a 4-octet length
-and a pickle; both ends are this package.
+`ProcessKV` is the parent's side, with the KV's `list_prefix`, `watch_prefix` and
+`check_read` signatures, results and exceptions, so the Syncer and etcdconf.check_access are
+the same either way. Only the helper (`python -m dnsdisco.kvproc FD`) imports gRPC (`kv`):
+the parent's side needs no more than `kvtypes`, so `serve`'s main process never loads it
+(gRPC costs about 20 MiB of memory once a channel exists). The helper gets its settings over
+its socket, never on the command line or in the environment, and exits when the parent's end
+closes. Messages are a 4-octet length and a pickle; both ends are this package.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ import subprocess
 import sys
 import threading
 
-from .kv import (KV, Compacted, EtcdAuthError, EtcdConfigError, EtcdError, EtcdTooLarge, EtcdUnavailable,
-                 WatchBatch)
+from .kvtypes import (Compacted, EtcdAuthError, EtcdConfigError, EtcdError, EtcdTooLarge, EtcdUnavailable,
+                      WatchBatch, parse_endpoint)
 
 _LENGTH = struct.Struct("!I")
 LIST_CHUNK = 5000            # listed pairs per message: the parent never holds one huge pickle
@@ -89,11 +91,18 @@ def _error_from(kind: str, message: str, compact_revision: int):
 # ---------------------------------------------------------------- the parent's side
 
 class ProcessKV:
-    """list_prefix and watch_prefix answered by the helper process (started on first use and
-    again after it exits). One call or watch at a time, as the Syncer makes them."""
+    """list_prefix, watch_prefix and check_read answered by the helper process (started on
+    first use and again after it exits). One call or watch at a time, as the Syncer makes them.
+
+    `settings` are KV(**settings), checked beforehand (kvtypes.check_settings). `timeout`
+    bounds check_read and may be lowered for it, as etcdconf.check_access does; list and
+    watch keep the settings' timeout.
+    """
 
     def __init__(self, settings: dict, *, log: logging.Logger | None = None):
         self._settings = dict(settings)     # KV(**settings): endpoints, timeout, ca, cert, key, user, password
+        self.timeout = float(settings.get("timeout", 5.0))
+        self._password = settings.get("password")       # etcdconf removes it from error messages
         self._log = log or logging.getLogger("dnsdisco.etcd")
         self._proc: subprocess.Popen | None = None
         self._sock = None
@@ -102,6 +111,11 @@ class ProcessKV:
         self._seq = 0
         self._answered = False       # the current helper has sent something
         self.endpoint_in_use = list(settings["endpoints"])[0]
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoint URLs as KV.endpoints gives them (scheme and port explicit)."""
+        return [parse_endpoint(e)[0] for e in self._settings["endpoints"]]
 
     # -- the helper
 
@@ -179,6 +193,19 @@ class ProcessKV:
                 self.endpoint_in_use = message[3]
                 return message[2], items
             elif kind == "error":
+                raise _error_from(*message[2:])
+
+    def check_read(self, prefix: str) -> None:
+        """KV.check_read in the helper, within `timeout`: proves these credentials may read
+        the range under `prefix`. Raises like the KV (EtcdAuthError when not allowed)."""
+        self._ensure()
+        seq = self._command("check", prefix, self.timeout)
+        while True:
+            message = self._reply(seq)
+            if message[0] == "checked":
+                self.endpoint_in_use = message[2]
+                return
+            if message[0] == "error":
                 raise _error_from(*message[2:])
 
     def watch_prefix(self, prefix: str, start_revision: int, *, progress_interval: float = 5.0) -> "_Stream":
@@ -259,6 +286,10 @@ def serve(sock) -> None:
     reader = _Reader(sock)
     kv = None
     unusable: Exception = EtcdUnavailable("the etcd helper has no settings")
+    try:
+        from .kv import KV           # gRPC: here, in the helper, never in the parent
+    except ImportError as exc:       # a broken install: one clear error for every command
+        KV, unusable = None, EtcdError(f"cannot load the etcd client (gRPC, pyetcd): {exc}")
     stream = None
     watcher = None
 
@@ -283,11 +314,21 @@ def serve(sock) -> None:
         try:
             if kind == "init":
                 try:
-                    kv = KV(**message[2])
+                    if KV is not None:
+                        kv = KV(**message[2])
                 except EtcdError as exc:
                     unusable = exc
-            elif kv is None and kind in ("list", "watch"):
+            elif kv is None and kind in ("list", "watch", "check"):
                 raise unusable
+            elif kind == "check":
+                # the parent's timeout for this call alone (a start-up check may be shorter);
+                # nothing else runs on the KV before serve's check
+                saved, kv.timeout = kv.timeout, message[3]
+                try:
+                    kv.check_read(message[2])
+                finally:
+                    kv.timeout = saved
+                _send(sock, lock, ("checked", seq, kv.endpoint_in_use))
             elif kind == "list":
                 revision, items = kv.list_prefix(message[2], message[3])
                 for start in range(0, len(items), LIST_CHUNK):
@@ -318,6 +359,8 @@ def serve(sock) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="dnsdisco etcd helper: %(message)s")
+    # as etcdconf does for the other commands: no gRPC core line per failed TLS handshake
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     sock = socket.socket(fileno=int(argv[0]))
     sock.setblocking(True)        # a gevent parent made the shared descriptor non-blocking
     try:

@@ -13,10 +13,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from .kv import KV, Compacted, EtcdAuthError, EtcdError
+from .kvtypes import Compacted, EtcdAuthError, EtcdError
 from .snapshot import Snapshot, ZoneConfig
+
+if TYPE_CHECKING:           # a KV or a kvproc.ProcessKV; importing kv would load gRPC
+    from .kv import KV
 
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0

@@ -3,7 +3,7 @@
 The Syncer's own tests run on ProcessKV too (test_sync.py); these check what is the
 helper's alone: batches that arrived together come back as one, a dead helper is an
 EtcdUnavailable and is replaced on the next call, errors keep their kind, and the helper
-never outlives its parent's socket.
+never outlives its parent's socket; check_read (serve's start-up check) answers as the KV's.
 """
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ import time
 
 import pytest
 
-from dnsdisco.kv import KV, Compacted, EtcdUnavailable
+from dnsdisco.etcdconf import StartupError, check_access
+from dnsdisco.kv import KV, Compacted, EtcdAuthError, EtcdError, EtcdUnavailable
 from dnsdisco.kvproc import ProcessKV
+from dnsdisco.kvtypes import check_settings
+from etcdproc import EtcdProcess
 from test_kv import collect
 
 
@@ -97,3 +100,97 @@ def test_the_helper_exits_when_its_parent_closes(kv, prefix):
     pkv._sock.close()                                       # as if the parent died
     assert proc.wait(10) == 0
     pkv.close()
+
+
+# ---------------------------------------------------------------- check_read (serve's start-up check)
+
+@pytest.fixture(scope="module")
+def auth_etcd():
+    """etcd with auth on: user `reader` may read /skydns/ only."""
+    with EtcdProcess("kvproc-auth") as proc:
+        proc.etcdctl("user", "add", "root:rootpw")
+        proc.etcdctl("user", "add", "reader:readerpw")
+        proc.etcdctl("role", "add", "read-skydns")
+        proc.etcdctl("role", "grant-permission", "read-skydns", "--prefix=true", "read", "/skydns/")
+        proc.etcdctl("user", "grant-role", "reader", "read-skydns")
+        proc.etcdctl("auth", "enable")
+        yield proc
+
+
+def raised(call, *args):
+    with pytest.raises(Exception) as info:
+        call(*args)
+    return type(info.value), str(info.value)
+
+
+def test_check_read_allowed_starts_the_helper(kv, prefix):
+    pkv = ProcessKV(check_settings([kv.endpoints[0]], timeout=3))     # as serve builds it: no KV
+    try:
+        assert pkv._proc is None
+        assert pkv.check_read(prefix) is None
+        assert pkv._proc.poll() is None and pkv.endpoint_in_use == kv.endpoint_in_use
+        kv.put(prefix + "a", b"1")
+        assert pkv.list_prefix(prefix)[1] == [(prefix + "a", b"1")]      # the same helper goes on
+    finally:
+        pkv.close()
+
+
+def test_check_read_denied_and_rejected_as_the_kv_says(auth_etcd):
+    reader = check_settings([auth_etcd.endpoint], timeout=2, user="reader", password="readerpw")
+    wrong = dict(reader, password="wrong-pw")
+    for settings, prefix, kind in ((reader, "/other", EtcdAuthError), (wrong, "/skydns", EtcdAuthError)):
+        pkv = ProcessKV(settings)
+        try:
+            with KV(**settings) as local:
+                expected = raised(local.check_read, prefix)
+            assert expected[0] is kind
+            assert raised(pkv.check_read, prefix) == expected
+        finally:
+            pkv.close()
+    pkv = ProcessKV(reader)
+    try:
+        pkv.check_read("/skydns")
+        assert check_access(pkv, "/skydns", write=False) is True
+        with pytest.raises(StartupError, match=r"denied it to user 'reader'.*role needs read on the prefix"):
+            check_access(pkv, "/other", write=False)
+    finally:
+        pkv.close()
+    pkv = ProcessKV(wrong)
+    try:
+        with pytest.raises(StartupError, match="rejected the credentials") as info:
+            check_access(pkv, "/skydns", write=False)
+        assert "wrong-pw" not in str(info.value)
+    finally:
+        pkv.close()
+
+
+def test_check_read_of_unreachable_etcd_within_the_lowered_timeout(prefix):
+    pkv = ProcessKV(check_settings(["127.0.0.1:9"], timeout=30))
+    try:
+        assert pkv.endpoints == ["http://127.0.0.1:9"]             # as KV.endpoints, for tls_problem
+        pkv.timeout = 0.5
+        t0 = time.monotonic()
+        with pytest.raises(EtcdUnavailable, match=r"read .*no etcd endpoint answers \(http://127.0.0.1:9\)"):
+            pkv.check_read(prefix)
+        assert time.monotonic() - t0 < 10          # the check's timeout, not the settings' 30 s
+        pkv.timeout = 30
+        assert check_access(pkv, prefix, write=False, timeout=0.5) is False    # "not reachable yet"
+        assert pkv.timeout == 30
+    finally:
+        pkv.close()
+
+
+def test_a_helper_that_cannot_load_grpc_says_so(tmp_path, monkeypatch, prefix):
+    fake = tmp_path / "grpc"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('no gRPC in this test')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    pkv = ProcessKV(check_settings(["127.0.0.1:9"], timeout=1))
+    try:
+        for call in (pkv.check_read, pkv.list_prefix):
+            with pytest.raises(EtcdError, match="cannot load the etcd client.*no gRPC in this test"):
+                call(prefix)
+        with pytest.raises(StartupError, match="cannot load the etcd client"):
+            check_access(pkv, prefix, write=False)
+    finally:
+        pkv.close()

@@ -230,3 +230,29 @@ def test_lease_expiry_removes_the_record(server):
     etcdctl(endpoint, "put", "--lease", lease, f"{PREFIX}/local/svc/leased/i1", json.dumps({"host": "10.6.6.6"}))
     wait_for(lambda: addresses(server.query("leased.svc.local")) == ["10.6.6.6"], 1.0, 0.01, "the leased record")
     wait_for(lambda: server.query("leased.svc.local").rcode() == dns.rcode.NXDOMAIN, 8.0, 0.05, "the lease expiry")
+
+
+# ------------------------------------------------------------------ no gRPC in the serving process
+
+def mapped_files(pid: int) -> set[str]:
+    with open(f"/proc/{pid}/maps") as f:
+        return {line.split(maxsplit=5)[5].strip() for line in f if len(line.split(maxsplit=5)) == 6}
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_grpc_is_loaded_by_the_etcd_helper_only(server):
+    """The serving process answers from etcd (start-up check with --etcd, list, watch) without
+    gRPC: its memory map holds no cygrpc, while its etcd helper's does."""
+    assert addresses(server.query("hello.svc.local")) == ["10.0.0.7", "10.0.0.8"]
+    put(server.etcd.endpoint, "nogrpc/i1", {"host": "10.7.7.7"})
+    wait_for(lambda: addresses(server.query("nogrpc.svc.local")) == ["10.7.7.7"], 2.0, 0.01, "a watched put")
+    grpc_in = lambda pid: sorted(f for f in mapped_files(pid) if "cygrpc" in f)  # noqa: E731
+    assert grpc_in(server.proc.pid) == []
+    helpers = [pid for pid in children(server.proc.pid)
+               if b"dnsdisco.kvproc" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    assert len(helpers) == 1, children(server.proc.pid)
+    assert grpc_in(helpers[0]), "the helper has no cygrpc mapped: is the marker still gRPC's module name?"
