@@ -230,12 +230,17 @@ is why the goal ratio is a median of rounds run back to back.
   etcd counts the whole range on every page, so pages are sized by bytes), its transfer from
   the helper process in chunks of 5,000 pairs (~0.5 s with the helper's start), the snapshot
   build (about 2 s in one pass) and the interpreter start.
-- **Memory at 100,000 services** (server and helper together): the records as Python objects
-  (~80 MB for 200,000) with their children and empty-non-terminal indexes (~20 MB); the PTR
-  index (~30 MB) is kept only while a reverse zone is served; after the full sync the pages
-  the listing used are handed back (`malloc_trim`); then the reply cache and exact-query table
-  (~40 MB for 80,000 answers), the interpreter with gevent and gRPC (~45 MB) and the helper
-  process (~40 MB).
+- **Memory at 100,000 services** (server and helper together): the records as Python objects,
+  their names, keys and addresses (~85 MB for 200,000) with their children and
+  empty-non-terminal indexes (~20 MB); the PTR index (~30 MB) is kept only while a reverse
+  zone is served; after the full sync the pages the listing used are handed back
+  (`malloc_trim`). Then the reply cache with the exact-query table: 0.6 to 1 KB per cached
+  question (bytes keys, slotted entries; it was ~1.2 KB and the exact table kept dead replies
+  until its own eviction), ~50 MB for the mixed file's ~82,000 questions, at most
+  `--cache-size` questions (default 100,000, was a fixed 200,000, which let a broad query mix
+  take the server past 400 MiB). The interpreter with gevent, dnslib and prometheus-client
+  (~35 MB; the serving process no longer loads gRPC, which cost ~20 MB); the etcd helper
+  process with gRPC (~40 MB idle, ~49 MB after listing 200,000 keys).
 """
 
 
