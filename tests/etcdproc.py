@@ -256,6 +256,16 @@ class EtcdProcess:
         return f"EtcdProcess({self.name!r}, {self.endpoint})"
 
 
+def enable_auth_with_reader(proc: "EtcdProcess", prefix: str = "/skydns/") -> None:
+    """Turn etcd auth on with users root:rootpw and reader:readerpw; reader may read `prefix` only."""
+    proc.etcdctl("user", "add", "root:rootpw")
+    proc.etcdctl("user", "add", "reader:readerpw")
+    proc.etcdctl("role", "add", "read-skydns")
+    proc.etcdctl("role", "grant-permission", "read-skydns", "--prefix=true", "read", prefix)
+    proc.etcdctl("user", "grant-role", "reader", "read-skydns")
+    proc.etcdctl("auth", "enable")
+
+
 def start_cluster(n: int = 3, timeout: float = 30.0,
                   extra_args: Sequence[str] = ()) -> list[EtcdProcess]:
     """Start an n-member cluster on loopback and wait until every member is healthy."""

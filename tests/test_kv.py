@@ -10,7 +10,7 @@ import time
 import pytest
 
 from dnsdisco.kv import KV, Compacted, EtcdAuthError, EtcdConfigError, EtcdUnavailable, WatchBatch
-from etcdproc import EtcdProcess, endpoints, leader, make_tls
+from etcdproc import EtcdProcess, enable_auth_with_reader, endpoints, leader, make_tls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -244,12 +244,7 @@ def test_bad_endpoints_and_tls_files_are_named(tmp_path):
 
 def test_auth_wrong_password_and_permissions():
     with EtcdProcess("auth", extra_args=["--auth-token-ttl=1"]) as proc:
-        proc.etcdctl("user", "add", "root:rootpw")
-        proc.etcdctl("user", "add", "reader:readerpw")
-        proc.etcdctl("role", "add", "read-skydns")
-        proc.etcdctl("role", "grant-permission", "read-skydns", "--prefix=true", "read", "/skydns/")
-        proc.etcdctl("user", "grant-role", "reader", "read-skydns")
-        proc.etcdctl("auth", "enable")
+        enable_auth_with_reader(proc)
         proc.etcdctl("--user=root:rootpw", "put", "/skydns/a", "1")
 
         with KV([proc.endpoint], timeout=2, user="reader", password="wrong") as bad:

@@ -18,7 +18,7 @@ from dnsdisco.etcdconf import StartupError, check_access
 from dnsdisco.kv import KV, Compacted, EtcdAuthError, EtcdError, EtcdUnavailable
 from dnsdisco.kvproc import ProcessKV
 from dnsdisco.kvtypes import check_settings
-from etcdproc import EtcdProcess
+from etcdproc import EtcdProcess, enable_auth_with_reader
 from test_kv import collect
 
 
@@ -108,12 +108,7 @@ def test_the_helper_exits_when_its_parent_closes(kv, prefix):
 def auth_etcd():
     """etcd with auth on: user `reader` may read /skydns/ only."""
     with EtcdProcess("kvproc-auth") as proc:
-        proc.etcdctl("user", "add", "root:rootpw")
-        proc.etcdctl("user", "add", "reader:readerpw")
-        proc.etcdctl("role", "add", "read-skydns")
-        proc.etcdctl("role", "grant-permission", "read-skydns", "--prefix=true", "read", "/skydns/")
-        proc.etcdctl("user", "grant-role", "reader", "read-skydns")
-        proc.etcdctl("auth", "enable")
+        enable_auth_with_reader(proc)
         yield proc
 
 
