@@ -223,23 +223,14 @@ def _freezing(on_swap):
     the pages the listing used back to the system."""
     import gc
 
+    from .heap import trim as trim_heap
+
     def swapped(snap, touched):
         on_swap(snap, touched)
         if touched is None:
             gc.freeze()
-            _trim_heap()
+            trim_heap()
     return swapped
-
-
-def _trim_heap() -> None:
-    """glibc keeps freed memory for reuse; after a full listing that is tens of MB that the
-    snapshot no longer needs (about 25 MB at 200,000 records, ~10 ms). No-op off glibc."""
-    import ctypes
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)
 
 
 def _reporting_caps(on_swap, metrics):

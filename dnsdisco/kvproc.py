@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 
+from .heap import trim as trim_heap
 from .kvtypes import (Compacted, EtcdAuthError, EtcdConfigError, EtcdError, EtcdTooLarge, EtcdUnavailable,
                       WatchBatch, parse_endpoint)
 
@@ -271,15 +272,6 @@ def _describe(exc: Exception) -> tuple:
     return kind, str(exc) or kind, getattr(exc, "compact_revision", 0)
 
 
-def _trim_heap() -> None:
-    """Hand freed memory back to the system (glibc keeps it otherwise; no-op elsewhere)."""
-    import ctypes
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def serve(sock) -> None:
     """Answer the parent's commands until its end of the socket closes."""
     lock = threading.Lock()
@@ -335,7 +327,7 @@ def serve(sock) -> None:
                     _send(sock, lock, ("part", seq, items[start:start + LIST_CHUNK]))
                 del items
                 _send(sock, lock, ("list", seq, revision, kv.endpoint_in_use))
-                _trim_heap()                 # the listing is the parent's now: give its pages back
+                trim_heap()                  # the listing is the parent's now: give its pages back
             elif kind == "watch":
                 if stream is not None:
                     stream.cancel()
