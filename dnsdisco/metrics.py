@@ -169,16 +169,12 @@ class Metrics:
     def query(self, qtype: int, rcode: int, transport: str, seconds: float | None,
               cache_hit: bool) -> None:
         """Count one answered query; `seconds` None means its latency was not measured."""
-        try:
-            cell = self._cells[transport][qtype][rcode]
-        except KeyError:
-            cell = self._bind_query(qtype, rcode, transport)
+        cell = self.cell_for(qtype, rcode, transport)
         cell[0] += 1
         if cache_hit:
             cell[1] += 1
         if seconds is not None:
-            self._latency_counts[_bisect_left(LATENCY_BUCKETS, seconds)] += 1
-            self._hot.latency_sum += seconds
+            self.latency(seconds)
 
     def cell_for(self, qtype: int, rcode: int, transport: str) -> list[int]:
         """The [queries, cache hits] counters of one kind of answer, for a caller that answers
