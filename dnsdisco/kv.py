@@ -26,8 +26,8 @@ from pyetcd.etcdrpc import kv_pb2
 
 # the gRPC-free part, re-exported: `from .kv import EtcdError` keeps working
 from .kvtypes import (Compacted, EtcdAuthError, EtcdConfigError, EtcdError, EtcdTooLarge,  # noqa: F401
-                      EtcdUnavailable, WatchBatch, check_settings, needs_tls, parse_endpoint, range_end,
-                      read_pem, tls_pems)
+                      EtcdUnavailable, WatchBatch, check_settings, checked_settings, parse_endpoint,
+                      range_end, read_pem)
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +132,12 @@ class KV:
                  ca: str | None = None, cert: str | None = None, key: str | None = None,
                  user: str | None = None, password: str | None = None):
         # what another process needs to open the same KV (serve's watch helper, kvproc.py)
-        self.settings = check_settings(endpoints, timeout=timeout, ca=ca, cert=cert, key=key,
-                                       user=user, password=password)
+        self.settings, pems = checked_settings(endpoints, timeout=timeout, ca=ca, cert=cert, key=key,
+                                               user=user, password=password)
         endpoints, self.timeout = self.settings["endpoints"], self.settings["timeout"]
         credentials = None
-        if needs_tls(self.settings):
-            root, private_key, chain = tls_pems(ca, cert, key)
+        if pems is not None:
+            root, private_key, chain = pems
             credentials = grpc.ssl_channel_credentials(root_certificates=root, private_key=private_key,
                                                        certificate_chain=chain)
         self._user, self._password = user, password

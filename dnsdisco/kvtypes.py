@@ -108,7 +108,16 @@ def check_settings(endpoints: list[str] | str, *, timeout: float = 5.0,
     """The settings of a KV (`KV(**settings)`), checked as KV checks them, without gRPC:
     endpoints (a list, or a comma-separated string) and their URLs, TLS files readable and
     PEM, certificate with key, user with password. Raises EtcdConfigError naming what
-    cannot work. The TLS files are read here to check them; KV reads them again."""
+    cannot work."""
+    return checked_settings(endpoints, timeout=timeout, ca=ca, cert=cert, key=key, user=user,
+                            password=password)[0]
+
+
+def checked_settings(endpoints: list[str] | str, *, timeout: float = 5.0,
+                     ca: str | None = None, cert: str | None = None, key: str | None = None,
+                     user: str | None = None, password: str | None = None):
+    """check_settings, and the TLS files it read to check them: (settings, (CA, client key,
+    client certificate) or None without TLS), so a KV reads each file once."""
     if isinstance(endpoints, str):
         endpoints = [e for e in endpoints.split(",")]
     endpoints = [e.strip() for e in endpoints if e and e.strip()]
@@ -120,8 +129,7 @@ def check_settings(endpoints: list[str] | str, *, timeout: float = 5.0,
         raise EtcdConfigError("an etcd user needs a password (and a password needs a user)")
     settings = dict(endpoints=endpoints, timeout=timeout, ca=ca, cert=cert, key=key,
                     user=user, password=password)
-    if needs_tls(settings):
-        tls_pems(ca, cert, key)
+    pems = tls_pems(ca, cert, key) if needs_tls(settings) else None
     if ca is not None or cert is not None:
         plain = [e for e in endpoints if not e.startswith("https://")]
         if plain:
@@ -130,4 +138,4 @@ def check_settings(endpoints: list[str] | str, *, timeout: float = 5.0,
     settings["timeout"] = float(timeout)
     for e in endpoints:
         parse_endpoint(e)
-    return settings
+    return settings, pems
