@@ -68,8 +68,7 @@ def _encode_under(name: str, zone: str, zone_ptr: bytes) -> bytes:
     if name == zone:
         return zone_ptr
     if name.endswith("." + zone):
-        head = name[: -len(zone) - 1]
-        return b"".join(bytes([len(p)]) + p.encode("latin-1") for p in head.split(".")) + zone_ptr
+        return encode_name(name[: -len(zone) - 1])[:-1] + zone_ptr     # the head's labels, then the pointer
     return encode_name(name)
 
 
