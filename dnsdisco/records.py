@@ -43,7 +43,10 @@ def wire_problem(name: str) -> str:
 
 
 class Record(NamedTuple):
-    """One served etcd value. A NamedTuple: immutable, and cheap to build 200,000 times."""
+    """One served etcd value. A NamedTuple: immutable, and cheap to build 200,000 times.
+
+    `key` is "" when the etcd key is the name's own (`names.key_for`): at 100,000 services
+    the keys would hold 16 MB that the names already say; `Snapshot.key_of` gives it back."""
     key: str
     name: str            # the owner name the key maps to (the instance name)
     host: str = ""       # address (normalised) or lower-case name without trailing dot
@@ -127,8 +130,9 @@ def classify_host(key: str, host: str) -> tuple[str, str]:
     return name, "name"
 
 
-def parse(key: str, name: str, value: bytes | str) -> Record:
-    """Parse one etcd value stored at `key` (owner `name`)."""
+def parse(key: str, name: str, value: bytes | str, keep_key: bool = True) -> Record:
+    """Parse one etcd value stored at `key` (owner `name`); `keep_key` False leaves the
+    record's key empty (the caller knows it is the name's own key)."""
     if isinstance(value, bytes):
         try:
             value = value.decode("utf-8")
@@ -150,7 +154,7 @@ def parse(key: str, name: str, value: bytes | str) -> Record:
     port = _int_field(key, data, "port", 0, 65535, 0)
     port = _PORTS.setdefault(port, port)      # one int object per port number, not per record
     record = Record(
-        key=key,
+        key=key if keep_key else "",
         name=name,
         host=host,
         host_kind=kind,

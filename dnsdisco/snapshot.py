@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from .names import ancestors, is_subdomain, name_for, reverse_name
+from .names import ancestors, is_subdomain, key_for, name_for, reverse_name
 from .records import BadValue, Record, parse, wire_problem
 
 _MISSING = object()
@@ -146,6 +146,7 @@ class Snapshot:
         (keys differing only in letter case are one name), so a lookup needs no key."""
         rec_changes: dict[str, Record | None] = {}
         rejected: list[tuple[str, str]] = []
+        base_length = len(self.prefix) + 1
         for key, value in changes:
             if isinstance(key, bytes):
                 key = key.decode("utf-8", "replace")
@@ -166,7 +167,10 @@ class Snapshot:
                 rec_changes[name] = None
                 continue
             try:
-                rec_changes[name] = parse(key, name, value)
+                # the name's own key (lower case, same length: name_for only reversed the
+                # labels) is left out of the record; key_of() writes it again
+                own_key = len(key) - base_length == len(name) and key == key.lower()
+                rec_changes[name] = parse(key, name, value, keep_key=not own_key)
             except BadValue as exc:
                 rejected.append((key, str(exc)))
                 rec_changes[name] = None
@@ -328,9 +332,13 @@ class Snapshot:
         cap = self._limits(rname).max_records_per_name
         return names[:cap] if len(names) > cap else names
 
+    def key_of(self, rec: Record) -> str:
+        """The etcd key a record was read from."""
+        return rec.key or key_for(self.prefix, rec.name)
+
     def all_records(self):
         """Every record, for `dnsdisco status`; order by key."""
-        return sorted((rec for _key, rec in self.records.items()), key=lambda r: r.key)
+        return sorted((rec for _key, rec in self.records.items()), key=self.key_of)
 
 
 _NO_ZONE = ZoneConfig("")

@@ -62,7 +62,7 @@ def _entry(snap, rec) -> dict:
     zone = snap.zone_of(rec.name)
     ttl = rec.ttl if rec.ttl is not None else (zone.ttl if zone else None)
     return {"name": rec.name, "types": record_types(rec), "ttl": ttl, "value": record_value(rec),
-            "key": rec.key, "zone": zone.name if zone else None, "host": rec.host, "port": rec.port,
+            "key": snap.key_of(rec), "zone": zone.name if zone else None, "host": rec.host, "port": rec.port,
             "priority": rec.priority, "weight": rec.weight, "text": rec.text, "mail": rec.mail,
             "targetstrip": rec.targetstrip, "group": rec.group}
 

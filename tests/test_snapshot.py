@@ -231,6 +231,23 @@ def test_many_single_changes_fold_and_match_a_fresh_build():
         assert snap.record_at(name_for(PREFIX, key)) is not None
 
 
+
+@pytest.mark.parametrize("prefix, key, kept", [
+    ("/skydns", "/skydns/local/svc/hello/a", False),       # the name's own key: not held
+    ("/skydns", "/skydns/local/svc/Hello/a", True),        # upper case maps to the same name
+    ("/skydns", "/skydns/local/svc/hello/ a", True),       # a space name_for strips
+    ("/", "/local/svc/hello", False),
+    ("/skydns/", "/skydns/local/svc/hello", False),
+])
+def test_record_keys_are_held_only_when_the_name_does_not_give_them(prefix, key, kept):
+    snap = Snapshot.build(prefix, ZONES, 1, [(key, val(host="10.0.0.1"))])
+    (rec,) = [rec for _name, rec in snap.records.items()]
+    assert rec.key == (key if kept else "")
+    assert snap.key_of(rec) == key
+    assert [snap.key_of(r) for r in snap.all_records()] == [key]
+    changed, _touched, _ = snap.apply(2, [(key, val(host="10.0.0.2"))])
+    assert changed.key_of(changed.record_at(rec.name)) == key
+
 _names = st.sampled_from(["a", "b", "c", "Web1", "_tcp"])
 _keys = st.lists(_names, min_size=1, max_size=4).map(lambda parts: "/skydns/local/svc/" + "/".join(parts))
 _values = st.one_of(
