@@ -159,7 +159,7 @@ class KV:
         """The endpoint that answered last (calls start there)."""
         return self._endpoints[self._current].url
 
-    def list_prefix(self, prefix: str, page_size: int = 1000) -> tuple[int, list[tuple[str, bytes]]]:
+    def list_prefix(self, prefix: str, page_size: int = 1000, pages=None) -> tuple[int, list[tuple[str, bytes]]]:
         """Every (key, value) under prefix as of one revision, read in pages.
 
         Pages after the first are read at the first page's revision, so the result is one
@@ -168,13 +168,19 @@ class KV:
         (etcd counts the whole range on every page, so 200 pages of 1,000 cost 4 s where 4
         pages of 50,000 cost 0.7 s); a page over the receive limit is asked again with a
         quarter of the keys, and later pages aim at half the bytes.
+
+        With `pages`, each page's pairs go to `pages(items)` as they arrive instead of into
+        the returned list (which is then empty), and `pages(None)` says a compaction started
+        the listing over: the serve helper forwards pages so it never holds 200,000 pairs.
         """
         start_key = prefix.encode()
         end = range_end(start_key) if start_key else b"\0"
         if not start_key:
             start_key = b"\0"
-        for _ in range(5):
+        for attempt in range(5):
             revision, items, key, limit, target = 0, [], start_key, page_size, LIST_PAGE_BYTES
+            if pages is not None and attempt > 0:
+                pages(None)
             try:
                 while True:
                     req = etcdrpc.RangeRequest(key=key, range_end=end, limit=limit, revision=revision)
@@ -189,7 +195,10 @@ class KV:
                         continue
                     if revision == 0:
                         revision = resp.header.revision
-                    items.extend((_key_str(kv.key), kv.value) for kv in resp.kvs)
+                    if pages is None:
+                        items.extend((_key_str(kv.key), kv.value) for kv in resp.kvs)
+                    elif resp.kvs:
+                        pages([(_key_str(kv.key), kv.value) for kv in resp.kvs])
                     if not resp.more or not resp.kvs:
                         return revision, items
                     size = sum(len(kv.key) + len(kv.value) for kv in resp.kvs)

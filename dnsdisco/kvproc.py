@@ -190,6 +190,8 @@ class ProcessKV:
             kind = message[0]
             if kind == "part":
                 items.extend(message[2])
+            elif kind == "restart":
+                items.clear()
             elif kind == "list":
                 self.endpoint_in_use = message[3]
                 return message[2], items
@@ -322,10 +324,14 @@ def serve(sock) -> None:
                     kv.timeout = saved
                 _send(sock, lock, ("checked", seq, kv.endpoint_in_use))
             elif kind == "list":
-                revision, items = kv.list_prefix(message[2], message[3])
-                for start in range(0, len(items), LIST_CHUNK):
-                    _send(sock, lock, ("part", seq, items[start:start + LIST_CHUNK]))
-                del items
+                def forward(page, seq=seq):
+                    if page is None:            # compacted mid-way: the listing starts over
+                        _send(sock, lock, ("restart", seq))
+                        return
+                    for start in range(0, len(page), LIST_CHUNK):
+                        _send(sock, lock, ("part", seq, page[start:start + LIST_CHUNK]))
+                # pages go out as they arrive, so this process never holds the whole listing
+                revision, _none = kv.list_prefix(message[2], message[3], pages=forward)
                 _send(sock, lock, ("list", seq, revision, kv.endpoint_in_use))
                 trim_heap()                  # the listing is the parent's now: give its pages back
             elif kind == "watch":

@@ -82,6 +82,33 @@ def test_list_prefix_is_one_consistent_revision_under_writes(etcd, kv, prefix):
     assert items == expected
 
 
+def test_list_pages_handed_over_start_again_after_a_compaction(kv, prefix):
+    """The serve helper's mode: pages go to a callback as they arrive; a compaction of the
+    listed revision mid-way says so (None) and the listing starts over at a new revision."""
+    for i in range(10):
+        kv.put(f"{prefix}k{i:02d}", b"old")
+    got, compacted_at = [], []
+
+    def take(page):
+        if page is None:
+            got.append(None)
+            return
+        if not got:                           # after the first page: move on and compact
+            for i in range(10):
+                kv.put(f"{prefix}k{i:02d}", b"new")
+            compacted_at.append(kv.put(prefix + "zz", b"last"))
+            kv.compact(compacted_at[0])
+        got.append(list(page))
+
+    rev, rest = kv.list_prefix(prefix, page_size=3, pages=take)
+    assert rest == []
+    restart = got.index(None)
+    assert restart == 1 and len(got[0]) == 3                 # one page, then the restart
+    listed = [pair for page in got[restart + 1:] for pair in page]
+    assert listed == [(f"{prefix}k{i:02d}", b"new") for i in range(10)] + [(prefix + "zz", b"last")]
+    assert rev == compacted_at[0]
+
+
 def test_list_empty_prefix(kv, prefix):
     rev, items = kv.list_prefix(prefix)
     assert items == [] and rev > 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -16,7 +17,7 @@ import pytest
 
 from dnsdisco.etcdconf import StartupError, check_access
 from dnsdisco.kv import KV, Compacted, EtcdAuthError, EtcdError, EtcdUnavailable
-from dnsdisco.kvproc import ProcessKV
+from dnsdisco.kvproc import ProcessKV, _Reader, _send
 from dnsdisco.kvtypes import check_settings
 from etcdproc import EtcdProcess, enable_auth_with_reader
 from test_kv import collect
@@ -34,6 +35,33 @@ def test_list_gives_the_same_as_the_kv(kv, helper, prefix):
         kv.put(f"{prefix}k{i:02d}", f"v{i}".encode())
     assert helper.list_prefix(prefix, page_size=5) == kv.list_prefix(prefix, page_size=5)
     assert helper.endpoint_in_use == kv.endpoint_in_use
+
+
+def test_a_listing_started_over_by_the_helper_drops_what_came_before(monkeypatch):
+    """The protocol alone (the helper played by this test over a socket pair): parts that
+    came before a "restart" (etcd compacted the listed revision mid-way) are not kept."""
+    parent = ProcessKV({"endpoints": ["http://127.0.0.1:9"]})
+    ours, theirs = socket.socketpair()
+    monkeypatch.setattr(parent, "_ensure", lambda: None)
+    parent._sock, parent._reader = ours, _Reader(ours)
+    lock = threading.Lock()
+
+    def helper_side():
+        command = _Reader(theirs).next()
+        seq = command[1]
+        for message in (("part", seq, [("/p/old", b"1")]), ("restart", seq),
+                        ("part", seq, [("/p/a", b"2")]), ("part", seq, [("/p/b", b"3")]),
+                        ("list", seq, 42, "http://127.0.0.1:9")):
+            _send(theirs, lock, message)
+
+    played = threading.Thread(target=helper_side, daemon=True)
+    played.start()
+    try:
+        assert parent.list_prefix("/p/") == (42, [("/p/a", b"2"), ("/p/b", b"3")])
+    finally:
+        played.join(5)
+        ours.close()
+        theirs.close()
 
 
 def test_batches_that_arrived_together_come_back_as_one_in_order(kv, helper, prefix):
