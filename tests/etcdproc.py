@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from dnsdisco.embedded import binary
+from netns import free_port  # a port free for UDP and TCP is free for etcd's TCP listeners too
 
 # Fast, test-only settings: no fsync (data loss on power cut is irrelevant here), quick
 # elections, a short progress-notify interval so idle watches advance, quiet logs.
@@ -41,13 +42,6 @@ TEST_FLAGS = (
 )
 
 _live: set["EtcdProcess"] = set()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, then close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
