@@ -211,8 +211,9 @@ is why the goal ratio is a median of rounds run back to back.
   plus ~4 µs of cache and table bookkeeping (13.6 µs in all on the mixed file's first pass, 14.5-
   15.3 µs before the cache entries were slimmed); under load about twice that, as the kernel's work
   between packets evicts the CPU caches. Repeats cost the same dict lookup at any size, but at
-  100,000 services the ~85,000 table entries (~25 MB) no longer stay in the CPU caches, so the
-  repeat run is 10-15% below the small reference server run right after it. Knot compiles the
+  100,000 services the ~85,000 table entries (~25 MB) no longer stay in the CPU caches: in-process
+  a repeat costs 0.95-1.05 µs there against 0.51 µs at 10 services, and the repeat run came out
+  0.87 to 1.05 of the reference run right after it over this session's full runs. Knot compiles the
   whole zone before it answers; packing all ~700,000 possible answers at sync time would take
   ~7 s of CPU and ~170 MB, past the ready and memory goals. The every-question pass of the
   scale table (~700,000 distinct questions at 100,000 services) runs at ~25,000 qps for that
