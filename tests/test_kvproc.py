@@ -42,6 +42,7 @@ def test_a_listing_started_over_by_the_helper_drops_what_came_before(monkeypatch
     came before a "restart" (etcd compacted the listed revision mid-way) are not kept."""
     parent = ProcessKV({"endpoints": ["http://127.0.0.1:9"]})
     ours, theirs = socket.socketpair()
+    ours.settimeout(10)                     # bounded: a helper side that fails ends the wait
     monkeypatch.setattr(parent, "_ensure", lambda: None)
     parent._sock, parent._reader = ours, _Reader(ours)
     lock = threading.Lock()
