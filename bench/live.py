@@ -5,18 +5,23 @@ Every loop is bounded in count and in time; all traffic goes to 127.0.0.1.
 """
 from __future__ import annotations
 
+import json
 import math
-import queue
+import select
 import socket
+import subprocess
 import statistics
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 from . import dataset as d
 from . import probe
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def etcd_client(endpoint: str, timeout: float = 30):
@@ -200,79 +205,74 @@ def lease_expiry(client, port: int, count: int = 5, ttl: int = 2, timeout: float
 
 # --- burst: puts at a fixed rate, each timed until served ----------------------------------
 
-BURST_POLL_PAUSE = 0.0002
+BURST_POLL_PAUSE = 0.0005
 
 
 def burst(client, port: int, puts: int = 1000, rate: float = 1000.0, timeout: float = 2.0,
           writers: int = 4) -> Latencies:
-    """`puts` new-name puts at `rate`/s from `writers` threads; a poller follows them in order
-    and times each from its put returning to being served. (If the poller falls behind, the
-    figure is an upper bound.)"""
+    """`puts` new-name puts at `rate`/s from `writers` threads, each timed from its put
+    returning to being served by a poller in its own process (bench/poller.py), which asks
+    every pending name at once, each again 0.5 ms after a stale answer."""
     lat = Latencies(f"burst {puts} puts at {rate:.0f}/s")
-    todo: queue.Queue = queue.Queue()
-    t_begin = time.perf_counter() + 0.05
-    per_writer = [list(range(w, puts, writers)) for w in range(writers)]
+    budget = puts / rate + timeout + 30
+    poller = subprocess.Popen(
+        [sys.executable, "-m", "bench.poller", str(port), "--pause", str(BURST_POLL_PAUSE),
+         "--timeout", str(timeout), "--budget", str(budget)],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False)
     errors = []
     put_times: list[float] = []
+    tell = threading.Lock()
 
     def writer(indices):
-        c = client
         for i in indices:
             due = t_begin + i / rate
             while True:
-                wait = due - time.perf_counter()
+                wait = due - time.monotonic()
                 if wait <= 0:
                     break
                 time.sleep(min(wait, 0.01))
             inst = d.Instance(f"burst{i:06d}", "i0", d.ipv4_for(i, FRESH_BASE + (1 << 21)), 9200)
             try:
-                c.put(inst.key, inst.value)
+                client.put(inst.key, inst.value)
             except Exception as exc:  # noqa: BLE001
                 errors.append(exc)
                 continue
-            t_put = time.perf_counter()
+            t_put = time.monotonic()
             put_times.append(t_put)
-            todo.put((i, inst, t_put))
+            with tell:
+                poller.stdin.write(f"{i} {inst.name} {inst.host} {t_put!r}\n".encode())
+                poller.stdin.flush()
 
-    threads = [threading.Thread(target=writer, args=(idx,), daemon=True) for idx in per_writer]
-    # the poller shares the GIL with the writers and the etcd client's threads: at the default
-    # 5 ms switch interval it waited for the GIL after every reply and fell hundreds of ms behind
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(0.0002)
-    for t in threads:
-        t.start()
-    prober = probe.Prober(port)
-    done = 0
-    deadline = time.monotonic() + puts / rate + 30
     try:
-        while done < puts - len(errors) and time.monotonic() < deadline:
-            try:
-                i, inst, t_put = todo.get(timeout=0.5)
-            except queue.Empty:
-                if not any(t.is_alive() for t in threads) and todo.empty():
-                    break
-                continue
-            # 0.2 ms apart, not back to back: a poller spinning on one of the 2 cores starved
-            # etcd and the server of the CPU they need to deliver the burst (measured: its own
-            # lag behind the writers reached 550 ms under a 20,000 qps load)
-            ms = poll_until(prober, inst.name, "A", probe.has_address(inst.host), t_put, timeout,
-                            pause=BURST_POLL_PAUSE)
-            done += 1
-            if ms is None:
-                lat.timeouts += 1
-            else:
-                lat.ms.append(ms)
-    finally:
+        if _read_line(poller.stdout, 30) != b"ready":
+            raise RuntimeError("bench.poller did not start")
+        t_begin = time.monotonic() + 0.05
+        threads = [threading.Thread(target=writer, args=(list(range(w, puts, writers)),), daemon=True)
+                   for w in range(writers)]
         for t in threads:
-            t.join(5)
-        sys.setswitchinterval(switch)
-        prober.close()
+            t.start()
+        for t in threads:
+            t.join(budget)
+        poller.stdin.write(b"end\n")
+        out, _ = poller.communicate(timeout=budget)     # flushes and closes stdin
+        result = json.loads(out)
+    finally:
+        if poller.poll() is None:
+            poller.kill()
+            poller.wait(5)
         client.delete_prefix(f"{d.ZONE_KEY}/burst")
-    lat.timeouts += len(errors)
+    lat.ms = list(result["ms"].values())
+    lat.timeouts = len(result["timeouts"]) + len(errors)
     times = sorted(put_times)
     if len(times) > 1 and times[-1] > times[0]:
         lat.rate = (len(times) - 1) / (times[-1] - times[0])
     return lat
+
+
+def _read_line(stream, timeout: float) -> bytes:
+    """One line from a pipe, waiting at most `timeout` s; b"" if none came."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    return stream.readline().strip() if ready else b""
 
 
 # --- idle TCP connections ------------------------------------------------------------------

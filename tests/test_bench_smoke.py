@@ -171,3 +171,63 @@ def test_percentiles_and_report_render():
     assert "floor: not available (no etcd)" in text
     assert "| 2 | 70,000 | 100,000 | 0.70 | 2 vs 0 |" in text
     assert "Median dnsdisco / Knot over 3 rounds: 0.85** (goal ≥ 0.8; lowest 0.70, highest 0.90)" in text
+
+
+def test_burst_poller_times_each_name_from_its_put_to_its_first_fresh_answer():
+    """bench.poller, in its own process, against a small UDP responder on loopback: a name
+    that turns fresh 50 ms after its put is timed from the put (never less than 50 ms, asked
+    again after each stale answer); one that never turns fresh is a timeout."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.1)
+    fresh_at = {"fresh.svc.local": float("inf"), "stale.svc.local": float("inf")}
+    asked = Counter()
+    stop = threading.Event()
+
+    def respond():
+        while not stop.is_set():
+            try:
+                q, peer = sock.recvfrom(512)
+            except socket.timeout:
+                continue
+            labels, i = [], 12
+            while q[i]:
+                labels.append(q[i + 1:i + 1 + q[i]].decode())
+                i += 1 + q[i]
+            name = ".".join(labels)
+            asked[name] += 1
+            if time.monotonic() >= fresh_at[name]:
+                sock.sendto(q[:2] + b"\x84\x00\x00\x01\x00\x01\x00\x00\x00\x00" + q[12:]
+                            + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x1e\x00\x04\x0a\x00\x00\x07", peer)
+            else:
+                sock.sendto(q[:2] + b"\x84\x03" + q[4:], peer)       # NXDOMAIN, no answer
+
+    responder = threading.Thread(target=respond, daemon=True)
+    responder.start()
+    poller = subprocess.Popen(
+        [sys.executable, "-m", "bench.poller", str(sock.getsockname()[1]), "--timeout", "0.3",
+         "--budget", "10"], cwd=Path(__file__).resolve().parents[1],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert poller.stdout.readline().strip() == b"ready"
+        t_put = time.monotonic()
+        fresh_at["fresh.svc.local"] = t_put + 0.05
+        poller.stdin.write(f"0 fresh.svc.local 10.0.0.7 {t_put!r}\n1 stale.svc.local 10.0.0.8 {t_put!r}\nend\n".encode())
+        out, _ = poller.communicate(timeout=20)
+    finally:
+        stop.set()
+        if poller.poll() is None:
+            poller.kill()
+        responder.join(5)
+        sock.close()
+    result = json.loads(out)
+    assert list(result["ms"]) == ["0"] and result["ms"]["0"] >= 50
+    assert result["timeouts"] == [1]
+    assert asked["fresh.svc.local"] > 1 and asked["stale.svc.local"] > 1
