@@ -128,6 +128,16 @@ def _every(row: dict) -> str:
     return f"{row['rss_every_mib']:.0f} ({row.get('every_sent', 0):,})"
 
 
+def _repeat_ratio(row: dict, repeat, ref) -> str:
+    """The median of the paired repeat/reference ratios, with their range when there are
+    several; rows without pairs give repeat ÷ reference."""
+    pairs = row.get("repeat_ratios")
+    if not pairs:
+        return ratio(repeat, ref)
+    mid = f"{statistics.median(pairs):.2f}"
+    return mid if len(pairs) == 1 else f"{mid} ({min(pairs):.2f}–{max(pairs):.2f})"
+
+
 def scale_section(res: dict) -> str:
     sc = res.get("scale")
     if not sc:
@@ -140,7 +150,7 @@ def scale_section(res: dict) -> str:
         ref = r.get("qps_reference")
         repeat = r.get("qps_repeat")
         rows.append([r["target"], f"{r['services']:,}", _f(r["qps"]), _f(repeat), _f(ref),
-                     ratio(r["qps"], ref), ratio(repeat, ref),
+                     ratio(r["qps"], ref), _repeat_ratio(r, repeat, ref),
                      f"{r.get('lost', 0):,}/{r.get('lost_repeat', 0):,}",
                      f"{r['ready_s']:.2f}", _f(r["rss_mib"], "{:.0f}"), _every(r), _ms(r["burst"]["p99"]),
                      f"{r['burst']['n']:,}/{r['burst']['timeouts']}",
@@ -149,9 +159,11 @@ def scale_section(res: dict) -> str:
     return ("## Scale\n\nPer number of services (2 instances each): QPS on the mixed file for that size "
             f"(`-l {res.get('scale_duration', '?')}`), run twice on one server: the first run starts with "
             "nothing cached, so at 100,000 services most of its ~85,000 distinct questions are answered "
-            "for the first time; the repeat asks the same file again. Right after them the same run goes "
-            f"to a reference server holding {smallest:,} services (already asked everything once), and each "
-            "size is compared with that run, made seconds apart rather than minutes. Then start → ready "
+            "for the first time; then the repeats ask the same file again, each followed at once by the same "
+            f"run on a reference server holding {smallest:,} services (already asked everything once), so "
+            "each size is compared with runs made seconds apart rather than minutes. QPS repeat and "
+            "reference are medians; repeat / reference is the median of the paired ratios (range in "
+            "brackets), and the first run is compared with the median reference. Then start → ready "
             "(process start until the last-loaded name is answered), resident memory (VmRSS of the server and its etcd "
             "helper process after the runs; then again after every question of the zone asked once, "
             "A, SRV and AAAA of every name, more distinct questions than the reply cache's default "

@@ -12,6 +12,7 @@ import datetime
 import json
 import resource
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -34,8 +35,9 @@ def parse_args(argv):
     ap.add_argument("--duration", type=float, default=None, help="seconds per dnsperf run [10; quick 3]")
     ap.add_argument("--clients", type=int, default=4, help="dnsperf -c [4]")
     ap.add_argument("--rounds", type=int, default=None,
-                    help="mixed-file runs of dnsdisco and Knot back to back; the goal ratio is their "
-                         "median, which a noisy machine moves less than any one run [3; quick 1]")
+                    help="mixed-file runs of dnsdisco and Knot back to back, and in the scale table repeat "
+                         "runs each followed by the reference run; the goal ratios are their medians, "
+                         "which a noisy machine moves less than any one run [3; quick 1]")
     ap.add_argument("--query-lines", type=int, default=100_000, help="lines in the mixed query file [100000]")
     ap.add_argument("--servers", default=",".join(ALL_SERVERS),
                     help=f"servers for the throughput table [{','.join(ALL_SERVERS)}]")
@@ -245,9 +247,9 @@ EVERY_LIMIT_S = 60        # bound on the every-question pass (100,000 services: 
 
 
 def scale(sup, a, res, tmp: Path):
-    """Each size on a fresh etcd, first run then repeat; after them, the same dnsperf run on a
-    reference server holding the smallest size, so every size is compared with a run made
-    moments apart rather than minutes."""
+    """Each size on a fresh etcd, a first run then repeats, each repeat followed by the same
+    dnsperf run on a reference server holding the smallest size, so every size is compared
+    with runs made moments apart rather than minutes."""
     res["scale"] = []
     res["scale_duration"] = a.scale_duration
     smallest = min(a.scales)
@@ -294,12 +296,24 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
             say(row["status"])
             continue
         try:
-            # first run: every question is new to the server; repeat: the same file again
+            # first run: every question is new to the server; then `a.rounds` repeats of the
+            # same file, each followed at once by the reference run it is compared with
             perf = dnsperf.run(srv.port, qpath, a.scale_duration, a.clients)
-            again = dnsperf.run(srv.port, qpath, a.scale_duration, a.clients)
+            repeats, refs = [], []
+            for _ in range(a.rounds):
+                again = dnsperf.run(srv.port, qpath, a.scale_duration, a.clients)
+                repeats.append(again)
+                if name in reference:
+                    refs.append(reference_run(reference[name], ref_queries, a))
+            row.update(qps=perf.qps, lost=perf.lost, qps_repeat=statistics.median(r.qps for r in repeats),
+                       lost_repeat=max(r.lost for r in repeats), ready_s=ready, rss_mib=srv.rss_mib())
+            refs_ok = [q for q in refs if q is not None]
+            if refs_ok:
+                row["qps_reference"] = statistics.median(refs_ok)
+            if refs and None not in refs:
+                row["repeat_ratios"] = [r.qps / q for r, q in zip(repeats, refs)]
             burst = live.burst(client, srv.port, puts=1000, rate=1000)
-            row.update(qps=perf.qps, lost=perf.lost, qps_repeat=again.qps, lost_repeat=again.lost,
-                       ready_s=ready, rss_mib=srv.rss_mib(), burst=burst.summary())
+            row["burst"] = burst.summary()
             # then every question of the zone once: more than the reply cache holds, so the
             # memory after it is the most any query mix can make the server hold
             swept = dnsperf.run(srv.port, every, EVERY_LIMIT_S, a.clients, passes=1)
@@ -308,12 +322,6 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
             row["status"] = f"failed: {exc.__class__.__name__}: {exc}"[:200]
         finally:
             sup.stop(srv)
-        if "status" not in row and name in reference:
-            try:
-                row["qps_reference"] = dnsperf.run(reference[name].port, ref_queries, a.scale_duration,
-                                                   a.clients).qps
-            except (dnsperf.DnsperfError, subprocess.TimeoutExpired) as exc:
-                say(f"  reference run failed: {exc}"[:200])
         if "status" not in row:
             say(f"  {name}: ready {ready:.2f} s, {row['qps']:,.0f} qps first run, {row['qps_repeat']:,.0f} "
                 f"repeated, {row.get('qps_reference', 0):,.0f} reference, rss {row['rss_mib']:.0f} MiB "
@@ -322,6 +330,15 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
         res["scale"].append(row)
     client.close()
     sup.stop(etcd)
+
+
+def reference_run(srv, queries: str, a) -> float | None:
+    """QPS of the reference server on its own query file; None (said) if the run failed."""
+    try:
+        return dnsperf.run(srv.port, queries, a.scale_duration, a.clients).qps
+    except (dnsperf.DnsperfError, subprocess.TimeoutExpired) as exc:
+        say(f"  reference run failed: {exc}"[:200])
+        return None
 
 
 def main(argv=None) -> int:

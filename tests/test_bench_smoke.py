@@ -153,7 +153,8 @@ def test_percentiles_and_report_render():
     res["scale_duration"] = 10
     res["scale"] = [
         {"target": "dnsdisco", "services": 10, "qps": 100_000.0, "qps_repeat": 110_000.0, "lost": 0,
-         "lost_repeat": 0, "ready_s": 0.3, "rss_mib": 55.0, "burst": burst, "qps_reference": 105_000.0},
+         "lost_repeat": 0, "ready_s": 0.3, "rss_mib": 55.0, "burst": burst, "qps_reference": 105_000.0,
+         "repeat_ratios": [1.10, 1.02, 1.05]},
         {"target": "dnsdisco", "services": 100_000, "qps": 50_000.0, "qps_repeat": 99_000.0, "lost": 3,
          "lost_repeat": 0, "ready_s": 2.8, "rss_mib": 257.0, "burst": burst, "qps_reference": 110_000.0,
          "rss_every_mib": 281.0, "every_sent": 704_000},
@@ -167,6 +168,7 @@ def test_percentiles_and_report_render():
                                             "281 (704,000)"]
     small_row = next(line for line in text.splitlines() if line.startswith("| dnsdisco | 10 |"))
     assert small_row.split(" | ")[10] == "—"
+    assert small_row.split(" | ")[6] == "1.05 (1.02–1.10)"          # median of the paired runs
     assert "QPS 10 services (reference)" in text
     assert "floor: not available (no etcd)" in text
     assert "| 2 | 70,000 | 100,000 | 0.70 | 2 vs 0 |" in text
