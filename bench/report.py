@@ -91,7 +91,9 @@ def throughput_section(res: dict) -> str:
                      f"(goal ≥ 0.8; lowest {min(each):.2f}, highest {max(each):.2f}).")
     notes = "\n".join(f"- {n}" for n in res.get("notes", []))
     return (f"## Throughput\n\n{res['services']:,} services ({res['records']:,} etcd keys), dnsperf "
-            f"`-c {res['clients']} -l {res['duration']:g}`, one server at a time on 127.0.0.1. "
+            f"`-c {res['clients']} -l {res['duration']:g}`, one server at a time on 127.0.0.1, "
+            "each after a 2 s warm-up run of the mixed file that is not counted (dnsdisco's cold start "
+            "is the scale table's first run). "
             f"`mixed`: {res['query_lines']:,} lines, ~60% A hits across service and instance names, "
             f"15% SRV, 10% AAAA NODATA, 10% NXDOMAIN ({d.NX_POOL:,} distinct names), 5% A hits in random "
             f"letter case. `single`: one name, A.\n\n{table}\n\n### Ratios\n\n{ratios}\n"
