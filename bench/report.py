@@ -225,10 +225,15 @@ is why the goal ratio is a median of rounds run back to back.
   for NODATA or NXDOMAIN, 14 µs for an SRV with its glue (18 to 20 µs before this session),
   plus ~4 µs of cache and table bookkeeping (13.6 µs in all on the mixed file's first pass, 14.5-
   15.3 µs before the cache entries were slimmed); under load about twice that, as the kernel's work
-  between packets evicts the CPU caches. Repeats cost the same dict lookup at any size, but at
-  100,000 services the ~85,000 table entries (~25 MB) no longer stay in the CPU caches: in-process
-  a repeat costs 0.95-1.05 µs there against 0.51 µs at 10 services, and the repeat run came out
-  0.87 to 1.05 of the reference run right after it over this session's full runs. Knot compiles the
+  between packets evicts the CPU caches. Repeats cost the same dict lookup at any size, but from
+  10,000 services on the table's entries (~30,000 questions there, ~85,000 at 100,000) no longer
+  stay in the CPU caches: in-process a repeat costs 1.02 µs at both sizes against 0.51 µs at 10
+  services, every kind of answer alike (NXDOMAIN, drawn from 1,000 names at every size, only
+  0.62 → 0.77 µs). It is the data, not the page tables: the same replay with the heap collapsed
+  into 2 MiB pages (`MADV_COLLAPSE`) cost 0.91-0.98 µs against 0.93-0.94 µs. Under load that is
+  ~1 µs more user time per query (2.0 → 2.8-3.3 µs at 10,000 services), and the paired repeat
+  runs came out 0.82-0.90 of the reference at 10,000 and 0.86-0.88 at 100,000 over two full
+  runs (medians of 3 pairs; single pairs ranged 0.79-0.94). Knot compiles the
   whole zone before it answers; packing all ~700,000 possible answers at sync time would take
   ~7 s of CPU and ~170 MB, past the ready and memory goals. The every-question pass of the
   scale table (~700,000 distinct questions at 100,000 services) runs at ~25,000 qps for that
