@@ -239,9 +239,12 @@ def burst(client, port: int, puts: int = 1000, rate: float = 1000.0, timeout: fl
                 continue
             t_put = time.monotonic()
             put_times.append(t_put)
-            with tell:
-                poller.stdin.write(f"{i} {inst.name} {inst.host} {t_put!r}\n".encode())
-                poller.stdin.flush()
+            try:
+                with tell:
+                    poller.stdin.write(f"{i} {inst.name} {inst.host} {t_put!r}\n".encode())
+                    poller.stdin.flush()
+            except (OSError, ValueError):                # the poller is gone: its result says so
+                pass
 
     try:
         if _read_line(poller.stdout, 30) != b"ready":
@@ -253,8 +256,13 @@ def burst(client, port: int, puts: int = 1000, rate: float = 1000.0, timeout: fl
             t.start()
         for t in threads:
             t.join(budget)
-        poller.stdin.write(b"end\n")
+        try:
+            poller.stdin.write(b"end\n")
+        except (OSError, ValueError):
+            pass
         out, _ = poller.communicate(timeout=budget)     # flushes and closes stdin
+        if poller.returncode != 0 or not out.strip():
+            raise RuntimeError(f"bench.poller failed (exit {poller.returncode})")
         result = json.loads(out)
     finally:
         if poller.poll() is None:

@@ -76,7 +76,9 @@ def follow(port: int, lines, *, pause: float, timeout: float, budget: float) -> 
                     struct.pack_into("!H", n.query, 0, next_id)
                     try:
                         sock.send(n.query)
-                    except BlockingIOError:
+                    except OSError:              # full buffer, or the server's port refused:
+                        n.next_at = now + pause  # ask again later, until the name times out
+                        wait = min(wait, pause)
                         continue
                     n.qid, n.sent_at = next_id, now
                     in_flight[next_id] = index
@@ -88,7 +90,7 @@ def follow(port: int, lines, *, pause: float, timeout: float, budget: float) -> 
             while True:
                 try:
                     reply = sock.recv(65535)
-                except (BlockingIOError, ConnectionRefusedError):
+                except OSError:                  # drained, or an ICMP error: nothing to read
                     break
                 t = time.monotonic()
                 if len(reply) < 12:

@@ -233,3 +233,29 @@ def test_burst_poller_times_each_name_from_its_put_to_its_first_fresh_answer():
     assert list(result["ms"]) == ["0"] and result["ms"]["0"] >= 50
     assert result["timeouts"] == [1]
     assert asked["fresh.svc.local"] > 1 and asked["stale.svc.local"] > 1
+
+
+def test_burst_poller_counts_a_server_that_refuses_as_timeouts():
+    """Nothing listens on the port: the refused sends and ICMP errors are asked again until
+    the name times out, and the poller still reports."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]                       # closed again: nothing listens there
+    poller = subprocess.Popen(
+        [sys.executable, "-m", "bench.poller", str(port), "--timeout", "0.3", "--budget", "10"],
+        cwd=Path(__file__).resolve().parents[1], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert poller.stdout.readline().strip() == b"ready"
+        poller.stdin.write(f"7 gone.svc.local 10.0.0.9 {time.monotonic()!r}\nend\n".encode())
+        out, _ = poller.communicate(timeout=20)
+    finally:
+        if poller.poll() is None:
+            poller.kill()
+    assert poller.returncode == 0
+    assert json.loads(out) == {"ms": {}, "timeouts": [7]}
