@@ -9,8 +9,8 @@ import json
 import math
 import select
 import socket
-import subprocess
 import statistics
+import subprocess
 import sys
 import threading
 import time
