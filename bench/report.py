@@ -232,8 +232,8 @@ is why the goal ratio is a median of rounds run back to back.
   0.62 → 0.77 µs). It is the data, not the page tables: the same replay with the heap collapsed
   into 2 MiB pages (`MADV_COLLAPSE`) cost 0.91-0.98 µs against 0.93-0.94 µs. Under load that is
   ~1 µs more user time per query (2.0 → 2.8-3.3 µs at 10,000 services), and the paired repeat
-  runs came out 0.82-0.90 of the reference at 10,000 and 0.86-0.88 at 100,000 over two full
-  runs (medians of 3 pairs; single pairs ranged 0.79-0.94). Knot compiles the
+  runs came out 0.81-0.90 of the reference at 10,000 and 0.86-0.88 at 100,000 over three full
+  runs (medians of 3 pairs; single pairs ranged 0.77-0.94). Knot compiles the
   whole zone before it answers; packing all ~700,000 possible answers at sync time would take
   ~7 s of CPU and ~170 MB, past the ready and memory goals. The every-question pass of the
   scale table (~700,000 distinct questions at 100,000 services) runs at ~25,000 qps for that
