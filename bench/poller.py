@@ -23,17 +23,17 @@ import struct
 import sys
 import time
 
-from .probe import NOERROR, address_bytes, pack_query
+from .probe import has_address, pack_query
 
 LOST_AFTER = 0.2        # a query with no reply by then is asked again
 
 
 class _Name:
-    __slots__ = ("query", "packed", "t_put", "next_at", "qid", "sent_at")
+    __slots__ = ("query", "fresh", "t_put", "next_at", "qid", "sent_at")
 
     def __init__(self, qname: str, address: str, t_put: float, now: float):
         self.query = bytearray(pack_query(qname, "A"))
-        self.packed = address_bytes(address)
+        self.fresh = has_address(address)          # the reply carries the new address
         self.t_put = t_put
         self.next_at = now
         self.qid: int | None = None
@@ -95,13 +95,12 @@ def follow(port: int, lines, *, pause: float, timeout: float, budget: float) -> 
                 t = time.monotonic()
                 if len(reply) < 12:
                     continue
-                qid, flags, _, an = struct.unpack_from("!HHHH", reply)
-                index = in_flight.pop(qid, None)
+                index = in_flight.pop(struct.unpack_from("!H", reply)[0], None)
                 if index is None or index not in pending:
                     continue
                 n = pending[index]
                 n.qid = None
-                if flags & 0xF == NOERROR and an > 0 and n.packed in reply[12:]:
+                if n.fresh(reply):
                     served[index] = (t - n.t_put) * 1000
                     del pending[index]
                 else:
