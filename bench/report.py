@@ -159,7 +159,7 @@ def scale_section(res: dict) -> str:
                      _f(r["burst"].get("rate"))])
     smallest = min((r["services"] for r in sc), default=0)
     return ("## Scale\n\nPer number of services (2 instances each): QPS on the mixed file for that size "
-            f"(`-l {res.get('scale_duration', '?')}`), run twice on one server: the first run starts with "
+            f"(`-l {res.get('scale_duration', '?')}`), run again and again on one server: the first run starts with "
             "nothing cached, so at 100,000 services most of its ~85,000 distinct questions are answered "
             "for the first time; then the repeats ask the same file again, each followed at once by the same "
             f"run on a reference server holding {smallest:,} services (already asked everything once), so "

@@ -1,5 +1,12 @@
-"""The benchmark harness's pure parts: records, zone file, dnsmasq config, query files, dnsperf parsing."""
+"""The benchmark harness's parts: records, zone file, dnsmasq config, query files, dnsperf
+parsing, the report, and the burst poller against sockets on loopback."""
+import contextlib
 import json
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections import Counter
 
 import dns.zone
@@ -175,17 +182,32 @@ def test_percentiles_and_report_render():
     assert "Median dnsdisco / Knot over 3 rounds: 0.85** (goal ≥ 0.8; lowest 0.70, highest 0.90)" in text
 
 
+@contextlib.contextmanager
+def _poller(port: int):
+    """bench.poller for 127.0.0.1:port (0.3 s per name, 10 s in all), once it says ready."""
+    poller = subprocess.Popen(
+        [sys.executable, "-m", "bench.poller", str(port), "--timeout", "0.3", "--budget", "10"],
+        cwd=live.REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert poller.stdout.readline().strip() == b"ready"
+        yield poller
+    finally:
+        if poller.poll() is None:
+            poller.kill()
+            poller.wait(5)
+
+
+def _report(poller, lines: str) -> dict:
+    """Hand the poller its names and the end; what it reports."""
+    out, _ = poller.communicate((lines + "end\n").encode(), timeout=20)
+    assert poller.returncode == 0
+    return json.loads(out)
+
+
 def test_burst_poller_times_each_name_from_its_put_to_its_first_fresh_answer():
     """bench.poller, in its own process, against a small UDP responder on loopback: a name
     that turns fresh 50 ms after its put is timed from the put (never less than 50 ms, asked
     again after each stale answer); one that never turns fresh is a timeout."""
-    import socket
-    import subprocess
-    import sys
-    import threading
-    import time
-    from pathlib import Path
-
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.1)
@@ -213,23 +235,15 @@ def test_burst_poller_times_each_name_from_its_put_to_its_first_fresh_answer():
 
     responder = threading.Thread(target=respond, daemon=True)
     responder.start()
-    poller = subprocess.Popen(
-        [sys.executable, "-m", "bench.poller", str(sock.getsockname()[1]), "--timeout", "0.3",
-         "--budget", "10"], cwd=Path(__file__).resolve().parents[1],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        assert poller.stdout.readline().strip() == b"ready"
-        t_put = time.monotonic()
-        fresh_at["fresh.svc.local"] = t_put + 0.05
-        poller.stdin.write(f"0 fresh.svc.local 10.0.0.7 {t_put!r}\n1 stale.svc.local 10.0.0.8 {t_put!r}\nend\n".encode())
-        out, _ = poller.communicate(timeout=20)
+        with _poller(sock.getsockname()[1]) as poller:
+            t_put = time.monotonic()
+            fresh_at["fresh.svc.local"] = t_put + 0.05
+            result = _report(poller, f"0 fresh.svc.local 10.0.0.7 {t_put!r}\n1 stale.svc.local 10.0.0.8 {t_put!r}\n")
     finally:
         stop.set()
-        if poller.poll() is None:
-            poller.kill()
         responder.join(5)
         sock.close()
-    result = json.loads(out)
     assert list(result["ms"]) == ["0"] and result["ms"]["0"] >= 50
     assert result["timeouts"] == [1]
     assert asked["fresh.svc.local"] > 1 and asked["stale.svc.local"] > 1
@@ -238,24 +252,8 @@ def test_burst_poller_times_each_name_from_its_put_to_its_first_fresh_answer():
 def test_burst_poller_counts_a_server_that_refuses_as_timeouts():
     """Nothing listens on the port: the refused sends and ICMP errors are asked again until
     the name times out, and the poller still reports."""
-    import socket
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]                       # closed again: nothing listens there
-    poller = subprocess.Popen(
-        [sys.executable, "-m", "bench.poller", str(port), "--timeout", "0.3", "--budget", "10"],
-        cwd=Path(__file__).resolve().parents[1], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert poller.stdout.readline().strip() == b"ready"
-        poller.stdin.write(f"7 gone.svc.local 10.0.0.9 {time.monotonic()!r}\nend\n".encode())
-        out, _ = poller.communicate(timeout=20)
-    finally:
-        if poller.poll() is None:
-            poller.kill()
-    assert poller.returncode == 0
-    assert json.loads(out) == {"ms": {}, "timeouts": [7]}
+    with _poller(port) as poller:
+        assert _report(poller, f"7 gone.svc.local 10.0.0.9 {time.monotonic()!r}\n") == {"ms": {}, "timeouts": [7]}
