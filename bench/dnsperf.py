@@ -5,6 +5,8 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 
+from .servers import pinned
+
 
 @dataclass
 class PerfResult:
@@ -65,9 +67,10 @@ def parse(output: str) -> PerfResult:
 
 def command(port: int, query_file: str, seconds: float, clients: int, *,
             max_qps: int | None = None, server: str = "127.0.0.1", threads: int | None = None,
-            outstanding: int | None = None, passes: int | None = None) -> list[str]:
-    cmd = ["dnsperf", "-s", server, "-p", str(port), "-d", query_file,
-           "-c", str(clients), "-l", str(seconds)]
+            outstanding: int | None = None, passes: int | None = None, cpus: str | None = None) -> list[str]:
+    """The dnsperf command line; `cpus` (a taskset list) keeps it on those CPUs."""
+    cmd = pinned(["dnsperf", "-s", server, "-p", str(port), "-d", query_file,
+                  "-c", str(clients), "-l", str(seconds)], cpus)
     if passes:
         cmd += ["-n", str(passes)]            # stop after this many runs through the file
     if threads:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import resource
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,6 +52,10 @@ def parse_args(argv):
     ap.add_argument("--scales", default=None, help="services per scale step [10,1000,10000,100000; quick 10,1000]")
     ap.add_argument("--scale-duration", type=float, default=None,
                     help="seconds per scale dnsperf run; each size is run twice, cold then repeated [10; quick 2]")
+    ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                    help="scale table: run the server under test and its reference on the first CPU "
+                         "this process may use and dnsperf on the others (taskset), so the scheduler "
+                         "never moves the server between cores [on]")
     ap.add_argument("--idle-tcp", type=int, default=800, help="idle TCP connections to hold [800]")
     ap.add_argument("--ready-timeout", type=float, default=60, help="seconds to wait for a server to be ready [60]")
     ap.add_argument("--dnsdisco-arg", action="append", default=[],
@@ -67,6 +73,7 @@ def parse_args(argv):
     a.servers = [s for s in a.servers.split(",") if s]
     a.live = [s for s in a.live.split(",") if s]
     a.sections = [s for s in a.sections.split(",") if s]
+    a.server_cpus, a.load_cpus, a.pinning = scale_cpus(a)
     for s in a.servers:
         if s not in ALL_SERVERS:
             ap.error(f"--servers: unknown server {s!r} (choose from {', '.join(ALL_SERVERS)})")
@@ -92,13 +99,13 @@ def dnsdisco_serve_args(a) -> list[str]:
     return ["--tcp-idle-timeout", str(max(120, int(a.duration * 6))), *a.dnsdisco_arg]
 
 
-def start_live(sup, name, endpoint, a, ds):
-    """Start dnsdisco or the floor on `endpoint` and wait until it answers the last-loaded name.
-    Returns (server, seconds from process start to ready)."""
+def start_live(sup, name, endpoint, a, ds, cpus=None):
+    """Start dnsdisco or the floor on `endpoint` (on `cpus` if given) and wait until it answers
+    the last-loaded name. Returns (server, seconds from process start to ready)."""
     if name == "dnsdisco":
-        srv = servers.start_dnsdisco(sup, endpoint, extra_args=dnsdisco_serve_args(a))
+        srv = servers.start_dnsdisco(sup, endpoint, extra_args=dnsdisco_serve_args(a), cpus=cpus)
     else:
-        srv = servers.start_floor(sup, endpoint)
+        srv = servers.start_floor(sup, endpoint, cpus=cpus)
     servers.wait_dns(srv, ds.last_name(), a.ready_timeout)
     return srv, time.monotonic() - srv.extra["t0"]
 
@@ -256,12 +263,29 @@ def idle_tcp(sup, a, ds, res, live_srv, qfiles):
 EVERY_LIMIT_S = 60        # bound on the every-question pass (100,000 services: ~700,000 queries)
 
 
+def scale_cpus(a) -> tuple[str | None, str | None, str]:
+    """(server CPUs, dnsperf CPUs, what was done) for the scale table. Pinned, the server stays
+    on one core: moved between cores, as the scheduler does while dnsperf shares them, it
+    leaves its reply table in the other core's cache, which costs more the more it holds."""
+    if not a.pin:
+        return None, None, "not pinned (--no-pin)"
+    if not shutil.which("taskset"):
+        return None, None, "not pinned (no taskset on PATH)"
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None, "not pinned (only one CPU)"
+    server, load = str(cpus[0]), ",".join(map(str, cpus[1:]))
+    return server, load, f"pinned: servers on CPU {server}, dnsperf on CPU {load}"
+
+
 def scale(sup, a, res, tmp: Path):
     """Each size on a fresh etcd, a first run then repeats, each repeat followed by the same
     dnsperf run on a reference server holding the smallest size, so every size is compared
     with runs made moments apart rather than minutes."""
     res["scale"] = []
     res["scale_duration"] = a.scale_duration
+    res["scale_pinning"] = a.pinning
+    say(f"scale: {a.pinning}")
     smallest = min(a.scales)
     reference = {}                                   # live target -> (server, query file)
     ref_ds = dataset.Dataset(smallest)
@@ -273,8 +297,9 @@ def scale(sup, a, res, tmp: Path):
     ref_queries = write_queries(tmp / "mixed-reference.txt", dataset.mixed_queries(ref_ds, a.query_lines))
     for name in a.live:
         try:
-            srv, _ = start_live(sup, name, ref_etcd.extra["endpoint"], a, ref_ds)
-            dnsperf.run(srv.port, ref_queries, min(2.0, a.scale_duration), a.clients)   # everything asked once
+            srv, _ = start_live(sup, name, ref_etcd.extra["endpoint"], a, ref_ds, cpus=a.server_cpus)
+            dnsperf.run(srv.port, ref_queries, min(2.0, a.scale_duration), a.clients,   # everything asked once
+                        cpus=a.load_cpus)
             reference[name] = srv
         except (servers.StartError, OSError, dnsperf.DnsperfError, subprocess.TimeoutExpired) as exc:
             say(f"  reference {unavailable(name, exc)}")
@@ -299,7 +324,7 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
     for name in a.live:
         row = {"target": name, "services": n}
         try:
-            srv, ready = start_live(sup, name, etcd.extra["endpoint"], a, ds)
+            srv, ready = start_live(sup, name, etcd.extra["endpoint"], a, ds, cpus=a.server_cpus)
         except (servers.StartError, OSError) as exc:
             row["status"] = unavailable(name, exc)
             res["scale"].append(row)
@@ -308,10 +333,10 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
         try:
             # first run: every question is new to the server; then `a.rounds` repeats of the
             # same file, each followed at once by the reference run it is compared with
-            perf = dnsperf.run(srv.port, qpath, a.scale_duration, a.clients)
+            perf = dnsperf.run(srv.port, qpath, a.scale_duration, a.clients, cpus=a.load_cpus)
             repeats, refs = [], []
             for _ in range(a.rounds):
-                again = dnsperf.run(srv.port, qpath, a.scale_duration, a.clients)
+                again = dnsperf.run(srv.port, qpath, a.scale_duration, a.clients, cpus=a.load_cpus)
                 repeats.append(again)
                 if name in reference:
                     refs.append(reference_run(reference[name], ref_queries, a))
@@ -326,7 +351,7 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
             row["burst"] = burst.summary()
             # then every question of the zone once: more than the reply cache holds, so the
             # memory after it is the most any query mix can make the server hold
-            swept = dnsperf.run(srv.port, every, EVERY_LIMIT_S, a.clients, passes=1)
+            swept = dnsperf.run(srv.port, every, EVERY_LIMIT_S, a.clients, passes=1, cpus=a.load_cpus)
             row.update(every_sent=swept.sent, every_qps=swept.qps, rss_every_mib=srv.rss_mib())
         except Exception as exc:  # noqa: BLE001 - one step failing must not lose the others
             row["status"] = f"failed: {exc.__class__.__name__}: {exc}"[:200]
@@ -345,7 +370,7 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
 def reference_run(srv, queries: str, a) -> float | None:
     """QPS of the reference server on its own query file; None (said) if the run failed."""
     try:
-        return dnsperf.run(srv.port, queries, a.scale_duration, a.clients).qps
+        return dnsperf.run(srv.port, queries, a.scale_duration, a.clients, cpus=a.load_cpus).qps
     except (dnsperf.DnsperfError, subprocess.TimeoutExpired) as exc:
         say(f"  reference run failed: {exc}"[:200])
         return None

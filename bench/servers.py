@@ -238,13 +238,22 @@ def wait_dns(srv: Server, qname: str, timeout: float) -> float:
         q.close()
 
 
-def start_dnsdisco(sup: Supervisor, etcd_endpoint: str, *, extra_args=(), name="dnsdisco") -> Server:
-    """`python -m dnsdisco serve` from this checkout; the start time is kept in extra['t0']."""
+def pinned(cmd: list[str], cpus: str | None) -> list[str]:
+    """`cmd` run on the CPUs `cpus` (a taskset list such as "0" or "1,3"), or as it is for None.
+    taskset sets the affinity and execs the command, so the process keeps taskset's pid and
+    what it starts inherits the same CPUs."""
+    return ["taskset", "-c", cpus, *cmd] if cpus else list(cmd)
+
+
+def start_dnsdisco(sup: Supervisor, etcd_endpoint: str, *, extra_args=(), name="dnsdisco",
+                   cpus: str | None = None) -> Server:
+    """`python -m dnsdisco serve` from this checkout (on `cpus` if given); the start time is
+    kept in extra['t0']."""
     port = free_port()
     wd = sup.workdir(name)
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    cmd = [sys.executable, "-m", "dnsdisco", "serve", "--etcd", etcd_endpoint,
-           "--listen", f"127.0.0.1:{port}", "--zone", dataset.ZONE, *extra_args]
+    cmd = pinned([sys.executable, "-m", "dnsdisco", "serve", "--etcd", etcd_endpoint,
+                  "--listen", f"127.0.0.1:{port}", "--zone", dataset.ZONE, *extra_args], cpus)
     t0 = time.monotonic()
     srv = sup.spawn(name, cmd, port, wd, env=env)
     srv.extra["t0"] = t0
@@ -252,12 +261,12 @@ def start_dnsdisco(sup: Supervisor, etcd_endpoint: str, *, extra_args=(), name="
     return srv
 
 
-def start_floor(sup: Supervisor, etcd_endpoint: str, name="floor") -> Server:
+def start_floor(sup: Supervisor, etcd_endpoint: str, name="floor", cpus: str | None = None) -> Server:
     """bench/dnslib_floor.py: dnslib's threaded DNSServer fed by list + watch of the same keys."""
     port = free_port()
     wd = sup.workdir(name)
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    cmd = [sys.executable, "-m", "bench.dnslib_floor", "--etcd", etcd_endpoint, "--port", str(port)]
+    cmd = pinned([sys.executable, "-m", "bench.dnslib_floor", "--etcd", etcd_endpoint, "--port", str(port)], cpus)
     t0 = time.monotonic()
     srv = sup.spawn(name, cmd, port, wd, env=env)
     srv.extra["t0"] = t0

@@ -2,6 +2,8 @@
 parsing, the report, and the burst poller against sockets on loopback."""
 import contextlib
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from dns.rdataclass import IN
 from dns.rdatatype import AAAA, SOA, SRV, A
 import pytest
 
-from bench import dataset, dnsperf, live, probe, report
+from bench import dataset, dnsperf, live, probe, report, run, servers
 
 DNSPERF_OUTPUT = """\
 DNS Performance Testing Tool
@@ -49,6 +51,17 @@ def test_dnsperf_output_is_parsed():
     assert r.rcodes == {"NOERROR": 278932, "NXDOMAIN": 30993}
     with pytest.raises(dnsperf.DnsperfError):
         dnsperf.parse("dnsperf: invalid option -- 'z'\n")
+
+
+@pytest.mark.skipif(not shutil.which("taskset"), reason="taskset (util-linux) is not installed")
+def test_pinned_commands_run_on_the_cpus_given():
+    show = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"]
+    last = max(os.sched_getaffinity(0))
+    out = subprocess.run(servers.pinned(show, str(last)), capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == f"[{last}]"
+    assert servers.pinned(show, None) == show
+    assert dnsperf.command(53, "q.txt", 1, 4, cpus="1")[:4] == ["taskset", "-c", "1", "dnsperf"]
+    assert run.parse_args(["--no-pin"]).pinning == "not pinned (--no-pin)"
 
 
 def test_etcd_items_use_the_skydns_key_format():
@@ -158,6 +171,7 @@ def test_percentiles_and_report_render():
     }
     burst = {"p99": 2.5, "n": 1000, "timeouts": 0, "rate": 1001.0}
     res["scale_duration"] = 10
+    res["scale_pinning"] = "pinned: servers on CPU 0, dnsperf on CPU 1"
     res["scale"] = [
         {"target": "dnsdisco", "services": 10, "qps": 100_000.0, "qps_repeat": 110_000.0, "lost": 0,
          "lost_repeat": 0, "ready_s": 0.3, "rss_mib": 55.0, "burst": burst, "qps_reference": 105_000.0,
@@ -177,6 +191,7 @@ def test_percentiles_and_report_render():
     assert small_row.split(" | ")[10] == "—"
     assert small_row.split(" | ")[6] == "1.05 (1.02–1.10)"          # median of the paired runs
     assert "QPS 10 services (reference)" in text
+    assert "CPUs: pinned: servers on CPU 0, dnsperf on CPU 1 (`--pin`" in text
     assert "floor: not available (no etcd)" in text
     assert "| 2 | 70,000 | 100,000 | 0.70 | 2 vs 0 |" in text
     assert "Median dnsdisco / Knot over 3 rounds: 0.85** (goal ≥ 0.8; lowest 0.70, highest 0.90)" in text
