@@ -234,13 +234,26 @@ is why the goal ratio is a median of rounds run back to back.
   services, every kind of answer alike (NXDOMAIN, drawn from 1,000 names at every size, only
   0.62 → 0.77 µs). It is the data, not the page tables: the same replay with the heap collapsed
   into 2 MiB pages (`MADV_COLLAPSE`) cost 0.91-0.98 µs against 0.93-0.94 µs. Under load that is
-  ~1 µs more user time per query (2.0 → 2.8-3.3 µs at 10,000 services), and the paired repeat
-  runs came out 0.81-0.90 of the reference at 10,000 and 0.86-0.88 at 100,000 over three full
-  runs (medians of 3 pairs; single pairs ranged 0.77-0.94). Knot compiles the
+  ~1 µs more user time per query (2.0 → 2.8-3.3 µs at 10,000 services). Replayed through
+  `Responder.handle` under `valgrind --tool=cachegrind --cache-sim=yes --D1=2097152,16,64` (a
+  simulated 2 MiB data cache, this machine's L2 per core), a repeat misses
+  1.2 lines at 10 services and 8.4 at 10,000: the dict's slot and entry, the stored key, the
+  `_Exact`, its replies tuple and the reply, each a Python object of its own, plus the reference
+  counts written on them. Keeping the turn counter below the number of orders and unwrapping
+  single replies saved 0.5 of those 8.4 misses, too little to keep the extra code. Knot compiles the
   whole zone before it answers; packing all ~700,000 possible answers at sync time would take
   ~7 s of CPU and ~170 MB, past the ready and memory goals. The every-question pass of the
   scale table (~700,000 distinct questions at 100,000 services) runs at ~25,000 qps for that
   reason: nearly every question is a first answer, and the cache keeps only the last 100,000.
+- **Core moves.** With both CPUs open to it, the scheduler moves the server between the cores it
+  shares with dnsperf, and each move leaves the reply table in the caches of the core it left:
+  a cost that grows with the table. Back to back on this machine (2026-11-25), the scale table
+  unpinned (`python -m bench.run --sections scale --no-pin --scales 10,10000,100000`) gave
+  repeat / reference 0.89 (0.82-0.90) at 10,000 and 0.90 (0.84-0.93) at 100,000, first runs 0.84
+  and 0.72, as three earlier unpinned runs did (0.81-0.90 at 10,000, 0.86-0.88 at 100,000); pinned, as above,
+  the same sizes give 0.91-0.99, the references running at about the same rate either way
+  (130,000-143,000 qps pinned, 130,000-132,000 not). In production, give the server a core of
+  its own (`taskset -c 2 dnsdisco serve`, systemd `CPUAffinity=`, docker `--cpuset-cpus`).
 - **Freshness under load.** Until this session the watch ran on gRPC's gevent integration,
   which hands each watch message to the event loop through a native thread pool, one round
   trip per message; with the loop busy answering queries, a burst of 1,000 puts/s arrived in
@@ -288,7 +301,8 @@ def markdown(res: dict) -> str:
             f"{v['etcd']}; Python {v['python']}\n"
             f"- Load average before the run: {res.get('loadavg_before', 'unknown')} (anything else running "
             "on the machine lowers every figure; compare ratios within one run)\n"
-            f"- Servers and dnsperf share the same {m['nproc']} CPUs; Knot runs with its default worker "
+            f"- Servers and dnsperf share the same {m['nproc']} CPUs (except in the scale table, which says "
+            "where each ran); Knot runs with its default worker "
             "threads, dnsmasq is single-threaded, the floor is dnslib's threaded `DNSServer`.\n")
     parts = [head, throughput_section(res), freshness_section(res), scale_section(res), tcp_section(res),
              LIMITS_PLACEHOLDER]
