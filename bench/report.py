@@ -172,7 +172,7 @@ def scale_section(res: dict) -> str:
             "100,000: the most any query mix can make it hold), and put → served p99 under a burst of 1,000 puts per second (followed as in the freshness section). "
             f"CPUs: {res.get('scale_pinning', 'not pinned')} (`--pin`, the default; `--no-pin` lets the "
             "scheduler move the server between the cores it shares with dnsperf, which leaves its reply "
-            "table in the other core's cache: a cost that grows with the table, see below). Goals: QPS within 10% "
+            "table in the caches of the core it left: a cost that grows with the table, see below). Goals: QPS within 10% "
             f"of the {smallest:,}-service figure, ready ≤ 5 s and RSS ≤ 300 MiB at 100,000, burst p99 ≤ 50 ms.\n\n"
             + _table(["server", "services", "QPS first run", "QPS repeat", f"QPS {smallest:,} services (reference)",
                       "first / reference", "repeat / reference", "lost first/repeat", "ready s", "RSS MiB",

@@ -51,7 +51,8 @@ def parse_args(argv):
                     help="dnsperf -Q background load during freshness [20000]")
     ap.add_argument("--scales", default=None, help="services per scale step [10,1000,10000,100000; quick 10,1000]")
     ap.add_argument("--scale-duration", type=float, default=None,
-                    help="seconds per scale dnsperf run; each size is run twice, cold then repeated [10; quick 2]")
+                    help="seconds per scale dnsperf run; each size has a first (cold) run, then --rounds "
+                         "repeats, each followed by the reference run [10; quick 2]")
     ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                     help="scale table: run the server under test and its reference on the first CPU "
                          "this process may use and dnsperf on the others (taskset), so the scheduler "
@@ -266,7 +267,7 @@ EVERY_LIMIT_S = 60        # bound on the every-question pass (100,000 services: 
 def scale_cpus(a) -> tuple[str | None, str | None, str]:
     """(server CPUs, dnsperf CPUs, what was done) for the scale table. Pinned, the server stays
     on one core: moved between cores, as the scheduler does while dnsperf shares them, it
-    leaves its reply table in the other core's cache, which costs more the more it holds."""
+    leaves its reply table in the caches of the core it left, which costs more the more it holds."""
     if not a.pin:
         return None, None, "not pinned (--no-pin)"
     if not shutil.which("taskset"):
