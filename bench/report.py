@@ -171,8 +171,8 @@ def scale_section(res: dict) -> str:
             "A, SRV and AAAA of every name, more distinct questions than the reply cache's default "
             "100,000: the most any query mix can make it hold), and put → served p99 under a burst of 1,000 puts per second (followed as in the freshness section). "
             f"CPUs: {res.get('scale_pinning', 'not pinned')} (`--pin`, the default; `--no-pin` lets the "
-            "scheduler move the server between the cores it shares with dnsperf, which leaves its reply "
-            "table in the caches of the core it left: a cost that grows with the table, see below). Goals: QPS within 10% "
+            "scheduler move the server and run dnsperf's threads on its core, which costs it CPU time and "
+            "the reply table's place in the caches: see \"Sharing cores with dnsperf\" below). Goals: QPS within 10% "
             f"of the {smallest:,}-service figure, ready ≤ 5 s and RSS ≤ 300 MiB at 100,000, burst p99 ≤ 50 ms.\n\n"
             + _table(["server", "services", "QPS first run", "QPS repeat", f"QPS {smallest:,} services (reference)",
                       "first / reference", "repeat / reference", "lost first/repeat", "ready s", "RSS MiB",
@@ -233,7 +233,7 @@ is why the goal ratio is a median of rounds run back to back.
   stay in the CPU caches: in-process a repeat costs 1.02 µs at both sizes against 0.51 µs at 10
   services, every kind of answer alike (NXDOMAIN, drawn from 1,000 names at every size, only
   0.62 → 0.77 µs). It is the data, not the page tables: the same replay with the heap collapsed
-  into 2 MiB pages (`MADV_COLLAPSE`) cost 0.91-0.98 µs against 0.93-0.94 µs. Under load that is
+  into 2 MiB pages (`MADV_COLLAPSE`) cost 0.91-0.98 µs against 0.93-0.94 µs. Under load, unpinned, that is
   ~1 µs more user time per query (2.0 → 2.8-3.3 µs at 10,000 services). Replayed through
   `Responder.handle` under `valgrind --tool=cachegrind --cache-sim=yes --D1=2097152,16,64` (a
   simulated 2 MiB data cache, this machine's L2 per core), a repeat misses
@@ -245,15 +245,20 @@ is why the goal ratio is a median of rounds run back to back.
   ~7 s of CPU and ~170 MB, past the ready and memory goals. The every-question pass of the
   scale table (~700,000 distinct questions at 100,000 services) runs at ~25,000 qps for that
   reason: nearly every question is a first answer, and the cache keeps only the last 100,000.
-- **Core moves.** With both CPUs open to it, the scheduler moves the server between the cores it
-  shares with dnsperf, and each move leaves the reply table in the caches of the core it left:
-  a cost that grows with the table. Back to back on this machine (2026-11-25), the scale table
-  unpinned (`python -m bench.run --sections scale --no-pin --scales 10,10000,100000`) gave
-  repeat / reference 0.89 (0.82-0.90) at 10,000 and 0.90 (0.84-0.93) at 100,000, first runs 0.84
-  and 0.72, as three earlier unpinned runs did (0.81-0.90 at 10,000, 0.86-0.88 at 100,000); pinned, as above,
-  the same sizes give 0.91-0.99, the references running at about the same rate either way
-  (130,000-143,000 qps pinned, 130,000-132,000 not). In production, give the server a core of
-  its own (`taskset -c 2 dnsdisco serve`, systemd `CPUAffinity=`, docker `--cpuset-cpus`).
+- **Sharing cores with dnsperf.** With both CPUs open to it, the scheduler moves the server
+  and runs dnsperf's threads on its core. Read from `/proc/<pid>/sched` over 6 s runs
+  (2026-11-25): unpinned, 3 to 565 migrations and 2,000 to 43,000 involuntary switches per run,
+  and the server busy 0.89-0.98 of a core; pinned, no migrations, ~500 switches, busy
+  0.98-0.99 in every run. User time per query stayed about the same (2.6-3.1 µs at 10,000
+  services either way), so a bad unpinned run mostly loses CPU time, and it comes back with
+  its caches holding dnsperf's data instead of its own, which a bigger reply table pays more
+  for. Back to back, the scale table unpinned
+  (`python -m bench.run --sections scale --no-pin --scales 10,10000,100000`) gave repeat /
+  reference 0.89 (0.82-0.90) at 10,000 and 0.90 (0.84-0.93) at 100,000, and first runs 0.84 and
+  0.72. Three earlier unpinned runs gave 0.81-0.90 at 10,000 and 0.86-0.88 at 100,000. Pinned,
+  as above, the same sizes give 0.91-0.99, and the references run at about the same rate either
+  way (130,000-143,000 qps pinned, 130,000-132,000 not). In production, give the server a core
+  of its own (`taskset -c 2 dnsdisco serve`, systemd `CPUAffinity=`, docker `--cpuset-cpus`).
 - **Freshness under load.** Until this session the watch ran on gRPC's gevent integration,
   which hands each watch message to the event loop through a native thread pool, one round
   trip per message; with the loop busy answering queries, a burst of 1,000 puts/s arrived in

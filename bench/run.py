@@ -56,7 +56,7 @@ def parse_args(argv):
     ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                     help="scale table: run the server under test and its reference on the first CPU "
                          "this process may use and dnsperf on the others (taskset), so the scheduler "
-                         "never moves the server between cores [on]")
+                         "neither moves the server nor runs dnsperf on its core [on]")
     ap.add_argument("--idle-tcp", type=int, default=800, help="idle TCP connections to hold [800]")
     ap.add_argument("--ready-timeout", type=float, default=60, help="seconds to wait for a server to be ready [60]")
     ap.add_argument("--dnsdisco-arg", action="append", default=[],
@@ -265,9 +265,9 @@ EVERY_LIMIT_S = 60        # bound on the every-question pass (100,000 services: 
 
 
 def scale_cpus(a) -> tuple[str | None, str | None, str]:
-    """(server CPUs, dnsperf CPUs, what was done) for the scale table. Pinned, the server stays
-    on one core: moved between cores, as the scheduler does while dnsperf shares them, it
-    leaves its reply table in the caches of the core it left, which costs more the more it holds."""
+    """(server CPUs, dnsperf CPUs, what was done) for the scale table. Unpinned, the scheduler
+    moves the server and runs dnsperf's threads on its core, which takes CPU time from it and
+    leaves its caches holding dnsperf's data; a bigger reply table pays more for that."""
     if not a.pin:
         return None, None, "not pinned (--no-pin)"
     if not shutil.which("taskset"):
