@@ -250,9 +250,9 @@ is why the goal ratio is a median of rounds run back to back.
   (2026-11-25): unpinned, 3 to 565 migrations and 2,000 to 43,000 involuntary switches per run,
   and the server busy 0.89-0.98 of a core; pinned, no migrations, ~500 switches, busy
   0.98-0.99 in every run. User time per query stayed about the same (2.6-3.1 µs at 10,000
-  services either way), so a bad unpinned run mostly loses CPU time, and it comes back with
-  its caches holding dnsperf's data instead of its own, which a bigger reply table pays more
-  for. Back to back, the scale table unpinned
+  services either way), so a bad unpinned run mostly loses CPU time; that a bigger reply table
+  also pays more for the caches dnsperf filled meanwhile is read from the ratios below, not
+  measured directly. Back to back, the scale table unpinned
   (`python -m bench.run --sections scale --no-pin --scales 10,10000,100000`) gave repeat /
   reference 0.89 (0.82-0.90) at 10,000 and 0.90 (0.84-0.93) at 100,000, and first runs 0.84 and
   0.72. Three earlier unpinned runs gave 0.81-0.90 at 10,000 and 0.86-0.88 at 100,000. Pinned,

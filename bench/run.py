@@ -267,7 +267,8 @@ EVERY_LIMIT_S = 60        # bound on the every-question pass (100,000 services: 
 def scale_cpus(a) -> tuple[str | None, str | None, str]:
     """(server CPUs, dnsperf CPUs, what was done) for the scale table. Unpinned, the scheduler
     moves the server and runs dnsperf's threads on its core, which takes CPU time from it and
-    leaves its caches holding dnsperf's data; a bigger reply table pays more for that."""
+    leaves its caches holding dnsperf's data (which, judging by the ratios, costs a bigger
+    reply table more)."""
     if not a.pin:
         return None, None, "not pinned (--no-pin)"
     if not shutil.which("taskset"):
