@@ -15,13 +15,11 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlparse
 
 from . import dataset as d
 from . import probe
-
-REPO = Path(__file__).resolve().parents[1]
+from .servers import REPO_ROOT
 
 
 def etcd_client(endpoint: str, timeout: float = 30):
@@ -218,7 +216,7 @@ def burst(client, port: int, puts: int = 1000, rate: float = 1000.0, timeout: fl
     poller = subprocess.Popen(
         [sys.executable, "-m", "bench.poller", str(port), "--pause", str(BURST_POLL_PAUSE),
          "--timeout", str(timeout), "--budget", str(budget)],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False)
+        cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False)
     errors = []
     put_times: list[float] = []
     tell = threading.Lock()

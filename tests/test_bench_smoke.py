@@ -202,7 +202,7 @@ def _poller(port: int):
     """bench.poller for 127.0.0.1:port (0.3 s per name, 10 s in all), once it says ready."""
     poller = subprocess.Popen(
         [sys.executable, "-m", "bench.poller", str(port), "--timeout", "0.3", "--budget", "10"],
-        cwd=live.REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        cwd=servers.REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert poller.stdout.readline().strip() == b"ready"
         yield poller
