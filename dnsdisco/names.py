@@ -93,6 +93,37 @@ def name_for(prefix: str, key: str) -> str | None:
         return None
 
 
+def from_labels(wire_labels) -> str | None:
+    """The name that wire labels (bytes, without the root) spell, as the snapshot holds names;
+    None when a label holds an octet no stored name can hold.
+
+    Stored names come from etcd key parts, which never contain a "." (such keys are skipped)
+    nor a backslash, and are served in ASCII form; so a label with a ".", a backslash or an
+    octet outside ASCII (RFC 2181 section 11 allows them all) names nothing we hold. Joining
+    such labels with dots would make `hello\\.svc.local` match `hello.svc.local`. Only ASCII
+    letters are folded (RFC 4343)."""
+    parts = []
+    for label in wire_labels:
+        if b"." in label or b"\\" in label or not label.isascii():
+            return None
+        parts.append(label.lower().decode("ascii"))
+    return ".".join(parts)
+
+
+def zone_of_labels(wire_labels, zones) -> str | None:
+    """The longest of `zones` (plain names) that the wire labels lie in, compared label by
+    label, so a "." inside a label never lines up with a zone's label boundary."""
+    folded = [label.lower() for label in wire_labels]
+    best = None
+    for zone in zones:
+        zone_labels = [part.encode("ascii") for part in labels(zone)]
+        count = len(zone_labels)
+        if count <= len(folded) and (count == 0 or folded[-count:] == zone_labels):
+            if best is None or count > label_count(best):
+                best = zone
+    return best
+
+
 def reverse_name(ip: str) -> str:
     """`10.0.0.7` → `7.0.0.10.in-addr.arpa`; IPv6 gives the nibble form under ip6.arpa.
 

@@ -94,6 +94,7 @@ class ZoneConfig:
     static: dict = field(default_factory=dict)   # name -> tuple of dnslib RR (owner lower case)
     max_value_bytes: int = MAX_VALUE_BYTES            # larger etcd values are skipped
     max_records_per_name: int = MAX_RECORDS_PER_NAME  # instances served under one name
+    ns_addresses: tuple = ()  # addresses of the default NS name ns.dns.<zone> (A/AAAA and glue)
 
     @property
     def soa_mname(self) -> str:
@@ -345,9 +346,10 @@ _NO_ZONE = ZoneConfig("")
 
 
 def serves_reverse(zones: Sequence[ZoneConfig]) -> bool:
-    """Whether any zone holds reverse names: only then is the PTR index worth its memory
-    (about 150 bytes per address; 30 MB at 200,000 records)."""
-    return any(zone.name == "arpa" or zone.name.endswith(".arpa") for zone in zones)
+    """Whether the PTR index is kept: always, since a PTR question for a registered address
+    is answered with or without a reverse zone (DESIGN section 3). Kept as a function so the
+    choice stays in one place."""
+    return True
 
 
 def _indexes(records: dict, index_ptrs: bool):
