@@ -136,5 +136,22 @@ def reverse_name(ip: str) -> str:
     return ".".join(reversed(nibbles)) + ".ip6.arpa"
 
 
+def address_of_reverse(rname: str) -> str | None:
+    """`7.0.0.10.in-addr.arpa` → `10.0.0.7`; a full nibble name under ip6.arpa → the IPv6
+    address in normal form; None for any other name (a partial or malformed reverse name)."""
+    if rname.endswith(".in-addr.arpa"):
+        parts = rname[: -len(".in-addr.arpa")].split(".")
+        if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 and (p == "0" or p[0] != "0") and int(p) < 256
+                                      for p in parts):
+            return None
+        return ".".join(reversed(parts))
+    if rname.endswith(".ip6.arpa"):
+        nibbles = rname[: -len(".ip6.arpa")].split(".")
+        if len(nibbles) != 32 or not all(len(n) == 1 and n in "0123456789abcdef" for n in nibbles):
+            return None
+        return socket.inet_ntop(socket.AF_INET6, bytes.fromhex("".join(reversed(nibbles))))
+    return None
+
+
 def label_count(name: str) -> int:
     return name.count(".") + 1 if name else 0

@@ -180,11 +180,13 @@ def test_with_zones_keeps_records():
 @pytest.mark.parametrize("reverse_zone", ["in-addr.arpa", "ip6.arpa", "arpa", "10.in-addr.arpa"])
 def test_ptr_index_kept_with_or_without_a_reverse_zone(reverse_zone):
     """PTR questions for registered addresses are answered without a reverse zone too, so the
-    index follows every change either way; SIGHUP adding a reverse zone gives the same state as
-    a fresh build, and removing it keeps the index."""
+    address index follows every change either way; the reverse names' empty non-terminals are
+    kept only while a reverse zone is served. SIGHUP adding one gives the same state as a fresh
+    build, and removing it gives the state before."""
     items = [("/skydns/local/svc/hello/a", val(host="10.0.0.1")), ("/skydns/local/svc/hello/b", val(host="fd00::1"))]
     plain = build(items, zones=(ZoneConfig("svc.local"),))
     assert plain.ptr_names("1.0.0.10.in-addr.arpa") == ("a.hello.svc.local",)
+    assert not plain.exists("0.10.in-addr.arpa")
     moved, touched, _ = plain.apply(2, [("/skydns/local/svc/hello/c", val(host="10.0.0.3"))])
     assert moved.ptr_names("3.0.0.10.in-addr.arpa") == ("c.hello.svc.local",)
     assert "3.0.0.10.in-addr.arpa" in touched
