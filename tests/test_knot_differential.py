@@ -55,6 +55,10 @@ i1._http._tcp.hello A 10.0.0.1
 _http._tcp.hello SRV 10 100 80 i1._http._tcp.hello
 i1._http._tcp.hello SRV 10 100 80 i1._http._tcp.hello
 """
+RFC2782_HTTP = """
+_http._tcp.hello SRV 10 100 8080 i1.hello
+_http._tcp.hello SRV 10 100 8080 i2.hello
+"""
 T_NAME_HOST_TEXT = """
 ; t = {host: other.example.com, text: v=2}: t owns TXT, so the name host is no CNAME (RFC 1034 3.6.2);
 ; t is one label below the apex, so the apex holds its record too
@@ -106,7 +110,36 @@ b.s SRV 7 0 65535 b.s
     "txt": 't TXT "hello world"\na.t TXT "hello world"\n',
     "txt-with-address-host": 't A 10.0.0.1\nt TXT "v=1"\na.t A 10.0.0.1\na.t TXT "v=1"\n',
     "txt-with-name-host": T_NAME_HOST_TEXT,
-    "txt-with-name-host-cname-too": T_NAME_HOST_TEXT,
+    "txt-with-name-host-no-cname": T_NAME_HOST_TEXT,
+    "txt-with-name-host-cname-qtype-nodata": T_NAME_HOST_TEXT,
+    "name-host-with-port-a-nodata": "ext SRV 10 100 5432 db.example.com.\na.ext SRV 10 100 5432 db.example.com.\n",
+    "name-host-with-mail-a-nodata": "m MX 10 mail.example.com.\na.m MX 10 mail.example.com.\n",
+    # w/a a bare name host, w/b text: w owns TXT, so only its instance a is an alias
+    "bare-name-host-beside-text-instance": 'w TXT "v=1"\na.w CNAME x.example.com.\nb.w TXT "v=1"\n',
+    "apex-never-cname": "x CNAME other.example.com.\n",
+    "apex-never-cname-soa": "x CNAME other.example.com.\n",
+    "apex-never-cname-cname": "x CNAME other.example.com.\n",
+    "below-apex-child-is-cname": "x CNAME other.example.com.\n",
+    "txt-duplicate-once": 't TXT "same"\na.t TXT "same"\nb.t TXT "same"\n',
+    "srv-duplicate-once": ("s SRV 10 100 5432 db.example.com.\na.s SRV 10 100 5432 db.example.com.\n"
+                           "b.s SRV 10 100 5432 db.example.com.\n"),
+    "mx-duplicate-once": "m MX 10 mail.example.com.\na.m MX 10 mail.example.com.\nb.m MX 10 mail.example.com.\n",
+    "aaaa-duplicate-once": "v6 AAAA fd00::1\na.v6 AAAA fd00::1\nb.v6 AAAA fd00::1\n",
+    # RFC 2782 names of hello's instances (only the one asked about is written out)
+    "rfc2782-srv": HELLO2 + RFC2782_HTTP,
+    "rfc2782-a-nodata": HELLO2 + RFC2782_HTTP,
+    "rfc2782-proto-ent": HELLO2 + RFC2782_HTTP,
+    "rfc2782-no-service": HELLO2 + RFC2782_HTTP,
+    "rfc2782-no-ports": "p0 A 10.0.0.1\na.p0 A 10.0.0.1\n",
+    "escaped-dot-outside-zones": HELLO1,
+    "escaped-dot-instance": HELLO1,
+    "escaped-dot-instance-srv": HELLO1,
+    "escaped-dot-zone-label": HELLO1,
+    # the table gives these zones --ns-address 127.0.0.53; here the address is serve's --listen one
+    "ns-default-own-addresses": "",
+    "ns-default-name-answers-a": "",
+    "ns-default-name-aaaa-nodata": "",
+    "ns-default-parent-ent": "",
     "txt-only-a-nodata": 't TXT "v=2"\n@ TXT "v=2"\n',
     "txt-long-split": 't TXT "' + "x" * 255 + '" "' + "x" * 45 + '"\n@ TXT "' + "x" * 255 + '" "' + "x" * 45 + '"\n',
     "cname-followed": HELLO2 + "web CNAME hello\n",
@@ -279,11 +312,11 @@ V6_PTR_NAME = "6.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.7.7.d.f.i
 
 @pytest.fixture(scope="module")
 def pair(etcd, tmp_path_factory):
-    missing = sorted({c[0] for c in TABLE} - set(RULE_ZONES))
-    assert not missing, f"write the Knot zone for these cases of tests/test_resolver.py: {missing}"
     kv = KV([etcd.endpoint], timeout=5.0)
     try:
         for case in TABLE:
+            if case[0] not in RULE_ZONES:
+                continue
             for key, value in case_keys(case):
                 kv.put(key, value)
         for rel, value in D18.items():
@@ -303,6 +336,8 @@ def pair(etcd, tmp_path_factory):
              V6_PTR_NAME: zone_text(V6_PTR_NAME, "@ PTR a.pt6.svc.local.\n", ns=("ns.dns.svc.local.",))}
     for case in TABLE:
         cid = case[0]
+        if cid not in RULE_ZONES:
+            continue
         ns = RULE_NS.get(cid, ("ns.dns",))
         body = RULE_ZONES[cid] + (DEFAULT_NS_GLUE if cid not in RULE_NS else "")
         zones[case_zone(cid)] = zone_text(case_zone(cid), body, ns=ns)
@@ -338,6 +373,8 @@ def assert_same(pair, name, rdtype="A", **kw):
 @pytest.mark.parametrize("case", TABLE, ids=[c[0] for c in TABLE])
 def test_rules_table_agrees_with_knot(pair, case):
     cid, (qname, qtype) = case[0], case[2]
+    if cid not in RULE_ZONES:
+        pytest.fail(f"case {cid} of tests/test_resolver.py has no hand-written Knot zone in RULE_ZONES yet")
     name = moved(cid, qname)
     if qtype == "ANY":
         # RFC 8482 section 4.1 lets a server answer ANY with one RRset or all; Knot answers all
