@@ -483,6 +483,38 @@ def test_apex_ns_glue_matches_knot(pair):
     assert rrs(mine.additional), "the NS name has an address: it belongs in the additional section"
 
 
+NS_ADDRESSES = ("192.0.2.53", "2001:db8::53")
+
+
+@pytest.fixture(scope="module")
+def ns_address_pair(etcd, tmp_path_factory):
+    """serve --ns-address twice: the default NS name gets those addresses, not the --listen one."""
+    kv = KV([etcd.endpoint], timeout=5.0)
+    try:
+        kv.put("/knotdiff-ns/local/svc/hello/i0", json.dumps({"host": "10.0.0.7", "port": 8080}).encode())
+    finally:
+        kv.close()
+    zone = zone_text("svc.local", "ns.dns A 192.0.2.53\nns.dns AAAA 2001:db8::53\n"
+                                  "hello A 10.0.0.7\ni0.hello A 10.0.0.7\n")
+    work = tmp_path_factory.mktemp("knotdiff-ns")
+    args = ["--prefix", "/knotdiff-ns", "--zone", "svc.local"]
+    for address in NS_ADDRESSES:
+        args += ["--ns-address", address]
+    with KnotServer(work / "knot", {"svc.local": zone}) as knot, ServeProcess(etcd.endpoint, *args) as ours:
+        wait_for(lambda: ask(ours.port, "hello.svc.local", "A").answer, 20, 0.1, "dnsdisco to hold the data")
+        yield ours, knot
+
+
+@pytest.mark.parametrize("name,rdtype", [("svc.local", "NS"), ("ns.dns.svc.local", "A"),
+                                         ("ns.dns.svc.local", "AAAA"), ("ns.dns.svc.local", "TXT")])
+def test_ns_address_flag(ns_address_pair, name, rdtype):
+    mine, ref = assert_same(ns_address_pair, name, rdtype)
+    if rdtype == "NS":
+        glue = lambda m: {r for r in rrs(m.additional) if r[1] in ("A", "AAAA")}  # noqa: E731
+        assert glue(mine) == glue(ref) == {("ns.dns.svc.local.", "A", "192.0.2.53"),
+                                           ("ns.dns.svc.local.", "AAAA", "2001:db8::53")}
+
+
 # ---------------------------------------------------------------- defect 6: PTR that just works
 
 @pytest.mark.parametrize("name,rdtype", [

@@ -256,3 +256,24 @@ def test_big_answers_really_are_truncated_on_udp(world):
     res = world.run([__import__("sys").executable, "-c", code])
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["A", "True", "AAAA", "True", "SRV", "True"], res.stdout
+
+
+def test_chain_leaving_our_zones_is_finished_only_when_asked_to_recurse(world):
+    """Issue 18 defect 3 as a client sees it: with RD the forwarder finishes the chain (AA as for
+    the first owner, RA set); without RD the bare CNAME stays, as an authoritative answer."""
+    code = ("import sys, json, dns.message, dns.query, dns.flags\n"
+            "out = {}\n"
+            "for rd in (True, False):\n"
+            "    q = dns.message.make_query('ext.svc.local', 'A')\n"
+            "    if not rd: q.flags &= ~dns.flags.RD\n"
+            "    r = dns.query.udp(q, '127.0.0.1', timeout=3)\n"
+            "    out[str(rd)] = {'rcode': r.rcode(), 'aa': bool(r.flags & dns.flags.AA), 'ra': bool(r.flags & dns.flags.RA),\n"
+            "                    'answer': sorted(f'{s.name} {dns.rdatatype.to_text(s.rdtype)} {rd}' for s in r.answer for rd in s)}\n"
+            "print(json.dumps(out))\n")
+    res = world.run([__import__("sys").executable, "-c", code])
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["True"] == {"rcode": 0, "aa": True, "ra": True,
+                           "answer": ["db.example.test. A 192.0.2.10", "ext.svc.local. CNAME db.example.test."]}, got
+    assert got["False"]["rcode"] == 0 and got["False"]["aa"], got
+    assert got["False"]["answer"] == ["ext.svc.local. CNAME db.example.test."], got
