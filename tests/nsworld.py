@@ -22,7 +22,7 @@ from dnsdisco.embedded import binary
 from etcdproc import EtcdProcess
 from harness import ROOT, child_env, dnsdisco_cmd
 from netns import Netns
-from refservers import BindServer, KnotServer, ask
+from refservers import BindServer, KnotServer
 
 ETCD = "http://127.0.0.1:2379"
 

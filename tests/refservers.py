@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -21,11 +23,10 @@ from typing import Callable, Mapping, Sequence
 import dns.flags
 import dns.message
 import dns.name
-import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from netns import free_port, wait_dns
+from netns import free_port
 
 KNOT_CONF = """\
 server:
@@ -225,8 +226,6 @@ def send(q: dns.message.Message | bytes, port: int, *, host: str = "127.0.0.1", 
 def raw_exchange(wire: bytes, port: int, *, host: str = "127.0.0.1", tcp: bool = False,
                  timeout: float = 3.0) -> bytes | None:
     """Send raw bytes, return the raw reply (None when nothing came back within `timeout`)."""
-    import socket
-    import struct
     if tcp:
         with socket.create_connection((host, port), timeout=timeout) as s:
             s.sendall(struct.pack("!H", len(wire)) + wire)

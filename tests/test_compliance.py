@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import struct
 
-import dns.flags
 import dns.message
 import dns.name
 import dns.rcode

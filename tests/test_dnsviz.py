@@ -18,7 +18,7 @@ import pytest
 
 from netns import netns_available
 from nsworld import NsWorld
-from refservers import KnotServer, zone_text
+from refservers import zone_text
 
 available, why = netns_available()
 pytestmark = [pytest.mark.skipif(not available, reason=f"network namespaces cannot be created here: {why}")]

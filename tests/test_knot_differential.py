@@ -16,24 +16,19 @@ from __future__ import annotations
 
 import json
 
-import dns.flags
-import dns.message
 import dns.name
-import dns.rcode
-import dns.rdatatype
 import pytest
 
 from dnsdisco.kv import KV
 from harness import ServeProcess, wait_for
-from refservers import BindServer, KnotServer, ask, diff, rrs, send, signature, zone_text
+from refservers import BindServer, KnotServer, ask, diff, rrs, signature, zone_text
 from test_resolver import CASES as RULE_CASES
 
 PREFIX = "/knotdiff"
 
-for _tool in (KnotServer,):
-    _ok, _why = _tool.available()
-    if not _ok:
-        pytestmark = pytest.mark.skip(reason=_why)
+_ok, _why = KnotServer.available()
+if not _ok:
+    pytestmark = pytest.mark.skip(reason=_why)
 
 # ---------------------------------------------------------------- zone files written by hand
 # hello(n) of tests/test_resolver.py: instances i1..in at 10.0.0.1.. port 8080

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -253,7 +254,7 @@ def test_big_answers_really_are_truncated_on_udp(world):
             "    q = dns.message.make_query('big.svc.local', t, use_edns=edns, payload=1232)\n"
             "    r = dns.query.udp(q, '127.0.0.1', timeout=2)\n"
             "    print(t, bool(r.flags & dns.flags.TC))\n")
-    res = world.run([__import__("sys").executable, "-c", code])
+    res = world.run([sys.executable, "-c", code])
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["A", "True", "AAAA", "True", "SRV", "True"], res.stdout
 
@@ -270,7 +271,7 @@ def test_chain_leaving_our_zones_is_finished_only_when_asked_to_recurse(world):
             "    out[str(rd)] = {'rcode': r.rcode(), 'aa': bool(r.flags & dns.flags.AA), 'ra': bool(r.flags & dns.flags.RA),\n"
             "                    'answer': sorted(f'{s.name} {dns.rdatatype.to_text(s.rdtype)} {rd}' for s in r.answer for rd in s)}\n"
             "print(json.dumps(out))\n")
-    res = world.run([__import__("sys").executable, "-c", code])
+    res = world.run([sys.executable, "-c", code])
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
     assert got["True"] == {"rcode": 0, "aa": True, "ra": True,
