@@ -241,6 +241,11 @@ D18 = {
     "pq/b": {"host": "10.77.0.6"},
     "pt6/a": {"host": "fd77::6"},
 }
+# truncation: 60 and 30 instances (10.8.x.x: no other case uses it)
+BIG = {f"big/i{i:02d}": {"host": f"10.8.0.{i}", "port": 9000 + i} for i in range(1, 61)}
+MID = {f"mid/i{i:02d}": {"host": f"10.8.1.{i}", "port": 9000 + i} for i in range(1, 31)}
+D18.update(BIG)
+D18.update(MID)
 D18_STORED_PTR = {"arpa/in-addr/10/77/0/5": {"host": "stored.svc.local"}}
 
 D18_ZONE = DEFAULT_NS_GLUE + r"""
@@ -295,6 +300,17 @@ EXTRA = {
                   [("svc.apexalias.local", t) for t in ("A", "AAAA", "CNAME", "SOA", "NS", "TXT", "MX", "SRV")]
                   + [("web.svc.apexalias.local", "A")]),
 }
+
+def _service_lines(service: str, subnet: str, count: int) -> str:
+    lines = []
+    for i in range(1, count + 1):
+        inst = f"i{i:02d}.{service}"
+        lines += [f"{service} A 10.8.{subnet}.{i}", f"{inst} A 10.8.{subnet}.{i}",
+                  f"{service} SRV 10 100 {9000 + i} {inst}", f"{inst} SRV 10 100 {9000 + i} {inst}"]
+    return "\n".join(lines) + "\n"
+
+
+D18_ZONE += _service_lines("big", "0", 60) + _service_lines("mid", "1", 30)
 
 # only the 10.77/16 names are asked; dnsdisco also holds automatic PTRs of every other address
 REVERSE_ZONE = DEFAULT_NS_GLUE + """
@@ -508,6 +524,27 @@ def test_ns_address_flag(ns_address_pair, name, rdtype):
         glue = lambda m: {r for r in rrs(m.additional) if r[1] in ("A", "AAAA")}  # noqa: E731
         assert glue(mine) == glue(ref) == {("ns.dns.svc.local.", "A", "192.0.2.53"),
                                            ("ns.dns.svc.local.", "AAAA", "2001:db8::53")}
+
+
+# ---------------------------------------------------------------- truncation (RFC 2181 section 9, RFC 6891)
+
+@pytest.mark.parametrize("name,rdtype,edns", [
+    ("big.svc.local", "A", None),        # 60 A records: more than 512 octets
+    ("big.svc.local", "SRV", 0),         # 60 SRV: more than 1232 octets
+    ("mid.svc.local", "SRV", 0),         # 30 SRV fit in 1232, their glue does not: no TC
+    ("mid.svc.local", "A", None),
+    ("mid.svc.local", "A", 0),
+])
+def test_truncation_agrees_with_knot(pair, name, rdtype, edns):
+    mine, ref = both(pair, name, rdtype, edns=edns)
+    a, b = signature(mine), signature(ref)
+    assert (a["rcode"], a["AA"], a["TC"], a["OPT"]) == (b["rcode"], b["AA"], b["TC"], b["OPT"]), (mine, ref)
+    if not a["TC"]:
+        assert a["answer"] == b["answer"]
+    else:
+        assert set(a["answer"]) <= set(b["answer"]) | set(signature(ask(pair[1].port, name, rdtype, tcp=True))["answer"])
+    # the same question over TCP gets everything, from both
+    assert_same(pair, name, rdtype, edns=edns, tcp=True)
 
 
 # ---------------------------------------------------------------- defect 6: PTR that just works
