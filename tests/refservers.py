@@ -59,6 +59,8 @@ options {{
     notify no;
     allow-transfer {{ none; }};
     minimal-responses no-auth;
+    // any octet may appear in a label (RFC 2181 section 11): no host-name policy on owners
+    check-names primary ignore;
 }};
 controls {{ }};
 {zones}
