@@ -157,12 +157,11 @@ def formerr_with_opt(data: bytes, ra: bool) -> bytes:
     flags = 0x8000 | (flags & 0x7900) | (0x0080 if ra else 0) | RCODE.FORMERR
     question = b""
     if qd == 1:
-        try:
-            question = data[12:_skip_query_name(data, 12) + 4]
-        except IndexError:
-            question = b""
-    if len(question) < 5:
-        question = b""
+        pos = 12
+        while pos < len(data) and 0 < data[pos] < 64:      # echoed only when it holds no pointer
+            pos += data[pos] + 1
+        if pos < len(data) and data[pos] == 0 and pos + 5 <= len(data):
+            question = data[12:pos + 5]
     return (struct.pack("!HHHHHH", qid, flags, 1 if question else 0, 0, 0, 1) + question
             + b"\x00" + struct.pack("!HHIH", T_OPT, UDP_PAYLOAD, 0, 0))
 
