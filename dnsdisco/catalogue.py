@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from bisect import bisect_left
 from collections import deque
 from importlib import resources
 from typing import Callable
@@ -71,6 +72,65 @@ def service_names(snap) -> list[str]:
         if name in apexes:
             candidates.update(kids)
     return sorted(name for name in candidates if is_service(snap, name))
+
+
+class ServiceIndex:
+    """The sorted service names of the latest snapshot and their count per zone.
+
+    A swap only notes the names it touched; the next reader re-judges just those (a bisect
+    each), so a page open on 100,000 services does not re-sort them after every put. A
+    full listing, a zone reload or a burst touching many names rebuilds it once instead.
+    """
+
+    def __init__(self) -> None:
+        self.snapshot = None
+        self._names: list[str] = []
+        self._per_zone: dict[str, int] = {}
+        self._pending: set[str] = set()
+        self._rebuild = True
+
+    def swapped(self, snap, touched) -> None:
+        self.snapshot = snap
+        if self._rebuild:
+            return
+        if touched is None:
+            self._rebuild = True
+            self._pending.clear()
+            return
+        self._pending.update(touched)
+        if len(self._pending) > max(10000, len(self._names) // 4):
+            self._rebuild = True
+            self._pending.clear()
+
+    def current(self) -> tuple[list[str], dict[str, int]]:
+        """(sorted names, services per zone) of the latest snapshot; do not modify them."""
+        snap = self.snapshot
+        if snap is None:
+            return [], {}
+        if self._rebuild:
+            self._names = service_names(snap)
+            self._per_zone = {}
+            for name in self._names:
+                zone = snap.zone_of(name).name
+                self._per_zone[zone] = self._per_zone.get(zone, 0) + 1
+            self._rebuild = False
+            self._pending.clear()
+        elif self._pending:
+            names, per_zone = self._names, self._per_zone
+            for name in self._pending:
+                i = bisect_left(names, name)
+                listed = i < len(names) and names[i] == name
+                if is_service(snap, name) == listed:
+                    continue
+                zone = snap.zone_of(name).name
+                if listed:
+                    del names[i]
+                    per_zone[zone] -= 1
+                else:
+                    names.insert(i, name)
+                    per_zone[zone] = per_zone.get(zone, 0) + 1
+            self._pending.clear()
+        return self._names, self._per_zone
 
 
 def instance_entry(snap, service: str, rec, zone) -> dict:
@@ -163,7 +223,7 @@ class Catalogue:
         self.snapshot = None
         self.changed_at: float | None = None   # wall time of the last swap
         self._syncer = None
-        self._index: tuple = (None, [], {})    # (snapshot, service names, services per zone)
+        self._index = ServiceIndex()
         self._rate = QueryRate(clock(), self._queries())
         self._static = {path: (resources.files(__package__).joinpath("static", file).read_bytes(), ctype)
                         for path, (file, ctype) in STATIC.items()}
@@ -174,6 +234,7 @@ class Catalogue:
         """`on_swap` that records each new snapshot first."""
         def swapped(snap, touched):
             self.snapshot = snap
+            self._index.swapped(snap, touched)
             self._swaps += 1
             self.changed_at = self._wall()
             on_swap(snap, touched)
@@ -184,6 +245,7 @@ class Catalogue:
         self._syncer = syncer
         if self.snapshot is None:
             self.snapshot = syncer.current
+            self._index.swapped(syncer.current, None)
 
     @property
     def version(self) -> str:
@@ -193,16 +255,6 @@ class Catalogue:
         fn = getattr(self._metrics, "queries_answered", None)
         return fn() if fn is not None else 0
 
-    def _services(self, snap) -> tuple[list, dict]:
-        """Sorted service names of `snap` and their count per zone, built once per snapshot."""
-        if self._index[0] is not snap:
-            names = service_names(snap) if snap is not None else []
-            per_zone: dict[str, int] = {}
-            for name in names:
-                zone = snap.zone_of(name).name
-                per_zone[zone] = per_zone.get(zone, 0) + 1
-            self._index = (snap, names, per_zone)
-        return self._index[1], self._index[2]
 
     def _skipped(self) -> list[tuple[str, str]]:
         skipped = getattr(self._syncer, "skipped", None) or {}
@@ -216,7 +268,7 @@ class Catalogue:
         state = syncer.state if syncer is not None else None
         ready = bool(syncer is not None and syncer.ready.is_set())
         word, detail = sync_state(ready, state)
-        names, per_zone = self._services(snap)
+        names, per_zone = self._index.current()
         now, wall = self._clock(), self._wall()
         rate, span = self._rate.observe(now, self._queries())
         last_contact = state.last_contact if state is not None else None
@@ -241,7 +293,7 @@ class Catalogue:
 
     def services(self, q: str, offset: int, limit: int) -> dict:
         snap = self.snapshot
-        names, _ = self._services(snap)
+        names, _ = self._index.current()
         q = q.strip().lower()
         matching = [name for name in names if q in name] if q else names
         return {"version": self.version, "revision": snap.revision if snap is not None else 0,

@@ -55,10 +55,11 @@ class Chromium:
             raise FileNotFoundError("chromium is not installed")
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
-        # the shell puts our pipe ends on fds 3 and 4, where Chromium expects them
+        # bash puts our pipe ends on fds 3 and 4, where Chromium expects them (dash takes
+        # single-digit fds only, and under pytest ours are higher)
         script = f'exec "$0" "$@" 3<&{to_child_r} 4>&{from_child_w} {to_child_r}<&- {from_child_w}>&-'
         self.proc = subprocess.Popen(
-            ["sh", "-c", script, self.path, *FLAGS, f"--user-data-dir={self._profile}",
+            ["bash", "-c", script, self.path, *FLAGS, f"--user-data-dir={self._profile}",
              "--remote-debugging-pipe", "about:blank"],
             pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self._stderr, start_new_session=True)
@@ -103,8 +104,11 @@ class Chromium:
         if session:
             msg["sessionId"] = session
         data = json.dumps(msg).encode() + b"\0"
-        while data:
-            data = data[os.write(self._to_child, data):]
+        try:
+            while data:
+                data = data[os.write(self._to_child, data):]
+        except OSError as exc:
+            raise CDPError(f"{method}: cannot write to the browser ({exc}); its stderr:\n{self.stderr()}") from None
         deadline = time.monotonic() + (timeout or self.timeout)
         with self._cond:
             while msg_id not in self._replies:
