@@ -101,7 +101,8 @@ def make_app(metrics: Metrics | NullMetrics, state_fn: Callable[[], Any], max_st
             return respond(start_response, "200 OK", body, metrics.content_type)
         if path == "/":
             return respond(start_response, "200 OK", b"dnsdisco: /metrics /healthz /readyz\n")
-        return respond(start_response, "404 Not Found", b"not found: try /metrics, /healthz or /readyz\n")
+        return respond(start_response, "404 Not Found", b"not found: try %s/metrics, /healthz or /readyz\n"
+                       % (b"/ (the catalogue), " if pages is not None else b""))
 
     return app
 
