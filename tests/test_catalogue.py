@@ -259,6 +259,15 @@ def test_json_endpoints_serve_what_etcd_holds(etcd):
         assert matches_etcd(http, etcd, bad)
         assert get_json(http, "/v1/services/leased.svc.local")[0] == 404
 
+        # etcd gone: the state says so and the last snapshot is still listed; back: live again
+        etcd.stop()
+        try:
+            wait_for(lambda: get_json(http, "/v1/status")[1]["sync"]["state"] == "stale", 15, 0.2, "stale")
+            assert "hello.svc.local" in all_services(http)
+        finally:
+            etcd.restart()
+        wait_for(lambda: get_json(http, "/v1/status")[1]["sync"]["state"] == "live", 15, 0.2, "live again")
+
 
 # ---------------------------------------------------------------- the page in Chromium
 
@@ -277,7 +286,7 @@ def row(page, instance: str):
 
 
 @pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed (apt-get install chromium)")
-def test_the_page_in_chromium_follows_etcd_without_a_reload(etcd):
+def test_the_page_in_chromium_follows_etcd_without_a_reload(etcd, record_property):
     prefix = "/catpage"                 # its own: the module's etcd keeps other tests' keys
     p = prefix + "/local/svc"
     etcd.etcdctl("put", f"{p}/web/one", json.dumps({"host": "10.0.0.1", "port": 80, "ttl": 5}))
@@ -303,7 +312,7 @@ def test_the_page_in_chromium_follows_etcd_without_a_reload(etcd):
         # a put in etcd shows up on the open page, without a reload
         etcd.etcdctl("put", f"{p}/web/four", json.dumps({"host": "10.0.0.44", "port": 9090}))
         page.wait_for(f"document.querySelector('[data-instance=\"four.web.svc.local\"]') !== null",
-                      what="the new instance")
+                      timeout=30, what="the new instance")
         assert row(page, "four.web.svc.local")[:3] == ["four", "10.0.0.44", "9090"]
         assert page.evaluate("window.__loaded_once") is True
         etcd.etcdctl("del", f"{p}/web/two")
@@ -333,6 +342,7 @@ def test_the_page_in_chromium_follows_etcd_without_a_reload(etcd):
         assert phone.evaluate("document.documentElement.scrollWidth") <= 390
         mobile = phone.screenshot(os.path.join(shots, "catalogue-phone.png"))
         print(f"\nscreenshots: {desktop} {mobile}")
+        record_property("screenshots", f"{desktop} {mobile}")
         assert page.problems() == [] and phone.problems() == []
 
         # an open page (polling) does not hold up a clean stop
