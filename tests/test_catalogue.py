@@ -286,7 +286,7 @@ def row(page, instance: str):
 
 
 @pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed (apt-get install chromium)")
-def test_the_page_in_chromium_follows_etcd_without_a_reload(etcd, record_property):
+def test_the_page_in_chromium_follows_etcd_without_a_reload(etcd, kv, record_property):
     prefix = "/catpage"                 # its own: the module's etcd keeps other tests' keys
     p = prefix + "/local/svc"
     etcd.etcdctl("put", f"{p}/web/one", json.dumps({"host": "10.0.0.1", "port": 80, "ttl": 5}))
@@ -343,7 +343,21 @@ def test_the_page_in_chromium_follows_etcd_without_a_reload(etcd, record_propert
         mobile = phone.screenshot(os.path.join(shots, "catalogue-phone.png"))
         print(f"\nscreenshots: {desktop} {mobile}")
         record_property("screenshots", f"{desktop} {mobile}")
-        assert page.problems() == [] and phone.problems() == []
+        phone_problems = phone.problems()
+        phone.close()                   # the desktop tab is in front again
+        page.call("Page.bringToFront")
+        # more services than fit one page: a pager, and its second page
+        for i in range(60):
+            kv.put(f"{p}/many{i:02d}/i", json.dumps({"host": f"10.2.0.{i}"}).encode())
+        page.wait_for("document.querySelector('#page-info').textContent === 'page 1 of 2'"
+                      " && !document.querySelector('#pager').hidden", timeout=30, what="the pager")
+        assert page.evaluate("document.querySelectorAll('[data-service]').length") == 50
+        page.evaluate("document.querySelector('#next').click()")
+        page.wait_for("document.querySelector('#page-info').textContent === 'page 2 of 2'", what="page 2")
+        assert page.evaluate("document.querySelectorAll('[data-service]').length") == 62 - 50
+        assert page.evaluate("document.querySelector('[data-service]').dataset.service") == "many49.svc.local"   # after <b>bold and many00-48
+
+        assert page.problems() == [] and phone_problems == []
 
         # an open page (polling) does not hold up a clean stop
         started = time.monotonic()

@@ -8,7 +8,8 @@ const HIDDEN_POLL_MS = 15000;  // in a background tab
 const PAGE_SIZE = 50;
 
 // known: instance names on screen, so that one that appears on the same page is highlighted
-const view = { q: "", offset: 0, shown: null, known: new Set(), knownPage: null, timer: null };
+const view = { q: "", offset: 0, shown: null, known: new Set(), knownPage: null, timer: null,
+               busy: false, again: false };
 
 function $(id) { return document.getElementById(id); }
 
@@ -131,32 +132,36 @@ function renderSkipped(doc) {
   $("skipped-list").replaceChildren(...items);
 }
 
+// one poll at a time: a filter or page change during a poll asks for another right after it
 async function tick() {
   clearTimeout(view.timer);
+  if (view.busy) { view.again = true; return; }
+  view.busy = true;
+  view.again = false;
+  const q = view.q, offset = view.offset;
   try {
     const status = await getJSON("v1/status");
     renderStatus(status);
-    const want = status.version + "|" + view.q + "|" + view.offset;
-    if (want !== view.shown) {
-      const params = new URLSearchParams({ q: view.q, offset: String(view.offset), limit: String(PAGE_SIZE) });
+    if (status.version + "|" + q + "|" + offset !== view.shown) {
+      const params = new URLSearchParams({ q: q, offset: String(offset), limit: String(PAGE_SIZE) });
       const [services, skipped] = await Promise.all([
         getJSON("v1/services?" + params.toString()), getJSON("v1/skipped?limit=100")]);
       if (services.offset > 0 && services.offset >= services.total) {   // the page emptied under us
         view.offset = Math.max(0, Math.floor((services.total - 1) / PAGE_SIZE) * PAGE_SIZE);
-        view.shown = null;
-        view.timer = setTimeout(tick, 0);
-        return;
+        view.again = true;
+      } else {
+        renderServices(services);
+        renderSkipped(skipped);
+        view.shown = services.version + "|" + q + "|" + offset;
       }
-      renderServices(services);
-      renderSkipped(skipped);
-      view.shown = services.version + "|" + view.q + "|" + view.offset;
     }
     $("offline").hidden = true;
-    document.body.dataset.version = view.shown || "";
   } catch (err) {
     $("offline").hidden = false;
+  } finally {
+    view.busy = false;
   }
-  view.timer = setTimeout(tick, document.hidden ? HIDDEN_POLL_MS : POLL_MS);
+  view.timer = setTimeout(tick, view.again ? 0 : document.hidden ? HIDDEN_POLL_MS : POLL_MS);
 }
 
 let filterTimer = null;
