@@ -24,6 +24,7 @@ Responses close their connection so that an open page never holds serve's stop.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from bisect import bisect_left
@@ -225,8 +226,7 @@ class Catalogue:
         self._syncer = None
         self._index = ServiceIndex()
         self._rate = QueryRate(clock(), self._queries())
-        self._static = {path: (resources.files(__package__).joinpath("static", file).read_bytes(), ctype)
-                        for path, (file, ctype) in STATIC.items()}
+        self._static = {path: _static_file(file, ctype) for path, (file, ctype) in STATIC.items()}
 
     # -- wiring
 
@@ -255,7 +255,6 @@ class Catalogue:
         fn = getattr(self._metrics, "queries_answered", None)
         return fn() if fn is not None else 0
 
-
     def _skipped(self) -> list[tuple[str, str]]:
         skipped = getattr(self._syncer, "skipped", None) or {}
         return sorted(dict(skipped).items())
@@ -270,7 +269,8 @@ class Catalogue:
         word, detail = sync_state(ready, state)
         names, per_zone = self._index.current()
         now, wall = self._clock(), self._wall()
-        rate, span = self._rate.observe(now, self._queries())
+        total = self._queries()
+        rate, span = self._rate.observe(now, total)
         last_contact = state.last_contact if state is not None else None
         return {
             "version": self.version,
@@ -283,7 +283,7 @@ class Catalogue:
                      "seconds_since_change": None if self.changed_at is None else max(0.0, wall - self.changed_at),
                      "seconds_since_contact": None if last_contact is None else max(0.0, now - last_contact),
                      "resyncs": state.resyncs if state is not None else 0},
-            "queries": {"total": self._queries(), "per_second": None if rate is None else round(rate, 1),
+            "queries": {"total": total, "per_second": None if rate is None else round(rate, 1),
                         "window_seconds": round(span, 1)},
             "zones": [{"name": z.name, "ttl": z.ttl, "neg_ttl": z.neg_ttl, "services": per_zone.get(z.name, 0)}
                       for z in (snap.zones if snap is not None else ())],
@@ -365,6 +365,17 @@ class Catalogue:
                                                 ("Connection", "close")])
             return [b""]
         return _json(start_response, "200 OK", build(), cache="no-cache", extra=[("ETag", etag)])
+
+
+def _static_file(file: str, ctype: str) -> tuple[bytes, str]:
+    """A file of dnsdisco/static; an install without them still serves the JSON endpoints."""
+    try:
+        return resources.files(__package__).joinpath("static", file).read_bytes(), ctype
+    except OSError as exc:
+        logging.getLogger("dnsdisco.http").error("catalogue page file %s missing from the installed package (%s); "
+                                                 "the /v1/ endpoints still work", file, exc)
+        return (f"dnsdisco: the catalogue page's file {file} is missing from this installation; "
+                "reinstall dnsdisco. The JSON endpoints under /v1/ work.\n").encode(), "text/plain; charset=utf-8"
 
 
 def _json(start_response, status: str, doc: dict, cache: str = "no-store", extra=()):
