@@ -19,7 +19,6 @@ removes it here too.
 
 The page is read-only (GET and HEAD only) and renders every etcd-derived string as text
 (textContent, never HTML), under a Content-Security-Policy that allows no inline script.
-Responses close their connection so that an open page never holds serve's stop.
 """
 from __future__ import annotations
 
@@ -361,8 +360,7 @@ class Catalogue:
         """A document that changes only with the snapshot: 304 for a client that has it."""
         etag = f'"{self.version}"'
         if environ.get("HTTP_IF_NONE_MATCH") == etag:
-            start_response("304 Not Modified", [("ETag", etag), ("Cache-Control", "no-cache"),
-                                                ("Connection", "close")])
+            start_response("304 Not Modified", [("ETag", etag), ("Cache-Control", "no-cache")])
             return [b""]
         return _json(start_response, "200 OK", build(), cache="no-cache", extra=[("ETag", etag)])
 
@@ -385,6 +383,6 @@ def _json(start_response, status: str, doc: dict, cache: str = "no-store", extra
 
 def _respond(start_response, status: str, body: bytes, ctype: str, headers=()):
     start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body))),
-                            ("X-Content-Type-Options", "nosniff"), ("Connection", "close"), *headers])
+                            ("X-Content-Type-Options", "nosniff"), *headers])
     return [body]
 
