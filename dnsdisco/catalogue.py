@@ -182,13 +182,11 @@ class QueryRate:
 
 
 def sync_state(ready: bool, state) -> tuple[str, str]:
-    """(word, sentence) for the page's badge."""
+    """(word, short sentence) for the page's badge; the error itself is given apart."""
     if not ready:
-        if state is not None and state.error:
-            return "starting", f"waiting for the first sync: {state.error}"
         return "starting", "waiting for the first full sync from etcd"
     if state is not None and not state.connected:
-        return "stale", f"etcd unreachable ({state.error or 'no answer'}); serving the last snapshot"
+        return "stale", "etcd unreachable: serving the last snapshot"
     return "live", "following etcd's watch"
 
 
@@ -274,7 +272,8 @@ class Catalogue:
         return {
             "version": self.version,
             "now": wall,
-            "sync": {"state": word, "detail": detail, "ready": ready,
+            "sync": {"state": word, "detail": detail, "error": state.error if state is not None else "",
+                     "ready": ready,
                      "connected": bool(state and state.connected),
                      "revision": state.revision if state is not None else 0,
                      "snapshot_revision": snap.revision if snap is not None else 0,

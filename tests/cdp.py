@@ -13,6 +13,7 @@ Every wait is bounded; the browser and its temporary profile are removed on exit
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import shutil
@@ -32,6 +33,14 @@ def chromium_path() -> str | None:
         if path:
             return path
     return None
+
+
+def _above_ten(fd: int) -> int:
+    """`fd` moved to a number >= 10: the shell's redirections onto 3 and 4 then never clobber
+    it (a pipe end that happened to be fd 3 or 4 would be closed by the `N<&-` that follows)."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high
 
 
 class CDPError(RuntimeError):
@@ -55,6 +64,7 @@ class Chromium:
             raise FileNotFoundError("chromium is not installed")
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
+        to_child_r, from_child_w = _above_ten(to_child_r), _above_ten(from_child_w)
         # bash puts our pipe ends on fds 3 and 4, where Chromium expects them (dash takes
         # single-digit fds only, and under pytest ours are higher)
         script = f'exec "$0" "$@" 3<&{to_child_r} 4>&{from_child_w} {to_child_r}<&- {from_child_w}>&-'

@@ -46,8 +46,14 @@ function renderStatus(s) {
   const badge = $("sync-badge");
   badge.textContent = s.sync.state;
   badge.className = "badge " + (["live", "stale", "starting"].includes(s.sync.state) ? s.sync.state : "starting");
-  badge.title = s.sync.detail;
-  setText("sync-detail", s.sync.detail);
+  badge.title = s.sync.error || s.sync.detail;
+  const away = s.sync.state === "live" || s.sync.seconds_since_contact === null ? ""
+    : " (last answer " + ago(s.sync.seconds_since_contact) + ")";
+  setText("sync-detail", s.sync.detail + away);
+  const error = $("sync-error");
+  error.textContent = s.sync.error;
+  error.title = s.sync.error;
+  error.hidden = !s.sync.error;
   setText("revision", String(s.sync.revision));
   const when = s.sync.last_change === null ? "" : " (" + new Date(s.sync.last_change * 1000).toLocaleString() + ")";
   setText("last-change", ago(s.sync.seconds_since_change) + when);
