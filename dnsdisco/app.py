@@ -129,14 +129,21 @@ def run_serve(cfg, args=None) -> int:
             check_access(watch_kv, cfg.prefix, write=False, log=log)
         except StartupError as exc:
             return abort(str(exc))
-    syncer = Syncer(watch_kv, cfg.prefix, zones, on_swap=_freezing(_reporting_caps(responder.on_swap, metrics)),
+    on_swap = _freezing(_reporting_caps(responder.on_swap, metrics))
+    catalogue = None
+    if cfg.http:   # the live catalogue page sees every swap (catalogue.py)
+        from .catalogue import Catalogue
+        catalogue = Catalogue(metrics)
+        on_swap = catalogue.tracking(on_swap)
+    syncer = Syncer(watch_kv, cfg.prefix, zones, on_swap=on_swap,
                     metrics=metrics, log=logging.getLogger("dnsdisco.sync"))
     http = None
     if cfg.http:
         from .health import start_http
         try:
+            catalogue.follow(syncer)
             http = start_http(cfg.http, metrics, lambda: _health_state(syncer), cfg.max_stale,
-                              logging.getLogger("dnsdisco.http"))
+                              logging.getLogger("dnsdisco.http"), pages=catalogue)
         except OSError as exc:
             return abort(str(exc.strerror or exc))
 

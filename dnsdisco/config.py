@@ -267,8 +267,8 @@ OPTIONS: list[Option] = [
     Option("forward_timeout", parse_float(0.05), 1.5, "seconds to wait for one upstream try before the next", SERVE, metavar="SECONDS"),
     Option("forward_cache_size", parse_int(0), 10000, "forwarded answers kept in the cache at most (0 = no cache)", SERVE, metavar="N"),
     # -- production (http, logs)
-    Option("http", parse_http, None, "serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9153); "
-           "off by default", SERVE, metavar="HOST:PORT"),
+    Option("http", parse_http, None, "serve the live service catalogue page (/), its JSON (/v1/services), /metrics, "
+           "/healthz and /readyz on this address (e.g. 127.0.0.1:9153); off by default", SERVE, metavar="HOST:PORT"),
     Option("max_stale", parse_float(0.0), 30.0, "/readyz answers 503 once etcd has been unreachable this long "
            "(DNS answers keep coming from the last snapshot)", SERVE, metavar="SECONDS"),
     Option("log_format", parse_choice("plain", "json"), "plain", "log lines as plain text or one JSON object each",

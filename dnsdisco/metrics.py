@@ -184,6 +184,11 @@ class Metrics:
         except KeyError:
             return self._bind_query(qtype, rcode, transport)
 
+    def queries_answered(self) -> int:
+        """Every query counted so far, all kinds together (the catalogue page's query rate)."""
+        return sum(cell[0] for by_qtype in list(self._cells.values()) for by_rcode in list(by_qtype.values())
+                   for cell in list(by_rcode.values()))
+
     def latency(self, seconds: float) -> None:
         """One latency sample for the histogram (repeats are timed 1 in 16)."""
         self._latency_counts[_bisect_left(LATENCY_BUCKETS, seconds)] += 1
@@ -249,6 +254,9 @@ class NullMetrics:
 
     def cell_for(self, qtype: int, rcode: int, transport: str) -> list[int]:
         return [0, 0]
+
+    def queries_answered(self) -> int:
+        return 0
 
     def latency(self, seconds: float) -> None:
         pass

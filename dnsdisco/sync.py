@@ -65,6 +65,7 @@ class Syncer:
         self._state = SyncState()
         self._applied = 0                 # resume point: watch from _applied + 1
         self._bad_keys: set[str] = set()  # keys whose bad value was already reported
+        self.skipped: dict[str, str] = {}  # key -> why, of every value skipped now (catalogue page)
         self._swap_lock = threading.Lock()
         self._stopping = threading.Event()
         self._stream = None
@@ -194,6 +195,7 @@ class Syncer:
             for key, _ in changes:
                 if key not in bad:
                     self._bad_keys.discard(key)
+        self._track_skipped(bad, changes)
         for key, message in bad.items():
             if key in self._bad_keys:
                 continue
@@ -202,6 +204,17 @@ class Syncer:
             self._state = replace(self._state, bad_values=self._state.bad_values + 1)
             if self._metrics is not None:
                 self._metrics.bad_value(key)
+
+    def _track_skipped(self, bad: dict, changes) -> None:
+        """Keep `skipped` equal to the values skipped now: a change to a key ends its entry
+        unless the new value is bad too. Updated in place, in the loop's greenlet; readers copy."""
+        if changes is None:
+            self.skipped = dict(bad)
+            return
+        skipped = self.skipped
+        for key, _ in changes:
+            skipped.pop(key.decode("utf-8", "replace") if isinstance(key, bytes) else key, None)
+        skipped.update(bad)
 
     def _contact(self) -> None:
         now = time.monotonic()
