@@ -212,22 +212,27 @@ def ask(port: int, name: str | dns.name.Name, rdtype: str = "A", *, host: str = 
 
 def send(q: dns.message.Message | bytes, port: int, *, host: str = "127.0.0.1", tcp: bool = False,
          timeout: float = 3.0) -> dns.message.Message:
-    """Send a query (message or raw wire bytes) and parse the reply, retrying UDP twice on a loaded machine."""
+    """Send a query (message or raw wire bytes) and parse the reply (raw_exchange's retries)."""
     wire = q if isinstance(q, bytes) else q.to_wire()
-    if tcp:
-        return _raw_tcp(wire, host, port, timeout)
-    last = None
-    for _ in range(3):
-        try:
-            return _raw_udp(wire, host, port, timeout)
-        except TimeoutError as exc:
-            last = exc
-    raise last
+    return _raw_tcp(wire, host, port, timeout) if tcp else _raw_udp(wire, host, port, timeout)
 
 
 def raw_exchange(wire: bytes, port: int, *, host: str = "127.0.0.1", tcp: bool = False,
-                 timeout: float = 3.0) -> bytes | None:
-    """Send raw bytes, return the raw reply (None when nothing came back within `timeout`)."""
+                 timeout: float = 3.0, tries: int = 3) -> bytes | None:
+    """Send raw bytes, return the raw reply, or None when `tries` attempts of `timeout` seconds each
+    got nothing (the machine is shared: a lost UDP reply or a slow accept is asked again)."""
+    for _ in range(tries):
+        try:
+            data = _exchange_once(wire, port, host, tcp, timeout)
+        except OSError:
+            data = None
+        if data is not None:
+            return data
+    return None
+
+
+def _exchange_once(wire: bytes, port: int, host: str, tcp: bool, timeout: float) -> bytes | None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     if tcp:
         with socket.create_connection((host, port), timeout=timeout) as s:
             s.sendall(struct.pack("!H", len(wire)) + wire)
@@ -235,7 +240,7 @@ def raw_exchange(wire: bytes, port: int, *, host: str = "127.0.0.1", tcp: bool =
             if head is None:
                 return None
             return _recv_exact(s, struct.unpack("!H", head)[0])
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         s.sendto(wire, (host, port))
         try:
@@ -263,14 +268,14 @@ def _recv_exact(s, n: int) -> bytes | None:
 def _raw_udp(wire: bytes, host: str, port: int, timeout: float) -> dns.message.Message:
     data = raw_exchange(wire, port, host=host, timeout=timeout)
     if data is None:
-        raise TimeoutError(f"no UDP reply from {host}:{port} within {timeout}s")
+        raise TimeoutError(f"no UDP reply from {host}:{port} in 3 tries of {timeout}s")
     return dns.message.from_wire(data, ignore_trailing=False, keyring=None)
 
 
 def _raw_tcp(wire: bytes, host: str, port: int, timeout: float) -> dns.message.Message:
     data = raw_exchange(wire, port, host=host, tcp=True, timeout=timeout)
     if data is None:
-        raise TimeoutError(f"no TCP reply from {host}:{port} within {timeout}s")
+        raise TimeoutError(f"no TCP reply from {host}:{port} in 3 tries of {timeout}s")
     return dns.message.from_wire(data)
 
 

@@ -81,9 +81,7 @@ def exchange(test: genreport.Test, port: int) -> bytes:
     """Send like genreport: UDP unless the test says TCP; a TC reply is asked again over TCP
     unless the test ignores TC."""
     wire = genreport.build(test, ZONE)
-    reply = raw_exchange(wire, port, tcp=test.tcp, timeout=3)
-    if reply is None and not test.tcp:
-        reply = raw_exchange(wire, port, timeout=3)          # one resend, as genreport does
+    reply = raw_exchange(wire, port, tcp=test.tcp, timeout=3)   # resent when lost, as genreport does
     assert reply is not None, f"{test.name}: no reply from port {port}"
     if not test.tcp and not test.ignore and len(reply) >= 4 and reply[2] & 0x02:
         reply = raw_exchange(wire, port, tcp=True, timeout=3)
