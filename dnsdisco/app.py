@@ -135,8 +135,10 @@ def run_serve(cfg, args=None) -> int:
         from .catalogue import Catalogue
         catalogue = Catalogue(metrics)
         on_swap = catalogue.tracking(on_swap)
+    from .guard import ExpiryGuard
     syncer = Syncer(watch_kv, cfg.prefix, zones, on_swap=on_swap,
-                    metrics=metrics, log=logging.getLogger("dnsdisco.sync"))
+                    metrics=metrics, log=logging.getLogger("dnsdisco.sync"),
+                    guard=ExpiryGuard(cfg.hold_fraction, cfg.hold_window, cfg.hold_max))
     http = None
     if cfg.http:
         from .health import start_http
@@ -202,7 +204,7 @@ def _health_state(syncer):
     from types import SimpleNamespace
     state = syncer.state
     return SimpleNamespace(ready=syncer.ready.is_set(), connected=state.connected,
-                           last_contact=state.last_contact)
+                           last_contact=state.last_contact, notes=syncer.hold_notes())
 
 
 def _reload_config(args):

@@ -94,7 +94,7 @@ def parse_int(low: int | None = None, high: int | None = None) -> Callable[[Any]
     return parse
 
 
-def parse_float(low: float | None = None) -> Callable[[Any], float]:
+def parse_float(low: float | None = None, high: float | None = None) -> Callable[[Any], float]:
     def parse(text: Any) -> float:
         try:
             value = float(str(text).strip())
@@ -102,6 +102,8 @@ def parse_float(low: float | None = None) -> Callable[[Any], float]:
             raise ValueError(f"{text!r} is not a number") from None
         if low is not None and value < low:
             raise ValueError(f"{value} is below the minimum {low}")
+        if high is not None and value > high:
+            raise ValueError(f"{value} is above the maximum {high}")
         return value
     return parse
 
@@ -308,6 +310,13 @@ OPTIONS: list[Option] = [
            "warning naming the key", SERVE, metavar="BYTES"),
     Option("max_records_per_name", parse_int(1), 1000, "instances served at most under one name (the "
            "first N by key); more are ignored with a warning naming the name", SERVE, metavar="N"),
+    Option("hold_fraction", parse_float(0.0, 1.0), 0.3, "mass-expiry guard: when deletions remove more than "
+           "this share of a zone's records within --hold-window (and at least 5), keep serving them (a fault between "
+           "the fleet and etcd, not a fleet that died at once); 0 turns the guard off", SERVE, metavar="FRACTION"),
+    Option("hold_window", parse_float(0.1), 10.0, "mass-expiry guard: the window in which deletions are counted "
+           "(default one default lease TTL: a cut-off fleet's leases all expire within it)", SERVE, metavar="SECONDS"),
+    Option("hold_max", parse_float(0.0), 60.0, "mass-expiry guard: the longest a held record is still served; the hold "
+           "ends earlier once half of the held records register again", SERVE, metavar="SECONDS"),
     Option("cache_size", parse_int(1000, 10_000_000), 100_000, "distinct questions whose packed replies "
            "are kept for repeats (about 1 KB of memory each; the oldest eighth goes when full)", SERVE,
            metavar="N"),

@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .kvtypes import Compacted, EtcdAuthError, EtcdError
+from .names import name_for
+from .records import to_value
 from .snapshot import Snapshot, ZoneConfig
 
 if TYPE_CHECKING:           # a KV or a kvproc.ProcessKV; importing kv would load gRPC
@@ -48,7 +50,7 @@ class Syncer:
     def __init__(self, kv: KV, prefix: str, zones: Sequence[ZoneConfig],
                  on_swap: Callable[[Snapshot, frozenset | None], None],
                  metrics=None, log: logging.Logger | None = None, *,
-                 page_size: int = 1000, progress_interval: float = 5.0):
+                 page_size: int = 1000, progress_interval: float = 5.0, guard=None):
         self.kv = kv
         self.prefix = prefix.rstrip("/")
         # Watch "<prefix>/" so that a sibling such as /skydnsX is not ours.
@@ -70,6 +72,9 @@ class Syncer:
         self._stopping = threading.Event()
         self._stream = None
         self._lost_logged = False
+        self.guard = guard                # a guard.ExpiryGuard, or None
+        if guard is not None:
+            guard._zone_of = self._zone_of_key
 
     # ------------------------------------------------------------ public
 
@@ -79,6 +84,9 @@ class Syncer:
 
     def run(self) -> None:
         """List, then follow the watch, until stop(). Never raises for etcd trouble."""
+        if self.guard is not None and self.guard.enabled:
+            # ends holds at --hold-max even when no batch arrives (a greenlet under serve's gevent)
+            threading.Thread(target=self._release_loop, name="dnsdisco-expiry-guard", daemon=True).start()
         delay = BACKOFF_MIN
         need_list, reason = True, ""
         compactions_in_a_row = 0
@@ -114,6 +122,14 @@ class Syncer:
         thread.start()
         return thread
 
+    def hold_notes(self) -> list[str]:
+        """One line per zone the mass-expiry guard holds now (for /readyz's body)."""
+        guard = self.guard
+        if guard is None:
+            return []
+        return [f"holding {len(hold.held)} deleted record(s) of {zone} (mass expiry guard, since "
+                f"{time.monotonic() - hold.started:.0f} s)" for zone, hold in list(guard.holds.items())]
+
     def stop(self) -> None:
         """End run() soon: the watch is cancelled and no backoff wait continues."""
         self._stopping.set()
@@ -135,6 +151,13 @@ class Syncer:
         with self._swap_lock:
             snap = Snapshot.build(self.prefix, self._zones, revision, _consumed(items))
             self._report_rejected(snap.rejected, None)
+            if self.guard is not None:
+                if self.guard.holds:
+                    self._log.info("mass expiry guard: the re-listing ends the hold of %s",
+                                   ", ".join(sorted(self.guard.holds)))
+                self.guard.reset({z.name: snap.below.get(z.name, 0) + (snap.record_at(z.name) is not None)
+                                  for z in snap.zones})
+                self._held_metric(0)
             self._swap(snap, None)
             self._applied = revision
         if reason:
@@ -161,9 +184,14 @@ class Syncer:
                 self._contact()
                 if batch.events:
                     with self._swap_lock:
-                        new, touched, rejected = self.current.apply(batch.revision, batch.events)
-                        self._report_rejected(rejected, batch.events)
+                        events = batch.events
+                        if self.guard is not None and self.guard.enabled:
+                            events = self._guarded(events)
+                        new, touched, rejected = self.current.apply(batch.revision, events)
+                        self._report_rejected(rejected, events)
                         self._swap(new, touched)
+                    if self.guard is not None and self.guard.holds:
+                        self._release_holds()
                 self._applied = max(self._applied, batch.revision)
                 self._set_revision(self._applied)
                 yield batch
@@ -172,6 +200,56 @@ class Syncer:
             self._stream = None
         if not self._stopping.is_set():
             raise EtcdError(f"watch on {self.watch_prefix} ended")
+
+    # ------------------------------------------------------------ the mass-expiry guard
+
+    def _zone_of_key(self, key) -> str | None:
+        name = name_for(self.prefix, key.decode("utf-8", "replace") if isinstance(key, bytes) else key)
+        zone = self.current.zone_of(name) if name is not None else None
+        return zone.name if zone is not None else None
+
+    def _served_value(self, key) -> bytes | None:
+        name = name_for(self.prefix, key.decode("utf-8", "replace") if isinstance(key, bytes) else key)
+        rec = self.current.record_at(name) if name is not None else None
+        return to_value(rec) if rec is not None else None
+
+    def _guarded(self, events):
+        guard = self.guard
+        events, begun = guard.batch(list(events), self._served_value, time.monotonic())
+        for zone in begun:
+            hold = guard.holds[zone]
+            self._log.warning("mass expiry in %s: %d record(s) deleted within %g s, more than %g of the zone; "
+                              "serving them for up to %g s more, or until the fleet registers again "
+                              "(--hold-fraction, --hold-window, --hold-max)", zone, len(hold.held), guard.window,
+                              guard.fraction, guard.hold_max)
+        self._held_metric(len(begun))
+        return events
+
+    def _release_holds(self) -> None:
+        guard = self.guard
+        with self._swap_lock:
+            ended = guard.release(time.monotonic())
+            for hold, deletions, why in ended:
+                if deletions:
+                    new, touched, _rejected = self.current.apply(self.current.revision, deletions)
+                    self._swap(new, touched)
+                self._log.warning("mass expiry guard: released %s, %d held record(s) deleted: %s",
+                                  hold.zone, len(deletions), why)
+            if ended:
+                self._held_metric(0)
+
+    def _release_loop(self) -> None:
+        """Ends holds at --hold-max even when no watch batch arrives."""
+        while not self._stopping.wait(0.5):
+            if self.guard.holds:
+                try:
+                    self._release_holds()
+                except Exception:
+                    self._log.exception("mass expiry guard: releasing failed; retrying")
+
+    def _held_metric(self, begun: int) -> None:
+        if self._metrics is not None and hasattr(self._metrics, "expiry_hold"):
+            self._metrics.expiry_hold(self.guard.held_count, begun)
 
     # ------------------------------------------------------------ bookkeeping
 
