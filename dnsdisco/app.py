@@ -190,6 +190,34 @@ def run_serve(cfg, args=None) -> int:
     return 0
 
 
+def check_config(cfg, args=None) -> int:
+    """`serve --check-config`: the checks start-up makes before it binds or connects anything
+    (the settings were parsed by config.load already), then exit: 0 usable, 2 not."""
+    from .zonefile import ZoneFileError, load_zones
+    try:
+        _with_caps(load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl), cfg)
+    except ZoneFileError as exc:
+        return _fail(str(exc), 2)
+    if cfg.forward:
+        from .forward import parse_upstreams, self_loops
+        try:
+            upstreams = parse_upstreams(cfg.forward)
+        except ValueError as exc:
+            return _fail(f"--forward: {exc}", 2)
+        looped = self_loops(upstreams, cfg.listen)
+        if looped:
+            return _fail(f"--forward {_show(looped[0])} is this server's own --listen address: "
+                         "forwarding to it would loop", 2)
+    origin = {}
+    for name in cfg:
+        origin.setdefault(cfg.source(name), []).append(name)
+    given = ", ".join(f"{len(names)} from {where}" for where, names in sorted(origin.items())
+                      if where != "default") or "all defaults"
+    config = getattr(args, "config", None)
+    print(f"dnsdisco serve: settings OK ({given}{f'; file {config}' if config else ''})")
+    return 0
+
+
 def _health_state(syncer):
     """What /readyz reads: the first full sync done, etcd answering, when it last did."""
     from types import SimpleNamespace

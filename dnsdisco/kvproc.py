@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import socket
 import struct
 import subprocess
@@ -133,7 +134,10 @@ class ProcessKV:
         ours, theirs = socket.socketpair()
         try:
             self._proc = subprocess.Popen([sys.executable, "-m", "dnsdisco.kvproc", str(theirs.fileno())],
-                                          pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+                                          pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                          # not in the terminal's process group: Ctrl-C is for
+                                          # serve, which closes the socket (the helper's cue)
+                                          start_new_session=True)
         except OSError as exc:
             ours.close()
             raise EtcdUnavailable(f"cannot start the etcd helper process: {exc}") from None
@@ -356,6 +360,12 @@ def serve(sock) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Ctrl-C and a terminal hangup reach the whole process group: stopping is serve's call,
+    # which closes the socket (and a dead serve closes it too). SIGTERM sent to the helper
+    # itself ends it at once, quietly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: os._exit(0))
     logging.basicConfig(level=logging.WARNING, format="dnsdisco etcd helper: %(message)s")
     # as etcdconf does for the other commands: no gRPC core line per failed TLS handshake
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
