@@ -114,6 +114,15 @@ def test_first_command_serves_a_registered_name(clone, tmp_path):
                                   "+time=1", "+tries=1"], capture_output=True, text=True, timeout=10)
             return out.stdout.split() == ["10.0.0.7"]
         wait_for(answered, 15, 0.2, f"dig to answer {service}.svc.local")
+        # the installed package (not the clone) ships the example config
+        shipped = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c",
+                                  "import importlib.resources as r, dnsdisco; "
+                                  "print(r.files(dnsdisco).joinpath('dnsdisco.example.toml').read_text())"],
+                                 cwd=tmp_path, capture_output=True, text=True, timeout=30, env=env)
+        assert shipped.returncode == 0 and "[serve]" in shipped.stdout, shipped.stderr
+        assert "site-packages" in subprocess.run(
+            [str(clone / ".venv" / "bin" / "python"), "-c", "import dnsdisco; print(dnsdisco.__file__)"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=30, env=env).stdout
     finally:
         subprocess.run([etcdctl, "--endpoints", "http://127.0.0.1:2379", "del", key],
                        capture_output=True, timeout=20, env=env)
