@@ -396,10 +396,15 @@ def read_file(path: str) -> dict[str, Any]:
 COMMANDS = ("serve", "register", "status")
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+def _closest(word: str, choices: Iterable[str]) -> str | None:
     import difflib
     close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return close[0] if close else None
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = _closest(word, choices)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def file_settings(raw: Mapping[str, Any], command: str, config_path: str) -> dict[str, Any]:
@@ -421,10 +426,9 @@ def file_settings(raw: Mapping[str, Any], command: str, config_path: str) -> dic
     for key, value in raw.items():
         if isinstance(value, dict):
             if key not in COMMANDS:
-                close = _did_you_mean(key, COMMANDS).replace("'", "")
-                problems.append(f"unknown table [{key}]" + (close.replace("mean ", "mean [").replace("?", "]?")
-                                                             if close else
-                                                             f" (tables are {', '.join(f'[{c}]' for c in COMMANDS)})"))
+                close = _closest(key, COMMANDS)
+                problems.append(f"unknown table [{key}] (did you mean [{close}]?)" if close else
+                                f"unknown table [{key}] (tables are {', '.join(f'[{c}]' for c in COMMANDS)})")
             continue
         name = key.replace("-", "_")
         if name in opts:
