@@ -278,6 +278,15 @@ def _describe(exc: Exception) -> tuple:
     return kind, str(exc) or kind, getattr(exc, "compact_revision", 0)
 
 
+def _reported(sock, lock, message) -> bool:
+    """Send an error to the parent; False when the parent is gone (nobody to tell)."""
+    try:
+        _send(sock, lock, message)
+    except OSError:
+        return False
+    return True
+
+
 def serve(sock) -> None:
     """Answer the parent's commands until its end of the socket closes."""
     lock = threading.Lock()
@@ -348,10 +357,14 @@ def serve(sock) -> None:
             elif kind == "cancel":
                 if stream is not None:
                     stream.cancel()
+        except (BrokenPipeError, ConnectionResetError):
+            break                    # the parent closed its end mid-reply (it is stopping): done
         except EtcdError as exc:
-            _send(sock, lock, ("error", seq, *_describe(exc)))
+            if not _reported(sock, lock, ("error", seq, *_describe(exc))):
+                break
         except Exception as exc:  # noqa: BLE001 - report, keep serving
-            _send(sock, lock, ("error", seq, "EtcdUnavailable", f"etcd helper: {exc!r}", 0))
+            if not _reported(sock, lock, ("error", seq, "EtcdUnavailable", f"etcd helper: {exc!r}", 0)):
+                break
     if stream is not None:
         stream.cancel()
     if kv is not None:
