@@ -72,6 +72,15 @@ class ChangeLog:
             elif before != after:
                 self._one("changed", name, key, after, before)
 
+    def relisted(self, old: Snapshot, new: Snapshot) -> None:
+        """Log what a full re-list (after a compaction) changed: the changes the watch could
+        not deliver. Walks both snapshots, so only for re-lists, never for the first sync."""
+        if not self._log.isEnabledFor(logging.INFO):
+            return
+        keys = [new.key_of(rec) for name, rec in new.records.items() if old.record_at(name) != rec]
+        keys += [old.key_of(rec) for name, rec in old.records.items() if new.record_at(name) is None]
+        self.applied(old, new, [(key, None) for key in keys])
+
     def _one(self, what: str, name: str, key: str, rec, was) -> None:
         from .names import parent
         service = parent(name)
@@ -240,10 +249,16 @@ class Syncer:
         revision, items = self.kv.list_prefix(self.watch_prefix, self._page_size)
         self._contact()
         with self._swap_lock:
+            old = self.current
             snap = Snapshot.build(self.prefix, self._zones, revision, _consumed(items))
             self._report_rejected(snap.rejected, None)
             self._swap(snap, None)
             self._applied = revision
+        if self.ready.is_set():
+            try:
+                self.changes.relisted(old, snap)
+            except Exception:   # a log line must never stop the sync
+                self._log.exception("logging the changes of the re-list at revision %d failed", revision)
         if reason:
             self._state = replace(self._state, resyncs=self._state.resyncs + 1)
             if self._metrics is not None:

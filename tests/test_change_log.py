@@ -78,6 +78,21 @@ def test_a_burst_is_summarised_per_service(caplog):
     assert len(caplog.records) == 4
 
 
+def test_a_relist_logs_what_the_watch_missed(caplog):
+    changes, _timers = _changelog(caplog, Clock())
+    old = Snapshot.build("/skydns", ZONES, 5, [("/skydns/local/svc/hello/a", b'{"host":"10.0.0.7"}'),
+                                              ("/skydns/local/svc/hello/b", b'{"host":"10.0.0.8"}'),
+                                              ("/skydns/local/svc/same/x", b'{"host":"10.0.0.1"}')])
+    new = Snapshot.build("/skydns", ZONES, 9, [("/skydns/local/svc/hello/a", b'{"host":"10.0.0.9"}'),
+                                              ("/skydns/local/svc/hello/c", b'{"host":"10.0.0.3"}'),
+                                              ("/skydns/local/svc/same/x", b'{"host":"10.0.0.1"}')])
+    changes.relisted(old, new)
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "added c.hello.svc.local: 10.0.0.3",
+        "changed a.hello.svc.local: 10.0.0.7 -> 10.0.0.9",
+        "removed b.hello.svc.local (was 10.0.0.8)"]
+
+
 def test_nothing_at_warning_level():
     log = logging.getLogger("test.changes.quiet")
     log.setLevel(logging.WARNING)
