@@ -63,7 +63,7 @@ def parse_listen(text: str) -> tuple[str, int]:
         ipaddress.ip_address(host)
     except ValueError:
         if host not in ("localhost",):
-            raise ValueError(f"{text!r}: listen on an IP address (e.g. 127.0.0.1:5353 or [::1]:5353)") from None
+            raise ValueError(f"{text!r}: listen on an IP address (e.g. 127.0.0.1:5300 or [::1]:5300)") from None
     return host, port
 
 
@@ -219,7 +219,7 @@ OPTIONS: list[Option] = [
     Option("etcd_timeout", parse_float(0.1), 5.0, "seconds to wait for one etcd call", ETCD_USERS, metavar="SECONDS"),
     # -- serve
     Option("listen", parse_listen, [("127.0.0.1", 53)], "address to answer on, UDP and TCP (repeatable; "
-           "[::1]:5353 for IPv6)", SERVE, many=True, metavar="HOST:PORT"),
+           "[::1]:5300 for IPv6)", SERVE, many=True, metavar="HOST:PORT"),
     Option("zone", parse_zone, ["svc.local"], "zone to answer authoritatively (repeatable)", SERVE + STATUS, many=True, metavar="NAME"),
     Option("zones_dir", parse_str, "", "directory of RFC 1035 zone files (NAME.zone) served beside etcd", SERVE, metavar="DIR"),
     Option("ttl", parse_int(0, 2**31 - 1), 30, "TTL of records that set none", SERVE + STATUS, metavar="SECONDS"),
