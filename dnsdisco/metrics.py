@@ -159,6 +159,8 @@ class Metrics:
                                                  ("upstream",)))
         self._rrl = _Bound(counter("rrl", "responses limited by response rate limiting, by action", ("action",)))
         self._capped = _Bound(counter("capped", "hostile-data caps applied, by kind", ("kind",)))
+        self._embedded_restarts = counter("embedded_etcd_restarts", "times the embedded etcd that serve "
+                                          "started exited and was started again")
         gauge("build_info", "dnsdisco version", ("version",)).labels(__version__).set(1)
 
         # Bound methods and cells of the query path, looked up once here.
@@ -239,6 +241,9 @@ class Metrics:
         if begun:
             self._holds.inc(begun)
 
+    def embedded_restart(self) -> None:
+        self._embedded_restarts.inc()
+
     def track_cache(self, size) -> None:
         """Read the reply cache's size at scrape time (`size()`), not on the query path."""
         Gauge("cached_questions", "questions with packed replies in the cache (at most --cache-size)",
@@ -303,6 +308,9 @@ class NullMetrics:
         pass
 
     def expiry_hold(self, held: int, begun: int = 0) -> None:
+        pass
+
+    def embedded_restart(self) -> None:
         pass
 
     def track_cache(self, size) -> None:

@@ -27,6 +27,122 @@ BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
 
 
+LINES_PER_SECOND = 3      # change lines of their own per second; the rest are summarised
+SUMMARY_SERVICES = 8      # services named in one summary line
+
+
+class ChangeLog:
+    """Log lines for the changes each applied batch made to the served names: one info line
+    per added, changed or removed record (name, instance, address:port), at most
+    LINES_PER_SECOND a second; beyond that the changes are counted per service and written
+    as one summary line at the end of the second. So a burst of 1,000 puts costs a few lines,
+    and `--log-level warning` silences them all (they are info). A lease that expires and a
+    delete look the same in a watch: both are "removed"."""
+
+    def __init__(self, log: logging.Logger, *, clock: Callable[[], float] = time.monotonic,
+                 per_second: int = LINES_PER_SECOND, timer=None):
+        self._log = log
+        self._clock = clock
+        self._per_second = per_second
+        self._timer = timer or _start_timer     # timer(seconds, fn): fn runs later, once
+        self._lock = threading.Lock()
+        self._window = -1.0                     # start of the current one-second window
+        self._lines = 0                         # own lines written in it
+        self._pending: dict[str, list[int]] = {}  # service -> [added, changed, removed]
+        self._flush_due = False
+
+    def applied(self, old: Snapshot, new: Snapshot, changes) -> None:
+        """Log what `changes` ((key, value|None) pairs) did between snapshots old and new."""
+        if not self._log.isEnabledFor(logging.INFO):
+            return
+        from .names import name_for
+        seen: set[str] = set()
+        for key, _value in changes:
+            if key in seen:
+                continue
+            seen.add(key)
+            name = name_for(new.prefix, key)
+            if name is None:
+                continue
+            before, after = old.record_at(name), new.record_at(name)
+            if before is None and after is None:
+                continue               # a bad value came or went (warned about elsewhere)
+            if before is None:
+                self._one("added", name, key, after, None)
+            elif after is None:
+                self._one("removed", name, key, None, before)
+            elif before != after:
+                self._one("changed", name, key, after, before)
+
+    def relisted(self, old: Snapshot, new: Snapshot) -> None:
+        """Log what a full re-list (after a compaction) changed: the changes the watch could
+        not deliver. Walks both snapshots, so only for re-lists, never for the first sync."""
+        if not self._log.isEnabledFor(logging.INFO):
+            return
+        keys = [new.key_of(rec) for name, rec in new.records.items() if old.record_at(name) != rec]
+        keys += [old.key_of(rec) for name, rec in old.records.items() if new.record_at(name) is None]
+        self.applied(old, new, [(key, None) for key in keys])
+
+    def _one(self, what: str, name: str, key: str, rec, was) -> None:
+        from .names import parent
+        service = parent(name)
+        with self._lock:
+            now = self._clock()
+            if now - self._window >= 1.0:
+                self._window, self._lines = now, 0
+            if self._lines < self._per_second and not self._pending:
+                self._lines += 1
+                write = True
+            else:
+                counts = self._pending.setdefault(service, [0, 0, 0])
+                counts[("added", "changed", "removed").index(what)] += 1
+                write = False
+                if not self._flush_due:
+                    self._flush_due = True
+                    self._timer(max(0.05, self._window + 1.0 - now), self.flush)
+        if write:
+            instance = name[:len(name) - len(service) - 1] if service else name
+            if what == "added":
+                text = f"added {name}: {_shown(rec)}"
+            elif what == "removed":
+                text = f"removed {name} (was {_shown(was)})"
+            else:
+                text = f"changed {name}: {_shown(was)} -> {_shown(rec)}"
+            self._log.info(text, extra={"fields": {"change": what, "service": service, "instance": instance,
+                                                   "key": key}})
+
+    def flush(self) -> None:
+        """Write the summary of the changes counted since the last one (the timer calls it)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._flush_due = False
+            self._window, self._lines = self._clock(), 1
+        if not pending:
+            return
+        total = sum(sum(c) for c in pending.values())
+        busiest = sorted(pending.items(), key=lambda item: (-sum(item[1]), item[0]))
+        parts = []
+        for service, (added, changed, removed) in busiest[:SUMMARY_SERVICES]:
+            counts = " ".join(f"{sign}{n}" for sign, n in (("+", added), ("~", changed), ("-", removed)) if n)
+            parts.append(f"{service or '.'} {counts}")
+        if len(busiest) > SUMMARY_SERVICES:
+            parts.append(f"and {len(busiest) - SUMMARY_SERVICES} more service(s)")
+        self._log.info("%d more change(s) (+added ~changed -removed): %s", total, "; ".join(parts),
+                       extra={"fields": {"change": "summary", "changes": total}})
+
+
+def _shown(rec) -> str:
+    from .status import record_value
+    return record_value(rec)
+
+
+def _start_timer(seconds: float, fn) -> None:
+    # a Timer is a thread, or a greenlet once gevent has patched threading (serve)
+    timer = threading.Timer(seconds, fn)
+    timer.daemon = True
+    timer.start()
+
+
 @dataclass(frozen=True)
 class SyncState:
     """What the sync loop knows, for health checks and `status`."""
@@ -75,6 +191,7 @@ class Syncer:
         self.guard = guard                # a guard.ExpiryGuard, or None
         if guard is not None:
             guard._zone_of = self._zone_of_key
+        self.changes = ChangeLog(logging.getLogger("dnsdisco.changes"))
 
     # ------------------------------------------------------------ public
 
@@ -149,6 +266,7 @@ class Syncer:
         revision, items = self.kv.list_prefix(self.watch_prefix, self._page_size)
         self._contact()
         with self._swap_lock:
+            old = self.current
             snap = Snapshot.build(self.prefix, self._zones, revision, _consumed(items))
             self._report_rejected(snap.rejected, None)
             if self.guard is not None:
@@ -160,14 +278,22 @@ class Syncer:
                 self._held_metric(0)
             self._swap(snap, None)
             self._applied = revision
+        if self.ready.is_set():
+            try:
+                self.changes.relisted(old, snap)
+            except Exception:   # a log line must never stop the sync
+                self._log.exception("logging the changes of the re-list at revision %d failed", revision)
         if reason:
             self._state = replace(self._state, resyncs=self._state.resyncs + 1)
             if self._metrics is not None:
                 self._metrics.resync(reason)
         self._set_revision(revision)
         if not self.ready.is_set():
-            self._log.info("synced %d record(s) from %s at revision %d",
-                           snap.record_count, self.watch_prefix, revision)
+            from .names import parent
+            services = {parent(name) for name, _rec in snap.records.items()}
+            self._log.info("synced %d record(s) of %d service(s) from %s at revision %d%s",
+                           snap.record_count, len(services), self.watch_prefix, revision,
+                           f" ({len(self._bad_keys)} bad value(s) skipped)" if self._bad_keys else "")
             self.ready.set()
         else:
             self._log.info("re-listed %d record(s) at revision %d", snap.record_count, revision)
@@ -187,9 +313,14 @@ class Syncer:
                         events = batch.events
                         if self.guard is not None and self.guard.enabled:
                             events = self._guarded(events)
-                        new, touched, rejected = self.current.apply(batch.revision, events)
+                        old = self.current
+                        new, touched, rejected = old.apply(batch.revision, events)
                         self._report_rejected(rejected, events)
                         self._swap(new, touched)
+                    try:
+                        self.changes.applied(old, new, events)
+                    except Exception:   # a log line must never stop the sync
+                        self._log.exception("logging the changes of revision %d failed", batch.revision)
                     if self.guard is not None and self.guard.holds:
                         self._release_holds()
                 self._applied = max(self._applied, batch.revision)
@@ -231,8 +362,13 @@ class Syncer:
             ended = guard.release(time.monotonic())
             for hold, deletions, why in ended:
                 if deletions:
-                    new, touched, _rejected = self.current.apply(self.current.revision, deletions)
+                    old = self.current
+                    new, touched, _rejected = old.apply(old.revision, deletions)
                     self._swap(new, touched)
+                    try:
+                        self.changes.applied(old, new, deletions)
+                    except Exception:   # a log line must never stop the sync
+                        self._log.exception("logging the released hold of %s failed", hold.zone)
                 self._log.warning("mass expiry guard: released %s, %d held record(s) deleted: %s",
                                   hold.zone, len(deletions), why)
             if ended:
