@@ -311,7 +311,7 @@ OPTIONS: list[Option] = [
     Option("max_records_per_name", parse_int(1), 1000, "instances served at most under one name (the "
            "first N by key); more are ignored with a warning naming the name", SERVE, metavar="N"),
     Option("hold_fraction", parse_float(0.0, 1.0), 0.3, "mass-expiry guard: when deletions remove more than "
-           "this share of a zone's records within --hold-window (and at least 5), keep serving them (a fault between "
+           "this share of a zone's records within --hold-window (and at least 10), keep serving them (a fault between "
            "the fleet and etcd, not a fleet that died at once); 0 turns the guard off", SERVE, metavar="FRACTION"),
     Option("hold_window", parse_float(0.1), 10.0, "mass-expiry guard: the window in which deletions are counted "
            "(default one default lease TTL: a cut-off fleet's leases all expire within it)", SERVE, metavar="SECONDS"),
