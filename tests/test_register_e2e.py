@@ -96,7 +96,9 @@ def test_register_answers_a_and_srv_then_sigterm_removes_at_once(etcd, serve):
         assert any(rs.rdtype == dns.rdatatype.A for rs in reply.additional)
         assert dnsdisco.resolve_srv(name, nameserver=("127.0.0.1", serve.port)) == [("127.0.0.1", 8081)]
         assert etcd.etcdctl("get", "--print-value-only", "/skydns/local/svc/hello/one").strip() == \
-            '{"host":"127.0.0.1","port":8081,"priority":5,"weight":50,"text":"v=1"}'
+            '{"host":"127.0.0.1","port":8081,"priority":5,"weight":50,"text":"v=1","ttl":1}'
+        # the DNS TTL is bound to the lease (--ttl 2): half of it
+        assert {rrset.ttl for rrset in reply.answer} == {1}
         if shutil.which("dig"):
             out = subprocess.run(["dig", "+short", "+time=2", "+tries=1", "@127.0.0.1", "-p", str(serve.port),
                                   "SRV", name], capture_output=True, text=True, timeout=10).stdout

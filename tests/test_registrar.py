@@ -220,7 +220,7 @@ def test_stop_while_etcd_is_down_returns(etcd, kv, prefix):
         etcd.kill()
         t0 = time.monotonic()
         r.stop(15)
-        assert not r._thread.is_alive()
+        assert not r.group.running
         assert time.monotonic() - t0 < 10    # bounded by the KV timeout, not stuck
     finally:
         etcd.start()
@@ -236,7 +236,7 @@ def test_stop_while_etcd_is_down_returns(etcd, kv, prefix):
     (["hello", "--port", "80"], "full service name"),
     (["hello.svc.local", "--port", "80", "--id", "a.b"], "not a DNS label"),
     (["hello.svc.local", "--port", "80", "--check-http", "localhost:80"], "not an http"),
-    (["hello.svc.local", "--port", "80", "--address", "10.0.0.1/24"], "neither an IP address nor a host name"),
+    (["hello.svc.local", "--port", "80", "--address", "10.0.0.1/24"], "neither an address nor a host name"),
 ])
 def test_usage_errors_are_one_clear_line(args, message):
     out = subprocess.run(dnsdisco_cmd("register", *args, "--etcd", "http://127.0.0.1:9"), env=child_env(),
