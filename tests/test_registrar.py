@@ -226,6 +226,32 @@ def test_stop_while_etcd_is_down_returns(etcd, kv, prefix):
         etcd.start()
 
 
+def test_shared_group_one_lease_regranted_and_every_key_written_again(etcd, kv, prefix):
+    """Fifty registrars on one LeaseGroup: one lease; revoked behind their backs, a new one is
+    granted and every key written again; a key deleted alone is found by one lease query."""
+    group = reg.LeaseGroup(kv, 3)
+    keys = [f"{prefix}svc/i{i}" for i in range(50)]
+    rs = [reg.Registrar(None, k, b'{"host":"10.0.0.1"}', group=group).start() for k in keys]
+    present = lambda: sum(1 for k in keys if kv.get(k) is not None)  # noqa: E731
+    try:
+        wait_for(lambda: all(r.registered.is_set() for r in rs), 5, what="all registered")
+        assert present() == 50 and group.grants == 1
+        old = group.lease
+        etcd.etcdctl("lease", "revoke", f"{old:x}")
+        wait_for(lambda: group.lease != old and present() == 50, 5, what="a new lease and every key")
+        assert group.grants == 2
+        etcd.etcdctl("del", keys[7])
+        wait_for(lambda: kv.get(keys[7]) is not None, 5, what="the deleted key written again")
+        rs[3].stop(5)                                  # one leaves: its key goes, the others stay
+        assert kv.get(keys[3]) is None and present() == 49 and kv.refresh(group.lease) > 0
+        last = group.lease
+    finally:
+        for r in rs:
+            r.stop(5)
+        group.close(5)
+    assert present() == 0 and kv.refresh(last) == 0    # closing the group revoked its lease
+
+
 # ---------------------------------------------------------------- command line errors
 
 @pytest.mark.parametrize("args, message", [
