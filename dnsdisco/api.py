@@ -122,7 +122,8 @@ class Registration:
             self.config, log=log, endpoints=self._plan["endpoints"],
             timeout=kv_timeout(self.config.etcd_timeout, self._plan["ttl"])))
         try:
-            check_access(group.kv, self._plan["key"], write=True, log=log, timeout=1.0)
+            with group.setup_lock:
+                check_access(group.kv, self._plan["key"], write=True, log=log, timeout=1.0)
             registrar = Registrar(None, self._plan["key"], self._plan["value"], group=group,
                                   check=self._plan["check"], check_interval=self.config.check_interval,
                                   rise=self.config.check_rise, fall=self.config.check_fall).start()
