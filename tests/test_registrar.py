@@ -226,6 +226,20 @@ def test_stop_while_etcd_is_down_returns(etcd, kv, prefix):
         etcd.start()
 
 
+def test_put_many_and_lease_keys(kv, prefix):
+    """The two KV calls a shared lease needs: many puts in few transactions, and the keys a
+    lease holds (None once it is gone)."""
+    lease = kv.grant(5)
+    items = [(f"{prefix}k{i:03d}", f'{{"host":"10.0.1.{i % 250 + 1}"}}'.encode()) for i in range(250)]
+    kv.put_many(items, lease=lease, batch=100)            # three transactions
+    assert kv.lease_keys(lease) == {k for k, _ in items}
+    assert kv.get(items[249][0]) == items[249][1]
+    kv.delete(items[0][0])
+    assert items[0][0] not in kv.lease_keys(lease)
+    kv.revoke(lease)
+    assert kv.lease_keys(lease) is None and kv.get(items[1][0]) is None
+
+
 def test_shared_group_one_lease_regranted_and_every_key_written_again(etcd, kv, prefix):
     """Fifty registrars on one LeaseGroup: one lease; revoked behind their backs, a new one is
     granted and every key written again; a key deleted alone is found by one lease query."""
