@@ -9,6 +9,13 @@ A private etcd (temp dir, free loopback port) and one child process holding `--c
 `dnsdisco.Registration`s (from `--code`, default this checkout). Once every one is registered
 and `--settle` seconds have passed, CPU seconds of both processes are read from /proc over
 `--measure` seconds. Bounded: the whole run stops within about 30 s + settle + measure.
+
+Measured on the 2-core test machine (shared with other work), 1,000 registrations, 20 s:
+- before the shared lease (one lease, thread and channel per registration), lease TTL 10:
+  etcd 13.9-16.8% of a core, the registering process 37%, 1,008 threads; at lease TTL 5 the
+  registering process used 186% (both cores) with 2,292 threads and timed out refreshing.
+- with the shared lease: etcd 0.4-0.5% of a core at TTL 10 and 5, the registering process
+  0.1-0.3%, 8 threads.
 """
 from __future__ import annotations
 
