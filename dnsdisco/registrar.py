@@ -613,11 +613,19 @@ class LeaseGroup:
             self.log.info("registered %d keys (lease %x, ttl %ds)", len(members), self.lease, self.ttl)
 
     def _write(self, members: list, put_many) -> None:
-        if put_many is not None and len(members) > 1:
-            put_many([(m.key, m.value) for m in members], lease=self.lease, batch=self.PUT_BATCH)
-        else:
-            for m in members:
-                self.kv.put(m.key, m.value, lease=self.lease)
+        if put_many is not None and len(members) > 1 and self.PUT_BATCH > 1:
+            try:
+                put_many([(m.key, m.value) for m in members], lease=self.lease, batch=self.PUT_BATCH)
+                return
+            except Exception as exc:
+                if "too many operations" not in str(exc):
+                    raise
+                # an etcd run with --max-txn-ops below our batch: one put at a time from now on
+                self.log.warning("etcd refuses %d puts in one transaction (--max-txn-ops); writing one "
+                                 "key per request", self.PUT_BATCH)
+                self.PUT_BATCH = 1
+        for m in members:
+            self.kv.put(m.key, m.value, lease=self.lease)
 
     def _unsure(self) -> None:
         with self._lock:

@@ -240,6 +240,26 @@ def test_put_many_and_lease_keys(kv, prefix):
     assert kv.lease_keys(lease) is None and kv.get(items[1][0]) is None
 
 
+def test_group_writes_one_key_per_request_when_etcd_allows_few_txn_ops(prefix):
+    """An etcd run with --max-txn-ops below our batch of puts: the group notices and goes on."""
+    from etcdproc import EtcdProcess
+    from dnsdisco.kv import KV
+    small = EtcdProcess("smalltxn", extra_args=["--max-txn-ops", "8"]).start()
+    client = KV([small.endpoint], timeout=3.0)
+    group = reg.LeaseGroup(client, 3)
+    keys = [f"{prefix}i{i}" for i in range(20)]
+    try:
+        rs = [reg.Registrar(None, k, b'{"host":"10.0.0.1"}', group=group).start() for k in keys]
+        wait_for(lambda: all(r.registered.is_set() for r in rs), 10, what="all registered")
+        small.etcdctl("lease", "revoke", f"{group.lease:x}")   # all 20 to write again at once
+        wait_for(lambda: all(client.get(k) is not None for k in keys), 10, what="all 20 keys")
+        assert group.PUT_BATCH == 1
+    finally:
+        group.close(5)
+        client.close()
+        small.cleanup()
+
+
 def test_shared_group_one_lease_regranted_and_every_key_written_again(etcd, kv, prefix):
     """Fifty registrars on one LeaseGroup: one lease; revoked behind their backs, a new one is
     granted and every key written again; a key deleted alone is found by one lease query."""
