@@ -450,7 +450,9 @@ class LeaseGroup:
             if member.key in self._members:
                 raise ValueError(f"{member.key} is already registered by this process")
             self._members[member.key] = member
-            self._leaving.pop(member.key, None)
+            earlier = self._leaving.pop(member.key, None)
+            if earlier is not None:    # the same key again before its delete: nothing to delete
+                earlier.gone.set()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="dnsdisco-lease", daemon=True)
                 self._thread.start()
@@ -759,11 +761,11 @@ class Registrar:
     def start(self) -> "Registrar":
         if self._started:
             return self
+        self.group.join(self)          # raises for a key this process registers already
         self._started = True
         if self.check is not None:
             self._checker = threading.Thread(target=self._check_loop, name="dnsdisco-health", daemon=True)
             self._checker.start()
-        self.group.join(self)
         return self
 
     def drain(self, timeout: float | None = None) -> bool:

@@ -402,3 +402,23 @@ def test_package_import_stays_light():
             "print(any(m.startswith(('grpc', 'gevent', 'pyetcd')) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_same_key_twice_in_one_process_is_refused_and_can_come_back(etcd, prefix):
+    import dnsdisco
+    name = "twice.svc.local"
+    a = dnsdisco.Registration(name, port=80, address="127.0.0.1", ttl=3, etcd=etcd.endpoint, id="same").start()
+    try:
+        with pytest.raises(ValueError, match="already registered by this process"):
+            dnsdisco.Registration(name, port=80, address="127.0.0.1", ttl=3, etcd=etcd.endpoint, id="same").start()
+        assert a.registered
+    finally:
+        a.stop()
+    b = dnsdisco.Registration(name, port=80, address="127.0.0.1", ttl=3, etcd=etcd.endpoint, id="same").start()
+    try:
+        assert b.registered
+    finally:
+        b.stop()
+    # the last one out ended the shared lease thread
+    wait_for(lambda: not any(t.name == "dnsdisco-lease" for t in threading.enumerate()), 5,
+             what="the lease thread to end")
