@@ -7,7 +7,8 @@
 
 `Registration` uses the same settings and checks as `dnsdisco register` (settings not
 passed in code come from DNSDISCO_* in the environment, then defaults) and runs the
-keepalive in a plain background thread: no gevent needed. `resolve_srv` asks the resolver
+keepalive in a plain background thread, one per (etcd settings, lease TTL) shared by all the
+process's registrations: no gevent needed. `resolve_srv` asks the resolver
 configured in /etc/resolv.conf with one UDP query (TCP if truncated); no etcd involved.
 """
 from __future__ import annotations
