@@ -404,3 +404,75 @@ def test_registration_drain(etcd, serve):
         time.sleep(2.5)      # the shared lease is still refreshed for b; a stays away
         assert addresses(serve.query(name)) == ["127.0.0.2"]
     wait_for(lambda: gone(serve, name), 2, what="both gone on leaving the blocks")
+
+
+# ---------------------------------------------------------------- the README's rolling restart
+
+def test_rolling_restart_through_drain_fails_no_request(etcd, serve):
+    """README's recipe: three wrapped HTTP servers restarted one at a time (SIGUSR1, wait the DNS
+    TTL and a margin, SIGTERM, start the new one gated by --check-tcp) while a client that
+    honours the SRV answer's TTL sends a request every 20 ms: not one fails."""
+    import threading
+    import urllib.request
+    import dns.message
+    import dns.query
+
+    name = f"rolling.{ZONE}"
+    ports = [free_port() for _ in range(3)]
+
+    def start(i):
+        return Registrar(etcd, name, "--id", f"r{i}", "--dns-ttl", "1", "--check-tcp", f"127.0.0.1:{ports[i]}",
+                         "--check-interval", "0.2", port=ports[i], ttl=2,
+                         wrapped=[sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(ports[i])])
+
+    def srv_ports():
+        reply = dns.query.udp(dns.message.make_query(name, "SRV"), "127.0.0.1", port=serve.port, timeout=2)
+        found = [(rd.port, rrset.ttl) for rrset in reply.answer if rrset.rdtype == dns.rdatatype.SRV for rd in rrset]
+        return sorted(p for p, _ in found), min((t for _, t in found), default=0)
+
+    stats = {"ok": 0, "failed": [], "lookups": 0}
+    stop = threading.Event()
+
+    def client():
+        cached, expires, turn = [], 0.0, 0
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= expires:               # honour the TTL, as a caching resolver would
+                cached, ttl = srv_ports()
+                expires, stats["lookups"] = now + ttl, stats["lookups"] + 1
+            if cached:
+                port = cached[turn % len(cached)]
+                turn += 1
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                        resp.read()
+                    stats["ok"] += 1
+                except OSError as exc:
+                    stats["failed"].append((port, str(exc)))
+            time.sleep(0.02)
+
+    running = [start(i) for i in range(3)]
+    thread = threading.Thread(target=client, daemon=True)
+    try:
+        wait_for(lambda: srv_ports()[0] == sorted(ports), 15, what="three instances in SRV")
+        thread.start()
+        time.sleep(1.0)
+        for i in range(3):
+            old = running[i]
+            old.proc.send_signal(signal.SIGUSR1)                  # out of DNS, still serving
+            wait_for(lambda: ports[i] not in srv_ports()[0], 5, what=f"r{i} drained\n{old.output()}")
+            time.sleep(1 + 0.5)                                     # the DNS TTL and a margin
+            old.proc.send_signal(signal.SIGTERM)
+            assert old.wait() == 128 + signal.SIGTERM, old.output()
+            old.__exit__()
+            running[i] = start(i)                                   # in DNS once it accepts connections
+            wait_for(lambda: ports[i] in srv_ports()[0], 10, what=f"new r{i} in SRV\n{running[i].output()}")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join(5)
+        for r in running:
+            r.__exit__()
+    assert stats["ok"] > 100 and stats["lookups"] > 5, stats
+    assert stats["failed"] == [], stats["failed"]
+    print(f"rolling restart: {stats['ok']} requests, none failed, {stats['lookups']} SRV lookups")
