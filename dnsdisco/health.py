@@ -87,6 +87,8 @@ def make_app(metrics: Metrics | NullMetrics, state_fn: Callable[[], Any], max_st
                 ok, reason = readiness(_flag(getattr(state, "ready", False)),
                                        _flag(getattr(state, "connected", False)),
                                        getattr(state, "last_contact", None), clock(), max_stale)
+                for note in getattr(state, "notes", None) or ():     # e.g. the mass-expiry guard's hold
+                    reason += "\n" + note
             except Exception:  # a bug in the state source must not look like readiness
                 log.exception("cannot read the sync state for /readyz")
                 ok, reason = False, "not ready: the sync state cannot be read (see the log)"

@@ -145,6 +145,8 @@ class Metrics:
         self._handler_errors = counter("handler_errors", "unexpected errors while answering a query")
         self._bad_values = counter("bad_values", "etcd values skipped because they are not valid records")
         self._records = gauge("records", "records in the live snapshot")
+        self._held = gauge("held_records", "records deleted in etcd but still served by the mass-expiry guard")
+        self._holds = counter("expiry_holds", "times the mass-expiry guard began holding a zone's deleted records")
         self._watch_connected = gauge("etcd_watch_connected", "1 while the etcd watch stream is connected")
         self._revision = gauge("etcd_revision", "etcd revision of the live snapshot")
         self._resyncs = _Bound(counter("resyncs", "full re-lists of the etcd prefix, by reason", ("reason",)))
@@ -157,6 +159,8 @@ class Metrics:
                                                  ("upstream",)))
         self._rrl = _Bound(counter("rrl", "responses limited by response rate limiting, by action", ("action",)))
         self._capped = _Bound(counter("capped", "hostile-data caps applied, by kind", ("kind",)))
+        self._embedded_restarts = counter("embedded_etcd_restarts", "times the embedded etcd that serve "
+                                          "started exited and was started again")
         gauge("build_info", "dnsdisco version", ("version",)).labels(__version__).set(1)
 
         # Bound methods and cells of the query path, looked up once here.
@@ -231,6 +235,15 @@ class Metrics:
     def capped(self, kind: str) -> None:
         self._capped.inc(kind)
 
+    def expiry_hold(self, held: int, begun: int = 0) -> None:
+        """The mass-expiry guard's records held now, and holds begun since the last call."""
+        self._held.set(held)
+        if begun:
+            self._holds.inc(begun)
+
+    def embedded_restart(self) -> None:
+        self._embedded_restarts.inc()
+
     def track_cache(self, size) -> None:
         """Read the reply cache's size at scrape time (`size()`), not on the query path."""
         Gauge("cached_questions", "questions with packed replies in the cache (at most --cache-size)",
@@ -292,6 +305,12 @@ class NullMetrics:
         pass
 
     def capped(self, kind: str) -> None:
+        pass
+
+    def expiry_hold(self, held: int, begun: int = 0) -> None:
+        pass
+
+    def embedded_restart(self) -> None:
         pass
 
     def track_cache(self, size) -> None:
