@@ -300,7 +300,10 @@ def test_registration_context_manager(etcd, serve):
         wait_for(lambda: present(serve, name), 5, what=name)
         time.sleep(2.5)                                         # kept alive past its TTL
         assert dnsdisco.resolve_srv(name, nameserver=("127.0.0.1", serve.port)) == [("127.0.0.1", port)]
+        # the DNS TTL the registration wrote (half its lease), for callers that ask again only then
+        assert dnsdisco.lookup_srv(name, nameserver=("127.0.0.1", serve.port)) == ([("127.0.0.1", port)], 1)
     took = time_until(lambda: gone(serve, name), 1.0, "deregistered on leaving the block")
+    assert dnsdisco.lookup_srv(name, nameserver=("127.0.0.1", serve.port)) == ([], 0)   # --neg-ttl 0
     print(f"Registration exit -> NXDOMAIN in {took:.3f}s")
 
 
