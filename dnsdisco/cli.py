@@ -52,7 +52,8 @@ COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
         "examples:\n"
         "  dnsdisco status --etcd http://10.0.0.5:2379\n"
         "  dnsdisco status hello.svc.local\n"
-        "  dnsdisco status --format json | jq '.records[] | .name'",
+        "  dnsdisco status --format json | jq '.records[] | .name'\n"
+        "  dnsdisco status --format zone svc.local > svc.local.zone   # the zone as served",
     ),
 }
 

@@ -221,9 +221,9 @@ OPTIONS: list[Option] = [
     Option("listen", parse_listen, [("127.0.0.1", 53)], "address to answer on, UDP and TCP (repeatable; "
            "[::1]:5353 for IPv6)", SERVE, many=True, metavar="HOST:PORT"),
     Option("zone", parse_zone, ["svc.local"], "zone to answer authoritatively (repeatable)", SERVE + STATUS, many=True, metavar="NAME"),
-    Option("zones_dir", parse_str, "", "directory of RFC 1035 zone files (NAME.zone) served beside etcd", SERVE, metavar="DIR"),
+    Option("zones_dir", parse_str, "", "directory of RFC 1035 zone files (NAME.zone) served beside etcd", SERVE + STATUS, metavar="DIR"),
     Option("ttl", parse_int(0, 2**31 - 1), 30, "TTL of records that set none", SERVE + STATUS, metavar="SECONDS"),
-    Option("neg_ttl", parse_int(0, 2**31 - 1), 5, "negative-answer TTL (SOA minimum), kept short so new services show up fast", SERVE, metavar="SECONDS"),
+    Option("neg_ttl", parse_int(0, 2**31 - 1), 5, "negative-answer TTL (SOA minimum), kept short so new services show up fast", SERVE + STATUS, metavar="SECONDS"),
     Option("state_dir", parse_str, "", "where the embedded etcd keeps its data (default ~/.local/state/dnsdisco)", SERVE, metavar="DIR"),
     Option("embedded_etcd", parse_bool, True, "start a local etcd when none is given and none answers on 127.0.0.1:2379", SERVE, metavar="BOOL"),
     Option("tcp_idle_timeout", parse_float(0.1), 10.0, "seconds an idle TCP connection is kept open", SERVE, metavar="SECONDS"),
@@ -278,9 +278,9 @@ OPTIONS: list[Option] = [
            "reading pauses beyond it", SERVE, metavar="N"),
     # -- hardening (hostile etcd data, response rate limiting)
     Option("max_value_bytes", parse_int(64), 65536, "etcd values larger than this are skipped with a "
-           "warning naming the key", SERVE, metavar="BYTES"),
+           "warning naming the key", SERVE + STATUS, metavar="BYTES"),
     Option("max_records_per_name", parse_int(1), 1000, "instances served at most under one name (the "
-           "first N by key); more are ignored with a warning naming the name", SERVE, metavar="N"),
+           "first N by key); more are ignored with a warning naming the name", SERVE + STATUS, metavar="N"),
     Option("cache_size", parse_int(1000, 10_000_000), 100_000, "distinct questions whose packed replies "
            "are kept for repeats (about 1 KB of memory each; the oldest eighth goes when full)", SERVE,
            metavar="N"),
@@ -302,7 +302,8 @@ OPTIONS: list[Option] = [
            ETCD_USERS, metavar="FILE"),
     Option("etcd_password", parse_str, "", "password of --etcd-user (environment or config file only)",
            ETCD_USERS, secret=True, flag=False),
-    Option("format", parse_choice("text", "json"), "text", "output: aligned text or one JSON document",
+    Option("format", parse_choice("text", "json", "zone"), "text", "output: aligned text, one JSON document, "
+           "or (zone) the zone as served, as an RFC 1035 master file (NAME is then the zone)",
            STATUS, metavar="text|json"),
 ]
 
