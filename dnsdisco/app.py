@@ -71,6 +71,10 @@ def run_serve(cfg, args=None) -> int:
     responder = Responder(Snapshot.empty(cfg.prefix, zones), forwarder=forwarder, acl=acl, metrics=metrics,
                           cache_size=cfg.cache_size, ready=False)
     metrics.track_cache(lambda: len(responder.cache))
+    try:
+        _transfers(cfg, responder, metrics)
+    except ValueError as exc:
+        return _fail(str(exc), 2)
     if cfg.rrl_rate:
         from .rrl import RateLimiter
         responder.rrl = RateLimiter(cfg.rrl_rate, cfg.rrl_slip, cfg.rrl_exempt)
@@ -180,6 +184,8 @@ def run_serve(cfg, args=None) -> int:
         log.info("stopping")
         deadline = time.monotonic() + STOP_BUDGET
         server.stop(STOP_GRACE)
+        if responder.xfr.notifier is not None:
+            responder.xfr.notifier.stop()
         syncer.stop()
         sync_greenlet.kill(block=True, timeout=_left(deadline, 0.1))
         if http is not None:
@@ -188,6 +194,37 @@ def run_serve(cfg, args=None) -> int:
         if embedded is not None:
             embedded.stop(timeout=_left(deadline, 0.2))
     return 0
+
+
+def _transfers(cfg, responder, metrics) -> None:
+    """Zone transfers: TSIG keys, --transfer-allow, the IXFR journal and NOTIFY (transfer.py)."""
+    from . import logs, tsig
+    from .journal import Journal
+    from .notify import Notifier
+    from .transfer import Transfers
+    keys = tsig.load_key_file(cfg.tsig_key_file) if cfg.tsig_key_file else {}
+    if cfg.tsig_keys:
+        for name, key in tsig.parse_keys(cfg.tsig_keys, "DNSDISCO_TSIG_KEYS").items():
+            if name in keys:
+                raise ValueError(f"TSIG key {name} is in both --tsig-key-file and DNSDISCO_TSIG_KEYS")
+            keys[name] = key
+    for secret in tsig.secrets_of(keys):
+        logs.add_secret(secret)
+    if cfg.transfer_require_tsig and not keys:
+        raise ValueError("--transfer-require-tsig needs a key: give --tsig-key-file or DNSDISCO_TSIG_KEYS")
+    journal = Journal(*cfg.ixfr_journal_size) if cfg.transfer_allow or cfg.notify else None
+    notifier = None
+    if cfg.notify:
+        notifier = Notifier(cfg.notify, lambda: responder.snapshot, key=next(iter(keys.values()), None),
+                            metrics=metrics)
+    responder.xfr = Transfers(allow=cfg.transfer_allow, keys=keys, require_tsig=cfg.transfer_require_tsig,
+                              journal=journal, notifier=notifier, metrics=metrics)
+    if cfg.transfer_allow or cfg.notify or keys:
+        log.info("zone transfers: allowed from %s%s; %d TSIG key(s)%s; NOTIFY to %s",
+                 ", ".join(map(str, cfg.transfer_allow)) or "nobody",
+                 " with a TSIG key" if cfg.transfer_require_tsig else "", len(keys),
+                 f" ({', '.join(k.to_text(omit_final_dot=True) for k in keys)})" if keys else "",
+                 ", ".join(_show(t) for t in cfg.notify) or "nobody")
 
 
 def _health_state(syncer):
@@ -267,12 +304,14 @@ def _logging_handler(handle, query_log):
 
     def logged(data, transport, client):
         started = time.perf_counter()
-        reply = handle(data, transport, client)
+        replies = handle(data, transport, client)
+        # a zone transfer is a list of messages: its first says the rcode
+        reply = (replies[0] if replies else None) if isinstance(replies, list) else replies
         fq = parse_fast(data)
         if isinstance(fq, tuple) and reply is not None and len(reply) >= 4:
             qname = ".".join(_labels(fq[1])) or "."
             query_log(client, transport, qname, fq[2], reply[3] & 0xF, time.perf_counter() - started)
-        return reply
+        return replies
     return logged
 
 

@@ -302,10 +302,37 @@ OPTIONS: list[Option] = [
            ETCD_USERS, metavar="FILE"),
     Option("etcd_password", parse_str, "", "password of --etcd-user (environment or config file only)",
            ETCD_USERS, secret=True, flag=False),
+    # -- zone transfers (transfer.py, journal.py, notify.py, tsig.py; docs/transfers.md)
+    Option("transfer_allow", parse_cidr, [], "client networks that may transfer zones (AXFR/IXFR) "
+           "(repeatable); default none: every transfer is REFUSED", SERVE, many=True, metavar="CIDR"),
+    Option("transfer_require_tsig", parse_bool, False, "transfers must also be signed with a key of "
+           "--tsig-key-file / DNSDISCO_TSIG_KEYS (RFC 8945)", SERVE, is_switch=True),
+    Option("tsig_key_file", parse_str, "", "file of TSIG keys, one 'name algorithm secret' line each "
+           "(hmac-sha256, hmac-sha512, ...; base64 secret as tsig-keygen prints it)", SERVE, metavar="FILE"),
+    Option("tsig_keys", parse_str, "", "TSIG keys as 'name algorithm secret' entries separated by ';' "
+           "(environment or config file only)", SERVE, secret=True, flag=False),
+    Option("notify", lambda text: _notify_target(text), [], "secondary to send NOTIFY to when a zone changes "
+           "(repeatable; signed with the first TSIG key when keys are configured)", SERVE, many=True,
+           metavar="ADDR[:PORT]"),
+    Option("ixfr_journal_size", lambda text: _journal_size(text), (1000, 32 << 20), "bound of the IXFR "
+           "journal: ENTRIES or ENTRIES:BYTES (K, M, G); older serials get the whole zone", SERVE,
+           metavar="N[:BYTES]"),
     Option("format", parse_choice("text", "json", "zone"), "text", "output: aligned text, one JSON document, "
            "or (zone) the zone as served, as an RFC 1035 master file (NAME is then the zone)",
            STATUS, metavar="text|json"),
 ]
+
+
+def _notify_target(text: str) -> tuple[str, int]:
+    from .notify import parse_target
+    return parse_target(text)
+
+
+def _journal_size(text) -> tuple[int, int]:
+    if isinstance(text, tuple):
+        return text
+    from .journal import parse_size
+    return parse_size(text)
 
 
 def parse_upstream_item(text: str) -> str:

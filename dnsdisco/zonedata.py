@@ -133,6 +133,12 @@ def serial_of(snap: Snapshot) -> int:
     return soa_serial(snap)
 
 
+def soa_record(snap: Snapshot, zone_name: str):
+    """The zone's SOA record as its apex answers it (a dnslib RR)."""
+    reply = answer(DNSRecord(q=DNSQuestion(DNSLabel(zone_name + "."), T_SOA)), snap).reply
+    return next(rr for rr in reply.rr if rr.rtype == T_SOA)
+
+
 # ---------------------------------------------------------------- master file
 
 def _escape_label(label: bytes) -> str:
