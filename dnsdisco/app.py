@@ -202,6 +202,7 @@ def _transfers(cfg, responder, metrics) -> None:
     from .journal import Journal
     from .notify import Notifier
     from .transfer import Transfers
+    import gevent
     keys = tsig.load_key_file(cfg.tsig_key_file) if cfg.tsig_key_file else {}
     if cfg.tsig_keys:
         for name, key in tsig.parse_keys(cfg.tsig_keys, "DNSDISCO_TSIG_KEYS").items():
@@ -218,7 +219,7 @@ def _transfers(cfg, responder, metrics) -> None:
         notifier = Notifier(cfg.notify, lambda: responder.snapshot, key=next(iter(keys.values()), None),
                             metrics=metrics)
     responder.xfr = Transfers(allow=cfg.transfer_allow, keys=keys, require_tsig=cfg.transfer_require_tsig,
-                              journal=journal, notifier=notifier, metrics=metrics)
+                              journal=journal, notifier=notifier, metrics=metrics, pause=gevent.sleep)
     if cfg.transfer_allow or cfg.notify or keys:
         log.info("zone transfers: allowed from %s%s; %d TSIG key(s)%s; NOTIFY to %s",
                  ", ".join(map(str, cfg.transfer_allow)) or "nobody",

@@ -319,7 +319,7 @@ OPTIONS: list[Option] = [
            metavar="N[:BYTES]"),
     Option("format", parse_choice("text", "json", "zone"), "text", "output: aligned text, one JSON document, "
            "or (zone) the zone as served, as an RFC 1035 master file (NAME is then the zone)",
-           STATUS, metavar="text|json"),
+           STATUS, metavar="text|json|zone"),
 ]
 
 

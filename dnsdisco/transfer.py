@@ -73,7 +73,7 @@ class Transfers:
 
     def __init__(self, *, allow=(), keys: dict | None = None, require_tsig: bool = False,
                  journal: Journal | None = None, notifier=None, metrics=None,
-                 message_budget: int = MESSAGE_BUDGET):
+                 message_budget: int = MESSAGE_BUDGET, pause=None):
         self.allow = list(allow)
         self.keys = dict(keys or {})
         self.require_tsig = require_tsig
@@ -82,6 +82,10 @@ class Transfers:
         self.metrics = metrics
         self.message_budget = message_budget
         self._zone_cache: tuple | None = None     # (revision, zone name, rrsets) of the last AXFR
+        self.pause = pause                         # called now and then in long computations (gevent.sleep)
+        # the revision the journal is complete to: the responder may already serve a newer
+        # snapshot while the journal entry for it is being computed (IXFR then stops here)
+        self.recorded: int | None = None
 
     # ------------------------------------------------------------ the query path
 
@@ -178,8 +182,13 @@ class Transfers:
             client_serial = _ixfr_serial(query)
             if client_serial is None:
                 return finish(error_reply(query, RCODE.FORMERR), "formerr")
-            diff = self.journal.diff(zone.name, client_serial, snap.revision) if self.journal else None
+            upto = snap.revision
             soa = soa_record(snap, zone.name)
+            if self.journal is not None and self.recorded is not None and self.recorded < upto:
+                upto = self.recorded
+                soa = _with_serial(soa, serial_of(upto))
+                serial = serial_of(upto)
+            diff = self.journal.diff(zone.name, client_serial, upto) if self.journal else None
             if diff == "current":
                 records, detail, kind = [soa], f"current at {client_serial}", "ixfr_current"
             elif diff is None:
@@ -219,7 +228,7 @@ class Transfers:
         cached = self._zone_cache
         if cached is not None and cached[0] == (snap.revision, id(snap)) and cached[1] == zone_name:
             return cached[2]
-        rrsets = zone_rrsets(snap, zone_name)
+        rrsets = zone_rrsets(snap, zone_name, pause=self.pause)
         soa = rrsets[0].rrs[0]
         records = [soa] + [rr for rrset in rrsets[1:] for rr in rrset.rrs] + [soa]
         self._zone_cache = ((snap.revision, id(snap)), zone_name, records)
@@ -283,9 +292,11 @@ class Transfers:
                     names = [n for n in touched if (new.zone_of(n) or old.zone_of(n)) is zone]
                     if not names:
                         continue
-                    changes = changes_between(zone_rrsets(old, zone.name, names), zone_rrsets(new, zone.name, names))
+                    changes = changes_between(zone_rrsets(old, zone.name, names, self.pause),
+                                              zone_rrsets(new, zone.name, names, self.pause))
                     if self.journal.record(zone.name, old.revision, new.revision, changes):
                         changed.append(zone.name)
+            self.recorded = new.revision
             if self.metrics is not None:
                 span = self.journal.span
                 self.metrics.journal(len(self.journal.entries), self.journal.bytes,

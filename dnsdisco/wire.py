@@ -389,10 +389,7 @@ class Responder:
 
     def on_swap(self, snapshot: Snapshot, touched=None) -> None:
         """Serve `snapshot` from now on and drop the cached replies it may change."""
-        try:
-            self.xfr.on_swap(self.snapshot, snapshot, touched)
-        except Exception:
-            log.exception("keeping the IXFR journal failed at revision %d", snapshot.revision)
+        old = self.snapshot
         if snapshot.zones != self.snapshot.zones:
             touched = None
             self._zone_memo.clear()
@@ -404,6 +401,11 @@ class Responder:
             for table in self._exact.values():
                 table.clear()
         self.ready = True
+        # after the swap, so answering the change never waits for the IXFR journal
+        try:
+            self.xfr.on_swap(old, snapshot, touched)
+        except Exception:
+            log.exception("keeping the IXFR journal failed at revision %d", snapshot.revision)
 
     # -- queries
 

@@ -9,7 +9,7 @@ a secondary loads is therefore what a query to dnsdisco returns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from dnslib import QTYPE, TXT, DNSLabel, DNSQuestion, DNSRecord
 
@@ -21,6 +21,7 @@ T_SOA, T_NS, T_CNAME = QTYPE.SOA, QTYPE.NS, QTYPE.CNAME
 # every type the rules can give a name from etcd data; static zone-file types are added per name
 RULE_TYPES = (QTYPE.SOA, QTYPE.NS, QTYPE.A, QTYPE.AAAA, QTYPE.CNAME, QTYPE.TXT, QTYPE.SRV, QTYPE.MX,
               QTYPE.PTR)
+PAUSE_EVERY = 100
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,41 @@ def candidate_names(snap: Snapshot, zone: ZoneConfig) -> set[str]:
     return {n for n in names if is_subdomain(n, zname) and snap.zone_of(n) is zone}
 
 
+def types_to_ask(snap: Snapshot, zone: ZoneConfig, name: str) -> list[int]:
+    """The types worth asking `name`: a superset of what the rules can give it, read from the
+    fields of the records that answer it, so a zone of thousands of names costs a few queries
+    per name instead of nine (most would be NODATA). Names no etcd record answers (the apex,
+    NS names, zone-file owners, automatic PTR names) are asked every type."""
+    static = [rr.rtype for rr in zone.static.get(name, ())]
+    recs = snap.records_for(name, zone)
+    if not recs or name == zone.name:
+        types = list(RULE_TYPES)
+    else:
+        types = []
+        kinds = {r.host_kind for r in recs}
+        if "ipv4" in kinds:
+            types.append(QTYPE.A)
+        if "ipv6" in kinds:
+            types.append(QTYPE.AAAA)
+        if "name" in kinds:
+            types += [QTYPE.CNAME, QTYPE.PTR]
+        if any(r.text for r in recs):
+            types.append(QTYPE.TXT)
+        if any(r.port > 0 and r.host for r in recs):
+            types.append(QTYPE.SRV)
+        if any(r.mail and r.host for r in recs):
+            types.append(QTYPE.MX)
+        if snap.ptrs.get(name):
+            types.append(QTYPE.PTR)
+    for rtype in static:
+        if rtype not in types:
+            types.append(rtype)
+    return types
+
+
 def name_rrsets(snap: Snapshot, zone: ZoneConfig, name: str) -> list[RRset]:
     """The RRsets `name` answers with, type by type, as `resolver.answer` gives them."""
-    types = list(RULE_TYPES)
-    for rr in zone.static.get(name, ()):
-        if rr.rtype not in types:
-            types.append(rr.rtype)
+    types = types_to_ask(snap, zone, name)
     found: dict[int, list] = {}
     label = DNSLabel(name + ".")
     for qtype in types:
@@ -105,9 +135,12 @@ def name_rrsets(snap: Snapshot, zone: ZoneConfig, name: str) -> list[RRset]:
     return out
 
 
-def zone_rrsets(snap: Snapshot, zone_name: str, names: Iterable[str] | None = None) -> list[RRset]:
+def zone_rrsets(snap: Snapshot, zone_name: str, names: Iterable[str] | None = None,
+                pause: Callable[[], None] | None = None) -> list[RRset]:
     """The zone as served, SOA first, then every RRset in canonical name order and type
-    number. With `names`, only those owners (for the journal), without the SOA."""
+    number. With `names`, only those owners (for the journal), without the SOA. `pause`, when
+    given, is called every PAUSE_EVERY names (serve passes gevent.sleep, so a large zone does
+    not hold up the queries of other clients)."""
     zone = next((z for z in snap.zones if z.name == zone_name), None)
     if zone is None:
         raise KeyError(f"{zone_name} is not a served zone")
@@ -117,7 +150,9 @@ def zone_rrsets(snap: Snapshot, zone_name: str, names: Iterable[str] | None = No
         wanted = {n for n in names if is_subdomain(n, zone.name) and snap.zone_of(n) is zone}
     soa = None
     out = []
-    for name in sorted(wanted, key=canonical_key):
+    for count, name in enumerate(sorted(wanted, key=canonical_key), 1):
+        if pause is not None and not count % PAUSE_EVERY:
+            pause()
         for rrset in name_rrsets(snap, zone, name):
             if rrset.rtype == T_SOA:
                 soa = rrset
