@@ -108,7 +108,9 @@ class Secondary:
     def start(self) -> "Secondary":
         cmd = (["knotd", "-c", str(self.conf)] if self.kind == "knot"
                else ["named", "-f", "-d", "3", "-c", str(self.conf)])
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.wd / "stderr", "ab"))
+        # in its own directory: named -d writes named.run into its working directory
+        with open(self.wd / "stderr", "ab") as stderr:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, cwd=self.wd)
         wait_for(lambda: self.proc.poll() is None and self.log(), 15, what=f"{self.kind} to start")
         return self
 
