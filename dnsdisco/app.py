@@ -249,10 +249,14 @@ def _left(deadline: float, at_least: float) -> float:
 
 
 def _with_caps(zones, cfg):
-    """The zones carrying the hostile-data caps (--max-value-bytes, --max-records-per-name)."""
+    """The zones carrying the hostile-data caps (--max-value-bytes, --max-records-per-name) and
+    the default nameserver's addresses (--ns-address, else the specific --listen addresses)."""
     from dataclasses import replace
-    return [replace(z, max_value_bytes=cfg.max_value_bytes, max_records_per_name=cfg.max_records_per_name)
-            for z in zones]
+
+    from .config import ns_addresses
+    addresses = ns_addresses(cfg.ns_address, cfg.listen)
+    return [replace(z, max_value_bytes=cfg.max_value_bytes, max_records_per_name=cfg.max_records_per_name,
+                    ns_addresses=addresses) for z in zones]
 
 
 def _freezing(on_swap):

@@ -162,6 +162,30 @@ def parse_http(text: Any) -> tuple[str, int] | None:
     return host, port
 
 
+def parse_ip(text: Any) -> str:
+    """An IPv4 or IPv6 address, in its normal form."""
+    try:
+        return str(ipaddress.ip_address(str(text).strip()))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+
+
+def ns_addresses(ns_address: list[str], listen: list[tuple[str, int]]) -> tuple[str, ...]:
+    """The default NS name's addresses: --ns-address, else every --listen address that names
+    one host (not 0.0.0.0 or ::), so `ns.dns.<zone>` resolves to where this server answers."""
+    if ns_address:
+        return tuple(dict.fromkeys(ns_address))
+    found = []
+    for host, _port in listen:
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            continue
+        if not addr.is_unspecified:
+            found.append(str(addr))
+    return tuple(dict.fromkeys(found))
+
+
 def parse_choice(*choices: str) -> Callable[[Any], str]:
     def parse(text: Any) -> str:
         value = str(text).strip().lower()
@@ -219,9 +243,13 @@ OPTIONS: list[Option] = [
     Option("etcd_timeout", parse_float(0.1), 5.0, "seconds to wait for one etcd call", ETCD_USERS, metavar="SECONDS"),
     # -- serve
     Option("listen", parse_listen, [("127.0.0.1", 53)], "address to answer on, UDP and TCP (repeatable; "
-           "[::1]:5353 for IPv6)", SERVE, many=True, metavar="HOST:PORT"),
+           "[::1]:5353 for IPv6; status: gives the default NS its addresses, as in serve)", SERVE + STATUS, many=True,
+           metavar="HOST:PORT"),
     Option("zone", parse_zone, ["svc.local"], "zone to answer authoritatively (repeatable)", SERVE + STATUS, many=True, metavar="NAME"),
     Option("zones_dir", parse_str, "", "directory of RFC 1035 zone files (NAME.zone) served beside etcd", SERVE + STATUS, metavar="DIR"),
+    Option("ns_address", parse_ip, [], "address of the default nameserver ns.dns.<zone>, served as its A/AAAA and as "
+           "glue so the zone is never lame (repeatable; default: the specific --listen addresses)", SERVE + STATUS,
+           many=True, metavar="ADDR"),
     Option("ttl", parse_int(0, 2**31 - 1), 30, "TTL of records that set none", SERVE + STATUS, metavar="SECONDS"),
     Option("neg_ttl", parse_int(0, 2**31 - 1), 5, "negative-answer TTL (SOA minimum), kept short so new services show up fast", SERVE + STATUS, metavar="SECONDS"),
     Option("state_dir", parse_str, "", "where the embedded etcd keeps its data (default ~/.local/state/dnsdisco)", SERVE, metavar="DIR"),

@@ -93,6 +93,37 @@ def name_for(prefix: str, key: str) -> str | None:
         return None
 
 
+def from_labels(wire_labels) -> str | None:
+    """The name that wire labels (bytes, without the root) spell, as the snapshot holds names;
+    None when a label holds an octet no stored name can hold.
+
+    Stored names come from etcd key parts, which never contain a "." (such keys are skipped)
+    nor a backslash, and are served in ASCII form; so a label with a ".", a backslash or an
+    octet outside ASCII (RFC 2181 section 11 allows them all) names nothing we hold. Joining
+    such labels with dots would make `hello\\.svc.local` match `hello.svc.local`. Only ASCII
+    letters are folded (RFC 4343)."""
+    parts = []
+    for label in wire_labels:
+        if b"." in label or b"\\" in label or not label.isascii():
+            return None
+        parts.append(label.lower().decode("ascii"))
+    return ".".join(parts)
+
+
+def zone_of_labels(wire_labels, zones) -> str | None:
+    """The longest of `zones` (plain names) that the wire labels lie in, compared label by
+    label, so a "." inside a label never lines up with a zone's label boundary."""
+    folded = [label.lower() for label in wire_labels]
+    best = None
+    for zone in zones:
+        zone_labels = [part.encode("ascii") for part in labels(zone)]
+        count = len(zone_labels)
+        if count <= len(folded) and (count == 0 or folded[-count:] == zone_labels):
+            if best is None or count > label_count(best):
+                best = zone
+    return best
+
+
 def reverse_name(ip: str) -> str:
     """`10.0.0.7` → `7.0.0.10.in-addr.arpa`; IPv6 gives the nibble form under ip6.arpa.
 
@@ -103,6 +134,23 @@ def reverse_name(ip: str) -> str:
         return f"{d}.{c}.{b}.{a}.in-addr.arpa"
     nibbles = socket.inet_pton(socket.AF_INET6, ip).hex()
     return ".".join(reversed(nibbles)) + ".ip6.arpa"
+
+
+def address_of_reverse(rname: str) -> str | None:
+    """`7.0.0.10.in-addr.arpa` → `10.0.0.7`; a full nibble name under ip6.arpa → the IPv6
+    address in normal form; None for any other name (a partial or malformed reverse name)."""
+    if rname.endswith(".in-addr.arpa"):
+        parts = rname[: -len(".in-addr.arpa")].split(".")
+        if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 and (p == "0" or p[0] != "0") and int(p) < 256
+                                      for p in parts):
+            return None
+        return ".".join(reversed(parts))
+    if rname.endswith(".ip6.arpa"):
+        nibbles = rname[: -len(".ip6.arpa")].split(".")
+        if len(nibbles) != 32 or not all(len(n) == 1 and n in "0123456789abcdef" for n in nibbles):
+            return None
+        return socket.inet_ntop(socket.AF_INET6, bytes.fromhex("".join(reversed(nibbles))))
+    return None
 
 
 def label_count(name: str) -> int:

@@ -14,7 +14,8 @@ import functools
 import socket
 import struct
 
-from .resolver import UDP_PAYLOAD, soa_serial
+from .names import from_labels
+from .resolver import UDP_PAYLOAD, alias_of, default_ns_name, soa_serial
 from .snapshot import Snapshot
 
 T_A, T_AAAA, T_TXT, T_SRV, T_SOA = 1, 28, 16, 33, 6
@@ -30,8 +31,9 @@ _TYPECLASS = struct.Struct("!HH")
 
 
 def wire_to_name(wire: bytes) -> str | None:
-    """Lower-case presentation name of an uncompressed wire name, None if a label has a dot."""
-    if 46 not in wire:                   # no "." octet anywhere: write dots over the lengths
+    """Lower-case presentation name of an uncompressed wire name; None when a label holds an
+    octet no stored name can hold (names.from_labels: a dot, a backslash, non-ASCII)."""
+    if 46 not in wire and 92 not in wire and wire.isascii():   # write dots over the lengths
         out = bytearray(wire[1:-1])
         pos = wire[0]
         end = len(out)
@@ -43,12 +45,9 @@ def wire_to_name(wire: bytes) -> str | None:
     labels = []
     pos = 0
     while wire[pos]:
-        label = wire[pos + 1:pos + 1 + wire[pos]]
-        if b"." in label:
-            return None
-        labels.append(label.decode("latin-1"))
+        labels.append(wire[pos + 1:pos + 1 + wire[pos]])
         pos += wire[pos] + 1
-    return ".".join(labels)
+    return from_labels(labels)
 
 
 _LENGTH = [bytes((n,)) for n in range(256)]
@@ -87,14 +86,16 @@ def fast_answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int, edns: boo
     if zone is None or name == zone.name or name in zone.static:
         return None
     recs = snap.records_for(name, zone)
-    has_address = has_alias = False
+    if not recs:
+        ns_name = default_ns_name(zone)
+        if name[0] == "_" or (ns_name is not None and (ns_name == name or ns_name.endswith("." + name))):
+            return None               # RFC 2782 names and the default NS name: the resolver's rules
+    has_address = False
     for r in recs:
         kind = r.host_kind
         if kind == "ipv4" or kind == "ipv6":
             has_address = True
-        elif kind == "name":
-            has_alias = True
-    if has_alias and not has_address:
+    if not has_address and alias_of(name, recs, zone) is not None:
         return None                                   # an alias: CNAME rules in the resolver
     flags |= 0x8400 | (0x0080 if forwarding else 0)
     rrset: list[tuple] = []                           # the answer: (rtype, ttl, rdata or record)
@@ -117,7 +118,8 @@ def fast_answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int, edns: boo
         items = [r for r in recs if r.text]
         if items:
             ttl = min(_ttl(r, zone) for r in items)
-            variants = _rotated(qname, T_TXT, ttl, [_txt(r.text) for r in items], edns, do, flags, limit)
+            texts = list(dict.fromkeys(r.text for r in items))     # an RRset holds a record once
+            variants = _rotated(qname, T_TXT, ttl, [_txt(text) for text in texts], edns, do, flags, limit)
             return None if variants is None else (variants, name, None)
     else:
         ttl = None
@@ -141,7 +143,7 @@ def fast_answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int, edns: boo
     # no records of the type: NODATA, or NXDOMAIN if nothing at all is at the name
     if not snap.exists(name):
         flags |= 3
-    return _negative(qname, name, qtype, zone, soa_serial(snap), edns, do, flags, limit)
+    return negative_reply(qname, name, qtype, zone, soa_serial(snap), edns, do, flags, limit)
 
 
 def _glue(rec, zone) -> bytes:
@@ -223,8 +225,8 @@ def _soa_parts(zone_name: str, mname: str, rname: str, timers: tuple, zone_ptr: 
     return zone_ptr + _RR.pack(T_SOA, 1, timers[3], rdlength) + mname_wire + rname_wire, after
 
 
-def _negative(qname: bytes, name: str, qtype: int, zone, serial: int, edns: bool, do: bool, flags: int,
-              limit: int):
+def negative_reply(qname: bytes, name: str, qtype: int, zone, serial: int, edns: bool, do: bool, flags: int,
+                   limit: int):
     """([reply], the name, [(serial offset,)]) for NODATA, or NXDOMAIN when `flags` says so; id
     left out. None if it does not fit in `limit`."""
     before, after = _soa_parts(zone.name, zone.soa_mname, zone.soa_rname,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from dnslib import (AAAA, CLASS, CNAME, DNSHeader, DNSLabel, DNSRecord, EDNS0, MX, NS, OPCODE, PTR,
                     QTYPE, RCODE, RR, SOA, SRV, TXT, A)
 
-from .names import is_subdomain
+from .names import from_labels, is_subdomain, zone_of_labels
 from .records import Record
 from .serial import serial_of
 from .snapshot import Snapshot, ZoneConfig
@@ -34,6 +34,9 @@ class Answer:
     cacheable: bool = True
     in_zone: bool = True
     name: str = ""                     # the lower-case query name
+    # (target, qtype) when a CNAME chain left our zones: the caller may finish it through the
+    # forwarder (stub resolvers never chase a CNAME themselves)
+    chase: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,8 @@ def lower_name(label: DNSLabel) -> str:
 def _reply_for(query: DNSRecord, *, aa: bool, ra: bool, with_question: bool = True) -> DNSRecord:
     header = DNSHeader(id=query.header.id, qr=1, aa=int(aa), ra=int(ra), rd=query.header.rd,
                        opcode=query.header.opcode)
-    header.cd = query.header.cd
+    if query.header.opcode == OPCODE.QUERY:
+        header.cd = query.header.cd      # CD means nothing outside QUERY (RFC 6840 5.9)
     reply = DNSRecord(header, q=query.q if with_question and query.questions else None)
     if not with_question:
         reply.questions = []
@@ -104,11 +108,19 @@ def answer(query: DNSRecord, snap: Snapshot, *, forwarding: bool = False) -> Ans
     if edns.version > 0:
         return Answer(error_reply(query, BADVERS, forwarding=forwarding), cacheable=False)
     q = query.q
-    name = lower_name(q.qname)
+    name = from_labels(q.qname.label)
+    if name is None:
+        return _absent_name(query, snap, forwarding)
     zone = snap.zone_of(name)
+    if zone is None and q.qclass == CLASS.IN and q.qtype == T_PTR and _is_reverse(name):
+        owned = _reverse_outside_zones(query, snap, name, forwarding)
+        if owned is not None:
+            return owned
     if zone is None or q.qclass != CLASS.IN:
         reply = error_reply(query, RCODE.REFUSED, forwarding=forwarding)
-        return Answer(reply, depends=frozenset(), in_zone=zone is not None, name=name)
+        # not cached: a REFUSED for a name outside our zones must not reach a client that may forward
+        return Answer(reply, depends=frozenset(), in_zone=zone is not None, name=name,
+                      cacheable=zone is not None)
     if q.qtype in (T_AXFR, T_IXFR):
         return Answer(error_reply(query, RCODE.NOTIMP, forwarding=forwarding), cacheable=False, name=name)
     if forwarding and zone.name in REVERSE_ZONES and not snap.exists(name):
@@ -122,32 +134,75 @@ def answer(query: DNSRecord, snap: Snapshot, *, forwarding: bool = False) -> Ans
     lookup = _Lookup(snap, zone)
     rcode = lookup.run(q.qname, name, q.qtype)
     reply.header.rcode = rcode
-    for rr in _uniform_ttls(lookup.answer):
+    for rr in rrset_rules(lookup.answer):
         reply.add_answer(rr)
     if lookup.negative:
         reply.add_auth(_soa_rr(snap, lookup.negative, negative=True))
     for rr in lookup.authority:
         reply.add_auth(rr)
-    seen = set()
-    for rr in lookup.additional:
-        ident = (str(rr.rname).lower(), rr.rtype, str(rr.rdata))
-        if ident not in seen:
-            seen.add(ident)
+    answered = {(str(rr.rname).lower(), rr.rtype) for rr in reply.rr}
+    for rr in rrset_rules(lookup.additional):
+        if (str(rr.rname).lower(), rr.rtype) not in answered:     # already in the answer
             reply.add_ar(rr)
     _add_opt(reply, edns)
     depends = frozenset(lookup.consulted)
-    return Answer(reply, depends=depends, name=name)
+    return Answer(reply, depends=depends, name=name, chase=lookup.chase)
 
 
-def _uniform_ttls(rrs: list[RR]) -> list[RR]:
-    """One TTL per RRset, the smallest of its records (RFC 2181 5.2)."""
+def rrset_rules(rrs: list[RR]) -> list[RR]:
+    """RFC 2181 section 5 on a section: an RRset never holds the same record twice, and its
+    records share one TTL, the smallest of them."""
     lowest: dict[tuple, int] = {}
+    seen = set()
+    out = []
     for rr in rrs:
         ident = (str(rr.rname).lower(), rr.rtype)
         lowest[ident] = min(rr.ttl, lowest.get(ident, rr.ttl))
-    for rr in rrs:
+        record = (ident, rr.rclass, str(rr.rdata))
+        if record not in seen:
+            seen.add(record)
+            out.append(rr)
+    for rr in out:
         rr.ttl = lowest[(str(rr.rname).lower(), rr.rtype)]
-    return rrs
+    return out
+
+
+def _is_reverse(name: str) -> bool:
+    return any(is_subdomain(name, rz) for rz in REVERSE_ZONES)
+
+
+def _absent_name(query: DNSRecord, snap: Snapshot, forwarding: bool) -> Answer:
+    """A name with a label no stored name can hold: like any absent name, NXDOMAIN in our
+    zones and REFUSED outside them (the zone is found label by label)."""
+    q = query.q
+    zone_name = zone_of_labels(q.qname.label, [z.name for z in snap.zones])
+    if zone_name is None or q.qclass != CLASS.IN:
+        return Answer(error_reply(query, RCODE.REFUSED, forwarding=forwarding), cacheable=False,
+                      in_zone=zone_name is not None)
+    zone = next(z for z in snap.zones if z.name == zone_name)
+    reply = _reply_for(query, aa=True, ra=forwarding)
+    reply.header.rcode = RCODE.NXDOMAIN
+    reply.add_auth(_soa_rr(snap, zone, negative=True))
+    edns = edns_of(query)
+    _add_opt(reply, edns if isinstance(edns, Edns) else Edns(False))
+    return Answer(reply)
+
+
+def _reverse_outside_zones(query: DNSRecord, snap: Snapshot, name: str, forwarding: bool) -> Answer | None:
+    """A PTR question for a reverse name outside every zone we serve: answered from the
+    snapshot when it holds the address (or a record at that reverse key), else None (the
+    caller refuses or forwards it: the name is someone else's, never our NXDOMAIN)."""
+    defaults = ZoneConfig("arpa", ttl=snap.zones[0].ttl if snap.zones else ZoneConfig.ttl)
+    lookup = _Lookup(snap, defaults)
+    rrs = lookup._ptr(query.q.qname, name, lookup.records(name), defaults)
+    if not rrs:
+        return None
+    reply = _reply_for(query, aa=True, ra=forwarding)
+    for rr in rrset_rules(rrs):
+        reply.add_answer(rr)
+    edns = edns_of(query)
+    _add_opt(reply, edns if isinstance(edns, Edns) else Edns(False))
+    return Answer(reply, depends=frozenset(lookup.consulted), name=name)
 
 
 def _ttl(rec: Record, zone: ZoneConfig) -> int:
@@ -170,6 +225,32 @@ def _soa_rr(snap: Snapshot, zone: ZoneConfig, *, negative: bool) -> RR:
     return RR(zone.name + ".", T_SOA, rdata=soa, ttl=ttl)
 
 
+def default_ns_name(zone: ZoneConfig) -> str | None:
+    """`ns.dns.<zone>` when it has addresses of its own (--ns-address, else the specific
+    --listen addresses), so the default NS is never lame; None otherwise."""
+    return f"ns.dns.{zone.name}" if zone.ns_addresses else None
+
+
+def _own_addresses(owner, zone: ZoneConfig, qtype: int) -> list[RR]:
+    """The A or AAAA records of the default NS name, from the zone's configured addresses."""
+    family = ":" if qtype == T_AAAA else "."
+    return [RR(owner, qtype, rdata=A(addr) if qtype == T_A else AAAA(addr), ttl=zone.ttl)
+            for addr in zone.ns_addresses if family in addr]
+
+
+def alias_of(name: str, recs, zone: ZoneConfig) -> Record | None:
+    """The record that makes `name` a CNAME, or None. A CNAME owns its name alone (RFC 1034
+    3.6.2, RFC 2181 10.1): only when every record answering the name is a bare name host (no
+    port, mail flag or text) and the name is not a zone apex; the first by key is the target.
+    Anywhere else a name host is only an SRV/MX target."""
+    if not recs or name == zone.name:
+        return None
+    for r in recs:
+        if r.host_kind != "name" or r.port or r.mail or r.text:
+            return None
+    return recs[0]             # records_for gives the name's own value, then instances by id
+
+
 def _strip(name: str, count: int) -> str:
     if count <= 0:
         return name
@@ -188,6 +269,7 @@ class _Lookup:
         self.additional: list[RR] = []
         self.consulted: set[str] = set()
         self.negative: ZoneConfig | None = None   # zone whose SOA goes in authority
+        self.chase: tuple | None = None           # (target, qtype) of a chain that left our zones
 
     # -------------------------------------------------------------- helpers
 
@@ -225,15 +307,8 @@ class _Lookup:
             self.additional.extend(self._addresses(target + ".", own, qtype, zone))
             self.additional.extend(rr for rr in self.static(target, qtype))
 
-    @staticmethod
-    def cname_of(recs) -> Record | None:
-        """A name whose records carry no address but a host name is an alias."""
-        if any(r.is_address for r in recs):
-            return None
-        for r in recs:
-            if r.host_kind == "name":
-                return r
-        return None
+    def cname_of(self, name: str, recs, zone: ZoneConfig) -> Record | None:
+        return alias_of(name, recs, zone)
 
     # -------------------------------------------------------------- the walk
 
@@ -243,11 +318,20 @@ class _Lookup:
         seen = {name}
         for _hop in range(MAX_CHAIN + 1):
             recs = self.records(name)
+            if not recs and name.startswith("_"):
+                base = self.service_base(name)
+                if base is not None:
+                    # an RFC 2782 name: SRV from the service's instances, NODATA for the rest
+                    if qtype in (T_SRV, T_ANY):
+                        self.answer.extend(self._srv(owner, self.records(base), zone))
+                        return RCODE.NOERROR
+                    self.negative = zone
+                    return RCODE.NOERROR
             data = self.data(owner, name, qtype, recs, zone)
             if data:
                 self.answer.extend(data)
                 return RCODE.NOERROR
-            alias = self.cname_of(recs) if qtype != T_CNAME else None
+            alias = self.cname_of(name, recs, zone) if qtype != T_CNAME else None
             static_alias = [rr for rr in self.snap.static_for(name) if rr.rtype == T_CNAME]
             if alias is None and static_alias and qtype != T_CNAME:
                 target = lower_name(static_alias[0].rdata.label)
@@ -258,28 +342,64 @@ class _Lookup:
             else:
                 return self._negative(name, zone)
             next_zone = self.snap.zone_of(target)
-            if next_zone is None or target in seen:
-                return RCODE.NOERROR      # leaves our zones or loops: stop with what we have
+            if next_zone is None:
+                if qtype not in (T_CNAME, T_ANY):
+                    self.chase = (target, qtype)     # the caller may finish it upstream
+                return RCODE.NOERROR
+            if target in seen:
+                return RCODE.NOERROR      # a loop: stop with what we have
             seen.add(target)
             owner, name, zone = target + ".", target, next_zone
         return RCODE.NOERROR
 
     def _negative(self, name: str, zone: ZoneConfig) -> int:
         self.negative = zone
+        return RCODE.NOERROR if self.exists(name, zone) else RCODE.NXDOMAIN
+
+    def exists(self, name: str, zone: ZoneConfig) -> bool:
+        """Whether `name` exists (NODATA) or not (NXDOMAIN): stored or static data at or below
+        it, the apex, the default NS name and its parents, and the RFC 2782 names of services."""
         if self.snap.exists(name) or name == zone.name:
-            return RCODE.NOERROR
-        return RCODE.NXDOMAIN
+            return True
+        ns_name = default_ns_name(zone)
+        if ns_name is not None and (name == ns_name or ns_name.endswith("." + name)):
+            return True
+        if name.startswith("_"):
+            self.consulted.add(name.partition(".")[2])
+            return self.service_base(name) is not None or self.srv_service(name) is not None
+        return False
+
+    def service_base(self, name: str) -> str | None:
+        """For `_service._proto.N`: N, when N has SRV records and nothing is stored at or
+        below the asked name itself (a stored key wins)."""
+        first, _, rest = name.partition(".")
+        second, _, base = rest.partition(".")
+        if not (first.startswith("_") and second.startswith("_") and base) or self.snap.exists(name):
+            return None
+        return base if self._has_srv(base) else None
+
+    def srv_service(self, name: str) -> str | None:
+        """For `_proto.N` (one underscore label): N, when N has SRV records."""
+        first, _, base = name.partition(".")
+        if not (first.startswith("_") and base):
+            return None
+        return base if self._has_srv(base) else None
+
+    def _has_srv(self, base: str) -> bool:
+        return any(r.port > 0 and r.host for r in self.records(base))
 
     def data(self, owner, name: str, qtype: int, recs, zone: ZoneConfig) -> list[RR]:
         """The RRs of `qtype` at `name` (no aliasing)."""
         static = self.static(name, qtype, owner) if qtype != T_ANY else []
         if qtype in (T_A, T_AAAA):
+            if not recs and name == default_ns_name(zone):
+                return _own_addresses(owner, zone, qtype) + static
             return self._addresses(owner, recs, qtype, zone) + static
         if qtype == T_TXT:
             out = [RR(owner, T_TXT, rdata=TXT(_txt_chunks(r.text)), ttl=_ttl(r, zone)) for r in recs if r.text]
             return out + static
         if qtype == T_CNAME:
-            alias = self.cname_of(recs)
+            alias = self.cname_of(name, recs, zone)
             if alias is not None:
                 return [RR(owner, T_CNAME, rdata=CNAME(alias.host + "."), ttl=_ttl(alias, zone))]
             return static
@@ -341,6 +461,8 @@ class _Lookup:
             return []
         out = [RR(owner, T_PTR, rdata=PTR(r.host + "."), ttl=_ttl(r, zone)) for r in recs if r.host_kind == "name"]
         self.consulted.add(name)
+        if out:
+            return out             # a record stored at the reverse key is the operator's word
         for target in self.snap.ptr_names(name):
             forward = self.snap.zone_of(target)
             ttl = zone.ttl
@@ -367,6 +489,9 @@ class _Lookup:
             self._glue(lower_name(rr.rdata.label))
         if not out and not static:
             out.append(RR(owner, T_NS, rdata=NS(zone.soa_mname + "."), ttl=zone.ttl))
+            if zone.soa_mname == default_ns_name(zone):
+                for qtype in (T_A, T_AAAA):
+                    self.additional.extend(_own_addresses(zone.soa_mname + ".", zone, qtype))
         return out
 
     def _any(self, owner, name: str, recs, zone: ZoneConfig) -> list[RR]:
@@ -377,7 +502,7 @@ class _Lookup:
                 return rrs
         if name == zone.name:
             return [_soa_rr(self.snap, zone, negative=False)]
-        alias = self.cname_of(recs)
+        alias = self.cname_of(name, recs, zone)
         if alias is not None:
             return [RR(owner, T_CNAME, rdata=CNAME(alias.host + "."), ttl=_ttl(alias, zone))]
         static = self.snap.static_for(name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from .names import ancestors, is_subdomain, key_for, name_for, reverse_name
+from .names import address_of_reverse, ancestors, is_subdomain, key_for, name_for, reverse_name
 from .records import BadValue, Record, parse, wire_problem
 
 _MISSING = object()
@@ -98,6 +98,7 @@ class ZoneConfig:
     static: dict = field(default_factory=dict)   # name -> tuple of dnslib RR (owner lower case)
     max_value_bytes: int = MAX_VALUE_BYTES            # larger etcd values are skipped
     max_records_per_name: int = MAX_RECORDS_PER_NAME  # instances served under one name
+    ns_addresses: tuple = ()  # addresses of the default NS name ns.dns.<zone> (A/AAAA and glue)
 
     @property
     def soa_mname(self) -> str:
@@ -116,7 +117,7 @@ class Snapshot:
     records: Layered            # name -> Record
     children: Layered           # name -> tuple of child names that hold a record
     below: Layered              # name -> number of record keys and PTR names strictly below it
-    ptrs: Layered               # reverse name -> tuple of names with that address
+    ptrs: Layered               # address (normalised) -> tuple of names with that address
     rejected: tuple = ()        # (key, message) of values skipped in the change that made this
     capped: tuple = ()          # names this change left with over max_records_per_name instances
 
@@ -182,7 +183,8 @@ class Snapshot:
 
     def with_zones(self, zones: Sequence[ZoneConfig]) -> "Snapshot":
         """The same records served with new zone settings (SIGHUP reload). Adding the first
-        reverse zone (or removing the last) builds (or drops) the PTR index in one pass."""
+        reverse zone (or removing the last) builds (or drops) the reverse empty non-terminals
+        in one pass."""
         zones = tuple(zones)
         if serves_reverse(zones) == serves_reverse(self.zones):
             return Snapshot(self.prefix, zones, self.revision, self.records, self.children,
@@ -200,8 +202,7 @@ class Snapshot:
         ptr_edits: dict[str, dict[str, bool]] = {}
         touched: set[str] = set()
         record_updates: dict[str, Record | None] = {}
-        reverse_of: dict[str, str] = {}   # address -> reverse name, computed once per apply
-        index_ptrs = serves_reverse(self.zones)
+        reverse_ents = serves_reverse(self.zones)
 
         for name, new in rec_changes.items():
             old = self.records.get(name)
@@ -219,13 +220,9 @@ class Snapshot:
                 step = 1 if present else -1
                 for anc in name_ancestors:
                     below_delta[anc] = below_delta.get(anc, 0) + step
-            for rec, present in ((old, False), (new, True)) if index_ptrs else ():
+            for rec, present in ((old, False), (new, True)):
                 if rec is not None and rec.is_address:
-                    rname = reverse_of.get(rec.host)
-                    if rname is None:
-                        rname = reverse_of[rec.host] = reverse_name(rec.host)
-                    ptr_edits.setdefault(rname, {})[rec.name] = present
-                    touched.add(rname)
+                    ptr_edits.setdefault(rec.host, {})[rec.name] = present
         # a record removed and re-added in one batch nets out: recompute from the final state
         records = self.records.with_changes(record_updates) if record_updates else self.records
 
@@ -240,17 +237,22 @@ class Snapshot:
                     current.discard(child)
             children_changes[par] = tuple(sorted(current)) or None
         ptr_changes = {}
-        for rname, edits in ptr_edits.items():
-            current = set(self.ptrs.get(rname, ()))
+        for address, edits in ptr_edits.items():
+            current = set(self.ptrs.get(address, ()))
             for owner in edits:
                 rec = records.get(owner)
-                if rec is not None and rec.is_address and reverse_of.get(rec.host) == rname:
+                if rec is not None and rec.is_address and rec.host == address:
                     current.add(owner)
                 else:
                     current.discard(owner)
-            ptr_changes[rname] = tuple(sorted(current)) or None
-            # a reverse name with PTRs exists, so its ancestors are empty non-terminals
-            if bool(current) != bool(self.ptrs.get(rname)):
+            if current == set(self.ptrs.get(address, ())):
+                continue
+            ptr_changes[address] = tuple(sorted(current)) or None
+            rname = reverse_name(address)
+            touched.add(rname)
+            # inside a served reverse zone, a reverse name with PTRs makes its ancestors empty
+            # non-terminals (NODATA, not NXDOMAIN)
+            if reverse_ents and bool(current) != bool(self.ptrs.get(address)):
                 step = 1 if current else -1
                 for anc in ancestors(rname):
                     below_delta[anc] = below_delta.get(anc, 0) + step
@@ -319,7 +321,7 @@ class Snapshot:
 
     def exists(self, name: str) -> bool:
         """The name has records, static records, or descendants (an empty non-terminal)."""
-        if self.record_at(name) is not None or self.below.get(name, 0) > 0 or self.ptrs.get(name):
+        if self.record_at(name) is not None or self.below.get(name, 0) > 0 or self.ptr_names(name):
             return True
         zone = self.zone_of(name)
         if zone is None:
@@ -332,7 +334,10 @@ class Snapshot:
     def ptr_names(self, rname: str) -> tuple[str, ...]:
         """Names whose address reverses to `rname` (the automatic PTR records), capped like
         instances so one address shared by many records cannot make a huge answer."""
-        names = self.ptrs.get(rname, ())
+        if not rname.endswith(".arpa"):
+            return ()
+        address = address_of_reverse(rname)
+        names = self.ptrs.get(address, ()) if address is not None else ()
         cap = self._limits(rname).max_records_per_name
         return names[:cap] if len(names) > cap else names
 
@@ -349,32 +354,30 @@ _NO_ZONE = ZoneConfig("")
 
 
 def serves_reverse(zones: Sequence[ZoneConfig]) -> bool:
-    """Whether any zone holds reverse names: only then is the PTR index worth its memory
-    (about 150 bytes per address; 30 MB at 200,000 records)."""
+    """Whether any zone holds reverse names: only then are the ancestors of the reverse names
+    of our addresses empty non-terminals (NODATA) worth indexing. The address -> names index
+    itself is always kept (one entry per address, no reverse name built), since PTR questions
+    for registered addresses are answered with or without a reverse zone."""
     return any(zone.name == "arpa" or zone.name.endswith(".arpa") for zone in zones)
 
 
-def _indexes(records: dict, index_ptrs: bool):
+def _indexes(records: dict, reverse_ents: bool):
     """children, below and PTR maps of a full record set, built in one pass."""
     children: dict[str, list] = {}
     below: dict[str, int] = {}
     ptrs: dict[str, list] = {}
-    reverse_of: dict[str, str] = {}
     for rec in records.values():
         name_ancestors = ancestors(rec.name)
         children.setdefault(name_ancestors[0], []).append(rec.name)
         for anc in name_ancestors:
             below[anc] = below.get(anc, 0) + 1
-        if index_ptrs and rec.is_address:
-            rname = reverse_of.get(rec.host)
-            if rname is None:
-                rname = reverse_of[rec.host] = reverse_name(rec.host)
-            ptrs.setdefault(rname, []).append(rec.name)
-    del reverse_of
-    for rname in ptrs:   # a reverse name with PTRs exists: its ancestors are empty non-terminals
-        for anc in ancestors(rname):
-            below[anc] = below.get(anc, 0) + 1
+        if rec.is_address:
+            ptrs.setdefault(rec.host, []).append(rec.name)
+    if reverse_ents:     # a reverse name with PTRs exists: its ancestors are empty non-terminals
+        for address in ptrs:
+            for anc in ancestors(reverse_name(address)):
+                below[anc] = below.get(anc, 0) + 1
     children_map = {par: tuple(sorted(kids)) for par, kids in children.items()}
     del children
-    ptr_map = {rname: tuple(sorted(names)) for rname, names in ptrs.items()}
+    ptr_map = {address: tuple(sorted(names)) for address, names in ptrs.items()}
     return children_map, below, ptr_map

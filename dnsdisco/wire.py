@@ -9,12 +9,14 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import random
 import struct
 import time
 
-from dnslib import DNSLabel, DNSRecord, RCODE
+from dnslib import EDNS0, DNSHeader, DNSLabel, DNSQuestion, DNSRecord, RCODE
 
-from .packer import encode_name, fast_answer
+from .names import from_labels, zone_of_labels
+from .packer import encode_name, fast_answer, negative_reply
 from .resolver import UDP_PAYLOAD, answer, edns_of, error_reply, soa_serial
 from .rrl import slip_reply
 from .snapshot import Snapshot
@@ -29,6 +31,7 @@ TCP_LIMIT = 65535
 MAX_ROTATIONS = 8      # distinct answer orders kept per cached reply
 DEFAULT_CACHE_SIZE = 100_000   # cached questions (serve --cache-size); 0.7 to 1 KB each with the exact table
 T_OPT = 41
+T_PTR = 12            # answered from the snapshot for registered addresses, even outside our zones
 _HEADER = struct.Struct("!HHHHHH")
 _TYPECLASS = struct.Struct("!HH")
 _SERIAL = struct.Struct("!I")
@@ -70,6 +73,11 @@ def parse_fast(data: bytes):
     rdlen = (data[pos + 9] << 8) | data[pos + 10]
     if rtype != T_OPT or version != 0 or pos + 11 + rdlen != end:
         return SLOW
+    option = pos + 11
+    while option < end:                  # each option's header and data inside the OPT's data
+        option += 4 + ((data[option + 2] << 8) | data[option + 3]) if option + 4 <= end else end + 1
+    if option != end:
+        return SLOW                      # malformed options: FORMERR on the slow path
     return qid, qname, qtype, qclass, True, udp, bool(dflags & 0x80)
 
 
@@ -89,6 +97,75 @@ def formerr_for(data: bytes) -> bytes | None:
         return None
     flags = 0x8000 | (flags & 0x7900) | RCODE.FORMERR   # QR, opcode and RD kept
     return struct.pack("!HHHHHH", qid, flags, 0, 0, 0, 0)
+
+
+def _skip_query_name(data: bytes, pos: int) -> int:
+    """The offset after a name in a client's message; IndexError when it runs off the end."""
+    while True:
+        length = data[pos]
+        if length >= 0xC0:
+            data[pos + 1]
+            return pos + 2
+        if length > 63:
+            raise IndexError("unknown label type")
+        if length == 0:
+            return pos + 1
+        pos += length + 1
+
+
+def edns_problem(data: bytes) -> str | None:
+    """Why a query's EDNS is malformed (RFC 6891 6.1.1: FORMERR, with an OPT), or None when
+    it is fine or the message is too broken to say (dnslib's parse decides those)."""
+    try:
+        qd, an, ns, ar = struct.unpack_from("!HHHH", data, 4)
+        pos = 12
+        for _ in range(qd):
+            pos = _skip_query_name(data, pos) + 4
+        seen = 0
+        for index in range(an + ns + ar):
+            start = pos
+            pos = _skip_query_name(data, pos)
+            rtype, _rclass, _ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
+            rdata = pos + 10
+            pos = rdata + rdlen
+            if pos > len(data):
+                return None
+            if rtype != T_OPT:
+                continue
+            if index < an + ns:
+                return "an OPT record outside the additional section"
+            seen += 1
+            if seen > 1:
+                return "more than one OPT record"
+            if data[start] != 0:
+                return "an OPT record whose owner is not the root"
+            option = rdata
+            while option < pos:
+                if option + 4 > pos:
+                    return "an EDNS option header cut short"
+                option += 4 + struct.unpack_from("!H", data, option + 2)[0]
+                if option > pos:
+                    return "an EDNS option that runs past the OPT record's data"
+    except (IndexError, struct.error):
+        return None
+    return None
+
+
+def formerr_with_opt(data: bytes, ra: bool) -> bytes:
+    """FORMERR for a query whose EDNS is malformed: the header and question echoed, and an
+    OPT record, since the client spoke EDNS (RFC 6891 7)."""
+    qid, flags, qd = struct.unpack_from("!HHH", data)
+    flags = 0x8000 | (flags & 0x7900) | (0x0080 if ra else 0) | RCODE.FORMERR
+    question = b""
+    if qd == 1:
+        try:
+            question = data[12:_skip_query_name(data, 12) + 4]
+        except IndexError:
+            question = b""
+    if len(question) < 5:
+        question = b""
+    return (struct.pack("!HHHHHH", qid, flags, 1 if question else 0, 0, 0, 1) + question
+            + b"\x00" + struct.pack("!HHIH", T_OPT, UDP_PAYLOAD, 0, 0))
 
 
 # ---------------------------------------------------------------- packing
@@ -486,7 +563,8 @@ class Responder:
         else:
             qid, qname, qtype, qclass, edns, udp, do = fq
             lname = qname.lower()
-            if self.forwarder is not None and not self._in_zone(lname) and self._may_forward(client):
+            if (self.forwarder is not None and qtype != T_PTR and not self._in_zone(lname)
+                    and self._may_forward(client)):
                 reply = self.forwarder.forward(data, transport == "tcp")
                 if self.metrics:
                     self.metrics.query(qtype, reply[3] & 0xF if reply else RCODE.SERVFAIL, transport,
@@ -613,10 +691,67 @@ class Responder:
         # served like a hit, so a repeat of these exact bytes is an id-only write from now on
         return self._from_entry(entry, data, qname, lname, transport, qtype)
 
+    def _finish_chain(self, ans, tcp: bool) -> None:
+        """Append the upstream answer for a CNAME target outside our zones (stub resolvers
+        never chase a CNAME themselves), as CoreDNS's backend lookup does. A failed upstream
+        leaves the CNAME alone with NOERROR; an upstream NXDOMAIN is the chain's end."""
+        target, qtype = ans.chase
+        question = DNSRecord(DNSHeader(id=random.getrandbits(16), rd=1), q=DNSQuestion(target + ".", qtype))
+        question.add_ar(EDNS0(udp_len=UDP_PAYLOAD))
+        try:
+            upstream = DNSRecord.parse(self.forwarder.forward(question.pack(), tcp))
+        except Exception:
+            return
+        rcode = upstream.header.rcode
+        if rcode == RCODE.NOERROR:
+            for rr in upstream.rr:
+                ans.reply.add_answer(rr)
+        elif rcode == RCODE.NXDOMAIN:
+            ans.reply.header.rcode = RCODE.NXDOMAIN
+
+    def _name_not_text(self, data: bytes, transport: str, client) -> bytes | None:
+        """The reply to a plain query whose name dnslib cannot read (octets that are not UTF-8,
+        which RFC 2181 11 allows): like any absent name, NXDOMAIN in our zones and REFUSED (or
+        forwarded) outside them. None when the query is not one parse_fast reads."""
+        fq = parse_fast(data)
+        if type(fq) is not tuple:
+            return None
+        _qid, qname, qtype, qclass, edns, udp, do = fq
+        wire_labels = []
+        pos = 0
+        while qname[pos]:
+            wire_labels.append(qname[pos + 1:pos + 1 + qname[pos]])
+            pos += qname[pos] + 1
+        if from_labels(wire_labels) is not None:
+            return None                        # a readable name: dnslib failed for another reason
+        forwarding = self.forwarder is not None
+        zone_name = zone_of_labels(wire_labels, [zone.name for zone in self.snapshot.zones])
+        flags = ((data[2] & 0x01) << 8) | (data[3] & 0x10) | (0x0080 if forwarding else 0)
+        if zone_name is None or qclass != 1:
+            if zone_name is None and self._may_forward(client):
+                return self.forwarder.forward(data, transport == "tcp")
+            head = _HEADER.pack(0, 0x8000 | flags | RCODE.REFUSED, 1, 0, 0, 1 if edns else 0)
+            opt = b"\x00" + struct.pack("!HHIH", T_OPT, UDP_PAYLOAD, 0x8000 if do else 0, 0) if edns else b""
+            return data[:2] + head[2:] + qname + _TYPECLASS.pack(qtype, qclass) + opt
+        zone = next(z for z in self.snapshot.zones if z.name == zone_name)
+        limit = TCP_LIMIT if transport == "tcp" else udp_limit(edns, udp)
+        packed = negative_reply(qname, zone_name, qtype, zone, soa_serial(self.snapshot), edns, do,
+                                0x8400 | flags | RCODE.NXDOMAIN, limit)
+        if packed is None:
+            return None
+        return data[:2] + packed[0][0]
+
     def _slow(self, data: bytes, transport: str, client, cache_slot) -> bytes | None:
+        if edns_problem(data) is not None:
+            if self.metrics:
+                self.metrics.dropped("malformed")
+            return formerr_with_opt(data, self.forwarder is not None)
         try:
             query = DNSRecord.parse(data)
         except Exception:
+            reply = self._name_not_text(data, transport, client)
+            if reply is not None:
+                return reply
             if self.metrics:
                 self.metrics.dropped("malformed")
             return formerr_for(data)
@@ -639,6 +774,11 @@ class Responder:
             return bytes(error_reply(query, RCODE.SERVFAIL, forwarding=forwarding).pack())
         if not ans.in_zone and self._may_forward(client) and ans.reply.header.rcode == RCODE.REFUSED:
             return self.forwarder.forward(data, transport == "tcp")
+        if ans.chase is not None and self.forwarder is not None:
+            # the same question from a client that may not forward gets the bare CNAME: cache neither
+            cache_slot = None
+            if query.header.rd and self._may_forward(client):
+                self._finish_chain(ans, transport == "tcp")
         edns = edns_of(query)
         if transport == "tcp":
             limit = TCP_LIMIT

@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 from dnslib import QTYPE, TXT, DNSLabel, DNSQuestion, DNSRecord
 
-from .names import is_subdomain, parent
+from .names import is_subdomain, parent, reverse_name
 from .resolver import answer, lower_name, soa_serial
 from .snapshot import Snapshot, ZoneConfig
 
@@ -67,9 +67,11 @@ def candidate_names(snap: Snapshot, zone: ZoneConfig) -> set[str]:
             if name != zname:
                 names.add(parent(name))
     names.update(zone.static)
-    for rname, _owners in snap.ptrs.items():
-        if is_subdomain(rname, zname):
-            names.add(rname)
+    if zname.endswith("arpa"):
+        for address, _owners in snap.ptrs.items():     # the PTR index is keyed by address
+            rname = reverse_name(address)
+            if is_subdomain(rname, zname):
+                names.add(rname)
     return {n for n in names if is_subdomain(n, zname) and snap.zone_of(n) is zone}
 
 
@@ -97,7 +99,7 @@ def types_to_ask(snap: Snapshot, zone: ZoneConfig, name: str) -> list[int]:
             types.append(QTYPE.SRV)
         if any(r.mail and r.host for r in recs):
             types.append(QTYPE.MX)
-        if snap.ptrs.get(name):
+        if QTYPE.PTR not in types and snap.ptr_names(name):
             types.append(QTYPE.PTR)
     for rtype in static:
         if rtype not in types:

@@ -396,3 +396,54 @@ def test_custom_acl_and_errors():
     assert not Acl([]).allows("127.0.0.1")
     with pytest.raises(ValueError, match="'10.0.0.0/33' is not an address or CIDR block"):
         Acl(["10.0.0.0/33"])
+
+
+# ---------------------------------------------------------------- CNAME chains that leave our zones
+
+def _alias_responder(upstream, acl=None):
+    """A Responder for svc.local holding `alias -> example.test` (answered by the dnsmasq upstream)."""
+    import json
+
+    from dnsdisco.snapshot import Snapshot, ZoneConfig
+    from dnsdisco.wire import Responder
+    items = [("/skydns/local/svc/alias", json.dumps({"host": "example.test"}).encode()),
+             ("/skydns/local/svc/gone", json.dumps({"host": "nothing-here.test"}).encode())]
+    snap = Snapshot.build("/skydns", [ZoneConfig("svc.local")], 5, items)
+    fwd = Forwarder([upstream.addr], timeout=1.0)
+    return Responder(snap, forwarder=fwd, acl=acl)
+
+
+@pytest.mark.parametrize("qtype,expected", [("A", "192.0.2.10"), ("AAAA", "2001:db8::10")])
+def test_cname_leaving_our_zones_is_finished_through_the_forwarder(upstream, qtype, expected):
+    """Stub resolvers never chase a CNAME: with forwarding on and RD set, the target's records
+    of the asked type follow the CNAME, AA as for the first owner, RA set."""
+    responder = _alias_responder(upstream)
+    for _ in range(2):                       # the second answer must not be a bare cached CNAME
+        reply = DNSRecord.parse(responder.handle(bytes(query("alias.svc.local", qtype, edns=1232)), "udp", ("127.0.0.1", 1)))
+        assert reply.header.rcode == RCODE.NOERROR and reply.header.aa and reply.header.ra
+        assert [(str(rr.rname), QTYPE[rr.rtype]) for rr in reply.rr][0] == ("alias.svc.local.", "CNAME")
+        assert [str(rr.rdata) for rr in reply.rr[1:]] == [expected]
+        assert str(reply.rr[1].rname) == "example.test."
+
+
+def test_cname_chain_not_finished_without_rd_or_for_clients_that_may_not_forward(upstream):
+    responder = _alias_responder(upstream, acl=Acl(["10.99.0.0/16"]))
+    outsider = DNSRecord.parse(responder.handle(bytes(query("alias.svc.local")), "udp", ("127.0.0.1", 1)))
+    assert [QTYPE[rr.rtype] for rr in outsider.rr] == ["CNAME"] and outsider.header.rcode == RCODE.NOERROR
+    responder = _alias_responder(upstream)
+    no_rd = DNSRecord.parse(responder.handle(bytes(query("alias.svc.local", rd=False)), "udp", ("127.0.0.1", 1)))
+    assert [QTYPE[rr.rtype] for rr in no_rd.rr] == ["CNAME"]
+    with_rd = DNSRecord.parse(responder.handle(bytes(query("alias.svc.local")), "udp", ("127.0.0.1", 1)))
+    assert [QTYPE[rr.rtype] for rr in with_rd.rr] == ["CNAME", "A"]
+
+
+def test_cname_chain_to_a_missing_or_unreachable_name(upstream, dead_addr):
+    responder = _alias_responder(upstream)
+    missing = DNSRecord.parse(responder.handle(bytes(query("gone.svc.local")), "udp", ("127.0.0.1", 1)))
+    assert missing.header.rcode == RCODE.NXDOMAIN and [QTYPE[rr.rtype] for rr in missing.rr] == ["CNAME"]
+
+    class Down:
+        addr = dead_addr
+    responder = _alias_responder(Down)
+    failed = DNSRecord.parse(responder.handle(bytes(query("alias.svc.local")), "udp", ("127.0.0.1", 1)))
+    assert failed.header.rcode == RCODE.NOERROR and [QTYPE[rr.rtype] for rr in failed.rr] == ["CNAME"]

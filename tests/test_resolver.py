@@ -7,6 +7,7 @@ client gets). Replies are parsed with dnspython, a DNS library independent of dn
 from __future__ import annotations
 
 import json
+import struct
 
 import dns.edns
 import dns.flags
@@ -164,8 +165,53 @@ CASES = [
      ("t.svc.local", "TXT"), NOERROR, ['t.svc.local. 30 IN TXT "v=1"'], [], []),
     ("txt-with-name-host", {"/skydns/local/svc/t": {"host": "other.example.com", "text": "v=2"}},
      ("t.svc.local", "TXT"), NOERROR, ['t.svc.local. 30 IN TXT "v=2"'], [], []),
-    ("txt-with-name-host-cname-too", {"/skydns/local/svc/t": {"host": "other.example.com", "text": "v=2"}},
-     ("t.svc.local", "A"), NOERROR, ["t.svc.local. 30 IN CNAME other.example.com."], [], []),
+    # a CNAME owns its name alone (RFC 1034 3.6.2): a name host beside text, a port or the
+    # mail flag is no alias, and the name answers NODATA for the types it does not hold
+    ("txt-with-name-host-no-cname", {"/skydns/local/svc/t": {"host": "other.example.com", "text": "v=2"}},
+     ("t.svc.local", "A"), NOERROR, [], [soa()], []),
+    ("txt-with-name-host-cname-qtype-nodata", {"/skydns/local/svc/t": {"host": "other.example.com", "text": "v=2"}},
+     ("t.svc.local", "CNAME"), NOERROR, [], [soa()], []),
+    ("name-host-with-port-a-nodata", {"/skydns/local/svc/ext/a": {"host": "db.example.com", "port": 5432}},
+     ("ext.svc.local", "A"), NOERROR, [], [soa()], []),
+    ("name-host-with-mail-a-nodata", {"/skydns/local/svc/m/a": {"host": "mail.example.com", "mail": True}},
+     ("m.svc.local", "A"), NOERROR, [], [soa()], []),
+    ("bare-name-host-beside-text-instance", {"/skydns/local/svc/w/a": {"host": "x.example.com"},
+                                             "/skydns/local/svc/w/b": {"text": "v=1"}},
+     ("w.svc.local", "A"), NOERROR, [], [soa()], []),
+    ("apex-never-cname", {"/skydns/local/svc/x": {"host": "other.example.com"}},
+     ("svc.local", "A"), NOERROR, [], [soa()], []),
+    ("apex-never-cname-soa", {"/skydns/local/svc/x": {"host": "other.example.com"}},
+     ("svc.local", "SOA"), NOERROR, [soa(ttl=30)], [], []),
+    ("apex-never-cname-cname", {"/skydns/local/svc/x": {"host": "other.example.com"}},
+     ("svc.local", "CNAME"), NOERROR, [], [soa()], []),
+    ("below-apex-child-is-cname", {"/skydns/local/svc/x": {"host": "other.example.com"}},
+     ("x.svc.local", "A"), NOERROR, ["x.svc.local. 30 IN CNAME other.example.com."], [], []),
+    # ---- no duplicate records in an RRset (RFC 2181 5)
+    ("txt-duplicate-once", {"/skydns/local/svc/t/a": {"text": "same"}, "/skydns/local/svc/t/b": {"text": "same", "ttl": 9}},
+     ("t.svc.local", "TXT"), NOERROR, ['t.svc.local. 9 IN TXT "same"'], [], []),
+    ("srv-duplicate-once", {"/skydns/local/svc/s/a": {"host": "db.example.com", "port": 5432},
+                            "/skydns/local/svc/s/b": {"host": "db.example.com", "port": 5432}},
+     ("s.svc.local", "SRV"), NOERROR, ["s.svc.local. 30 IN SRV 10 100 5432 db.example.com."], [], []),
+    ("mx-duplicate-once", {"/skydns/local/svc/m/a": {"host": "mail.example.com", "mail": True},
+                           "/skydns/local/svc/m/b": {"host": "mail.example.com", "mail": True}},
+     ("m.svc.local", "MX"), NOERROR, ["m.svc.local. 30 IN MX 10 mail.example.com."], [], []),
+    ("aaaa-duplicate-once", {"/skydns/local/svc/v6/a": {"host": "fd00::1"}, "/skydns/local/svc/v6/b": {"host": "FD00:0::1"}},
+     ("v6.svc.local", "AAAA"), NOERROR, ["v6.svc.local. 30 IN AAAA fd00::1"], [], []),
+    # ---- RFC 2782 names answer from the service's instances, without extra keys
+    ("rfc2782-srv", hello(2), ("_http._tcp.hello.svc.local", "SRV"), NOERROR,
+     ["_http._tcp.hello.svc.local. 30 IN SRV 10 100 8080 i1.hello.svc.local.",
+      "_http._tcp.hello.svc.local. 30 IN SRV 10 100 8080 i2.hello.svc.local."], [],
+     ["i1.hello.svc.local. 30 IN A 10.0.0.1", "i2.hello.svc.local. 30 IN A 10.0.0.2"]),
+    ("rfc2782-a-nodata", hello(2), ("_http._tcp.hello.svc.local", "A"), NOERROR, [], [soa()], []),
+    ("rfc2782-proto-ent", hello(2), ("_tcp.hello.svc.local", "SRV"), NOERROR, [], [soa()], []),
+    ("rfc2782-no-service", hello(2), ("_http._tcp.nope.svc.local", "SRV"), NXDOMAIN, [], [soa()], []),
+    ("rfc2782-no-ports", {"/skydns/local/svc/p0/a": {"host": "10.0.0.1"}}, ("_http._tcp.p0.svc.local", "SRV"),
+     NXDOMAIN, [], [soa()], []),
+    # ---- labels are octets: an escaped dot never splits a label (RFC 2181 11)
+    ("escaped-dot-outside-zones", hello(1), ("hello\\.svc.local", "A"), REFUSED, [], [], []),
+    ("escaped-dot-instance", hello(1), ("i1\\.hello.svc.local", "A"), NXDOMAIN, [], [soa()], []),
+    ("escaped-dot-instance-srv", hello(1), ("i1\\.hello.svc.local", "SRV"), NXDOMAIN, [], [soa()], []),
+    ("escaped-dot-zone-label", hello(1), ("hello.svc\\.local", "A"), REFUSED, [], [], []),
     ("txt-only-a-nodata", {"/skydns/local/svc/t": {"text": "v=2"}}, ("t.svc.local", "A"), NOERROR,
      [], [soa()], []),
     ("txt-long-split", {"/skydns/local/svc/t": {"text": "x" * 300}}, ("t.svc.local", "TXT"), NOERROR,
@@ -221,6 +267,15 @@ CASES = [
      ("svc.local", "NS"), NOERROR,
      ["svc.local. 30 IN NS ns1.ns.dns.svc.local.", "svc.local. 30 IN NS ns2.ns.dns.svc.local."], [],
      ["ns1.ns.dns.svc.local. 30 IN A 10.0.0.53", "ns2.ns.dns.svc.local. 30 IN AAAA fd00::53"]),
+    ("ns-default-own-addresses", {}, ("svc.local", "NS"), NOERROR, ["svc.local. 30 IN NS ns.dns.svc.local."], [],
+     ["ns.dns.svc.local. 30 IN A 127.0.0.53", "ns.dns.svc.local. 30 IN AAAA ::1"],
+     (ZoneConfig("svc.local", ns_addresses=("127.0.0.53", "::1")),)),
+    ("ns-default-name-answers-a", {}, ("ns.dns.svc.local", "A"), NOERROR, ["ns.dns.svc.local. 30 IN A 127.0.0.53"],
+     [], [], (ZoneConfig("svc.local", ns_addresses=("127.0.0.53",)),)),
+    ("ns-default-name-aaaa-nodata", {}, ("ns.dns.svc.local", "AAAA"), NOERROR, [], [soa()], [],
+     (ZoneConfig("svc.local", ns_addresses=("127.0.0.53",)),)),
+    ("ns-default-parent-ent", {}, ("dns.svc.local", "A"), NOERROR, [], [soa()], [],
+     (ZoneConfig("svc.local", ns_addresses=("127.0.0.53",)),)),
     ("ns-name-host", {"/skydns/local/svc/dns/ns/ns1": {"host": "ns.example.net"}},
      ("svc.local", "NS"), NOERROR, ["svc.local. 30 IN NS ns.example.net."], [], []),
     ("ns-host-address-answers-a", {"/skydns/local/svc/dns/ns/ns1": {"host": "10.0.0.53"}},
@@ -248,7 +303,16 @@ CASES = [
      [soa("in-addr.arpa")], [], ("svc.local", "in-addr.arpa")),
     ("ptr-ent-nodata", hello(1), ("0.0.10.in-addr.arpa", "PTR"), NOERROR, [],
      [soa("in-addr.arpa")], [], ("svc.local", "in-addr.arpa")),
-    ("ptr-zone-not-served", hello(1), ("1.0.0.10.in-addr.arpa", "PTR"), REFUSED, [], [], []),
+    # reverse lookups of registered addresses work without a reverse zone
+    ("ptr-zone-not-served", hello(1), ("1.0.0.10.in-addr.arpa", "PTR"), NOERROR,
+     ["1.0.0.10.in-addr.arpa. 30 IN PTR i1.hello.svc.local."], [], []),
+    ("ptr-zone-not-served-unknown", hello(1), ("2.0.0.10.in-addr.arpa", "PTR"), REFUSED, [], [], []),
+    ("ptr-zone-not-served-other-type", hello(1), ("1.0.0.10.in-addr.arpa", "A"), REFUSED, [], [], []),
+    ("ptr-stored-wins", {**hello(1), "/skydns/arpa/in-addr/10/0/0/1": {"host": "web.example.com"}},
+     ("1.0.0.10.in-addr.arpa", "PTR"), NOERROR, ["1.0.0.10.in-addr.arpa. 30 IN PTR web.example.com."], [], [],
+     ("svc.local", "in-addr.arpa")),
+    ("ptr-stored-wins-no-zone", {**hello(1), "/skydns/arpa/in-addr/10/0/0/1": {"host": "web.example.com"}},
+     ("1.0.0.10.in-addr.arpa", "PTR"), NOERROR, ["1.0.0.10.in-addr.arpa. 30 IN PTR web.example.com."], [], []),
     # ---- ANY (RFC 8482: one RRset)
     ("any-prefers-addresses", {"/skydns/local/svc/t/a": {"host": "10.0.0.1", "text": "v=1", "port": 80}},
      ("t.svc.local", "ANY"), NOERROR, ["t.svc.local. 30 IN A 10.0.0.1"], [], []),
@@ -412,3 +476,123 @@ def test_unknown_reverse_names_are_left_to_forwarding():
     held = resolver.answer(DNSRecord.parse(make_query("1.0.0.10.in-addr.arpa", "PTR").to_wire()), snap,
                            forwarding=True)
     assert held.in_zone and len(held.reply.rr) == 1
+
+
+# ----------------------------------------------------------------- labels are octets (RFC 2181 11)
+
+@pytest.mark.parametrize("qtype", ["A", "AAAA", "SRV", "TXT", "MX", "PTR", "NS", "SOA", "CNAME", "ANY"])
+@pytest.mark.parametrize("edns", [None, 0])
+@pytest.mark.parametrize("labels,rcode", [
+    ([b"caf\xe9", b"svc", b"local"], NXDOMAIN),                 # an octet past ASCII, in our zone
+    ([b"i1", b"\xff\x80", b"svc", b"local"], NXDOMAIN),
+    ([b"caf\xe9", b"example", b"com"], REFUSED),                # outside every zone
+    ([b"hello", b"svc\xe9", b"local"], REFUSED),
+    ([b"hello.svc", b"local"], REFUSED),                        # an escaped dot: not svc.local
+    ([b"i1.hello", b"svc", b"local"], NXDOMAIN),
+])
+def test_any_octet_in_a_label_is_an_absent_name(labels, rcode, qtype, edns):
+    """A name with octets no stored name holds gets what any absent name gets, for every type,
+    with the OPT echoed when the query had one (never FORMERR)."""
+    import dns.name
+    snap = make_snapshot(hello(1))
+    q = make_query(dns.name.Name(labels + [b""]), qtype, edns=edns)
+    for transport in ("udp", "tcp"):
+        msg = via_wire(snap, q.to_wire(), transport)
+        assert dns.rcode.to_text(msg.rcode()) == rcode
+        assert msg.question == q.question and not msg.answer
+        assert msg.edns == (-1 if edns is None else 0)
+        if rcode == NXDOMAIN:
+            assert lines(msg.authority) == [soa()] and msg.flags & dns.flags.AA
+
+
+# ----------------------------------------------------------------- messages (RFC 6891 6.1, RFC 6840 5.9)
+
+def _opt_with_options(q: dns.message.Message, rdata: bytes) -> bytes:
+    """The query's wire form with its OPT record's data replaced by `rdata` (maybe malformed)."""
+    wire = q.to_wire()
+    assert wire.endswith(b"\x00\x00")                       # an OPT with no options is last
+    return wire[:-2] + struct.pack("!H", len(rdata)) + rdata
+
+
+@pytest.mark.parametrize("rdata", [
+    b"\x00\x0a\x00\x08abc",            # option length past the end of the OPT data
+    b"\x00\x0a\x00",                   # a short option header
+    b"\x00\x0a\x00\x02ab\x00",         # a good option, then a cut one
+])
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_malformed_edns_options_get_formerr_with_opt(rdata, transport):
+    q = make_query("hello.svc.local", edns=0)
+    msg = via_wire(make_snapshot(hello(1)), _opt_with_options(q, rdata), transport)
+    assert msg.rcode() == dns.rcode.FORMERR and msg.id == q.id
+    assert msg.edns == 0 and not msg.answer
+
+
+def test_opt_outside_the_additional_section_gets_formerr_with_opt():
+    q = make_query("hello.svc.local", edns=0)
+    wire = bytearray(q.to_wire())
+    # move the OPT from the additional section to the authority section: same bytes, other counts
+    struct.pack_into("!HH", wire, 8, 1, 0)
+    msg = via_wire(make_snapshot(hello(1)), bytes(wire))
+    assert msg.rcode() == dns.rcode.FORMERR and msg.edns == 0
+
+
+@pytest.mark.parametrize("opcode", [dns.opcode.NOTIFY, dns.opcode.STATUS, dns.opcode.UPDATE, 3])
+def test_cd_is_not_copied_into_replies_to_other_opcodes(opcode):
+    q = make_query("svc.local", "SOA", edns=0)
+    q.flags |= dns.flags.CD
+    q.set_opcode(opcode)
+    msg = via_wire(make_snapshot(hello(1)), q.to_wire(), "udp")
+    assert msg.rcode() == dns.rcode.NOTIMP and not msg.flags & dns.flags.CD
+    plain = make_query("hello.svc.local", edns=0)
+    plain.flags |= dns.flags.CD
+    assert via_wire(make_snapshot(hello(1)), plain.to_wire(), "udp").flags & dns.flags.CD
+
+
+@pytest.mark.parametrize("records,qname,qtype,count", [
+    ({"/skydns/local/svc/t/a": {"text": "same"}, "/skydns/local/svc/t/b": {"text": "same"}}, "t.svc.local", "TXT", 1),
+    ({"/skydns/local/svc/s/a": {"host": "db.example.com", "port": 5432},
+      "/skydns/local/svc/s/b": {"host": "db.example.com", "port": 5432}}, "s.svc.local", "SRV", 1),
+    ({"/skydns/local/svc/m/a": {"host": "mx.example.com", "mail": True},
+      "/skydns/local/svc/m/b": {"host": "mx.example.com", "mail": True}}, "m.svc.local", "MX", 1),
+    ({"/skydns/local/svc/a/x": {"host": "10.0.0.1"}, "/skydns/local/svc/a/y": {"host": "10.0.0.1"}}, "a.svc.local", "A", 1),
+    ({"/skydns/arpa/in-addr/10/0/0/1": {"host": "web.example.com"},
+      "/skydns/arpa/in-addr/10/0/0/1/x": {"host": "web.example.com"}}, "1.0.0.10.in-addr.arpa", "PTR", 1),
+])
+@pytest.mark.parametrize("path", ["resolver", "udp", "tcp"])
+def test_rrsets_hold_no_duplicates_on_the_wire(records, qname, qtype, count, path):
+    """Counted in the raw message: dnspython merges duplicate records when it parses, so the
+    table above cannot see them (RFC 2181 5)."""
+    snap = make_snapshot(records, zones=("svc.local", "in-addr.arpa"))
+    wire_q = make_query(qname, qtype).to_wire()
+    if path == "resolver":
+        raw = bytes(resolver.answer(DNSRecord.parse(wire_q), snap).reply.pack())
+    else:
+        raw = Responder(snap).handle(wire_q, path, CLIENT)
+    assert struct.unpack_from("!H", raw, 6)[0] == count
+
+
+@pytest.mark.parametrize("records,qname,qtype,rcode,ans,auth,add,zones", list(_case_params()))
+@pytest.mark.parametrize("transport,edns", [("udp", 0), ("udp", None), ("tcp", None)])
+def test_every_rule_cached_and_first_answers_byte_identical(transport, edns, records, qname, qtype, rcode, ans, auth,
+                                                            add, zones):
+    """Every case of the table: the first answer (direct packer or resolver), the cached one and
+    the exact-repeat one are the same bytes but the id, and the same as the resolver's rules."""
+    snap = make_snapshot(records, zones)
+    responder = Responder(snap)
+    q = make_query(qname, qtype, edns=edns)
+    replies = []
+    for qid in (1, 2, 3):
+        q.id = qid
+        replies.append(responder.handle(q.to_wire(), transport, CLIENT))
+    # rotation may reorder a multi-record RRset between answers: compare as records then
+    first, cached, repeat = (dns.message.from_wire(bytes(r)) for r in replies)
+    for msg in (cached, repeat):
+        assert msg.rcode() == first.rcode() and msg.flags == first.flags
+        for section in ("answer", "authority", "additional"):
+            assert lines(getattr(msg, section)) == lines(getattr(first, section))
+    if not any(len(rrset) > 1 for rrset in first.answer):
+        assert replies[1][2:] == replies[0][2:] and replies[2][2:] == replies[0][2:]
+    reference = dns.message.from_wire(bytes(Responder(snap)._slow(q.to_wire(), transport, CLIENT, None)))
+    assert reference.rcode() == first.rcode() and reference.flags == first.flags
+    for section in ("answer", "authority", "additional"):
+        assert lines(getattr(reference, section)) == lines(getattr(first, section)), section
