@@ -211,3 +211,22 @@ def test_secondary_follows_etcd(kind, etcd, kv, prefix, tmp_path):
             assert SECRET1 not in log and SECRET1 not in secondary.log()
     finally:
         secondary.cleanup()
+
+
+def _snippet(doc: str, marker: str) -> list[str]:
+    block = doc.split(f"<!-- {marker} -->", 1)[1].split("```", 2)[1]
+    return [line.strip() for line in block.splitlines()[1:] if line.strip()]
+
+
+def test_docs_show_the_tested_configurations():
+    """Every line of the Knot and BIND snippets in docs/transfers.md is a line of the
+    configuration these tests run (with the doc's example secret and primary port)."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "transfers.md").read_text()
+    secret = doc.split("secret: ", 1)[1].split()[0]
+    for marker, template in (("knot-secondary", KNOT_CONF), ("bind-secondary", BIND_CONF)):
+        tested = {line.strip() for line in template.format(wd="/x", port=53, primary=5353, zone=ZONE,
+                                                           secret=secret).splitlines()}
+        lines = _snippet(doc, marker)
+        assert len(lines) > 5
+        missing = [line for line in lines if line not in tested]
+        assert not missing, f"{marker} lines not in the tested configuration: {missing}"
