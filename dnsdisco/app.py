@@ -219,7 +219,8 @@ def _transfers(cfg, responder, metrics) -> None:
         notifier = Notifier(cfg.notify, lambda: responder.snapshot, key=next(iter(keys.values()), None),
                             metrics=metrics)
     responder.xfr = Transfers(allow=cfg.transfer_allow, keys=keys, require_tsig=cfg.transfer_require_tsig,
-                              journal=journal, notifier=notifier, metrics=metrics, pause=gevent.sleep)
+                              journal=journal, notifier=notifier, metrics=metrics, pause=gevent.sleep,
+                              spawn=gevent.spawn)
     if cfg.transfer_allow or cfg.notify or keys:
         log.info("zone transfers: allowed from %s%s; %d TSIG key(s)%s; NOTIFY to %s",
                  ", ".join(map(str, cfg.transfer_allow)) or "nobody",

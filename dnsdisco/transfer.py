@@ -73,7 +73,7 @@ class Transfers:
 
     def __init__(self, *, allow=(), keys: dict | None = None, require_tsig: bool = False,
                  journal: Journal | None = None, notifier=None, metrics=None,
-                 message_budget: int = MESSAGE_BUDGET, pause=None):
+                 message_budget: int = MESSAGE_BUDGET, pause=None, spawn=None):
         self.allow = list(allow)
         self.keys = dict(keys or {})
         self.require_tsig = require_tsig
@@ -86,6 +86,9 @@ class Transfers:
         # the revision the journal is complete to: the responder may already serve a newer
         # snapshot while the journal entry for it is being computed (IXFR then stops here)
         self.recorded: int | None = None
+        self.spawn = spawn
+        self._queued: list | None = None          # [old, new, touched] not yet in the journal
+        self._worker = None
 
     # ------------------------------------------------------------ the query path
 
@@ -280,8 +283,35 @@ class Transfers:
     # ------------------------------------------------------------ keeping the journal
 
     def on_swap(self, old, new, touched) -> None:
-        """Record what the swap from `old` to `new` changed in each zone; tell the notifier."""
+        """A snapshot swap: record what it changed in each zone and tell the notifier. With
+        `spawn` (serve passes gevent.spawn) the journal is kept by a worker of its own, so the
+        etcd sync never waits for it; swaps that arrive while it works are merged into one
+        entry (from the first one's old snapshot to the last one's new)."""
         self._zone_cache = None
+        if self._queued is None:
+            self._queued = [old, new, touched]
+        else:
+            self._queued[1] = new
+            self._queued[2] = None if touched is None or self._queued[2] is None else \
+                frozenset(self._queued[2]) | frozenset(touched)
+        if self.spawn is None:
+            self._drain()
+        elif self._worker is None or self._worker.dead:
+            self._worker = self.spawn(self._drain)
+
+    def _drain(self) -> None:
+        while self._queued is not None:
+            old, new, touched = self._queued
+            self._queued = None
+            try:
+                self._record(old, new, touched)
+            except Exception:
+                log.exception("keeping the IXFR journal failed at revision %d; it starts over", new.revision)
+                if self.journal is not None:
+                    self.journal.reset(new.revision)
+                    self.recorded = new.revision
+
+    def _record(self, old, new, touched) -> None:
         changed = []
         if self.journal is not None:
             if touched is None or old.zones != new.zones or old.prefix != new.prefix:

@@ -144,3 +144,53 @@ def test_reset_forgets_everything_and_sizes_parse():
         parse_size("lots")
     with pytest.raises(ValueError, match="BYTES"):
         parse_size("10:many")
+
+
+def test_revisions_past_2_32_in_the_journal():
+    """etcd revisions past 2^32: serials wrap to 0, 1, ... and IXFR still finds them."""
+    journal = Journal()
+    low = MOD - 2
+    s0 = snap(low, {"a.svc.local": value("10.0.0.1")})
+    journal.reset(low)
+    s1 = step(journal, s0, {"b.svc.local": value("10.0.0.2")}, MOD)         # serial 0
+    s2 = step(journal, s1, {"c.svc.local": value("10.0.0.3")}, MOD + 3)     # serial 3
+    assert serial_of(s1.revision) == 0 and serial_of(s2.revision) == 3
+    diff = journal.diff(ZONE, serial_of(low), s2.revision)
+    assert {str(rr.rname) for rr in diff.added} >= {"b.svc.local.", "c.svc.local."}
+    diff = journal.diff(ZONE, 0, s2.revision)
+    names = {str(rr.rname) for rr in diff.added}
+    assert "c.svc.local." in names and "b.svc.local." not in names      # (the apex A set changes too)
+    assert journal.diff(ZONE, 3, s2.revision) == "current"
+
+
+class _Worker:
+    """What gevent.spawn returns, as far as Transfers looks: run later by the test."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.dead = False
+
+    def run(self):
+        self.fn()
+        self.dead = True
+
+
+def test_swaps_that_arrive_while_the_journal_worker_runs_are_merged():
+    from dnsdisco.transfer import Transfers
+    workers = []
+    transfers = Transfers(journal=Journal(), spawn=lambda fn: workers.append(_Worker(fn)) or workers[-1])
+    s0 = snap(10, {"a.svc.local": value("10.0.0.1")})
+    transfers.on_swap(Snapshot.empty("/skydns", s0.zones), s0, None)     # the first listing
+    workers[-1].run()
+    assert transfers.recorded == 10 and transfers.journal.base == 10
+    s1, t1, _ = s0.apply(11, [(key("b.svc.local"), value("10.0.0.2"))])
+    s2, t2, _ = s1.apply(12, [(key("c.svc.local"), value("10.0.0.3"))])
+    transfers.on_swap(s0, s1, t1)
+    transfers.on_swap(s1, s2, t2)                     # while the worker has not run: merged
+    assert len(workers) == 2
+    workers[-1].run()
+    entries = transfers.journal.entries
+    assert [(e.start, e.end) for e in entries] == [(10, 12)] and transfers.recorded == 12
+    diff = transfers.journal.diff(ZONE, 10, 12)
+    assert {str(rr.rname) for rr in diff.added} >= {"b.svc.local.", "c.svc.local."}
+    assert transfers.journal.diff(ZONE, 11, 12) is None      # merged away: the whole zone

@@ -278,6 +278,18 @@ def test_dig_axfr_output_passes_named_checkzone(etcd, kv, prefix, zones_dir, tmp
         plain = subprocess.run(["dig", "@127.0.0.1", "-p", str(serve.port), "AXFR", ZONE, "+nocomments", "+nostats",
                                 "+nocmd"], capture_output=True, text=True, timeout=30)
         assert [line for line in plain.stdout.splitlines() if line] == lines
+        # dig IXFR=N after a put: the difference only, SOA new/old/new/new around it
+        serial = soa_serial(serve.port)
+        rev = put(kv, prefix, "c.hello.svc.local", {"host": "10.0.0.99"})
+        wait_for(lambda: soa_serial(serve.port) == rev, 10, what="the put")
+        ixfr = subprocess.run(["dig", "@127.0.0.1", "-p", str(serve.port), f"IXFR={serial}", ZONE, "+nocomments",
+                               "+nostats", "+nocmd", "-y", f"hmac-sha256:k1:{SECRET1}"],
+                              capture_output=True, text=True, timeout=30)
+        got = [line.split() for line in ixfr.stdout.splitlines() if line and "TSIG" not in line]
+        assert [fields[3] for fields in got if fields[3] == "SOA"] == ["SOA"] * 4
+        assert [int(fields[6]) for fields in got if fields[3] == "SOA"] == [rev, serial, rev, rev]
+        assert ["c.hello.svc.local.", "A", "10.0.0.99"] in [[f[0], f[3], f[4]] for f in got]
+        assert len(got) < 12, "a difference, not the zone"
         # a wrong key: dig says the transfer failed and dnsdisco answered BADSIG
         bad = subprocess.run(["dig", "@127.0.0.1", "-p", str(serve.port), "AXFR", ZONE, "-y",
                               f"hmac-sha256:k1:{WRONG}"], capture_output=True, text=True, timeout=30)
