@@ -68,6 +68,13 @@ class Notifier:
     # ------------------------------------------------------------ one secondary, one zone
 
     def _run(self, zone: str, target: tuple) -> None:
+        try:
+            self._notify_all(zone, target)
+        except Exception:      # a bug must not leave the pair without a worker for good
+            log.exception("NOTIFY %s to %s failed", zone, _show(target))
+            self._count("failed")
+
+    def _notify_all(self, zone: str, target: tuple) -> None:
         pair = (zone, target)
         while self._pending.get(pair):
             self._pending[pair] = False
@@ -100,8 +107,13 @@ class Notifier:
         family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            sock.connect(target)
-            sock.send(wire)
+            try:
+                sock.connect(target)
+                sock.send(wire)
+            except OSError as exc:         # no route, refused by an earlier ICMP: a failed try
+                log.debug("NOTIFY %s to %s not sent: %s", zone, _show(target), exc)
+                gevent.sleep(wait)
+                return None
             self.sent += 1
             self._count("sent")
             deadline = time.monotonic() + wait
