@@ -79,20 +79,31 @@ class Notifier:
         while self._pending.get(pair):
             self._pending[pair] = False
             wait = self.timeout
-            for attempt in range(1, self.tries + 1):
-                serial = self._notify_once(zone, target, wait)
+            tries = 0
+            while True:
+                tries += 1
+                serial = self._notify_once(zone, target, wait, pair)
                 if serial is not None:
                     self._count("acked")
                     log.debug("NOTIFY %s serial %d acknowledged by %s", zone, serial, _show(target))
                     break
+                if self._pending.get(pair):
+                    # a newer change while this one went unanswered: send that one now, with the
+                    # first timeout again (a secondary that was down gets the news when it is back,
+                    # not after the backoff; still one NOTIFY in flight, at most one per timeout)
+                    self._pending[pair] = False
+                    wait, tries = self.timeout, 0
+                    continue
+                if tries >= self.tries:
+                    self._count("failed")
+                    log.warning("NOTIFY %s to %s: no answer after %d tries; it will catch up at its SOA "
+                                "refresh", zone, _show(target), self.tries)
+                    break
                 wait *= 2
-            else:
-                self._count("failed")
-                log.warning("NOTIFY %s to %s: no answer after %d tries; it will catch up at its SOA refresh",
-                            zone, _show(target), self.tries)
 
-    def _notify_once(self, zone: str, target: tuple, wait: float) -> int | None:
-        """Send one NOTIFY and wait up to `wait` s for its answer; the serial sent, or None."""
+    def _notify_once(self, zone: str, target: tuple, wait: float, pair: tuple) -> int | None:
+        """Send one NOTIFY and wait up to `wait` s for its answer; the serial sent, or None
+        (also early, once `timeout` s have passed, when a newer change is pending)."""
         snap = self.current()
         soa = soa_record(snap, zone)
         serial = soa.rdata.times[0]
@@ -106,33 +117,43 @@ class Notifier:
             mac = _mac_of(wire)
         family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
+        sent_at = time.monotonic()
+        deadline = sent_at + wait
         try:
             try:
                 sock.connect(target)
                 sock.send(wire)
+                self.sent += 1
+                self._count("sent")
             except OSError as exc:         # no route, refused by an earlier ICMP: a failed try
                 log.debug("NOTIFY %s to %s not sent: %s", zone, _show(target), exc)
-                gevent.sleep(wait)
-                return None
-            self.sent += 1
-            self._count("sent")
-            deadline = time.monotonic() + wait
+                sock.close()
+                sock = None
             while True:
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                left = deadline - now
                 if left <= 0:
                     return None
-                sock.settimeout(left)
+                if self._pending.get(pair) and now - sent_at >= self.timeout:
+                    return None
+                step = min(left, self.timeout / 4)
+                if sock is None:
+                    gevent.sleep(step)
+                    continue
+                sock.settimeout(step)
                 try:
                     reply = sock.recv(65535)
                 except (socket.timeout, TimeoutError):
-                    return None
+                    continue
                 except OSError:           # ICMP unreachable: nobody listens yet
-                    gevent.sleep(left)
-                    return None
+                    sock.close()
+                    sock = None
+                    continue
                 if _answers(reply, qid, self.key, mac):
                     return serial
         finally:
-            sock.close()
+            if sock is not None:
+                sock.close()
 
     def _count(self, result: str) -> None:
         if self.metrics is not None:

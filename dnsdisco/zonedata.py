@@ -82,6 +82,8 @@ def types_to_ask(snap: Snapshot, zone: ZoneConfig, name: str) -> list[int]:
     NS names, zone-file owners, automatic PTR names) are asked every type."""
     static = [rr.rtype for rr in zone.static.get(name, ())]
     recs = snap.records_for(name, zone)
+    if not recs and not static and name not in (zone.name, zone.soa_mname) and not snap.ptr_names(name):
+        return []     # no record answers it: absent or an empty non-terminal (a new or deleted name)
     if not recs or name == zone.name:
         types = list(RULE_TYPES)
     else:
