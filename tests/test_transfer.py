@@ -428,3 +428,24 @@ def _soa_rrset(serial: int):
     return dns.rrset.from_text(ZONE + ".", 30, "IN", "SOA",
                                f"ns.dns.{ZONE}. hostmaster.{ZONE}. {serial} 60 10 1209600 5")
 
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--tsig-key-file", "/nonexistent/keys"], "--tsig-key-file /nonexistent/keys: cannot read"),
+    (["--transfer-require-tsig", "--transfer-allow", "127.0.0.1/32"], "--transfer-require-tsig needs a key"),
+    (["--notify", "secondary.example"], "--notify: 'secondary.example': NOTIFY goes to an IP address"),
+    (["--ixfr-journal-size", "lots"], "--ixfr-journal-size: 'lots': expected ENTRIES or ENTRIES:BYTES"),
+])
+def test_bad_transfer_settings_stop_serve_with_a_clear_line(etcd, args, message):
+    out = subprocess.run(dnsdisco_cmd("serve", "--etcd", etcd.endpoint, "--listen", "127.0.0.1:0", *args),
+                         env=child_env(), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_secret_in_the_environment_is_never_logged(etcd, kv, prefix):
+    bad = f"k9 hmac-sha256 {SECRET1}; k9 hmac-sha256 {SECRET2}"
+    out = subprocess.run(dnsdisco_cmd("serve", "--etcd", etcd.endpoint, "--listen", "127.0.0.1:0"),
+                         env=child_env({"DNSDISCO_TSIG_KEYS": bad}), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "defined twice" in out.stderr
+    assert SECRET1 not in out.stderr and SECRET2 not in out.stderr
