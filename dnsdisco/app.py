@@ -133,14 +133,23 @@ def run_serve(cfg, args=None) -> int:
             check_access(watch_kv, cfg.prefix, write=False, log=log)
         except StartupError as exc:
             return abort(str(exc))
-    syncer = Syncer(watch_kv, cfg.prefix, zones, on_swap=_freezing(_reporting_caps(responder.on_swap, metrics)),
-                    metrics=metrics, log=logging.getLogger("dnsdisco.sync"))
+    on_swap = _freezing(_reporting_caps(responder.on_swap, metrics))
+    catalogue = None
+    if cfg.http:   # the live catalogue page sees every swap (catalogue.py)
+        from .catalogue import Catalogue
+        catalogue = Catalogue(metrics)
+        on_swap = catalogue.tracking(on_swap)
+    from .guard import ExpiryGuard
+    syncer = Syncer(watch_kv, cfg.prefix, zones, on_swap=on_swap,
+                    metrics=metrics, log=logging.getLogger("dnsdisco.sync"),
+                    guard=ExpiryGuard(cfg.hold_fraction, cfg.hold_window, cfg.hold_max))
     http = None
     if cfg.http:
         from .health import start_http
         try:
+            catalogue.follow(syncer)
             http = start_http(cfg.http, metrics, lambda: _health_state(syncer), cfg.max_stale,
-                              logging.getLogger("dnsdisco.http"))
+                              logging.getLogger("dnsdisco.http"), pages=catalogue)
         except OSError as exc:
             return abort(str(exc.strerror or exc))
 
@@ -176,6 +185,9 @@ def run_serve(cfg, args=None) -> int:
     gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(reload))
 
     sync_greenlet = gevent.spawn(syncer.run)
+    supervisor = None
+    if embedded is not None and embedded.started:
+        supervisor = gevent.spawn(_supervise, embedded, metrics, stopping)
     log.info("answering for %s on %s", ", ".join(z.name for z in zones),
              ", ".join(_show(a) for a in server.addresses))
     try:
@@ -187,6 +199,8 @@ def run_serve(cfg, args=None) -> int:
         if responder.xfr.notifier is not None:
             responder.xfr.notifier.stop()
         syncer.stop()
+        if supervisor is not None:
+            supervisor.kill(block=True, timeout=0.1)
         sync_greenlet.kill(block=True, timeout=_left(deadline, 0.1))
         if http is not None:
             http.stop()
@@ -196,6 +210,20 @@ def run_serve(cfg, args=None) -> int:
     return 0
 
 
+def _tsig_keys(cfg) -> dict:
+    """The TSIG keys of --tsig-key-file and DNSDISCO_TSIG_KEYS; ValueError names what is wrong."""
+    from . import tsig
+    keys = tsig.load_key_file(cfg.tsig_key_file) if cfg.tsig_key_file else {}
+    if cfg.tsig_keys:
+        for name, key in tsig.parse_keys(cfg.tsig_keys, "DNSDISCO_TSIG_KEYS").items():
+            if name in keys:
+                raise ValueError(f"TSIG key {name} is in both --tsig-key-file and DNSDISCO_TSIG_KEYS")
+            keys[name] = key
+    if cfg.transfer_require_tsig and not keys:
+        raise ValueError("--transfer-require-tsig needs a key: give --tsig-key-file or DNSDISCO_TSIG_KEYS")
+    return keys
+
+
 def _transfers(cfg, responder, metrics) -> None:
     """Zone transfers: TSIG keys, --transfer-allow, the IXFR journal and NOTIFY (transfer.py)."""
     from . import logs, tsig
@@ -203,16 +231,9 @@ def _transfers(cfg, responder, metrics) -> None:
     from .notify import Notifier
     from .transfer import Transfers
     import gevent
-    keys = tsig.load_key_file(cfg.tsig_key_file) if cfg.tsig_key_file else {}
-    if cfg.tsig_keys:
-        for name, key in tsig.parse_keys(cfg.tsig_keys, "DNSDISCO_TSIG_KEYS").items():
-            if name in keys:
-                raise ValueError(f"TSIG key {name} is in both --tsig-key-file and DNSDISCO_TSIG_KEYS")
-            keys[name] = key
+    keys = _tsig_keys(cfg)
     for secret in tsig.secrets_of(keys):
         logs.add_secret(secret)
-    if cfg.transfer_require_tsig and not keys:
-        raise ValueError("--transfer-require-tsig needs a key: give --tsig-key-file or DNSDISCO_TSIG_KEYS")
     journal = Journal(*cfg.ixfr_journal_size) if cfg.transfer_allow or cfg.notify else None
     notifier = None
     if cfg.notify:
@@ -229,12 +250,82 @@ def _transfers(cfg, responder, metrics) -> None:
                  ", ".join(_show(t) for t in cfg.notify) or "nobody")
 
 
+RESTART_MIN = 0.5     # first wait before the embedded etcd is started again
+RESTART_MAX = 30.0    # waits double while it keeps dying, up to this
+RESTART_STABLE = 60.0  # an etcd that ran this long starts the next restart from RESTART_MIN
+
+
+def _supervise(embedded, metrics, stopping) -> None:
+    """Start the embedded etcd again whenever it exits, with a doubling wait while it keeps
+    dying. The sync loop notices the broken watch by itself and resumes from the last
+    applied revision + 1, so nothing is lost; meanwhile answers come from the snapshot."""
+    import gevent
+
+    from .embedded import EmbeddedError
+    delay = RESTART_MIN
+    started = time.monotonic()
+    while not stopping.is_set():
+        code = embedded.proc.wait()          # cooperative under gevent
+        if stopping.is_set():
+            return
+        if time.monotonic() - started >= RESTART_STABLE:
+            delay = RESTART_MIN
+        why = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        log.warning("embedded etcd (pid %d) ended (%s); starting it again in %gs (log: %s)",
+                    embedded.pid, why, delay, embedded.log_path)
+        metrics.embedded_restart()
+        while not stopping.wait(delay):
+            try:
+                embedded.restart()
+            except EmbeddedError as exc:
+                delay = min(delay * 2, RESTART_MAX)
+                log.error("embedded etcd did not start again: %s; next try in %gs", exc, delay)
+                continue
+            log.info("embedded etcd running again (pid %d) at %s", embedded.pid, embedded.endpoint)
+            started = time.monotonic()
+            delay = min(delay * 2, RESTART_MAX)
+            break
+        gevent.sleep(0)
+
+
+def check_config(cfg, args=None) -> int:
+    """`serve --check-config`: the checks start-up makes before it binds or connects anything
+    (the settings were parsed by config.load already), then exit: 0 usable, 2 not."""
+    from .zonefile import ZoneFileError, load_zones
+    try:
+        _with_caps(load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl), cfg)
+    except ZoneFileError as exc:
+        return _fail(str(exc), 2)
+    if cfg.forward:
+        from .forward import parse_upstreams, self_loops
+        try:
+            upstreams = parse_upstreams(cfg.forward)
+        except ValueError as exc:
+            return _fail(f"--forward: {exc}", 2)
+        looped = self_loops(upstreams, cfg.listen)
+        if looped:
+            return _fail(f"--forward {_show(looped[0])} is this server's own --listen address: "
+                         "forwarding to it would loop", 2)
+    try:
+        _tsig_keys(cfg)
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+    origin = {}
+    for name in cfg:
+        origin.setdefault(cfg.source(name), []).append(name)
+    given = ", ".join(f"{len(names)} from {where}" for where, names in sorted(origin.items())
+                      if where != "default") or "all defaults"
+    config = getattr(args, "config", None)
+    print(f"dnsdisco serve: settings OK ({given}{f'; file {config}' if config else ''})")
+    return 0
+
+
 def _health_state(syncer):
     """What /readyz reads: the first full sync done, etcd answering, when it last did."""
     from types import SimpleNamespace
     state = syncer.state
     return SimpleNamespace(ready=syncer.ready.is_set(), connected=state.connected,
-                           last_contact=state.last_contact)
+                           last_contact=state.last_contact, notes=syncer.hold_notes())
 
 
 def _reload_config(args):

@@ -22,10 +22,11 @@ COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
         "Lists the etcd prefix once, then watches it, and answers A, AAAA, SRV, TXT, CNAME,\n"
         "MX, PTR, SOA and NS over UDP and TCP from memory.",
         "examples:\n"
-        "  dnsdisco serve --listen 127.0.0.1:5353            # embedded etcd if none runs\n"
+        "  dnsdisco serve --listen 127.0.0.1:5300            # embedded etcd if none runs\n"
         "  dnsdisco serve --etcd http://10.0.0.5:2379 --zone svc.local --listen 0.0.0.0:53\n"
+        "  dnsdisco serve --config dnsdisco.toml --check-config   # validate the settings, exit 0 or 2\n"
         "  etcdctl put /skydns/local/svc/hello/a '{\"host\":\"10.0.0.7\",\"port\":8080}'\n"
-        "  dig @127.0.0.1 -p 5353 hello.svc.local; dig @127.0.0.1 -p 5353 SRV hello.svc.local",
+        "  dig @127.0.0.1 -p 5300 hello.svc.local; dig @127.0.0.1 -p 5300 SRV hello.svc.local",
     ),
     "register": (
         "dnsdisco.register_cli", "run_register",
@@ -40,7 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
         "  dnsdisco register hello.svc.local --address 10.0.0.7 --port 8080\n"
         "  dnsdisco register hello.svc.local --port 8080 --check-http http://127.0.0.1:8080/health\n"
         "  dnsdisco register hello.svc.local --port 8080 -- python3 -m http.server 8080\n"
-        "  dig @127.0.0.1 SRV hello.svc.local",
+        "  dig @127.0.0.1 -p 5300 SRV hello.svc.local          # with `dnsdisco serve --listen 127.0.0.1:5300`",
     ),
     "status": (
         "dnsdisco.status", "run_status",
@@ -51,9 +52,10 @@ COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
         "label below), and why it answers as it does.",
         "examples:\n"
         "  dnsdisco status --etcd http://10.0.0.5:2379\n"
-        "  dnsdisco status hello.svc.local\n"
+        "  dnsdisco status hello.svc.local          # exit 1 when the name does not exist\n"
         "  dnsdisco status --format json | jq '.records[] | .name'\n"
-        "  dnsdisco status --format zone svc.local > svc.local.zone   # the zone as served",
+        "  dnsdisco status --format zone svc.local > svc.local.zone   # the zone as served\n"
+        "  dig @127.0.0.1 -p 5300 hello.svc.local   # what `dnsdisco serve --listen 127.0.0.1:5300` answers",
     ),
 }
 
@@ -125,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"dnsdisco {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = {}         # name -> its parser, for errors in that command's own usage
     for name, (_mod, _fn, help_line, description, epilog) in COMMANDS.items():
         p = sub.add_parser(name, help=help_line, description=description, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -132,16 +135,35 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TOML file of settings (keys are the option names) [env DNSDISCO_CONFIG]")
         for opt in options_for(name):
             _add_option(p, opt)
+        if name == "serve":
+            p.add_argument("--check-config", action="store_true", default=False,
+                           help="check the settings (flags, environment, --config file, zone files, "
+                                "--forward) and exit: 0 when they are usable, 2 when not")
         extra = EXTRA_ARGUMENTS.get(name)
         if extra:
             extra(p)
+        parser.commands[name] = p
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C before a command set up its own handling (while importing or connecting):
+        # the user asked to stop, which is not an error worth a traceback
+        print("", file=sys.stderr)
+        return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse hands a subcommand's unknown flags back to the top level, which would print
+        # the top-level usage: show the usage of the command that was meant
+        (parser.commands.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -156,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dnsdisco {args.command}: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "check_config", False):
+        from .app import check_config
+        return check_config(cfg, args)
     from . import etcdconf  # noqa: F401  sets GRPC_VERBOSITY before any command loads gRPC
     module, function, *_ = COMMANDS[args.command]
     run = getattr(importlib.import_module(module), function)

@@ -63,7 +63,7 @@ def parse_listen(text: str) -> tuple[str, int]:
         ipaddress.ip_address(host)
     except ValueError:
         if host not in ("localhost",):
-            raise ValueError(f"{text!r}: listen on an IP address (e.g. 127.0.0.1:5353 or [::1]:5353)") from None
+            raise ValueError(f"{text!r}: listen on an IP address (e.g. 127.0.0.1:5300 or [::1]:5300)") from None
     return host, port
 
 
@@ -94,7 +94,7 @@ def parse_int(low: int | None = None, high: int | None = None) -> Callable[[Any]
     return parse
 
 
-def parse_float(low: float | None = None) -> Callable[[Any], float]:
+def parse_float(low: float | None = None, high: float | None = None) -> Callable[[Any], float]:
     def parse(text: Any) -> float:
         try:
             value = float(str(text).strip())
@@ -102,6 +102,8 @@ def parse_float(low: float | None = None) -> Callable[[Any], float]:
             raise ValueError(f"{text!r} is not a number") from None
         if low is not None and value < low:
             raise ValueError(f"{value} is below the minimum {low}")
+        if high is not None and value > high:
+            raise ValueError(f"{value} is above the maximum {high}")
         return value
     return parse
 
@@ -243,7 +245,7 @@ OPTIONS: list[Option] = [
     Option("etcd_timeout", parse_float(0.1), 5.0, "seconds to wait for one etcd call", ETCD_USERS, metavar="SECONDS"),
     # -- serve
     Option("listen", parse_listen, [("127.0.0.1", 53)], "address to answer on, UDP and TCP (repeatable; "
-           "[::1]:5353 for IPv6; status: gives the default NS its addresses, as in serve)", SERVE + STATUS, many=True,
+           "[::1]:5300 for IPv6; status: gives the default NS its addresses, as in serve)", SERVE + STATUS, many=True,
            metavar="HOST:PORT"),
     Option("zone", parse_zone, ["svc.local"], "zone to answer authoritatively (repeatable)", SERVE + STATUS, many=True, metavar="NAME"),
     Option("zones_dir", parse_str, "", "directory of RFC 1035 zone files (NAME.zone) served beside etcd", SERVE + STATUS, metavar="DIR"),
@@ -268,8 +270,8 @@ OPTIONS: list[Option] = [
     Option("forward_timeout", parse_float(0.05), 1.5, "seconds to wait for one upstream try before the next", SERVE, metavar="SECONDS"),
     Option("forward_cache_size", parse_int(0), 10000, "forwarded answers kept in the cache at most (0 = no cache)", SERVE, metavar="N"),
     # -- production (http, logs)
-    Option("http", parse_http, None, "serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9153); "
-           "off by default", SERVE, metavar="HOST:PORT"),
+    Option("http", parse_http, None, "serve the live service catalogue page (/), its JSON (/v1/services), /metrics, "
+           "/healthz and /readyz on this address (e.g. 127.0.0.1:9153); off by default", SERVE, metavar="HOST:PORT"),
     Option("max_stale", parse_float(0.0), 30.0, "/readyz answers 503 once etcd has been unreachable this long "
            "(DNS answers keep coming from the last snapshot)", SERVE, metavar="SECONDS"),
     Option("log_format", parse_choice("plain", "json"), "plain", "log lines as plain text or one JSON object each",
@@ -309,6 +311,13 @@ OPTIONS: list[Option] = [
            "warning naming the key", SERVE + STATUS, metavar="BYTES"),
     Option("max_records_per_name", parse_int(1), 1000, "instances served at most under one name (the "
            "first N by key); more are ignored with a warning naming the name", SERVE + STATUS, metavar="N"),
+    Option("hold_fraction", parse_float(0.0, 1.0), 0.3, "mass-expiry guard: when deletions remove more than "
+           "this share of a zone's records within --hold-window (and at least 5), keep serving them (a fault between "
+           "the fleet and etcd, not a fleet that died at once); 0 turns the guard off", SERVE, metavar="FRACTION"),
+    Option("hold_window", parse_float(0.1), 10.0, "mass-expiry guard: the window in which deletions are counted "
+           "(default one default lease TTL: a cut-off fleet's leases all expire within it)", SERVE, metavar="SECONDS"),
+    Option("hold_max", parse_float(0.0), 60.0, "mass-expiry guard: the longest a held record is still served; the hold "
+           "ends earlier once half of the held records register again", SERVE, metavar="SECONDS"),
     Option("cache_size", parse_int(1000, 10_000_000), 100_000, "distinct questions whose packed replies "
            "are kept for repeats (about 1 KB of memory each; the oldest eighth goes when full)", SERVE,
            metavar="N"),
@@ -449,6 +458,70 @@ def read_file(path: str) -> dict[str, Any]:
     return data
 
 
+COMMANDS = ("serve", "register", "status")
+
+
+def _closest(word: str, choices: Iterable[str]) -> str | None:
+    import difflib
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = _closest(word, choices)
+    return f" (did you mean {close!r}?)" if close else ""
+
+
+def file_settings(raw: Mapping[str, Any], command: str, config_path: str) -> dict[str, Any]:
+    """The settings of `command` in a parsed config file: top-level keys, then its own
+    [command] table over them. Top-level keys of other commands are skipped (one file may
+    serve every command); a [command] table holds that command's settings only.
+
+    Every problem is reported at once in one ConfigError: unknown keys and tables with a
+    did-you-mean, and keys under [command] that belong to another command, naming it.
+    """
+    opts = {o.name for o in options_for(command)}
+    every = {o.name for o in OPTIONS}
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+
+    def owners(name: str) -> list[str]:
+        return [c for c in COMMANDS if any(o.name == name and c in o.commands for o in OPTIONS)]
+
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            if key not in COMMANDS:
+                close = _closest(key, COMMANDS)
+                problems.append(f"unknown table [{key}] (did you mean [{close}]?)" if close else
+                                f"unknown table [{key}] (tables are {', '.join(f'[{c}]' for c in COMMANDS)})")
+            continue
+        name = key.replace("-", "_")
+        if name in opts:
+            values[name] = value
+        elif name not in every:
+            problems.append(f"unknown setting {key!r}{_did_you_mean(name, every)}")
+        # else: a setting of another command in a shared file
+    section = raw.get(command)
+    if isinstance(section, dict):
+        for key, value in section.items():
+            name = key.replace("-", "_")
+            if name in opts:
+                values[name] = value
+            elif name in every:
+                belongs = owners(name)
+                problems.append(f"{key!r} under [{command}] is a setting of "
+                                f"{' and '.join(f'`dnsdisco {c}`' for c in belongs)}, not of `dnsdisco {command}`"
+                                f"; move it to [{belongs[0]}]")
+            else:
+                problems.append(f"unknown setting {key!r} under [{command}]{_did_you_mean(name, opts)}")
+    if problems:
+        if len(problems) == 1:
+            raise ConfigError(f"--config {config_path}: {problems[0]}")
+        raise ConfigError(f"--config {config_path}: {len(problems)} problems:" +
+                          "".join(f"\n  - {problem}" for problem in problems))
+    return values
+
+
 def load(command: str, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
          config_path: str | None = None) -> Config:
     """Merge the four sources for `command`. `flags` holds only the flags the user gave."""
@@ -459,18 +532,7 @@ def load(command: str, flags: Mapping[str, Any] | None = None, env: Mapping[str,
     if config_path is None:
         config_path = env.get(ENV_PREFIX + "CONFIG") or None
     if config_path:
-        raw = read_file(config_path)
-        section = raw.get(command, {}) if isinstance(raw.get(command), dict) else {}
-        merged = {k: v for k, v in raw.items() if not isinstance(v, dict)}
-        merged.update(section)
-        for key, value in merged.items():
-            name = key.replace("-", "_")
-            if name not in opts:
-                known = [n for n in OPTIONS if n.name == name]
-                if known:
-                    continue  # an option of another command in a shared file
-                raise ConfigError(f"--config {config_path}: unknown setting {key!r}")
-            file_values[name] = value
+        file_values = file_settings(read_file(config_path), command, config_path)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name, opt in opts.items():
@@ -499,3 +561,102 @@ def describe(cfg: Config, names: Iterable[str] | None = None) -> str:
         value = "***" if name in secret and cfg[name] else cfg[name]
         parts.append(f"{name}={value}")
     return " ".join(parts)
+
+
+# ---------------------------------------------------------------- the example file
+
+EXAMPLE_NAME = "dnsdisco.example.toml"
+_EXAMPLE_HEADER = """\
+# dnsdisco: every setting of the config file, with its default and what it does.
+#
+# Generated from the option table in dnsdisco/config.py; regenerate it with
+#     python3 -m dnsdisco.config --write-example
+# (tests/test_config_file.py fails when this file is stale). Do not edit it by hand: copy it.
+#
+# Use it with `dnsdisco COMMAND --config FILE` (or DNSDISCO_CONFIG=FILE); check it with
+# `dnsdisco serve --config FILE --check-config`. A flag wins over DNSDISCO_<NAME> in the
+# environment, which wins over this file, which wins over the default.
+# Keys at the top apply to every command that has them; the [serve], [register] and [status]
+# tables hold the settings of that command alone. Keys may be written with - or _.
+# Every value below is the default; a line left commented has no default (unset).
+"""
+
+
+def _toml_value(value: Any) -> str | None:
+    """A default as TOML, or None when TOML cannot say it (unset)."""
+    import json
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, tuple) and len(value) == 2:           # (host, port)
+        host, port = value
+        return json.dumps(f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}")
+    if isinstance(value, list):
+        items = [_toml_value(v) for v in value]
+        return None if None in items else "[" + ", ".join(items) + "]"
+    return json.dumps(str(value))
+
+
+def _example_lines(opt: Option) -> list[str]:
+    import textwrap
+    lines = [f"# {line}" for line in textwrap.wrap(opt.help, 92, break_on_hyphens=False, break_long_words=False)]
+    where = (f"flag {opt.cli}, " if opt.flag else "no flag, ") + f"env {opt.env}"
+    lines.append(f"# ({where})")
+    shown = _toml_value(opt.default)
+    usable = shown is not None
+    if usable:
+        try:       # the value must read back as the default, or it is shown commented
+            parsed = _parse_value(opt, tomllib.loads(f"v = {shown}")["v"], opt.name)
+            usable = parsed == opt.default
+        except (ConfigError, tomllib.TOMLDecodeError):
+            usable = False
+    if usable:
+        lines.append(f"{opt.name} = {shown}")
+    else:
+        lines.append(f"# {opt.name} = {opt.metavar or '...'}    # not set by default")
+    return lines
+
+
+def example_toml() -> str:
+    """The text of dnsdisco.example.toml, from OPTIONS: shared settings at the top, then a
+    table per command with its own."""
+    shared = [o for o in OPTIONS if set(o.commands) == set(COMMANDS)]
+    out = [_EXAMPLE_HEADER]
+    out.append("# ---- every command (etcd connection, logs)\n")
+    for opt in shared:
+        out.append("\n".join(_example_lines(opt)) + "\n")
+    for command in COMMANDS:
+        own = [o for o in options_for(command) if o not in shared]
+        out.append(f"\n[{command}]\n")
+        for opt in own:
+            out.append("\n".join(_example_lines(opt)) + "\n")
+    return "\n".join(out)
+
+
+def example_paths() -> list[str]:
+    """Where the example is kept: the repository root (for readers) and the package (so an
+    installed dnsdisco ships it)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    return [os.path.join(os.path.dirname(package), EXAMPLE_NAME), os.path.join(package, EXAMPLE_NAME)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python3 -m dnsdisco.config --write-example`: (re)write both copies of the example."""
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    if argv != ["--write-example"]:
+        print("usage: python3 -m dnsdisco.config --write-example", file=sys.stderr)
+        return 2
+    text = example_toml()
+    for path in example_paths():
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

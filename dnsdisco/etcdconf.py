@@ -125,6 +125,51 @@ def connect(cfg, *, log: logging.Logger | None = None, endpoints: list[str] | No
         raise StartupError(_scrub(str(exc), settings["password"])) from None
 
 
+# ---------------------------------------------------------------- reachability
+
+def unreachable(endpoints: list[str], timeout: float = 1.5) -> str | None:
+    """None when at least one endpoint accepts a TCP connection within `timeout` seconds
+    (all are tried at once), else one line naming every endpoint and why. A quick answer for
+    the one-shot commands: gRPC alone would retry until the etcd timeout and then report its
+    own wording."""
+    import socket
+    import threading
+    from .kvtypes import parse_endpoint
+    problems: dict[str, str] = {}
+    reached = threading.Event()
+
+    def probe(url: str) -> None:
+        shown, target = parse_endpoint(url)
+        host, _, port = target.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                reached.set()
+        except ConnectionRefusedError:
+            problems[shown] = "connection refused"
+        except socket.timeout:
+            problems[shown] = f"no answer within {timeout:g}s"
+        except OSError as exc:
+            problems[shown] = exc.strerror or str(exc)
+
+    threads = [threading.Thread(target=probe, args=(url,), daemon=True) for url in endpoints]
+    for thread in threads:
+        thread.start()
+    deadline = timeout + 0.5
+    for thread in threads:
+        thread.join(deadline)
+        if reached.is_set():
+            return None
+    if reached.is_set():
+        return None
+    shown = ", ".join(f"{url} ({problems.get(parse_endpoint(url)[0], 'no answer')})" for url in endpoints)
+    hint = "is it running? give --etcd URL for another one"
+    if any(parse_endpoint(url)[0] in (DEFAULT_ENDPOINT, DEFAULT_ENDPOINT.replace("http:", "https:"))
+           for url in endpoints):
+        hint = ("`dnsdisco serve` runs an embedded etcd there while it runs: start it first, "
+                "or give --etcd URL")
+    return f"cannot reach etcd at {shown}; {hint}"
+
+
 # ---------------------------------------------------------------- start-up check
 
 def check_access(kv, where: str, write: bool, *, log: logging.Logger | None = None,

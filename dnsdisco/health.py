@@ -63,8 +63,9 @@ class HttpEndpoints:
 
 
 def make_app(metrics: Metrics | NullMetrics, state_fn: Callable[[], Any], max_stale: float,
-             log: logging.Logger, clock: Callable[[], float] = time.monotonic):
-    """The WSGI application behind the endpoints (separate from the server for testing)."""
+             log: logging.Logger, clock: Callable[[], float] = time.monotonic, pages=None):
+    """The WSGI application behind the endpoints (separate from the server for testing).
+    `pages`, if given, is a WSGI app with `handles(path)` (the catalogue) that serves its paths."""
 
     def respond(start_response, status: str, body: bytes, content_type: str = "text/plain; charset=utf-8"):
         start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
@@ -76,6 +77,8 @@ def make_app(metrics: Metrics | NullMetrics, state_fn: Callable[[], Any], max_st
         method = environ.get("REQUEST_METHOD", "GET")
         if method not in ("GET", "HEAD"):
             return respond(start_response, "405 Method Not Allowed", b"use GET\n")
+        if pages is not None and pages.handles(path):
+            return pages(environ, start_response)
         if path == "/healthz":
             return respond(start_response, "200 OK", b"ok\n")
         if path == "/readyz":
@@ -84,6 +87,8 @@ def make_app(metrics: Metrics | NullMetrics, state_fn: Callable[[], Any], max_st
                 ok, reason = readiness(_flag(getattr(state, "ready", False)),
                                        _flag(getattr(state, "connected", False)),
                                        getattr(state, "last_contact", None), clock(), max_stale)
+                for note in getattr(state, "notes", None) or ():     # e.g. the mass-expiry guard's hold
+                    reason += "\n" + note
             except Exception:  # a bug in the state source must not look like readiness
                 log.exception("cannot read the sync state for /readyz")
                 ok, reason = False, "not ready: the sync state cannot be read (see the log)"
@@ -98,20 +103,21 @@ def make_app(metrics: Metrics | NullMetrics, state_fn: Callable[[], Any], max_st
             return respond(start_response, "200 OK", body, metrics.content_type)
         if path == "/":
             return respond(start_response, "200 OK", b"dnsdisco: /metrics /healthz /readyz\n")
-        return respond(start_response, "404 Not Found", b"not found: try /metrics, /healthz or /readyz\n")
+        return respond(start_response, "404 Not Found", b"not found: try %s/metrics, /healthz or /readyz\n"
+                       % (b"/ (the catalogue), " if pages is not None else b""))
 
     return app
 
 
 def start_http(address: tuple[str, int], metrics: Metrics | NullMetrics, state_fn: Callable[[], Any],
-               max_stale: float, log: logging.Logger | None = None) -> HttpEndpoints:
+               max_stale: float, log: logging.Logger | None = None, pages=None) -> HttpEndpoints:
     """Bind `address` now (raising OSError with the address if it cannot) and serve in greenlets.
 
     `state_fn()` returns an object with `ready` (bool or Event), `connected` (bool) and
     `last_contact` (time.monotonic() of the last answer from etcd, or None).
     """
     log = log or logging.getLogger("dnsdisco.http")
-    app = make_app(metrics, state_fn, max_stale, log)
+    app = make_app(metrics, state_fn, max_stale, log, pages=pages)
     # log=None: no access log line per scrape; errors go to our logger.
     server = WSGIServer(address, app, log=None, error_log=log)
     try:
@@ -122,5 +128,6 @@ def start_http(address: tuple[str, int], metrics: Metrics | NullMetrics, state_f
         raise OSError(exc.errno, f"--http {shown}: cannot listen: {exc.strerror or exc}") from None
     endpoints = HttpEndpoints(server)
     host, port = endpoints.address
-    log.info("serving /metrics, /healthz and /readyz", extra={"fields": {"http": f"{host}:{port}"}})
+    log.info("serving /metrics, /healthz and /readyz%s", " and the catalogue page at /" if pages is not None else "",
+             extra={"fields": {"http": f"{host}:{port}"}})
     return endpoints

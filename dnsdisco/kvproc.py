@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import socket
 import struct
 import subprocess
@@ -133,7 +134,10 @@ class ProcessKV:
         ours, theirs = socket.socketpair()
         try:
             self._proc = subprocess.Popen([sys.executable, "-m", "dnsdisco.kvproc", str(theirs.fileno())],
-                                          pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+                                          pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                          # not in the terminal's process group: Ctrl-C is for
+                                          # serve, which closes the socket (the helper's cue)
+                                          start_new_session=True)
         except OSError as exc:
             ours.close()
             raise EtcdUnavailable(f"cannot start the etcd helper process: {exc}") from None
@@ -274,6 +278,15 @@ def _describe(exc: Exception) -> tuple:
     return kind, str(exc) or kind, getattr(exc, "compact_revision", 0)
 
 
+def _reported(sock, lock, message) -> bool:
+    """Send an error to the parent; False when the parent is gone (nobody to tell)."""
+    try:
+        _send(sock, lock, message)
+    except OSError:
+        return False
+    return True
+
+
 def serve(sock) -> None:
     """Answer the parent's commands until its end of the socket closes."""
     lock = threading.Lock()
@@ -344,10 +357,14 @@ def serve(sock) -> None:
             elif kind == "cancel":
                 if stream is not None:
                     stream.cancel()
+        except (BrokenPipeError, ConnectionResetError):
+            break                    # the parent closed its end mid-reply (it is stopping): done
         except EtcdError as exc:
-            _send(sock, lock, ("error", seq, *_describe(exc)))
+            if not _reported(sock, lock, ("error", seq, *_describe(exc))):
+                break
         except Exception as exc:  # noqa: BLE001 - report, keep serving
-            _send(sock, lock, ("error", seq, "EtcdUnavailable", f"etcd helper: {exc!r}", 0))
+            if not _reported(sock, lock, ("error", seq, "EtcdUnavailable", f"etcd helper: {exc!r}", 0)):
+                break
     if stream is not None:
         stream.cancel()
     if kv is not None:
@@ -356,6 +373,12 @@ def serve(sock) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Ctrl-C and a terminal hangup reach the whole process group: stopping is serve's call,
+    # which closes the socket (and a dead serve closes it too). SIGTERM sent to the helper
+    # itself ends it at once, quietly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: os._exit(0))
     logging.basicConfig(level=logging.WARNING, format="dnsdisco etcd helper: %(message)s")
     # as etcdconf does for the other commands: no gRPC core line per failed TLS handshake
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")

@@ -148,6 +148,8 @@ class Metrics:
         self._handler_errors = counter("handler_errors", "unexpected errors while answering a query")
         self._bad_values = counter("bad_values", "etcd values skipped because they are not valid records")
         self._records = gauge("records", "records in the live snapshot")
+        self._held = gauge("held_records", "records deleted in etcd but still served by the mass-expiry guard")
+        self._holds = counter("expiry_holds", "times the mass-expiry guard began holding a zone's deleted records")
         self._watch_connected = gauge("etcd_watch_connected", "1 while the etcd watch stream is connected")
         self._revision = gauge("etcd_revision", "etcd revision of the live snapshot")
         self._resyncs = _Bound(counter("resyncs", "full re-lists of the etcd prefix, by reason", ("reason",)))
@@ -160,6 +162,8 @@ class Metrics:
                                                  ("upstream",)))
         self._rrl = _Bound(counter("rrl", "responses limited by response rate limiting, by action", ("action",)))
         self._capped = _Bound(counter("capped", "hostile-data caps applied, by kind", ("kind",)))
+        self._embedded_restarts = counter("embedded_etcd_restarts", "times the embedded etcd that serve "
+                                          "started exited and was started again")
         gauge("build_info", "dnsdisco version", ("version",)).labels(__version__).set(1)
         # zone transfers (transfer.py, notify.py, journal.py): labels are words chosen by the code
         self._transfers = counter("transfers", "zone transfer requests answered, by kind (axfr, ixfr, "
@@ -194,6 +198,11 @@ class Metrics:
             return self._cells[transport][qtype][rcode]
         except KeyError:
             return self._bind_query(qtype, rcode, transport)
+
+    def queries_answered(self) -> int:
+        """Every query counted so far, all kinds together (the catalogue page's query rate)."""
+        return sum(cell[0] for by_qtype in list(self._cells.values()) for by_rcode in list(by_qtype.values())
+                   for cell in list(by_rcode.values()))
 
     def latency(self, seconds: float) -> None:
         """One latency sample for the histogram (repeats are timed 1 in 16)."""
@@ -248,6 +257,15 @@ class Metrics:
         self._journal_bytes.set(octets)
         self._journal_span.set(revisions)
 
+    def expiry_hold(self, held: int, begun: int = 0) -> None:
+        """The mass-expiry guard's records held now, and holds begun since the last call."""
+        self._held.set(held)
+        if begun:
+            self._holds.inc(begun)
+
+    def embedded_restart(self) -> None:
+        self._embedded_restarts.inc()
+
     def track_cache(self, size) -> None:
         """Read the reply cache's size at scrape time (`size()`), not on the query path."""
         Gauge("cached_questions", "questions with packed replies in the cache (at most --cache-size)",
@@ -271,6 +289,9 @@ class NullMetrics:
 
     def cell_for(self, qtype: int, rcode: int, transport: str) -> list[int]:
         return [0, 0]
+
+    def queries_answered(self) -> int:
+        return 0
 
     def latency(self, seconds: float) -> None:
         pass
@@ -306,6 +327,12 @@ class NullMetrics:
         pass
 
     def capped(self, kind: str) -> None:
+        pass
+
+    def expiry_hold(self, held: int, begun: int = 0) -> None:
+        pass
+
+    def embedded_restart(self) -> None:
         pass
 
     def track_cache(self, size) -> None:

@@ -15,11 +15,10 @@ import socket
 import struct
 
 from .names import from_labels
-from .resolver import UDP_PAYLOAD, alias_of, default_ns_name, soa_serial
+from .resolver import UDP_PAYLOAD, address_rrset, alias_of, answer_orders, default_ns_name, soa_serial
 from .snapshot import Snapshot
 
 T_A, T_AAAA, T_TXT, T_SRV, T_SOA = 1, 28, 16, 33, 6
-MAX_ROTATIONS = 8
 _RR = struct.Struct("!HHIH")          # type, class, ttl, rdlength
 _SRV = struct.Struct("!HHH")
 _SERIAL = struct.Struct("!I")
@@ -102,24 +101,18 @@ def fast_answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int, edns: boo
     if qtype == T_A or qtype == T_AAAA:
         if has_address:
             kind, family = ("ipv4", socket.AF_INET) if qtype == T_A else ("ipv6", socket.AF_INET6)
-            seen = set()
-            ttl = None
-            for r in recs:
-                if r.host_kind == kind and r.host not in seen:
-                    seen.add(r.host)
-                    rec_ttl = zone.ttl if r.ttl is None else r.ttl
-                    if ttl is None or rec_ttl < ttl:
-                        ttl = rec_ttl
-                    rrset.append(socket.inet_pton(family, r.host))
-            if rrset:
-                variants = _rotated(qname, qtype, ttl, rrset, edns, do, flags, limit)
+            hosts, ttl, shares = address_rrset(recs, kind, zone)
+            if hosts:
+                variants = _rotated(qname, qtype, ttl, [socket.inet_pton(family, h) for h in hosts], edns, do, flags,
+                                    limit, answer_orders(len(hosts), shares))
                 return None if variants is None else (variants, name, None)
     elif qtype == T_TXT:
         items = [r for r in recs if r.text]
         if items:
             ttl = min(_ttl(r, zone) for r in items)
             texts = list(dict.fromkeys(r.text for r in items))     # an RRset holds a record once
-            variants = _rotated(qname, T_TXT, ttl, [_txt(text) for text in texts], edns, do, flags, limit)
+            variants = _rotated(qname, T_TXT, ttl, [_txt(text) for text in texts], edns, do, flags, limit,
+                                answer_orders(len(texts)))
             return None if variants is None else (variants, name, None)
     else:
         ttl = None
@@ -175,9 +168,9 @@ def _pointer(qname: bytes, zone: str) -> bytes:
 
 
 def _rotated(qname: bytes, qtype: int, ttl: int, rdatas: list, edns: bool, do: bool, flags: int,
-             limit: int):
-    """The answer orders of one RRset without glue (id left out), from records packed once;
-    None if it does not fit in `limit`."""
+             limit: int, orders: list):
+    """The reply in each of `orders` (resolver.answer_orders) for one RRset without glue (id
+    left out), from records packed once; None if it does not fit in `limit`."""
     head = _HEAD.pack(flags, 1, len(rdatas), 0, 1 if edns else 0) + qname + _TYPECLASS.pack(qtype, 1)
     chunks = [_QNAME_PTR + _RR.pack(qtype, 1, ttl, len(data)) + data for data in rdatas]
     tail = (_OPT_DO if do else _OPT) if edns else b""
@@ -185,8 +178,7 @@ def _rotated(qname: bytes, qtype: int, ttl: int, rdatas: list, edns: bool, do: b
         return None
     if len(chunks) == 1:
         return [head + chunks[0] + tail]
-    return [head + b"".join(chunks[turn:] + chunks[:turn]) + tail
-            for turn in range(min(len(chunks), MAX_ROTATIONS))]
+    return [head + b"".join([chunks[i] for i in order]) + tail for order in orders]
 
 
 def _srv_rotated(qname: bytes, ttl: int, items: list, edns: bool, do: bool, flags: int, limit: int):
@@ -201,8 +193,7 @@ def _srv_rotated(qname: bytes, ttl: int, items: list, edns: bool, do: bool, flag
     if size > limit or size > 0x3FFF:
         return None
     variants = []
-    for turn in range(min(count, MAX_ROTATIONS)):
-        order = list(range(turn, count)) + list(range(turn))
+    for order in answer_orders(count):
         at = 2 + len(head)                           # where the next answer record starts
         glue = []
         for i in order:

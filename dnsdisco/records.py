@@ -173,3 +173,28 @@ def parse(key: str, name: str, value: bytes | str, keep_key: bool = True) -> Rec
     if len(text.encode("utf-8")) > 65000:
         raise BadValue(f"{key}: 'text' is too long for a DNS reply")
     return record
+
+
+def to_value(rec: Record) -> bytes:
+    """The etcd value that `parse` reads back as `rec` (the mass-expiry guard puts records
+    back that way): only the fields that differ from the defaults."""
+    data: dict = {}
+    if rec.host:
+        data["host"] = rec.host
+    if rec.port:
+        data["port"] = rec.port
+    if rec.priority != 10:
+        data["priority"] = rec.priority
+    if rec.weight != 100:
+        data["weight"] = rec.weight
+    if rec.text:
+        data["text"] = rec.text
+    if rec.ttl is not None:
+        data["ttl"] = rec.ttl
+    if rec.mail:
+        data["mail"] = True
+    if rec.targetstrip:
+        data["targetstrip"] = rec.targetstrip
+    if rec.group:
+        data["group"] = rec.group
+    return json.dumps(data, separators=(",", ":")).encode()

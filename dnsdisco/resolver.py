@@ -5,6 +5,7 @@ the packed-reply cache can drop exactly the entries an etcd change touches.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from dnslib import (AAAA, CLASS, CNAME, DNSHeader, DNSLabel, DNSRecord, EDNS0, MX, NS, OPCODE, PTR,
@@ -16,6 +17,8 @@ from .serial import serial_of
 from .snapshot import Snapshot, ZoneConfig
 
 UDP_PAYLOAD = 1232          # our EDNS buffer size (DNS flag day 2020)
+MAX_ROTATIONS = 8           # answer orders kept for an evenly rotated RRset
+WEIGHTED_TURNS = 32         # answer orders of a weighted one: each record's first-place share within 1/32
 MAX_CHAIN = 8               # CNAME hops followed inside our zones
 BADVERS = 16
 
@@ -37,6 +40,9 @@ class Answer:
     # (target, qtype) when a CNAME chain left our zones: the caller may finish it through the
     # forwarder (stub resolvers never chase a CNAME themselves)
     chase: tuple | None = None
+    # (owner lower case with its dot, type) -> ((weight, priority) per record, in answer order): the A/AAAA
+    # RRsets whose rotation follows the instances' weights
+    weights: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,7 @@ def answer(query: DNSRecord, snap: Snapshot, *, forwarding: bool = False) -> Ans
             reply.add_ar(rr)
     _add_opt(reply, edns)
     depends = frozenset(lookup.consulted)
-    return Answer(reply, depends=depends, name=name, chase=lookup.chase)
+    return Answer(reply, depends=depends, name=name, chase=lookup.chase, weights=lookup.weights or None)
 
 
 def rrset_rules(rrs: list[RR]) -> list[RR]:
@@ -225,6 +231,40 @@ def _soa_rr(snap: Snapshot, zone: ZoneConfig, *, negative: bool) -> RR:
     return RR(zone.name + ".", T_SOA, rdata=soa, ttl=ttl)
 
 
+def answer_orders(count: int, shares=None) -> list[tuple[int, ...]]:
+    """The orders an RRset of `count` records is sent in, one per turn, cycled by the caches.
+
+    Even (no `shares`, or every record alike): each record first in turn, at most
+    MAX_ROTATIONS orders. Weighted (`shares` = (weight, priority) per record, as A/AAAA
+    answers of instances carry): the first place goes to the records of the lowest priority in
+    proportion to their weights (smooth weighted round robin over up to WEIGHTED_TURNS turns,
+    so a record of twice the weight is first twice as often), the others follow in rotation."""
+    even = list(range(count))
+    if count <= 1:
+        return [tuple(even)]
+    if shares is None or len(set(shares)) <= 1 or len({w for w, _p in shares}) <= 1:
+        return [tuple(even[t:] + even[:t]) for t in range(min(count, MAX_ROTATIONS))]
+    lowest = min(p for _w, p in shares)
+    weights = [w if p == lowest else 0 for w, p in shares]
+    total = sum(weights)
+    if total == 0:                        # the lowest priority's records all weigh 0: even among them
+        weights = [1 if p == lowest else 0 for _w, p in shares]
+        total = sum(weights)
+    divisor = 0
+    for w in weights:
+        divisor = math.gcd(divisor, w)
+    turns = min(WEIGHTED_TURNS, total // divisor)
+    current = [0] * count
+    orders = []
+    for _turn in range(turns):
+        for i in even:
+            current[i] += weights[i]
+        first = max(even, key=lambda i: (current[i], -i))
+        current[first] -= total
+        orders.append(tuple(even[first:] + even[:first]))
+    return orders
+
+
 def default_ns_name(zone: ZoneConfig) -> str | None:
     """`ns.dns.<zone>` when it has addresses of its own (--ns-address, else the specific
     --listen addresses), so the default NS is never lame; None otherwise."""
@@ -251,6 +291,31 @@ def alias_of(name: str, recs, zone: ZoneConfig) -> Record | None:
     return recs[0]             # records_for gives the name's own value, then instances by id
 
 
+def address_rrset(recs, kind: str, zone: ZoneConfig) -> tuple[list[str], int | None, list[tuple[int, int]]]:
+    """The distinct addresses of `kind` ("ipv4" or "ipv6") among `recs` in record order, the
+    RRset's TTL (the lowest, RFC 2181 5.2), and each address's (weight, priority): instances
+    that share an address add their weights, and the lowest priority counts."""
+    hosts: list[str] = []
+    shares: list[tuple[int, int]] = []
+    index: dict[str, int] = {}
+    ttl = None
+    for r in recs:
+        if r.host_kind != kind:
+            continue
+        rec_ttl = zone.ttl if r.ttl is None else r.ttl
+        if ttl is None or rec_ttl < ttl:
+            ttl = rec_ttl
+        at = index.get(r.host)
+        if at is None:
+            index[r.host] = len(hosts)
+            hosts.append(r.host)
+            shares.append((r.weight, r.priority))
+        else:
+            weight, priority = shares[at]
+            shares[at] = (weight + r.weight, min(priority, r.priority))
+    return hosts, ttl, shares
+
+
 def _strip(name: str, count: int) -> str:
     if count <= 0:
         return name
@@ -270,6 +335,7 @@ class _Lookup:
         self.consulted: set[str] = set()
         self.negative: ZoneConfig | None = None   # zone whose SOA goes in authority
         self.chase: tuple | None = None           # (target, qtype) of a chain that left our zones
+        self.weights: dict = {}                   # see Answer.weights
 
     # -------------------------------------------------------------- helpers
 
@@ -282,19 +348,13 @@ class _Lookup:
         return [RR(owner or rr.rname, rr.rtype, rclass=rr.rclass, ttl=rr.ttl, rdata=rr.rdata)
                 for rr in self.snap.static_for(name) if qtype == T_ANY or rr.rtype == qtype]
 
-    def _addresses(self, owner, recs, qtype: int, zone: ZoneConfig) -> list[RR]:
-        kind = "ipv4" if qtype == T_A else "ipv6"
-        rrs = [r for r in recs if r.host_kind == kind]
-        if not rrs:
-            return []
-        ttl = min(_ttl(r, zone) for r in rrs)
-        seen, out = set(), []
-        for r in rrs:
-            if r.host in seen:
-                continue
-            seen.add(r.host)
-            out.append(RR(owner, qtype, rdata=A(r.host) if qtype == T_A else AAAA(r.host), ttl=ttl))
-        return out
+    def _addresses(self, owner, recs, qtype: int, zone: ZoneConfig, *, answer: bool = False) -> list[RR]:
+        """The A or AAAA RRset of `recs`; for the answer section, the instances' weights are
+        kept so the caches rotate it by weight."""
+        hosts, ttl, shares = address_rrset(recs, "ipv4" if qtype == T_A else "ipv6", zone)
+        if answer and len(hosts) > 1:
+            self.weights[(str(owner).lower(), qtype)] = tuple(shares)
+        return [RR(owner, qtype, rdata=A(host) if qtype == T_A else AAAA(host), ttl=ttl) for host in hosts]
 
     def _glue(self, target: str) -> None:
         """A/AAAA of an in-zone target into the additional section."""
@@ -394,7 +454,7 @@ class _Lookup:
         if qtype in (T_A, T_AAAA):
             if not recs and name == default_ns_name(zone):
                 return _own_addresses(owner, zone, qtype) + static
-            return self._addresses(owner, recs, qtype, zone) + static
+            return self._addresses(owner, recs, qtype, zone, answer=True) + static
         if qtype == T_TXT:
             out = [RR(owner, T_TXT, rdata=TXT(_txt_chunks(r.text)), ttl=_ttl(r, zone)) for r in recs if r.text]
             return out + static

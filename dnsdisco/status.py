@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 
-from .etcdconf import StartupError, connect, explain  # first: quiets gRPC before it loads
+from .etcdconf import StartupError, connect, explain, kv_settings, unreachable  # first: quiets gRPC before it loads
 
 log = logging.getLogger("dnsdisco.status")
 
@@ -183,6 +183,13 @@ def run_status(cfg, args=None) -> int:
         return _fail(f"ZONE {name}: not a served zone (served: {', '.join(z.name for z in zones)})", 2)
     prefix = cfg.prefix.rstrip("/")
     try:
+        settings = kv_settings(cfg)
+    except StartupError as exc:
+        return _fail(str(exc))
+    problem = unreachable(settings["endpoints"], timeout=min(1.5, cfg.etcd_timeout))
+    if problem:
+        return _fail(problem)
+    try:
         kv = connect(cfg, log=log)
     except StartupError as exc:
         return _fail(str(exc))
@@ -201,7 +208,9 @@ def run_status(cfg, args=None) -> int:
         sys.stdout.write(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     else:
         sys.stdout.write(render_text(info))
-    return 0
+    # a script can test a name with the exit status: 1 when it does not exist (NXDOMAIN) or
+    # is not served at all (REFUSED)
+    return 1 if info.get("result") in ("NXDOMAIN", "REFUSED") else 0
 
 
 def add_arguments(parser) -> None:

@@ -17,7 +17,7 @@ from dnslib import EDNS0, DNSHeader, DNSLabel, DNSQuestion, DNSRecord, RCODE
 
 from .names import from_labels, zone_of_labels
 from .packer import encode_name, fast_answer, negative_reply
-from .resolver import UDP_PAYLOAD, answer, edns_of, error_reply, soa_serial
+from .resolver import UDP_PAYLOAD, answer, answer_orders, edns_of, error_reply, soa_serial
 from .rrl import slip_reply
 from .snapshot import Snapshot
 from .transfer import NOT_MINE, XFR_QTYPES, Transfers
@@ -28,7 +28,6 @@ _now = time.perf_counter
 DROP = "drop"          # the packet is not a query we answer (a response, or no header)
 SLOW = None            # fast parse declined: use dnslib
 TCP_LIMIT = 65535
-MAX_ROTATIONS = 8      # distinct answer orders kept per cached reply
 DEFAULT_CACHE_SIZE = 100_000   # cached questions (serve --cache-size); 0.7 to 1 KB each with the exact table
 T_OPT = 41
 T_PTR = 12            # answered from the snapshot for registered addresses, even outside our zones
@@ -158,12 +157,11 @@ def formerr_with_opt(data: bytes, ra: bool) -> bytes:
     flags = 0x8000 | (flags & 0x7900) | (0x0080 if ra else 0) | RCODE.FORMERR
     question = b""
     if qd == 1:
-        try:
-            question = data[12:_skip_query_name(data, 12) + 4]
-        except IndexError:
-            question = b""
-    if len(question) < 5:
-        question = b""
+        pos = 12
+        while pos < len(data) and 0 < data[pos] < 64:      # echoed only when it holds no pointer
+            pos += data[pos] + 1
+        if pos < len(data) and data[pos] == 0 and pos + 5 <= len(data):
+            question = data[12:pos + 5]
     return (struct.pack("!HHHHHH", qid, flags, 1 if question else 0, 0, 0, 1) + question
             + b"\x00" + struct.pack("!HHIH", T_OPT, UDP_PAYLOAD, 0, 0))
 
@@ -210,19 +208,22 @@ def pack_reply(reply: DNSRecord, limit: int) -> bytes:
     return reply.pack()
 
 
-def rotations(reply: DNSRecord) -> list[DNSRecord]:
-    """The reply once per answer order: every multi-record RRset turned by one each time."""
+def rotations(reply: DNSRecord, weights: dict | None = None) -> list[DNSRecord]:
+    """The reply once per answer order: each multi-record RRset in the orders the rules give
+    it (`resolver.answer_orders`: even, or by the instances' `weights`)."""
     runs = _rrsets(reply.rr)
-    count = max((len(r) for r in runs), default=1)
-    count = min(count, MAX_ROTATIONS)
+    orders = []
+    for run in runs:
+        shares = weights.get((str(run[0].rname).lower(), run[0].rtype)) if weights else None
+        orders.append(answer_orders(len(run), shares if shares is not None and len(shares) == len(run) else None))
+    count = max((len(o) for o in orders), default=1)
     if count <= 1:
         return [reply]
     out = []
     for turn in range(count):
-        variant = DNSRecord(copy.copy(reply.header), questions=list(reply.questions),
-                            rr=[rr for run in runs for rr in (run[turn % len(run):] + run[:turn % len(run)])],
-                            auth=list(reply.auth), ar=list(reply.ar))
-        out.append(variant)
+        rrs = [run[i] for run, run_orders in zip(runs, orders) for i in run_orders[turn % len(run_orders)]]
+        out.append(DNSRecord(copy.copy(reply.header), questions=list(reply.questions), rr=rrs,
+                             auth=list(reply.auth), ar=list(reply.ar)))
     return out
 
 
@@ -786,7 +787,7 @@ class Responder:
             limit = 512
         else:
             limit = udp_limit(edns.present, edns.udp_size)
-        variants = [bytes(pack_reply(r, limit)) for r in rotations(ans.reply)]
+        variants = [bytes(pack_reply(r, limit)) for r in rotations(ans.reply, ans.weights)]
         if cache_slot is not None:
             key, qname = cache_slot
             if ans.cacheable and generation == self.cache.generation:

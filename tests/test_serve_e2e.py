@@ -107,7 +107,9 @@ CASES = [
      [("loop1.svc.local.", "CNAME", "loop2.svc.local."), ("loop2.svc.local.", "CNAME", "loop1.svc.local.")], [], None),
     ("notes.svc.local", "TXT", "NOERROR", [("notes.svc.local.", "TXT", '"version=1.2"')], [], None),
     ("both.svc.local", "TXT", "NOERROR", [("both.svc.local.", "TXT", '"also text"')], [], None),
-    ("both.svc.local", "CNAME", "NOERROR", [("both.svc.local.", "CNAME", "hello.svc.local.")], [], None),
+    # a name host beside text is no alias (RFC 1034 3.6.2): NODATA for CNAME and A
+    ("both.svc.local", "CNAME", "NOERROR", [], ["SOA"], None),
+    ("both.svc.local", "A", "NOERROR", [], ["SOA"], None),
     ("mailer.svc.local", "MX", "NOERROR", [("mailer.svc.local.", "MX", "5 m1.mailer.svc.local.")], [],
      [("m1.mailer.svc.local.", "A", "10.0.0.25")]),
     ("svc.local", "SOA", "NOERROR", [], [], None),

@@ -2,7 +2,7 @@
 """Hello service: an HTTP server that answers "hello from <id>" and registers itself in DNS.
 
     python3 hello.py --port 8081 --id a            # etcd at 127.0.0.1:2379 (or DNSDISCO_ETCD)
-    dig @127.0.0.1 -p 5353 SRV hello.svc.local     # → a.hello.svc.local port 8081
+    dig @127.0.0.1 -p 5300 SRV hello.svc.local     # → a.hello.svc.local port 8081
 
 The whole discovery side is the `with dnsdisco.Registration(...)` block: the record exists
 while the server runs, disappears at once on SIGTERM/Ctrl-C, and within --ttl seconds if the
