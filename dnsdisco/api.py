@@ -7,7 +7,8 @@
 
 `Registration` uses the same settings and checks as `dnsdisco register` (settings not
 passed in code come from DNSDISCO_* in the environment, then defaults) and runs the
-keepalive in a plain background thread: no gevent needed. `resolve_srv` asks the resolver
+keepalive in a plain background thread, one per (etcd settings, lease TTL) shared by all the
+process's registrations: no gevent needed. `resolve_srv` asks the resolver
 configured in /etc/resolv.conf with one UDP query (TCP if truncated); no etcd involved.
 """
 from __future__ import annotations
@@ -30,29 +31,42 @@ class Registration:
 
     name: service name (hello.svc.local); port: the service port (published in SRV);
     address: IP to publish (default: the host's primary non-loopback address);
-    ttl: lease TTL in seconds (≥ 2), the longest a crashed instance stays in DNS;
+    ttl: lease TTL in seconds (≥ 2), the longest a crashed instance stays in etcd;
+    dns_ttl: the DNS TTL written in the record, how long caches keep it (≤ ttl; default
+    half of ttl, at least 1);
     etcd: endpoint URL or list (default DNSDISCO_ETCD, else http://127.0.0.1:2379);
     id: instance id, the last key label (default <hostname>-<port>);
     priority, weight, text: SRV priority and weight, TXT text;
     check: a callable returning bool (or (bool, detail)), called every check_interval
-    seconds in a thread; check_http / check_cmd: the CLI's checks. The record exists only
-    while every given check passes.
+    seconds in a thread; check_http / check_cmd / check_tcp ("HOST:PORT") / check_grpc
+    ("HOST:PORT[/SERVICE]"): the CLI's checks; check_timeout: seconds one probe may take;
+    check_rise / check_fall: passes / failures in a row that change the state (default 1 / 2).
+    The record exists only while every given check passes.
     wait: seconds start() waits for the first write; if etcd is not reachable by then it
     logs a warning and keeps trying in the background (`registered` tells).
+
+    Registrations of one process with the same etcd settings and lease TTL share one etcd
+    client, one lease and one keepalive thread; each is one key under that lease.
+    `drain()` removes the record while the process keeps running; `stop()` ends it.
     """
 
     def __init__(self, name: str, port: int, address: str | None = None, *, ttl: int = 10,
+                 dns_ttl: int | None = None,
                  etcd: str | Sequence[str] | None = None, id: str | None = None,
                  priority: int | None = None, weight: int | None = None, text: str | None = None,
                  prefix: str | None = None, check: Callable[[], object] | None = None,
                  check_http: str | None = None, check_cmd: str | None = None,
-                 check_interval: float | None = None, etcd_timeout: float | None = None,
-                 wait: float = 5.0):
+                 check_tcp: str | Sequence[str] | None = None, check_grpc: str | Sequence[str] | None = None,
+                 check_interval: float | None = None, check_timeout: float | None = None,
+                 check_rise: int | None = None, check_fall: int | None = None,
+                 etcd_timeout: float | None = None, wait: float = 5.0):
         from . import config
         from .register_cli import plan
-        flags = {"port": port, "address": address, "ttl": ttl, "id": id, "priority": priority,
+        flags = {"port": port, "address": address, "ttl": ttl, "dns_ttl": dns_ttl, "id": id, "priority": priority,
                  "weight": weight, "text": text, "prefix": prefix, "check_http": check_http,
-                 "check_cmd": check_cmd, "check_interval": check_interval, "etcd_timeout": etcd_timeout,
+                 "check_cmd": check_cmd, "check_tcp": check_tcp, "check_grpc": check_grpc,
+                 "check_interval": check_interval, "check_timeout": check_timeout, "check_rise": check_rise,
+                 "check_fall": check_fall, "etcd_timeout": etcd_timeout,
                  "etcd": [etcd] if isinstance(etcd, str) else etcd}
         cfg = config.load("register", {k: v for k, v in flags.items() if v is not None})
         self.config = cfg
@@ -62,7 +76,7 @@ class Registration:
             own = _as_check(check)
             self._plan["check"] = own if self._plan["check"] is None else AllChecks([self._plan["check"], own])
         self.wait = wait
-        self._kv = None
+        self._group = None
         self._registrar = None
 
     @property
@@ -80,42 +94,69 @@ class Registration:
         return f"{self._plan['id']}.{self._plan['name']}"
 
     @property
+    def dns_ttl(self) -> int:
+        """The DNS TTL written in the record."""
+        return self._plan["dns_ttl"]
+
+    @property
     def registered(self) -> bool:
         """True while the record is known to be in etcd."""
         return self._registrar is not None and self._registrar.registered.is_set()
+
+    def _signature(self) -> tuple:
+        """What must match for two registrations to share an etcd client and a lease."""
+        from .etcdconf import kv_settings
+        from .register_cli import kv_timeout
+        settings = kv_settings(self.config, endpoints=self._plan["endpoints"],
+                               timeout=kv_timeout(self.config.etcd_timeout, self._plan["ttl"]))
+        return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in settings.items()))
 
     def start(self) -> "Registration":
         if self._registrar is not None:
             return self
         from .etcdconf import check_access, connect
         from .register_cli import kv_timeout
-        from .registrar import Registrar
+        from .registrar import Registrar, release_group, shared_group
         # TLS files, user and password from DNSDISCO_* as for `dnsdisco register`; a setting
         # that cannot work raises etcdconf.StartupError naming it
-        kv = connect(self.config, log=log, endpoints=self._plan["endpoints"],
-                     timeout=kv_timeout(self.config.etcd_timeout, self._plan["ttl"]))
+        group = shared_group(self._signature(), self._plan["ttl"], lambda: connect(
+            self.config, log=log, endpoints=self._plan["endpoints"],
+            timeout=kv_timeout(self.config.etcd_timeout, self._plan["ttl"])))
         try:
-            check_access(kv, self._plan["key"], write=True, log=log, timeout=1.0)
+            with group.setup_lock:
+                check_access(group.kv, self._plan["key"], write=True, log=log, timeout=1.0)
+            registrar = Registrar(None, self._plan["key"], self._plan["value"], group=group,
+                                  check=self._plan["check"], check_interval=self.config.check_interval,
+                                  rise=self.config.check_rise, fall=self.config.check_fall).start()
         except Exception:
-            kv.close()
+            release_group(group)
             raise
-        self._kv = kv
-        self._registrar = Registrar(self._kv, self._plan["key"], self._plan["value"], self._plan["ttl"],
-                                    check=self._plan["check"], check_interval=self.config.check_interval)
-        self._registrar.start()
-        if self.wait and self._plan["check"] is None and not self._registrar.registered.wait(self.wait):
+        self._group, self._registrar = group, registrar
+        if self.wait and self._plan["check"] is None and not registrar.registered.wait(self.wait):
             log.warning("%s not registered after %gs (etcd %s unreachable?); still trying",
                         self.key, self.wait, ",".join(self._plan["endpoints"]))
         return self
 
+    def drain(self, timeout: float | None = 5.0) -> bool:
+        """Remove the record but keep this registration (and the process) running: clients
+        stop getting this instance once their cached answer expires (dns_ttl), while requests
+        already on their way are served. Returns whether the removal was confirmed within
+        `timeout`. `stop()` (or leaving the block) ends it as usual."""
+        if self._registrar is None:
+            return True
+        return self._registrar.drain(timeout)
+
     def stop(self) -> None:
-        """Revoke the lease (the record disappears at once) and stop the thread."""
-        registrar, kv = self._registrar, self._kv
-        self._registrar = self._kv = None
+        """Delete the record (it disappears at once) and leave the shared lease; the last
+        registration of the group revokes the lease and ends its thread."""
+        from .registrar import release_group
+        registrar, group = self._registrar, self._group
+        self._registrar = self._group = None
+        timeout = max(5.0, self.config.etcd_timeout * 2)
         if registrar is not None:
-            registrar.stop(timeout=max(5.0, self.config.etcd_timeout * 2))
-        if kv is not None:
-            kv.close()
+            registrar.stop(timeout=timeout)
+        if group is not None:
+            release_group(group, timeout)
 
     close = stop
 

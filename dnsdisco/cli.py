@@ -31,16 +31,24 @@ COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
     "register": (
         "dnsdisco.register_cli", "run_register",
         "keep a service instance registered in etcd while it runs (and is healthy)",
-        "Writes <prefix>/<reversed NAME>/<id> = {\"host\":..,\"port\":..} bound to a lease and keeps\n"
-        "the lease alive (about every TTL/3); re-grants and re-writes it when the lease is lost.\n"
+        "Writes <prefix>/<reversed NAME>/<id> = {\"host\":..,\"port\":..,\"ttl\":..} bound to a lease and\n"
+        "keeps the lease alive (about every TTL/3); re-grants and re-writes it when the lease is lost.\n"
+        "The record's DNS TTL (--dns-ttl, default half the lease) is never longer than the lease.\n"
         "SIGTERM/SIGINT revoke the lease: the record disappears at once; after a crash it\n"
-        "disappears within TTL. With --check-http/--check-cmd the record exists only while the\n"
-        "check passes. With `-- CMD ARGS...` it runs CMD, registers while CMD runs, forwards\n"
+        "disappears within TTL. SIGUSR1 drains: the record goes, the process (and CMD) keep running.\n"
+        "With --check-http/--check-tcp/--check-grpc/--check-cmd (several may be given; all must pass)\n"
+        "the record exists only while the checks pass, counted with --check-rise/--check-fall.\n"
+        "With `-- CMD ARGS...` it runs CMD, registers while CMD runs, forwards\n"
         "SIGTERM/SIGINT/SIGHUP to it and exits with its status.",
         "examples:\n"
         "  dnsdisco register hello.svc.local --address 10.0.0.7 --port 8080\n"
+        "  dnsdisco register hello.svc.local --port 8080 --ttl 10 --dns-ttl 2\n"
         "  dnsdisco register hello.svc.local --port 8080 --check-http http://127.0.0.1:8080/health\n"
+        "  dnsdisco register hello.svc.local --port 8080 --check-tcp 127.0.0.1:8080 --check-interval 2\n"
+        "  dnsdisco register greeter.svc.local --port 50051 --check-grpc 127.0.0.1:50051/helloworld.Greeter \\\n"
+        "      --check-rise 2 --check-fall 3 --check-timeout 1\n"
         "  dnsdisco register hello.svc.local --port 8080 -- python3 -m http.server 8080\n"
+        "  kill -USR1 <pid>; sleep <dns-ttl>; kill -TERM <pid>     # drain, then stop\n"
         "  dig @127.0.0.1 -p 5300 SRV hello.svc.local          # with `dnsdisco serve --listen 127.0.0.1:5300`",
     ),
     "status": (

@@ -299,6 +299,19 @@ OPTIONS: list[Option] = [
     Option("check_interval", parse_float(0.1), 5.0, "seconds between health checks; one check may take "
            "this long (0.5 to 10 s)",
            REGISTER, metavar="SECONDS"),
+    Option("dns_ttl", parse_int(0, 2**31 - 1), None, "DNS TTL written in the record: how long caches keep "
+           "the answer; at most the lease TTL (default: half of it, at least 1)", REGISTER, metavar="SECONDS"),
+    Option("check_tcp", _register_parser("check_hostport"), [], "health check: the record exists only while a "
+           "TCP connection to HOST:PORT opens (repeatable)", REGISTER, many=True, metavar="HOST:PORT"),
+    Option("check_grpc", _register_parser("check_grpc_target"), [], "health check: the record exists only while "
+           "grpc.health.v1 Check of SERVICE answers SERVING (repeatable)", REGISTER, many=True,
+           metavar="HOST:PORT[/SERVICE]"),
+    Option("check_timeout", parse_float(0.1), None, "seconds one probe may take (default: the interval, "
+           "0.5 to 10 s)", REGISTER, metavar="SECONDS"),
+    Option("check_rise", parse_int(1, 1000), 1, "passes in a row before an unhealthy instance is registered",
+           REGISTER, metavar="N"),
+    Option("check_fall", parse_int(1, 1000), 2, "failures in a row before a healthy instance is removed (2: "
+           "one flaky probe removes nothing)", REGISTER, metavar="N"),
     # -- server (TCP abuse limits, RFC 7766)
     Option("tcp_max_per_client", parse_int(0), 64, "open TCP connections at most per client address "
            "(IPv6: per /64); 0 = no per-client cap", SERVE, metavar="N"),
@@ -312,7 +325,7 @@ OPTIONS: list[Option] = [
     Option("max_records_per_name", parse_int(1), 1000, "instances served at most under one name (the "
            "first N by key); more are ignored with a warning naming the name", SERVE + STATUS, metavar="N"),
     Option("hold_fraction", parse_float(0.0, 1.0), 0.3, "mass-expiry guard: when deletions remove more than "
-           "this share of a zone's records within --hold-window (and at least 5), keep serving them (a fault between "
+           "this share of a zone's records within --hold-window (and at least 10), keep serving them (a fault between "
            "the fleet and etcd, not a fleet that died at once); 0 turns the guard off", SERVE, metavar="FRACTION"),
     Option("hold_window", parse_float(0.1), 10.0, "mass-expiry guard: the window in which deletions are counted "
            "(default one default lease TTL: a cut-off fleet's leases all expire within it)", SERVE, metavar="SECONDS"),

@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-MIN_DELETIONS = 5          # fewer deletions never start a hold: a small service losing instances is normal
+MIN_DELETIONS = 10         # fewer never start a hold: a small zone losing a few instances, or a rolling restart, is normal
 
 
 @dataclass

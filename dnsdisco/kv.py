@@ -268,6 +268,26 @@ class KV:
 
         return self._call(f"refresh lease {lease_id:x}", keepalive).TTL
 
+    def put_many(self, items: list[tuple[str, bytes]], lease: int | None = None, batch: int = 100) -> None:
+        """Write several keys, `batch` per transaction (etcd refuses more than --max-txn-ops,
+        default 128, in one): re-writing a thousand registrations after a lost lease is ten
+        requests, not a thousand."""
+        for start in range(0, len(items), batch):
+            ops = [etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(
+                key=key.encode(), value=value.encode() if isinstance(value, str) else value, lease=lease or 0))
+                for key, value in items[start:start + batch]]
+            req = etcdrpc.TxnRequest(success=ops)
+            self._call(f"put {len(ops)} keys", lambda ep, t, md: ep.kv.Txn(req, timeout=t, metadata=md))
+
+    def lease_keys(self, lease_id: int) -> set[str] | None:
+        """The keys attached to a lease now; None if the lease is gone."""
+        req = etcdrpc.LeaseTimeToLiveRequest(ID=lease_id, keys=True)
+        resp = self._call(f"keys of lease {lease_id:x}",
+                          lambda ep, t, md: ep.lease.LeaseTimeToLive(req, timeout=t, metadata=md))
+        if resp.TTL <= 0:
+            return None
+        return {_key_str(k) for k in resp.keys}
+
     def revoke(self, lease_id: int) -> None:
         """Revoke a lease (its keys go with it); a lease that is already gone is fine."""
         req = etcdrpc.LeaseRevokeRequest(ID=lease_id)

@@ -33,6 +33,19 @@ def normalize(name: str) -> str:
     return text
 
 
+def hostname_problem(name: str) -> str:
+    """Why a normalised `name` is no host name ('' if it is one): each label of ASCII letters,
+    digits, '-' and '_'. serve answers any octets in a label (RFC 2181), but a name that a
+    registrar writes is typed by people and looked up by stub resolvers, so `register` and
+    `dnsdisco.Registration` hold their names to this."""
+    for label in labels(name):
+        bad = sorted({c for c in label if not (c.isascii() and (c.isalnum() or c in "-_"))})
+        if bad:
+            shown = ", ".join(repr(c) for c in bad)
+            return f"has {shown} in the label {label!r} (use letters, digits, '-' and '_')"
+    return ""
+
+
 def labels(name: str) -> list[str]:
     return name.split(".") if name else []
 

@@ -34,37 +34,75 @@ def _setup_logging(cfg) -> None:
 
 
 def plan(cfg, name: str) -> dict:
-    """Everything the registration needs, validated; raises UsageError naming the bad input."""
+    """Everything the registration needs, validated; raises UsageError naming the bad input.
+
+    The name and the value are judged by the code `serve` runs on what it reads from etcd
+    (snapshot.judge), so what is accepted here is always served."""
     from . import registrar
+    from .names import hostname_problem
+    from .records import BadValue
+    from .snapshot import judge
     try:
         service = normalize(name)
     except BadName as exc:
         raise UsageError(f"NAME: {exc}") from None
     if not service or "." not in service:
         raise UsageError(f"NAME {name!r}: give a full service name such as hello.svc.local")
+    problem = hostname_problem(service)
+    if problem:
+        raise UsageError(f"NAME {name!r} {problem}")
     if cfg.port is None:
         raise UsageError("--port is required (the service's port; 0 to publish only the address)")
     address = cfg.address or registrar.primary_address()
     if not address:
         raise UsageError("no non-loopback address found on this host; give --address IP")
     instance = cfg.id or registrar.default_id(cfg.port)
-    checks = []
-    timeout = max(0.5, min(cfg.check_interval, 10.0))
-    if cfg.check_http:
-        checks.append(registrar.HttpCheck(cfg.check_http, timeout))
-    if cfg.check_cmd:
-        checks.append(registrar.CommandCheck(cfg.check_cmd, timeout))
-    check = None if not checks else checks[0] if len(checks) == 1 else registrar.AllChecks(checks)
+    dns_ttl = registrar.default_dns_ttl(cfg.ttl) if cfg.dns_ttl is None else cfg.dns_ttl
+    if dns_ttl > cfg.ttl:
+        raise UsageError(f"--dns-ttl {dns_ttl} is longer than the lease (--ttl {cfg.ttl}): caches would keep "
+                         "a dead instance longer than etcd does")
+    key = key_for(cfg.prefix, service) + "/" + instance
+    value = registrar.record_value(address, cfg.port, priority=cfg.priority, weight=cfg.weight,
+                                   text=cfg.text or None, ttl=dns_ttl)
+    try:
+        judge(cfg.prefix, key, value)
+    except BadValue as exc:
+        raise UsageError(f"serve would skip this record: {exc}") from None
     return {
         "name": service,
         "id": instance,
-        "key": key_for(cfg.prefix, service) + "/" + instance,
-        "value": registrar.record_value(address, cfg.port, priority=cfg.priority, weight=cfg.weight,
-                                        text=cfg.text or None),
+        "key": key,
+        "value": value,
         "ttl": cfg.ttl,
-        "check": check,
+        "dns_ttl": dns_ttl,
+        "check": make_check(cfg),
         "endpoints": list(cfg.etcd) or [DEFAULT_ETCD],
     }
+
+
+def check_timeout(cfg) -> float:
+    """--check-timeout, else the interval held to 0.5..10 s (one probe may take that long)."""
+    if cfg.check_timeout is not None:
+        return cfg.check_timeout
+    return max(0.5, min(cfg.check_interval, 10.0))
+
+
+def make_check(cfg):
+    """The configured health checks as one callable (all must pass), or None."""
+    from . import registrar
+    timeout = check_timeout(cfg)
+    checks = [registrar.HttpCheck(url, timeout) for url in _many(cfg.check_http)]
+    checks += [registrar.TcpCheck(target, timeout) for target in cfg.check_tcp]
+    checks += [registrar.GrpcCheck(target, timeout) for target in cfg.check_grpc]
+    if cfg.check_cmd:
+        checks.append(registrar.CommandCheck(cfg.check_cmd, timeout))
+    return None if not checks else checks[0] if len(checks) == 1 else registrar.AllChecks(checks)
+
+
+def _many(value) -> list:
+    if not value:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def kv_timeout(etcd_timeout: float, ttl: int) -> float:
@@ -123,11 +161,11 @@ def run_register(cfg, args) -> int:
             kv.close()
         return _fail(str(exc), 1)
     registrar = Registrar(kv, spec["key"], spec["value"], spec["ttl"], check=spec["check"],
-                          check_interval=cfg.check_interval)
+                          check_interval=cfg.check_interval, rise=cfg.check_rise, fall=cfg.check_fall)
     log.info("registering %s as %s.%s at %s via %s", spec["key"], spec["id"], spec["name"],
              spec["value"].decode(), ",".join(spec["endpoints"]))
     forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    signals = _SignalPipe(forwarded + ((signal.SIGCHLD,) if wrapped else ()))
+    signals = _SignalPipe(forwarded + (signal.SIGUSR1,) + ((signal.SIGCHLD,) if wrapped else ()))
     try:
         if wrapped:
             return _run_wrapped(wrapped, registrar, signals)
@@ -147,6 +185,13 @@ def _run_alone(registrar, signals: _SignalPipe) -> int:
                 return 0
             if sig == signal.SIGHUP:
                 log.info("SIGHUP ignored (nothing to reload)")
+            if sig == signal.SIGUSR1:
+                _drain(registrar)
+
+
+def _drain(registrar, pid: int | None = None) -> None:
+    log.info("SIGUSR1: draining; %s keeps running until SIGTERM", f"pid {pid}" if pid else "this process")
+    registrar.drain()
 
 
 def _run_wrapped(command: list[str], registrar, signals: _SignalPipe) -> int:
@@ -161,6 +206,9 @@ def _run_wrapped(command: list[str], registrar, signals: _SignalPipe) -> int:
         while child.poll() is None:
             for sig in signals.wait(1.0):
                 if sig == signal.SIGCHLD:
+                    continue
+                if sig == signal.SIGUSR1:   # ours, not the child's: its default would kill it
+                    _drain(registrar, child.pid)
                     continue
                 if sig in (signal.SIGTERM, signal.SIGINT):
                     log.info("%s: deregistering and passing it on to pid %d", signal.Signals(sig).name, child.pid)

@@ -381,3 +381,14 @@ def _indexes(records: dict, reverse_ents: bool):
     del children
     ptr_map = {address: tuple(sorted(names)) for address, names in ptrs.items()}
     return children_map, below, ptr_map
+
+
+def judge(prefix: str, key: str, value: bytes) -> Record:
+    """The record `serve` would make of `value` at `key`, or BadValue with the message serve
+    would log when it skips it. The registrar and the Python API ask this before they
+    write, so what they accept is always served: it is the same code a sync runs."""
+    parsed, rejected = Snapshot.empty(prefix, ())._parse_changes([(key, value)])
+    if rejected:
+        raise BadValue(rejected[0][1])
+    (record,) = parsed.values()
+    return record

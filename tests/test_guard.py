@@ -83,9 +83,9 @@ def test_deletions_older_than_the_window_do_not_count():
 
 
 def test_fewer_than_the_minimum_never_hold():
-    served, g = Served(4), guard(n=4)
-    out, begun = g.batch(deletes(Served.key(i) for i in range(4)), served.values.get, now=0.0)
-    assert len(out) == 4 and not begun
+    served, g = Served(9), guard(n=9)
+    out, begun = g.batch(deletes(Served.key(i) for i in range(9)), served.values.get, now=0.0)
+    assert len(out) == 9 and not begun
 
 
 def test_released_after_hold_max_with_the_held_records_deleted():

@@ -26,7 +26,9 @@ ZONE = "svc.local"
 
 @pytest.fixture(scope="module")
 def serve(etcd):
-    with ServeProcess(etcd.endpoint, "--zone", ZONE, "--neg-ttl", "0") as proc:
+    # the registrations of this module come and go in a small zone faster than a fleet would:
+    # the mass-expiry guard (tests/test_guard.py) is off so each deregistration shows at once
+    with ServeProcess(etcd.endpoint, "--zone", ZONE, "--neg-ttl", "0", "--hold-fraction", "0") as proc:
         yield proc
 
 
@@ -96,7 +98,9 @@ def test_register_answers_a_and_srv_then_sigterm_removes_at_once(etcd, serve):
         assert any(rs.rdtype == dns.rdatatype.A for rs in reply.additional)
         assert dnsdisco.resolve_srv(name, nameserver=("127.0.0.1", serve.port)) == [("127.0.0.1", 8081)]
         assert etcd.etcdctl("get", "--print-value-only", "/skydns/local/svc/hello/one").strip() == \
-            '{"host":"127.0.0.1","port":8081,"priority":5,"weight":50,"text":"v=1"}'
+            '{"host":"127.0.0.1","port":8081,"priority":5,"weight":50,"text":"v=1","ttl":1}'
+        # the DNS TTL is bound to the lease (--ttl 2): half of it
+        assert {rrset.ttl for rrset in reply.answer} == {1}
         if shutil.which("dig"):
             out = subprocess.run(["dig", "+short", "+time=2", "+tries=1", "@127.0.0.1", "-p", str(serve.port),
                                   "SRV", name], capture_output=True, text=True, timeout=10).stdout
@@ -306,3 +310,171 @@ def test_registration_rejects_bad_arguments():
         dnsdisco.Registration("hello.svc.local", port=80, address="127.0.0.1", ttl=1)
     with pytest.raises(ValueError, match="--port: port 70000"):
         dnsdisco.Registration("hello.svc.local", port=70000, address="127.0.0.1")
+
+
+# ---------------------------------------------------------------- DNS TTL bound to the lease
+
+def test_dns_ttl_chosen_and_served(etcd, serve):
+    name = f"dnsttl.{ZONE}"
+    with Registrar(etcd, name, "--id", "t", "--dns-ttl", "3", ttl=4) as r:
+        wait_for(lambda: present(serve, name), 10, what=f"{name}\n{r.output()}")
+        assert {rrset.ttl for rrset in serve.query(name).answer} == {3}
+        assert '"ttl":3' in etcd.etcdctl("get", "--print-value-only", "/skydns/local/svc/dnsttl/t")
+
+
+def test_dns_ttl_longer_than_the_lease_is_refused_in_one_line():
+    out = subprocess.run(dnsdisco_cmd("register", f"x.{ZONE}", "--port", "80", "--address", "127.0.0.1",
+                                      "--ttl", "4", "--dns-ttl", "5", "--etcd", "http://127.0.0.1:9"),
+                         env=child_env(), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "dnsdisco register: --dns-ttl 5 is longer than the lease (--ttl 4): caches would keep a dead "
+        "instance longer than etcd does"]
+    with pytest.raises(ValueError, match="--dns-ttl 5 is longer than the lease"):
+        dnsdisco.Registration(f"x.{ZONE}", port=80, address="127.0.0.1", ttl=4, dns_ttl=5)
+    assert dnsdisco.Registration(f"x.{ZONE}", port=80, address="127.0.0.1", ttl=10).dns_ttl == 5
+    assert dnsdisco.Registration(f"x.{ZONE}", port=80, address="127.0.0.1", ttl=4, dns_ttl=0).dns_ttl == 0
+
+
+# ---------------------------------------------------------------- rise and fall
+
+FLAKY = """n=$(cat {c} 2>/dev/null || echo 0); echo $((n+1)) > {c}
+case " {fail} " in *" $n "*) exit 1;; esac; exit 0"""
+
+
+def test_check_fall_and_rise_are_counted(etcd, serve, tmp_path):
+    """Probe 2 fails alone (kept: fall 2); probes 5-7 fail (removed after the 2nd); probes 8-9
+    pass (back after the 2nd: rise 2). Watched through serve every 20 ms."""
+    name = f"flaky.{ZONE}"
+    counter = tmp_path / "n"
+    cmd = FLAKY.format(c=counter, fail="2 5 6 7")
+    probes = lambda: int(counter.read_text() or 0) if counter.exists() else 0  # noqa: E731
+    with Registrar(etcd, name, "--id", "f", "--check-cmd", cmd, "--check-interval", "0.4",
+                   "--check-rise", "2", "--check-fall", "2", ttl=3) as r:
+        wait_for(lambda: present(serve, name), 10, what=f"registered after 2 passes\n{r.output()}")
+        assert probes() >= 2       # rise 2: the first pass alone did not register it
+        while probes() < 5:        # through the single failure of probe 2: never removed
+            assert present(serve, name), f"removed after one failed probe\n{r.output()}"
+            time.sleep(0.02)
+        wait_for(lambda: gone(serve, name), 15, what=f"removed after two failures\n{r.output()}")
+        assert probes() >= 7       # probes 5 and 6 failed (the counter is ahead by the running one)
+        wait_for(lambda: present(serve, name), 15, what=f"back after two passes\n{r.output()}")
+        assert probes() >= 10
+        out = r.output()
+        assert out.count("health check failed 2 times in a row") == 1, out
+        assert out.count("health check passes 2 times in a row") == 2, out
+
+
+# ---------------------------------------------------------------- drain
+
+def test_sigusr1_drains_while_the_wrapped_command_keeps_running(etcd, serve, tmp_path):
+    name = f"drain.{ZONE}"
+    flag = str(tmp_path / "stop")
+    with Registrar(etcd, name, "--id", "d", wrapped=[sys.executable, "-c", CHILD, flag, "0"]) as r:
+        wait_for(lambda: present(serve, name), 10, what=f"registered\n{r.output()}")
+        wait_for(lambda: os.path.exists(flag + ".ready"), 10, what="the child to run")
+        r.proc.send_signal(signal.SIGUSR1)
+        took = time_until(lambda: gone(serve, name), 5, f"the record to go on SIGUSR1\n{r.output()}")
+        time.sleep(1.0)
+        assert r.proc.poll() is None, r.output()       # neither the registrar nor its child stopped
+        assert gone(serve, name)                        # and the record stays away
+        assert "SIGUSR1: draining" in r.output()
+        r.proc.send_signal(signal.SIGTERM)              # then SIGTERM ends it as before
+        assert r.wait() == 128 + signal.SIGTERM, r.output()
+        print(f"SIGUSR1 -> NXDOMAIN in {took:.3f}s; the child ran on")
+
+
+def test_sigusr1_drains_a_plain_registration(etcd, serve):
+    name = f"drain2.{ZONE}"
+    with Registrar(etcd, name, "--id", "d2") as r:
+        wait_for(lambda: present(serve, name), 10, what=f"registered\n{r.output()}")
+        r.proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: gone(serve, name), 5, what=f"the record to go on SIGUSR1\n{r.output()}")
+        time.sleep(2.5)                                 # past the lease TTL: still running, still away
+        assert r.proc.poll() is None and gone(serve, name)
+        r.proc.send_signal(signal.SIGTERM)
+        assert r.wait() == 0, r.output()
+
+
+def test_registration_drain(etcd, serve):
+    name = f"apidrain.{ZONE}"
+    with dnsdisco.Registration(name, port=8080, address="127.0.0.1", ttl=2, etcd=etcd.endpoint, id="a") as a, \
+            dnsdisco.Registration(name, port=8080, address="127.0.0.2", ttl=2, etcd=etcd.endpoint, id="b") as b:
+        wait_for(lambda: addresses(serve.query(name)) == ["127.0.0.1", "127.0.0.2"], 5, what="both")
+        assert a.drain(timeout=5) is True and not a.registered and b.registered
+        wait_for(lambda: addresses(serve.query(name)) == ["127.0.0.2"], 5, what="only b after a drained")
+        time.sleep(2.5)      # the shared lease is still refreshed for b; a stays away
+        assert addresses(serve.query(name)) == ["127.0.0.2"]
+    wait_for(lambda: gone(serve, name), 2, what="both gone on leaving the blocks")
+
+
+# ---------------------------------------------------------------- the README's rolling restart
+
+def test_rolling_restart_through_drain_fails_no_request(etcd, serve):
+    """README's recipe: three wrapped HTTP servers restarted one at a time (SIGUSR1, wait the DNS
+    TTL and a margin, SIGTERM, start the new one gated by --check-tcp) while a client that
+    honours the SRV answer's TTL sends a request every 20 ms: not one fails."""
+    import threading
+    import urllib.request
+    import dns.message
+    import dns.query
+
+    name = f"rolling.{ZONE}"
+    ports = [free_port() for _ in range(3)]
+
+    def start(i):
+        return Registrar(etcd, name, "--id", f"r{i}", "--dns-ttl", "1", "--check-tcp", f"127.0.0.1:{ports[i]}",
+                         "--check-interval", "0.2", port=ports[i], ttl=2,
+                         wrapped=[sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(ports[i])])
+
+    def srv_ports():
+        reply = dns.query.udp(dns.message.make_query(name, "SRV"), "127.0.0.1", port=serve.port, timeout=2)
+        found = [(rd.port, rrset.ttl) for rrset in reply.answer if rrset.rdtype == dns.rdatatype.SRV for rd in rrset]
+        return sorted(p for p, _ in found), min((t for _, t in found), default=0)
+
+    stats = {"ok": 0, "failed": [], "lookups": 0}
+    stop = threading.Event()
+
+    def client():
+        cached, expires, turn = [], 0.0, 0
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= expires:               # honour the TTL, as a caching resolver would
+                cached, ttl = srv_ports()
+                expires, stats["lookups"] = now + ttl, stats["lookups"] + 1
+            if cached:
+                port = cached[turn % len(cached)]
+                turn += 1
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                        resp.read()
+                    stats["ok"] += 1
+                except OSError as exc:
+                    stats["failed"].append((port, str(exc)))
+            time.sleep(0.02)
+
+    running = [start(i) for i in range(3)]
+    thread = threading.Thread(target=client, daemon=True)
+    try:
+        wait_for(lambda: srv_ports()[0] == sorted(ports), 15, what="three instances in SRV")
+        thread.start()
+        time.sleep(1.0)
+        for i in range(3):
+            old = running[i]
+            old.proc.send_signal(signal.SIGUSR1)                  # out of DNS, still serving
+            wait_for(lambda: ports[i] not in srv_ports()[0], 5, what=f"r{i} drained\n{old.output()}")
+            time.sleep(1 + 0.5)                                     # the DNS TTL and a margin
+            old.proc.send_signal(signal.SIGTERM)
+            assert old.wait() == 128 + signal.SIGTERM, old.output()
+            old.__exit__()
+            running[i] = start(i)                                   # in DNS once it accepts connections
+            wait_for(lambda: ports[i] in srv_ports()[0], 10, what=f"new r{i} in SRV\n{running[i].output()}")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join(5)
+        for r in running:
+            r.__exit__()
+    assert stats["ok"] > 100 and stats["lookups"] > 5, stats
+    assert stats["failed"] == [], stats["failed"]
+    print(f"rolling restart: {stats['ok']} requests, none failed, {stats['lookups']} SRV lookups")

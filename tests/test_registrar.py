@@ -220,10 +220,70 @@ def test_stop_while_etcd_is_down_returns(etcd, kv, prefix):
         etcd.kill()
         t0 = time.monotonic()
         r.stop(15)
-        assert not r._thread.is_alive()
+        assert not r.group.running
         assert time.monotonic() - t0 < 10    # bounded by the KV timeout, not stuck
     finally:
         etcd.start()
+
+
+def test_put_many_and_lease_keys(kv, prefix):
+    """The two KV calls a shared lease needs: many puts in few transactions, and the keys a
+    lease holds (None once it is gone)."""
+    lease = kv.grant(5)
+    items = [(f"{prefix}k{i:03d}", f'{{"host":"10.0.1.{i % 250 + 1}"}}'.encode()) for i in range(250)]
+    kv.put_many(items, lease=lease, batch=100)            # three transactions
+    assert kv.lease_keys(lease) == {k for k, _ in items}
+    assert kv.get(items[249][0]) == items[249][1]
+    kv.delete(items[0][0])
+    assert items[0][0] not in kv.lease_keys(lease)
+    kv.revoke(lease)
+    assert kv.lease_keys(lease) is None and kv.get(items[1][0]) is None
+
+
+def test_group_writes_one_key_per_request_when_etcd_allows_few_txn_ops(prefix):
+    """An etcd run with --max-txn-ops below our batch of puts: the group notices and goes on."""
+    from etcdproc import EtcdProcess
+    from dnsdisco.kv import KV
+    small = EtcdProcess("smalltxn", extra_args=["--max-txn-ops", "8"]).start()
+    client = KV([small.endpoint], timeout=3.0)
+    group = reg.LeaseGroup(client, 3)
+    keys = [f"{prefix}i{i}" for i in range(20)]
+    try:
+        rs = [reg.Registrar(None, k, b'{"host":"10.0.0.1"}', group=group).start() for k in keys]
+        wait_for(lambda: all(r.registered.is_set() for r in rs), 10, what="all registered")
+        small.etcdctl("lease", "revoke", f"{group.lease:x}")   # all 20 to write again at once
+        wait_for(lambda: all(client.get(k) is not None for k in keys), 10, what="all 20 keys")
+        assert group.PUT_BATCH == 1
+    finally:
+        group.close(5)
+        client.close()
+        small.cleanup()
+
+
+def test_shared_group_one_lease_regranted_and_every_key_written_again(etcd, kv, prefix):
+    """Fifty registrars on one LeaseGroup: one lease; revoked behind their backs, a new one is
+    granted and every key written again; a key deleted alone is found by one lease query."""
+    group = reg.LeaseGroup(kv, 3)
+    keys = [f"{prefix}svc/i{i}" for i in range(50)]
+    rs = [reg.Registrar(None, k, b'{"host":"10.0.0.1"}', group=group).start() for k in keys]
+    present = lambda: sum(1 for k in keys if kv.get(k) is not None)  # noqa: E731
+    try:
+        wait_for(lambda: all(r.registered.is_set() for r in rs), 5, what="all registered")
+        assert present() == 50 and group.grants == 1
+        old = group.lease
+        etcd.etcdctl("lease", "revoke", f"{old:x}")
+        wait_for(lambda: group.lease != old and present() == 50, 5, what="a new lease and every key")
+        assert group.grants == 2
+        etcd.etcdctl("del", keys[7])
+        wait_for(lambda: kv.get(keys[7]) is not None, 5, what="the deleted key written again")
+        rs[3].stop(5)                                  # one leaves: its key goes, the others stay
+        assert kv.get(keys[3]) is None and present() == 49 and kv.refresh(group.lease) > 0
+        last = group.lease
+    finally:
+        for r in rs:
+            r.stop(5)
+        group.close(5)
+    assert present() == 0 and kv.refresh(last) == 0    # closing the group revoked its lease
 
 
 # ---------------------------------------------------------------- command line errors
@@ -236,7 +296,7 @@ def test_stop_while_etcd_is_down_returns(etcd, kv, prefix):
     (["hello", "--port", "80"], "full service name"),
     (["hello.svc.local", "--port", "80", "--id", "a.b"], "not a DNS label"),
     (["hello.svc.local", "--port", "80", "--check-http", "localhost:80"], "not an http"),
-    (["hello.svc.local", "--port", "80", "--address", "10.0.0.1/24"], "neither an IP address nor a host name"),
+    (["hello.svc.local", "--port", "80", "--address", "10.0.0.1/24"], "neither an address nor a host name"),
 ])
 def test_usage_errors_are_one_clear_line(args, message):
     out = subprocess.run(dnsdisco_cmd("register", *args, "--etcd", "http://127.0.0.1:9"), env=child_env(),
@@ -342,3 +402,23 @@ def test_package_import_stays_light():
             "print(any(m.startswith(('grpc', 'gevent', 'pyetcd')) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_same_key_twice_in_one_process_is_refused_and_can_come_back(etcd, prefix):
+    import dnsdisco
+    name = "twice.svc.local"
+    a = dnsdisco.Registration(name, port=80, address="127.0.0.1", ttl=3, etcd=etcd.endpoint, id="same").start()
+    try:
+        with pytest.raises(ValueError, match="already registered by this process"):
+            dnsdisco.Registration(name, port=80, address="127.0.0.1", ttl=3, etcd=etcd.endpoint, id="same").start()
+        assert a.registered
+    finally:
+        a.stop()
+    b = dnsdisco.Registration(name, port=80, address="127.0.0.1", ttl=3, etcd=etcd.endpoint, id="same").start()
+    try:
+        assert b.registered
+    finally:
+        b.stop()
+    # the last one out ended the shared lease thread
+    wait_for(lambda: not any(t.name == "dnsdisco-lease" for t in threading.enumerate()), 5,
+             what="the lease thread to end")

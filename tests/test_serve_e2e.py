@@ -26,6 +26,7 @@ RECORDS = {
     "hello/a": {"host": "10.0.0.7", "port": 8080},
     "hello/b": {"host": "10.0.0.8", "port": 8081, "priority": 20, "weight": 5},
     "v6only/x": {"host": "fd00::7", "port": 9000},
+    "a3/i1": {"host": "10.0.3.1"}, "a3/i2": {"host": "10.0.3.2"}, "a3/i3": {"host": "10.0.3.3"},
     "alias": {"host": "hello.svc.local"},
     "outside": {"host": "www.example.org"},
     "loop1": {"host": "loop2.svc.local"},
@@ -171,9 +172,16 @@ def test_truncation_over_udp_and_full_answer_over_tcp(server):
     assert edns.edns == 0 and edns.payload == 1232
 
 
-def test_rotation_spreads_the_first_address(server):
+def test_rotation_puts_the_lowest_priority_first(server):
+    """hello's instances differ in weight (100, 5) and priority (10, 20): the first place goes
+    to the lowest priority, as an SRV client would choose (weighted order, DESIGN section 3)."""
     firsts = {server.query("hello.svc.local", "A").answer[0][0].to_text() for _ in range(6)}
-    assert firsts == {"10.0.0.7", "10.0.0.8"}
+    assert firsts == {"10.0.0.7"}
+
+
+def test_rotation_spreads_the_first_address(server):
+    firsts = {server.query("a3.svc.local", "A").answer[0][0].to_text() for _ in range(6)}
+    assert firsts == {"10.0.3.1", "10.0.3.2", "10.0.3.3"}
 
 
 def test_refused_and_error_rcodes(server):
