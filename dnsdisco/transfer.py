@@ -169,14 +169,14 @@ class Transfers:
             return finish(error_reply(query, RCODE.SERVFAIL), "not_ready")
         name = lower_name(query.q.qname)
         zone = next((z for z in snap.zones if z.name == name), None)
+        if kind == "axfr" and transport != "tcp":
+            return finish(error_reply(query, RCODE.NOTIMP), "udp")     # RFC 5936 4.2: TCP only
         if query.q.qclass != CLASS.IN:
             return finish(error_reply(query, RCODE.REFUSED), "refused")
         if not self.allowed(client, signed):
             return finish(error_reply(query, RCODE.REFUSED), "refused")
         if zone is None:
             return finish(error_reply(query, RCODE.NOTAUTH), "notauth")
-        if kind == "axfr" and transport != "tcp":
-            return finish(error_reply(query, RCODE.NOTIMP), "udp")     # RFC 5936 4.2: TCP only
         serial = serial_of(snap.revision)
         if kind == "axfr":
             records = self._zone(snap, zone.name)
