@@ -266,7 +266,7 @@ class Transfers:
 
     def _signed(self, messages: list[bytes], data: bytes, signed) -> list[bytes]:
         if signed is None or signed.key is None:
-            return messages
+            return [bytes(wire) for wire in messages]
         qid = struct.unpack_from("!H", data, 0)[0]
         out, ctx = [], None
         multi = len(messages) > 1
