@@ -210,6 +210,21 @@ def run_serve(cfg, args=None) -> int:
     return 0
 
 
+_yielded = [0.0]
+YIELD_EVERY = 0.004    # seconds of a long computation between two turns of the sockets
+
+
+def _yield_to_io() -> None:
+    """Let the sockets be served in the middle of a long computation (a large zone's AXFR or
+    journal entry) once it has run YIELD_EVERY: a timed sleep makes the event loop poll every
+    descriptor, where sleep(0) only runs the queued callbacks."""
+    import gevent
+    now = time.monotonic()
+    if now - _yielded[0] >= YIELD_EVERY:
+        gevent.sleep(0.0005)
+        _yielded[0] = time.monotonic()
+
+
 def _tsig_keys(cfg) -> dict:
     """The TSIG keys of --tsig-key-file and DNSDISCO_TSIG_KEYS; ValueError names what is wrong."""
     from . import tsig
@@ -240,7 +255,7 @@ def _transfers(cfg, responder, metrics) -> None:
         notifier = Notifier(cfg.notify, lambda: responder.snapshot, key=next(iter(keys.values()), None),
                             metrics=metrics)
     responder.xfr = Transfers(allow=cfg.transfer_allow, keys=keys, require_tsig=cfg.transfer_require_tsig,
-                              journal=journal, notifier=notifier, metrics=metrics, pause=gevent.sleep,
+                              journal=journal, notifier=notifier, metrics=metrics, pause=_yield_to_io,
                               spawn=gevent.spawn)
     if cfg.transfer_allow or cfg.notify or keys:
         log.info("zone transfers: allowed from %s%s; %d TSIG key(s)%s; NOTIFY to %s",

@@ -82,6 +82,7 @@ class Transfers:
         self.metrics = metrics
         self.message_budget = message_budget
         self._zone_cache: tuple | None = None     # (revision, zone name, rrsets) of the last AXFR
+        self._packed_cache: tuple | None = None   # (key, messages) of the last whole zone packed
         self.pause = pause                         # called now and then in long computations (gevent.sleep)
         # the revision the journal is complete to: the responder may already serve a newer
         # snapshot while the journal entry for it is being computed (IXFR then stops here)
@@ -178,9 +179,11 @@ class Transfers:
         if zone is None:
             return finish(error_reply(query, RCODE.NOTAUTH), "notauth")
         serial = serial_of(snap.revision)
+        whole = None
         if kind == "axfr":
             records = self._zone(snap, zone.name)
             detail = "full"
+            whole = (snap, zone.name)
         else:
             client_serial = _ixfr_serial(query)
             if client_serial is None:
@@ -196,6 +199,7 @@ class Transfers:
                 records, detail, kind = [soa], f"current at {client_serial}", "ixfr_current"
             elif diff is None:
                 records, detail, kind = self._zone(snap, zone.name), f"full from {client_serial}", "ixfr_full"
+                whole = (snap, zone.name)
             else:
                 assert isinstance(diff, Diff)
                 old = _with_serial(soa, client_serial)
@@ -218,7 +222,7 @@ class Transfers:
                 log.info("%s of %s to %s over UDP%s: %s", kind.upper(), name, client[0],
                          f" key {signed.keytext}" if signed else "", detail)
                 return self._signed([wire], data, signed)[0]
-        messages = self._pack(query, records)
+        messages = self._pack(query, records, whole)
         out = self._signed(messages, data, signed)
         self._count(kind, "ok")
         log.info("%s of %s to %s over %s%s: serial %d, %s, %d record(s) in %d message(s), %d octets, %.3f s",
@@ -245,9 +249,18 @@ class Transfers:
             reply.questions = []
         return reply
 
-    def _pack(self, query: DNSRecord, records: list) -> list[bytes]:
+    def _pack(self, query: DNSRecord, records: list, whole_zone: tuple | None = None) -> list[bytes]:
         """The records in order over as many messages as needed, each compressed; the
-        question only in the first (RFC 5936 2.2.1)."""
+        question only in the first (RFC 5936 2.2.1). A whole zone (`whole_zone`: its snapshot
+        and name) is packed once per revision and question: later transfers only get their id."""
+        qid = query.header.id
+        key = None
+        if whole_zone is not None:
+            snap, zone_name = whole_zone
+            key = (snap.revision, id(snap), zone_name, query.q.qtype, tuple(query.q.qname.label), query.header.rd)
+            cached = self._packed_cache
+            if cached is not None and cached[0] == key:
+                return [_with_id(wire, qid) for wire in cached[1]]
         messages = []
         current = self._header(query, True)
         used = 0
@@ -256,13 +269,17 @@ class Transfers:
             rr.pack(buf)
             size = len(buf.data)
             if current.rr and used + size > self.message_budget:
-                messages.append(current.pack())
+                messages.append(bytes(current.pack()))
                 current = self._header(query, False)
                 used = 0
+                if self.pause is not None:
+                    self.pause()              # a large zone must not hold up other clients
             current.add_answer(rr)
             used += size
-        messages.append(current.pack())
-        return messages
+        messages.append(bytes(current.pack()))
+        if key is not None:
+            self._packed_cache = (key, messages)
+        return [_with_id(wire, qid) for wire in messages]
 
     def _signed(self, messages: list[bytes], data: bytes, signed) -> list[bytes]:
         if signed is None or signed.key is None:
@@ -288,6 +305,7 @@ class Transfers:
         etcd sync never waits for it; swaps that arrive while it works are merged into one
         entry (from the first one's old snapshot to the last one's new)."""
         self._zone_cache = None
+        self._packed_cache = None
         if self._queued is None:
             self._queued = [old, new, touched]
         else:

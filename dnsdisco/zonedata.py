@@ -21,7 +21,7 @@ T_SOA, T_NS, T_CNAME = QTYPE.SOA, QTYPE.NS, QTYPE.CNAME
 # every type the rules can give a name from etcd data; static zone-file types are added per name
 RULE_TYPES = (QTYPE.SOA, QTYPE.NS, QTYPE.A, QTYPE.AAAA, QTYPE.CNAME, QTYPE.TXT, QTYPE.SRV, QTYPE.MX,
               QTYPE.PTR)
-PAUSE_EVERY = 100
+PAUSE_EVERY = 10
 
 
 @dataclass(frozen=True)
