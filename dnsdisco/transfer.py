@@ -38,6 +38,7 @@ T_AXFR, T_IXFR, T_SOA = QTYPE.AXFR, QTYPE.IXFR, QTYPE.SOA
 XFR_QTYPES = frozenset((T_AXFR, T_IXFR))
 MESSAGE_BUDGET = 16384          # octets of records (before compression) per transfer message
 UDP_LIMIT = 512
+REFUSAL_LINES, REFUSAL_WINDOW = 10, 10.0    # log lines for refused/failed requests per window (s)
 
 
 def _question(data: bytes):
@@ -83,6 +84,7 @@ class Transfers:
         self.message_budget = message_budget
         self._zone_cache: tuple | None = None     # (revision, zone name, rrsets) of the last AXFR
         self._packed_cache: tuple | None = None   # (key, messages) of the last whole zone packed
+        self._refusals = [0.0, 0, 0]               # window start, lines logged, lines left out
         self.pause = pause                         # called now and then in long computations (gevent.sleep)
         # the revision the journal is complete to: the responder may already serve a newer
         # snapshot while the journal entry for it is being computed (IXFR then stops here)
@@ -137,7 +139,7 @@ class Transfers:
         word = {tsig.BADKEY: "badkey", tsig.BADSIG: "badsig", tsig.BADTIME: "badtime"}[signed.error]
         kind = "axfr" if qtype == T_AXFR else "ixfr" if qtype == T_IXFR else "tsig_query"
         self._count(kind, word)
-        log.info("%s from %s over %s signed with key %s: %s, answered NOTAUTH", kind.upper(), client[0],
+        self._refusal_log("%s from %s over %s signed with key %s: %s, answered NOTAUTH", kind.upper(), client[0],
                  transport.upper(), signed.keytext, word.upper())
         return _with_id(reply, struct.unpack_from("!H", data, 0)[0])
 
@@ -159,7 +161,7 @@ class Transfers:
 
         def finish(reply: DNSRecord, result: str):
             self._count(kind, result)
-            log.info("%s of %s to %s over %s%s: %s", kind.upper(), lower_name(query.q.qname) or ".", client[0],
+            self._refusal_log("%s of %s to %s over %s%s: %s", kind.upper(), lower_name(query.q.qname) or ".", client[0],
                      transport.upper(), f" key {signed.keytext}" if signed else "", result)
             return self._signed([reply.pack()], data, signed)[0]
 
@@ -292,6 +294,22 @@ class Transfers:
                                   ctx=ctx, multi=multi)
             out.append(_with_id(wire, qid))
         return out
+
+    def _refusal_log(self, msg: str, *args) -> None:
+        """A line per refused or failed request, at most REFUSAL_LINES per REFUSAL_WINDOW s (a
+        client must not be able to fill the log); the number left out is said once after."""
+        now = time.monotonic()
+        window = self._refusals
+        if now - window[0] >= REFUSAL_WINDOW:
+            if window[2]:
+                log.info("%d more refused or failed transfer/TSIG request(s) not logged in the last %.0f s",
+                         window[2], now - window[0])
+            window[:] = [now, 0, 0]
+        if window[1] < REFUSAL_LINES:
+            window[1] += 1
+            log.info(msg, *args)
+        else:
+            window[2] += 1
 
     def _count(self, kind: str, result: str) -> None:
         if self.metrics is not None:

@@ -80,3 +80,22 @@ def test_signed_reply_and_multi_message_chain_verify_with_dnspython():
                                     tsig_ctx=ctx, multi=True)
         ctx = msg.tsig_ctx
         assert msg.had_tsig
+
+
+def test_refused_requests_cannot_flood_the_log(caplog):
+    """30 refused AXFRs and 30 bad signatures: at most 10 lines per 10 s window."""
+    import logging
+
+    from dnsdisco.snapshot import Snapshot, ZoneConfig
+    from dnsdisco.wire import Responder
+    responder = Responder(Snapshot.build("/skydns", [ZoneConfig("svc.local")], 5, []))
+    axfr = dns.message.make_query("svc.local", "AXFR").to_wire()
+    key = dns.tsig.Key("k1.", SECRET, "hmac-sha256")
+    with caplog.at_level(logging.INFO, logger="dnsdisco.transfer"):
+        for _ in range(30):
+            reply = responder.handle(axfr, "tcp", ("192.0.2.9", 5353))
+            assert dns.message.from_wire(reply[0] if isinstance(reply, list) else reply).rcode() == dns.rcode.REFUSED
+            reply = responder.handle(signed_query(key), "udp", ("192.0.2.9", 5353))
+            assert dns.message.from_wire(reply, keyring=False).tsig[0].error == dns.rcode.BADKEY
+    lines = [r for r in caplog.records if r.name == "dnsdisco.transfer"]
+    assert len(lines) == 10
