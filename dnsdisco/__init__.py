@@ -2,7 +2,7 @@
 __version__ = "0.1.0"
 
 # The Python API, imported on first use so `import dnsdisco` stays cheap (no gRPC, no gevent).
-_API = {"Registration", "resolve_srv", "ResolveError"}
+_API = {"Registration", "resolve_srv", "lookup_srv", "ResolveError"}
 __all__ = sorted(_API)
 
 

@@ -269,6 +269,14 @@ def resolve_srv(name: str, *, nameserver: tuple[str, int] | str | None = None, t
     target name. No such name, or no SRV records: []. Raises ResolveError when no
     nameserver answers (timeout, SERVFAIL, REFUSED).
     """
+    return lookup_srv(name, nameserver=nameserver, timeout=timeout, rng=rng)[0]
+
+
+def lookup_srv(name: str, *, nameserver: tuple[str, int] | str | None = None, timeout: float = 2.0,
+               rng: random.Random | None = None) -> tuple[list[tuple[str, int]], int]:
+    """resolve_srv's instances and how long they may be used: the answer's TTL (the SRV
+    RRset's, or the SOA minimum of a negative answer), so a caller that asks again only then
+    sees a change as soon as a cache in front of it would, without asking every second."""
     from dnslib import QTYPE, RCODE, DNSRecord
     servers = [_parse_nameserver(nameserver)] if nameserver is not None else nameservers()
     qname = name.rstrip(".") + "."
@@ -283,8 +291,10 @@ def resolve_srv(name: str, *, nameserver: tuple[str, int] | str | None = None, t
             errors.append(f"{server[0]}:{server[1]}: {exc or type(exc).__name__}")
             continue
         rcode = reply.header.rcode
+        negative_ttl = min((rr.rdata.times[-1] if rr.rtype == QTYPE.SOA else rr.ttl for rr in reply.auth),
+                           default=0)
         if rcode == RCODE.NXDOMAIN:
-            return []
+            return [], negative_ttl
         if rcode != RCODE.NOERROR:
             errors.append(f"{server[0]}:{server[1]}: {RCODE.get(rcode)}")
             continue
@@ -302,5 +312,6 @@ def resolve_srv(name: str, *, nameserver: tuple[str, int] | str | None = None, t
             found = addresses.get(target)
             host = found[0] if found else target.rstrip(".")
             srvs.append((rr.rdata.priority, rr.rdata.weight, (host, rr.rdata.port)))
-        return order_srv(srvs, rng)
+        ttl = min((rr.ttl for rr in reply.rr if rr.rtype == QTYPE.SRV), default=negative_ttl)
+        return order_srv(srvs, rng), ttl
     raise ResolveError(f"SRV {name}: no nameserver answered: " + "; ".join(errors))

@@ -25,6 +25,8 @@ import time
 import urllib.error
 import urllib.request
 
+from .children import parent_death_signal
+
 CLIENT_URL = "http://127.0.0.1:2379"
 PEER_URL = "http://127.0.0.1:2380"
 START_TIMEOUT = 20.0
@@ -86,28 +88,6 @@ def _port_in_use(host: str, port: int) -> bool:
 
 
 # ---------------------------------------------------------------- never orphaned
-
-PR_SET_PDEATHSIG = 1
-
-
-def _parent_death_signal():
-    """A preexec_fn for Popen: the child gets SIGTERM when its parent dies (Linux), and ends
-    at once if the parent died before this ran. None where prctl is not available."""
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent:     # the parent is gone already: nobody would stop us
-            os._exit(1)
-    return preexec
-
 
 def pid_path(data_dir: str) -> str:
     """The pid file of the etcd started on data_dir: beside it, next to etcd.log."""
@@ -334,7 +314,7 @@ def _launch(cmd: list[str], data_dir: str, log_path: str) -> subprocess.Popen:
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_parent_death_signal())
+                                preexec_fn=parent_death_signal())
     except OSError as exc:
         raise EmbeddedError(f"cannot run {cmd[0]}: {exc.strerror}; {INSTALL_HINT}") from None
     try:

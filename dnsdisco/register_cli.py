@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 
+from .children import parent_death_signal
 from .names import BadName, key_for, normalize
 
 DEFAULT_ETCD = "http://127.0.0.1:2379"
@@ -196,7 +197,8 @@ def _drain(registrar, pid: int | None = None) -> None:
 
 def _run_wrapped(command: list[str], registrar, signals: _SignalPipe) -> int:
     try:
-        child = subprocess.Popen(command)
+        # the command ends with us: SIGKILLed, we could no longer deregister it or pass signals on
+        child = subprocess.Popen(command, preexec_fn=parent_death_signal())
     except OSError as exc:
         print(f"dnsdisco register: cannot run {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
         return 127 if isinstance(exc, FileNotFoundError) else 126

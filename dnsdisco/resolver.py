@@ -26,6 +26,7 @@ T_A, T_AAAA, T_CNAME, T_TXT = QTYPE.A, QTYPE.AAAA, QTYPE.CNAME, QTYPE.TXT
 T_MX, T_SRV, T_PTR, T_SOA, T_NS = QTYPE.MX, QTYPE.SRV, QTYPE.PTR, QTYPE.SOA, QTYPE.NS
 T_ANY, T_AXFR, T_IXFR, T_OPT = QTYPE.ANY, QTYPE.AXFR, QTYPE.IXFR, QTYPE.OPT
 REVERSE_ZONES = ("in-addr.arpa", "ip6.arpa")
+_REVERSE_SUFFIXES = (".in-addr.arpa", ".ip6.arpa")
 
 
 @dataclass
@@ -283,8 +284,8 @@ def alias_of(name: str, recs, zone: ZoneConfig) -> Record | None:
     3.6.2, RFC 2181 10.1): only when every record answering the name is a bare name host (no
     port, mail flag or text) and the name is not a zone apex; the first by key is the target.
     Anywhere else a name host is only an SRV/MX target."""
-    if not recs or name == zone.name:
-        return None
+    if not recs or name == zone.name or name.endswith(_REVERSE_SUFFIXES):
+        return None               # under in-addr.arpa / ip6.arpa a name host is a PTR target
     for r in recs:
         if r.host_kind != "name" or r.port or r.mail or r.text:
             return None
@@ -519,7 +520,10 @@ class _Lookup:
         # PTR lives under in-addr.arpa / ip6.arpa only; elsewhere a name host is an alias
         if not any(is_subdomain(name, rz) for rz in REVERSE_ZONES):
             return []
-        out = [RR(owner, T_PTR, rdata=PTR(r.host + "."), ttl=_ttl(r, zone)) for r in recs if r.host_kind == "name"]
+        # only a record stored at this very reverse name: one a label below belongs to a
+        # longer reverse name (`5.0.77.10...` is not an instance of `0.77.10...`)
+        out = [RR(owner, T_PTR, rdata=PTR(r.host + "."), ttl=_ttl(r, zone)) for r in recs
+               if r.host_kind == "name" and r.name == name]
         self.consulted.add(name)
         if out:
             return out             # a record stored at the reverse key is the operator's word

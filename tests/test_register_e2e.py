@@ -268,6 +268,28 @@ def test_wrapper_forwards_sigterm_and_reports_the_signal(etcd, serve, tmp_path):
         wait_for(lambda: gone(serve, name), 1, what="deregistered")
 
 
+def test_wrapped_command_ends_when_the_registrar_is_killed(etcd, serve, tmp_path):
+    """SIGKILL leaves the registrar no chance to deregister or pass a signal on: the wrapped
+    command gets SIGTERM from the kernel instead of serving on, unregistered, as an orphan."""
+    name = f"wraporphan.{ZONE}"
+    marker = tmp_path / "child.pid"
+    script = f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    with Registrar(etcd, name, "--id", "w3", wrapped=[sys.executable, "-c", script]) as r:
+        wait_for(lambda: present(serve, name) and marker.exists() and marker.read_text(), 10,
+                 what=f"registered\n{r.output()}")
+        child = int(marker.read_text())
+        r.proc.send_signal(signal.SIGKILL)
+        r.wait()
+        wait_for(lambda: not Path(f"/proc/{child}").exists() or _zombie(child), 5, what="the wrapped command to end")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 # ---------------------------------------------------------------- the Python API
 
 def test_registration_context_manager(etcd, serve):
@@ -278,7 +300,10 @@ def test_registration_context_manager(etcd, serve):
         wait_for(lambda: present(serve, name), 5, what=name)
         time.sleep(2.5)                                         # kept alive past its TTL
         assert dnsdisco.resolve_srv(name, nameserver=("127.0.0.1", serve.port)) == [("127.0.0.1", port)]
+        # the DNS TTL the registration wrote (half its lease), for callers that ask again only then
+        assert dnsdisco.lookup_srv(name, nameserver=("127.0.0.1", serve.port)) == ([("127.0.0.1", port)], 1)
     took = time_until(lambda: gone(serve, name), 1.0, "deregistered on leaving the block")
+    assert dnsdisco.lookup_srv(name, nameserver=("127.0.0.1", serve.port)) == ([], 0)   # --neg-ttl 0
     print(f"Registration exit -> NXDOMAIN in {took:.3f}s")
 
 

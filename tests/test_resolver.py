@@ -314,6 +314,8 @@ CASES = [
     ("ptr-stored-wins", {**hello(1), "/skydns/arpa/in-addr/10/0/0/1": {"host": "web.example.com"}},
      ("1.0.0.10.in-addr.arpa", "PTR"), NOERROR, ["1.0.0.10.in-addr.arpa. 30 IN PTR web.example.com."], [], [],
      ("svc.local", "in-addr.arpa")),
+    ("ptr-stored-below-is-not-an-instance", {"/skydns/arpa/in-addr/10/77/0/5": {"host": "stored.svc.local"}},
+     ("0.77.10.in-addr.arpa", "PTR"), NOERROR, [], [soa("in-addr.arpa")], [], ("svc.local", "in-addr.arpa")),
     ("ptr-stored-wins-no-zone", {**hello(1), "/skydns/arpa/in-addr/10/0/0/1": {"host": "web.example.com"}},
      ("1.0.0.10.in-addr.arpa", "PTR"), NOERROR, ["1.0.0.10.in-addr.arpa. 30 IN PTR web.example.com."], [], []),
     # ---- ANY (RFC 8482: one RRset)

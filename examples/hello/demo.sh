@@ -103,7 +103,7 @@ for i in $(seq 0 $((INSTANCES - 1))); do
 done
 
 # 4. the gateway
-"$PY" "$HERE/gateway.py" --dns "127.0.0.1:$DNS_PORT" --rate 10 --refresh 1 --duration $((BEFORE + AFTER + 5)) &
+"$PY" "$HERE/gateway.py" --dns "127.0.0.1:$DNS_PORT" --rate 10 --duration $((BEFORE + AFTER + 5)) &
 GATEWAY_PID=$!
 PIDS+=($GATEWAY_PID)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Gateway: finds hello instances by SRV through dnsdisco and spreads calls across them.
 
-Every --refresh seconds it asks DNS for the SRV records of --name: new instances join the
+It asks DNS for the SRV records of --name again when the answer's TTL has run out (as a cache
+in front of it would; at least every --refresh-max seconds): new instances join the
 round-robin, instances that left DNS are dropped. An instance that does not answer a call is
 dropped at once (the call is retried on the next one) and only comes back if DNS still lists
 it after --retry-after seconds. One line per event, prefixed with the wall-clock time:
@@ -41,14 +42,15 @@ class Gateway:
         self.next = 0
         self.dns_down = False
 
-    def refresh(self) -> None:
+    def refresh(self) -> float:
+        """Ask DNS; returns the seconds the answer may be used (its TTL)."""
         try:
-            found = dnsdisco.resolve_srv(self.name, nameserver=self.nameserver, timeout=self.timeout)
+            found, ttl = dnsdisco.lookup_srv(self.name, nameserver=self.nameserver, timeout=self.timeout)
         except dnsdisco.ResolveError as exc:
             if not self.dns_down:
                 say("DNS", f"unavailable, keeping {len(self.rotation)} instance(s): {exc}")
             self.dns_down = True
-            return
+            return 1.0
         if self.dns_down:
             say("DNS", "answering again")
         self.dns_down = False
@@ -71,6 +73,7 @@ class Gateway:
             self.suspended.pop(inst, None)
             self.rotation.append(inst)
             say("ADD", show(inst))
+        return ttl
 
     def call(self) -> bool:
         """One request, retried on the next instance if the chosen one fails."""
@@ -102,7 +105,8 @@ def main() -> int:
     ap.add_argument("--name", default="hello.svc.local", help="service to call")
     ap.add_argument("--dns", default=None, metavar="HOST:PORT",
                     help="DNS server to ask (default: the nameservers of /etc/resolv.conf)")
-    ap.add_argument("--refresh", type=float, default=1.0, help="seconds between SRV lookups")
+    ap.add_argument("--refresh-max", type=float, default=30.0,
+                    help="ask DNS again after the answer's TTL, but at least this often (seconds)")
     ap.add_argument("--rate", type=float, default=5.0, help="calls per second")
     ap.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until killed)")
     ap.add_argument("--timeout", type=float, default=0.5, help="seconds per call and per DNS query")
@@ -120,8 +124,8 @@ def main() -> int:
         while not args.duration or time.monotonic() - start < args.duration:
             now = time.monotonic()
             if now >= next_refresh:
-                gw.refresh()
-                next_refresh = now + args.refresh
+                ttl = gw.refresh()
+                next_refresh = now + min(max(ttl, 0.5), args.refresh_max)
             gw.call()
             time.sleep(1.0 / args.rate)
     except KeyboardInterrupt:
