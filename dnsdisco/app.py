@@ -71,6 +71,10 @@ def run_serve(cfg, args=None) -> int:
     responder = Responder(Snapshot.empty(cfg.prefix, zones), forwarder=forwarder, acl=acl, metrics=metrics,
                           cache_size=cfg.cache_size, ready=False)
     metrics.track_cache(lambda: len(responder.cache))
+    try:
+        _transfers(cfg, responder, metrics)
+    except ValueError as exc:
+        return _fail(str(exc), 2)
     if cfg.rrl_rate:
         from .rrl import RateLimiter
         responder.rrl = RateLimiter(cfg.rrl_rate, cfg.rrl_slip, cfg.rrl_exempt)
@@ -192,6 +196,8 @@ def run_serve(cfg, args=None) -> int:
         log.info("stopping")
         deadline = time.monotonic() + STOP_BUDGET
         server.stop(STOP_GRACE)
+        if responder.xfr.notifier is not None:
+            responder.xfr.notifier.stop()
         syncer.stop()
         if supervisor is not None:
             supervisor.kill(block=True, timeout=0.1)
@@ -202,6 +208,61 @@ def run_serve(cfg, args=None) -> int:
         if embedded is not None:
             embedded.stop(timeout=_left(deadline, 0.2))
     return 0
+
+
+_yielded = [0.0]
+YIELD_EVERY = 0.004    # seconds of a long computation between two turns of the sockets
+
+
+def _yield_to_io() -> None:
+    """Let the sockets be served in the middle of a long computation (a large zone's AXFR or
+    journal entry) once it has run YIELD_EVERY: a timed sleep makes the event loop poll every
+    descriptor, where sleep(0) only runs the queued callbacks."""
+    import gevent
+    now = time.monotonic()
+    if now - _yielded[0] >= YIELD_EVERY:
+        gevent.sleep(0.0005)
+        _yielded[0] = time.monotonic()
+
+
+def _tsig_keys(cfg) -> dict:
+    """The TSIG keys of --tsig-key-file and DNSDISCO_TSIG_KEYS; ValueError names what is wrong."""
+    from . import tsig
+    keys = tsig.load_key_file(cfg.tsig_key_file) if cfg.tsig_key_file else {}
+    if cfg.tsig_keys:
+        for name, key in tsig.parse_keys(cfg.tsig_keys, "DNSDISCO_TSIG_KEYS").items():
+            if name in keys:
+                raise ValueError(f"TSIG key {name} is in both --tsig-key-file and DNSDISCO_TSIG_KEYS")
+            keys[name] = key
+    if cfg.transfer_require_tsig and not keys:
+        raise ValueError("--transfer-require-tsig needs a key: give --tsig-key-file or DNSDISCO_TSIG_KEYS")
+    return keys
+
+
+def _transfers(cfg, responder, metrics) -> None:
+    """Zone transfers: TSIG keys, --transfer-allow, the IXFR journal and NOTIFY (transfer.py)."""
+    from . import logs, tsig
+    from .journal import Journal
+    from .notify import Notifier
+    from .transfer import Transfers
+    import gevent
+    keys = _tsig_keys(cfg)
+    for secret in tsig.secrets_of(keys):
+        logs.add_secret(secret)
+    journal = Journal(*cfg.ixfr_journal_size) if cfg.transfer_allow or cfg.notify else None
+    notifier = None
+    if cfg.notify:
+        notifier = Notifier(cfg.notify, lambda: responder.snapshot, key=next(iter(keys.values()), None),
+                            metrics=metrics)
+    responder.xfr = Transfers(allow=cfg.transfer_allow, keys=keys, require_tsig=cfg.transfer_require_tsig,
+                              journal=journal, notifier=notifier, metrics=metrics, pause=_yield_to_io,
+                              spawn=gevent.spawn)
+    if cfg.transfer_allow or cfg.notify or keys:
+        log.info("zone transfers: allowed from %s%s; %d TSIG key(s)%s; NOTIFY to %s",
+                 ", ".join(map(str, cfg.transfer_allow)) or "nobody",
+                 " with a TSIG key" if cfg.transfer_require_tsig else "", len(keys),
+                 f" ({', '.join(k.to_text(omit_final_dot=True) for k in keys)})" if keys else "",
+                 ", ".join(_show(t) for t in cfg.notify) or "nobody")
 
 
 RESTART_MIN = 0.5     # first wait before the embedded etcd is started again
@@ -260,6 +321,10 @@ def check_config(cfg, args=None) -> int:
         if looped:
             return _fail(f"--forward {_show(looped[0])} is this server's own --listen address: "
                          "forwarding to it would loop", 2)
+    try:
+        _tsig_keys(cfg)
+    except ValueError as exc:
+        return _fail(str(exc), 2)
     origin = {}
     for name in cfg:
         origin.setdefault(cfg.source(name), []).append(name)
@@ -351,12 +416,14 @@ def _logging_handler(handle, query_log):
 
     def logged(data, transport, client):
         started = time.perf_counter()
-        reply = handle(data, transport, client)
+        replies = handle(data, transport, client)
+        # a zone transfer is a list of messages: its first says the rcode
+        reply = (replies[0] if replies else None) if isinstance(replies, list) else replies
         fq = parse_fast(data)
         if isinstance(fq, tuple) and reply is not None and len(reply) >= 4:
             qname = ".".join(_labels(fq[1])) or "."
             query_log(client, transport, qname, fq[2], reply[3] & 0xF, time.perf_counter() - started)
-        return reply
+        return replies
     return logged
 
 

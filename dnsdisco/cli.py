@@ -62,6 +62,7 @@ COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
         "  dnsdisco status --etcd http://10.0.0.5:2379\n"
         "  dnsdisco status hello.svc.local          # exit 1 when the name does not exist\n"
         "  dnsdisco status --format json | jq '.records[] | .name'\n"
+        "  dnsdisco status --format zone svc.local > svc.local.zone   # the zone as served\n"
         "  dig @127.0.0.1 -p 5300 hello.svc.local   # what `dnsdisco serve --listen 127.0.0.1:5300` answers",
     ),
 }

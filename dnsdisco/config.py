@@ -245,14 +245,15 @@ OPTIONS: list[Option] = [
     Option("etcd_timeout", parse_float(0.1), 5.0, "seconds to wait for one etcd call", ETCD_USERS, metavar="SECONDS"),
     # -- serve
     Option("listen", parse_listen, [("127.0.0.1", 53)], "address to answer on, UDP and TCP (repeatable; "
-           "[::1]:5300 for IPv6)", SERVE, many=True, metavar="HOST:PORT"),
+           "[::1]:5300 for IPv6; status: gives the default NS its addresses, as in serve)", SERVE + STATUS, many=True,
+           metavar="HOST:PORT"),
     Option("zone", parse_zone, ["svc.local"], "zone to answer authoritatively (repeatable)", SERVE + STATUS, many=True, metavar="NAME"),
-    Option("zones_dir", parse_str, "", "directory of RFC 1035 zone files (NAME.zone) served beside etcd", SERVE, metavar="DIR"),
+    Option("zones_dir", parse_str, "", "directory of RFC 1035 zone files (NAME.zone) served beside etcd", SERVE + STATUS, metavar="DIR"),
     Option("ns_address", parse_ip, [], "address of the default nameserver ns.dns.<zone>, served as its A/AAAA and as "
            "glue so the zone is never lame (repeatable; default: the specific --listen addresses)", SERVE + STATUS,
            many=True, metavar="ADDR"),
     Option("ttl", parse_int(0, 2**31 - 1), 30, "TTL of records that set none", SERVE + STATUS, metavar="SECONDS"),
-    Option("neg_ttl", parse_int(0, 2**31 - 1), 5, "negative-answer TTL (SOA minimum), kept short so new services show up fast", SERVE, metavar="SECONDS"),
+    Option("neg_ttl", parse_int(0, 2**31 - 1), 5, "negative-answer TTL (SOA minimum), kept short so new services show up fast", SERVE + STATUS, metavar="SECONDS"),
     Option("state_dir", parse_str, "", "where the embedded etcd keeps its data (default ~/.local/state/dnsdisco)", SERVE, metavar="DIR"),
     Option("embedded_etcd", parse_bool, True, "start a local etcd when none is given and none answers on 127.0.0.1:2379", SERVE, metavar="BOOL"),
     Option("tcp_idle_timeout", parse_float(0.1), 10.0, "seconds an idle TCP connection is kept open", SERVE, metavar="SECONDS"),
@@ -320,9 +321,9 @@ OPTIONS: list[Option] = [
            "reading pauses beyond it", SERVE, metavar="N"),
     # -- hardening (hostile etcd data, response rate limiting)
     Option("max_value_bytes", parse_int(64), 65536, "etcd values larger than this are skipped with a "
-           "warning naming the key", SERVE, metavar="BYTES"),
+           "warning naming the key", SERVE + STATUS, metavar="BYTES"),
     Option("max_records_per_name", parse_int(1), 1000, "instances served at most under one name (the "
-           "first N by key); more are ignored with a warning naming the name", SERVE, metavar="N"),
+           "first N by key); more are ignored with a warning naming the name", SERVE + STATUS, metavar="N"),
     Option("hold_fraction", parse_float(0.0, 1.0), 0.3, "mass-expiry guard: when deletions remove more than "
            "this share of a zone's records within --hold-window (and at least 10), keep serving them (a fault between "
            "the fleet and etcd, not a fleet that died at once); 0 turns the guard off", SERVE, metavar="FRACTION"),
@@ -351,9 +352,37 @@ OPTIONS: list[Option] = [
            ETCD_USERS, metavar="FILE"),
     Option("etcd_password", parse_str, "", "password of --etcd-user (environment or config file only)",
            ETCD_USERS, secret=True, flag=False),
-    Option("format", parse_choice("text", "json"), "text", "output: aligned text or one JSON document",
-           STATUS, metavar="text|json"),
+    # -- zone transfers (transfer.py, journal.py, notify.py, tsig.py; docs/transfers.md)
+    Option("transfer_allow", parse_cidr, [], "client networks that may transfer zones (AXFR/IXFR) "
+           "(repeatable); default none: every transfer is REFUSED", SERVE, many=True, metavar="CIDR"),
+    Option("transfer_require_tsig", parse_bool, False, "transfers must also be signed with a key of "
+           "--tsig-key-file / DNSDISCO_TSIG_KEYS (RFC 8945)", SERVE, is_switch=True),
+    Option("tsig_key_file", parse_str, "", "file of TSIG keys, one 'name algorithm secret' line each "
+           "(hmac-sha256, hmac-sha512, ...; base64 secret as tsig-keygen prints it)", SERVE, metavar="FILE"),
+    Option("tsig_keys", parse_str, "", "TSIG keys as 'name algorithm secret' entries separated by ';' "
+           "(environment or config file only)", SERVE, secret=True, flag=False),
+    Option("notify", lambda text: _notify_target(text), [], "secondary to send NOTIFY to when a zone changes "
+           "(repeatable; signed with the first TSIG key when keys are configured)", SERVE, many=True,
+           metavar="ADDR[:PORT]"),
+    Option("ixfr_journal_size", lambda text: _journal_size(text), (1000, 32 << 20), "bound of the IXFR "
+           "journal: ENTRIES or ENTRIES:BYTES (K, M, G); older serials get the whole zone", SERVE,
+           metavar="N[:BYTES]"),
+    Option("format", parse_choice("text", "json", "zone"), "text", "output: aligned text, one JSON document, "
+           "or (zone) the zone as served, as an RFC 1035 master file (NAME is then the zone)",
+           STATUS, metavar="text|json|zone"),
 ]
+
+
+def _notify_target(text: str) -> tuple[str, int]:
+    from .notify import parse_target
+    return parse_target(text)
+
+
+def _journal_size(text) -> tuple[int, int]:
+    if isinstance(text, tuple):
+        return text
+    from .journal import parse_size
+    return parse_size(text)
 
 
 def parse_upstream_item(text: str) -> str:

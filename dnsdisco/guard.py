@@ -35,6 +35,7 @@ class Hold:
     held: dict = field(default_factory=dict)      # key -> last value (bytes)
     initially: int = 0
     returned: int = 0
+    zone_size: int = 0                            # the zone's records before the deletions
 
 
 class ExpiryGuard:
@@ -106,7 +107,7 @@ class ExpiryGuard:
             recent = [(key, last) for _t, key, last, z in self._recent if z == zone]
             before = self._counts[zone] + len(recent)
             if len(recent) >= self.min_deletions and len(recent) > self.fraction * before:
-                hold = Hold(zone, now, dict(recent), len(recent))
+                hold = Hold(zone, now, dict(recent), len(recent), zone_size=before)
                 self.holds[zone] = hold
                 self.started += 1
                 begun.append(zone)

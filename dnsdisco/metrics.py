@@ -30,6 +30,9 @@ Metric names (all prefixed `dnsdisco_`):
   rrl_total{action}                       rate-limited responses, action "drop" or "slip"
   capped_total{kind}                      hostile-data caps applied (oversize value, ...)
   build_info{version}                     always 1
+  transfers_total{kind,result}            zone transfer requests (axfr, ixfr, ...) by result
+  notifies_total{result}                  NOTIFYs to secondaries: sent, acked, failed
+  journal_entries, journal_bytes, journal_revisions   the IXFR journal's size and span
 plus the process_* and python_* metrics of prometheus-client.
 """
 from __future__ import annotations
@@ -162,6 +165,14 @@ class Metrics:
         self._embedded_restarts = counter("embedded_etcd_restarts", "times the embedded etcd that serve "
                                           "started exited and was started again")
         gauge("build_info", "dnsdisco version", ("version",)).labels(__version__).set(1)
+        # zone transfers (transfer.py, notify.py, journal.py): labels are words chosen by the code
+        self._transfers = counter("transfers", "zone transfer requests answered, by kind (axfr, ixfr, "
+                                  "ixfr_full, ixfr_current, tsig_query) and result", ("kind", "result"))
+        self._notifies = _Bound(counter("notifies", "NOTIFY messages to secondaries, by result "
+                                        "(sent, acked, failed)", ("result",)))
+        self._journal_entries = gauge("journal_entries", "IXFR journal entries held")
+        self._journal_bytes = gauge("journal_bytes", "octets of RRsets the IXFR journal holds")
+        self._journal_span = gauge("journal_revisions", "etcd revisions the IXFR journal spans")
 
         # Bound methods and cells of the query path, looked up once here.
         self._cells = self._hot.cells
@@ -234,6 +245,17 @@ class Metrics:
 
     def capped(self, kind: str) -> None:
         self._capped.inc(kind)
+
+    def transfer(self, kind: str, result: str) -> None:
+        self._transfers.labels(kind, result).inc()
+
+    def notify(self, result: str) -> None:
+        self._notifies.inc(result)
+
+    def journal(self, entries: int, octets: int, revisions: int) -> None:
+        self._journal_entries.set(entries)
+        self._journal_bytes.set(octets)
+        self._journal_span.set(revisions)
 
     def expiry_hold(self, held: int, begun: int = 0) -> None:
         """The mass-expiry guard's records held now, and holds begun since the last call."""
@@ -318,3 +340,12 @@ class NullMetrics:
 
     def render(self) -> bytes:
         return b""
+
+    def transfer(self, kind: str, result: str) -> None:
+        pass
+
+    def notify(self, result: str) -> None:
+        pass
+
+    def journal(self, entries: int, octets: int, revisions: int) -> None:
+        pass

@@ -13,6 +13,7 @@ from dnslib import (AAAA, CLASS, CNAME, DNSHeader, DNSLabel, DNSRecord, EDNS0, M
 
 from .names import from_labels, is_subdomain, zone_of_labels
 from .records import Record
+from .serial import serial_of
 from .snapshot import Snapshot, ZoneConfig
 
 UDP_PAYLOAD = 1232          # our EDNS buffer size (DNS flag day 2020)
@@ -216,8 +217,9 @@ def _ttl(rec: Record, zone: ZoneConfig) -> int:
 
 
 def soa_serial(snap: Snapshot) -> int:
-    """The SOA serial: the etcd revision (the reply cache patches it into cached SOAs)."""
-    return max(1, snap.revision) & 0xFFFFFFFF
+    """The SOA serial: the etcd revision mod 2^32 (serial.py; the reply cache patches it into
+    cached SOAs)."""
+    return serial_of(snap.revision)
 
 
 def _soa_rr(snap: Snapshot, zone: ZoneConfig, *, negative: bool) -> RR:

@@ -1,6 +1,7 @@
 """UDP and TCP listeners on gevent; they move bytes and know nothing of DNS.
 
 Every received message goes to `handler(data, transport, client) -> bytes | None`
+(over TCP also a list of messages, sent back to back: a zone transfer)
 (`transport` is "udp" or "tcp", `client` is (ip, port); `None` sends nothing). The
 handler is called synchronously from the socket loop, so a handler that never yields
 keeps the UDP path free of any per-query greenlet switch.
@@ -679,32 +680,48 @@ class _TCPConnection:
             return
         if reply is None or self._closed or self._broken:
             return
+        if isinstance(reply, list):          # a zone transfer: several messages, in order
+            with self._write_lock:           # no other reply may come between them
+                for message in reply:
+                    if not self._send(message, locked=True):
+                        return
+            return
+        self._send(reply)
+
+    def _send(self, reply, locked: bool = False) -> bool:
+        """Frame and send one reply; False when the connection is broken (or the reply bad)."""
+        server = self.server
         if not isinstance(reply, (bytes, bytearray, memoryview)):
             if server.metrics is not None:
                 server.metrics.handler_error()
             server._limited(logging.ERROR, "handler", "handler returned %s, not bytes or None",
                             type(reply).__name__)
-            return
+            return False
         reply = bytes(reply)
         if len(reply) > 65535:
             server._drop("tcp_reply_too_large")
             server._limited(logging.ERROR, "tcp_reply_too_large", "TCP reply of %d bytes to %s not sent: "
                             "over 65535", len(reply), self.client[0])
-            return
+            return False
         frame = len(reply).to_bytes(2, "big") + reply
         sent = False
-        with self._write_lock:
+        if not locked:
+            self._write_lock.acquire()
+        try:
             if self._closed or self._broken:
-                return
+                return False
             try:
                 with gevent.Timeout(server.tcp_read_timeout, False):
                     self.sock.sendall(frame)
                     sent = True
             except OSError:
                 sent = None
+        finally:
+            if not locked:
+                self._write_lock.release()
         if sent:
             self._last_activity = time.monotonic()
-            return
+            return True
         self._broken = True
         if sent is False:
             server._drop("tcp_write_timeout")
@@ -713,3 +730,4 @@ class _TCPConnection:
             self.sock.shutdown(_stdsocket.SHUT_RDWR)
         except OSError:
             pass
+        return False

@@ -87,9 +87,13 @@ class ZoneConfig:
     neg_ttl: int = 5         # SOA minimum: how long a "no such name" is cached
     mname: str = ""          # primary nameserver in the SOA; default ns.dns.<zone>
     rname: str = ""          # responsible mailbox; default hostmaster.<zone>
-    refresh: int = 7200
-    retry: int = 1800
-    expire: int = 86400
+    # SOA timers for secondaries of live data (docs/transfers.md): NOTIFY carries every change,
+    # so refresh is only the fallback when a NOTIFY is lost (a minute); retry soon after a
+    # failed refresh; expire two weeks (RFC 1912 2.2), so secondaries keep answering through a
+    # long dnsdisco or etcd outage. A zone file's SOA overrides them.
+    refresh: int = 60
+    retry: int = 10
+    expire: int = 1209600
     soa_ttl: int | None = None
     static: dict = field(default_factory=dict)   # name -> tuple of dnslib RR (owner lower case)
     max_value_bytes: int = MAX_VALUE_BYTES            # larger etcd values are skipped

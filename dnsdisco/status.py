@@ -139,6 +139,16 @@ def render_text(info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_zones(snap, zone_name: str | None = None) -> str:
+    """`--format zone`: the zone (or every zone) as served, as RFC 1035 master files."""
+    from .zonedata import master_file, serial_of, zone_rrsets
+    names = [zone_name] if zone_name else [z.name for z in snap.zones]
+    return "".join(master_file(name, zone_rrsets(snap, name),
+                               f"zone {name} as served at etcd revision {snap.revision} "
+                               f"(serial {serial_of(snap)}), prefix {snap.prefix or '/'}")
+                   for name in names)
+
+
 # ---------------------------------------------------------------- I/O
 
 def _fail(message: str, code: int = 1) -> int:
@@ -164,9 +174,13 @@ def run_status(cfg, args=None) -> int:
         except BadName as exc:
             return _fail(f"NAME: {exc}", 2)
     try:
-        zones = load_zones(cfg.zone, "", cfg.ttl, 5)
+        # the zones exactly as serve builds them: zone files, TTLs and the hostile-data caps
+        from .app import _with_caps
+        zones = _with_caps(load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl), cfg)
     except ZoneFileError as exc:
         return _fail(str(exc), 2)
+    if cfg.format == "zone" and name and name not in {z.name for z in zones}:
+        return _fail(f"ZONE {name}: not a served zone (served: {', '.join(z.name for z in zones)})", 2)
     prefix = cfg.prefix.rstrip("/")
     try:
         settings = kv_settings(cfg)
@@ -186,6 +200,9 @@ def run_status(cfg, args=None) -> int:
     finally:
         kv.close()
     snap = Snapshot.build(prefix, zones, revision, items)
+    if cfg.format == "zone":
+        sys.stdout.write(render_zones(snap, name or None))
+        return 0
     info = describe(snap, name or None)
     if cfg.format == "json":
         sys.stdout.write(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
@@ -199,4 +216,5 @@ def run_status(cfg, args=None) -> int:
 def add_arguments(parser) -> None:
     """`dnsdisco status [NAME]`."""
     parser.add_argument("name", metavar="NAME", nargs="?", default=None,
-                        help="show only the records that answer this name, and why")
+                        help="show only the records that answer this name, and why (with --format zone: "
+                             "the zone to print; default every served zone)")

@@ -349,10 +349,10 @@ class Syncer:
         events, begun = guard.batch(list(events), self._served_value, time.monotonic())
         for zone in begun:
             hold = guard.holds[zone]
-            self._log.warning("mass expiry in %s: %d record(s) deleted within %g s, more than %g of the zone; "
+            self._log.warning("mass expiry in %s: %d of its %d record(s) deleted within %g s, more than %g; "
                               "serving them for up to %g s more, or until the fleet registers again "
-                              "(--hold-fraction, --hold-window, --hold-max)", zone, len(hold.held), guard.window,
-                              guard.fraction, guard.hold_max)
+                              "(--hold-fraction, --hold-window, --hold-max)", zone, len(hold.held), hold.zone_size,
+                              guard.window, guard.fraction, guard.hold_max)
         self._held_metric(len(begun))
         return events
 

@@ -20,6 +20,7 @@ from .packer import encode_name, fast_answer, negative_reply
 from .resolver import UDP_PAYLOAD, answer, answer_orders, edns_of, error_reply, soa_serial
 from .rrl import slip_reply
 from .snapshot import Snapshot
+from .transfer import NOT_MINE, XFR_QTYPES, Transfers
 
 log = logging.getLogger("dnsdisco.wire")
 _now = time.perf_counter
@@ -454,6 +455,9 @@ class Responder:
         self._revision = snapshot.revision      # what an _Exact with an SOA must have been written at
         self.rrl = None
         self._zone_suffixes = self._suffixes(snapshot)
+        # AXFR/IXFR and TSIG (transfer.py); with no settings it refuses transfers and answers
+        # any signed query NOTAUTH/BADKEY
+        self.xfr = Transfers(metrics=metrics)
 
     @staticmethod
     def _suffixes(snap: Snapshot) -> tuple[bytes, ...]:
@@ -463,6 +467,7 @@ class Responder:
 
     def on_swap(self, snapshot: Snapshot, touched=None) -> None:
         """Serve `snapshot` from now on and drop the cached replies it may change."""
+        old = self.snapshot
         if snapshot.zones != self.snapshot.zones:
             touched = None
             self._zone_memo.clear()
@@ -474,6 +479,11 @@ class Responder:
             for table in self._exact.values():
                 table.clear()
         self.ready = True
+        # after the swap, so answering the change never waits for the IXFR journal
+        try:
+            self.xfr.on_swap(old, snapshot, touched)
+        except Exception:
+            log.exception("keeping the IXFR journal failed at revision %d", snapshot.revision)
 
     # -- queries
 
@@ -499,8 +509,9 @@ class Responder:
     def _may_forward(self, client) -> bool:
         return self.forwarder is not None and (self.acl is None or self.acl.allows(client[0]))
 
-    def handle(self, data: bytes, transport: str, client) -> bytes | None:
-        """The reply to one DNS message, or None to send nothing."""
+    def handle(self, data: bytes, transport: str, client) -> bytes | list | None:
+        """The reply to one DNS message, or None to send nothing; over TCP a zone transfer
+        is a list of messages."""
         started = _now()
         # 1. the exact bytes of this query (all but the id) were answered before, or the same
         #    bytes with the name in other letter case (0x20-randomised resolvers)
@@ -540,6 +551,10 @@ class Responder:
             if self.metrics:
                 self.metrics.dropped("not-a-query")
             return None
+        if fq is SLOW or fq[2] in XFR_QTYPES:      # maybe signed (TSIG), or AXFR/IXFR
+            out = self.xfr.handle(self, data, transport, client)
+            if out is not NOT_MINE:
+                return out
         if not self.ready:
             reply = self._not_ready(data)
             hit = False

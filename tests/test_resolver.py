@@ -76,7 +76,8 @@ def lines(section) -> list[str]:
 def soa(zone="svc.local", ttl=5, serial=REV, minimum=5, mname=None, rname=None):
     mname = mname or f"ns.dns.{zone}."
     rname = rname or f"hostmaster.{zone}."
-    return f"{zone}. {ttl} IN SOA {mname} {rname} {serial} 7200 1800 86400 {minimum}"
+    timers = f"{ZoneConfig.refresh} {ZoneConfig.retry} {ZoneConfig.expire}"      # the defaults for live data
+    return f"{zone}. {ttl} IN SOA {mname} {rname} {serial} {timers} {minimum}"
 
 
 def hello(n=2, **extra):

@@ -141,9 +141,10 @@ def test_other_opcodes_notimp(snap, opcode):
 
 
 @pytest.mark.parametrize("qtype", ["AXFR", "IXFR"])
-def test_zone_transfers_notimp(snap, qtype):
+def test_zone_transfers_refused_by_default(snap, qtype):
+    """No --transfer-allow: nobody may transfer (transfer.py; tests/test_transfer.py has the rest)."""
     msg = parse(Responder(snap).handle(query("svc.local", qtype), "tcp", CLIENT))
-    assert msg.rcode() == dns.rcode.NOTIMP and not msg.answer
+    assert msg.rcode() == dns.rcode.REFUSED and not msg.answer
 
 
 @pytest.mark.parametrize("rdclass", ["CH", "HS", "ANY"])
@@ -369,7 +370,7 @@ UPDATES = [
                                                                     ("/skydns/local/svc/x", None)],
      ("7.0.0.10.in-addr.arpa", "PTR"), "NOERROR", "NOERROR", "y.svc.local."),
     ("soa-serial", [("/skydns/local/svc/x", val(host="10.0.0.1"))], [("/skydns/local/svc/y", val(host="10.0.0.2"))],
-     ("svc.local", "SOA"), "NOERROR", "NOERROR", " 10 7200"),
+     ("svc.local", "SOA"), "NOERROR", "NOERROR", " 10 60 10 "),
     ("txt-change", [("/skydns/local/svc/t", val(text="old"))], [("/skydns/local/svc/t", val(text="new"))],
      ("t.svc.local", "TXT"), "NOERROR", "NOERROR", '"new"'),
 ]
