@@ -281,8 +281,9 @@ def _raw_tcp(wire: bytes, host: str, port: int, timeout: float) -> dns.message.M
 
 def _rdata_key(rrset, rd) -> str:
     if rrset.rdtype == dns.rdatatype.SOA:
-        # the serial is the etcd revision on one side and a hand-written number on the other
-        return f"{rd.mname.to_text().lower()} {rd.rname.to_text().lower()} {rd.refresh} {rd.retry} {rd.expire} {rd.minimum}"
+        # the serial is the etcd revision on one side and a hand-written number on the other;
+        # refresh, retry and expire are transfer settings of each server, not answer rules
+        return f"{rd.mname.to_text().lower()} {rd.rname.to_text().lower()} minimum {rd.minimum}"
     return rd.to_text().lower()
 
 
