@@ -310,5 +310,19 @@ def markdown(res: dict) -> str:
             "where each ran); Knot runs with its default worker "
             "threads, dnsmasq is single-threaded, the floor is dnslib's threaded `DNSServer`.\n")
     parts = [head, throughput_section(res), freshness_section(res), scale_section(res), tcp_section(res),
-             LIMITS_PLACEHOLDER]
+             LIMITS_PLACEHOLDER, OTHER_PAGES]
     return "\n".join(p for p in parts if p)
+
+
+# the benchmarks with pages of their own, listed on every rewrite of this page
+OTHER_PAGES = """
+## Other benchmarks
+
+- In-process costs of the answer path, side by side with another checkout:
+  `python -m bench.micro --tree PATH` (bench/micro.py); figures in the issue notes that changed them.
+- Secondaries fed by NOTIFY + IXFR (Knot): [benchmarks-secondaries.md](benchmarks-secondaries.md),
+  `python -m bench.secondary`.
+- What a client behind a TTL-honouring cache feels when an instance goes:
+  [benchmarks-clients.md](benchmarks-clients.md), `python -m bench.clientfresh`.
+- Registrations at scale (1,000 in one process, etcd's CPU): `python -m bench.registrations`.
+"""
