@@ -506,8 +506,11 @@ class Responder:
             self._zone_memo[lname] = hit
         return hit
 
-    def _may_forward(self, client) -> bool:
-        return self.forwarder is not None and (self.acl is None or self.acl.allows(client[0]))
+    def _may_forward(self, client, data: bytes) -> bool:
+        """Whether this query goes upstream: forwarding is on, the client is allowed, and it
+        asked for recursion (RD); without RD a name outside our zones is REFUSED."""
+        return (self.forwarder is not None and data[2] & 0x01
+                and (self.acl is None or self.acl.allows(client[0])))
 
     def handle(self, data: bytes, transport: str, client) -> bytes | list | None:
         """The reply to one DNS message, or None to send nothing; over TCP a zone transfer
@@ -565,7 +568,7 @@ class Responder:
             qid, qname, qtype, qclass, edns, udp, do = fq
             lname = qname.lower()
             if (self.forwarder is not None and qtype != T_PTR and not self._in_zone(lname)
-                    and self._may_forward(client)):
+                    and self._may_forward(client, data)):
                 reply = self.forwarder.forward(data, transport == "tcp")
                 if self.metrics:
                     self.metrics.query(qtype, reply[3] & 0xF if reply else RCODE.SERVFAIL, transport,
@@ -729,7 +732,7 @@ class Responder:
         zone_name = zone_of_labels(wire_labels, [zone.name for zone in self.snapshot.zones])
         flags = ((data[2] & 0x01) << 8) | (data[3] & 0x10) | (0x0080 if forwarding else 0)
         if zone_name is None or qclass != 1:
-            if zone_name is None and self._may_forward(client):
+            if zone_name is None and self._may_forward(client, data):
                 return self.forwarder.forward(data, transport == "tcp")
             head = _HEADER.pack(0, 0x8000 | flags | RCODE.REFUSED, 1, 0, 0, 1 if edns else 0)
             opt = b"\x00" + struct.pack("!HHIH", T_OPT, UDP_PAYLOAD, 0x8000 if do else 0, 0) if edns else b""
@@ -773,12 +776,12 @@ class Responder:
             if self.metrics:
                 self.metrics.handler_error()
             return bytes(error_reply(query, RCODE.SERVFAIL, forwarding=forwarding).pack())
-        if not ans.in_zone and self._may_forward(client) and ans.reply.header.rcode == RCODE.REFUSED:
+        if not ans.in_zone and self._may_forward(client, data) and ans.reply.header.rcode == RCODE.REFUSED:
             return self.forwarder.forward(data, transport == "tcp")
         if ans.chase is not None and self.forwarder is not None:
             # the same question from a client that may not forward gets the bare CNAME: cache neither
             cache_slot = None
-            if query.header.rd and self._may_forward(client):
+            if self._may_forward(client, data):
                 self._finish_chain(ans, transport == "tcp")
         edns = edns_of(query)
         if transport == "tcp":

@@ -447,3 +447,14 @@ def test_cname_chain_to_a_missing_or_unreachable_name(upstream, dead_addr):
     responder = _alias_responder(Down)
     failed = DNSRecord.parse(responder.handle(bytes(query("alias.svc.local")), "udp", ("127.0.0.1", 1)))
     assert failed.header.rcode == RCODE.NOERROR and [QTYPE[rr.rtype] for rr in failed.rr] == ["CNAME"]
+
+
+def test_no_recursion_desired_is_not_forwarded(upstream):
+    """RD=0 asks for no recursion: a name outside our zones is REFUSED, the upstream not asked."""
+    responder = _alias_responder(upstream)
+    reply = DNSRecord.parse(responder.handle(bytes(query("example.test", rd=False)), "udp", ("127.0.0.1", 1)))
+    assert reply.header.rcode == RCODE.REFUSED and not reply.rr
+    forwarded = DNSRecord.parse(responder.handle(bytes(query("example.test")), "udp", ("127.0.0.1", 1)))
+    assert forwarded.header.rcode == RCODE.NOERROR and [str(rr.rdata) for rr in forwarded.rr] == ["192.0.2.10"]
+    again = DNSRecord.parse(responder.handle(bytes(query("example.test", rd=False)), "udp", ("127.0.0.1", 1)))
+    assert again.header.rcode == RCODE.REFUSED        # the forwarded answer is not handed out without RD
