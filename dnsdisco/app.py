@@ -55,15 +55,10 @@ def run_serve(cfg, args=None) -> int:
     forwarder = acl = None
     if cfg.forward:
         from .acl import Acl
-        from .forward import Forwarder, parse_upstreams, self_loops
-        try:
-            upstreams = parse_upstreams(cfg.forward)
-        except ValueError as exc:
-            return _fail(f"--forward: {exc}", 2)
-        looped = self_loops(upstreams, cfg.listen)
-        if looped:
-            return _fail(f"--forward {_show(looped[0])} is this server's own --listen address: "
-                         "forwarding to it would loop", 2)
+        from .forward import Forwarder
+        upstreams, problem = _upstreams(cfg)
+        if problem:
+            return _fail(problem, 2)
         forwarder = Forwarder(upstreams, timeout=cfg.forward_timeout, cache_size=cfg.forward_cache_size,
                               metrics=metrics, log=logging.getLogger("dnsdisco.forward"))
         acl = Acl(cfg.allow)
@@ -303,6 +298,20 @@ def _supervise(embedded, metrics, stopping) -> None:
         gevent.sleep(0)
 
 
+def _upstreams(cfg) -> tuple[list, str]:
+    """--forward's upstreams, or the one line that says why they cannot be used."""
+    from .forward import parse_upstreams, self_loops
+    try:
+        upstreams = parse_upstreams(cfg.forward)
+    except ValueError as exc:
+        return [], f"--forward: {exc}"
+    looped = self_loops(upstreams, cfg.listen)
+    if looped:
+        return [], (f"--forward {_show(looped[0])} is this server's own --listen address: "
+                    "forwarding to it would loop")
+    return upstreams, ""
+
+
 def check_config(cfg, args=None) -> int:
     """`serve --check-config`: the checks start-up makes before it binds or connects anything
     (the settings were parsed by config.load already), then exit: 0 usable, 2 not."""
@@ -312,15 +321,9 @@ def check_config(cfg, args=None) -> int:
     except ZoneFileError as exc:
         return _fail(str(exc), 2)
     if cfg.forward:
-        from .forward import parse_upstreams, self_loops
-        try:
-            upstreams = parse_upstreams(cfg.forward)
-        except ValueError as exc:
-            return _fail(f"--forward: {exc}", 2)
-        looped = self_loops(upstreams, cfg.listen)
-        if looped:
-            return _fail(f"--forward {_show(looped[0])} is this server's own --listen address: "
-                         "forwarding to it would loop", 2)
+        _unused, problem = _upstreams(cfg)
+        if problem:
+            return _fail(problem, 2)
     try:
         _tsig_keys(cfg)
     except ValueError as exc:

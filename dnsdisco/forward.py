@@ -27,6 +27,8 @@ import gevent
 from gevent import socket as gsocket
 from gevent.event import AsyncResult
 
+from .names import skip_wire_name
+
 DEFAULT_PORT = 53
 MAX_CACHE_TTL = 86400          # cap on positive answers (as Unbound's cache-max-ttl)
 MAX_NEGATIVE_TTL = 3600        # cap on NXDOMAIN/NODATA (RFC 2308 section 5)
@@ -227,17 +229,10 @@ def _read_name(buf: bytes, off: int) -> tuple[bytes, int]:
 
 
 def _skip_name(buf: bytes, off: int) -> int:
-    while True:
-        if off >= len(buf):
-            raise WireError("name runs past the end of the message")
-        length = buf[off]
-        if length & 0xC0 == 0xC0:
-            return off + 2
-        if length & 0xC0:
-            raise WireError(f"unsupported label type {length:#x}")
-        if length == 0:
-            return off + 1
-        off += 1 + length
+    try:
+        return skip_wire_name(buf, off)
+    except ValueError as exc:
+        raise WireError(str(exc)) from None
 
 
 def parse_message(buf: bytes, *, records: bool = True) -> Message:

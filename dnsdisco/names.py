@@ -123,6 +123,26 @@ def from_labels(wire_labels) -> str | None:
     return ".".join(parts)
 
 
+def skip_wire_name(data: bytes, pos: int) -> int:
+    """The offset just past the (possibly compressed) name at `pos` in a DNS message; the one
+    walker every reader of raw messages uses. ValueError for a label type that is neither a
+    length nor a pointer, or a name that runs past the end."""
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise ValueError("name runs past the end of the message")
+        length = data[pos]
+        if length >= 0xC0:
+            if pos + 1 >= end:
+                raise ValueError("compression pointer cut short")
+            return pos + 2
+        if length > 63:
+            raise ValueError(f"unsupported label type {length:#x}")
+        if length == 0:
+            return pos + 1
+        pos += length + 1
+
+
 def zone_of_labels(wire_labels, zones) -> str | None:
     """The longest of `zones` (plain names) that the wire labels lie in, compared label by
     label, so a "." inside a label never lines up with a zone's label boundary."""

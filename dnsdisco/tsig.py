@@ -23,6 +23,8 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TSIG
 import dns.tsig
 
+from .names import skip_wire_name
+
 T_TSIG = 250
 FUDGE = 300                     # seconds of clock difference accepted (RFC 8945 10)
 BADSIG, BADKEY, BADTIME = 16, 17, 18
@@ -91,18 +93,6 @@ def secrets_of(keys: dict) -> list[str]:
 
 # ---------------------------------------------------------------- reading a signed message
 
-def _skip_name(data: bytes, pos: int) -> int:
-    while True:
-        length = data[pos]
-        if length == 0:
-            return pos + 1
-        if length >= 0xC0:
-            return pos + 2
-        if length > 63:
-            raise ValueError("bad label")
-        pos += length + 1
-
-
 def tsig_start(data: bytes) -> int | None:
     """The offset of the TSIG record when it is the message's last record, else None
     (also for bytes that do not parse)."""
@@ -112,16 +102,16 @@ def tsig_start(data: bytes) -> int | None:
             return None
         pos = 12
         for _ in range(qd):
-            pos = _skip_name(data, pos) + 4
+            pos = skip_wire_name(data, pos) + 4
         start = None
         for _ in range(an + ns + ar):
             start = pos
-            pos = _skip_name(data, pos)
+            pos = skip_wire_name(data, pos)
             rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
             pos += 10 + rdlen
         if pos > len(data) or start is None:
             return None
-        at = _skip_name(data, start)
+        at = skip_wire_name(data, start)
         return start if struct.unpack_from("!H", data, at)[0] == T_TSIG else None
     except (IndexError, struct.error, ValueError):
         return None

@@ -15,7 +15,7 @@ import time
 
 from dnslib import EDNS0, DNSHeader, DNSLabel, DNSQuestion, DNSRecord, RCODE
 
-from .names import from_labels, zone_of_labels
+from .names import from_labels, skip_wire_name, zone_of_labels
 from .packer import encode_name, fast_answer, negative_reply
 from .resolver import UDP_PAYLOAD, answer, answer_orders, edns_of, error_reply, soa_serial
 from .rrl import slip_reply
@@ -98,20 +98,6 @@ def formerr_for(data: bytes) -> bytes | None:
     return struct.pack("!HHHHHH", qid, flags, 0, 0, 0, 0)
 
 
-def _skip_query_name(data: bytes, pos: int) -> int:
-    """The offset after a name in a client's message; IndexError when it runs off the end."""
-    while True:
-        length = data[pos]
-        if length >= 0xC0:
-            data[pos + 1]
-            return pos + 2
-        if length > 63:
-            raise IndexError("unknown label type")
-        if length == 0:
-            return pos + 1
-        pos += length + 1
-
-
 def edns_problem(data: bytes) -> str | None:
     """Why a query's EDNS is malformed (RFC 6891 6.1.1: FORMERR, with an OPT), or None when
     it is fine or the message is too broken to say (dnslib's parse decides those)."""
@@ -119,11 +105,11 @@ def edns_problem(data: bytes) -> str | None:
         qd, an, ns, ar = struct.unpack_from("!HHHH", data, 4)
         pos = 12
         for _ in range(qd):
-            pos = _skip_query_name(data, pos) + 4
+            pos = skip_wire_name(data, pos) + 4
         seen = 0
         for index in range(an + ns + ar):
             start = pos
-            pos = _skip_query_name(data, pos)
+            pos = skip_wire_name(data, pos)
             rtype, _rclass, _ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
             rdata = pos + 10
             pos = rdata + rdlen
@@ -145,7 +131,7 @@ def edns_problem(data: bytes) -> str | None:
                 option += 4 + struct.unpack_from("!H", data, option + 2)[0]
                 if option > pos:
                     return "an EDNS option that runs past the OPT record's data"
-    except (IndexError, struct.error):
+    except (ValueError, IndexError, struct.error):
         return None
     return None
 
@@ -405,30 +391,19 @@ def _same_but_name(asked: bytes, folded: bytes, qlen: int) -> bool:
     return asked[:10] == folded[:10] and asked[end:] == folded[end:]
 
 
-def _skip_name(data: bytes, pos: int) -> int:
-    """The offset just past a (possibly compressed) name in a message we packed ourselves."""
-    while True:
-        length = data[pos]
-        if length == 0:
-            return pos + 1
-        if length >= 0xC0:
-            return pos + 2
-        pos += length + 1
-
-
 def soa_serial_offsets(data: bytes) -> tuple[int, ...]:
     """Where the serial of each SOA record sits in a packed reply."""
     qd, an, ns, ar = struct.unpack_from("!HHHH", data, 4)
     pos = 12
     for _ in range(qd):
-        pos = _skip_name(data, pos) + 4
+        pos = skip_wire_name(data, pos) + 4
     out = []
     for _ in range(an + ns + ar):
-        pos = _skip_name(data, pos)
+        pos = skip_wire_name(data, pos)
         rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
         pos += 10
         if rtype == 6:  # SOA: mname, rname, then the serial
-            out.append(_skip_name(data, _skip_name(data, pos)))
+            out.append(skip_wire_name(data, skip_wire_name(data, pos)))
         pos += rdlen
     return tuple(out)
 
