@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
 
-from .children import parent_death_signal
+from .children import dying_with_us
 from .names import BadName, key_for, normalize
 
 DEFAULT_ETCD = "http://127.0.0.1:2379"
@@ -196,9 +197,15 @@ def _drain(registrar, pid: int | None = None) -> None:
 
 
 def _run_wrapped(command: list[str], registrar, signals: _SignalPipe) -> int:
+    found = shutil.which(command[0])
+    if found is None:
+        missing = not (os.sep in command[0] and os.path.exists(command[0]))
+        why = "No such file or directory" if missing else "Permission denied"
+        print(f"dnsdisco register: cannot run {command[0]!r}: {why}", file=sys.stderr)
+        return 127 if missing else 126
     try:
         # the command ends with us: SIGKILLed, we could no longer deregister it or pass signals on
-        child = subprocess.Popen(command, preexec_fn=parent_death_signal())
+        child = subprocess.Popen(dying_with_us(command))
     except OSError as exc:
         print(f"dnsdisco register: cannot run {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
         return 127 if isinstance(exc, FileNotFoundError) else 126

@@ -481,7 +481,10 @@ def test_rolling_restart_through_drain_fails_no_request(etcd, serve):
     running = [start(i) for i in range(3)]
     thread = threading.Thread(target=client, daemon=True)
     try:
-        wait_for(lambda: srv_ports()[0] == sorted(ports), 15, what="three instances in SRV")
+        try:
+            wait_for(lambda: srv_ports()[0] == sorted(ports), 30, what="three instances in SRV")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; SRV has {srv_ports()}\n" + "\n".join(r.output() for r in running)) from None
         thread.start()
         time.sleep(1.0)
         for i in range(3):
@@ -497,7 +500,8 @@ def test_rolling_restart_through_drain_fails_no_request(etcd, serve):
         time.sleep(1.0)
     finally:
         stop.set()
-        thread.join(5)
+        if thread.is_alive():
+            thread.join(5)
         for r in running:
             r.__exit__()
     assert stats["ok"] > 100 and stats["lookups"] > 5, stats

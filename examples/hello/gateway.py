@@ -73,7 +73,8 @@ class Gateway:
             self.suspended.pop(inst, None)
             self.rotation.append(inst)
             say("ADD", show(inst))
-        return ttl
+        # with no instance to call, a cached "none" helps nobody: ask again within a second
+        return ttl if self.rotation else min(ttl, 1.0)
 
     def call(self) -> bool:
         """One request, retried on the next instance if the chosen one fails."""
