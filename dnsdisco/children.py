@@ -9,6 +9,7 @@ registered.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 
@@ -41,10 +42,14 @@ def parent_death_signal():
 
 
 def dying_with_us(command: list[str]) -> list[str]:
-    """`command` started through `python -m dnsdisco.children`, which sets the parent-death
-    signal and execs it (same pid). For a process that has loaded gRPC: a preexec_fn would make
-    Popen fork without exec'ing at once, and gRPC's fork handlers abort such a child (seen as
-    SIGABRT of the wrapped command); a plain spawn of this trampoline does not fork that way."""
+    """`command` started through a trampoline that sets the parent-death signal and execs it
+    (same pid): util-linux's `setpriv --pdeathsig TERM` where there is one (a C program, no
+    start-up cost), else `python -m dnsdisco.children`. For a process that has loaded gRPC: a
+    preexec_fn would make Popen fork without exec'ing at once, and gRPC's fork handlers abort
+    such a child (seen as SIGABRT of the wrapped command); spawning a trampoline does not."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None and sys.platform.startswith("linux"):
+        return [setpriv, "--pdeathsig", "TERM", "--", *command]
     return [sys.executable, "-m", "dnsdisco.children", str(os.getpid()), "--", *command]
 
 

@@ -129,16 +129,18 @@ def test_certificate_common_name_as_the_user(secure_etcd, pki):
     assert "denied" in one_clear_line(out, "register")
 
 
-def test_registrar_user_writes_its_service_only(serve, secure_etcd, pki):
+def test_registrar_user_writes_its_service_only(serve, secure_etcd, pki, tmp_path):
     # the wrapped command shows what it inherits: never the password
+    shown = tmp_path / "shown"
     args = ["register", "hello.svc.local", "--port", "80", "--address", "10.0.0.9", "--id", "r1", "--ttl", "3",
             "--etcd", secure_etcd.endpoint, *tls_flags(pki), "--etcd-user", "reg-hello",
-            "--", "sh", "-c", 'echo "child-sees:[$DNSDISCO_ETCD_PASSWORD]"; exec sleep 30']
+            "--", "sh", "-c", f'echo "child-sees:[$DNSDISCO_ETCD_PASSWORD]"; touch {shown}; exec sleep 30']
     proc = subprocess.Popen(dnsdisco_cmd(*args), env=child_env({"DNSDISCO_ETCD_PASSWORD": REG_PW}),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: addresses(serve.query("hello.svc.local")) == ["10.0.0.9"], 10,
                  what="the registrar's record to be served")
+        wait_for(shown.exists, 10, what="the wrapped command to show its environment")
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=15)

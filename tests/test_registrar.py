@@ -324,9 +324,16 @@ class _SrvServer:
             def resolve(self, request, _handler):
                 return handler(request)
 
-        self.udp = DNSServer(Resolver(), address="127.0.0.1", port=0)
-        self.port = self.udp.server.server_address[1]
-        self.tcp = DNSServer(Resolver(), address="127.0.0.1", port=self.port, tcp=True)
+        for attempt in range(10):   # the UDP port's number may be taken for TCP: pick again
+            self.udp = DNSServer(Resolver(), address="127.0.0.1", port=0)
+            self.port = self.udp.server.server_address[1]
+            try:
+                self.tcp = DNSServer(Resolver(), address="127.0.0.1", port=self.port, tcp=True)
+                break
+            except OSError:
+                self.udp.server.server_close()
+                if attempt == 9:
+                    raise
         self.udp.start_thread()
         self.tcp.start_thread()
 
