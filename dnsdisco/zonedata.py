@@ -180,17 +180,22 @@ def soa_record(snap: Snapshot, zone_name: str):
 
 # ---------------------------------------------------------------- master file
 
-def _escape_label(label: bytes) -> str:
+def _escaped(data: bytes, specials: str, lowest: int) -> str:
+    """RFC 1035 5.1 escapes: `specials` as \\X, octets below `lowest` or past 0x7E as \\DDD."""
     out = []
-    for octet in label:
+    for octet in data:
         char = chr(octet)
-        if char in '.\\"();@$':
+        if char in specials:
             out.append("\\" + char)
-        elif 0x21 <= octet <= 0x7E:
+        elif lowest <= octet <= 0x7E:
             out.append(char)
         else:
             out.append(f"\\{octet:03d}")
     return "".join(out)
+
+
+def _escape_label(label: bytes) -> str:
+    return _escaped(label, '.\\"();@$', 0x21)     # a space would end the owner field
 
 
 def name_text(label) -> str:
@@ -201,17 +206,7 @@ def name_text(label) -> str:
 
 
 def _txt_text(data: bytes) -> str:
-    out = ['"']
-    for octet in data:
-        char = chr(octet)
-        if char in '"\\':
-            out.append("\\" + char)
-        elif 0x20 <= octet <= 0x7E:
-            out.append(char)
-        else:
-            out.append(f"\\{octet:03d}")
-    out.append('"')
-    return "".join(out)
+    return '"' + _escaped(data, '"\\', 0x20) + '"'      # inside quotes a space is text
 
 
 def rdata_text(rr) -> str:
