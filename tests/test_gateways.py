@@ -127,7 +127,9 @@ def wait_until(predicate, timeout: float, what: str):
 @pytest.fixture(scope="module")
 def fleet(etcd):
     port = free_port()
-    serve = ServeProcess(etcd.endpoint, "--prefix", PREFIX, "--ttl", "1").start()
+    # --hold-fraction 0: the 40-instance test removes its fleet at once, which the mass-expiry
+    # guard (tests/test_guard.py) would hold for the tests after it
+    serve = ServeProcess(etcd.endpoint, "--prefix", PREFIX, "--ttl", "1", "--hold-fraction", "0").start()
     backends = [Backend(n, port) for n in range(1, 6)]
     registrars = {}
     yield serve, backends, registrars, port
@@ -248,3 +250,38 @@ def test_nginx_resolver_through_a_variable(etcd, fleet, tmp_path):
         traffic.stop()
         _stop(proc)
         _unregister_all(fleet)
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (Debian package haproxy)")
+def test_haproxy_needs_the_payload_size_for_many_instances(etcd, kv, fleet, tmp_path):
+    """40 instances do not fit a 512-octet answer: with the recipe's accepted_payload_size HAProxy
+    fills its slots; without it (HAProxy's default, 512) it gets a truncated answer, never asks
+    over TCP, and fills none."""
+    serve, _backends, _registrars, port = fleet
+    _unregister_all(fleet)
+    many = [Backend(n, port) for n in range(11, 51)]          # 127.0.10.11 .. 127.0.10.50
+    lease = kv.grant(60)
+    try:
+        for backend in many:
+            kv.put(f"{PREFIX}/local/svc/web/{backend.name}", f'{{"host":"{backend.address}"}}'.encode(), lease=lease)
+        for with_size in (True, False):
+            listen = free_port()
+            config = _haproxy_config(tmp_path, serve.port, port, listen, srv=False)
+            if not with_size:
+                config.write_text(config.read_text().replace("    accepted_payload_size 8192\n", ""))
+            proc = _gateway(["haproxy", "-db", "-f", str(config)], tmp_path / f"haproxy-{with_size}.log")
+            traffic = Traffic(f"http://127.0.0.1:{listen}/")
+            try:
+                if with_size:
+                    wait_until(lambda: len(traffic.seen_since(0) - {"error"}) >= 5, 20,
+                               "HAProxy to spread over the instances")
+                else:
+                    time.sleep(6)                               # several resolutions: still none
+                    assert traffic.seen_since(0) <= {"error"}, traffic.seen_since(0)
+            finally:
+                traffic.stop()
+                _stop(proc)
+    finally:
+        kv.revoke(lease)
+        for backend in many:
+            backend.stop()
