@@ -95,6 +95,16 @@ def start(port: int, query_file: str, seconds: float, clients: int, **kw) -> sub
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def stop(load: subprocess.Popen) -> None:
+    """End a background load started with `start` (bounded: SIGTERM, then SIGKILL)."""
+    load.terminate()
+    try:
+        load.wait(10)
+    except subprocess.TimeoutExpired:
+        load.kill()
+        load.wait(5)
+
+
 def version() -> str:
     out = subprocess.run(["dnsperf", "-h"], capture_output=True, text=True).stdout
     m = re.search(r"Version ([\w.]+)", out + "")

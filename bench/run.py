@@ -222,12 +222,7 @@ def freshness(sup, a, ds, endpoint, res, live_srv, qfiles):
             burst = live.burst(client, srv.port, puts=1000, rate=1000)
             burst.label = "burst of 1,000 puts at 1,000/s"
         finally:
-            load.terminate()
-            try:
-                load.wait(10)
-            except subprocess.TimeoutExpired:
-                load.kill()
-                load.wait(5)
+            dnsperf.stop(load)
         res["freshness"][name] = {"latencies": [x.summary() for x in (*lats.values(), lease, burst)]}
         for x in (*lats.values(), lease, burst):
             s = x.summary()

@@ -20,7 +20,6 @@ import argparse
 import base64
 import os
 import re
-import subprocess
 import sys
 import time
 import urllib.request
@@ -147,12 +146,7 @@ def main(argv=None) -> int:
         try:
             lats = live.freshness(client, knot.port, a.updates, budget_s=budget)
         finally:
-            load.terminate()
-            try:
-                load.wait(10)
-            except subprocess.TimeoutExpired:
-                load.kill()
-                load.wait(5)
+            dnsperf.stop(load)
         res["freshness"] = [x.summary() for x in lats.values()]
 
         puts = int(a.burst_rate * a.burst_seconds)
