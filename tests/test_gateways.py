@@ -194,6 +194,20 @@ def _gateway(cmd: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+def _drive(etcd, fleet, cmd: list[str], log: Path, listen: int, label: str) -> None:
+    """Run the gateway `cmd` and check it against the fleet as clients would see it."""
+    proc = _gateway(cmd, log)
+    traffic = Traffic(f"http://127.0.0.1:{listen}/")
+    try:
+        new_after, gone_after = _spread_new_and_killed(etcd, fleet, traffic)
+        print(f"{label}: new instance served after {new_after:.1f} s, killed one last served {gone_after:.1f} s "
+              f"after the kill")
+    finally:
+        traffic.stop()
+        _stop(proc)
+        _unregister_all(fleet)
+
+
 def _stop(proc: subprocess.Popen):
     proc.terminate()
     try:
@@ -213,16 +227,8 @@ def test_haproxy_server_template(etcd, fleet, tmp_path, srv):
     config = _haproxy_config(tmp_path, serve.port, port, listen, srv)
     check = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
-    proc = _gateway(["haproxy", "-db", "-f", str(config)], tmp_path / "haproxy.log")
-    traffic = Traffic(f"http://127.0.0.1:{listen}/")
-    try:
-        new_after, gone_after = _spread_new_and_killed(etcd, fleet, traffic)
-        print(f"haproxy {'SRV' if srv else 'A'} mode: new instance served after {new_after:.1f} s, "
-              f"killed one last served {gone_after:.1f} s after the kill")
-    finally:
-        traffic.stop()
-        _stop(proc)
-        _unregister_all(fleet)
+    _drive(etcd, fleet, ["haproxy", "-db", "-f", str(config)], tmp_path / "haproxy.log", listen,
+           f"haproxy {'SRV' if srv else 'A'} mode")
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (Debian package nginx)")
@@ -240,16 +246,8 @@ def test_nginx_resolver_through_a_variable(etcd, fleet, tmp_path):
     check = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(config), "-g", globals_],
                            capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
-    proc = _gateway(["nginx", "-p", str(tmp_path), "-c", str(config), "-g", globals_], tmp_path / "nginx.log")
-    traffic = Traffic(f"http://127.0.0.1:{listen}/")
-    try:
-        new_after, gone_after = _spread_new_and_killed(etcd, fleet, traffic)
-        print(f"nginx: new instance served after {new_after:.1f} s, killed one last served {gone_after:.1f} s "
-              f"after the kill")
-    finally:
-        traffic.stop()
-        _stop(proc)
-        _unregister_all(fleet)
+    _drive(etcd, fleet, ["nginx", "-p", str(tmp_path), "-c", str(config), "-g", globals_], tmp_path / "nginx.log",
+           listen, "nginx")
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (Debian package haproxy)")
