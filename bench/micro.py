@@ -54,8 +54,8 @@ def _per_call(fn, calls: int) -> float:
 
 
 def _measure(keys: int, repeat: int) -> dict[str, float]:
-    from dnsdisco.snapshot import Snapshot, ZoneConfig
-    from dnsdisco.wire import Responder
+    from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+    from dnsdisco.dns.responder import Responder
 
     zones = [ZoneConfig("svc.local"), ZoneConfig("in-addr.arpa")]
     items = _dataset(SERVICES)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dnsdisco.embedded import binary as etcd_binary
+from dnsdisco.etcd.embedded import binary as etcd_binary
 
 from . import dataset, probe
 

@@ -8,6 +8,6 @@ __all__ = sorted(_API)
 
 def __getattr__(name: str):
     if name in _API:
-        from . import api
+        from dnsdisco import api
         return getattr(api, name)
     raise AttributeError(f"module 'dnsdisco' has no attribute {name!r}")

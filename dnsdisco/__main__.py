@@ -1,6 +1,6 @@
 """`python -m dnsdisco` is the `dnsdisco` command."""
 import sys
 
-from .cli import main
+from dnsdisco.cli import main
 
 sys.exit(main())

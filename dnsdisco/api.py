@@ -60,8 +60,8 @@ class Registration:
                  check_interval: float | None = None, check_timeout: float | None = None,
                  check_rise: int | None = None, check_fall: int | None = None,
                  etcd_timeout: float | None = None, wait: float = 5.0):
-        from . import config
-        from .register_cli import plan
+        from dnsdisco import config
+        from dnsdisco.register.command import plan
         flags = {"port": port, "address": address, "ttl": ttl, "dns_ttl": dns_ttl, "id": id, "priority": priority,
                  "weight": weight, "text": text, "prefix": prefix, "check_http": check_http,
                  "check_cmd": check_cmd, "check_tcp": check_tcp, "check_grpc": check_grpc,
@@ -72,7 +72,7 @@ class Registration:
         self.config = cfg
         self._plan = plan(cfg, name)   # raises ValueError naming a bad argument
         if check is not None:
-            from .registrar import AllChecks
+            from dnsdisco.register.registrar import AllChecks
             own = _as_check(check)
             self._plan["check"] = own if self._plan["check"] is None else AllChecks([self._plan["check"], own])
         self.wait = wait
@@ -105,8 +105,8 @@ class Registration:
 
     def _signature(self) -> tuple:
         """What must match for two registrations to share an etcd client and a lease."""
-        from .etcdconf import kv_settings
-        from .register_cli import kv_timeout
+        from dnsdisco.etcd.settings import kv_settings
+        from dnsdisco.register.command import kv_timeout
         settings = kv_settings(self.config, endpoints=self._plan["endpoints"],
                                timeout=kv_timeout(self.config.etcd_timeout, self._plan["ttl"]))
         return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in settings.items()))
@@ -114,14 +114,15 @@ class Registration:
     def start(self) -> "Registration":
         if self._registrar is not None:
             return self
-        from .etcdconf import check_access, connect
-        from .register_cli import kv_timeout
-        from .registrar import Registrar, release_group, shared_group
+        from dnsdisco.etcd.settings import check_access, connect
+        from dnsdisco.ops import logs
+        from dnsdisco.register.command import kv_timeout
+        from dnsdisco.register.registrar import Registrar, release_group, shared_group
         # TLS files, user and password from DNSDISCO_* as for `dnsdisco register`; a setting
         # that cannot work raises etcdconf.StartupError naming it
         group = shared_group(self._signature(), self._plan["ttl"], lambda: connect(
             self.config, log=log, endpoints=self._plan["endpoints"],
-            timeout=kv_timeout(self.config.etcd_timeout, self._plan["ttl"])))
+            timeout=kv_timeout(self.config.etcd_timeout, self._plan["ttl"]), on_secret=logs.add_secret))
         try:
             with group.setup_lock:
                 check_access(group.kv, self._plan["key"], write=True, log=log, timeout=1.0)
@@ -149,7 +150,7 @@ class Registration:
     def stop(self) -> None:
         """Delete the record (it disappears at once) and leave the shared lease; the last
         registration of the group revokes the lease and ends its thread."""
-        from .registrar import release_group
+        from dnsdisco.register.registrar import release_group
         registrar, group = self._registrar, self._group
         self._registrar = self._group = None
         timeout = max(5.0, self.config.etcd_timeout * 2)
@@ -226,7 +227,7 @@ def order_srv(records: Iterable[tuple[int, int, object]], rng: random.Random | N
 def _parse_nameserver(ns) -> tuple[str, int]:
     if isinstance(ns, (tuple, list)):
         return str(ns[0]), int(ns[1])
-    from .config import parse_hostport
+    from dnsdisco.dns.names import parse_hostport
     return parse_hostport(str(ns), default_port=53)
 
 

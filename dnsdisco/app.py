@@ -19,8 +19,8 @@ RELOADABLE = {"zones_dir", "ttl", "neg_ttl", "log_level", "log_format", "max_val
 
 
 def _fail(message: str, code: int = 1) -> int:
-    print(f"dnsdisco serve: {message}", file=sys.stderr)
-    return code
+    from dnsdisco.ops.logs import fail
+    return fail("serve", message, code)
 
 
 def run_serve(cfg, args=None) -> int:
@@ -32,35 +32,31 @@ def run_serve(cfg, args=None) -> int:
     import gevent
     from gevent.event import Event
 
-    from . import logs
-    from .etcdconf import StartupError, check_access, kv_settings
-    from .kvproc import ProcessKV
-    from .metrics import Metrics
-    from .server import BindError, DNSServer
-    from .snapshot import Snapshot
-    from .sync import Syncer
-    from .wire import Responder
-    from .zonefile import ZoneFileError, load_zones
+    from dnsdisco.ops import logs
+    from dnsdisco.etcd.settings import StartupError, check_access, kv_settings
+    from dnsdisco.etcd.helper import ProcessKV
+    from dnsdisco.ops.metrics import Metrics
+    from dnsdisco.net.listeners import BindError, DNSServer
+    from dnsdisco.dns.snapshot import Snapshot
+    from dnsdisco.etcd.sync import Syncer
+    from dnsdisco.dns.responder import Responder
+    from dnsdisco.dns.zonefile import ZoneFileError, served_zones
 
     try:
-        logs.setup(cfg.log_level, cfg.log_format, secrets=logs.secret_values(cfg))
-    except ValueError as exc:
-        return _fail(str(exc), 2)
-    try:
-        zones = _with_caps(load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl), cfg)
+        zones = served_zones(cfg)
     except ZoneFileError as exc:
         return _fail(str(exc), 2)
 
     metrics = Metrics()
     forwarder = acl = None
     if cfg.forward:
-        from .acl import Acl
-        from .forward import Forwarder
+        from dnsdisco.net.acl import Acl
+        from dnsdisco.net.forwarder import Forwarder
         upstreams, problem = _upstreams(cfg)
         if problem:
             return _fail(problem, 2)
         forwarder = Forwarder(upstreams, timeout=cfg.forward_timeout, cache_size=cfg.forward_cache_size,
-                              metrics=metrics, log=logging.getLogger("dnsdisco.forward"))
+                              metrics=metrics, log=logging.getLogger("dnsdisco.net.forwarder"))
         acl = Acl(cfg.allow)
 
     responder = Responder(Snapshot.empty(cfg.prefix, zones), forwarder=forwarder, acl=acl, metrics=metrics,
@@ -71,7 +67,7 @@ def run_serve(cfg, args=None) -> int:
     except ValueError as exc:
         return _fail(str(exc), 2)
     if cfg.rrl_rate:
-        from .rrl import RateLimiter
+        from dnsdisco.net.rrl import RateLimiter
         responder.rrl = RateLimiter(cfg.rrl_rate, cfg.rrl_slip, cfg.rrl_exempt)
         log.info("response rate limiting: %d responses/s per client network, name and type over UDP, "
                  "slip %d%s", cfg.rrl_rate, cfg.rrl_slip,
@@ -83,7 +79,7 @@ def run_serve(cfg, args=None) -> int:
                        tcp_max_conns=cfg.tcp_max_conns, tcp_max_per_client=cfg.tcp_max_per_client,
                        tcp_read_timeout=cfg.tcp_read_timeout, tcp_max_inflight=cfg.tcp_max_inflight,
                        metrics=metrics,
-                       log=logging.getLogger("dnsdisco.server"))
+                       log=logging.getLogger("dnsdisco.net.listeners"))
     # SIGTERM from here on is a clean stop, also while an embedded etcd is still starting
     stopping = Event()
     gevent.signal_handler(signal.SIGTERM, stopping.set)
@@ -104,7 +100,7 @@ def run_serve(cfg, args=None) -> int:
     embedded = None
     endpoints = list(cfg.etcd)
     if not endpoints:
-        from .embedded import EmbeddedError, find_or_start
+        from dnsdisco.etcd.embedded import EmbeddedError, find_or_start
         try:
             embedded = find_or_start(cfg.state_dir or None, log, allow_start=cfg.embedded_etcd)
         except EmbeddedError as exc:
@@ -115,7 +111,7 @@ def run_serve(cfg, args=None) -> int:
              " (embedded, started by dnsdisco)" if embedded is not None and embedded.started else "",
              cfg.prefix or "/")
     try:
-        etcd_settings = kv_settings(cfg, endpoints=endpoints)
+        etcd_settings = kv_settings(cfg, endpoints=endpoints, on_secret=logs.add_secret)
     except StartupError as exc:
         return abort(str(exc))
     # etcd is used from a helper process: under query load gevent's gRPC hands over one watch
@@ -131,16 +127,16 @@ def run_serve(cfg, args=None) -> int:
     on_swap = _freezing(_reporting_caps(responder.on_swap, metrics))
     catalogue = None
     if cfg.http:   # the live catalogue page sees every swap (catalogue.py)
-        from .catalogue import Catalogue
+        from dnsdisco.ops.catalogue import Catalogue
         catalogue = Catalogue(metrics)
         on_swap = catalogue.tracking(on_swap)
-    from .guard import ExpiryGuard
+    from dnsdisco.etcd.guard import ExpiryGuard
     syncer = Syncer(watch_kv, cfg.prefix, zones, on_swap=on_swap,
-                    metrics=metrics, log=logging.getLogger("dnsdisco.sync"),
+                    metrics=metrics, log=logging.getLogger("dnsdisco.etcd.sync"),
                     guard=ExpiryGuard(cfg.hold_fraction, cfg.hold_window, cfg.hold_max))
     http = None
     if cfg.http:
-        from .health import start_http
+        from dnsdisco.ops.http import start_http
         try:
             catalogue.follow(syncer)
             http = start_http(cfg.http, metrics, lambda: _health_state(syncer), cfg.max_stale,
@@ -164,14 +160,15 @@ def run_serve(cfg, args=None) -> int:
             log.warning("SIGHUP: %s changed; restart dnsdisco to apply %s", ", ".join(sorted(fixed)),
                         "it" if len(fixed) == 1 else "them")
         try:
-            new_zones = _with_caps(load_zones(cfg.zone, new.zones_dir, new.ttl, new.neg_ttl), new)
+            new_zones = served_zones(new, names=cfg.zone)
         except ZoneFileError as exc:
             log.error("SIGHUP: zone files not reloaded, keeping the old ones: %s", exc)
             return
         if (new.log_level, new.log_format) != (old.log_level, old.log_format):
-            logs.setup(new.log_level, new.log_format, secrets=logs.secret_values(new))
+            from dnsdisco.config import secret_values
+            logs.setup(new.log_level, new.log_format, secrets=secret_values(new))
         if (new.rrl_rate, new.rrl_slip, new.rrl_exempt) != (old.rrl_rate, old.rrl_slip, old.rrl_exempt):
-            from .rrl import RateLimiter
+            from dnsdisco.net.rrl import RateLimiter
             responder.rrl = RateLimiter(new.rrl_rate, new.rrl_slip, new.rrl_exempt) if new.rrl_rate else None
         syncer.reload_zones(new_zones)
         settings["cfg"] = new
@@ -222,7 +219,7 @@ def _yield_to_io() -> None:
 
 def _tsig_keys(cfg) -> dict:
     """The TSIG keys of --tsig-key-file and DNSDISCO_TSIG_KEYS; ValueError names what is wrong."""
-    from . import tsig
+    from dnsdisco.net import tsig
     keys = tsig.load_key_file(cfg.tsig_key_file) if cfg.tsig_key_file else {}
     if cfg.tsig_keys:
         for name, key in tsig.parse_keys(cfg.tsig_keys, "DNSDISCO_TSIG_KEYS").items():
@@ -236,10 +233,11 @@ def _tsig_keys(cfg) -> dict:
 
 def _transfers(cfg, responder, metrics) -> None:
     """Zone transfers: TSIG keys, --transfer-allow, the IXFR journal and NOTIFY (transfer.py)."""
-    from . import logs, tsig
-    from .journal import Journal
-    from .notify import Notifier
-    from .transfer import Transfers
+    from dnsdisco.ops import logs
+    from dnsdisco.net import tsig
+    from dnsdisco.net.journal import Journal
+    from dnsdisco.net.notify import Notifier
+    from dnsdisco.net.transfer import Transfers
     import gevent
     keys = _tsig_keys(cfg)
     for secret in tsig.secrets_of(keys):
@@ -271,7 +269,7 @@ def _supervise(embedded, metrics, stopping) -> None:
     applied revision + 1, so nothing is lost; meanwhile answers come from the snapshot."""
     import gevent
 
-    from .embedded import EmbeddedError
+    from dnsdisco.etcd.embedded import EmbeddedError
     delay = RESTART_MIN
     started = time.monotonic()
     while not stopping.is_set():
@@ -300,7 +298,7 @@ def _supervise(embedded, metrics, stopping) -> None:
 
 def _upstreams(cfg) -> tuple[list, str]:
     """--forward's upstreams, or the one line that says why they cannot be used."""
-    from .forward import parse_upstreams, self_loops
+    from dnsdisco.net.forwarder import parse_upstreams, self_loops
     try:
         upstreams = parse_upstreams(cfg.forward)
     except ValueError as exc:
@@ -315,9 +313,9 @@ def _upstreams(cfg) -> tuple[list, str]:
 def check_config(cfg, args=None) -> int:
     """`serve --check-config`: the checks start-up makes before it binds or connects anything
     (the settings were parsed by config.load already), then exit: 0 usable, 2 not."""
-    from .zonefile import ZoneFileError, load_zones
+    from dnsdisco.dns.zonefile import ZoneFileError, served_zones
     try:
-        _with_caps(load_zones(cfg.zone, cfg.zones_dir, cfg.ttl, cfg.neg_ttl), cfg)
+        served_zones(cfg)
     except ZoneFileError as exc:
         return _fail(str(exc), 2)
     if cfg.forward:
@@ -348,7 +346,7 @@ def _health_state(syncer):
 
 def _reload_config(args):
     """The serve settings read again: the same flags, the environment and config file as now."""
-    from .config import load, options_for
+    from dnsdisco.config import load, options_for
     flags = {o.name: getattr(args, o.name, None) for o in options_for("serve")}
     return load("serve", flags, config_path=getattr(args, "config", None))
 
@@ -358,16 +356,6 @@ def _left(deadline: float, at_least: float) -> float:
     return max(at_least, deadline - time.monotonic())
 
 
-def _with_caps(zones, cfg):
-    """The zones carrying the hostile-data caps (--max-value-bytes, --max-records-per-name) and
-    the default nameserver's addresses (--ns-address, else the specific --listen addresses)."""
-    from dataclasses import replace
-
-    from .config import ns_addresses
-    addresses = ns_addresses(cfg.ns_address, cfg.listen)
-    return [replace(z, max_value_bytes=cfg.max_value_bytes, max_records_per_name=cfg.max_records_per_name,
-                    ns_addresses=addresses) for z in zones]
-
 
 def _freezing(on_swap):
     """After a full sync, move what exists out of the garbage collector's sight (a full
@@ -375,7 +363,7 @@ def _freezing(on_swap):
     the pages the listing used back to the system."""
     import gc
 
-    from .heap import trim as trim_heap
+    from dnsdisco.etcd.heap import trim as trim_heap
 
     def swapped(snap, touched):
         on_swap(snap, touched)
@@ -388,7 +376,7 @@ def _freezing(on_swap):
 def _reporting_caps(on_swap, metrics):
     """on_swap that also warns once per name over --max-records-per-name (again only after it
     was fixed) and counts it in the metrics."""
-    from .snapshot import MAX_RECORDS_PER_NAME
+    from dnsdisco.dns.snapshot import MAX_RECORDS_PER_NAME
     warned: set[str] = set()
 
     def swapped(snap, touched):
@@ -415,7 +403,7 @@ def _show(addr) -> str:
 
 def _logging_handler(handle, query_log):
     """`--log-queries`: one line per query, at the cost of decoding the question."""
-    from .wire import parse_fast
+    from dnsdisco.dns.wire import parse_fast
 
     def logged(data, transport, client):
         started = time.perf_counter()

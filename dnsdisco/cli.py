@@ -6,8 +6,9 @@ import importlib
 import sys
 from typing import Callable
 
-from . import __version__
-from .config import ConfigError, Option, load, options_for
+from dnsdisco import __version__
+from dnsdisco.config import ConfigError, Option, load, options_for, secret_values
+from dnsdisco.ops import logs
 
 DESCRIPTION = """\
 dnsdisco answers DNS for services registered in etcd (CoreDNS/SkyDNS key format).
@@ -29,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
         "  dig @127.0.0.1 -p 5300 hello.svc.local; dig @127.0.0.1 -p 5300 SRV hello.svc.local",
     ),
     "register": (
-        "dnsdisco.register_cli", "run_register",
+        "dnsdisco.register.command", "run_register",
         "keep a service instance registered in etcd while it runs (and is healthy)",
         "Writes <prefix>/<reversed NAME>/<id> = {\"host\":..,\"port\":..,\"ttl\":..} bound to a lease and\n"
         "keeps the lease alive (about every TTL/3); re-grants and re-writes it when the lease is lost.\n"
@@ -52,7 +53,7 @@ COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
         "  dig @127.0.0.1 -p 5300 SRV hello.svc.local          # with `dnsdisco serve --listen 127.0.0.1:5300`",
     ),
     "status": (
-        "dnsdisco.status", "run_status",
+        "dnsdisco.ops.status", "run_status",
         "show what dnsdisco serves from etcd now: records, types, TTLs, source keys, bad values",
         "Reads the etcd prefix and parses it exactly as `serve` does: one line per record (name,\n"
         "types, TTL, value, source key) and every value the server skips, with the reason.\n"
@@ -69,7 +70,7 @@ COMMANDS: dict[str, tuple[str, str, str, str, str]] = {
 
 
 def _status_arguments(parser: argparse.ArgumentParser) -> None:
-    from .status import add_arguments
+    from dnsdisco.ops.status import add_arguments
     add_arguments(parser)
 
 
@@ -177,19 +178,22 @@ def _main(argv: list[str] | None = None) -> int:
         return 2
     for opt in options_for(args.command):
         if getattr(args, "refused_" + opt.name, None) is not None:
-            print(f"dnsdisco {args.command}: {opt.cli} is not accepted (a command line is visible to every "
-                  f"user): set {opt.env} or use {opt.cli}-file", file=sys.stderr)
-            return 2
+            return logs.fail(args.command, f"{opt.cli} is not accepted (a command line is visible to every "
+                             f"user): set {opt.env} or use {opt.cli}-file", 2)
     flags = {o.name: getattr(args, o.name, None) for o in options_for(args.command)}
     try:
         cfg = load(args.command, flags, config_path=args.config)
     except ConfigError as exc:
-        print(f"dnsdisco {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return logs.fail(args.command, str(exc), 2)
+    try:
+        # one log setup for every command; the values of secret settings never reach a line
+        logs.setup(cfg.log_level, getattr(cfg, "log_format", "plain"), secrets=secret_values(cfg))
+    except ValueError as exc:
+        return logs.fail(args.command, str(exc), 2)
     if getattr(args, "check_config", False):
-        from .app import check_config
+        from dnsdisco.app import check_config
         return check_config(cfg, args)
-    from . import etcdconf  # noqa: F401  sets GRPC_VERBOSITY before any command loads gRPC
+    from dnsdisco.etcd import settings as etcdconf  # noqa: F401  sets GRPC_VERBOSITY before any command loads gRPC
     module, function, *_ = COMMANDS[args.command]
     run = getattr(importlib.import_module(module), function)
     return int(run(cfg, args) or 0)

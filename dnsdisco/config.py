@@ -15,46 +15,15 @@ from typing import Any, Callable, Iterable, Mapping
 ENV_PREFIX = "DNSDISCO_"
 
 
+from dnsdisco.dns.names import format_hostport, ns_addresses, parse_hostport, parse_port  # noqa: F401
+
+
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names the setting and its source."""
 
 
 # ---------------------------------------------------------------- value parsers
 
-def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
-    """`HOST:PORT` or `[V6]:PORT` → (host, port); a bare host takes default_port."""
-    text = str(text).strip()
-    host, port_text = text, None
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"{text!r}: missing ']' after an IPv6 address")
-        host, rest = text[1:end], text[end + 1:]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{text!r}: expected [ADDRESS]:PORT")
-            port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    elif text.count(":") > 1:
-        raise ValueError(f"{text!r}: write an IPv6 address as [ADDRESS]:PORT")
-    if not host:
-        raise ValueError(f"{text!r}: missing host")
-    if port_text is None:
-        if default_port is None:
-            raise ValueError(f"{text!r}: expected HOST:PORT")
-        return host, default_port
-    return host, parse_port(port_text)
-
-
-def parse_port(text: Any) -> int:
-    try:
-        port = int(str(text).strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is outside 0..65535")
-    return port
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -124,7 +93,7 @@ def parse_str(text: Any) -> str:
 
 
 def parse_zone(text: str) -> str:
-    from .names import BadName, normalize
+    from dnsdisco.dns.names import BadName, normalize
     try:
         zone = normalize(str(text))
     except BadName as exc:
@@ -172,21 +141,6 @@ def parse_ip(text: Any) -> str:
         raise ValueError(f"{text!r} is not an IP address") from None
 
 
-def ns_addresses(ns_address: list[str], listen: list[tuple[str, int]]) -> tuple[str, ...]:
-    """The default NS name's addresses: --ns-address, else every --listen address that names
-    one host (not 0.0.0.0 or ::), so `ns.dns.<zone>` resolves to where this server answers."""
-    if ns_address:
-        return tuple(dict.fromkeys(ns_address))
-    found = []
-    for host, _port in listen:
-        try:
-            addr = ipaddress.ip_address(host)
-        except ValueError:
-            continue
-        if not addr.is_unspecified:
-            found.append(str(addr))
-    return tuple(dict.fromkeys(found))
-
 
 def parse_choice(*choices: str) -> Callable[[Any], str]:
     def parse(text: Any) -> str:
@@ -202,7 +156,7 @@ def parse_choice(*choices: str) -> Callable[[Any], str]:
 def _register_parser(name: str) -> Callable[[Any], Any]:
     """A parser from registrar.py, imported when used (keeps this module light)."""
     def parse(text: Any) -> Any:
-        from . import registrar
+        from dnsdisco.register import registrar
         return getattr(registrar, name)(str(text))
     parse.__name__ = name
     return parse
@@ -374,21 +328,21 @@ OPTIONS: list[Option] = [
 
 
 def _notify_target(text: str) -> tuple[str, int]:
-    from .notify import parse_target
+    from dnsdisco.net.notify import parse_target
     return parse_target(text)
 
 
 def _journal_size(text) -> tuple[int, int]:
     if isinstance(text, tuple):
         return text
-    from .journal import parse_size
+    from dnsdisco.net.journal import parse_size
     return parse_size(text)
 
 
 def parse_upstream_item(text: str) -> str:
     """Check one --forward item now (reading a resolv.conf:PATH file); forward.parse_upstreams
     turns the checked items into (address, port) pairs."""
-    from .forward import parse_upstream
+    from dnsdisco.net.forwarder import parse_upstream
     parse_upstream(str(text))
     return str(text).strip()
 
@@ -673,3 +627,14 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+def secret_values(cfg: Mapping[str, Any]) -> list[str]:
+    """The values in `cfg` of every option declared secret, for `setup(secrets=...)`."""
+    values: list[str] = []
+    for name in dict.fromkeys(opt.name for opt in OPTIONS if opt.secret):   # once per setting
+        if name in cfg:
+            value = cfg[name]
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if item and str(item) not in values:
+                    values.append(str(item))
+    return values

@@ -1,6 +1,6 @@
 """Shared fixtures: one real etcd per test module, a fresh KV and key prefix per test.
 
-    def test_something(etcd, kv, prefix):   # etcd: EtcdProcess, kv: dnsdisco.kv.KV
+    def test_something(etcd, kv, prefix):   # etcd: EtcdProcess, kv: dnsdisco.etcd.client.KV
         kv.put(prefix + "a", b"1")           # prefix: unique per test, e.g. "/t/test_something-3f2a/"
 
 A test may stop or kill `etcd`; the next test's `kv` fixture starts it again (same data).
@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from dnsdisco.kv import KV
+from dnsdisco.etcd.client import KV
 from etcdproc import EtcdProcess, start_cluster
 
 

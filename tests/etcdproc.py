@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Sequence
 
-from dnsdisco.embedded import binary
+from dnsdisco.etcd.embedded import binary
 from netns import free_port  # a port free for UDP and TCP is free for etcd's TCP listeners too
 
 # Fast, test-only settings: no fsync (data loss on power cut is irrelevant here), quick

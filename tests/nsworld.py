@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from dnsdisco.embedded import binary
+from dnsdisco.etcd.embedded import binary
 from etcdproc import EtcdProcess
 from harness import ROOT, child_env, dnsdisco_cmd
 from netns import Netns
@@ -28,7 +28,7 @@ ETCD = "http://127.0.0.1:2379"
 
 _PUT = """\
 import json, sys
-from dnsdisco.kv import KV
+from dnsdisco.etcd.client import KV
 kv = KV([sys.argv[1]], timeout=5.0)
 for key, value in json.load(sys.stdin):
     kv.put(key, value.encode())

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from cdp import Chromium, chromium_path
-from dnsdisco.catalogue import Catalogue, QueryRate, ServiceIndex, is_service, service_names
-from dnsdisco.snapshot import Snapshot, ZoneConfig
+from dnsdisco.ops.catalogue import Catalogue, QueryRate, ServiceIndex, is_service, service_names
+from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from etcdproc import free_port
 from harness import ServeProcess, wait_for
 
@@ -381,5 +381,5 @@ def test_the_built_package_ships_the_page(tmp_path):
                           "-d", str(tmp_path / "out")], cwd=src, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     for file in ("index.html", "app.js", "style.css"):
-        assert (tmp_path / "out" / "dnsdisco" / "static" / file).read_bytes() == \
-            (root / "dnsdisco" / "static" / file).read_bytes()
+        assert (tmp_path / "out" / "dnsdisco" / "ops" / "static" / file).read_bytes() == \
+            (root / "dnsdisco" / "ops" / "static" / file).read_bytes()

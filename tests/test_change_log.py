@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from dnsdisco.snapshot import Snapshot, ZoneConfig
-from dnsdisco.sync import ChangeLog
+from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+from dnsdisco.etcd.sync import ChangeLog
 from harness import ServeProcess, addresses, wait_for
 
 ZONES = [ZoneConfig("svc.local")]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dnsdisco import children
+from dnsdisco.etcd import children
 from harness import ROOT, child_env
 
 PARENT = """
@@ -39,8 +39,8 @@ def test_the_child_ends_when_its_parent_is_killed(tmp_path, trampoline):
     target = [sys.executable, "-c", f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); "
                                     "time.sleep(60)"]
     # the parent builds the command itself (the trampoline needs the parent's pid)
-    build = ("from dnsdisco.children import dying_with_us; import os; "
-             "cmd = dying_with_us({t!r}) if {sp} else [sys.executable, '-m', 'dnsdisco.children', str(os.getpid()), '--', *{t!r}]")
+    build = ("from dnsdisco.etcd.children import dying_with_us; import os; "
+             "cmd = dying_with_us({t!r}) if {sp} else [sys.executable, '-m', 'dnsdisco.etcd.children', str(os.getpid()), '--', *{t!r}]")
     code = "import sys\n" + build.format(t=target, sp=trampoline == "setpriv") + "\n" + \
         PARENT.replace("cmd = {cmd!r}\n", "")
     parent = subprocess.Popen([sys.executable, "-c", code], env=child_env(), cwd=str(ROOT), stdout=subprocess.PIPE,
@@ -64,7 +64,7 @@ def test_the_child_ends_when_its_parent_is_killed(tmp_path, trampoline):
 
 
 def test_python_trampoline_reports_a_missing_command():
-    out = subprocess.run([sys.executable, "-m", "dnsdisco.children", str(os.getpid()), "--", "no-such-command-here"],
+    out = subprocess.run([sys.executable, "-m", "dnsdisco.etcd.children", str(os.getpid()), "--", "no-such-command-here"],
                          env=child_env(), cwd=str(ROOT), capture_output=True, text=True, timeout=30)
     assert out.returncode == 127 and "cannot run 'no-such-command-here'" in out.stderr
 
@@ -74,4 +74,4 @@ def test_dying_with_us_prefers_setpriv():
     if shutil.which("setpriv"):
         assert cmd[1:4] == ["--pdeathsig", "TERM", "--"] and cmd[-1] == "true"
     else:
-        assert cmd[1:3] == ["-m", "dnsdisco.children"] and cmd[-1] == "true"
+        assert cmd[1:3] == ["-m", "dnsdisco.etcd.children"] and cmd[-1] == "true"

@@ -51,7 +51,7 @@ class Group:
 
 
 def _helper_pids(serve_pid: int) -> list[int]:
-    """The etcd helper processes (python -m dnsdisco.kvproc) whose parent is serve."""
+    """The etcd helper processes (python -m dnsdisco.etcd.helper) whose parent is serve."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -62,7 +62,7 @@ def _helper_pids(serve_pid: int) -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == serve_pid and b"dnsdisco.kvproc" in cmdline:
+        if ppid == serve_pid and b"dnsdisco.etcd.helper" in cmdline:
             pids.append(int(entry.name))
     return pids
 

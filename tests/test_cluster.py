@@ -11,7 +11,7 @@ import subprocess
 import time
 
 
-from dnsdisco.kv import KV
+from dnsdisco.etcd.client import KV
 from etcdproc import leader
 from harness import ServeProcess, addresses, child_env, dnsdisco_cmd, wait_for
 from test_partition import QueryLoop

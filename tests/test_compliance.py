@@ -22,7 +22,7 @@ import dns.tsig
 import pytest
 
 import genreport
-from dnsdisco.kv import KV
+from dnsdisco.etcd.client import KV
 from harness import ServeProcess, wait_for
 from refservers import BindServer, KnotServer, ask, raw_exchange, zone_text
 

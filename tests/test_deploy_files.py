@@ -197,8 +197,8 @@ def test_healthcheck_code_passes_on_200_and_fails_on_503():
     """Run the HEALTHCHECK one-liner against a real /readyz (exit 0 when ready, 1 when not)."""
     import types
     import gevent
-    from dnsdisco.health import start_http
-    from dnsdisco.metrics import NullMetrics
+    from dnsdisco.ops.http import start_http
+    from dnsdisco.ops.metrics import NullMetrics
     (health,) = [r for w, r in dockerfile_instructions() if w == "HEALTHCHECK"]
     code = json.loads(health[health.index("CMD") + 3:].strip())[2]
     state = types.SimpleNamespace(ready=False, connected=False, last_contact=None)

@@ -1,4 +1,4 @@
-"""dnsdisco.embedded: find the etcd on 127.0.0.1:2379 or start one there, and stop it."""
+"""dnsdisco.etcd.embedded: find the etcd on 127.0.0.1:2379 or start one there, and stop it."""
 from __future__ import annotations
 
 import logging
@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from dnsdisco import embedded
-from dnsdisco.embedded import EmbeddedError, binary, etcd_health, find_or_start
+from dnsdisco.etcd import embedded
+from dnsdisco.etcd.embedded import EmbeddedError, binary, etcd_health, find_or_start
 from etcdproc import port_is_free
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dnsdisco import embedded
-from dnsdisco.kv import KV
+from dnsdisco.etcd import embedded
+from dnsdisco.etcd.client import KV
 from etcdproc import port_is_free
 from harness import ServeProcess, addresses, free_port, query, wait_for
 

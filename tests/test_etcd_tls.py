@@ -209,7 +209,7 @@ def test_passwords_appear_in_no_output(serve):
 
 def test_password_sources(tmp_path):
     from dnsdisco.config import load
-    from dnsdisco.etcdconf import StartupError, read_password
+    from dnsdisco.etcd.settings import StartupError, read_password
     f = tmp_path / "pw"
     f.write_text("first-line\nignored\n")
     assert read_password(load("serve", {"etcd_password_file": str(f)}, env={})) == "first-line"
@@ -231,7 +231,7 @@ def test_password_flag_is_refused_without_echoing_it():
 
 
 def test_tls_failures_are_told_apart():
-    from dnsdisco.etcdconf import tls_problem
+    from dnsdisco.etcd.settings import tls_problem
     last = "last error: UNKNOWN: ipv4:127.0.0.1:1: Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: " \
            "error:1000007d:SSL routines:OPENSSL_internal:"
     assert "not signed by --etcd-cacert" in tls_problem(last + "CERTIFICATE_VERIFY_FAILED: unable to get: OK")

@@ -10,8 +10,8 @@ import gevent
 import pytest
 from dnslib import EDNS0, EDNSOption, QTYPE, RCODE, DNSRecord
 
-from dnsdisco.acl import Acl
-from dnsdisco.forward import (Forwarder, WireError, cache_key, parse_message, parse_upstreams,
+from dnsdisco.net.acl import Acl
+from dnsdisco.net.forwarder import (Forwarder, WireError, cache_key, parse_message, parse_upstreams,
                               self_loops, strip_hop_by_hop)
 from tests.netns import dnsmasq_command, free_port, wait_dns
 
@@ -404,8 +404,8 @@ def _alias_responder(upstream, acl=None):
     """A Responder for svc.local holding `alias -> example.test` (answered by the dnsmasq upstream)."""
     import json
 
-    from dnsdisco.snapshot import Snapshot, ZoneConfig
-    from dnsdisco.wire import Responder
+    from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+    from dnsdisco.dns.responder import Responder
     items = [("/skydns/local/svc/alias", json.dumps({"host": "example.test"}).encode()),
              ("/skydns/local/svc/gone", json.dumps({"host": "nothing-here.test"}).encode())]
     snap = Snapshot.build("/skydns", [ZoneConfig("svc.local")], 5, items)

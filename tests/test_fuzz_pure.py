@@ -13,8 +13,8 @@ import dns.rcode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnsdisco.snapshot import Snapshot, ZoneConfig
-from dnsdisco.wire import Responder
+from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+from dnsdisco.dns.responder import Responder
 
 ITEMS = [
     ("/skydns/local/svc/hello/a", {"host": "10.0.0.1", "port": 8080, "text": "t"}),

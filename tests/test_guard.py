@@ -9,7 +9,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from dnsdisco.guard import ExpiryGuard
+from dnsdisco.etcd.guard import ExpiryGuard
 
 
 def zone_of(key: str):

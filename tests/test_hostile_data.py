@@ -10,9 +10,9 @@ import dns.message
 import dns.rcode
 import pytest
 
-from dnsdisco.records import BadValue, parse
-from dnsdisco.snapshot import Snapshot, ZoneConfig
-from dnsdisco.wire import Responder
+from dnsdisco.dns.records import BadValue, parse
+from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+from dnsdisco.dns.responder import Responder
 from harness import ServeProcess, addresses, free_port, wait_for
 
 P = "/skydns/local/svc/"
@@ -162,7 +162,7 @@ CAP = 20
 
 @pytest.fixture(scope="module")
 def served(etcd):
-    from dnsdisco.kv import KV
+    from dnsdisco.etcd.client import KV
     etcd.start()
     kv = KV([etcd.endpoint], timeout=5.0)
     base = "/hostile/local/svc/"

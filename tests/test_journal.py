@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from dnsdisco.journal import Journal, changes_between, parse_size
-from dnsdisco.serial import MOD, revision_of, serial_add, serial_gt, serial_lt, serial_of
-from dnsdisco.snapshot import Snapshot, ZoneConfig
-from dnsdisco.zonedata import zone_rrsets
+from dnsdisco.net.journal import Journal, changes_between, parse_size
+from dnsdisco.dns.serial import MOD, revision_of, serial_add, serial_gt, serial_lt, serial_of
+from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+from dnsdisco.dns.zonedata import zone_rrsets
 
 ZONE = "svc.local"
 
@@ -176,7 +176,7 @@ class _Worker:
 
 
 def test_swaps_that_arrive_while_the_journal_worker_runs_are_merged():
-    from dnsdisco.transfer import Transfers
+    from dnsdisco.net.transfer import Transfers
     workers = []
     transfers = Transfers(journal=Journal(), spawn=lambda fn: workers.append(_Worker(fn)) or workers[-1])
     s0 = snap(10, {"a.svc.local": value("10.0.0.1")})

@@ -20,7 +20,7 @@ import json
 import dns.name
 import pytest
 
-from dnsdisco.kv import KV
+from dnsdisco.etcd.client import KV
 from harness import ServeProcess, wait_for
 from refservers import BindServer, KnotServer, ask, diff, rrs, signature, zone_text
 from test_resolver import CASES as RULE_CASES

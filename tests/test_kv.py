@@ -1,4 +1,4 @@
-"""dnsdisco.kv against real etcd processes: paging, watches, compaction, leases, failover."""
+"""dnsdisco.etcd.client against real etcd processes: paging, watches, compaction, leases, failover."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dnsdisco.kv import KV, Compacted, EtcdAuthError, EtcdConfigError, EtcdUnavailable, WatchBatch
+from dnsdisco.etcd.client import KV, Compacted, EtcdAuthError, EtcdConfigError, EtcdUnavailable, WatchBatch
 from etcdproc import EtcdProcess, enable_auth_with_reader, endpoints, leader, make_tls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -306,7 +306,7 @@ def test_auth_wrong_password_and_permissions():
 
 GEVENT_SCRIPT = r"""
 import sys
-from dnsdisco import kv as kvmod
+from dnsdisco.etcd import client as kv as kvmod
 kvmod.init_gevent(); kvmod.init_gevent()          # idempotent
 import gevent
 kv = kvmod.KV([sys.argv[1]], timeout=3)
@@ -330,8 +330,8 @@ stream.cancel()
 assert [k for k, _ in got] == ["/gevent/k0", "/gevent/k1", "/gevent/k2"], got
 assert len(ticks) == 20
 # The sync loop in a greenlet, as `dnsdisco serve` runs it.
-from dnsdisco.snapshot import ZoneConfig
-from dnsdisco.sync import Syncer
+from dnsdisco.dns.snapshot import ZoneConfig
+from dnsdisco.etcd.sync import Syncer
 syncer = Syncer(kv, "/gevent", [ZoneConfig("svc.local")], lambda snap, touched: None)
 sg = gevent.spawn(syncer.run)
 assert syncer.ready.wait(5)
@@ -409,7 +409,7 @@ def test_mutual_tls(tmp_path):
 def test_list_pages_grow_and_shrink_under_the_receive_limit(etcd, prefix, monkeypatch):
     """Pages grow past the first page's size; a page over the receive limit is asked again
     smaller, so every key still arrives."""
-    import dnsdisco.kv as kvmod
+    import dnsdisco.etcd.client as kvmod
     monkeypatch.setattr(kvmod, "CHANNEL_OPTIONS", [("grpc.max_receive_message_length", 100_000)]
                         + [o for o in kvmod.CHANNEL_OPTIONS if o[0] != "grpc.max_receive_message_length"])
     small = kvmod.KV([etcd.endpoint], timeout=10.0)

@@ -1,4 +1,4 @@
-"""dnsdisco.kvproc: serve's list and watch in a helper process, against a real etcd.
+"""dnsdisco.etcd.helper: serve's list and watch in a helper process, against a real etcd.
 
 The Syncer's own tests run on ProcessKV too (test_sync.py); these check what is the
 helper's alone: batches that arrived together come back as one, a dead helper is an
@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from dnsdisco.etcdconf import StartupError, check_access
-from dnsdisco.kv import KV, Compacted, EtcdAuthError, EtcdError, EtcdUnavailable
-from dnsdisco.kvproc import ProcessKV, _Reader, _send
-from dnsdisco.kvtypes import check_settings
+from dnsdisco.etcd.settings import StartupError, check_access
+from dnsdisco.etcd.client import KV, Compacted, EtcdAuthError, EtcdError, EtcdUnavailable
+from dnsdisco.etcd.helper import ProcessKV, _Reader, _send
+from dnsdisco.etcd.types import check_settings
 from etcdproc import EtcdProcess, enable_auth_with_reader
 from test_kv import collect
 

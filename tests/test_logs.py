@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from dnsdisco import logs
+from dnsdisco.ops import logs
 from dnsdisco.config import ConfigError, load
 
 PLAIN = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) "
@@ -42,21 +42,21 @@ def lines(buf: io.StringIO) -> list[str]:
 
 def test_plain_shape(capture):
     buf = capture("info", "plain")
-    log = logging.getLogger("dnsdisco.sync")
+    log = logging.getLogger("dnsdisco.etcd.sync")
     log.info("first sync done", extra=logs.fields(revision=42, records=1000, etcd="http://127.0.0.1:2379"))
     log.warning("bad value", extra=logs.fields(key="/skydns/local/svc/x y", error='not "JSON"'))
     log.debug("hidden at info")
     out = lines(buf)
     assert len(out) == 2
     assert all(PLAIN.match(line) for line in out), out
-    assert out[0].endswith(" INFO dnsdisco.sync: first sync done revision=42 records=1000 "
+    assert out[0].endswith(" INFO dnsdisco.etcd.sync: first sync done revision=42 records=1000 "
                            "etcd=http://127.0.0.1:2379")
     assert 'key="/skydns/local/svc/x y" error="not \\"JSON\\""' in out[1]
 
 
 def test_one_line_per_event_even_with_newlines_and_exceptions(capture):
     buf = capture("debug", "plain")
-    log = logging.getLogger("dnsdisco.records")
+    log = logging.getLogger("dnsdisco.dns.records")
     log.warning("key %s is bad", "/skydns/a\nFAKE 2026-01-01T00:00:00Z ERROR injected")
     try:
         raise ValueError("two\nlines")
@@ -69,7 +69,7 @@ def test_one_line_per_event_even_with_newlines_and_exceptions(capture):
 
 def test_json_lines_parse_one_by_one(capture):
     buf = capture("debug", "json")
-    log = logging.getLogger("dnsdisco.sync")
+    log = logging.getLogger("dnsdisco.etcd.sync")
     log.info("first sync done", extra=logs.fields(revision=42, records=3, msg="clashing field"))
     log.debug("a\nmultiline %s", "message")
     try:
@@ -81,7 +81,7 @@ def test_json_lines_parse_one_by_one(capture):
     assert len(objs) == 4
     first = objs[0]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["ts"])
-    assert (first["level"], first["logger"], first["msg"]) == ("info", "dnsdisco.sync", "first sync done")
+    assert (first["level"], first["logger"], first["msg"]) == ("info", "dnsdisco.etcd.sync", "first sync done")
     assert (first["revision"], first["records"], first["msg_"]) == (42, 3, "clashing field")
     assert objs[1]["msg"] == "a\nmultiline message" and objs[1]["level"] == "debug"
     assert objs[2]["level"] == "error" and "ZeroDivisionError" in objs[2]["exc"]
@@ -107,8 +107,8 @@ def test_setup_twice_replaces_the_handler(capture):
     ("verbose", "plain", "--log-level 'verbose'"),
     ("info", "xml", "--log-format 'xml'"),
 ])
-def test_bad_level_or_format_is_a_config_error(level, fmt, words):
-    with pytest.raises(ConfigError, match=re.escape(words)):
+def test_bad_level_or_format_is_a_value_error(level, fmt, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
         logs.setup(level, fmt, io.StringIO())
 
 
@@ -120,7 +120,7 @@ def test_log_format_option_is_checked_when_loading():
 
 def test_warn_once_logs_a_key_once(capture):
     buf = capture("info", "plain")
-    once = logs.OnceLogger("dnsdisco.records")
+    once = logs.OnceLogger("dnsdisco.dns.records")
     assert once.warn("/skydns/local/svc/bad/1", "skipped a bad value: not JSON")
     assert not once.warn("/skydns/local/svc/bad/1", "skipped a bad value: not JSON")
     assert once.warn("/skydns/local/svc/bad/2", "skipped a bad value: port 70000")
@@ -134,7 +134,7 @@ def test_warn_once_logs_a_key_once(capture):
 
 def test_warn_once_memory_is_bounded(capture):
     buf = capture("info", "plain")
-    once = logs.OnceLogger("dnsdisco.records", limit=3)
+    once = logs.OnceLogger("dnsdisco.dns.records", limit=3)
     for i in range(10):
         once.warn(f"/k/{i}", "bad")
     out = lines(buf)
@@ -155,7 +155,7 @@ def test_module_warn_once(capture):
 def test_secrets_never_appear(capture, fmt):
     buf = capture("debug", fmt, secrets=["hunter2-pass"])
     logs.add_secret(b"file-secret")
-    log = logging.getLogger("dnsdisco.kv")
+    log = logging.getLogger("dnsdisco.etcd.client")
     log.info("connecting with password %s", "hunter2-pass")
     log.info("auth", extra=logs.fields(password="hunter2-pass", other="x-file-secret-y", n=3))
     try:
@@ -172,7 +172,7 @@ def test_secret_values_come_from_secret_options(monkeypatch):
     monkeypatch.setattr(config, "OPTIONS", config.OPTIONS + [
         config.Option("etcd_password", config.parse_str, "", "test", ("serve",), secret=True, flag=False)])
     cfg = config.load("serve", env={"DNSDISCO_ETCD_PASSWORD": "pw-from-env"})
-    assert logs.secret_values(cfg) == ["pw-from-env"]
+    assert config.secret_values(cfg) == ["pw-from-env"]
 
 
 def test_query_log_line(capture):

@@ -10,8 +10,8 @@ import gevent
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dnsdisco.health import readiness, start_http
-from dnsdisco.metrics import LATENCY_BUCKETS, Metrics, NullMetrics
+from dnsdisco.ops.http import readiness, start_http
+from dnsdisco.ops.metrics import LATENCY_BUCKETS, Metrics, NullMetrics
 
 A, AAAA, SRV, TXT = 1, 28, 33, 16
 NOERROR, NXDOMAIN, REFUSED = 0, 3, 5
@@ -260,8 +260,8 @@ def test_address_in_use_names_the_flag(served):
 SERVE_SCRIPT = r"""
 from gevent import monkey; monkey.patch_all()
 import sys, time, types, gevent
-from dnsdisco.health import start_http
-from dnsdisco.metrics import Metrics
+from dnsdisco.ops.http import start_http
+from dnsdisco.ops.metrics import Metrics
 metrics = Metrics()
 for _ in range(11):
     metrics.query(1, 0, "udp", 0.00002, True)

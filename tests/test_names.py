@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnsdisco.names import (BadName, ancestors, is_subdomain, key_for, label_count, name_for, normalize, parent,
+from dnsdisco.dns.names import (BadName, ancestors, is_subdomain, key_for, label_count, name_for, normalize, parent,
                             reverse_name, zone_of)
 
 

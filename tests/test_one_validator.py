@@ -15,7 +15,7 @@ import dns.rcode
 import pytest
 
 import dnsdisco
-from dnsdisco.names import key_for
+from dnsdisco.dns.names import key_for
 from harness import ServeProcess, addresses, child_env, dnsdisco_cmd, wait_for
 
 PREFIX = "/skydns"

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from dnsdisco.kv import KV
+from dnsdisco.etcd.client import KV
 from harness import ServeProcess, addresses, wait_for
 from relay import Relay
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dnsdisco.records import BadValue, Record, parse
+from dnsdisco.dns.records import BadValue, Record, parse
 
 KEY = "/skydns/local/svc/hello/a"
 NAME = "a.hello.svc.local"

@@ -8,7 +8,7 @@ from concurrent import futures
 
 import pytest
 
-from dnsdisco import registrar as reg
+from dnsdisco.register import registrar as reg
 
 grpc = pytest.importorskip("grpc")
 health_mod = pytest.importorskip("grpc_health.v1.health", reason="grpcio-health-checking (the test extra)")

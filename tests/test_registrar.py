@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from dnsdisco import registrar as reg
+from dnsdisco.register import registrar as reg
 from dnsdisco.api import ResolveError, nameservers, order_srv, resolve_srv
 from harness import child_env, dnsdisco_cmd, wait_for
 
@@ -243,7 +243,7 @@ def test_put_many_and_lease_keys(kv, prefix):
 def test_group_writes_one_key_per_request_when_etcd_allows_few_txn_ops(prefix):
     """An etcd run with --max-txn-ops below our batch of puts: the group notices and goes on."""
     from etcdproc import EtcdProcess
-    from dnsdisco.kv import KV
+    from dnsdisco.etcd.client import KV
     small = EtcdProcess("smalltxn", extra_args=["--max-txn-ops", "8"]).start()
     client = KV([small.endpoint], timeout=3.0)
     group = reg.LeaseGroup(client, 3)

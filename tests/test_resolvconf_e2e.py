@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from dnsdisco.embedded import binary
+from dnsdisco.etcd.embedded import binary
 from etcdproc import EtcdProcess
 from harness import ROOT, child_env, dnsdisco_cmd
 from netns import Netns, dnsmasq_command, netns_available

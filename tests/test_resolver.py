@@ -20,11 +20,11 @@ import dns.rdatatype
 import pytest
 from dnslib import DNSRecord
 
-from dnsdisco import resolver, zonefile
-from dnsdisco.snapshot import Snapshot, ZoneConfig
-from dnsdisco.packer import fast_answer
-from dnsdisco.wire import Responder
-from dnsdisco.wire import rotations as wire_rotations
+from dnsdisco.dns import rules as resolver, zonefile
+from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+from dnsdisco.dns.packer import fast_answer
+from dnsdisco.dns.responder import Responder
+from dnsdisco.dns.wire import rotations as wire_rotations
 
 PREFIX = "/skydns"
 REV = 7
@@ -426,9 +426,10 @@ def test_error_rcodes_from_resolver(mutate, rcode):
 
 
 @pytest.mark.parametrize("qtype", ["AXFR", "IXFR"])
-def test_transfers_notimp_from_resolver(qtype):
+def test_transfers_refused_by_the_rules(qtype):
+    """A transfer request net.transfer did not take (no --transfer-allow) is refused."""
     ans = _answer(make_snapshot(hello(1)), make_query("svc.local", qtype))
-    assert ans.reply.header.rcode == dns.rcode.NOTIMP
+    assert ans.reply.header.rcode == dns.rcode.REFUSED
 
 
 def test_in_zone_flag_and_depends():

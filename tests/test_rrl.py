@@ -13,9 +13,10 @@ import dns.message
 import dns.rcode
 import pytest
 
-from dnsdisco.rrl import DROP, PASS, SLIP, RateLimiter, network_key, slip_reply
-from dnsdisco.snapshot import Snapshot, ZoneConfig
-from dnsdisco.wire import Responder
+from dnsdisco.dns.wire import slip_reply
+from dnsdisco.net.rrl import DROP, PASS, SLIP, RateLimiter, network_key
+from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+from dnsdisco.dns.responder import Responder
 from harness import ServeProcess, free_port, wait_for
 
 

@@ -17,7 +17,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from dnsdisco.embedded import binary
+from dnsdisco.etcd.embedded import binary
 from harness import ServeProcess, addresses, wait_for
 
 PREFIX = "/e2e"
@@ -263,6 +263,6 @@ def test_grpc_is_loaded_by_the_etcd_helper_only(server):
     grpc_in = lambda pid: sorted(f for f in mapped_files(pid) if "cygrpc" in f)  # noqa: E731
     assert grpc_in(server.proc.pid) == []
     helpers = [pid for pid in children(server.proc.pid)
-               if b"dnsdisco.kvproc" in open(f"/proc/{pid}/cmdline", "rb").read()]
+               if b"dnsdisco.etcd.helper" in open(f"/proc/{pid}/cmdline", "rb").read()]
     assert len(helpers) == 1, children(server.proc.pid)
     assert grpc_in(helpers[0]), "the helper has no cygrpc mapped: is the marker still gRPC's module name?"

@@ -17,7 +17,7 @@ import gevent
 import pytest
 from gevent import socket
 
-from dnsdisco.server import BindError, DNSServer, bind_error, client_key
+from dnsdisco.net.listeners import BindError, DNSServer, bind_error, client_key
 from harness import read_message
 
 SLOW = 0.6

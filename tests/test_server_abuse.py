@@ -32,7 +32,7 @@ SOURCES = [f"127.0.0.{i}" for i in range(10, 30)]
 
 SERVER_SCRIPT = r"""
 import sys, gevent, signal
-from dnsdisco.server import DNSServer
+from dnsdisco.net.listeners import DNSServer
 idle, read = float(sys.argv[1]), float(sys.argv[2])
 def echo(data, transport, client):
     if len(data) < 12:

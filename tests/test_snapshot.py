@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnsdisco import snapshot as snapshot_mod
-from dnsdisco.names import name_for
-from dnsdisco.snapshot import FOLD_AT, Layered, Snapshot, ZoneConfig
+from dnsdisco.dns import snapshot as snapshot_mod
+from dnsdisco.dns.names import name_for
+from dnsdisco.dns.snapshot import FOLD_AT, Layered, Snapshot, ZoneConfig
 
 PREFIX = "/skydns"
 ZONES = (ZoneConfig("svc.local"), ZoneConfig("in-addr.arpa"))

@@ -70,7 +70,7 @@ def rss(pid: int) -> int:
 @pytest.fixture(scope="module")
 def server(etcd):
     etcd.start()
-    from dnsdisco.kv import KV
+    from dnsdisco.etcd.client import KV
     kv = KV([etcd.endpoint], timeout=5.0)
     for rel, value in RECORDS.items():
         kv.put(f"/fuzz/local/svc/{rel}", json.dumps(value).encode())

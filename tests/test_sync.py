@@ -1,4 +1,4 @@
-"""dnsdisco.sync against a real etcd: list + watch, restarts, compaction, bad values."""
+"""dnsdisco.etcd.sync against a real etcd: list + watch, restarts, compaction, bad values."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from dnsdisco.kv import KV
-from dnsdisco.kvproc import ProcessKV
-from dnsdisco.snapshot import ZoneConfig
-from dnsdisco.sync import Syncer
+from dnsdisco.etcd.client import KV
+from dnsdisco.etcd.helper import ProcessKV
+from dnsdisco.dns.snapshot import ZoneConfig
+from dnsdisco.etcd.sync import Syncer
 
 ZONES = (ZoneConfig("svc.local"),)
 
@@ -109,7 +109,7 @@ def test_initial_list_then_live_puts_and_deletes(kv, prefix):
 
 
 def test_etcd_restart_loses_no_event(etcd, kv, prefix, caplog):
-    caplog.set_level(logging.INFO, logger="dnsdisco.sync")
+    caplog.set_level(logging.INFO, logger="dnsdisco.etcd.sync")
     with Running(kv, prefix) as run:
         kv.put(prefix + "local/svc/a/1", record("10.1.0.1"))
         kv.put(prefix + "local/svc/b/1", record("10.1.0.2"))   # just before the stop
@@ -144,7 +144,7 @@ def test_served_from_last_snapshot_while_etcd_is_down(etcd, kv, prefix):
 
 
 def test_compaction_past_the_watch_forces_a_relist(etcd, kv, prefix, caplog):
-    caplog.set_level(logging.INFO, logger="dnsdisco.sync")
+    caplog.set_level(logging.INFO, logger="dnsdisco.etcd.sync")
     kv.put(prefix + "local/svc/x/1", record("10.3.0.1"))
     with Running(kv, prefix) as run:
         run.hold.set()                                    # the next swap blocks the loop
@@ -171,7 +171,7 @@ def test_compaction_past_the_watch_forces_a_relist(etcd, kv, prefix, caplog):
 
 
 def test_bad_value_is_skipped_with_one_warning_naming_the_key(kv, prefix, caplog):
-    caplog.set_level(logging.WARNING, logger="dnsdisco.sync")
+    caplog.set_level(logging.WARNING, logger="dnsdisco.etcd.sync")
     bad_key = prefix + "local/svc/bad/1"
     kv.put(bad_key, b"{not json")
     kv.put(prefix + "local/svc/good/1", record("10.4.0.1"))

@@ -134,7 +134,7 @@ def axfr_query(key=None, when=None) -> bytes:
     msg = dns.message.make_query(ZONE, "AXFR")
     wire = msg.to_wire()
     if key is not None:
-        from dnsdisco.tsig import sign
+        from dnsdisco.net.tsig import sign
         wire, _ = sign(wire, key, b"", time_signed=when)
     return wire
 

@@ -10,7 +10,7 @@ import dns.rcode
 import dns.tsig
 import pytest
 
-from dnsdisco import tsig
+from dnsdisco.net import tsig
 
 SECRET = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -86,16 +86,18 @@ def test_refused_requests_cannot_flood_the_log(caplog):
     """30 refused AXFRs and 30 bad signatures: at most 10 lines per 10 s window."""
     import logging
 
-    from dnsdisco.snapshot import Snapshot, ZoneConfig
-    from dnsdisco.wire import Responder
+    from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+    from dnsdisco.dns.responder import Responder
+    from dnsdisco.net.transfer import Transfers
     responder = Responder(Snapshot.build("/skydns", [ZoneConfig("svc.local")], 5, []))
+    responder.xfr = Transfers()           # no settings: transfers refused, signed queries BADKEY
     axfr = dns.message.make_query("svc.local", "AXFR").to_wire()
     key = dns.tsig.Key("k1.", SECRET, "hmac-sha256")
-    with caplog.at_level(logging.INFO, logger="dnsdisco.transfer"):
+    with caplog.at_level(logging.INFO, logger="dnsdisco.net.transfer"):
         for _ in range(30):
             reply = responder.handle(axfr, "tcp", ("192.0.2.9", 5353))
             assert dns.message.from_wire(reply[0] if isinstance(reply, list) else reply).rcode() == dns.rcode.REFUSED
             reply = responder.handle(signed_query(key), "udp", ("192.0.2.9", 5353))
             assert dns.message.from_wire(reply, keyring=False).tsig[0].error == dns.rcode.BADKEY
-    lines = [r for r in caplog.records if r.name == "dnsdisco.transfer"]
+    lines = [r for r in caplog.records if r.name == "dnsdisco.net.transfer"]
     assert len(lines) == 10

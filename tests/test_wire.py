@@ -13,8 +13,9 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from dnsdisco.snapshot import Snapshot, ZoneConfig
-from dnsdisco.wire import Responder, parse_fast, udp_limit
+from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+from dnsdisco.dns.responder import Responder
+from dnsdisco.dns.wire import parse_fast, udp_limit
 
 PREFIX = "/skydns"
 CLIENT = ("127.0.0.1", 5353)

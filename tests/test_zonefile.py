@@ -8,9 +8,9 @@ import dns.message
 import dns.rcode
 import pytest
 
-from dnsdisco.snapshot import Snapshot, ZoneConfig
-from dnsdisco.wire import Responder
-from dnsdisco.zonefile import ZoneFileError, load_zones, parse_zone_text
+from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+from dnsdisco.dns.responder import Responder
+from dnsdisco.dns.zonefile import ZoneFileError, load_zones, parse_zone_text
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHIPPED = (ROOT / "zones" / "svc.local.zone").read_text()

@@ -1,0 +1,659 @@
+"""The one adapter over the etcd v3 API: everything dnsdisco asks of etcd goes through KV.
+
+Built on the gRPC stubs of pyetcd (etcd-sdk-python), not on its client objects, because:
+- failover: one gRPC channel per endpoint; a call that meets an unavailable member (or a
+  member without a leader) moves on to the next one until a deadline, so a killed member
+  costs nothing once its channel is known dead;
+- watches: pyetcd's callback Watcher drops stream errors silently and deadlocks when a watch
+  is added inside a callback; here a watch is a plain iterator that raises `Compacted` or
+  `EtcdUnavailable` and can be cancelled from any thread;
+- auth tokens are re-fetched when etcd says they expired.
+
+Works in plain threads and under gevent; a gevent program calls `init_gevent()` first.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import weakref
+from typing import Callable, Iterator
+
+import grpc
+from pyetcd import etcdrpc
+from pyetcd.etcdrpc import kv_pb2
+
+# the gRPC-free part, re-exported: `from dnsdisco.etcd.client import EtcdError` keeps working
+from dnsdisco.etcd.types import (Compacted, EtcdAuthError, EtcdConfigError, EtcdError, EtcdTooLarge,  # noqa: F401
+                      EtcdUnavailable, WatchBatch, check_settings, checked_settings, parse_endpoint,
+                      range_end, read_pem)
+
+log = logging.getLogger(__name__)
+
+# gRPC's default receive limit is 4 MiB. Lists are paged anyway; a watch catch-up batch or a
+# large transaction can still exceed it (pyetcd's protos predate watch fragmentation).
+MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+LIST_PAGE_BYTES = 8 * 1024 * 1024    # aim of one list page after the first
+LIST_PAGE_MAX = 50_000               # keys in one list page at most
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+    # Find dead connections under an idle watch. etcd refuses pings more often than 5 s
+    # and pings without an open call.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Reconnect to a restarted member within about 2 s instead of gRPC's 120 s cap.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+
+# One try of a small request (put, delete, lease, status, watch open) gives up after this and
+# is retried, on the next member if there are several: a write sent to a follower while the
+# leader dies hangs until the client gives up, although a new leader is elected in about
+# a second. Lists and compactions may legitimately take longer and get the whole timeout.
+QUICK_TRY = 1.0
+
+# Status codes after which another member (or a later try) may succeed.
+_RETRY_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# etcd messages that mean "this member cannot serve right now", whatever the code.
+_RETRY_MESSAGES = ("no leader", "leader changed", "request timed out", "deadline exceeded",
+                   "too many requests", "not capable", "stopped")
+
+
+# --------------------------------------------------------------------- gevent
+
+_gevent_initialized = False
+_gevent_lock = threading.Lock()
+
+
+def init_gevent() -> None:
+    """Make the process gevent-cooperative: monkey-patch, then switch gRPC to gevent.
+
+    Call first thing in a gevent program, before any KV exists. Idempotent.
+    """
+    global _gevent_initialized
+    with _gevent_lock:
+        if _gevent_initialized:
+            return
+        from gevent import monkey
+        if not monkey.is_module_patched("socket"):
+            monkey.patch_all()
+        import grpc.experimental.gevent as grpc_gevent
+        grpc_gevent.init_gevent()
+        _gevent_initialized = True
+
+
+# --------------------------------------------------------------------- helpers
+
+def _key_str(key: bytes) -> str:
+    return key.decode("utf-8", errors="replace")
+
+
+def _details(exc: grpc.RpcError) -> str:
+    try:
+        return exc.details() or exc.code().name
+    except Exception:  # not a call object
+        return str(exc)
+
+
+class _Endpoint:
+    """One member: its URL, its gRPC channel and the stubs on it."""
+
+    def __init__(self, url: str, credentials: grpc.ChannelCredentials | None):
+        self.url, self.target = parse_endpoint(url)
+        if self.url.startswith("https://"):
+            self.channel = grpc.secure_channel(self.target, credentials, options=CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        self.kv = etcdrpc.KVStub(self.channel)
+        self.watch = etcdrpc.WatchStub(self.channel)
+        self.lease = etcdrpc.LeaseStub(self.channel)
+        self.maintenance = etcdrpc.MaintenanceStub(self.channel)
+        self.auth = etcdrpc.AuthStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+# --------------------------------------------------------------------- KV
+
+class KV:
+    """etcd access with failover between endpoints.
+
+    `timeout` bounds every call, failover and retries included: a call that finds no member
+    able to answer within it raises EtcdUnavailable.
+    """
+
+    def __init__(self, endpoints: list[str] | str, *, timeout: float = 5.0,
+                 ca: str | None = None, cert: str | None = None, key: str | None = None,
+                 user: str | None = None, password: str | None = None):
+        # what another process needs to open the same KV (serve's watch helper, kvproc.py)
+        self.settings, pems = checked_settings(endpoints, timeout=timeout, ca=ca, cert=cert, key=key,
+                                               user=user, password=password)
+        endpoints, self.timeout = self.settings["endpoints"], self.settings["timeout"]
+        credentials = None
+        if pems is not None:
+            root, private_key, chain = pems
+            credentials = grpc.ssl_channel_credentials(root_certificates=root, private_key=private_key,
+                                                       certificate_chain=chain)
+        self._user, self._password = user, password
+        self._endpoints = [_Endpoint(e, credentials) for e in endpoints]
+        self._current = 0
+        self._token: str | None = None
+        self._auth_lock = threading.Lock()
+        self._watches: "weakref.WeakSet[WatchStream]" = weakref.WeakSet()
+        self._closed = False
+
+    # ---- public API
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [ep.url for ep in self._endpoints]
+
+    @property
+    def endpoint_in_use(self) -> str:
+        """The endpoint that answered last (calls start there)."""
+        return self._endpoints[self._current].url
+
+    def list_prefix(self, prefix: str, page_size: int = 1000, pages=None) -> tuple[int, list[tuple[str, bytes]]]:
+        """Every (key, value) under prefix as of one revision, read in pages.
+
+        Pages after the first are read at the first page's revision, so the result is one
+        consistent snapshot. If that revision is compacted mid-way, the list starts over.
+        The first page has `page_size` keys; later pages hold about LIST_PAGE_BYTES
+        (etcd counts the whole range on every page, so 200 pages of 1,000 cost 4 s where 4
+        pages of 50,000 cost 0.7 s); a page over the receive limit is asked again with a
+        quarter of the keys, and later pages aim at half the bytes.
+
+        With `pages`, each page's pairs go to `pages(items)` as they arrive instead of into
+        the returned list (which is then empty), and `pages(None)` says a compaction started
+        the listing over: the serve helper forwards pages so it never holds 200,000 pairs.
+        """
+        start_key = prefix.encode()
+        end = range_end(start_key) if start_key else b"\0"
+        if not start_key:
+            start_key = b"\0"
+        for attempt in range(5):
+            revision, items, key, limit, target = 0, [], start_key, page_size, LIST_PAGE_BYTES
+            if pages is not None and attempt > 0:
+                pages(None)
+            try:
+                while True:
+                    req = etcdrpc.RangeRequest(key=key, range_end=end, limit=limit, revision=revision)
+                    try:
+                        resp = self._call(f"list {prefix!r}",
+                                          lambda ep, t, md: ep.kv.Range(req, timeout=t, metadata=md),
+                                          slow=True)
+                    except EtcdTooLarge:
+                        if limit == 1:
+                            raise
+                        limit, target = max(1, limit // 4), max(1, target // 2)
+                        continue
+                    if revision == 0:
+                        revision = resp.header.revision
+                    if pages is None:
+                        items.extend((_key_str(kv.key), kv.value) for kv in resp.kvs)
+                    elif resp.kvs:
+                        pages([(_key_str(kv.key), kv.value) for kv in resp.kvs])
+                    if not resp.more or not resp.kvs:
+                        return revision, items
+                    size = sum(len(kv.key) + len(kv.value) for kv in resp.kvs)
+                    limit = int(min(LIST_PAGE_MAX, max(1, target * len(resp.kvs) / max(size, 1))))
+                    key = resp.kvs[-1].key + b"\0"
+            except Compacted:
+                continue
+        raise EtcdError(f"list {prefix!r}: etcd kept compacting past the listed revision")
+
+    def watch_prefix(self, prefix: str, start_revision: int, *,
+                     progress_interval: float = 5.0) -> "WatchStream":
+        """Changes under prefix from start_revision on (0 = from now), as WatchBatch items.
+
+        Raises Compacted when start_revision is compacted away, EtcdUnavailable when the
+        stream breaks; `cancel()` on the returned stream ends it from any thread.
+        """
+        stream = WatchStream(self, prefix, start_revision, progress_interval)
+        self._watches.add(stream)
+        return stream
+
+    def get(self, key: str) -> bytes | None:
+        """The value at key, None if absent."""
+        req = etcdrpc.RangeRequest(key=key.encode())
+        resp = self._call(f"get {key!r}", lambda ep, t, md: ep.kv.Range(req, timeout=t, metadata=md))
+        return resp.kvs[0].value if resp.kvs else None
+
+    def put(self, key: str, value: bytes, lease: int | None = None) -> int:
+        """Write value at key (attached to lease if given); return the new revision."""
+        if isinstance(value, str):
+            value = value.encode()
+        req = etcdrpc.PutRequest(key=key.encode(), value=value, lease=lease or 0)
+        resp = self._call(f"put {key!r}", lambda ep, t, md: ep.kv.Put(req, timeout=t, metadata=md))
+        return resp.header.revision
+
+    def delete(self, key: str) -> None:
+        req = etcdrpc.DeleteRangeRequest(key=key.encode())
+        self._call(f"delete {key!r}", lambda ep, t, md: ep.kv.DeleteRange(req, timeout=t, metadata=md))
+
+    def delete_prefix(self, prefix: str) -> None:
+        if not prefix:
+            raise ValueError("refusing to delete the whole key space")
+        req = etcdrpc.DeleteRangeRequest(key=prefix.encode(), range_end=range_end(prefix.encode()))
+        self._call(f"delete {prefix!r}*",
+                   lambda ep, t, md: ep.kv.DeleteRange(req, timeout=t, metadata=md))
+
+    def grant(self, ttl: int) -> int:
+        """A new lease of ttl seconds; returns its id."""
+        req = etcdrpc.LeaseGrantRequest(TTL=int(ttl))
+        resp = self._call(f"grant a {ttl}s lease",
+                          lambda ep, t, md: ep.lease.LeaseGrant(req, timeout=t, metadata=md))
+        if resp.error:
+            raise EtcdError(f"grant a {ttl}s lease: {resp.error}")
+        return resp.ID
+
+    def refresh(self, lease_id: int) -> int:
+        """Keep a lease alive once; returns its TTL after the refresh, 0 if the lease is gone."""
+        req = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
+
+        def keepalive(ep, t, md):
+            call = ep.lease.LeaseKeepAlive(iter([req]), timeout=t, metadata=md)
+            try:
+                return next(call)
+            except StopIteration:
+                raise EtcdUnavailable(f"{ep.url} closed the keepalive stream") from None
+            finally:
+                call.cancel()
+
+        return self._call(f"refresh lease {lease_id:x}", keepalive).TTL
+
+    def put_many(self, items: list[tuple[str, bytes]], lease: int | None = None, batch: int = 100) -> None:
+        """Write several keys, `batch` per transaction (etcd refuses more than --max-txn-ops,
+        default 128, in one): re-writing a thousand registrations after a lost lease is ten
+        requests, not a thousand."""
+        for start in range(0, len(items), batch):
+            ops = [etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(
+                key=key.encode(), value=value.encode() if isinstance(value, str) else value, lease=lease or 0))
+                for key, value in items[start:start + batch]]
+            req = etcdrpc.TxnRequest(success=ops)
+            self._call(f"put {len(ops)} keys", lambda ep, t, md: ep.kv.Txn(req, timeout=t, metadata=md))
+
+    def lease_keys(self, lease_id: int) -> set[str] | None:
+        """The keys attached to a lease now; None if the lease is gone."""
+        req = etcdrpc.LeaseTimeToLiveRequest(ID=lease_id, keys=True)
+        resp = self._call(f"keys of lease {lease_id:x}",
+                          lambda ep, t, md: ep.lease.LeaseTimeToLive(req, timeout=t, metadata=md))
+        if resp.TTL <= 0:
+            return None
+        return {_key_str(k) for k in resp.keys}
+
+    def revoke(self, lease_id: int) -> None:
+        """Revoke a lease (its keys go with it); a lease that is already gone is fine."""
+        req = etcdrpc.LeaseRevokeRequest(ID=lease_id)
+        try:
+            self._call(f"revoke lease {lease_id:x}",
+                       lambda ep, t, md: ep.lease.LeaseRevoke(req, timeout=t, metadata=md))
+        except EtcdError as exc:
+            if "lease not found" not in str(exc):
+                raise
+
+    def compact(self, revision: int) -> None:
+        """Drop history before revision (waits until applied). Already compacted is fine."""
+        req = etcdrpc.CompactionRequest(revision=revision, physical=True)
+        try:
+            self._call(f"compact to {revision}",
+                       lambda ep, t, md: ep.kv.Compact(req, timeout=t, metadata=md), slow=True)
+        except Compacted:
+            pass
+
+    def check_read(self, prefix: str) -> None:
+        """Read one key of the range under `prefix`: proves these credentials may read it.
+        Raises like any call (EtcdAuthError when not allowed)."""
+        start = (prefix.rstrip("/") + "/").encode()
+        req = etcdrpc.RangeRequest(key=start, range_end=range_end(start), keys_only=True, limit=1)
+        self._call(f"read {start.decode()}", lambda ep, t, md: ep.kv.Range(req, timeout=t, metadata=md))
+
+    def check_write(self, key: str) -> None:
+        """A transaction whose condition never holds: etcd checks the permission of its put
+        on `key` but never applies it."""
+        raw = key.encode()
+        never = etcdrpc.Compare(key=raw, result=etcdrpc.Compare.LESS, target=etcdrpc.Compare.VERSION, version=0)
+        req = etcdrpc.TxnRequest(
+            compare=[never],
+            success=[etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=raw, value=b""))],
+            failure=[etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=raw, keys_only=True))])
+        self._call(f"write {key}", lambda ep, t, md: ep.kv.Txn(req, timeout=t, metadata=md))
+
+    def revision(self) -> int:
+        """The current revision of the key space (as the answering member knows it)."""
+        req = etcdrpc.StatusRequest()
+        resp = self._call("status", lambda ep, t, md: ep.maintenance.Status(req, timeout=t, metadata=md))
+        return resp.header.revision
+
+    def close(self) -> None:
+        """Cancel open watches and close every channel. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for w in list(self._watches):
+            w.cancel()
+        for ep in self._endpoints:
+            ep.close()
+
+    def __enter__(self) -> "KV":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- calls with failover
+
+    def _rotation(self) -> list[int]:
+        n = len(self._endpoints)
+        return [(self._current + i) % n for i in range(n)]
+
+    def _metadata(self) -> tuple | None:
+        if self._user is None:
+            return None
+        token = self._token or self._authenticate()
+        return (("token", token),) if token else None
+
+    def _call(self, what: str, fn: Callable, *, authenticate: bool = True, slow: bool = False):
+        """Run fn(endpoint, timeout, metadata) on the current member, failing over to the
+        others and retrying with a short pause until self.timeout has passed. Each try is
+        bounded by QUICK_TRY unless the request is `slow`."""
+        if self._closed:
+            raise EtcdError(f"{what}: the etcd client is closed")
+        deadline = time.monotonic() + self.timeout
+        per_try = self.timeout if slow else min(self.timeout, QUICK_TRY)
+        pause = 0.05
+        last = "no answer"
+        reauthenticated = False
+        while True:
+            for i in self._rotation():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                ep = self._endpoints[i]
+                try:
+                    md = self._metadata() if authenticate else None
+                    result = fn(ep, min(per_try, remaining), md)
+                except ValueError:
+                    if self._closed:  # closed by another thread while we were calling
+                        raise EtcdError(f"{what}: the etcd client is closed") from None
+                    raise
+                except grpc.RpcError as exc:
+                    code, details = exc.code(), _details(exc)
+                    if code == grpc.StatusCode.UNAUTHENTICATED and self._user and not reauthenticated:
+                        # Simple tokens expire (--auth-token-ttl): fetch a new one and retry.
+                        self._token = None
+                        reauthenticated = True
+                        break
+                    if code in _RETRY_CODES or any(m in details for m in _RETRY_MESSAGES):
+                        last = f"{ep.url}: {details}"
+                        continue
+                    raise self._error(what, ep, code, details) from None
+                self._current = i
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise EtcdUnavailable(f"{what}: no etcd endpoint answers "
+                                      f"({', '.join(self.endpoints)}); last error {last}")
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.5)
+
+    def _authenticate(self) -> str | None:
+        with self._auth_lock:
+            if self._token:
+                return self._token
+            req = etcdrpc.AuthenticateRequest(name=self._user, password=self._password)
+            try:
+                resp = self._call(f"log in to etcd as {self._user!r}",
+                                  lambda ep, t, md: ep.auth.Authenticate(req, timeout=t),
+                                  authenticate=False)
+            except EtcdError as exc:
+                if "authentication is not enabled" in str(exc):
+                    log.warning("etcd has authentication disabled; ignoring user %r", self._user)
+                    self._user = None
+                    return None
+                raise
+            self._token = resp.token
+            return self._token
+
+    def _error(self, what: str, ep: _Endpoint, code: grpc.StatusCode, details: str) -> EtcdError:
+        """A clear exception for a gRPC error that retrying will not fix."""
+        if "compacted" in details:
+            return Compacted(0, f"{what}: {details}")
+        if "authentication failed" in details or "invalid user ID or password" in details:
+            return EtcdAuthError(f"etcd at {ep.url} rejected the credentials of user "
+                                 f"{self._user!r}: {details}")
+        if "user name is empty" in details or code == grpc.StatusCode.UNAUTHENTICATED:
+            return EtcdAuthError(f"{what}: etcd at {ep.url} requires authentication "
+                                 f"(give an etcd user and password): {details}")
+        if code == grpc.StatusCode.PERMISSION_DENIED or "permission denied" in details:
+            return EtcdAuthError(f"{what}: etcd at {ep.url} denied it to user {self._user!r}: {details}")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return EtcdTooLarge(f"{what}: the answer is over the receive limit: {details}")
+        return EtcdError(f"{what}: etcd at {ep.url} answered {code.name}: {details}")
+
+
+# --------------------------------------------------------------------- watch
+
+class WatchStream:
+    """An iterator of WatchBatch over one etcd Watch stream; `cancel()` from any thread.
+
+    The first batch of a stream has no events and confirms the watch is established.
+    Then: a batch per etcd response with events (revision = the last event's revision,
+    never etcd's header revision, which can run ahead while a catch-up is still being
+    sent), progress batches from etcd's periodic progress notifications, and liveness
+    batches (revision unchanged) answering our progress requests every progress_interval.
+    A stream silent for 3 intervals is treated as broken.
+    """
+
+    def __init__(self, kv: KV, prefix: str, start_revision: int, progress_interval: float):
+        self._kv = kv
+        self._prefix = prefix
+        self._start = start_revision
+        self._interval = progress_interval
+        key = prefix.encode() or b"\0"
+        self._create = etcdrpc.WatchRequest(create_request=etcdrpc.WatchCreateRequest(
+            key=key, range_end=range_end(prefix.encode()) if prefix else b"\0",
+            start_revision=start_revision, progress_notify=True))
+        self._progress = etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest())
+        self._outbox: queue.Queue = queue.Queue()
+        self._call = None
+        self._endpoint: _Endpoint | None = None
+        self._watch_id: int | None = None
+        self._safe_revision = start_revision - 1 if start_revision > 0 else 0
+        self._last_response = time.monotonic()
+        self._cancelled = False
+        self._silent = False
+        self._done = False
+        self._lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> str | None:
+        return self._endpoint.url if self._endpoint else None
+
+    def __iter__(self) -> Iterator[WatchBatch]:
+        return self
+
+    def __next__(self) -> WatchBatch:
+        if self._done:
+            raise StopIteration
+        try:
+            if self._call is None:
+                return self._open()
+            return self._read()
+        except BaseException:
+            self._finish()
+            raise
+
+    def cancel(self) -> None:
+        """End the stream; a reader blocked in next() gets StopIteration. Idempotent."""
+        with self._lock:
+            self._cancelled = True
+            call = self._call
+        self._outbox.put(None)
+        if call is not None:
+            call.cancel()
+
+    close = cancel
+
+    def __enter__(self) -> "WatchStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cancel()
+
+    # ---- internals
+
+    def _requests(self, outbox: queue.Queue, holder: list):
+        """The request side of one stream, run by gRPC in its own thread: the create request,
+        then a progress request every interval; cancels a stream that stopped answering."""
+        yield self._create
+        while True:
+            try:
+                item = outbox.get(timeout=self._interval)
+            except queue.Empty:
+                if time.monotonic() - self._last_response > 3 * self._interval:
+                    self._silent = True
+                    if holder:
+                        holder[0].cancel()
+                    return
+                yield self._progress
+                continue
+            if item is None:
+                return
+
+    def _open(self) -> WatchBatch:
+        """Open the stream on the first member that confirms the watch (with failover)."""
+        def attempt(ep: _Endpoint, timeout: float, md):
+            with self._lock:
+                if self._cancelled:
+                    raise StopIteration
+                self._outbox = queue.Queue()
+                self._last_response = time.monotonic()
+                # hasleader: etcd ends the stream when this member loses its leader, instead
+                # of keeping a watch open that no longer receives anything.
+                metadata = (md or ()) + (("hasleader", "true"),)
+                holder: list = []
+                self._call = ep.watch.Watch(self._requests(self._outbox, holder), metadata=metadata)
+                holder.append(self._call)
+                self._endpoint = ep
+            timer = threading.Timer(timeout, self._call.cancel)
+            timer.daemon = True
+            timer.start()
+            try:
+                resp = next(self._call)
+            except grpc.RpcError as exc:
+                self._call.cancel()
+                self._outbox.put(None)
+                if self._cancelled:
+                    raise StopIteration from None
+                if exc.code() == grpc.StatusCode.CANCELLED and not self._cancelled:
+                    raise _TimedOut(grpc.StatusCode.DEADLINE_EXCEEDED, "watch not confirmed in time")
+                raise
+            except StopIteration:
+                self._outbox.put(None)
+                raise _TimedOut(grpc.StatusCode.UNAVAILABLE, "watch stream closed") from None
+            finally:
+                timer.cancel()
+            return resp
+
+        for retry in (True, False):
+            try:
+                resp = self._kv._call(f"watch {self._prefix!r} from revision {self._start}", attempt)
+            except grpc.RpcError as exc:  # cancelled while opening
+                if self._cancelled:
+                    raise StopIteration from None
+                raise self._unavailable(_details(exc)) from None
+            if (retry and resp.canceled and "permission denied" in resp.cancel_reason
+                    and self._kv._user):
+                # etcd reports an expired auth token on a watch as "permission denied":
+                # log in again and retry once before calling it a real denial.
+                self._finish_call()
+                self._kv._token = None
+                continue
+            break
+        return self._handle(resp) or self._read()
+
+    def _read(self) -> WatchBatch:
+        while True:
+            try:
+                resp = next(self._call)
+            except grpc.RpcError as exc:
+                if self._cancelled:
+                    raise StopIteration from None
+                if self._silent:
+                    raise self._unavailable(f"no answer for {3 * self._interval:g}s") from None
+                raise self._unavailable(_details(exc)) from None
+            except StopIteration:
+                if self._cancelled:
+                    raise
+                raise self._unavailable("the server closed the stream") from None
+            self._last_response = time.monotonic()
+            if resp.events:
+                events: list[tuple[str, bytes | None]] = []
+                last_rev = 0
+                for ev in resp.events:
+                    value = None if ev.type == kv_pb2.Event.DELETE else ev.kv.value
+                    events.append((_key_str(ev.kv.key), value))
+                    last_rev = max(last_rev, ev.kv.mod_revision)
+                self._safe_revision = max(self._safe_revision, last_rev)
+                return WatchBatch(last_rev, events)
+            batch = self._handle(resp)
+            if batch is not None:
+                return batch
+
+    def _handle(self, resp) -> WatchBatch | None:
+        """A response without events: confirmation, cancellation or progress."""
+        if resp.compact_revision:
+            raise Compacted(resp.compact_revision,
+                            f"watch {self._prefix!r} from revision {self._start}: etcd history "
+                            f"is compacted up to revision {resp.compact_revision}")
+        if resp.canceled:
+            reason = resp.cancel_reason or "watch cancelled by etcd"
+            if "permission denied" in reason:
+                raise EtcdAuthError(f"watch {self._prefix!r}: etcd at {self.endpoint} denied it: {reason}")
+            raise self._unavailable(reason)
+        if resp.created:
+            self._watch_id = resp.watch_id
+            if self._start <= 0:
+                self._safe_revision = resp.header.revision
+            return WatchBatch(self._safe_revision, [])
+        if resp.watch_id == self._watch_id:
+            # etcd's periodic progress notification: sent only to a watcher that has caught
+            # up, so everything up to the header revision has been delivered.
+            self._safe_revision = max(self._safe_revision, resp.header.revision)
+        # else: the answer to our progress request (watch id -1). Its revision may run ahead
+        # of events still queued for us (etcd < 3.5.8), so it proves liveness only.
+        return WatchBatch(self._safe_revision, [])
+
+    def _unavailable(self, why: str) -> EtcdUnavailable:
+        return EtcdUnavailable(f"watch {self._prefix!r} on {self.endpoint or 'etcd'} broke: {why}")
+
+    def _finish(self) -> None:
+        self._done = True
+        self._finish_call()
+
+    def _finish_call(self) -> None:
+        self._outbox.put(None)
+        call = self._call
+        if call is not None:
+            call.cancel()
+
+
+class _TimedOut(grpc.RpcError):
+    """A watch that could not be opened on one member; makes KV._call try the next one."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details

@@ -1,0 +1,2 @@
+"""For operators: metrics, the HTTP endpoints (health, catalogue page), logs and `status`.
+"""
