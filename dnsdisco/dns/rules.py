@@ -11,16 +11,12 @@ from dataclasses import dataclass
 from dnslib import (AAAA, CLASS, CNAME, DNSHeader, DNSLabel, DNSRecord, EDNS0, MX, NS, OPCODE, PTR,
                     QTYPE, RCODE, RR, SOA, SRV, TXT, A)
 
+from dnsdisco.dns.constants import BADVERS, MAX_CHAIN, MAX_ROTATIONS, UDP_PAYLOAD, WEIGHTED_TURNS
 from dnsdisco.dns.names import from_labels, is_subdomain, zone_of_labels
 from dnsdisco.dns.records import Record
 from dnsdisco.dns.serial import serial_of
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 
-UDP_PAYLOAD = 1232          # our EDNS buffer size (DNS flag day 2020)
-MAX_ROTATIONS = 8           # answer orders kept for an evenly rotated RRset
-WEIGHTED_TURNS = 32         # answer orders of a weighted one: each record's first-place share within 1/32
-MAX_CHAIN = 8               # CNAME hops followed inside our zones
-BADVERS = 16
 
 T_A, T_AAAA, T_CNAME, T_TXT = QTYPE.A, QTYPE.AAAA, QTYPE.CNAME, QTYPE.TXT
 T_MX, T_SRV, T_PTR, T_SOA, T_NS = QTYPE.MX, QTYPE.SRV, QTYPE.PTR, QTYPE.SOA, QTYPE.NS

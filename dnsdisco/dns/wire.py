@@ -9,12 +9,11 @@ import struct
 from dnslib import DNSRecord, RCODE
 
 from dnsdisco.dns.names import skip_wire_name
-from dnsdisco.dns.rules import UDP_PAYLOAD, answer_orders
+from dnsdisco.dns.constants import T_OPT, TCP_LIMIT, UDP_PAYLOAD  # noqa: F401  (TCP_LIMIT: the responder's)
+from dnsdisco.dns.rules import answer_orders
 
 DROP = "drop"          # the packet is not a query we answer (a response, or no header)
 SLOW = None            # fast parse declined: use dnslib
-TCP_LIMIT = 65535
-T_OPT = 41
 _HEADER = struct.Struct("!HHHHHH")
 _TYPECLASS = struct.Struct("!HH")
 

@@ -27,18 +27,16 @@ import gevent
 from gevent import socket as gsocket
 from gevent.event import AsyncResult
 
+from dnsdisco.dns.constants import DO_BIT, T_OPT, T_SOA, UDP_PAYLOAD
 from dnsdisco.dns.names import skip_wire_name
 
 DEFAULT_PORT = 53
 MAX_CACHE_TTL = 86400          # cap on positive answers (as Unbound's cache-max-ttl)
 MAX_NEGATIVE_TTL = 3600        # cap on NXDOMAIN/NODATA (RFC 2308 section 5)
-OUR_UDP_SIZE = 1232            # the EDNS size we announce in replies we build ourselves
 HOP_BY_HOP_OPTIONS = frozenset({10, 11, 12})   # COOKIE, TCP keepalive, padding: never relayed
 
 QR, OPCODE_MASK, AA, TC, RD, RA, AD, CD = 0x8000, 0x7800, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, REFUSED = 0, 1, 2, 3, 5
-TYPE_SOA, TYPE_OPT = 6, 41
-DO_BIT = 0x8000
 
 _HEADER = struct.Struct(">HHHHHH")
 _rng = random.SystemRandom()
@@ -267,7 +265,7 @@ def parse_message(buf: bytes, *, records: bool = True) -> Message:
             if rr.end > len(buf):
                 raise WireError("record data runs past the end of the message")
             off = rr.end
-            if rtype == TYPE_OPT and section == 3:
+            if rtype == T_OPT and section == 3:
                 if msg.opt is not None:
                     raise WireError("two OPT records")
                 msg.opt = rr
@@ -301,7 +299,7 @@ def strip_hop_by_hop(buf: bytes, msg: Message) -> bytes:
 
 
 def _opt_rr(do: bool) -> bytes:
-    return b"\x00" + struct.pack(">HHIH", TYPE_OPT, OUR_UDP_SIZE, DO_BIT if do else 0, 0)
+    return b"\x00" + struct.pack(">HHIH", T_OPT, UDP_PAYLOAD, DO_BIT if do else 0, 0)
 
 
 def build_reply(query: bytes, qmsg: Message, rcode: int, *, flags_from: int | None = None,
@@ -338,7 +336,7 @@ def cache_ttl(buf: bytes, msg: Message) -> int:
     if rcode == NOERROR and answers:
         return min(min(rr.ttl for rr in answers + authority), MAX_CACHE_TTL)
     if rcode in (NOERROR, NXDOMAIN):
-        soas = [rr for rr in authority if rr.rtype == TYPE_SOA and rr.rdlength >= 22]
+        soas = [rr for rr in authority if rr.rtype == T_SOA and rr.rdlength >= 22]
         if not soas:
             return 0       # a referral or a negative answer without SOA: not cached
         soa_minimum = struct.unpack_from(">I", buf, soas[0].end - 4)[0]
