@@ -6,8 +6,9 @@ message that names the key, so one bad registration never hides the others.
 from __future__ import annotations
 
 import json
+import re
 import socket
-from typing import NamedTuple
+from operator import itemgetter
 
 from dnslib import DNSLabel
 
@@ -42,27 +43,68 @@ def wire_problem(name: str) -> str:
     return ""
 
 
-class Record(NamedTuple):
-    """One served etcd value. A NamedTuple: immutable, and cheap to build 200,000 times.
+_EXTRA = ("key", "priority", "weight", "text", "ttl", "mail", "targetstrip", "group")
+_EXTRA_DEFAULTS = ("", 10, 100, "", None, False, 0, "")
+_ADDRESS_KINDS = frozenset(("ipv4", "ipv6"))
 
-    `key` is "" when the etcd key is the name's own (`names.key_for`): at 100,000 services
-    the keys would hold 16 MB that the names already say; `Snapshot.key_of` gives it back."""
-    key: str
-    name: str            # the owner name the key maps to (the instance name)
-    host: str = ""       # address (normalised) or lower-case name without trailing dot
-    host_kind: str = ""  # "ipv4" | "ipv6" | "name" | ""
-    port: int = 0
-    priority: int = 10
-    weight: int = 100
-    text: str = ""
-    ttl: int | None = None
-    mail: bool = False
-    targetstrip: int = 0
-    group: str = ""
+
+def _extra(index: int, default):
+    def get(self):
+        return self[4][index] if len(self) == 5 else default
+    return property(get)
+
+
+class Record(tuple):
+    """One served etcd value: immutable, compared and hashed as a tuple.
+
+    Compact because a million services hold two million of them: the fields every record
+    has (name, host, host_kind, port) are the tuple's first four items; the rest (key,
+    priority, weight, text, ttl, mail, targetstrip, group) are a fifth item only when one of
+    them differs from its default, which a plain `{"host", "port"}` registration never does.
+    `name` is the same string object as the snapshot's key for it, and `port` one shared int
+    per port number (`_PORTS`).
+
+    `key` is "" when the etcd key is the name's own (`names.key_for`): the keys would hold
+    what the names already say; `Snapshot.key_of` gives it back."""
+    __slots__ = ()
+    _fields = ("key", "name", "host", "host_kind", "port", *_EXTRA[1:])
+
+    def __new__(cls, key: str = "", name: str = "", host: str = "", host_kind: str = "", port: int = 0,
+                priority: int = 10, weight: int = 100, text: str = "", ttl: int | None = None,
+                mail: bool = False, targetstrip: int = 0, group: str = ""):
+        extra = (key, priority, weight, text, ttl, mail, targetstrip, group)
+        if (not key and priority == 10 and weight == 100 and not text and ttl is None and mail is False
+                and not targetstrip and not group):
+            return tuple.__new__(cls, (name, host, host_kind, port))
+        return tuple.__new__(cls, (name, host, host_kind, port, extra))
+
+    def __reduce__(self):
+        return (tuple.__new__, (Record, tuple(self)))
+
+    def __repr__(self) -> str:
+        return "Record(" + ", ".join(f"{field}={getattr(self, field)!r}" for field in self._fields) + ")"
+
+    name = property(itemgetter(0))
+    host = property(itemgetter(1))     # address (normalised) or lower-case name without trailing dot
+    host_kind = property(itemgetter(2))  # "ipv4" | "ipv6" | "name" | ""
+    port = property(itemgetter(3))
+    key = _extra(0, "")
+    priority = _extra(1, 10)
+    weight = _extra(2, 100)
+    text = _extra(3, "")
+    ttl = _extra(4, None)
+    mail = _extra(5, False)
+    targetstrip = _extra(6, 0)
+    group = _extra(7, "")
 
     @property
     def is_address(self) -> bool:
-        return self.host_kind in ("ipv4", "ipv6")
+        return self[2] in _ADDRESS_KINDS
+
+    def _replace(self, **changes) -> "Record":
+        fields = {field: getattr(self, field) for field in self._fields}
+        fields.update(changes)
+        return Record(**fields)
 
 
 def _int_field(key: str, data: dict, field: str, low: int, high: int, default):
@@ -88,6 +130,11 @@ def _str_field(key: str, data: dict, field: str) -> str:
     return value
 
 
+_PLAIN = frozenset(("host", "port"))
+# JSON's own whitespace and number syntax (no leading zero), so a match means what json.loads reads
+_plain_value = re.compile(rb'\{[ \t\n\r]*"host"[ \t\n\r]*:[ \t\n\r]*"([0-9.]{7,15})"[ \t\n\r]*,'
+                          rb'[ \t\n\r]*"port"[ \t\n\r]*:[ \t\n\r]*(0|[1-9][0-9]{0,4})[ \t\n\r]*\}').fullmatch
+_inet_pton, _AF_INET, _new = socket.inet_pton, socket.AF_INET, tuple.__new__
 _PORTS: dict[int, int] = {}   # at most 65,536 entries: ints above 256 are objects of their own
 
 
@@ -133,6 +180,24 @@ def classify_host(key: str, host: str) -> tuple[str, str]:
 def parse(key: str, name: str, value: bytes | str, keep_key: bool = True) -> Record:
     """Parse one etcd value stored at `key` (owner `name`); `keep_key` False leaves the
     record's key empty (the caller knows it is the name's own key)."""
+    if type(value) is bytes:
+        plain = _plain_value(value)
+        if plain is not None:
+            # {"host": IPv4, "port": n} exactly as registrars write it: what json.loads and the
+            # checks below would make of it, without them (a full sync reads millions)
+            host, port = plain.groups()
+            port = int(port)
+            if port <= 65535:
+                host = host.decode()
+                try:
+                    _inet_pton(_AF_INET, host)
+                except OSError:
+                    pass
+                else:
+                    port = _PORTS.setdefault(port, port)
+                    if keep_key:
+                        return Record(key, name, host, "ipv4", port)
+                    return _new(Record, (name, host, "ipv4", port))
     if isinstance(value, bytes):
         try:
             value = value.decode("utf-8")
@@ -142,6 +207,19 @@ def parse(key: str, name: str, value: bytes | str, keep_key: bool = True) -> Rec
         data = json.loads(value)
     except ValueError as exc:
         raise BadValue(f"{key}: value is not JSON ({exc.msg} at position {exc.pos})") from None
+    if type(data) is dict and data.keys() <= _PLAIN:
+        # the shape registrars write ({"host": IPv4, "port": n}): the checks below in short
+        host, port = data.get("host"), data.get("port", 0)
+        if type(host) is str and type(port) is int and 0 <= port <= 65535:
+            try:
+                _inet_pton(_AF_INET, host)      # strict: no spaces, octal or short forms
+            except OSError:
+                pass
+            else:
+                port = _PORTS.setdefault(port, port)
+                if keep_key:
+                    return Record(key, name, host, "ipv4", port)
+                return _new(Record, (name, host, "ipv4", port))
     if not isinstance(data, dict):
         raise BadValue(f"{key}: value must be a JSON object, got {type(data).__name__}")
     host, kind = classify_host(key, _str_field(key, data, "host"))

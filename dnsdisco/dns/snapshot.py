@@ -7,10 +7,12 @@ a change costs time proportional to the change, not to the 100,000 records besid
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from dnsdisco.dns.names import address_of_reverse, ancestors, is_subdomain, key_for, name_for, reverse_name
+from dnsdisco.dns.names import (MAX_NAME, address_of_reverse, ancestors, is_subdomain, key_for, name_for, parent,
+                                reverse_name)
 from dnsdisco.dns.records import BadValue, Record, parse, wire_problem
 
 _MISSING = object()
@@ -117,7 +119,7 @@ class Snapshot:
     records: Layered            # name -> Record
     children: Layered           # name -> tuple of child names that hold a record
     below: Layered              # name -> number of record keys and PTR names strictly below it
-    ptrs: Layered               # address (normalised) -> tuple of names with that address
+    ptrs: Layered               # address (normalised) -> the name with it, or a tuple of several (_owners)
     rejected: tuple = ()        # (key, message) of values skipped in the change that made this
     capped: tuple = ()          # names this change left with over max_records_per_name instances
 
@@ -131,19 +133,10 @@ class Snapshot:
     def build(cls, prefix: str, zones: Sequence[ZoneConfig], revision: int,
               items: Iterable[tuple[str, bytes]]) -> "Snapshot":
         """A snapshot of a full listing; bad values are skipped and listed in `rejected`.
-
-        One pass with no diff against an old snapshot: at 200,000 records the temporary
-        structures of `apply` would set the process's memory high-water mark."""
-        empty = cls.empty(prefix, zones)
-        parsed, rejected = empty._parse_changes(items)
-        records = {name: rec for name, rec in parsed.items() if rec is not None}
-        del parsed
-        children_map, below, ptr_map = _indexes(records, serves_reverse(empty.zones))
-        floor = min((z.max_records_per_name for z in empty.zones), default=_NO_ZONE.max_records_per_name)
-        capped = sorted(name for name, kids in children_map.items()
-                        if len(kids) > floor and len(kids) > empty._limits(name).max_records_per_name)
-        return cls(empty.prefix, empty.zones, revision, Layered(records), Layered(children_map), Layered(below),
-                   Layered(ptr_map), tuple(rejected), tuple(capped))
+        `Builder` does the work, page by page when the listing arrives in pages."""
+        builder = Builder(prefix, zones)
+        builder.add(items)
+        return builder.finish(revision)
 
     def _parse_changes(self, changes: Iterable[tuple[str, bytes | None]]):
         """etcd events as {name: Record or None (gone or bad)}, the last event per name
@@ -189,7 +182,7 @@ class Snapshot:
         if serves_reverse(zones) == serves_reverse(self.zones):
             return Snapshot(self.prefix, zones, self.revision, self.records, self.children,
                             self.below, self.ptrs, (), ())
-        children, below, ptrs = _indexes(dict(self.records.items()), serves_reverse(zones))
+        children, below, ptrs = _indexes(self.records.items(), serves_reverse(zones))
         return Snapshot(self.prefix, zones, self.revision, self.records, Layered(children),
                         Layered(below), Layered(ptrs), (), ())
 
@@ -238,21 +231,22 @@ class Snapshot:
             children_changes[par] = tuple(sorted(current)) or None
         ptr_changes = {}
         for address, edits in ptr_edits.items():
-            current = set(self.ptrs.get(address, ()))
+            before = _owners(self.ptrs.get(address))
+            current = set(before)
             for owner in edits:
                 rec = records.get(owner)
                 if rec is not None and rec.is_address and rec.host == address:
                     current.add(owner)
                 else:
                     current.discard(owner)
-            if current == set(self.ptrs.get(address, ())):
+            if current == set(before):
                 continue
-            ptr_changes[address] = tuple(sorted(current)) or None
+            ptr_changes[address] = _packed(sorted(current))
             rname = reverse_name(address)
             touched.add(rname)
             # inside a served reverse zone, a reverse name with PTRs makes its ancestors empty
             # non-terminals (NODATA, not NXDOMAIN)
-            if reverse_ents and bool(current) != bool(self.ptrs.get(address)):
+            if reverse_ents and bool(current) != bool(before):
                 step = 1 if current else -1
                 for anc in ancestors(rname):
                     below_delta[anc] = below_delta.get(anc, 0) + step
@@ -337,7 +331,7 @@ class Snapshot:
         if not rname.endswith(".arpa"):
             return ()
         address = address_of_reverse(rname)
-        names = self.ptrs.get(address, ()) if address is not None else ()
+        names = _owners(self.ptrs.get(address)) if address is not None else ()
         cap = self._limits(rname).max_records_per_name
         return names[:cap] if len(names) > cap else names
 
@@ -361,26 +355,205 @@ def serves_reverse(zones: Sequence[ZoneConfig]) -> bool:
     return any(zone.name == "arpa" or zone.name.endswith(".arpa") for zone in zones)
 
 
-def _indexes(records: dict, reverse_ents: bool):
-    """children, below and PTR maps of a full record set, built in one pass."""
-    children: dict[str, list] = {}
-    below: dict[str, int] = {}
-    ptrs: dict[str, list] = {}
-    for rec in records.values():
-        name_ancestors = ancestors(rec.name)
-        children.setdefault(name_ancestors[0], []).append(rec.name)
-        for anc in name_ancestors:
-            below[anc] = below.get(anc, 0) + 1
+def _owners(value) -> tuple[str, ...]:
+    """The names of a PTR index entry: one name is stored as itself (two million addresses
+    with one owner each would otherwise hold two million one-name tuples)."""
+    if value is None:
+        return ()
+    return (value,) if type(value) is str else value
+
+
+def _packed(names: list[str]):
+    """The PTR index entry of sorted `names` (None for none)."""
+    if not names:
+        return None
+    return names[0] if len(names) == 1 else tuple(names)
+
+
+def _indexes(records, reverse_ents: bool):
+    """children, below and PTR maps of a full record set ((name, Record) pairs)."""
+    kids: dict[str, list] = {}
+    ptrs: dict[str, object] = {}
+    shared: set[str] = set()
+    for name, rec in records:
+        kids.setdefault(parent(name), []).append(name)
         if rec.is_address:
-            ptrs.setdefault(rec.host, []).append(rec.name)
+            _add_owner(ptrs, shared, rec.host, name)
+    return _finish_indexes(kids, ptrs, shared, reverse_ents)
+
+
+def _add_owner(ptrs: dict, shared: set, address: str, name: str) -> None:
+    held = ptrs.setdefault(address, name)
+    if held is not name:
+        if type(held) is str:
+            ptrs[address] = [held, name]
+            shared.add(address)
+        else:
+            held.append(name)
+
+
+def _finish_indexes(kids: dict, ptrs: dict, shared: set, reverse_ents: bool):
+    """children (parent -> sorted names), below (name -> records and PTR names strictly
+    below) and the PTR index, from the names under each parent and the owners of each
+    address (a list where `shared` says several)."""
+    children: dict[str, tuple] = {}
+    below: dict[str, int] = {}
+    for par, names in kids.items():
+        if names:
+            children[par] = tuple(sorted(names)) if len(names) > 1 else (names[0],)
+            below[par] = len(names)
+    for address in shared:
+        ptrs[address] = tuple(sorted(ptrs[address]))
     if reverse_ents:     # a reverse name with PTRs exists: its ancestors are empty non-terminals
         for address in ptrs:
-            for anc in ancestors(reverse_name(address)):
-                below[anc] = below.get(anc, 0) + 1
-    children_map = {par: tuple(sorted(kids)) for par, kids in children.items()}
-    del children
-    ptr_map = {address: tuple(sorted(names)) for address, names in ptrs.items()}
-    return children_map, below, ptr_map
+            rname = reverse_name(address)
+            below[parent(rname)] = below.get(parent(rname), 0) + 1
+    # each count goes up to every ancestor; a level at a time, so a service's count meets its
+    # siblings' at their shared parent and goes on up as one sum
+    level = {par: count for par, count in below.items() if par}
+    while level:
+        above: dict[str, int] = {}
+        for name, count in level.items():
+            up = parent(name)
+            below[up] = below.get(up, 0) + count
+            if up:
+                above[up] = above.get(up, 0) + count
+        level = above
+    return children, below, ptrs
+
+
+_LIST_KEY = re.compile(r"(?:[a-z0-9_-]{1,63}/)*[a-z0-9_-]{1,63}")
+
+
+class Builder:
+    """A snapshot of a full listing, built as its pages arrive: `add(pairs)` for each page
+    (pages of one listing in any order), `restart()` when the listing starts over, then
+    `finish(revision)`. Equal to applying the pairs in key order to an empty snapshot.
+
+    The common key (lower case, plain labels, under a parent seen in the key just before)
+    takes a short path: its name is its label and the shared parent string, its value limit
+    that parent's zone's; every other key goes through `Snapshot._parse_changes`, as
+    watch events do. Two keys for one name (they differ in letter case) are settled as a
+    listing in key order settles them: the larger key wins."""
+
+    def __init__(self, prefix: str, zones: Sequence[ZoneConfig]):
+        self._empty = Snapshot.empty(prefix, zones)
+        self._base = self._empty.prefix + "/"
+        self._zone_names = frozenset(zone.name for zone in self._empty.zones)
+        self.restart()
+
+    def restart(self) -> None:
+        self.records: dict[str, Record] = {}
+        self.rejected: list[tuple[str, str]] = []
+        self._kids: dict[str, list] = {}        # parent -> names of the records one label below
+        self._ptrs: dict[str, object] = {}      # address -> owner name, or a list of several
+        self._shared: set[str] = set()          # addresses with a list of owners
+        self._bad: dict[str, str] = {}          # name -> key of the bad value that holds it
+        self._settled = False                   # two keys met for one name: rebuild the indexes
+
+    def add(self, pairs: Iterable[tuple[str | bytes, bytes]]) -> None:
+        records, kids, ptrs, shared = self.records, self._kids, self._ptrs, self._shared
+        base, zone_names = self._base, self._zone_names
+        cut_at = len(base)
+        plain = _LIST_KEY.fullmatch
+        last_head = None
+        siblings: list = []
+        par = ""
+        limit = 0
+        for key, value in pairs:
+            if type(key) is bytes:
+                key = key.decode("utf-8", "replace")
+            rest = key[cut_at:]
+            cut = rest.rfind("/")
+            if (cut < 0 or value is None or len(rest) > MAX_NAME or not key.startswith(base)
+                    or plain(rest) is None):
+                self._one(key, value)
+                continue
+            head = rest[:cut]
+            if head != last_head:
+                last_head = head
+                labels = head.split("/")
+                labels.reverse()
+                par = ".".join(labels)
+                siblings = kids.get(par)
+                if siblings is None:
+                    siblings = kids[par] = []
+                limit = self._empty._limits(par).max_value_bytes
+            name = rest[cut + 1:] + "." + par
+            if len(value) > limit or name in zone_names:
+                self._one(key, value)
+                continue
+            try:
+                rec = parse(key, name, value, keep_key=False)
+            except BadValue as exc:
+                self.rejected.append((key, str(exc)))
+                self._settle(key, name, None)
+                continue
+            if name in records or name in self._bad:
+                self._settle(key, name, rec)
+                continue
+            records[name] = rec
+            siblings.append(name)
+            if rec[2] == "ipv4" or rec[2] == "ipv6":
+                host = rec[1]
+                held = ptrs.setdefault(host, name)
+                if held is not name:
+                    if type(held) is str:
+                        ptrs[host] = [held, name]
+                        shared.add(host)
+                    else:
+                        held.append(name)
+
+    def page(self, pairs) -> None:
+        """One page of a listing handed over as it arrives; None: the listing started over."""
+        if pairs is None:
+            self.restart()
+        else:
+            self.add(pairs)
+
+    def _one(self, key: str, value) -> None:
+        """A key off the short path, parsed as a watch event is."""
+        parsed, rejected = self._empty._parse_changes([(key, value)])
+        self.rejected.extend(rejected)
+        for name, rec in parsed.items():
+            self._settle(key, name, rec)
+
+    def _settle(self, key: str, name: str, rec: Record | None) -> None:
+        """Record `rec` (None: a bad value) for `name` unless a larger key already holds it."""
+        held = self.records.get(name)
+        if held is not None:
+            held_key = self._empty.key_of(held)
+        else:
+            held_key = self._bad.get(name)
+        if held_key is not None:
+            if key < held_key:
+                return
+            self._settled = True
+        self._bad.pop(name, None)
+        if rec is None:
+            self.records.pop(name, None)
+            self._bad[name] = key
+            return
+        self.records[name] = rec
+        if held_key is None:
+            self._kids.setdefault(parent(name), []).append(name)
+            if rec.is_address:
+                _add_owner(self._ptrs, self._shared, rec.host, name)
+
+    def finish(self, revision: int) -> Snapshot:
+        """The snapshot of everything added, at `revision`. The builder is spent."""
+        empty, records = self._empty, self.records
+        reverse_ents = serves_reverse(empty.zones)
+        if self._settled:      # a name changed hands: its index entries are rebuilt from the records
+            children, below, ptr_map = _indexes(records.items(), reverse_ents)
+        else:
+            children, below, ptr_map = _finish_indexes(self._kids, self._ptrs, self._shared, reverse_ents)
+        self._kids = self._ptrs = None
+        floor = min((z.max_records_per_name for z in empty.zones), default=_NO_ZONE.max_records_per_name)
+        capped = sorted(name for name, kids in children.items()
+                        if len(kids) > floor and len(kids) > empty._limits(name).max_records_per_name)
+        return Snapshot(empty.prefix, empty.zones, revision, Layered(records), Layered(children), Layered(below),
+                        Layered(ptr_map), tuple(self.rejected), tuple(capped))
 
 
 def judge(prefix: str, key: str, value: bytes) -> Record:

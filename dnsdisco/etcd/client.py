@@ -25,6 +25,7 @@ from pyetcd import etcdrpc
 from pyetcd.etcdrpc import kv_pb2
 
 # the gRPC-free part, re-exported: `from dnsdisco.etcd.client import EtcdError` keeps working
+from dnsdisco.etcd import listing
 from dnsdisco.etcd.types import (Compacted, EtcdAuthError, EtcdConfigError, EtcdError, EtcdTooLarge,  # noqa: F401
                       EtcdUnavailable, WatchBatch, check_settings, checked_settings, parse_endpoint,
                       range_end, read_pem)
@@ -34,8 +35,6 @@ log = logging.getLogger(__name__)
 # gRPC's default receive limit is 4 MiB. Lists are paged anyway; a watch catch-up batch or a
 # large transaction can still exceed it (pyetcd's protos predate watch fragmentation).
 MAX_RECEIVE_BYTES = 64 * 1024 * 1024
-LIST_PAGE_BYTES = 8 * 1024 * 1024    # aim of one list page after the first
-LIST_PAGE_MAX = 50_000               # keys in one list page at most
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -159,54 +158,28 @@ class KV:
         """The endpoint that answered last (calls start there)."""
         return self._endpoints[self._current].url
 
-    def list_prefix(self, prefix: str, page_size: int = 1000, pages=None) -> tuple[int, list[tuple[str, bytes]]]:
-        """Every (key, value) under prefix as of one revision, read in pages.
+    def list_prefix(self, prefix: str, page_size: int = 1000, pages=None,
+                    threads: int = listing.LIST_THREADS) -> tuple[int, list[tuple[str, bytes]]]:
+        """Every (key, value) under prefix as of one revision, read in pages (listing.py).
 
         Pages after the first are read at the first page's revision, so the result is one
         consistent snapshot. If that revision is compacted mid-way, the list starts over.
-        The first page has `page_size` keys; later pages hold about LIST_PAGE_BYTES
-        (etcd counts the whole range on every page, so 200 pages of 1,000 cost 4 s where 4
-        pages of 50,000 cost 0.7 s); a page over the receive limit is asked again with a
-        quarter of the keys, and later pages aim at half the bytes.
+        A large prefix is read in windows, `threads` of them at once.
 
         With `pages`, each page's pairs go to `pages(items)` as they arrive instead of into
-        the returned list (which is then empty), and `pages(None)` says a compaction started
-        the listing over: the serve helper forwards pages so it never holds 200,000 pairs.
+        the returned list (which is then empty), one call at a time but windows in any order,
+        and `pages(None)` says a compaction started the listing over: the serve helper
+        forwards pages so it never holds the whole listing.
         """
-        start_key = prefix.encode()
-        end = range_end(start_key) if start_key else b"\0"
-        if not start_key:
-            start_key = b"\0"
-        for attempt in range(5):
-            revision, items, key, limit, target = 0, [], start_key, page_size, LIST_PAGE_BYTES
-            if pages is not None and attempt > 0:
-                pages(None)
-            try:
-                while True:
-                    req = etcdrpc.RangeRequest(key=key, range_end=end, limit=limit, revision=revision)
-                    try:
-                        resp = self._call(f"list {prefix!r}",
-                                          lambda ep, t, md: ep.kv.Range(req, timeout=t, metadata=md),
-                                          slow=True)
-                    except EtcdTooLarge:
-                        if limit == 1:
-                            raise
-                        limit, target = max(1, limit // 4), max(1, target // 2)
-                        continue
-                    if revision == 0:
-                        revision = resp.header.revision
-                    if pages is None:
-                        items.extend((_key_str(kv.key), kv.value) for kv in resp.kvs)
-                    elif resp.kvs:
-                        pages([(_key_str(kv.key), kv.value) for kv in resp.kvs])
-                    if not resp.more or not resp.kvs:
-                        return revision, items
-                    size = sum(len(kv.key) + len(kv.value) for kv in resp.kvs)
-                    limit = int(min(LIST_PAGE_MAX, max(1, target * len(resp.kvs) / max(size, 1))))
-                    key = resp.kvs[-1].key + b"\0"
-            except Compacted:
-                continue
-        raise EtcdError(f"list {prefix!r}: etcd kept compacting past the listed revision")
+        start, end = listing.prefix_range(prefix)
+
+        def rng(key, stop, limit, revision, keys_only):
+            req = etcdrpc.RangeRequest(key=key, range_end=stop, limit=limit, revision=revision,
+                                       keys_only=keys_only)
+            return self._call(f"list {prefix!r}", lambda ep, t, md: ep.kv.Range(req, timeout=t, metadata=md),
+                              slow=True)
+
+        return listing.list_range(rng, start, end, page_size, pages, threads if end != b"\0" else 1)
 
     def watch_prefix(self, prefix: str, start_revision: int, *,
                      progress_interval: float = 5.0) -> "WatchStream":

@@ -185,7 +185,10 @@ class ProcessKV:
 
     # -- the KV calls the Syncer makes
 
-    def list_prefix(self, prefix: str, page_size: int = 1000) -> tuple[int, list[tuple[str, bytes]]]:
+    def list_prefix(self, prefix: str, page_size: int = 1000, pages=None) -> tuple[int, list[tuple[str, bytes]]]:
+        """KV.list_prefix in the helper. With `pages`, each part goes to `pages(items)` as it
+        arrives (the caller builds while the helper still lists) and `pages(None)` says the
+        listing started over; the returned list is then empty."""
         self._ensure()
         seq = self._command("list", prefix, page_size)
         items: list = []
@@ -193,9 +196,15 @@ class ProcessKV:
             message = self._reply(seq)
             kind = message[0]
             if kind == "part":
-                items.extend(message[2])
+                if pages is None:
+                    items.extend(message[2])
+                else:
+                    pages(message[2])
             elif kind == "restart":
-                items.clear()
+                if pages is None:
+                    items.clear()
+                else:
+                    pages(None)
             elif kind == "list":
                 self.endpoint_in_use = message[3]
                 return message[2], items

@@ -9,6 +9,7 @@ once each, not once per retry.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from dnsdisco.etcd.types import Compacted, EtcdAuthError, EtcdError
 from dnsdisco.dns.names import name_for
 from dnsdisco.dns.records import to_value
-from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+from dnsdisco.dns.snapshot import Builder, Snapshot, ZoneConfig
 
 if TYPE_CHECKING:           # a KV or a kvproc.ProcessKV; importing kv would load gRPC
     from dnsdisco.etcd.client import KV
@@ -263,21 +264,36 @@ class Syncer:
     # ------------------------------------------------------------ the loop
 
     def _full_sync(self, reason: str) -> None:
-        revision, items = self.kv.list_prefix(self.watch_prefix, self._page_size)
-        self._contact()
-        with self._swap_lock:
-            old = self.current
-            snap = Snapshot.build(self.prefix, self._zones, revision, _consumed(items))
-            self._report_rejected(snap.rejected, None)
-            if self.guard is not None:
-                if self.guard.holds:
-                    self._log.info("mass expiry guard: the re-listing ends the hold of %s",
-                                   ", ".join(sorted(self.guard.holds)))
-                self.guard.reset({z.name: snap.below.get(z.name, 0) + (snap.record_at(z.name) is not None)
-                                  for z in snap.zones})
-                self._held_metric(0)
-            self._swap(snap, None)
-            self._applied = revision
+        # pages are parsed as they arrive, while the helper is still listing, and the listing
+        # is never held whole. The collector stays off meanwhile: every collection would walk
+        # the millions of new records again, and none of them is garbage.
+        builder = Builder(self.prefix, self._zones)
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            revision, items = self.kv.list_prefix(self.watch_prefix, self._page_size, pages=builder.page)
+            builder.add(_consumed(items))
+            self._contact()
+            with self._swap_lock:
+                old = self.current
+                snap = builder.finish(revision)
+                del builder
+                rejected = snap.rejected
+                if snap.zones != self._zones:       # reloaded (SIGHUP) while the listing ran
+                    snap = snap.with_zones(self._zones)
+                self._report_rejected(rejected, None)
+                if self.guard is not None:
+                    if self.guard.holds:
+                        self._log.info("mass expiry guard: the re-listing ends the hold of %s",
+                                       ", ".join(sorted(self.guard.holds)))
+                    self.guard.reset({z.name: snap.below.get(z.name, 0) + (snap.record_at(z.name) is not None)
+                                      for z in snap.zones})
+                    self._held_metric(0)
+                self._swap(snap, None)
+                self._applied = revision
+        finally:
+            if collecting:
+                gc.enable()
         if self.ready.is_set():
             try:
                 self.changes.relisted(old, snap)
