@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Iterable, Sequence
 
 from dnsdisco.dns.names import (MAX_NAME, address_of_reverse, ancestors, is_subdomain, key_for, name_for, parent,
                                 reverse_name)
-from dnsdisco.dns.records import BadValue, Record, parse, wire_problem
+from dnsdisco.dns.records import _AF_INET, _PORTS, BadValue, Record, _inet_pton, parse, wire_problem
 
 _MISSING = object()
 _DELETED = object()
@@ -379,7 +380,7 @@ def _indexes(records, reverse_ents: bool):
         kids.setdefault(parent(name), []).append(name)
         if rec.is_address:
             _add_owner(ptrs, shared, rec.host, name)
-    return _finish_indexes(kids, ptrs, shared, reverse_ents)
+    return _finish_indexes(kids.items(), ptrs, shared, reverse_ents)
 
 
 def _add_owner(ptrs: dict, shared: set, address: str, name: str) -> None:
@@ -392,37 +393,49 @@ def _add_owner(ptrs: dict, shared: set, address: str, name: str) -> None:
             held.append(name)
 
 
-def _finish_indexes(kids: dict, ptrs: dict, shared: set, reverse_ents: bool):
+def _finish_indexes(kids, ptrs: dict, shared: set, reverse_ents: bool):
     """children (parent -> sorted names), below (name -> records and PTR names strictly
-    below) and the PTR index, from the names under each parent and the owners of each
-    address (a list where `shared` says several)."""
+    below) and the PTR index, from (parent, names) pairs (a parent may come more than once)
+    and the owners of each address (a list where `shared` says several)."""
     children: dict[str, tuple] = {}
     below: dict[str, int] = {}
-    for par, names in kids.items():
-        if names:
-            children[par] = tuple(sorted(names)) if len(names) > 1 else (names[0],)
-            below[par] = len(names)
+    level: dict[str, int] = {}        # counts still to go up to the ancestors
+    for par, names in kids:
+        if not names:
+            continue
+        count = len(names)
+        if count > 1:
+            names.sort()
+        held = children.get(par)
+        if held is not None:
+            names = sorted(held + tuple(names))
+        children[par] = tuple(names)
+        below[par] = below.get(par, 0) + count
+        if par:
+            up = parent(par)
+            level[up] = level.get(up, 0) + count
     for address in shared:
         ptrs[address] = tuple(sorted(ptrs[address]))
     if reverse_ents:     # a reverse name with PTRs exists: its ancestors are empty non-terminals
         for address in ptrs:
-            rname = reverse_name(address)
-            below[parent(rname)] = below.get(parent(rname), 0) + 1
+            up = parent(reverse_name(address))
+            level[up] = level.get(up, 0) + 1
     # each count goes up to every ancestor; a level at a time, so a service's count meets its
     # siblings' at their shared parent and goes on up as one sum
-    level = {par: count for par, count in below.items() if par}
     while level:
         above: dict[str, int] = {}
         for name, count in level.items():
-            up = parent(name)
-            below[up] = below.get(up, 0) + count
-            if up:
+            below[name] = below.get(name, 0) + count
+            if name:
+                up = parent(name)
                 above[up] = above.get(up, 0) + count
         level = above
     return children, below, ptrs
 
 
 _LIST_KEY = re.compile(r"(?:[a-z0-9_-]{1,63}/)*[a-z0-9_-]{1,63}")
+_PORT_TEXT: dict[str, int] = {}     # "8080" -> 8080, the int shared with records._PORTS
+_PLAIN_MAX = 64                     # octets a plain value can take at most
 
 
 class Builder:
@@ -445,19 +458,24 @@ class Builder:
     def restart(self) -> None:
         self.records: dict[str, Record] = {}
         self.rejected: list[tuple[str, str]] = []
-        self._kids: dict[str, list] = {}        # parent -> names of the records one label below
+        # the records map holds names in the order they came: a run of siblings is its parent
+        # and their count, so no list per parent is built only to be thrown away
+        self._run_parents: list[str] = []
+        self._run_lengths: list[int] = []
         self._ptrs: dict[str, object] = {}      # address -> owner name, or a list of several
         self._shared: set[str] = set()          # addresses with a list of owners
         self._bad: dict[str, str] = {}          # name -> key of the bad value that holds it
         self._settled = False                   # two keys met for one name: rebuild the indexes
+        self._plain_lines = None
 
     def add(self, pairs: Iterable[tuple[str | bytes, bytes]]) -> None:
-        records, kids, ptrs, shared = self.records, self._kids, self._ptrs, self._shared
+        records, ptrs, shared = self.records, self._ptrs, self._shared
+        run_parents, run_lengths = self._run_parents, self._run_lengths
         base, zone_names = self._base, self._zone_names
         cut_at = len(base)
         plain = _LIST_KEY.fullmatch
         last_head = None
-        siblings: list = []
+        in_run = False
         par = ""
         limit = 0
         for key, value in pairs:
@@ -468,6 +486,7 @@ class Builder:
             if (cut < 0 or value is None or len(rest) > MAX_NAME or not key.startswith(base)
                     or plain(rest) is None):
                 self._one(key, value)
+                in_run = False
                 continue
             head = rest[:cut]
             if head != last_head:
@@ -475,25 +494,31 @@ class Builder:
                 labels = head.split("/")
                 labels.reverse()
                 par = ".".join(labels)
-                siblings = kids.get(par)
-                if siblings is None:
-                    siblings = kids[par] = []
+                in_run = False
                 limit = self._empty._limits(par).max_value_bytes
             name = rest[cut + 1:] + "." + par
             if len(value) > limit or name in zone_names:
                 self._one(key, value)
+                in_run = False
                 continue
             try:
                 rec = parse(key, name, value, keep_key=False)
             except BadValue as exc:
                 self.rejected.append((key, str(exc)))
                 self._settle(key, name, None)
+                in_run = False
                 continue
             if name in records or name in self._bad:
                 self._settle(key, name, rec)
+                in_run = False
                 continue
             records[name] = rec
-            siblings.append(name)
+            if in_run:
+                run_lengths[-1] += 1
+            else:
+                run_parents.append(par)
+                run_lengths.append(1)
+                in_run = True
             if rec[2] == "ipv4" or rec[2] == "ipv6":
                 host = rec[1]
                 held = ptrs.setdefault(host, name)
@@ -505,11 +530,83 @@ class Builder:
                         held.append(name)
 
     def page(self, pairs) -> None:
-        """One page of a listing handed over as it arrives; None: the listing started over."""
+        """One page of a listing handed over as it arrives: (key, value) pairs, or bytes of
+        `key TAB value` lines joined by newlines (how serve's etcd helper sends them, keys
+        and values holding neither octet); None: the listing started over."""
         if pairs is None:
             self.restart()
+        elif type(pairs) is bytes:
+            self.add_lines(pairs)
         else:
             self.add(pairs)
+
+    def add_lines(self, lines: bytes) -> None:
+        """A page of `key TAB value` lines. Lines of plain keys with plain values ({"host":
+        IPv4, "port": n}, at most one space around the tokens) are cut apart by one regular
+        expression over the whole page, in C; any other line goes through `add`'s own path."""
+        try:
+            text = lines.decode("utf-8")
+        except UnicodeDecodeError:            # a key or value that is not UTF-8: say which
+            self.add((key.decode("utf-8", "replace"), value)
+                     for key, _tab, value in (line.partition(b"\t") for line in lines.split(b"\n")))
+            return
+        if self._plain_lines is None:
+            base = re.escape(self._base)
+            self._plain_lines = re.compile(
+                rf'^(?:{base}((?:[a-z0-9_-]{{1,63}}/)*[a-z0-9_-]{{1,63}})/([a-z0-9_-]{{1,63}})\t'
+                rf'\{{ ?"host" ?: ?"([0-9.]{{7,15}})" ?, ?"port" ?: ?(0|[1-9][0-9]{{0,4}}) ?\}}|(.*))$',
+                re.M).findall
+        records, bad, zone_names, ports, base = self.records, self._bad, self._zone_names, _PORT_TEXT, self._base
+        ptrs, shared = self._ptrs, self._shared
+        run_parents, run_lengths = self._run_parents, self._run_lengths
+        pton, inet, new = _inet_pton, _AF_INET, tuple.__new__
+        last_head = None
+        in_run = False
+        par = dot_par = ""
+        limit = 0
+        for head, label, host, port, other in self._plain_lines(text):
+            if other or not head:
+                key, _tab, value = other.partition("\t")
+                self._one(key, value.encode())
+                in_run = False
+                continue
+            if head != last_head:
+                last_head = head
+                labels = head.split("/")
+                labels.reverse()
+                par = ".".join(labels)
+                dot_par = "." + par
+                in_run = False
+                limit = self._empty._limits(par).max_value_bytes
+            name = label + dot_par
+            number = ports.get(port)
+            if number is None:
+                number = int(port)
+                if number <= 65535:
+                    number = ports.setdefault(port, _PORTS.setdefault(number, number))
+            try:
+                pton(inet, host)
+            except OSError:
+                number = None
+            if (number is None or number > 65535 or len(name) > MAX_NAME or limit < _PLAIN_MAX
+                    or name in records or name in zone_names or name in bad):
+                self._one(f"{base}{head}/{label}", f'{{"host":"{host}","port":{port}}}'.encode())
+                in_run = False
+                continue
+            records[name] = new(Record, (name, host, "ipv4", number))
+            if in_run:
+                run_lengths[-1] += 1
+            else:
+                run_parents.append(par)
+                run_lengths.append(1)
+                in_run = True
+            held = ptrs.setdefault(host, name)
+            if held is not name:
+                if type(held) is str:
+                    ptrs[host] = [held, name]
+                    shared.add(host)
+                else:
+                    held.append(name)
 
     def _one(self, key: str, value) -> None:
         """A key off the short path, parsed as a watch event is."""
@@ -536,9 +633,16 @@ class Builder:
             return
         self.records[name] = rec
         if held_key is None:
-            self._kids.setdefault(parent(name), []).append(name)
+            self._run_parents.append(parent(name))
+            self._run_lengths.append(1)
             if rec.is_address:
                 _add_owner(self._ptrs, self._shared, rec.host, name)
+
+    def _runs(self):
+        """(parent, names) of each run of siblings, from the records map's order."""
+        names = iter(self.records)
+        for par, length in zip(self._run_parents, self._run_lengths):
+            yield par, list(islice(names, length))
 
     def finish(self, revision: int) -> Snapshot:
         """The snapshot of everything added, at `revision`. The builder is spent."""
@@ -547,8 +651,8 @@ class Builder:
         if self._settled:      # a name changed hands: its index entries are rebuilt from the records
             children, below, ptr_map = _indexes(records.items(), reverse_ents)
         else:
-            children, below, ptr_map = _finish_indexes(self._kids, self._ptrs, self._shared, reverse_ents)
-        self._kids = self._ptrs = None
+            children, below, ptr_map = _finish_indexes(self._runs(), self._ptrs, self._shared, reverse_ents)
+        self._run_parents = self._run_lengths = self._ptrs = None
         floor = min((z.max_records_per_name for z in empty.zones), default=_NO_ZONE.max_records_per_name)
         capped = sorted(name for name, kids in children.items()
                         if len(kids) > floor and len(kids) > empty._limits(name).max_records_per_name)

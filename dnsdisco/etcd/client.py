@@ -159,7 +159,7 @@ class KV:
         return self._endpoints[self._current].url
 
     def list_prefix(self, prefix: str, page_size: int = 1000, pages=None,
-                    threads: int = listing.LIST_THREADS) -> tuple[int, list[tuple[str, bytes]]]:
+                    threads: int = listing.LIST_THREADS, raw: bool = False) -> tuple[int, list[tuple[str, bytes]]]:
         """Every (key, value) under prefix as of one revision, read in pages (listing.py).
 
         Pages after the first are read at the first page's revision, so the result is one
@@ -169,7 +169,8 @@ class KV:
         With `pages`, each page's pairs go to `pages(items)` as they arrive instead of into
         the returned list (which is then empty), one call at a time but windows in any order,
         and `pages(None)` says a compaction started the listing over: the serve helper
-        forwards pages so it never holds the whole listing.
+        forwards pages so it never holds the whole listing. `raw` hands `pages` etcd's
+        KeyValue messages instead of (key, value) pairs.
         """
         start, end = listing.prefix_range(prefix)
 
@@ -179,7 +180,8 @@ class KV:
             return self._call(f"list {prefix!r}", lambda ep, t, md: ep.kv.Range(req, timeout=t, metadata=md),
                               slow=True)
 
-        return listing.list_range(rng, start, end, page_size, pages, threads if end != b"\0" else 1)
+        kwargs = {"decode": None} if raw and pages is not None else {}
+        return listing.list_range(rng, start, end, page_size, pages, threads if end != b"\0" else 1, **kwargs)
 
     def watch_prefix(self, prefix: str, start_revision: int, *,
                      progress_interval: float = 5.0) -> "WatchStream":

@@ -84,6 +84,28 @@ class _Reader:
         return self._complete()
 
 
+def _packed(kvs):
+    """A part of a listing as it goes to serve: one `key TAB value` line per pair, joined with
+    newlines, when no key or value holds either octet (what dnsdisco's own values and keys
+    never do), else (key, value) pairs. One bytes object pickles, travels and is read back in
+    one piece, where a list costs two objects and a tuple per pair at each end; serve's
+    snapshot.Builder reads the lines (`Builder.page`)."""
+    keys = [kv.key for kv in kvs]
+    values = [kv.value for kv in kvs]
+    lines = b"\n".join(map(b"\t".join, zip(keys, values)))
+    if lines.count(b"\n") == len(keys) - 1 and lines.count(b"\t") == len(keys):
+        return lines
+    return [(key.decode("utf-8", "replace"), value) for key, value in zip(keys, values)]
+
+
+def _unpacked(part) -> list:
+    """(key, value) pairs of a part that `_packed` made."""
+    if type(part) is not bytes:
+        return part
+    return [(key.decode("utf-8", "replace"), value)
+            for key, _tab, value in (line.partition(b"\t") for line in part.split(b"\n"))]
+
+
 def _error_from(kind: str, message: str, compact_revision: int):
     if kind == "Compacted":
         return Compacted(compact_revision, message)
@@ -186,9 +208,10 @@ class ProcessKV:
     # -- the KV calls the Syncer makes
 
     def list_prefix(self, prefix: str, page_size: int = 1000, pages=None) -> tuple[int, list[tuple[str, bytes]]]:
-        """KV.list_prefix in the helper. With `pages`, each part goes to `pages(items)` as it
-        arrives (the caller builds while the helper still lists) and `pages(None)` says the
-        listing started over; the returned list is then empty."""
+        """KV.list_prefix in the helper. With `pages`, each part goes to `pages(part)` as it
+        arrives (the caller builds while the helper still lists): (key, value) pairs, or
+        bytes of `key TAB value` lines (`_packed`; snapshot.Builder.page reads both);
+        `pages(None)` says the listing started over. The returned list is then empty."""
         self._ensure()
         seq = self._command("list", prefix, page_size)
         items: list = []
@@ -197,7 +220,7 @@ class ProcessKV:
             kind = message[0]
             if kind == "part":
                 if pages is None:
-                    items.extend(message[2])
+                    items.extend(_unpacked(message[2]))
                 else:
                     pages(message[2])
             elif kind == "restart":
@@ -346,14 +369,14 @@ def serve(sock) -> None:
                     kv.timeout = saved
                 _send(sock, lock, ("checked", seq, kv.endpoint_in_use))
             elif kind == "list":
-                def forward(page, seq=seq):
-                    if page is None:            # compacted mid-way: the listing starts over
+                def forward(kvs, seq=seq):
+                    if kvs is None:             # compacted mid-way: the listing starts over
                         _send(sock, lock, ("restart", seq))
                         return
-                    for start in range(0, len(page), LIST_CHUNK):
-                        _send(sock, lock, ("part", seq, page[start:start + LIST_CHUNK]))
+                    for start in range(0, len(kvs), LIST_CHUNK):
+                        _send(sock, lock, ("part", seq, _packed(kvs[start:start + LIST_CHUNK])))
                 # pages go out as they arrive, so this process never holds the whole listing
-                revision, _none = kv.list_prefix(message[2], message[3], pages=forward)
+                revision, _none = kv.list_prefix(message[2], message[3], pages=forward, raw=True)
                 _send(sock, lock, ("list", seq, revision, kv.endpoint_in_use))
                 trim_heap()                  # the listing is the parent's now: give its pages back
             elif kind == "watch":

@@ -40,7 +40,8 @@ def list_range(rng: Range, start: bytes, end: bytes, page_size: int, pages=None,
 
     With `pages`, pairs go to `pages(list)` as they arrive (from several threads, one call at
     a time, windows in any order) and the returned list is empty; `pages(None)` says a
-    compaction started the listing over."""
+    compaction started the listing over. `decode` None hands etcd's KeyValue messages as they
+    came (the serve helper packs them itself)."""
     for attempt in range(ATTEMPTS):
         if pages is not None and attempt > 0:
             pages(None)
@@ -56,7 +57,7 @@ def _list_once(rng, start, end, page_size, pages, threads, decode):
     windows_out: dict[int, list] = {}
 
     def hand(index: int, kvs) -> None:
-        pairs = [(decode(kv.key), kv.value) for kv in kvs]
+        pairs = kvs if decode is None else [(decode(kv.key), kv.value) for kv in kvs]
         if pages is None:
             windows_out.setdefault(index, []).extend(pairs)
         else:
