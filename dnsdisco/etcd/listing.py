@@ -9,13 +9,14 @@ counts only the rest of its own window, and etcd serves the windows' requests si
 Where to cut: the first page gives the revision, the count of the whole range and the first
 keys; the largest key is found by probing the upper half of what is left (a probe counts only
 the keys above its start, so the probes that find nothing, most of them, cost nothing); the
-span between the two is cut into equal parts of the key read as a big-endian number. Both
-ends are real keys, so the parts cover the octets the keys use, and a key range that is
-uneven only makes some windows larger, never loses or repeats a key: the windows are
+span between the two is cut into equal parts of the key read as a number in the octets the
+keys use (`_cuts`). A key range that is uneven only makes some windows larger, never loses
+or repeats a key: the windows are
 disjoint half-open ranges that cover the span, each read in pages at the one revision.
 """
 from __future__ import annotations
 
+import bisect
 import queue
 import threading
 from typing import Callable
@@ -26,7 +27,7 @@ LIST_PAGE_BYTES = 8 * 1024 * 1024    # aim of one list page after the first
 LIST_PAGE_MAX = 50_000               # keys in one list page at most
 WINDOWED_FROM = 100_000              # keys left after the first page: below this, one pass
 WINDOW_KEYS = 100_000                # aim of one window
-MAX_WINDOWS = 64
+MAX_WINDOWS = 256
 LIST_THREADS = 4                     # windows in flight at once
 ATTEMPTS = 5                         # listings started over after a compaction, at most
 
@@ -75,7 +76,10 @@ def _list_once(rng, start, end, page_size, pages, threads, decode):
     if left >= WINDOWED_FROM and threads > 1:
         last = _last_key(rng, rest, end, revision)
         if last is not None:
-            bounds = [rest, *_cuts(rest, last + b"\0", min(MAX_WINDOWS, -(-left // WINDOW_KEYS))), end]
+            # four times the windows the count asks for: the keys are seldom spread evenly
+            # between the cuts, and an empty window costs one request
+            bounds = [rest, *_cuts(rest, last + b"\0", min(MAX_WINDOWS, 4 * -(-left // WINDOW_KEYS)),
+                                   [kv.key for kv in first.kvs]), end]
     work: queue.SimpleQueue = queue.SimpleQueue()
     for index in range(len(bounds) - 1):
         work.put(index)
@@ -179,14 +183,50 @@ def _last_key(rng, lo: bytes, hi: bytes, revision: int) -> bytes | None:
     return found
 
 
-def _cuts(lo: bytes, hi: bytes, parts: int) -> list[bytes]:
-    """Up to parts - 1 keys strictly between lo and hi, increasing, at equal steps of the
-    keys read as big-endian numbers."""
-    width = max(len(lo), len(hi)) + 2
-    low, high = _number(lo, width), _number(hi, width)
+def _cuts(lo: bytes, hi: bytes, parts: int, sample=()) -> list[bytes]:
+    """Up to parts - 1 keys strictly between lo and hi, increasing, at equal steps of the keys
+    read as numbers whose digit at each position is the rank of the octet among those the
+    keys use there: up to where lo and hi first differ, the octets of lo, hi and the `sample`
+    (the first page's keys) at that position, with every octet between lo's and hi's at the
+    difference; after it, every octet they use anywhere after it. Decimal digits use 10 of 256 octet
+    values; steps even in octets would put most windows where no key is."""
+    width = max(len(lo), len(hi)) + 1
+    first = next((i for i, (a, b) in enumerate(zip(lo, hi)) if a != b), min(len(lo), len(hi)))
+    # past the first difference, any octet the keys use there may come at any position (the
+    # first page holds only the low end of the high digits)
+    tail = {0}
+    for key in (lo, hi, *sample):
+        tail.update(key[first:])
+    alphabets = []
+    for i in range(width):
+        seen = {0}
+        if i > first:
+            seen = tail
+        else:
+            seen.update(key[i] for key in (lo, hi, *sample) if len(key) > i)
+        if i == first and i < len(lo) and i < len(hi):
+            seen.update(range(lo[i], hi[i] + 1))
+        alphabets.append(sorted(seen))
+
+    def number(key: bytes) -> int:
+        n = 0
+        for i, alphabet in enumerate(alphabets):
+            rank = bisect.bisect_left(alphabet, key[i] if i < len(key) else 0)
+            n = n * len(alphabet) + min(rank, len(alphabet) - 1)
+        return n
+
+    def octets(n: int) -> bytes:
+        out = bytearray()
+        for alphabet in reversed(alphabets):
+            n, rank = divmod(n, len(alphabet))
+            out.append(alphabet[rank])
+        out.reverse()
+        return bytes(out).rstrip(b"\0")
+
+    low, high = number(lo), number(hi)
     out: list[bytes] = []
     for i in range(1, parts):
-        cut = _octets(low + (high - low) * i // parts, width)
+        cut = octets(low + (high - low) * i // parts)
         if lo < cut < hi and (not out or cut > out[-1]):
             out.append(cut)
     return out
