@@ -49,7 +49,13 @@ def parse_args(argv):
     ap.add_argument("--updates", type=int, default=None, help="freshness puts (plus 30%% deletes) [1000; quick 200]")
     ap.add_argument("--fresh-load-qps", type=int, default=20_000,
                     help="dnsperf -Q background load during freshness [20000]")
-    ap.add_argument("--scales", default=None, help="services per scale step [10,1000,10000,100000; quick 10,1000]")
+    ap.add_argument("--scales", default=None,
+                    help="services per scale step [10,1000,10000,100000,1000000; quick 10,1000]")
+    ap.add_argument("--no-million", action="store_true",
+                    help="leave out scale steps of 1,000,000 services or more (each takes minutes and over 1 GiB)")
+    ap.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True,
+                    help="after the largest scale step of 100,000 services or more: where its first sync spends "
+                         "the time and its snapshot the memory (bench/scalebreakdown.py) [on]")
     ap.add_argument("--scale-duration", type=float, default=None,
                     help="seconds per scale dnsperf run; each size has a first (cold) run, then --rounds "
                          "repeats, each followed by the reference run [10; quick 2]")
@@ -70,7 +76,9 @@ def parse_args(argv):
     a.updates = a.updates or (200 if a.quick else 1000)
     a.rounds = a.rounds or (1 if a.quick else 3)
     a.scale_duration = a.scale_duration or (2 if a.quick else 10)
-    a.scales = [int(x) for x in (a.scales or ("10,1000" if a.quick else "10,1000,10000,100000")).split(",")]
+    a.scales = [int(x) for x in (a.scales or ("10,1000" if a.quick else "10,1000,10000,100000,1000000")).split(",")]
+    if a.no_million:
+        a.scales = [n for n in a.scales if n < 1_000_000]
     a.servers = [s for s in a.servers.split(",") if s]
     a.live = [s for s in a.live.split(",") if s]
     a.sections = [s for s in a.sections.split(",") if s]
@@ -302,14 +310,15 @@ def scale(sup, a, res, tmp: Path):
             say(f"  reference {unavailable(name, exc)}")
     try:
         for n in a.scales:
-            scale_size(sup, a, res, tmp, n, reference, ref_queries)
+            scale_size(sup, a, res, tmp, n, reference, ref_queries,
+                       breakdown=a.breakdown and n == max(a.scales) and n >= 100_000)
     finally:
         for srv in reference.values():
             sup.stop(srv)
         sup.stop(ref_etcd)
 
 
-def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str) -> None:
+def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str, breakdown: bool = False) -> None:
     ds = dataset.Dataset(n)
     say(f"scale {n:,} services: fresh etcd, loading")
     etcd = servers.start_etcd(sup, name=f"etcd-{n}")
@@ -361,6 +370,15 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
                 f"burst p99 {row['burst']['p99']}")
         res["scale"].append(row)
     client.close()
+    if breakdown:     # the servers are stopped: the phases below have the machine to themselves
+        from . import scalebreakdown
+        say(f"  breakdown of the first sync and memory at {n:,} services")
+        try:
+            res["scale_breakdown"] = (f"### First sync and memory at {n:,} services (`--breakdown`, "
+                                      f"bench/scalebreakdown.py)\n\n"
+                                      + scalebreakdown.markdown(ds, etcd.extra["endpoint"], etcd.pid, 100_000))
+        except Exception as exc:  # noqa: BLE001 - the table without it
+            say(f"  breakdown failed: {exc!r}"[:200])
     sup.stop(etcd)
 
 
@@ -438,6 +456,8 @@ def main(argv=None) -> int:
             say("interrupted; stopping every process started")
             return 130
     text = report.markdown(res)
+    if res.get("scale_breakdown"):
+        text += "\n" + res["scale_breakdown"]
     print(text)
     save(res, text, a)
     return 0

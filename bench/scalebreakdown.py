@@ -241,6 +241,31 @@ def num(x, fmt="{:.2f}") -> str:
     return "" if x is None else fmt.format(x)
 
 
+def markdown(ds: dataset.Dataset, endpoint: str | None, etcd_pid: int | None, questions: int,
+             traced: bool = False) -> str:
+    """The tables for `ds`: sync phases against `endpoint` (skipped when None), then the
+    in-process build and the memory per structure."""
+    out = []
+    if endpoint is not None:
+        rows = sync_phases(endpoint, etcd_pid)
+        out.append(table(("phase", "wall s", "this process CPU s", "helper CPU s", "etcd CPU s", ""),
+                         [(label, num(wall), num(own), num(helper), num(etcd), extra)
+                          for label, wall, own, helper, etcd, extra in rows]))
+    snap, phases, traced_totals = build_in_process(ds, traced)
+    out.append(table(("build in-process (no etcd)", "CPU s"), [(label, num(secs)) for label, secs in phases]))
+    rows = memory_rows(snap)
+    total = sum(size for _label, _n, size in rows)
+    rows.append(("**snapshot, counted**", snap.record_count, total))
+    if traced_totals is not None:
+        rows.append(("snapshot, tracemalloc: held after the build", 0, traced_totals[0]))
+        rows.append(("snapshot, tracemalloc: peak during the build", 0, traced_totals[1]))
+    rows += reply_memory(snap, ds, questions)
+    out.append(table(("structure", "entries", "MiB", "bytes per service"),
+                     [(label, f"{n:,}" if n else "", f"{size / MIB:.1f}" if size else "",
+                       f"{size / ds.services:.0f}" if size else "") for label, n, size in rows]))
+    return "\n\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.scalebreakdown", description=__doc__.split("\n\n")[0])
     ap.add_argument("--services", type=int, default=100_000)
@@ -254,34 +279,19 @@ def main(argv=None) -> int:
     print(f"## First sync and memory at {a.services:,} services ({keys:,} keys)\n")
     print(f"`python -m bench.scalebreakdown {' '.join(argv if argv is not None else sys.argv[1:])}`, "
           f"{time.strftime('%Y-%m-%d %H:%M %Z')}, load average {os.getloadavg()[0]:.2f} at start\n")
-    if not a.no_etcd:
-        with servers.Supervisor(keep=False) as sup:
-            endpoint, pid = a.etcd, None
-            if endpoint is None:
-                etcd = servers.start_etcd(sup, name="etcd-breakdown")
-                endpoint, pid = etcd.extra["endpoint"], etcd.pid
-                client = live.etcd_client(endpoint)
-                count, secs = live.load(client, ds.etcd_items())
-                client.close()
-                print(f"loaded {count:,} keys in {secs:.1f} s\n")
-            rows = sync_phases(endpoint, pid)
-        print(table(("phase", "wall s", "this process CPU s", "helper CPU s", "etcd CPU s", ""),
-                    [(label, num(wall), num(own), num(helper), num(etcd), extra)
-                     for label, wall, own, helper, etcd, extra in rows]))
-        print()
-    snap, phases, traced = build_in_process(ds, a.traced)
-    print(table(("build in-process (no etcd)", "CPU s"), [(label, num(secs)) for label, secs in phases]))
-    print()
-    rows = memory_rows(snap)
-    total = sum(size for _label, _n, size in rows)
-    rows.append(("**snapshot, counted**", snap.record_count, total))
-    if traced is not None:
-        rows.append(("snapshot, tracemalloc: held after the build", 0, traced[0]))
-        rows.append(("snapshot, tracemalloc: peak during the build", 0, traced[1]))
-    rows += reply_memory(snap, ds, a.questions)
-    print(table(("structure", "entries", "MiB", "bytes per service"),
-                [(label, f"{n:,}" if n else "", f"{size / MIB:.1f}" if size else "",
-                  f"{size / a.services:.0f}" if size else "") for label, n, size in rows]))
+    if a.no_etcd:
+        print(markdown(ds, None, None, a.questions, a.traced))
+        return 0
+    with servers.Supervisor(keep=False) as sup:
+        endpoint, pid = a.etcd, None
+        if endpoint is None:
+            etcd = servers.start_etcd(sup, name="etcd-breakdown")
+            endpoint, pid = etcd.extra["endpoint"], etcd.pid
+            client = live.etcd_client(endpoint)
+            count, secs = live.load(client, ds.etcd_items())
+            client.close()
+            print(f"loaded {count:,} keys in {secs:.1f} s\n")
+        print(markdown(ds, endpoint, pid, a.questions, a.traced))
     return 0
 
 
