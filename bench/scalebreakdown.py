@@ -61,7 +61,7 @@ def zones():
 
 
 def sync_phases(endpoint: str, etcd_pid: int | None) -> list[tuple]:
-    from dnsdisco.dns.snapshot import Builder
+    from dnsdisco.dns.bulk import Builder
     from dnsdisco.etcd.client import KV
     from dnsdisco.etcd.helper import ProcessKV
     from dnsdisco.etcd.types import check_settings
@@ -119,7 +119,7 @@ def sync_phases(endpoint: str, etcd_pid: int | None) -> list[tuple]:
 
 
 def build_in_process(ds: dataset.Dataset, traced_too: bool):
-    from dnsdisco.dns.snapshot import Builder
+    from dnsdisco.dns.bulk import Builder
     t0 = time.process_time()
     pages = helper_pages(ds, 5000)
     packed = time.process_time() - t0

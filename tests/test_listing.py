@@ -130,7 +130,7 @@ ZONES = (ZoneConfig("svc.local"),)
 
 
 def snapshot_builder(prefix: str):
-    from dnsdisco.dns.snapshot import Builder
+    from dnsdisco.dns.bulk import Builder
     return Builder(prefix.rstrip("/"), ZONES)
 
 

@@ -21,7 +21,8 @@ import pytest
 from dnslib import DNSRecord
 
 from dnsdisco.dns.rules import answer
-from dnsdisco.dns.snapshot import Builder, Snapshot, ZoneConfig
+from dnsdisco.dns.bulk import Builder
+from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from dnsdisco.etcd.helper import LIST_CHUNK, _packed
 
 SERVICES = 1_000_000

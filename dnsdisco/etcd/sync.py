@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from dnsdisco.etcd.types import Compacted, EtcdAuthError, EtcdError
 from dnsdisco.dns.names import name_for
 from dnsdisco.dns.records import to_value
-from dnsdisco.dns.snapshot import Builder, Snapshot, ZoneConfig
+from dnsdisco.dns.bulk import Builder
+from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 
 if TYPE_CHECKING:           # a KV or a kvproc.ProcessKV; importing kv would load gRPC
     from dnsdisco.etcd.client import KV
