@@ -150,7 +150,7 @@ def build_in_process(ds: dataset.Dataset, traced_too: bool):
     finally:
         gc.enable()
     del pages
-    return snap, [("pack pages as the helper does (key TAB value lines)", packed),
+    return snap, [("(bench side: generate the dataset, pack it as the helper does)", packed),
                   ("Builder.page: parse values, records, children lists, PTR", added),
                   ("Builder.finish: sorted children, below, PTR tuples", finished)], traced
 
