@@ -1,0 +1,53 @@
+"""Start → ready, memory and a put burst for several checkouts on one etcd, one after the other.
+
+    python -m bench.startpair --services 1000000 /path/to/before /path/to/after /path/to/before
+
+Loads a private etcd once with `--services` services (bench/dataset.py), then for each checkout
+in turn starts its `python -m dnsdisco serve` (its own code: PYTHONPATH is the checkout), waits
+until the last-loaded name answers, reads the resident memory of serve and its helper, sends a
+burst of 1,000 puts at 1,000/s (bench/live.py: put → served latency) and stops it. Checkouts
+measured back to back on the same keys see the same machine within minutes, which the full
+scale table, minutes apart per checkout, does not give.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import dataset, live, servers
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.startpair", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--services", type=int, default=100_000)
+    ap.add_argument("--ready-timeout", type=float, default=180)
+    ap.add_argument("trees", nargs="+", help="checkouts of dnsdisco to start, in this order")
+    a = ap.parse_args(argv)
+    ds = dataset.Dataset(a.services)
+    print("| checkout | ready s | RSS MiB | burst p50 ms | burst p99 ms | burst max ms | load average |")
+    print("|---|---|---|---|---|---|---|")
+    with servers.Supervisor(keep=False) as sup:
+        etcd = servers.start_etcd(sup, name="etcd-startpair")
+        client = live.etcd_client(etcd.extra["endpoint"])
+        count, secs = live.load(client, ds.etcd_items())
+        print(f"loaded {count:,} keys in {secs:.1f} s", file=sys.stderr)
+        for tree in a.trees:
+            servers.REPO_ROOT = Path(tree).resolve()     # start_dnsdisco runs the checkout's code
+            srv = servers.start_dnsdisco(sup, etcd.extra["endpoint"])
+            servers.wait_dns(srv, ds.last_name(), a.ready_timeout)
+            ready = time.monotonic() - srv.extra["t0"]
+            rss = srv.rss_mib()
+            time.sleep(2)
+            burst = live.burst(client, srv.port, puts=1000, rate=1000).summary()
+            print(f"| {tree} | {ready:.1f} | {rss:.0f} | {burst['p50']:.2f} | {burst['p99']:.2f} | "
+                  f"{burst['max']:.2f} | {os.getloadavg()[0]:.2f} |", flush=True)
+            sup.stop(srv)
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
