@@ -288,3 +288,53 @@ def test_incremental_equals_build(batches, fold_at):
             assert snap.records_for(name) == fresh.records_for(name)
     finally:
         snapshot_mod.FOLD_AT = saved
+
+
+# ------------------------------------------------------------------ bulk.Builder: serve's first sync
+
+MIXED = [
+    ("/skydns/local/svc/a/i0", b'{"host":"10.0.0.1","port":80}'),
+    ("/skydns/local/svc/a/i1", b'{ "host" : "10.0.0.2" , "port" : 0 }'),
+    ("/skydns/local/svc/a/I1", b'{"host":"10.0.0.3","port":80}'),          # one name with i1: i1 is larger
+    ("/skydns/local/svc/b/x", b'{"host":"10.0.0.1","port":8080,"ttl":9}'),  # 10.0.0.1 has two owners
+    ("/skydns/local/svc/b/y", b'{"host":"10.0.0.300","port":1}'),          # plain shape, bad address
+    ("/skydns/local/svc/b/z", b'{"host":"10.0.0.4","port":65536}'),        # plain shape, bad port
+    ("/skydns/local/svc/b/w", b'{"host":"10.0.0.5","port":007}'),          # not JSON
+    ("/skydns/local/svc/c", b'{"text":"own"}'),
+    ("/skydns/local/svc/c/_tcp/_http/x", b'{"host":"fd00::1","port":80}'),
+    ("/skydns/local/svc", b'{"host":"10.0.0.9","port":1}'),                # the zone apex itself
+    ("/skydns/local/svc/d/\xe9", b'{"host":"10.0.0.6","port":1}'),          # not a plain label
+    ("/skydns/local/svc/e/n", b'{"host":"db.example.com"}'),
+]
+
+
+def lines_of(pairs) -> bytes:
+    return b"\n".join(key.encode() + b"\t" + value for key, value in pairs)
+
+
+@pytest.mark.parametrize("split", [1, 3, len(MIXED)])
+def test_builder_reads_helper_lines_as_build_reads_pairs(split):
+    """Pages of `key TAB value` lines (the helper's form), in any order, make the snapshot
+    `Snapshot.build` makes of the same pairs in key order."""
+    from dnsdisco.dns.bulk import Builder
+    pairs = sorted(MIXED)
+    builder = Builder(PREFIX, ZONES)
+    pages = [pairs[i:i + split] for i in range(0, len(pairs), split)]
+    for page in reversed(pages):
+        builder.page(lines_of(page))
+    built = builder.finish(5)
+    expected = build(pairs, revision=5)
+    assert state(built) == state(expected)
+    assert sorted(built.rejected) == sorted(expected.rejected)
+    assert len(built.rejected) == 3
+    assert built.record_at("i1.a.svc.local").host == "10.0.0.2"
+    assert built.ptr_names("1.0.0.10.in-addr.arpa") == ("i0.a.svc.local", "x.b.svc.local")
+
+
+def test_builder_starts_over_when_the_listing_does():
+    from dnsdisco.dns.bulk import Builder
+    builder = Builder(PREFIX, ZONES)
+    builder.page(lines_of(MIXED[:4]))
+    builder.page(None)
+    builder.page(lines_of([("/skydns/local/svc/z/i0", b'{"host":"10.1.1.1","port":1}')]))
+    assert state(builder.finish(1)) == state(build([("/skydns/local/svc/z/i0", b'{"host":"10.1.1.1","port":1}')]))

@@ -147,11 +147,12 @@ class Builder:
         in_run = False
         par = dot_par = ""
         limit = 0
+        others: list[tuple[str, bytes]] = []    # lines for `add`, after the plain ones (the
+        # larger key wins whatever the order, and `add` keeps its own runs of siblings)
         for head, label, host, port, other in self._plain_lines(text):
             if other or not head:
                 key, _tab, value = other.partition("\t")
-                self._one(key, value.encode())
-                in_run = False
+                others.append((key, value.encode()))
                 continue
             if head != last_head:
                 last_head = head
@@ -173,8 +174,7 @@ class Builder:
                 number = None
             if (number is None or number > 65535 or len(name) > MAX_NAME or limit < _PLAIN_MAX
                     or name in records or name in zone_names or name in bad):
-                self._one(f"{base}{head}/{label}", f'{{"host":"{host}","port":{port}}}'.encode())
-                in_run = False
+                others.append((f"{base}{head}/{label}", f'{{"host":"{host}","port":{port}}}'.encode()))
                 continue
             records[name] = new(Record, (name, host, "ipv4", number))
             if in_run:
@@ -190,6 +190,8 @@ class Builder:
                     shared.add(host)
                 else:
                     held.append(name)
+        if others:
+            self.add(others)
 
     def _one(self, key: str, value) -> None:
         """A key off the short path, parsed as a watch event is."""
