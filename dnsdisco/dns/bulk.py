@@ -7,7 +7,9 @@ tests/test_snapshot_million.py holds it to what `Snapshot.apply` makes of the sa
 """
 from __future__ import annotations
 
+import gc
 import re
+from contextlib import contextmanager
 from itertools import islice
 from typing import Iterable, Sequence
 
@@ -15,6 +17,19 @@ from dnsdisco.dns.names import MAX_NAME, parent
 from dnsdisco.dns.records import _AF_INET, _PORTS, BadValue, Record, _inet_pton, parse
 from dnsdisco.dns.snapshot import (_NO_ZONE, Layered, Snapshot, ZoneConfig, _add_owner, _finish_indexes, _indexes,
                                    serves_reverse)
+
+@contextmanager
+def _no_collection():
+    """The cyclic collector paused: a collection during a bulk build walks every tuple built
+    so far again, and none of them is garbage. Restored as it was, also on error."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
 
 _LIST_KEY = re.compile(r"(?:[a-z0-9_-]{1,63}/)*[a-z0-9_-]{1,63}")
 _PORT_TEXT: dict[str, int] = {}     # "8080" -> 8080, the int shared with records._PORTS
@@ -52,6 +67,10 @@ class Builder:
         self._plain_lines = None
 
     def add(self, pairs: Iterable[tuple[str | bytes, bytes]]) -> None:
+        with _no_collection():
+            self._add(pairs)
+
+    def _add(self, pairs: Iterable[tuple[str | bytes, bytes]]) -> None:
         records, ptrs, shared = self.records, self._ptrs, self._shared
         run_parents, run_lengths = self._run_parents, self._run_lengths
         base, zone_names = self._base, self._zone_names
@@ -127,6 +146,10 @@ class Builder:
         """A page of `key TAB value` lines. Lines of plain keys with plain values ({"host":
         IPv4, "port": n}, at most one space around the tokens) are cut apart by one regular
         expression over the whole page, in C; any other line goes through `add`'s own path."""
+        with _no_collection():
+            self._add_lines(lines)
+
+    def _add_lines(self, lines: bytes) -> None:
         try:
             text = lines.decode("utf-8")
         except UnicodeDecodeError:            # a key or value that is not UTF-8: say which
@@ -231,6 +254,10 @@ class Builder:
 
     def finish(self, revision: int) -> Snapshot:
         """The snapshot of everything added, at `revision`. The builder is spent."""
+        with _no_collection():
+            return self._finish(revision)
+
+    def _finish(self, revision: int) -> Snapshot:
         empty, records = self._empty, self.records
         reverse_ents = serves_reverse(empty.zones)
         if self._settled:      # a name changed hands: its index entries are rebuilt from the records
