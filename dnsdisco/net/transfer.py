@@ -27,7 +27,8 @@ from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, SOA, DNSBuffer, DNSHeader, D
 
 from dnsdisco.net import tsig
 from dnsdisco.net.journal import Diff, Journal, changes_between
-from dnsdisco.dns.rules import error_reply, lower_name
+from dnsdisco.dns.encoder import error_for
+from dnsdisco.dns.rules import lower_name
 from dnsdisco.dns.serial import serial_of
 from dnsdisco.dns.responder import NOT_MINE, XFR_QTYPES
 from dnsdisco.dns.zonedata import soa_record, zone_rrsets
@@ -133,7 +134,7 @@ class Transfers:
             query = DNSRecord.parse(body)
         except Exception:
             return _formerr(data)
-        reply = error_reply(query, RCODE.NOTAUTH).pack()
+        reply = error_for(query, RCODE.NOTAUTH)
         reply = tsig.error_reply(_with_id(reply, signed.rdata.original_id), signed)
         word = {tsig.BADKEY: "badkey", tsig.BADSIG: "badsig", tsig.BADTIME: "badtime"}[signed.error]
         kind = "axfr" if qtype == T_AXFR else "ixfr" if qtype == T_IXFR else "tsig_query"
@@ -158,27 +159,27 @@ class Transfers:
             return _formerr(data)
         kind = "axfr" if query.q.qtype == T_AXFR else "ixfr"
 
-        def finish(reply: DNSRecord, result: str):
+        def finish(reply: bytes, result: str):
             self._count(kind, result)
             self._refusal_log("%s of %s to %s over %s%s: %s", kind.upper(), lower_name(query.q.qname) or ".", client[0],
                      transport.upper(), f" key {signed.keytext}" if signed else "", result)
-            return self._signed([reply.pack()], data, signed)[0]
+            return self._signed([reply], data, signed)[0]
 
         if query.header.opcode != OPCODE.QUERY:
-            return finish(error_reply(query, RCODE.NOTIMP), "notimp")
+            return finish(error_for(query, RCODE.NOTIMP), "notimp")
         snap = responder.snapshot
         if not responder.ready:
-            return finish(error_reply(query, RCODE.SERVFAIL), "not_ready")
+            return finish(error_for(query, RCODE.SERVFAIL), "not_ready")
         name = lower_name(query.q.qname)
         zone = next((z for z in snap.zones if z.name == name), None)
         if kind == "axfr" and transport != "tcp":
-            return finish(error_reply(query, RCODE.NOTIMP), "udp")     # RFC 5936 4.2: TCP only
+            return finish(error_for(query, RCODE.NOTIMP), "udp")     # RFC 5936 4.2: TCP only
         if query.q.qclass != CLASS.IN:
-            return finish(error_reply(query, RCODE.REFUSED), "refused")
+            return finish(error_for(query, RCODE.REFUSED), "refused")
         if not self.allowed(client, signed):
-            return finish(error_reply(query, RCODE.REFUSED), "refused")
+            return finish(error_for(query, RCODE.REFUSED), "refused")
         if zone is None:
-            return finish(error_reply(query, RCODE.NOTAUTH), "notauth")
+            return finish(error_for(query, RCODE.NOTAUTH), "notauth")
         serial = serial_of(snap.revision)
         whole = None
         if kind == "axfr":
@@ -188,7 +189,7 @@ class Transfers:
         else:
             client_serial = _ixfr_serial(query)
             if client_serial is None:
-                return finish(error_reply(query, RCODE.FORMERR), "formerr")
+                return finish(error_for(query, RCODE.FORMERR), "formerr")
             upto = snap.revision
             soa = soa_record(snap, zone.name)
             if self.journal is not None and self.recorded is not None and self.recorded < upto:
@@ -381,8 +382,7 @@ def tsig_room(signed) -> int:
 def _fit_udp(reply: bytes, body: bytes, signed) -> bytes:
     """A UDP reply that stays within the client's size once the TSIG is added (RFC 8945 5.3:
     truncate, set TC, sign the truncated message)."""
-    from dnsdisco.dns.rules import edns_of
-    from dnsdisco.dns.wire import udp_limit
+    from dnsdisco.dns.wire import edns_of, udp_limit
     try:
         query = DNSRecord.parse(body)
         edns = edns_of(query)
@@ -419,5 +419,5 @@ def _with_id(wire: bytes, qid: int) -> bytes:
 
 
 def _formerr(data: bytes) -> bytes | None:
-    from dnsdisco.dns.wire import formerr_for
+    from dnsdisco.dns.encoder import formerr_for
     return formerr_for(data)
