@@ -23,6 +23,7 @@ an SRV target) is patched for each order. Truncation cuts the same suffix in eve
 """
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 
@@ -31,6 +32,8 @@ from dnsdisco.dns.rules import answer_orders
 from dnsdisco.dns.wire import edns_of, labels_wire, name_labels, wire_to_name
 
 _RR = struct.Struct("!HHIH")          # type, class, ttl, rdlength
+_OWNED = struct.Struct("!HHHIH")      # the same after an owner that is a pointer
+_OWNED_SRV = struct.Struct("!HHHIHHHH")   # and an SRV's priority, weight and port
 _HEAD = struct.Struct("!HHHHH")       # a header without its id: flags and the four counts
 _TYPECLASS = struct.Struct("!HH")
 _SRV = struct.Struct("!HHH")
@@ -41,6 +44,8 @@ _POINTER = 0x4000                     # names at or past this offset cannot be p
 _inet_pton = socket.inet_pton
 _V4, _V6 = socket.AF_INET, socket.AF_INET6
 _COMPRESSED = frozenset((T_CNAME, T_NS, T_PTR))
+# the orders depend only on the count and the shares, which most services repeat
+_orders = functools.lru_cache(maxsize=4096)(answer_orders)
 
 
 def opt_record(do: bool, ext_rcode: int = 0) -> bytes:
@@ -115,23 +120,32 @@ def formerr_with_opt(data: bytes, ra: bool) -> bytes:
     return data[:2] + error_reply(flags & 0x7900, question, 1, edns=True, ra=ra)
 
 
-def _question_names(qname: bytes) -> dict:
-    """The compression table's first entries: every suffix of the question name (at offset 12)
-    that spells a name the rules can write."""
-    table = {}
-    text = wire_to_name(qname)
+def _question_names(qname: bytes, text: str | None) -> dict:
+    """The compression table's first entries: the question's name at offset 12, and its other
+    suffixes, that spell names the rules can write, once a name needs them (_complete).
+    `text` is the name as the rules read it, if known. The key 0 holds the question's wire
+    name; the key None is there until the other suffixes are."""
+    if text:
+        return {text: 12, 0: qname, None: True}
+    table = {0: qname}
     pos = 0
-    if text is not None:
-        while qname[pos]:
-            table[text[pos:]] = 12 + pos    # a name's text and its wire form share label offsets
-            pos += qname[pos] + 1
-        return table
     while qname[pos]:
         suffix = wire_to_name(qname[pos:])
         if suffix is not None:
             table[suffix] = 12 + pos
         pos += qname[pos] + 1
     return table
+
+
+def _complete(table: dict) -> None:
+    """Every suffix of the question's name into the table (see _question_names)."""
+    del table[None]
+    qname = table[0]
+    text = wire_to_name(qname)
+    pos = qname[0] + 1
+    while qname[pos]:
+        table.setdefault(text[pos:], 12 + pos)   # a name's text and its wire form share label offsets
+        pos += qname[pos] + 1
 
 
 def _put_name(name: str, buf: bytearray, table: dict, base, fixups: list, compress: bool) -> None:
@@ -143,25 +157,43 @@ def _put_name(name: str, buf: bytearray, table: dict, base, fixups: list, compre
     if not name:
         buf.append(0)
         return
+    if None in table:
+        _complete(table)
     if not name.isascii():             # IDNA: written whole, never pointed at
         buf += labels_wire(name_labels(name))
+        return
+    if not compress:                   # written whole; its suffixes still become targets
+        parts = name.encode("ascii").split(b".")
+        at = len(buf)
+        buf += b"".join([_LENGTH[len(part)] + part for part in parts])
+        buf.append(0)
+        start = 0
+        for part in parts:
+            suffix = name[start:] if start else name
+            if suffix in table:        # and so are its own suffixes
+                break
+            if type(base) is int:
+                if base + at + start < _POINTER:
+                    table[suffix] = base + at + start
+            else:
+                base[0].append((suffix, (base[1], at + start)))
+            start += len(part) + 1
         return
     start = 0
     while True:
         suffix = name[start:] if start else name
-        if compress:
-            hit = table.get(suffix)
-            if hit is not None:
-                if type(hit) is int:
-                    buf.append(0xC0 | (hit >> 8))
-                    buf.append(hit & 0xFF)
-                else:
-                    fixups.append((len(buf), hit))
-                    buf += b"\xc0\x00"
-                return
+        hit = table.get(suffix)
+        if hit is not None:
+            if type(hit) is int:
+                buf.append(0xC0 | (hit >> 8))
+                buf.append(hit & 0xFF)
+            else:
+                fixups.append((len(buf), hit))
+                buf += b"\xc0\x00"
+            return
         if type(base) is int:
             place = base + len(buf)
-            if place < _POINTER and suffix not in table:
+            if place < _POINTER:
                 table[suffix] = place
         else:
             base[0].append((suffix, (base[1], len(buf))))
@@ -175,15 +207,113 @@ def _put_name(name: str, buf: bytearray, table: dict, base, fixups: list, compre
         start = dot + 1
 
 
-def _chunk(rr: tuple, table: dict, base, fixups: list) -> tuple[bytearray, int]:
-    """One record's bytes (names compressed against `table`; `base` as for _put_name) and,
-    for an SOA, where its serial sits in them (else -1)."""
+@functools.lru_cache(maxsize=1024)
+def _soa_names(mname: str, rname: str, apex: str, place: int) -> bytes:
+    """An SOA's two names, each pointing at the apex (at `place`) or a suffix of it where it
+    can, and at nothing else."""
+    table = {apex: place}
+    pos = 0
+    while True:
+        dot = apex.find(".", pos)
+        if dot < 0:
+            break
+        pos = dot + 1
+        table[apex[pos:]] = place + pos
+    out = bytearray()
+    _put_name(mname, out, table, 0x10000, None, True)      # beyond any pointer: nothing registered
+    _put_name(rname, out, table, 0x10000, None, True)
+    return bytes(out)
+
+
+def _one_rrset(records: list, authority: bool, table: dict, question: bytes, flags: int, edns: bool, do: bool,
+               limit: int, weights) -> tuple | None:
+    """The usual reply, one RRset in the answer (or, for a negative answer, the authority
+    section) and nothing else, written the short way; None for any other, or one over the
+    limit: encode's general way then."""
+    count = len(records)
+    if not count or (authority and count > 1):      # only the answer section rotates
+        return None
+    owner, rtype = records[0][0], records[0][1]
+    for rr in records:
+        if rr[1] != rtype or rr[0] != owner:
+            return None
+    chunks: list = []
+    serials: list = []
+    fixes: dict = {}
+    at = start = 12 + len(question)
+    held = [] if count > 1 else None
+    for rr in records:
+        at = _write(rr, table, chunks, fixes, serials, at, held)
+    opt = (_OPT_DO if do else _OPT) if edns else b""
+    if at + len(opt) > limit:
+        return None
+    head = (_HEAD.pack(flags, 1, 0, count, 1 if edns else 0) if authority
+            else _HEAD.pack(flags, 1, count, 0, 1 if edns else 0)) + question
+    if count == 1:
+        return [b"".join([head, chunks[0], opt])], [(start + serials[0][1] - 2,)] if serials else None
+    shares = weights.get((owner, rtype)) if weights else None
+    orders = _orders(count, shares if shares is not None and len(shares) == count else None)
+    return [b"".join([head, *[chunks[i] for i in order], opt]) for order in orders], None
+
+
+def _write(rr: tuple, table: dict, chunks: list, fixes: dict, serials: list, at: int, held: list | None) -> int:
+    """Append one record's bytes to `chunks`, written at `at` (names compressed against
+    `table`), and return where the next one starts. Its names become pointer targets now
+    (`held` None) or once the rotating RRset it belongs to is whole (`held` collects them, by
+    chunk and offset). An SOA's serial offset goes in `serials`, patches in `fixes`."""
     owner, rtype, ttl, rdata = rr
-    buf = bytearray()
-    _put_name(owner, buf, table, base, fixups, True)
-    buf += _RR.pack(rtype, 1, ttl, 0)
+    index = len(chunks)
+    base = at if held is None else (held, index)
+    fixups = None
+    hit = table.get(owner)
+    if hit is None and None in table:
+        _complete(table)
+        hit = table.get(owner)
+    if type(hit) is int:                 # the usual owner: a pointer (to the question)
+        if rtype == T_SOA:
+            # the names point only at the owner (the apex), so its bytes depend on little and
+            # are made once per zone and place
+            names = _soa_names(rdata[0], rdata[1], owner, hit)
+            chunk = _OWNED.pack(0xC000 | hit, T_SOA, 1, ttl, len(names) + 20) + names \
+                + _SOA_NUMBERS.pack(*rdata[2:7])
+            serials.append((index, 12 + len(names)))
+            chunks.append(chunk)
+            return at + len(chunk)
+        if rtype == T_A or rtype == T_AAAA:
+            data = _inet_pton(_V4 if rtype == T_A else _V6, rdata)
+            chunk = _OWNED.pack(0xC000 | hit, rtype, 1, ttl, len(data)) + data
+            chunks.append(chunk)
+            return at + len(chunk)
+        if rtype == T_SRV and hit == 12:
+            # RFC 2782: the target is never compressed. The usual one is an instance of the
+            # asked name, whose wire form the question holds; its suffixes are in the table.
+            target = rdata[3]
+            label, _, rest = target.partition(".")
+            if rest == owner and label.isascii():
+                wire = _LENGTH[len(label)] + label.encode("ascii") + table[0]
+                chunk = _OWNED_SRV.pack(0xC00C, T_SRV, 1, ttl, 6 + len(wire), rdata[0], rdata[1], rdata[2]) + wire
+                chunks.append(chunk)
+                if held is not None:                     # 18: pointer, type to rdlength, SRV fields
+                    held.append((target, (index, 18)))
+                elif at + 18 < _POINTER:
+                    table.setdefault(target, at + 18)
+                return at + len(chunk)
+        buf = bytearray(_OWNED.pack(0xC000 | hit, rtype, 1, ttl, 0))
+    elif hit is not None:                # a name inside a rotating RRset (a glue owner at an SRV target)
+        if rtype == T_A or rtype == T_AAAA:
+            data = _inet_pton(_V4 if rtype == T_A else _V6, rdata)
+            chunk = _OWNED.pack(0xC000, rtype, 1, ttl, len(data)) + data
+            chunks.append(chunk)
+            fixes[index] = [(0, hit)]
+            return at + len(chunk)
+        fixups = [(0, hit)]
+        buf = bytearray(_OWNED.pack(0xC000, rtype, 1, ttl, 0))
+    else:
+        fixups = []
+        buf = bytearray()
+        _put_name(owner, buf, table, base, fixups, True)
+        buf += _RR.pack(rtype, 1, ttl, 0)
     start = len(buf)
-    serial_at = -1
     if rtype == T_A:
         buf += _inet_pton(_V4, rdata)
     elif rtype == T_AAAA:
@@ -191,26 +321,32 @@ def _chunk(rr: tuple, table: dict, base, fixups: list) -> tuple[bytearray, int]:
     elif rtype == T_SRV:
         buf += _SRV.pack(rdata[0], rdata[1], rdata[2])
         _put_name(rdata[3], buf, table, base, fixups, False)      # RFC 2782: never compressed
-    elif rtype in _COMPRESSED:
-        _put_name(rdata, buf, table, base, fixups, True)
     elif rtype == T_TXT:
         for part in rdata:
             buf += _LENGTH[len(part)]
             buf += part
-    elif rtype == T_MX:
-        buf += _PREFERENCE.pack(rdata[0])
-        _put_name(rdata[1], buf, table, base, fixups, True)
-    elif rtype == T_SOA:
-        _put_name(rdata[0], buf, table, base, fixups, True)
-        _put_name(rdata[1], buf, table, base, fixups, True)
-        serial_at = len(buf)
-        buf += _SOA_NUMBERS.pack(*rdata[2:7])
     else:
-        buf += rdata                                              # rules.Raw: written as it is
+        if fixups is None:
+            fixups = []
+        if rtype in _COMPRESSED:
+            _put_name(rdata, buf, table, base, fixups, True)
+        elif rtype == T_MX:
+            buf += _PREFERENCE.pack(rdata[0])
+            _put_name(rdata[1], buf, table, base, fixups, True)
+        elif rtype == T_SOA:
+            _put_name(rdata[0], buf, table, base, fixups, True)
+            _put_name(rdata[1], buf, table, base, fixups, True)
+            serials.append((index, len(buf)))
+            buf += _SOA_NUMBERS.pack(*rdata[2:7])
+        else:
+            buf += rdata                                          # rules.Raw: written as it is
     size = len(buf) - start
     buf[start - 2] = size >> 8
     buf[start - 1] = size & 0xFF
-    return buf, serial_at
+    chunks.append(bytes(buf))
+    if fixups:
+        fixes[index] = fixups
+    return at + len(buf)
 
 
 def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, do: bool,
@@ -221,29 +357,37 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
     `flags` the second header word (reply_flags), `qname` the question's wire name in lower
     case."""
     question = qname + _TYPECLASS.pack(qtype, qclass)
-    table = _question_names(qname)
-    sections = (ans.answer, ans.authority, ans.additional)
-    chunks: list = []            # each record's bytes
-    fixes: list = []             # per chunk: None, or [(offset in chunk, (target chunk, offset in it))]
-    serials: list = []           # (chunk, offset of its serial)
-    sets: list = []              # the answer's RRsets: [first chunk, end chunk, orders]
-    at = 12 + len(question)      # where the next chunk starts (in the answer orders as written)
-    weights = ans.weights
-    rotating = False
+    table = _question_names(qname, ans.name)
     answers = ans.answer
+    if not ans.additional:
+        if not ans.authority:
+            single = _one_rrset(answers, False, table, question, flags, edns, do, limit, ans.weights)
+        elif not answers:            # a negative answer: the SOA alone
+            single = _one_rrset(ans.authority, True, table, question, flags, edns, do, limit, None)
+        else:
+            single = None
+        if single is not None:
+            return single
+    chunks: list = []            # each record's bytes
+    fixes: dict = {}             # chunk -> [(offset in it, (target chunk, offset in that))]
+    serials: list = []           # (chunk, offset of its serial)
+    sets: list = []              # the answer's rotating RRsets: (first chunk, end chunk, orders)
+    at = 12 + len(question)      # where the next chunk starts (in the answer orders as written)
     count = len(answers)
     index = 0
     while index < count:         # the answer section, RRset by RRset
-        owner, rtype = answers[index][0], answers[index][1]
+        rr = answers[index]
         end = index + 1
-        while end < count and answers[end][1] == rtype and answers[end][0] == owner:
-            end += 1
+        if end < count:
+            owner, rtype = rr[0], rr[1]
+            while end < count and answers[end][1] == rtype and answers[end][0] == owner:
+                end += 1
         if end - index == 1:
-            at = _write(answers[index], table, chunks, fixes, serials, at, None)
+            at = _write(rr, table, chunks, fixes, serials, at, None)
         else:
-            rotating = True
+            weights = ans.weights
             shares = weights.get((owner, rtype)) if weights else None
-            orders = answer_orders(end - index, shares if shares is not None and len(shares) == end - index else None)
+            orders = _orders(end - index, shares if shares is not None and len(shares) == end - index else None)
             first = len(chunks)
             held: list = []
             for i in range(index, end):
@@ -252,100 +396,137 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
                 for suffix, place in held:
                     if suffix not in table:
                         table[suffix] = place
-            sets.append((first, len(chunks), orders))
+            if len(orders) > 1:
+                sets.append((first, len(chunks), orders))
         index = end
-    ends = [len(chunks)]
-    for records in sections[1:]:
-        for rr in records:
-            at = _write(rr, table, chunks, fixes, serials, at, None)
-        ends.append(len(chunks))
+    an_end = len(chunks)
+    for rr in ans.authority:
+        at = _write(rr, table, chunks, fixes, serials, at, None)
+    ns_end = len(chunks)
+    for rr in ans.additional:
+        at = _write(rr, table, chunks, fixes, serials, at, None)
+    ar_end = len(chunks)
     opt = (_OPT_DO if do else _OPT) if edns else b""
 
-    # the size limit: additional first (no TC), then authority and answer RRsets (TC)
-    an_end, ns_end, ar_end = ends
-    size = at + len(opt)
-    if size > limit:
-        size -= sum(len(chunks[i]) for i in range(ns_end, ar_end))
+    if at + len(opt) > limit:    # additional first (no TC), then authority and answer RRsets (TC)
+        size = at + len(opt) - sum(map(len, chunks[ns_end:]))
         ar_end = ns_end
         if size > limit:
             flags |= 0x0200
-            size -= sum(len(chunks[i]) for i in range(an_end, ns_end))
+            size -= sum(map(len, chunks[an_end:ns_end]))
             ns_end = ar_end = an_end
             while size > limit and an_end:
-                # the last RRset of the answer: a rotating one, or a single record
+                # the last RRset of the answer: a rotating one, or the records of one owner and type
+                last = chunks_first = an_end - 1
                 if sets and sets[-1][1] == an_end:
-                    first = sets.pop()[0]
+                    chunks_first = sets.pop()[0]
                 else:
-                    first = an_end - 1
-                size -= sum(len(chunks[i]) for i in range(first, an_end))
-                an_end = ns_end = ar_end = first
+                    owner, rtype = answers[last][0], answers[last][1]
+                    while chunks_first and answers[chunks_first - 1][0] == owner and \
+                            answers[chunks_first - 1][1] == rtype:
+                        chunks_first -= 1
+                size -= sum(map(len, chunks[chunks_first:an_end]))
+                an_end = ns_end = ar_end = chunks_first
+        del chunks[ar_end:]
+        serials = [place for place in serials if place[0] < ar_end]
     head = _HEAD.pack(flags, 1, an_end, ns_end - an_end, ar_end - ns_end + (1 if edns else 0)) + question
-    kept = [i for i in range(ar_end)]
-    serial_places = [(c, off) for c, off in serials if c < ar_end]
-    sets = [s for s in sets if s[1] <= an_end]
-
-    if not rotating or not sets:
-        body = b"".join([head, *chunks[:ar_end], opt]) if ar_end else head + opt
-        for i in range(ar_end):
-            if fixes[i]:
-                return _ordered(head, chunks, fixes, kept, opt, serial_places, [kept])
-        offsets = [tuple(_offsets_in_order(head, chunks, kept, serial_places))] if serial_places else None
-        return [body], offsets
-    variants = max(len(orders) for _f, _e, orders in sets)
-    sequences = []
-    for turn in range(variants):
-        sequence = list(kept)
-        for first, end, orders in sets:
-            order = orders[turn % len(orders)]
-            sequence[first:end] = [first + i for i in order]
-        sequences.append(sequence)
-    return _ordered(head, chunks, fixes, kept, opt, serial_places, sequences)
+    if not sets:                 # one order; and with no rotating RRset, nothing to patch
+        if not serials:
+            return [b"".join([head, *chunks, opt])], None
+        start = [len(head) + 2]
+        for chunk in chunks:
+            start.append(start[-1] + len(chunk))
+        return [b"".join([head, *chunks, opt])], [tuple(start[c] + off - 2 for c, off in serials)]
+    return _ordered(head, chunks, fixes, opt, serials, sets)
 
 
-def _write(rr: tuple, table: dict, chunks: list, fixes: list, serials: list, at: int, held: list | None) -> int:
-    """Write one record at `at`; its names become pointer targets now (`held` None) or once
-    the rotating RRset it belongs to is whole (`held` collects them, by chunk and offset)."""
-    index = len(chunks)
-    fixups: list = []
-    buf, serial_at = _chunk(rr, table, at if held is None else (held, index), fixups)
-    chunks.append(bytes(buf))
-    fixes.append(fixups or None)
-    if serial_at >= 0:
-        serials.append((index, serial_at))
-    return at + len(buf)
-
-
-def _offsets_in_order(head: bytes, chunks: list, sequence: list, serial_places: list) -> list[int]:
-    start = {}
+def _ordered(head: bytes, chunks: list, fixes: dict, opt: bytes, serials: list,
+             sets: list) -> tuple[list[bytes], list | None]:
+    """The reply once per turn of the rotating RRsets' orders, pointers into moved records
+    patched, and where the SOA serials sit in each."""
+    count = len(chunks)
+    patched = [(i, fixups) for i, fixups in fixes.items() if i < count]
+    if len(sets) == 1 and not serials and all(i >= sets[0][1] for i, _f in patched):
+        return _one_set(head, chunks, patched, opt, sets[0]), None
+    written = []                 # where each chunk starts as written (the first order's layout)
     pos = len(head) + 2
-    for i in sequence:
-        start[i] = pos
-        pos += len(chunks[i])
-    return [start[c] + off - 2 for c, off in serial_places]
-
-
-def _ordered(head: bytes, chunks: list, fixes: list, kept: list, opt: bytes, serial_places: list,
-             sequences: list) -> tuple[list[bytes], list | None]:
-    """The reply once per sequence of chunks, pointers into moved records patched."""
-    patched = [i for i in kept if fixes[i]]
+    for chunk in chunks:
+        written.append(pos)
+        pos += len(chunk)
     variants = []
-    offsets = [] if serial_places else None
-    for sequence in sequences:
-        if patched or serial_places:
-            start = {}
-            pos = len(head) + 2
-            for i in sequence:
-                start[i] = pos
-                pos += len(chunks[i])
-        parts = [chunks[i] for i in sequence]
-        for i in patched:
-            buf = bytearray(chunks[i])
-            for offset, (target, target_offset) in fixes[i]:
-                place = start[target] + target_offset
-                buf[offset] = 0xC0 | (place >> 8)
-                buf[offset + 1] = place & 0xFF
-            parts[sequence.index(i)] = bytes(buf)
+    offsets = [] if serials else None
+    for turn in range(max(len(orders) for _f, _e, orders in sets)):
+        parts = chunks[:]
+        start = written[:]
+        slot = {}
+        for first, _end, orders in sets:
+            pos = written[first]
+            for k, i in enumerate(orders[turn % len(orders)], first):
+                chunk = chunks[first + i]
+                parts[k] = chunk
+                start[first + i] = pos
+                pos += len(chunk)
+                slot[first + i] = k
+        for i, fixups in patched:
+            parts[slot.get(i, i)] = _patch(chunks[i], fixups, start)
+        if serials:
+            offsets.append(tuple(start[c] + off - 2 for c, off in serials))
         variants.append(b"".join([head, *parts, opt]))
-        if serial_places:
-            offsets.append(tuple(start[c] + off - 2 for c, off in serial_places))
     return variants, offsets
+
+
+def _one_set(head: bytes, chunks: list, patched: list, opt: bytes, rotating: tuple) -> list[bytes]:
+    """The usual case of _ordered: one rotating RRset, and patches only after it (glue owners
+    pointing at SRV targets)."""
+    first, end, orders = rotating
+    before = b"".join([head, *chunks[:first]])
+    moved = chunks[first:end]
+    after = chunks[end:]
+    if not patched:
+        return [b"".join([before, *[moved[i] for i in order], *after, opt]) for order in orders]
+    owners = []                  # glue owners: a pointer into the RRset, then the rest as it is
+    for i, fixups in patched:
+        if len(fixups) != 1 or fixups[0][0] != 0:
+            owners = None
+            break
+        target, target_offset = fixups[0][1]
+        owners.append((i - end, chunks[i][2:], target - first, target_offset))
+    at = len(before) + 2
+    lengths = [len(chunk) for chunk in moved]
+    start = [0] * len(moved)
+    variants = []
+    for order in orders:
+        pos = at
+        for i in order:
+            start[i] = pos
+            pos += lengths[i]
+        if owners is not None:
+            for slot, rest, target, target_offset in owners:
+                after[slot] = _POINTER_TO[start[target] + target_offset] + rest
+        else:
+            where = {first + i: place for i, place in enumerate(start)}
+            for i, fixups in patched:
+                after[i - end] = _patch(chunks[i], fixups, where)
+        variants.append(b"".join([before, *[moved[i] for i in order], *after, opt]))
+    return variants
+
+
+class _Pointers(dict):
+    """Compression pointers by target offset, made when first asked for."""
+
+    def __missing__(self, place: int) -> bytes:
+        pointer = self[place] = bytes((0xC0 | (place >> 8), place & 0xFF))
+        return pointer
+
+
+_POINTER_TO = _Pointers()
+
+
+def _patch(chunk: bytes, fixups: list, start) -> bytes:
+    """`chunk` with each pointer into a moved record aimed at where that record now starts."""
+    buf = bytearray(chunk)
+    for offset, (target, target_offset) in fixups:
+        place = start[target] + target_offset
+        buf[offset] = 0xC0 | (place >> 8)
+        buf[offset + 1] = place & 0xFF
+    return bytes(buf)

@@ -105,13 +105,16 @@ def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, *, forw
         return refused(in_zone=False, name=name)
     lookup = _Lookup(snap, zone)
     rcode = lookup.run(name, qtype)
-    ans = Answer(rcode, answer=rrset_rules(lookup.answer), depends=lookup.consulted, name=name,
-                 chase=lookup.chase, weights=lookup.weights or None)
+    ans = Answer(rcode, answer=lookup.answer if lookup.distinct else rrset_rules(lookup.answer),
+                 depends=lookup.consulted, name=name, chase=lookup.chase, weights=lookup.weights or None)
     if lookup.negative is not None:
         ans.authority.append(soa_rr(snap, lookup.negative, negative=True))
     if lookup.additional:
-        answered = {(rr[0], rr[1]) for rr in ans.answer}
-        ans.additional = [rr for rr in rrset_rules(lookup.additional) if (rr[0], rr[1]) not in answered]
+        if lookup.distinct and ans.answer[0][1] == T_SRV:
+            ans.additional = lookup.additional       # the instances' addresses, one each
+        else:
+            answered = {(rr[0], rr[1]) for rr in ans.answer}
+            ans.additional = [rr for rr in rrset_rules(lookup.additional) if (rr[0], rr[1]) not in answered]
     return ans
 
 
@@ -335,7 +338,7 @@ def _txt_chunks(text: str) -> tuple:
 class _Lookup:
     """One question's walk through the snapshot: answer, additional, and the names it read."""
 
-    __slots__ = ("snap", "zone", "answer", "additional", "consulted", "negative", "chase", "weights")
+    __slots__ = ("snap", "zone", "answer", "additional", "consulted", "negative", "chase", "weights", "distinct")
 
     def __init__(self, snap: Snapshot, zone: ZoneConfig):
         self.snap = snap
@@ -346,6 +349,8 @@ class _Lookup:
         self.negative: ZoneConfig | None = None   # zone whose SOA goes in authority
         self.chase: tuple | None = None           # (target, qtype) of a chain that left our zones
         self.weights: dict = {}                   # see Answer.weights
+        # the answer is one RRset that address_rrset made (RFC 2181 5 holds already)
+        self.distinct = False
 
     # -------------------------------------------------------------- helpers
 
@@ -468,7 +473,11 @@ class _Lookup:
             static = self.static(name, qtype, zone)
             if not recs and name == default_ns_name(zone):
                 return _own_addresses(name, zone, qtype) + static
-            return self.addresses(name, recs, qtype, zone, answer=True) + static
+            if static:
+                return self.addresses(name, recs, qtype, zone, answer=True) + static
+            rrs = self.addresses(name, recs, qtype, zone, answer=True)
+            self.distinct = bool(rrs) and not self.answer and not self.additional
+            return rrs
         if qtype == T_ANY:
             return self.any(name, recs, zone)
         static = self.static(name, qtype, zone)
@@ -502,17 +511,25 @@ class _Lookup:
         (RFC 2782)."""
         out = []
         named = []
+        glue = self.additional
         for r in recs:
             if r.port <= 0 or not r.host:
                 continue
-            if r.host_kind == "name":
+            ttl = zone.ttl if r.ttl is None else r.ttl        # ttl_of, inline: once per instance
+            kind = r.host_kind
+            if kind == "name":
                 target = r.host
                 named.append(target)
             else:
-                target = self.address_target(r, _strip(r.name, r.targetstrip), zone)
-            out.append((owner, T_SRV, ttl_of(r, zone), (r.priority, r.weight, r.port, target)))
+                target = _strip(r.name, r.targetstrip) if r.targetstrip else r.name
+                glue.append((target, T_A if kind == "ipv4" else T_AAAA, ttl, r.host))
+            out.append((owner, T_SRV, ttl, (r.priority, r.weight, r.port, target)))
         for target in named:
             self.glue(target)
+        if out and not named and not self.answer and len(glue) == len(out):
+            # only instances' own names as targets, and their addresses as the only glue: no
+            # record can repeat (RFC 2181 5 holds already)
+            self.distinct = not any(r.targetstrip for r in recs)
         return out
 
     def mx(self, owner: str, recs, zone: ZoneConfig) -> list:
