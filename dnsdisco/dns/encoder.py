@@ -124,9 +124,9 @@ def _question_names(qname: bytes, text: str | None) -> dict:
     """The compression table's first entries: the question's name at offset 12, and its other
     suffixes, that spell names the rules can write, once a name needs them (_complete).
     `text` is the name as the rules read it, if known. The key 0 holds the question's wire
-    name; the key None is there until the other suffixes are."""
+    name; the key None its text, until the other suffixes are in."""
     if text:
-        return {text: 12, 0: qname, None: True}
+        return {text: 12, 0: qname, None: text}
     table = {0: qname}
     pos = 0
     while qname[pos]:
@@ -208,6 +208,17 @@ def _put_name(name: str, buf: bytearray, table: dict, base, fixups: list, compre
 
 
 @functools.lru_cache(maxsize=1024)
+def _soa_chunk(rr: tuple, place: int) -> tuple[bytes, int]:
+    """An SOA record whose owner is at `place`, and where its serial sits in it. Its names
+    point only at the owner (the apex), so its bytes depend on little and are made once per
+    zone, serial and place."""
+    owner, _rtype, ttl, rdata = rr
+    names = _soa_names(rdata[0], rdata[1], owner, place)
+    return (_OWNED.pack(0xC000 | place, T_SOA, 1, ttl, len(names) + 20) + names + _SOA_NUMBERS.pack(*rdata[2:7]),
+            12 + len(names))
+
+
+@functools.lru_cache(maxsize=1024)
 def _soa_names(mname: str, rname: str, apex: str, place: int) -> bytes:
     """An SOA's two names, each pointing at the apex (at `place`) or a suffix of it where it
     can, and at nothing else."""
@@ -225,6 +236,19 @@ def _soa_names(mname: str, rname: str, apex: str, place: int) -> bytes:
     return bytes(out)
 
 
+class _Dropped(dict):
+    """Takes what _one_rrset's records would hold for later records, of which there are none."""
+
+    def append(self, item) -> None:
+        pass
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+
+_DROPPED = _Dropped()
+
+
 def _one_rrset(records: list, authority: bool, table: dict, question: bytes, flags: int, edns: bool, do: bool,
                limit: int, weights) -> tuple | None:
     """The usual reply, one RRset in the answer (or, for a negative answer, the authority
@@ -239,11 +263,12 @@ def _one_rrset(records: list, authority: bool, table: dict, question: bytes, fla
             return None
     chunks: list = []
     serials: list = []
-    fixes: dict = {}
     at = start = 12 + len(question)
-    held = [] if count > 1 else None
+    # nothing follows the RRset: its names need not become pointer targets, and no record
+    # points into a rotating one (so there is nothing to patch)
+    held = _DROPPED if count > 1 else None
     for rr in records:
-        at = _write(rr, table, chunks, fixes, serials, at, held)
+        at = _write(rr, table, chunks, _DROPPED, serials, at, held)
     opt = (_OPT_DO if do else _OPT) if edns else b""
     if at + len(opt) > limit:
         return None
@@ -267,16 +292,16 @@ def _write(rr: tuple, table: dict, chunks: list, fixes: dict, serials: list, at:
     fixups = None
     hit = table.get(owner)
     if hit is None and None in table:
-        _complete(table)
-        hit = table.get(owner)
+        text = table[None]                # the zone of a negative answer: a suffix of the question
+        if len(text) > len(owner) and text[-len(owner) - 1] == "." and text.endswith(owner):
+            hit = table[owner] = 12 + len(text) - len(owner)
+        else:
+            _complete(table)
+            hit = table.get(owner)
     if type(hit) is int:                 # the usual owner: a pointer (to the question)
         if rtype == T_SOA:
-            # the names point only at the owner (the apex), so its bytes depend on little and
-            # are made once per zone and place
-            names = _soa_names(rdata[0], rdata[1], owner, hit)
-            chunk = _OWNED.pack(0xC000 | hit, T_SOA, 1, ttl, len(names) + 20) + names \
-                + _SOA_NUMBERS.pack(*rdata[2:7])
-            serials.append((index, 12 + len(names)))
+            chunk, serial_at = _soa_chunk(rr, hit)
+            serials.append((index, serial_at))
             chunks.append(chunk)
             return at + len(chunk)
         if rtype == T_A or rtype == T_AAAA:

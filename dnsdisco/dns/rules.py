@@ -41,14 +41,14 @@ class Answer:
     __slots__ = ("rcode", "aa", "answer", "authority", "additional", "depends", "cacheable", "in_zone",
                  "name", "chase", "weights")
 
-    def __init__(self, rcode: int = NOERROR, *, aa: bool = True, answer=None, authority=None, additional=None,
+    def __init__(self, rcode: int = NOERROR, aa: bool = True, answer=None, authority=None, additional=None,
                  depends=frozenset(), cacheable: bool = True, in_zone: bool = True, name: str = "",
                  chase=None, weights=None):
         self.rcode = rcode
         self.aa = aa
         self.answer = answer if answer is not None else []
-        self.authority = authority if authority is not None else []
-        self.additional = additional if additional is not None else []
+        self.authority = authority or ()
+        self.additional = additional or ()
         # names it was computed from. The SOA serial is not a dependency: the cache writes the
         # current one into every cached SOA it hands out.
         self.depends = depends
@@ -105,17 +105,14 @@ def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, *, forw
         return refused(in_zone=False, name=name)
     lookup = _Lookup(snap, zone)
     rcode = lookup.run(name, qtype)
-    ans = Answer(rcode, answer=lookup.answer if lookup.distinct else rrset_rules(lookup.answer),
-                 depends=lookup.consulted, name=name, chase=lookup.chase, weights=lookup.weights or None)
-    if lookup.negative is not None:
-        ans.authority.append(soa_rr(snap, lookup.negative, negative=True))
-    if lookup.additional:
-        if lookup.distinct and ans.answer[0][1] == T_SRV:
-            ans.additional = lookup.additional       # the instances' addresses, one each
-        else:
-            answered = {(rr[0], rr[1]) for rr in ans.answer}
-            ans.additional = [rr for rr in rrset_rules(lookup.additional) if (rr[0], rr[1]) not in answered]
-    return ans
+    records = lookup.answer if lookup.distinct or len(lookup.answer) < 2 else rrset_rules(lookup.answer)
+    additional = lookup.additional
+    if additional and not (lookup.distinct and records[0][1] == T_SRV):   # else: instances' addresses, one each
+        answered = {(rr[0], rr[1]) for rr in records}
+        additional = [rr for rr in rrset_rules(additional) if (rr[0], rr[1]) not in answered]
+    authority = [soa_rr(snap, lookup.negative, negative=True)] if lookup.negative is not None else ()
+    return Answer(rcode, True, records, authority, additional or (), lookup.consulted, True, True, name,
+                  lookup.chase, lookup.weights)
 
 
 def rrset_rules(rrs: list) -> list:
@@ -190,8 +187,8 @@ def soa_rr(snap: Snapshot, zone: ZoneConfig, *, negative: bool) -> tuple:
         ttl = zone.neg_ttl
     else:
         ttl = zone.soa_ttl if zone.soa_ttl is not None else zone.ttl
-    return (zone.name, T_SOA, ttl, (zone.soa_mname, zone.soa_rname, soa_serial(snap), zone.refresh, zone.retry,
-                                    zone.expire, zone.neg_ttl))
+    return (zone.name, T_SOA, ttl, (zone.soa_mname, zone.soa_rname, serial_of(snap.revision), zone.refresh,
+                                    zone.retry, zone.expire, zone.neg_ttl))
 
 
 def answer_orders(count: int, shares=None) -> list[tuple[int, ...]]:
@@ -253,7 +250,9 @@ def address_rrset(recs, kind: str, zone: ZoneConfig) -> tuple[list[str], int | N
     that share an address add their weights, and the lowest priority counts."""
     hosts: list[str] = []
     shares: list[tuple[int, int]] = []
-    index: dict[str, int] = {}
+    # where each address is: the list itself for a few records (no dict to make and collect),
+    # a dict for many (up to --max-records-per-name)
+    index = hosts if len(recs) <= 16 else {}
     ttl = None
     for r in recs:
         if r.host_kind != kind:
@@ -261,12 +260,13 @@ def address_rrset(recs, kind: str, zone: ZoneConfig) -> tuple[list[str], int | N
         rec_ttl = zone.ttl if r.ttl is None else r.ttl
         if ttl is None or rec_ttl < ttl:
             ttl = rec_ttl
-        at = index.get(r.host)
-        if at is None:
-            index[r.host] = len(hosts)
+        if r.host not in index:
+            if index is not hosts:
+                index[r.host] = len(hosts)
             hosts.append(r.host)
             shares.append((r.weight, r.priority))
         else:
+            at = hosts.index(r.host) if index is hosts else index[r.host]
             weight, priority = shares[at]
             shares[at] = (weight + r.weight, min(priority, r.priority))
     return hosts, ttl, shares
@@ -348,7 +348,7 @@ class _Lookup:
         self.consulted: set[str] = set()
         self.negative: ZoneConfig | None = None   # zone whose SOA goes in authority
         self.chase: tuple | None = None           # (target, qtype) of a chain that left our zones
-        self.weights: dict = {}                   # see Answer.weights
+        self.weights: dict | None = None          # see Answer.weights
         # the answer is one RRset that address_rrset made (RFC 2181 5 holds already)
         self.distinct = False
 
@@ -370,6 +370,8 @@ class _Lookup:
         kept so the encoder rotates it by weight."""
         hosts, ttl, shares = address_rrset(recs, "ipv4" if qtype == T_A else "ipv6", zone)
         if answer and len(hosts) > 1:
+            if self.weights is None:
+                self.weights = {}
             self.weights[(owner, qtype)] = tuple(shares)
         return [(owner, qtype, ttl, host) for host in hosts]
 
@@ -390,9 +392,11 @@ class _Lookup:
         """Fill the sections for `name`: its data of `qtype`, else its alias followed inside
         our zones (at most MAX_CHAIN hops, loops stopped), else a negative answer."""
         zone = self.zone
-        seen = {name}
+        seen = None                              # the names of a CNAME chain, once there is one
+        consulted = self.consulted
         for _hop in range(MAX_CHAIN + 1):
-            recs = self.records(name, zone)
+            consulted.add(name)                      # self.records, inline: every question passes here
+            recs = self.snap.records_for(name, zone)
             if not recs and name[:1] == "_":
                 base = self.service_base(name)
                 if base is not None:
@@ -408,12 +412,12 @@ class _Lookup:
                 return NOERROR
             if qtype == T_CNAME:
                 return self.negative_answer(name, zone)
-            alias = alias_of(name, recs, zone)
+            alias = alias_of(name, recs, zone) if recs else None
             if alias is not None:
                 target = alias.host
                 self.answer.append((name, T_CNAME, ttl_of(alias, zone), target))
             else:
-                static_alias = self.static(name, T_CNAME, zone)
+                static_alias = self.static(name, T_CNAME, zone) if zone.static else None
                 if not static_alias:
                     return self.negative_answer(name, zone)
                 self.answer.append(static_alias[0])
@@ -423,6 +427,8 @@ class _Lookup:
                 if qtype != T_ANY:
                     self.chase = (target, qtype)     # the caller may finish it upstream
                 return NOERROR
+            if seen is None:
+                seen = {name}
             if target in seen:
                 return NOERROR      # a loop: stop with what we have
             seen.add(target)
@@ -431,22 +437,21 @@ class _Lookup:
 
     def negative_answer(self, name: str, zone: ZoneConfig) -> int:
         """No data of the type: NODATA when the name exists, else NXDOMAIN; the zone's SOA
-        goes in the authority section either way (RFC 2308)."""
+        goes in the authority section either way (RFC 2308). A name exists with stored or
+        static data at or below it, as the apex, as the default NS name or one of its parents,
+        and as an RFC 2782 name of a service."""
         self.negative = zone
-        return NOERROR if self.exists(name, zone) else NXDOMAIN
-
-    def exists(self, name: str, zone: ZoneConfig) -> bool:
-        """Whether `name` exists (NODATA) or not (NXDOMAIN): stored or static data at or below
-        it, the apex, the default NS name and its parents, and the RFC 2782 names of services."""
         if self.snap.exists(name) or name == zone.name:
-            return True
-        ns_name = default_ns_name(zone)
-        if ns_name is not None and (name == ns_name or ns_name.endswith("." + name)):
-            return True
+            return NOERROR
+        if zone.ns_addresses:
+            ns_name = default_ns_name(zone)
+            if name == ns_name or ns_name.endswith("." + name):
+                return NOERROR
         if name[:1] == "_":
             self.consulted.add(name.partition(".")[2])
-            return self.service_base(name) is not None or self.srv_service(name) is not None
-        return False
+            if self.service_base(name) is not None or self.srv_service(name) is not None:
+                return NOERROR
+        return NXDOMAIN
 
     def service_base(self, name: str) -> str | None:
         """For `_service._proto.N`: N, when N has SRV records and nothing is stored at or
@@ -470,9 +475,11 @@ class _Lookup:
     def data(self, name: str, qtype: int, recs, zone: ZoneConfig) -> list:
         """The RRs of `qtype` at `name` (no aliasing)."""
         if qtype == T_A or qtype == T_AAAA:
-            static = self.static(name, qtype, zone)
-            if not recs and name == default_ns_name(zone):
-                return _own_addresses(name, zone, qtype) + static
+            static = self.static(name, qtype, zone) if zone.static else None
+            if not recs:
+                if zone.ns_addresses and name == default_ns_name(zone):
+                    return _own_addresses(name, zone, qtype) + (static or [])
+                return static or []
             if static:
                 return self.addresses(name, recs, qtype, zone, answer=True) + static
             rrs = self.addresses(name, recs, qtype, zone, answer=True)
