@@ -10,6 +10,7 @@ import dns.flags
 import dns.message
 import dns.opcode
 import dns.rcode
+import dns.rdata
 import dns.rdatatype
 import pytest
 
@@ -643,3 +644,82 @@ def test_the_tcp_exact_table_holds_an_eighth_of_the_cache_size():
     assert 2048 * 7 // 8 <= len(r._exact["tcp"]) <= 2048
     reply = parse(r.handle(query("s0.svc.local", qid=9), "tcp", CLIENT))   # forgotten, still right
     assert [d.to_text() for rr in reply.answer for d in rr] == ["10.4.0.1"] and reply.id == 9
+
+
+# ---------------------------------------------------------------- the encoder alone (dns/encoder.py)
+
+def _encoded(answer, qname="svc.local", qtype=2, limit=65535, edns=False):
+    from dnsdisco.dns.encoder import encode
+    from dnsdisco.dns.wire import encode_name
+    variants, offsets = encode(answer, encode_name(qname), qtype, 1, 0x8400, edns, False, limit)
+    return [b"\x12\x34" + v for v in variants], offsets
+
+
+def _rotating_answer():
+    from dnsdisco.dns.rules import Answer
+    ns = [("svc.local", 2, 30, f"ns{i}.svc.local") for i in range(3)]
+    a = [("web.svc.local", 1, 30, f"10.0.0.{i}") for i in range(1, 3)]
+    glue = [(f"ns{i}.svc.local", 1, 30, f"10.9.9.{i}") for i in range(3)]
+    soa = ("svc.local", 6, 5, ("ns.dns.svc.local", "hostmaster.svc.local", 77, 60, 10, 1209600, 5))
+    return Answer(0, True, ns + a, [soa], glue, name="svc.local")
+
+
+def test_encoder_rotates_each_rrset_and_patches_the_names_that_point_into_it():
+    """Two RRsets that rotate, glue owners that point at names inside the first, and an SOA
+    after them: every order parses, each NS target leads in turn, each glue owner names its
+    target, and the serial sits where the offsets say."""
+    variants, offsets = _encoded(_rotating_answer())
+    assert len(variants) == 3 and len(offsets) == 3
+    leaders = set()
+    for wire, (serial_at,) in zip(variants, offsets):
+        msg = dns.message.from_wire(wire)
+        ns_set = next(r for r in msg.answer if r.rdtype == dns.rdatatype.NS)
+        leaders.add(ns_set[0].target.to_text())
+        assert sorted(r.name.to_text() for r in msg.additional) == [f"ns{i}.svc.local." for i in range(3)]
+        assert {r.name.to_text(): r[0].address for r in msg.additional} == \
+            {f"ns{i}.svc.local.": f"10.9.9.{i}" for i in range(3)}
+        assert struct.unpack_from("!I", wire, serial_at + 2)[0] == 77 == msg.authority[0][0].serial
+    assert leaders == {f"ns{i}.svc.local." for i in range(3)}
+
+
+@pytest.mark.parametrize("cut,tc,counts", [
+    ("nothing", False, (5, 1, 3)),
+    ("one octet", False, (5, 1, 0)),        # the additional section goes first, without TC
+    ("additional", True, (5, 0, 0)),        # then the authority section, with TC
+    ("authority", True, (3, 0, 0)),         # then whole RRsets from the end of the answer
+    ("answer", True, (0, 0, 0)),
+])
+def test_encoder_truncates_by_whole_rrsets(cut, tc, counts):
+    whole = len(_encoded(_rotating_answer())[0][0])
+    without_additional = len(_encoded(_rotating_answer(), limit=whole - 1)[0][0])
+    answer_only = len(_encoded(_rotating_answer(), limit=without_additional - 1)[0][0])
+    limit = {"nothing": whole, "one octet": whole - 1, "additional": without_additional - 1,
+             "authority": answer_only - 1, "answer": 40}[cut]
+    variants, _offsets = _encoded(_rotating_answer(), limit=limit)
+    for wire in variants:
+        assert len(wire) <= limit
+        msg = dns.message.from_wire(wire)
+        assert bool(msg.flags & dns.flags.TC) == tc
+        assert (sum(map(len, msg.answer)), sum(map(len, msg.authority)), sum(map(len, msg.additional))) == counts
+
+
+def test_encoder_writes_records_of_other_types_as_they_are():
+    from dnsdisco.dns.rules import Answer, Raw
+    caa = dns.rdata.from_text("IN", "CAA", '0 issue "ca.example"')
+    raw = Raw(caa.to_wire())
+    variants, offsets = _encoded(Answer(0, True, [("svc.local", 257, 30, raw)], name="svc.local"), qtype=257)
+    assert offsets is None
+    msg = dns.message.from_wire(variants[0])
+    assert msg.answer[0][0] == caa
+
+
+def test_encoder_never_compresses_srv_targets():
+    """RFC 2782: a target already written (here as the CNAME's data) is written again whole."""
+    from dnsdisco.dns.rules import Answer
+    answer = Answer(0, True, [("web.svc.local", 5, 30, "i1.hello.svc.local"),
+                              ("web.svc.local", 33, 30, (10, 100, 80, "i1.hello.svc.local"))], name="web.svc.local")
+    variants, _offsets = _encoded(answer, qname="web.svc.local", qtype=33)
+    wire = variants[0]
+    target = b"\x02i1\x05hello\x03svc\x05local\x00"
+    assert wire.endswith(target)                      # the SRV's data: the whole name, last
+    assert dns.message.from_wire(wire).answer[1][0].target.to_text() == "i1.hello.svc.local."

@@ -415,12 +415,15 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
             orders = _orders(end - index, shares if shares is not None and len(shares) == end - index else None)
             first = len(chunks)
             held: list = []
+            starts = []
             for i in range(index, end):
+                starts.append(at)
                 at = _write(answers[i], table, chunks, fixes, serials, at, held)
             if at < _POINTER:    # names inside it: pointed at through a patch, once it is whole
                 for suffix, place in held:
                     if suffix not in table:
-                        table[suffix] = place
+                        # one order only (weights that leave one record first): it does not move
+                        table[suffix] = place if len(orders) > 1 else starts[place[0] - first] + place[1]
             if len(orders) > 1:
                 sets.append((first, len(chunks), orders))
         index = end
