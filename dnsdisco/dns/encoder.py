@@ -56,7 +56,7 @@ def opt_record(do: bool, ext_rcode: int = 0) -> bytes:
 _OPT, _OPT_DO = opt_record(False), opt_record(True)
 
 
-def reply_flags(qflags: int, rcode: int, *, aa: bool, ra: bool) -> int:
+def reply_flags(qflags: int, rcode: int, aa: bool, ra: bool) -> int:
     """The reply's second header word from the query's: QR, the opcode and RD echoed, CD
     echoed only for QUERY (RFC 6840 5.9), AA for our zones, RA when forwarding is on."""
     flags = 0x8000 | (qflags & 0x7900) | (rcode & 0xF)
@@ -77,7 +77,7 @@ def error_reply(qflags: int, question: bytes | None, rcode: int, *, edns: bool, 
     if rcode >= 16:
         edns = True
     opt = opt_record(do, rcode >> 4) if edns else b""
-    return (_HEAD.pack(reply_flags(qflags, rcode, aa=False, ra=ra), 1 if question else 0, 0, 0, 1 if edns else 0)
+    return (_HEAD.pack(reply_flags(qflags, rcode, False, ra), 1 if question else 0, 0, 0, 1 if edns else 0)
             + (question or b"") + opt)
 
 
@@ -275,7 +275,7 @@ def _one_rrset(records: list, authority: bool, table: dict, question: bytes, fla
     head = (_HEAD.pack(flags, 1, 0, count, 1 if edns else 0) if authority
             else _HEAD.pack(flags, 1, count, 0, 1 if edns else 0)) + question
     if count == 1:
-        return [b"".join([head, chunks[0], opt])], [(start + serials[0][1] - 2,)] if serials else None
+        return [head + chunks[0] + opt], [(start + serials[0][1] - 2,)] if serials else None
     shares = weights.get((owner, rtype)) if weights else None
     orders = _orders(count, shares if shares is not None and len(shares) == count else None)
     return [b"".join([head, *[chunks[i] for i in order], opt]) for order in orders], None
@@ -382,8 +382,21 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
     `flags` the second header word (reply_flags), `qname` the question's wire name in lower
     case."""
     question = qname + _TYPECLASS.pack(qtype, qclass)
-    table = _question_names(qname, ans.name)
     answers = ans.answer
+    authority = ans.authority
+    text = ans.name
+    if not answers and len(authority) == 1 and text and not ans.additional:
+        # a negative answer: the zone's SOA, its owner a suffix of the question's name
+        soa = authority[0]
+        apex = soa[0]
+        if len(text) > len(apex) and text.endswith(apex) and text[-len(apex) - 1] == "." and soa[1] == T_SOA:
+            at = 12 + len(question)
+            chunk, serial_at = _soa_chunk(soa, 12 + len(text) - len(apex))
+            opt = (_OPT_DO if do else _OPT) if edns else b""
+            if at + len(chunk) + len(opt) <= limit:
+                return ([_HEAD.pack(flags, 1, 0, 1, 1 if edns else 0) + question + chunk + opt],
+                        [(at + serial_at - 2,)])
+    table = _question_names(qname, text)
     if not ans.additional:
         if not ans.authority:
             single = _one_rrset(answers, False, table, question, flags, edns, do, limit, ans.weights)

@@ -297,7 +297,7 @@ class Responder:
         forwarding = self.forwarder is not None
         qflags = (data[2] << 8) | data[3]
         try:
-            ans = answer(snap, lname, qtype, qclass, forwarding=forwarding)
+            ans = answer(snap, lname, qtype, qclass, forwarding)
         except Exception:
             log.exception("internal error answering %r", data[:64])
             if self.metrics:
@@ -311,7 +311,7 @@ class Responder:
             key = None
             if self._may_forward(client, data):
                 self._finish_chain(ans, transport == "tcp")
-        flags = reply_flags(qflags, ans.rcode, aa=ans.aa, ra=forwarding)
+        flags = reply_flags(qflags, ans.rcode, ans.aa, forwarding)
         variants, offsets = encode(ans, lname, qtype, qclass, flags, edns, do, limit)
         if key is not None and ans.cacheable and generation == self.cache.generation:
             entry = self.cache.put(key, variants, ans.depends, offsets, snap.revision)

@@ -49,8 +49,8 @@ class Answer:
         self.answer = answer if answer is not None else []
         self.authority = authority or ()
         self.additional = additional or ()
-        # names it was computed from. The SOA serial is not a dependency: the cache writes the
-        # current one into every cached SOA it hands out.
+        # the names it was computed from (one name, or a collection of them). The SOA serial
+        # is not a dependency: the cache writes the current one into every cached SOA it hands out.
         self.depends = depends
         self.cacheable = cacheable
         self.in_zone = in_zone
@@ -81,7 +81,7 @@ def refused(*, cacheable: bool = False, in_zone: bool = True, name: str = "") ->
     return Answer(REFUSED, aa=False, cacheable=cacheable, in_zone=in_zone, name=name)
 
 
-def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, *, forwarding: bool = False) -> Answer:
+def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, forwarding: bool = False) -> Answer:
     """Answer one question from the snapshot. `qname` is the question's name in wire form
     (uncompressed; letter case does not matter)."""
     name = wire_to_name(qname)
@@ -111,7 +111,7 @@ def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, *, forw
         answered = {(rr[0], rr[1]) for rr in records}
         additional = [rr for rr in rrset_rules(additional) if (rr[0], rr[1]) not in answered]
     authority = [soa_rr(snap, lookup.negative, negative=True)] if lookup.negative is not None else ()
-    return Answer(rcode, True, records, authority, additional or (), lookup.consulted, True, True, name,
+    return Answer(rcode, True, records, authority, additional or (), lookup.consulted or (), True, True, name,
                   lookup.chase, lookup.weights)
 
 
@@ -166,7 +166,7 @@ def _reverse_outside_zones(snap: Snapshot, name: str) -> Answer | None:
     rrs = lookup.ptr(name, lookup.records(name), defaults)
     if not rrs:
         return None
-    return Answer(answer=rrset_rules(rrs), depends=lookup.consulted, name=name)
+    return Answer(answer=rrset_rules(rrs), depends=lookup.consulted or (), name=name)
 
 
 def ttl_of(rec: Record, zone: ZoneConfig) -> int:
@@ -180,9 +180,23 @@ def soa_serial(snap: Snapshot) -> int:
     return serial_of(snap.revision)
 
 
+_SOAS: dict = {}      # (zone's id, revision, negative) -> (zone, record): made once per revision
+
+
 def soa_rr(snap: Snapshot, zone: ZoneConfig, *, negative: bool) -> tuple:
     """The zone's SOA: at the apex with its own TTL, in a negative answer with the negative
     TTL (RFC 2308 3: the lower of the SOA's TTL and its minimum)."""
+    made = _SOAS.get((id(zone), snap.revision, negative))
+    if made is not None and made[0] is zone:
+        return made[1]
+    if len(_SOAS) > 64:
+        _SOAS.clear()
+    rr = _soa_rr(snap, zone, negative)
+    _SOAS[(id(zone), snap.revision, negative)] = (zone, rr)
+    return rr
+
+
+def _soa_rr(snap: Snapshot, zone: ZoneConfig, negative: bool) -> tuple:
     if negative:
         ttl = zone.neg_ttl
     else:
@@ -345,7 +359,8 @@ class _Lookup:
         self.zone = zone
         self.answer: list = []
         self.additional: list = []
-        self.consulted: set[str] = set()
+        # the names read: the first alone (most questions read one), then a set
+        self.consulted: str | set | None = None
         self.negative: ZoneConfig | None = None   # zone whose SOA goes in authority
         self.chase: tuple | None = None           # (target, qtype) of a chain that left our zones
         self.weights: dict | None = None          # see Answer.weights
@@ -355,8 +370,18 @@ class _Lookup:
     # -------------------------------------------------------------- helpers
 
     def records(self, name: str, zone: ZoneConfig | None = None) -> tuple[Record, ...]:
-        self.consulted.add(name)
+        self.consult(name)
         return self.snap.records_for(name, zone)
+
+    def consult(self, name: str) -> None:
+        held = self.consulted
+        if held is None:
+            self.consulted = name
+        elif type(held) is str:
+            if held != name:
+                self.consulted = {held, name}
+        else:
+            held.add(name)
 
     def static(self, name: str, qtype: int, zone: ZoneConfig, owner: str | None = None) -> list:
         """Zone-file records of `qtype` at `name` (of `zone`), in the light form."""
@@ -393,9 +418,11 @@ class _Lookup:
         our zones (at most MAX_CHAIN hops, loops stopped), else a negative answer."""
         zone = self.zone
         seen = None                              # the names of a CNAME chain, once there is one
-        consulted = self.consulted
         for _hop in range(MAX_CHAIN + 1):
-            consulted.add(name)                      # self.records, inline: every question passes here
+            if self.consulted is None:               # self.records, inline: every question passes here
+                self.consulted = name
+            else:
+                self.consult(name)
             recs = self.snap.records_for(name, zone)
             if not recs and name[:1] == "_":
                 base = self.service_base(name)
@@ -408,7 +435,10 @@ class _Lookup:
                     return NOERROR
             data = self.data(name, qtype, recs, zone)
             if data:
-                self.answer.extend(data)
+                if self.answer:
+                    self.answer.extend(data)
+                else:
+                    self.answer = data
                 return NOERROR
             if qtype == T_CNAME:
                 return self.negative_answer(name, zone)
@@ -448,7 +478,7 @@ class _Lookup:
             if name == ns_name or ns_name.endswith("." + name):
                 return NOERROR
         if name[:1] == "_":
-            self.consulted.add(name.partition(".")[2])
+            self.consult(name.partition(".")[2])
             if self.service_base(name) is not None or self.srv_service(name) is not None:
                 return NOERROR
         return NXDOMAIN
@@ -482,9 +512,16 @@ class _Lookup:
                 return static or []
             if static:
                 return self.addresses(name, recs, qtype, zone, answer=True) + static
-            rrs = self.addresses(name, recs, qtype, zone, answer=True)
-            self.distinct = bool(rrs) and not self.answer and not self.additional
-            return rrs
+            # self.addresses, inline: the commonest question
+            hosts, ttl, shares = address_rrset(recs, "ipv4" if qtype == T_A else "ipv6", zone)
+            if not hosts:
+                return []
+            if len(hosts) > 1:
+                if self.weights is None:
+                    self.weights = {}
+                self.weights[(name, qtype)] = tuple(shares)
+            self.distinct = not self.answer and not self.additional
+            return [(name, qtype, ttl, host) for host in hosts]
         if qtype == T_ANY:
             return self.any(name, recs, zone)
         static = self.static(name, qtype, zone)
@@ -562,7 +599,7 @@ class _Lookup:
         # only a record stored at this very reverse name: one a label below belongs to a
         # longer reverse name (`5.0.77.10...` is not an instance of `0.77.10...`)
         out = [(name, T_PTR, ttl_of(r, zone), r.host) for r in recs if r.host_kind == "name" and r.name == name]
-        self.consulted.add(name)
+        self.consult(name)
         if out:
             return out             # a record stored at the reverse key is the operator's word
         for target in self.snap.ptr_names(name):
