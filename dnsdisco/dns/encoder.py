@@ -518,13 +518,19 @@ def _ordered(head: bytes, chunks: list, fixes: dict, opt: bytes, serials: list,
 
 def _one_set(head: bytes, chunks: list, patched: list, opt: bytes, rotating: tuple) -> list[bytes]:
     """The usual case of _ordered: one rotating RRset, and patches only after it (glue owners
-    pointing at SRV targets)."""
+    pointing at SRV targets). The orders are rotations (rules.answer_orders): in the one that
+    starts at record s, record j starts (P[j] - P[s]) mod T octets after the RRset's start,
+    where P sums the records' lengths before each and T is their total."""
     first, end, orders = rotating
     before = b"".join([head, *chunks[:first]])
     moved = chunks[first:end]
     after = chunks[end:]
+    count = len(moved)
+    twice = moved + moved
+    rotations = _rotations(count)
     if not patched:
-        return [b"".join([before, *[moved[i] for i in order], *after, opt]) for order in orders]
+        return [b"".join([before, *twice[order[0]:order[0] + count], *after, opt]) if order == rotations[order[0]]
+                else b"".join([before, *[moved[i] for i in order], *after, opt]) for order in orders]
     owners = []                  # glue owners: a pointer into the RRset, then the rest as it is
     for i, fixups in patched:
         if len(fixups) != 1 or fixups[0][0] != 0:
@@ -533,23 +539,34 @@ def _one_set(head: bytes, chunks: list, patched: list, opt: bytes, rotating: tup
         target, target_offset = fixups[0][1]
         owners.append((i - end, chunks[i][2:], target - first, target_offset))
     at = len(before) + 2
-    lengths = [len(chunk) for chunk in moved]
-    start = [0] * len(moved)
+    sums = [0]
+    for chunk in moved:
+        sums.append(sums[-1] + len(chunk))
+    total = sums.pop()
     variants = []
     for order in orders:
+        shift = order[0]
+        if owners is not None and order == rotations[shift]:
+            for slot, rest, target, target_offset in owners:
+                after[slot] = _POINTER_TO[at + (sums[target] - sums[shift]) % total + target_offset] + rest
+            variants.append(b"".join([before, *twice[shift:shift + count], *after, opt]))
+            continue
+        where = {}
         pos = at
         for i in order:
-            start[i] = pos
-            pos += lengths[i]
-        if owners is not None:
-            for slot, rest, target, target_offset in owners:
-                after[slot] = _POINTER_TO[start[target] + target_offset] + rest
-        else:
-            where = {first + i: place for i, place in enumerate(start)}
-            for i, fixups in patched:
-                after[i - end] = _patch(chunks[i], fixups, where)
+            where[first + i] = pos
+            pos += len(moved[i])
+        for i, fixups in patched:
+            after[i - end] = _patch(chunks[i], fixups, where)
         variants.append(b"".join([before, *[moved[i] for i in order], *after, opt]))
     return variants
+
+
+@functools.lru_cache(maxsize=64)
+def _rotations(count: int) -> list[tuple[int, ...]]:
+    """The rotations of `count` records, by the record they start with."""
+    even = list(range(count))
+    return [tuple(even[s:] + even[:s]) for s in range(count)]
 
 
 class _Pointers(dict):
