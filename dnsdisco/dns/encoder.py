@@ -281,6 +281,30 @@ def _one_rrset(records: list, authority: bool, table: dict, question: bytes, fla
     return [b"".join([head, *[chunks[i] for i in order], opt]) for order in orders], None
 
 
+def _addresses(records: list, rtype: int, question: bytes, flags: int, edns: bool, do: bool, limit: int,
+               weights) -> tuple | None:
+    """The commonest reply: addresses of the asked name and nothing else, each record a
+    pointer to the question and its address. None for anything else: _one_rrset then."""
+    owner = records[0][0]
+    family = _V4 if rtype == T_A else _V6
+    chunks = []
+    for rr in records:
+        if rr[1] != rtype or rr[0] != owner:
+            return None
+        data = _inet_pton(family, rr[3])
+        chunks.append(_OWNED.pack(0xC00C, rtype, 1, rr[2], len(data)) + data)
+    opt = (_OPT_DO if do else _OPT) if edns else b""
+    count = len(chunks)
+    if 12 + len(question) + sum(map(len, chunks)) + len(opt) > limit:
+        return None
+    head = _HEAD.pack(flags, 1, count, 0, 1 if edns else 0) + question
+    if count == 1:
+        return [head + chunks[0] + opt], None
+    shares = weights.get((owner, rtype)) if weights else None
+    orders = _orders(count, shares if shares is not None and len(shares) == count else None)
+    return [b"".join([head, *[chunks[i] for i in order], opt]) for order in orders], None
+
+
 def _write(rr: tuple, table: dict, chunks: list, fixes: dict, serials: list, at: int, held: list | None) -> int:
     """Append one record's bytes to `chunks`, written at `at` (names compressed against
     `table`), and return where the next one starts. Its names become pointer targets now
@@ -396,6 +420,12 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
             if at + len(chunk) + len(opt) <= limit:
                 return ([_HEAD.pack(flags, 1, 0, 1, 1 if edns else 0) + question + chunk + opt],
                         [(at + serial_at - 2,)])
+    if answers and not authority and not ans.additional and answers[0][0] == text:
+        first = answers[0][1]
+        if first == T_A or first == T_AAAA:
+            single = _addresses(answers, first, question, flags, edns, do, limit, ans.weights)
+            if single is not None:
+                return single
     table = _question_names(qname, text)
     if not ans.additional:
         if not ans.authority:
