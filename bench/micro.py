@@ -3,7 +3,9 @@
     python -m bench.micro                          # this checkout
     python -m bench.micro --tree /path/to/old      # the same table for another checkout, side by side
 
-Each row is the median over `--repeat` runs of the mean cost per call, in microseconds:
+Each row is the median over `--repeat` runs of the mean cost per call, in microseconds (with
+--tree, the lowest such median over `--rounds` rounds that alternate between the trees, so that
+load from other processes falls on both columns alike):
 an exact repeat (same bytes but the id), a 0x20 repeat (other letter case), a reply-cache hit
 (new id and RD bit), the first answer of each kind (A, AAAA NODATA, SRV with glue, TXT,
 NXDOMAIN, an alias, a PTR), building a Snapshot from `--keys` keys, and applying one batch of
@@ -143,17 +145,22 @@ def main(argv=None) -> int:
                         help="another checkout to measure beside this one (repeatable)")
     parser.add_argument("--keys", type=int, default=200_000, help="keys for the Snapshot build row (default 200000)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per row; the median is shown (default 5)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds alternating between the trees; each row shows its lowest (default 3)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.keys < 2 or args.repeat < 1:
-        parser.error("--keys must be at least 2 and --repeat at least 1")
+    if args.keys < 2 or args.repeat < 1 or args.rounds < 1:
+        parser.error("--keys must be at least 2, --repeat and --rounds at least 1")
     if args.child:
         print(json.dumps(_measure(args.keys, args.repeat)))
         return 0
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    columns = {"this checkout": _run_tree(here, args.keys, args.repeat)}
-    for tree in args.tree:
-        columns[tree] = _run_tree(tree, args.keys, args.repeat)
+    trees = {"this checkout": here, **{tree: tree for tree in args.tree}}
+    columns: dict[str, dict[str, float]] = {name: {} for name in trees}
+    for _round in range(args.rounds):
+        for name, tree in trees.items():
+            for row, value in _run_tree(tree, args.keys, args.repeat).items():
+                columns[name][row] = min(value, columns[name].get(row, value))
     print(table(columns))
     return 0
 

@@ -305,6 +305,50 @@ def _addresses(records: list, rtype: int, question: bytes, flags: int, edns: boo
     return [b"".join([head, *[chunks[i] for i in order], opt]) for order in orders], None
 
 
+def _services(records: list, glue: list, owner: str, qname: bytes, question: bytes, flags: int, edns: bool,
+              do: bool, limit: int) -> tuple | None:
+    """The commonest SRV reply: the asked name's instances as targets (one label below it),
+    each target's address as glue in the same order, nothing else. Each glue owner points at
+    its target inside the SRV record, wherever the order puts that. None for anything else."""
+    count = len(records)
+    srv = []
+    rests = []
+    for rr, address in zip(records, glue):
+        rdata = rr[3]
+        target = rdata[3]
+        label, _, rest = target.partition(".")
+        if rr[1] != T_SRV or rr[0] != owner or rest != owner or address[0] != target or not label.isascii():
+            return None
+        wire = _LENGTH[len(label)] + label.encode("ascii") + qname
+        srv.append(_OWNED_SRV.pack(0xC00C, T_SRV, 1, rr[2], 6 + len(wire), rdata[0], rdata[1], rdata[2]) + wire)
+        rtype = address[1]
+        if rtype != T_A and rtype != T_AAAA:
+            return None
+        data = _inet_pton(_V4 if rtype == T_A else _V6, address[3])
+        rests.append(_RR.pack(rtype, 1, address[2], len(data)) + data)
+    opt = (_OPT_DO if do else _OPT) if edns else b""
+    at = 12 + len(question)
+    sums = [0]
+    for chunk in srv:
+        sums.append(sums[-1] + len(chunk))
+    total = sums.pop()
+    end = at + total + sum(map(len, rests)) + 2 * count + len(opt)
+    if end > limit or end > _POINTER:
+        return None
+    head = _HEAD.pack(flags, 1, count, 0, count + (1 if edns else 0)) + question
+    twice = srv + srv
+    rotations = _rotations(count)
+    variants = []
+    for order in _orders(count, None):
+        shift = order[0]
+        if order != rotations[shift]:
+            return None
+        # record j starts (sums[j] - sums[shift]) mod total after the answer's start; its target 18 after that
+        glue_records = [_POINTER_TO[at + (sums[j] - sums[shift]) % total + 18] + rests[j] for j in range(count)]
+        variants.append(b"".join([head, *twice[shift:shift + count], *glue_records, opt]))
+    return variants, None
+
+
 def _write(rr: tuple, table: dict, chunks: list, fixes: dict, serials: list, at: int, held: list | None) -> int:
     """Append one record's bytes to `chunks`, written at `at` (names compressed against
     `table`), and return where the next one starts. Its names become pointer targets now
@@ -420,10 +464,14 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
             if at + len(chunk) + len(opt) <= limit:
                 return ([_HEAD.pack(flags, 1, 0, 1, 1 if edns else 0) + question + chunk + opt],
                         [(at + serial_at - 2,)])
-    if answers and not authority and not ans.additional and answers[0][0] == text:
+    if answers and not authority and answers[0][0] == text:
         first = answers[0][1]
-        if first == T_A or first == T_AAAA:
+        if (first == T_A or first == T_AAAA) and not ans.additional:
             single = _addresses(answers, first, question, flags, edns, do, limit, ans.weights)
+            if single is not None:
+                return single
+        elif first == T_SRV and ans.additional and len(ans.additional) == len(answers) and not authority:
+            single = _services(answers, ans.additional, text, qname, question, flags, edns, do, limit)
             if single is not None:
                 return single
     table = _question_names(qname, text)
