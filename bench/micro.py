@@ -119,13 +119,20 @@ def _measure(keys: int, repeat: int) -> dict[str, float]:
 # the parent: runs children, prints the table ---------------------------------------------------
 
 def _run_tree(tree: str, keys: int, repeat: int) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
-    out = subprocess.run([sys.executable, "-m", "bench.micro", "--child", "--keys", str(keys), "--repeat", str(repeat)],
-                         env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         capture_output=True, text=True, timeout=900)
+    """The rows for `tree`, measured in a child that imports dnsdisco from it. The child runs
+    this file as a script from the tree itself: with `-m` from this checkout, Python would put
+    this checkout first on the path and every column would measure the same code."""
+    tree = os.path.abspath(tree)
+    env = dict(os.environ, PYTHONPATH=tree)
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "--keys", str(keys),
+                          "--repeat", str(repeat)], env=env, cwd=tree, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise SystemExit(f"bench.micro: the run for {tree} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    imported = rows.pop("dnsdisco imported from")
+    if not imported.startswith(tree + os.sep):
+        raise SystemExit(f"bench.micro: the run for {tree} imported dnsdisco from {imported}")
+    return rows
 
 
 def table(columns: dict[str, dict[str, float]]) -> str:
@@ -152,7 +159,8 @@ def main(argv=None) -> int:
     if args.keys < 2 or args.repeat < 1 or args.rounds < 1:
         parser.error("--keys must be at least 2, --repeat and --rounds at least 1")
     if args.child:
-        print(json.dumps(_measure(args.keys, args.repeat)))
+        import dnsdisco
+        print(json.dumps({**_measure(args.keys, args.repeat), "dnsdisco imported from": dnsdisco.__file__}))
         return 0
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     trees = {"this checkout": here, **{tree: tree for tree in args.tree}}
