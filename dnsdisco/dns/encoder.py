@@ -20,6 +20,14 @@ The orders are cheap to write because an RRset that rotates is written once: its
 point only at names before it, never at each other, so each record's bytes are the same in
 every order and keep their length; a later name that points into the RRset (the glue owner at
 an SRV target) is patched for each order. Truncation cuts the same suffix in every order.
+
+`encode` writes the commonest replies a short way that gives the same bytes with less work,
+because every name's first answer passes here: the addresses of the asked name
+(`_addresses`), the asked service's instances with their addresses as glue (`_services`), one
+RRset alone (`_one_rrset`), and a negative answer's SOA, made once per zone, serial and place
+(`_soa_chunk`). Anything else, or a short way's reply over the limit, takes the general way.
+The module is over 500 lines for that reason: the general writer and its short ways belong
+together, so that a change to how a record is written is made in one file.
 """
 from __future__ import annotations
 
@@ -565,8 +573,6 @@ def _ordered(head: bytes, chunks: list, fixes: dict, opt: bytes, serials: list,
     patched, and where the SOA serials sit in each."""
     count = len(chunks)
     patched = [(i, fixups) for i, fixups in fixes.items() if i < count]
-    if len(sets) == 1 and not serials and all(i >= sets[0][1] for i, _f in patched):
-        return _one_set(head, chunks, patched, opt, sets[0]), None
     written = []                 # where each chunk starts as written (the first order's layout)
     pos = len(head) + 2
     for chunk in chunks:
@@ -592,52 +598,6 @@ def _ordered(head: bytes, chunks: list, fixes: dict, opt: bytes, serials: list,
             offsets.append(tuple(start[c] + off - 2 for c, off in serials))
         variants.append(b"".join([head, *parts, opt]))
     return variants, offsets
-
-
-def _one_set(head: bytes, chunks: list, patched: list, opt: bytes, rotating: tuple) -> list[bytes]:
-    """The usual case of _ordered: one rotating RRset, and patches only after it (glue owners
-    pointing at SRV targets). The orders are rotations (rules.answer_orders): in the one that
-    starts at record s, record j starts (P[j] - P[s]) mod T octets after the RRset's start,
-    where P sums the records' lengths before each and T is their total."""
-    first, end, orders = rotating
-    before = b"".join([head, *chunks[:first]])
-    moved = chunks[first:end]
-    after = chunks[end:]
-    count = len(moved)
-    twice = moved + moved
-    rotations = _rotations(count)
-    if not patched:
-        return [b"".join([before, *twice[order[0]:order[0] + count], *after, opt]) if order == rotations[order[0]]
-                else b"".join([before, *[moved[i] for i in order], *after, opt]) for order in orders]
-    owners = []                  # glue owners: a pointer into the RRset, then the rest as it is
-    for i, fixups in patched:
-        if len(fixups) != 1 or fixups[0][0] != 0:
-            owners = None
-            break
-        target, target_offset = fixups[0][1]
-        owners.append((i - end, chunks[i][2:], target - first, target_offset))
-    at = len(before) + 2
-    sums = [0]
-    for chunk in moved:
-        sums.append(sums[-1] + len(chunk))
-    total = sums.pop()
-    variants = []
-    for order in orders:
-        shift = order[0]
-        if owners is not None and order == rotations[shift]:
-            for slot, rest, target, target_offset in owners:
-                after[slot] = _POINTER_TO[at + (sums[target] - sums[shift]) % total + target_offset] + rest
-            variants.append(b"".join([before, *twice[shift:shift + count], *after, opt]))
-            continue
-        where = {}
-        pos = at
-        for i in order:
-            where[first + i] = pos
-            pos += len(moved[i])
-        for i, fixups in patched:
-            after[i - end] = _patch(chunks[i], fixups, where)
-        variants.append(b"".join([before, *[moved[i] for i in order], *after, opt]))
-    return variants
 
 
 @functools.lru_cache(maxsize=64)

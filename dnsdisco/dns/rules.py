@@ -9,6 +9,9 @@ compress them. rdata by type: A/AAAA the address text; CNAME/NS/PTR a name; MX
 record's data as `Raw` bytes (zone-file and upstream records only). `depends` lists the names
 whose change can alter the answer, so the reply cache drops exactly the entries an etcd change
 touches.
+
+Over 500 lines: every rule of DESIGN.md section 3 lives here, one function (or `_Lookup`
+method) each, so that the table in docs/architecture.md can name one place per rule.
 """
 from __future__ import annotations
 
