@@ -12,6 +12,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdata
 import dns.rdatatype
+import dns.rrset
 import pytest
 
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
@@ -723,3 +724,24 @@ def test_encoder_never_compresses_srv_targets():
     target = b"\x02i1\x05hello\x03svc\x05local\x00"
     assert wire.endswith(target)                      # the SRV's data: the whole name, last
     assert dns.message.from_wire(wire).answer[1][0].target.to_text() == "i1.hello.svc.local."
+
+
+@pytest.mark.parametrize("edns", [None, 0])
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_servfail_until_the_first_sync_then_the_answer(snap, edns, transport):
+    """Before the first sync every question gets SERVFAIL (never a false NXDOMAIN a client
+    would cache), with its question as sent and the OPT echoed; nothing of it is kept."""
+    r = Responder(snap, ready=False)
+    q = dns.message.make_query("HeLLo.svc.local", "A", use_edns=edns)
+    signed_like = dns.message.make_query("hello.svc.local", "A", use_edns=edns)
+    signed_like.additional.append(dns.rrset.from_text("x.", 0, "IN", "TXT", '"a"'))   # the fast reader declines it
+    assert parse_fast(signed_like.to_wire()) is None and parse_fast(q.to_wire()) is not None
+    for query in (q, signed_like):
+        msg = dns.message.from_wire(r.handle(query.to_wire(), transport, CLIENT))
+        assert msg.rcode() == dns.rcode.SERVFAIL and msg.id == query.id and not msg.answer
+        assert msg.question == query.question and msg.question[0].name.to_text() == query.question[0].name.to_text()
+        assert msg.edns == (-1 if edns is None else 0)
+    assert not len(r.cache)
+    r.on_swap(snap)
+    msg = dns.message.from_wire(r.handle(q.to_wire(), transport, CLIENT))
+    assert msg.rcode() == dns.rcode.NOERROR and msg.answer

@@ -168,7 +168,7 @@ class Responder:
             if out is not NOT_MINE:
                 return out
         if not self.ready:
-            reply = self._not_ready(data)
+            reply = self._not_ready(data, fq)
             hit = False
         elif fq is SLOW:
             reply = self._slow(data, transport, client)
@@ -280,13 +280,18 @@ class Responder:
             return slip_reply(reply, data, 12 + len(qname) + 4)
         return None
 
-    def _not_ready(self, data: bytes) -> bytes | None:
+    def _not_ready(self, data: bytes, fq) -> bytes | None:
         """SERVFAIL before the first sync: clients retry instead of caching a false NXDOMAIN."""
+        forwarding = self.forwarder is not None
+        if type(fq) is tuple:
+            _qid, qname, _qtype, _qclass, edns, _udp, do = fq
+            return data[:2] + error_reply((data[2] << 8) | data[3], data[12:12 + len(qname) + 4], SERVFAIL,
+                                          edns=edns, do=do, ra=forwarding)
         try:
             query = DNSRecord.parse(data)
         except Exception:
             return formerr_for(data)
-        return error_for(query, SERVFAIL, forwarding=self.forwarder is not None)
+        return error_for(query, SERVFAIL, forwarding=forwarding)
 
     def _first(self, data: bytes, transport: str, client, qname: bytes, lname: bytes, qtype: int, qclass: int,
                edns: bool, do: bool, limit: int, key: bytes | None) -> bytes | None:
