@@ -49,9 +49,9 @@ class Answer:
                  chase=None, weights=None):
         self.rcode = rcode
         self.aa = aa
-        self.answer = answer if answer is not None else []
-        self.authority = authority or ()
-        self.additional = additional or ()
+        self.answer = [] if answer is None else answer
+        self.authority = () if authority is None else authority
+        self.additional = () if additional is None else additional
         # the names it was computed from (one name, or a collection of them). The SOA serial
         # is not a dependency: the cache writes the current one into every cached SOA it hands out.
         self.depends = depends
@@ -91,13 +91,15 @@ def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, forward
     if name is None:
         return _absent_name(snap, qname, qclass)
     zone = snap.zone_of(name)
-    if zone is None and qclass == C_IN and qtype == T_PTR and _is_reverse(name):
-        owned = _reverse_outside_zones(snap, name)
-        if owned is not None:
-            return owned
-    if zone is None or qclass != C_IN:
-        # not cached outside our zones: a REFUSED must not reach a client that may forward
-        return refused(in_zone=zone is not None, name=name, cacheable=zone is not None)
+    if zone is None:
+        if qclass == C_IN and qtype == T_PTR and _is_reverse(name):
+            owned = _reverse_outside_zones(snap, name)
+            if owned is not None:
+                return owned
+        # not cached: a REFUSED for a name outside our zones must not reach a client that may forward
+        return refused(in_zone=False, name=name)
+    if qclass != C_IN:
+        return refused(name=name, cacheable=True)
     if qtype == T_AXFR or qtype == T_IXFR:
         # transfers are net.transfer's; one that reaches the rules is not allowed (RFC 5936 4.2)
         return refused(name=name)
@@ -114,7 +116,7 @@ def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, forward
         answered = {(rr[0], rr[1]) for rr in records}
         additional = [rr for rr in rrset_rules(additional) if (rr[0], rr[1]) not in answered]
     authority = [soa_rr(snap, lookup.negative, negative=True)] if lookup.negative is not None else ()
-    return Answer(rcode, True, records, authority, additional or (), lookup.consulted or (), True, True, name,
+    return Answer(rcode, True, records, authority, additional, lookup.consulted or (), True, True, name,
                   lookup.chase, lookup.weights)
 
 
