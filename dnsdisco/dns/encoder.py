@@ -215,11 +215,25 @@ def _put_name(name: str, buf: bytearray, table: dict, base, fixups: list, compre
         start = dot + 1
 
 
-@functools.lru_cache(maxsize=1024)
+_SOA_CHUNKS: dict = {}   # (id of the record, place) -> (record, bytes, serial offset)
+
+
 def _soa_chunk(rr: tuple, place: int) -> tuple[bytes, int]:
     """An SOA record whose owner is at `place`, and where its serial sits in it. Its names
     point only at the owner (the apex), so its bytes depend on little and are made once per
-    zone, serial and place."""
+    zone, serial and place (rules.soa_rr gives the same record object for a zone and serial,
+    so it is known by its id while it lives)."""
+    made = _SOA_CHUNKS.get((id(rr), place))
+    if made is not None and made[0] is rr:
+        return made[1], made[2]
+    if len(_SOA_CHUNKS) > 1024:
+        _SOA_CHUNKS.clear()
+    chunk, serial_at = _soa_bytes(rr, place)
+    _SOA_CHUNKS[(id(rr), place)] = (rr, chunk, serial_at)
+    return chunk, serial_at
+
+
+def _soa_bytes(rr: tuple, place: int) -> tuple[bytes, int]:
     owner, _rtype, ttl, rdata = rr
     names = _soa_names(rdata[0], rdata[1], owner, place)
     return (_OWNED.pack(0xC000 | place, T_SOA, 1, ttl, len(names) + 20) + names + _SOA_NUMBERS.pack(*rdata[2:7]),
