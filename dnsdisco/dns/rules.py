@@ -108,16 +108,19 @@ def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, forward
         # name belongs to someone else and goes upstream. Not cached: the REFUSED a client
         # outside --allow gets must not be handed to a client that may forward.
         return refused(in_zone=False, name=name)
-    lookup = _Lookup(snap, zone)
-    rcode = lookup.run(name, qtype)
-    records = lookup.answer if lookup.distinct or len(lookup.answer) < 2 else rrset_rules(lookup.answer)
-    additional = lookup.additional
-    if additional and not (lookup.distinct and records[0][1] == T_SRV):   # else: instances' addresses, one each
-        answered = {(rr[0], rr[1]) for rr in records}
-        additional = [rr for rr in rrset_rules(additional) if (rr[0], rr[1]) not in answered]
-    authority = [soa_rr(snap, lookup.negative, negative=True)] if lookup.negative is not None else ()
-    return Answer(rcode, True, records, authority, additional, lookup.consulted or (), True, True, name,
-                  lookup.chase, lookup.weights)
+    ans = _Lookup(snap, zone, name)
+    ans.rcode = ans.run(name, qtype)
+    if not ans.distinct and len(ans.answer) > 1:
+        ans.answer = rrset_rules(ans.answer)
+    additional = ans.additional
+    if additional and not (ans.distinct and ans.answer[0][1] == T_SRV):   # else: instances' addresses, one each
+        answered = {(rr[0], rr[1]) for rr in ans.answer}
+        ans.additional = [rr for rr in rrset_rules(additional) if (rr[0], rr[1]) not in answered]
+    if ans.negative is not None:
+        ans.authority = [soa_rr(snap, ans.negative, negative=True)]
+    if ans.consulted is not None:
+        ans.depends = ans.consulted
+    return ans
 
 
 def rrset_rules(rrs: list) -> list:
@@ -354,21 +357,29 @@ def _txt_chunks(text: str) -> tuple:
     return tuple(raw[i:i + 255] for i in range(0, len(raw), 255)) or (b"",)
 
 
-class _Lookup:
-    """One question's walk through the snapshot: answer, additional, and the names it read."""
+class _Lookup(Answer):
+    """One question's walk through the snapshot: the Answer it becomes, built as it goes, and
+    what the walk needs on the way (one object, since every first answer makes one)."""
 
-    __slots__ = ("snap", "zone", "answer", "additional", "consulted", "negative", "chase", "weights", "distinct")
+    __slots__ = ("snap", "zone", "consulted", "negative", "distinct")
 
-    def __init__(self, snap: Snapshot, zone: ZoneConfig):
+    def __init__(self, snap: Snapshot, zone: ZoneConfig, name: str = ""):
         self.snap = snap
         self.zone = zone
+        self.rcode = NOERROR
+        self.aa = True
         self.answer: list = []
+        self.authority = ()
         self.additional: list = []
+        self.depends = ()
+        self.cacheable = True
+        self.in_zone = True
+        self.name = name
+        self.chase: tuple | None = None           # (target, qtype) of a chain that left our zones
+        self.weights: dict | None = None          # see Answer.weights
         # the names read: the first alone (most questions read one), then a set
         self.consulted: str | set | None = None
         self.negative: ZoneConfig | None = None   # zone whose SOA goes in authority
-        self.chase: tuple | None = None           # (target, qtype) of a chain that left our zones
-        self.weights: dict | None = None          # see Answer.weights
         # the answer is one RRset that address_rrset made (RFC 2181 5 holds already)
         self.distinct = False
 
