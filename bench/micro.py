@@ -154,6 +154,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="runs per row; the median is shown (default 5)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds alternating between the trees; each row shows its lowest (default 3)")
+    parser.add_argument("--write", metavar="PATH", help="also write the table as a page (docs/benchmarks-micro.md)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.keys < 2 or args.repeat < 1 or args.rounds < 1:
@@ -163,14 +164,47 @@ def main(argv=None) -> int:
         print(json.dumps({**_measure(args.keys, args.repeat), "dnsdisco imported from": dnsdisco.__file__}))
         return 0
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    trees = {"this checkout": here, **{tree: tree for tree in args.tree}}
+    trees = {f"this checkout ({_commit(here)})": here, **{f"{tree} ({_commit(tree)})": tree for tree in args.tree}}
     columns: dict[str, dict[str, float]] = {name: {} for name in trees}
+    load = os.getloadavg()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     for _round in range(args.rounds):
         for name, tree in trees.items():
             for row, value in _run_tree(tree, args.keys, args.repeat).items():
                 columns[name][row] = min(value, columns[name].get(row, value))
     print(table(columns))
+    if args.write:
+        command = "python -m bench.micro " + " ".join(argv if argv is not None else sys.argv[1:])
+        with open(args.write, "w", encoding="utf-8") as out:
+            out.write(PAGE.format(started=started, command=command.strip(), load=" ".join(f"{x:.2f}" for x in load),
+                                  python=sys.version.split()[0], table=table(columns)))
     return 0
+
+
+def _commit(tree: str) -> str:
+    try:
+        return subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+PAGE = """# Benchmark: the answer path in-process (bench/micro.py)
+
+Run: {started}, `{command}`, Python {python}, on the shared 2-CPU machine of
+[benchmarks.md](benchmarks.md) (load average before the run {load}; other sessions may have
+been running: the rounds alternate between the checkouts so that such load falls on both).
+
+No sockets and no etcd: `Responder.handle` on query packets, one core. 1,000 services (2
+instances each, an AAAA on every 50th, a TXT on every 10th) unless the row says otherwise.
+"first" rows answer each name once on a fresh responder (the rules and the encoder, then the
+cache keeps the bytes); "exact repeat" sends the same bytes again (only the id is written),
+"0x20 repeat" the same question in other letter case, "cache hit" the same question with
+another id and RD bit. Each figure is the lowest, over the rounds, of the median of the runs
+of a round.
+
+{table}
+"""
 
 
 if __name__ == "__main__":

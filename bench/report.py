@@ -319,7 +319,7 @@ OTHER_PAGES = """
 ## Other benchmarks
 
 - In-process costs of the answer path, side by side with another checkout:
-  `python -m bench.micro --tree PATH` (bench/micro.py); figures in the issue notes that changed them.
+  [benchmarks-micro.md](benchmarks-micro.md), `python -m bench.micro --tree PATH --write docs/benchmarks-micro.md`.
 - Secondaries fed by NOTIFY + IXFR (Knot): [benchmarks-secondaries.md](benchmarks-secondaries.md),
   `python -m bench.secondary`.
 - What a client behind a TTL-honouring cache feels when an instance goes:
