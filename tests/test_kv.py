@@ -306,7 +306,7 @@ def test_auth_wrong_password_and_permissions():
 
 GEVENT_SCRIPT = r"""
 import sys
-from dnsdisco.etcd import client as kv as kvmod
+from dnsdisco.etcd import client as kvmod
 kvmod.init_gevent(); kvmod.init_gevent()          # idempotent
 import gevent
 kv = kvmod.KV([sys.argv[1]], timeout=3)
