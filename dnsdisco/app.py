@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import time
+
+from dnsdisco.dns.names import format_hostport, read_wire_name, to_text
+from dnsdisco.ops.logs import fail
 
 log = logging.getLogger("dnsdisco.serve")
 
@@ -16,11 +18,6 @@ STOP_GRACE = 0.8     # of which in-flight queries get this long to be answered
 # settings that SIGHUP applies; the others (listeners, etcd, zones served) need a restart
 RELOADABLE = {"zones_dir", "ttl", "neg_ttl", "log_level", "log_format", "max_value_bytes",
               "max_records_per_name", "rrl_rate", "rrl_slip", "rrl_exempt"}
-
-
-def _fail(message: str, code: int = 1) -> int:
-    from dnsdisco.ops.logs import fail
-    return fail("serve", message, code)
 
 
 def run_serve(cfg, args=None) -> int:
@@ -45,7 +42,7 @@ def run_serve(cfg, args=None) -> int:
     try:
         zones = served_zones(cfg)
     except ZoneFileError as exc:
-        return _fail(str(exc), 2)
+        return fail("serve", str(exc), 2)
 
     metrics = Metrics()
     forwarder = acl = None
@@ -54,7 +51,7 @@ def run_serve(cfg, args=None) -> int:
         from dnsdisco.net.forwarder import Forwarder
         upstreams, problem = _upstreams(cfg)
         if problem:
-            return _fail(problem, 2)
+            return fail("serve", problem, 2)
         forwarder = Forwarder(upstreams, timeout=cfg.forward_timeout, cache_size=cfg.forward_cache_size,
                               metrics=metrics, log=logging.getLogger("dnsdisco.net.forwarder"))
         acl = Acl(cfg.allow)
@@ -65,7 +62,7 @@ def run_serve(cfg, args=None) -> int:
     try:
         _transfers(cfg, responder, metrics)
     except ValueError as exc:
-        return _fail(str(exc), 2)
+        return fail("serve", str(exc), 2)
     if cfg.rrl_rate:
         from dnsdisco.net.rrl import RateLimiter
         responder.rrl = RateLimiter(cfg.rrl_rate, cfg.rrl_slip, cfg.rrl_exempt)
@@ -89,12 +86,12 @@ def run_serve(cfg, args=None) -> int:
     def abort(message: str, code: int = 1) -> int:
         for undo in reversed(cleanups):
             undo()
-        return _fail(message, code)
+        return fail("serve", message, code)
 
     try:
         server.start()
     except BindError as exc:
-        return _fail(str(exc), 1)
+        return fail("serve", str(exc), 1)
     cleanups.append(lambda: server.stop(0))
 
     embedded = None
@@ -181,7 +178,7 @@ def run_serve(cfg, args=None) -> int:
     if embedded is not None and embedded.started:
         supervisor = gevent.spawn(_supervise, embedded, metrics, stopping)
     log.info("answering for %s on %s", ", ".join(z.name for z in zones),
-             ", ".join(_show(a) for a in server.addresses))
+             ", ".join(format_hostport(*a) for a in server.addresses))
     try:
         stopping.wait()
     finally:
@@ -255,7 +252,7 @@ def _transfers(cfg, responder, metrics) -> None:
                  ", ".join(map(str, cfg.transfer_allow)) or "nobody",
                  " with a TSIG key" if cfg.transfer_require_tsig else "", len(keys),
                  f" ({', '.join(k.to_text(omit_final_dot=True) for k in keys)})" if keys else "",
-                 ", ".join(_show(t) for t in cfg.notify) or "nobody")
+                 ", ".join(format_hostport(*t) for t in cfg.notify) or "nobody")
 
 
 RESTART_MIN = 0.5     # first wait before the embedded etcd is started again
@@ -298,14 +295,14 @@ def _supervise(embedded, metrics, stopping) -> None:
 
 def _upstreams(cfg) -> tuple[list, str]:
     """--forward's upstreams, or the one line that says why they cannot be used."""
-    from dnsdisco.net.forwarder import parse_upstreams, self_loops
+    from dnsdisco.net.upstreams import parse_upstreams, self_loops
     try:
         upstreams = parse_upstreams(cfg.forward)
     except ValueError as exc:
         return [], f"--forward: {exc}"
     looped = self_loops(upstreams, cfg.listen)
     if looped:
-        return [], (f"--forward {_show(looped[0])} is this server's own --listen address: "
+        return [], (f"--forward {format_hostport(*looped[0])} is this server's own --listen address: "
                     "forwarding to it would loop")
     return upstreams, ""
 
@@ -317,15 +314,15 @@ def check_config(cfg, args=None) -> int:
     try:
         served_zones(cfg)
     except ZoneFileError as exc:
-        return _fail(str(exc), 2)
+        return fail("serve", str(exc), 2)
     if cfg.forward:
         _unused, problem = _upstreams(cfg)
         if problem:
-            return _fail(problem, 2)
+            return fail("serve", problem, 2)
     try:
         _tsig_keys(cfg)
     except ValueError as exc:
-        return _fail(str(exc), 2)
+        return fail("serve", str(exc), 2)
     origin = {}
     for name in cfg:
         origin.setdefault(cfg.source(name), []).append(name)
@@ -396,11 +393,6 @@ def _reporting_caps(on_swap, metrics):
     return swapped
 
 
-def _show(addr) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _logging_handler(handle, query_log):
     """`--log-queries`: one line per query, at the cost of decoding the question."""
     from dnsdisco.dns.wire import parse_fast
@@ -412,14 +404,8 @@ def _logging_handler(handle, query_log):
         reply = (replies[0] if replies else None) if isinstance(replies, list) else replies
         fq = parse_fast(data)
         if isinstance(fq, tuple) and reply is not None and len(reply) >= 4:
-            qname = ".".join(_labels(fq[1])) or "."
+            qname = to_text(read_wire_name(fq[1], 0)[0])
             query_log(client, transport, qname, fq[2], reply[3] & 0xF, time.perf_counter() - started)
         return replies
     return logged
 
-
-def _labels(wire: bytes):
-    pos = 0
-    while pos < len(wire) and wire[pos]:
-        yield wire[pos + 1:pos + 1 + wire[pos]].decode("latin-1")
-        pos += wire[pos] + 1

@@ -8,6 +8,7 @@ from typing import Callable
 
 from dnsdisco import __version__
 from dnsdisco.config import ConfigError, Option, load, options_for, secret_values
+from dnsdisco.dns.names import format_hostport
 from dnsdisco.ops import logs
 
 DESCRIPTION = """\
@@ -126,8 +127,7 @@ def _add_option(parser: argparse.ArgumentParser, opt: Option) -> None:
 
 def _show(value) -> str:
     if isinstance(value, tuple) and len(value) == 2:
-        host, port = value
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        return format_hostport(*value)
     return str(value)
 
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
+from dnsdisco.dns.names import format_hostport, parse_address_port, parse_hostport, parse_port
+from dnsdisco.net.acl import DEFAULT_ALLOW, parse_network
+
 ENV_PREFIX = "DNSDISCO_"
-
-
-from dnsdisco.dns.names import format_hostport, ns_addresses, parse_hostport, parse_port  # noqa: F401
 
 
 class ConfigError(ValueError):
@@ -27,13 +27,8 @@ class ConfigError(ValueError):
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    host, port = parse_hostport(text, default_port=53)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if host not in ("localhost",):
-            raise ValueError(f"{text!r}: listen on an IP address (e.g. 127.0.0.1:5300 or [::1]:5300)") from None
-    return host, port
+    return parse_address_port(text, 53, names=("localhost",),
+                              hint="listen on an IP address (e.g. 127.0.0.1:5300 or [::1]:5300)")
 
 
 def parse_etcd_url(text: str) -> str:
@@ -110,13 +105,6 @@ def parse_prefix(text: str) -> str:
     return "/" + text.strip("/") if text.strip("/") else ""
 
 
-def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(str(text).strip(), strict=False)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an address or CIDR block") from None
-
-
 # -- production (http, logs): parsers for the rows of that block below
 
 def parse_http(text: Any) -> tuple[str, int] | None:
@@ -124,13 +112,8 @@ def parse_http(text: Any) -> tuple[str, int] | None:
     text = str(text).strip()
     if text.lower() in ("", "off", "none", "false", "no"):
         return None
-    host, port = parse_hostport(text, default_port=9153)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if host != "localhost":
-            raise ValueError(f"{text!r}: serve HTTP on an IP address (e.g. 127.0.0.1:9153)") from None
-    return host, port
+    return parse_address_port(text, 9153, names=("localhost",),
+                              hint="serve HTTP on an IP address (e.g. 127.0.0.1:9153)")
 
 
 def parse_ip(text: Any) -> str:
@@ -217,8 +200,7 @@ OPTIONS: list[Option] = [
     Option("forward", lambda text: parse_upstream_item(text), [], "upstream resolver(s) for names outside our zones, "
            "tried in order with fail-over: ADDRESS, ADDRESS:PORT, [IPv6]:PORT, or resolv.conf:PATH for the nameservers "
            "of a file (repeatable). Default: no forwarding (REFUSED)", SERVE, many=True, metavar="UPSTREAM[,UPSTREAM...]"),
-    Option("allow", parse_cidr, [parse_cidr(c) for c in ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
-                                                          "192.168.0.0/16", "fc00::/7")],
+    Option("allow", parse_network, [parse_network(c) for c in DEFAULT_ALLOW],
            "client networks that may use forwarding; others get REFUSED for outside names (repeatable)",
            SERVE, many=True, metavar="CIDR"),
     Option("forward_timeout", parse_float(0.05), 1.5, "seconds to wait for one upstream try before the next", SERVE, metavar="SECONDS"),
@@ -292,7 +274,7 @@ OPTIONS: list[Option] = [
            "/24 (IPv6 /56) for one name and type; 0 = off. TCP is never limited", SERVE, metavar="N"),
     Option("rrl_slip", parse_int(0, 10), 2, "with --rrl-rate: every Nth limited response goes out "
            "truncated (TC) so real clients retry over TCP; 0 = drop all, 1 = truncate all", SERVE, metavar="N"),
-    Option("rrl_exempt", parse_cidr, [], "client networks never rate limited (repeatable)", SERVE,
+    Option("rrl_exempt", parse_network, [], "client networks never rate limited (repeatable)", SERVE,
            many=True, metavar="CIDR"),
     # -- etcd security (TLS, auth) and status
     Option("etcd_cacert", parse_str, "", "CA certificate (PEM) that signed etcd's server certificate; "
@@ -307,7 +289,7 @@ OPTIONS: list[Option] = [
     Option("etcd_password", parse_str, "", "password of --etcd-user (environment or config file only)",
            ETCD_USERS, secret=True, flag=False),
     # -- zone transfers (transfer.py, journal.py, notify.py, tsig.py; docs/transfers.md)
-    Option("transfer_allow", parse_cidr, [], "client networks that may transfer zones (AXFR/IXFR) "
+    Option("transfer_allow", parse_network, [], "client networks that may transfer zones (AXFR/IXFR) "
            "(repeatable); default none: every transfer is REFUSED", SERVE, many=True, metavar="CIDR"),
     Option("transfer_require_tsig", parse_bool, False, "transfers must also be signed with a key of "
            "--tsig-key-file / DNSDISCO_TSIG_KEYS (RFC 8945)", SERVE, is_switch=True),
@@ -340,9 +322,9 @@ def _journal_size(text) -> tuple[int, int]:
 
 
 def parse_upstream_item(text: str) -> str:
-    """Check one --forward item now (reading a resolv.conf:PATH file); forward.parse_upstreams
+    """Check one --forward item now (reading a resolv.conf:PATH file); upstreams.parse_upstreams
     turns the checked items into (address, port) pairs."""
-    from dnsdisco.net.forwarder import parse_upstream
+    from dnsdisco.net.upstreams import parse_upstream
     parse_upstream(str(text))
     return str(text).strip()
 
@@ -559,8 +541,7 @@ def _toml_value(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, tuple) and len(value) == 2:           # (host, port)
-        host, port = value
-        return json.dumps(f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}")
+        return json.dumps(format_hostport(*value))
     if isinstance(value, list):
         items = [_toml_value(v) for v in value]
         return None if None in items else "[" + ", ".join(items) + "]"

@@ -80,7 +80,7 @@ def _metric(port: int, name: str) -> float:
 def test_sigkill_of_the_embedded_etcd_under_load(ports_2379, tmp_path):
     http = free_port()
     serve = _serve(tmp_path, "--http", f"127.0.0.1:{http}")
-    kv = KV([embedded.CLIENT_URL], timeout=3.0)
+    kv = KV([embedded.DEFAULT_ENDPOINT], timeout=3.0)
     failures: list[str] = []
     answered = [0]
     done = threading.Event()
@@ -108,7 +108,7 @@ def test_sigkill_of_the_embedded_etcd_under_load(ports_2379, tmp_path):
         assert new != old and _alive(new)
         assert "killed by SIGKILL" in serve.log()
         kv.close()
-        kv = KV([embedded.CLIENT_URL], timeout=3.0)
+        kv = KV([embedded.DEFAULT_ENDPOINT], timeout=3.0)
         kv.put("/skydns/local/svc/after/a", b'{"host":"10.0.0.2"}')
         wait_for(lambda: addresses(serve.query("after.svc.local")) == ["10.0.0.2"], 15, 0.05,
                  "a put made after the restart to be served")
@@ -129,7 +129,7 @@ def test_sigkill_of_the_embedded_etcd_under_load(ports_2379, tmp_path):
 def test_a_leftover_etcd_of_a_dead_serve_is_restarted_not_adopted(ports_2379, tmp_path):
     # a serve that died long ago (its pid now gone) left its etcd running on its data
     serve = _serve(tmp_path)
-    kv = KV([embedded.CLIENT_URL], timeout=3.0)
+    kv = KV([embedded.DEFAULT_ENDPOINT], timeout=3.0)
     try:
         kv.put("/skydns/local/svc/kept/a", b'{"host":"10.0.0.3"}')
     finally:
@@ -137,7 +137,7 @@ def test_a_leftover_etcd_of_a_dead_serve_is_restarted_not_adopted(ports_2379, tm
     assert serve.stop() == 0
     data_dir = str(tmp_path / "state" / "dnsdisco" / "etcd")
     cmd = [embedded.binary("etcd"), "--name", "dnsdisco", "--data-dir", data_dir,
-           "--listen-client-urls", embedded.CLIENT_URL, "--advertise-client-urls", embedded.CLIENT_URL,
+           "--listen-client-urls", embedded.DEFAULT_ENDPOINT, "--advertise-client-urls", embedded.DEFAULT_ENDPOINT,
            "--listen-peer-urls", embedded.PEER_URL, "--initial-advertise-peer-urls", embedded.PEER_URL,
            "--initial-cluster", f"dnsdisco={embedded.PEER_URL}", "--log-outputs", str(tmp_path / "left.log")]
     leftover = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -11,8 +11,9 @@ import pytest
 from dnslib import EDNS0, EDNSOption, QTYPE, RCODE, DNSRecord
 
 from dnsdisco.net.acl import Acl
-from dnsdisco.net.forwarder import (Forwarder, WireError, cache_key, parse_message, parse_upstreams,
-                              self_loops, strip_hop_by_hop)
+from dnsdisco.net.forwarder import Forwarder
+from dnsdisco.net.upstream_wire import WireError, parse_message, strip_hop_by_hop, upstream_key
+from dnsdisco.net.upstreams import parse_upstreams, self_loops
 from tests.netns import dnsmasq_command, free_port, wait_dns
 
 BIG_TXT = [f"big.test,{chr(ord('a') + i) * 200}" for i in range(20)]        # ~4.3 KB answer
@@ -251,7 +252,7 @@ def test_negative_answers_are_cached_up_to_the_soa_minimum(own_upstream):
     assert DNSRecord.parse(fwd.forward(query("missing.test"))).header.rcode == RCODE.SERVFAIL
 
 
-def test_cache_key_keeps_do_rd_and_edns_apart(upstream):
+def test_upstream_key_keeps_do_rd_and_edns_apart(upstream):
     fwd = Forwarder([upstream.addr], timeout=1)
     fwd.forward(query("example.test", edns=1232, do=True))
     assert fwd.stats["cache_misses"] == 1
@@ -320,8 +321,8 @@ def test_reply_matching_rejects_wrong_id_or_question():
     assert not Forwarder._matches(not_a_response, 1000, q)
 
 
-def test_cache_key_lowercases_the_name():
-    assert cache_key(parse_message(query("ExAmPle.TEST"))) == cache_key(parse_message(query("example.test")))
+def test_upstream_key_lowercases_the_name():
+    assert upstream_key(parse_message(query("ExAmPle.TEST"))) == upstream_key(parse_message(query("example.test")))
 
 
 # ---------------------------------------------------------------- upstream lists
@@ -340,9 +341,9 @@ def test_parse_upstreams(items, expected):
 
 @pytest.mark.parametrize("item, message", [
     ("dns.google", "'dns.google': an upstream is an IP address"),
-    ("1.2.3.4:99999", "outside 1..65535"),
+    ("1.2.3.4:99999", "outside 0..65535"),
     ("1.2.3.4:x", "'x' is not a port number"),
-    ("[::1", "[ADDRESS]:PORT"),
+    ("[::1", "missing ']'"),
     ("resolv.conf:", "give a path"),
     ("resolv.conf:/nonexistent/resolv.conf", "resolv.conf:/nonexistent/resolv.conf: no such file"),
 ])

@@ -14,7 +14,8 @@ import dns.rcode
 import pytest
 
 from dnsdisco.dns.wire import slip_reply
-from dnsdisco.net.rrl import DROP, PASS, SLIP, RateLimiter, network_key
+from dnsdisco.net.acl import client_network
+from dnsdisco.net.rrl import DROP, PASS, SLIP, RateLimiter
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from dnsdisco.dns.responder import Responder
 from harness import ServeProcess, free_port, wait_for
@@ -117,10 +118,10 @@ def test_table_size_is_bounded_and_live_buckets_survive_a_sweep():
     assert len(limiter) <= 100
 
 
-def test_network_key():
-    assert network_key("192.0.2.77") == "192.0.2"
-    assert network_key("2001:db8:aa:bbcc::1") == bytes.fromhex("20010db800aabb")
-    assert network_key("::ffff:192.0.2.1") == "192.0.2"
+def test_client_network():
+    assert client_network("192.0.2.77") == "192.0.2"
+    assert client_network("2001:db8:aa:bbcc::1") == bytes.fromhex("20010db800aabb")
+    assert client_network("::ffff:192.0.2.1") == "192.0.2"
 
 
 def test_bad_settings_are_rejected():

@@ -36,6 +36,8 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.pool import Pool
 
+from dnsdisco.dns.names import format_hostport
+
 Handler = Callable[[bytes, str, tuple], Optional[bytes]]
 
 # The unpatched socket class: the UDP loop drives non-blocking sockets by hand, even
@@ -94,10 +96,6 @@ class _LogLimiter:
             window[2] += 1
 
 
-def _show(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _who_uses(proto: str, port: int) -> str:
     """Best effort: 'pid 123 (dnsmasq)' holding a socket on `port`, from /proc; '' if unknown."""
     try:
@@ -137,13 +135,13 @@ def _who_uses(proto: str, port: int) -> str:
 
 def bind_error(exc: OSError, host: str, port: int, proto: str) -> BindError:
     """Turn a bind OSError into a message an operator can act on."""
-    where = f"{_show(host, port)} ({proto.upper()})"
+    where = f"{format_hostport(host, port)} ({proto.upper()})"
     code = exc.errno
     if code in (errno.EACCES, errno.EPERM):
         msg = f"cannot listen on {where}: permission denied"
         if port < 1024:
             msg += (f"; ports below 1024 need privilege: use a high port (e.g. --listen "
-                    f"{_show(host, 5353)}), or grant the capability with "
+                    f"{format_hostport(host, 5353)}), or grant the capability with "
                     f"`setcap cap_net_bind_service=+ep <python binary>` or, under systemd, "
                     f"AmbientCapabilities=CAP_NET_BIND_SERVICE")
     elif code == errno.EADDRINUSE:
@@ -169,7 +167,7 @@ def _family_of(host: str, port: int) -> tuple[int, tuple]:
         try:
             infos = _stdsocket.getaddrinfo(host, port, 0, _stdsocket.SOCK_DGRAM, 0, _stdsocket.AI_PASSIVE)
         except _stdsocket.gaierror as exc:
-            raise BindError(f"cannot listen on {_show(host, port)}: {host!r} is not an address ({exc})") from None
+            raise BindError(f"cannot listen on {format_hostport(host, port)}: {host!r} is not an address ({exc})") from None
     family, _type, _proto, _canon, sockaddr = infos[0]
     return family, sockaddr
 
@@ -318,7 +316,7 @@ class DNSServer:
                 self._udp_greenlets.append(gevent.spawn(self._keep_running, self._udp_loop, lst, watcher))
             self._accept_greenlets.append(gevent.spawn(self._keep_running, self._accept_loop, lst))
         self.log.info("answering on %s (UDP and TCP)",
-                      ", ".join(_show(h, p) for h, p in self.addresses))
+                      ", ".join(format_hostport(h, p) for h, p in self.addresses))
 
     def _bind(self, host: str, port: int) -> _Listener:
         family, sockaddr = _family_of(host, port)
@@ -385,7 +383,7 @@ class DNSServer:
         for watcher in self._udp_watchers:
             watcher.close()
         self._udp_watchers = []
-        self.log.info("stopped answering on %s", ", ".join(_show(h, p) for h, p in self.addresses))
+        self.log.info("stopped answering on %s", ", ".join(format_hostport(h, p) for h, p in self.addresses))
         self._stopped.set()
 
     def _keep_running(self, loop, lst: _Listener, *args) -> None:
@@ -399,7 +397,7 @@ class DNSServer:
                 if self._stopping:
                     return
                 self._limited(logging.ERROR, "loop", "a socket loop on %s failed; restarting it",
-                              _show(lst.host, lst.port), exc_info=True)
+                              format_hostport(lst.host, lst.port), exc_info=True)
                 gevent.sleep(0.01)
 
     # ------------------------------------------------------------ UDP
@@ -440,7 +438,7 @@ class DNSServer:
                 if self._stopping:
                     return
                 self._limited(logging.WARNING, "udp_recv", "UDP receive on %s failed: %s",
-                              _show(lst.host, lst.port), exc)
+                              format_hostport(lst.host, lst.port), exc)
                 gevent.sleep(0)
                 continue
             try:
@@ -488,11 +486,11 @@ class DNSServer:
                     return
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     self._limited(logging.ERROR, "accept", "TCP accept on %s: %s (raise the open-file "
-                                  "limit or lower --tcp-max-conns)", _show(lst.host, lst.port), exc)
+                                  "limit or lower --tcp-max-conns)", format_hostport(lst.host, lst.port), exc)
                     gevent.sleep(0.1)
                 else:
                     self._limited(logging.WARNING, "accept", "TCP accept on %s: %s",
-                                  _show(lst.host, lst.port), exc)
+                                  format_hostport(lst.host, lst.port), exc)
                     gevent.sleep(0)
                 continue
             if self._stopping:

@@ -40,6 +40,8 @@ import time
 import traceback
 from typing import Any, Iterable, Mapping, TextIO
 
+from dnsdisco.dns.names import format_hostport
+
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "warn": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
@@ -288,7 +290,7 @@ class QueryLog:
 
     def __call__(self, client: tuple, transport: str, qname: str, qtype: str | int, rcode: str | int,
                  seconds: float | None = None) -> None:
-        values: dict[str, Any] = {"client": f"{client[0]}:{client[1]}" if client else "-",
+        values: dict[str, Any] = {"client": format_hostport(client[0], client[1]) if client else "-",
                                   "transport": transport, "qname": qname, "qtype": qtype, "rcode": rcode}
         if seconds is not None:
             values["ms"] = round(seconds * 1000, 3)

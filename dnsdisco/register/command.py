@@ -6,28 +6,24 @@ thread reacts, and the registrar thread is stopped from ordinary code, never fro
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
 import shutil
 import signal
 import subprocess
-import sys
 
-from dnsdisco.etcd.children import dying_with_us
 from dnsdisco.dns.names import BadName, key_for, normalize
+from dnsdisco.etcd.children import cannot_run, dying_with_us
+from dnsdisco.etcd.settings import DEFAULT_ENDPOINT
+from dnsdisco.ops.logs import fail
 
-DEFAULT_ETCD = "http://127.0.0.1:2379"
 log = logging.getLogger("dnsdisco.register")
 
 
 class UsageError(ValueError):
     """A bad argument; the message names it."""
-
-
-def _fail(message: str, code: int = 2) -> int:
-    from dnsdisco.ops.logs import fail
-    return fail("register", message, code)
 
 
 def plan(cfg, name: str) -> dict:
@@ -73,7 +69,7 @@ def plan(cfg, name: str) -> dict:
         "ttl": cfg.ttl,
         "dns_ttl": dns_ttl,
         "check": make_check(cfg),
-        "endpoints": list(cfg.etcd) or [DEFAULT_ETCD],
+        "endpoints": list(cfg.etcd) or [DEFAULT_ENDPOINT],
     }
 
 
@@ -141,7 +137,7 @@ def run_register(cfg, args) -> int:
     try:
         spec = plan(cfg, args.name)
     except UsageError as exc:
-        return _fail(str(exc))
+        return fail("register", str(exc), 2)
     wrapped = list(getattr(args, "wrapped", None) or [])
 
     from dnsdisco.etcd.settings import StartupError, check_access, connect
@@ -157,7 +153,7 @@ def run_register(cfg, args) -> int:
     except StartupError as exc:
         if kv is not None:
             kv.close()
-        return _fail(str(exc), 1)
+        return fail("register", str(exc), 1)
     registrar = Registrar(kv, spec["key"], spec["value"], spec["ttl"], check=spec["check"],
                           check_interval=cfg.check_interval, rise=cfg.check_rise, fall=cfg.check_fall)
     log.info("registering %s as %s.%s at %s via %s", spec["key"], spec["id"], spec["name"],
@@ -196,15 +192,14 @@ def _run_wrapped(command: list[str], registrar, signals: _SignalPipe) -> int:
     found = shutil.which(command[0])
     if found is None:
         missing = not (os.sep in command[0] and os.path.exists(command[0]))
-        why = "No such file or directory" if missing else "Permission denied"
-        print(f"dnsdisco register: cannot run {command[0]!r}: {why}", file=sys.stderr)
-        return 127 if missing else 126
+        exc = (FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT)) if missing
+               else PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
+        return fail("register", *cannot_run(command[0], exc))
     try:
         # the command ends with us: SIGKILLed, we could no longer deregister it or pass signals on
         child = subprocess.Popen(dying_with_us(command))
     except OSError as exc:
-        print(f"dnsdisco register: cannot run {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
-        return 127 if isinstance(exc, FileNotFoundError) else 126
+        return fail("register", *cannot_run(command[0], exc))
     log.info("started %s (pid %d)", " ".join(command), child.pid)
     registrar.start()
     try:

@@ -33,6 +33,8 @@ import urllib.error
 import urllib.request
 from typing import Callable
 
+from dnsdisco.dns.names import format_hostport, parse_hostport
+
 MIN_TTL = 2  # etcd's minimum lease TTL is about 2 s
 
 log = logging.getLogger("dnsdisco.register")
@@ -104,7 +106,6 @@ def default_dns_ttl(lease: int) -> int:
 
 def check_hostport(text: str) -> tuple[str, int]:
     """HOST:PORT of --check-tcp (and the address part of --check-grpc)."""
-    from dnsdisco.dns.names import parse_hostport
     host, port = parse_hostport(str(text))
     if port == 0:
         raise ValueError(f"{text!r}: port 0 cannot be probed")
@@ -248,8 +249,7 @@ class TcpCheck:
             return False, f"{self}: {exc.strerror or exc}"
 
     def __str__(self) -> str:
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        return f"TCP {shown}:{self.port}"
+        return f"TCP {format_hostport(self.host, self.port)}"
 
 
 def _varint(n: int) -> bytes:
@@ -322,8 +322,7 @@ class GrpcCheck:
 
     @property
     def address(self) -> str:
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{shown}:{self.port}"
+        return format_hostport(self.host, self.port)
 
     def __call__(self) -> tuple[bool, str]:
         import grpc   # imported when a gRPC check is used: `import dnsdisco` stays light
