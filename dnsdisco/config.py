@@ -42,34 +42,28 @@ def parse_etcd_url(text: str) -> str:
     return f"{scheme}://{rest.rstrip('/')}"
 
 
-def parse_int(low: int | None = None, high: int | None = None) -> Callable[[Any], int]:
-    def parse(text: Any) -> int:
-        if isinstance(text, bool):
-            raise ValueError(f"{text!r} is not a whole number")
+def _number(convert: Callable[[str], Any], kind: str, low, high) -> Callable[[Any], Any]:
+    def parse(text: Any):
+        if isinstance(text, bool):      # TOML true is no number, though Python's int() takes it
+            raise ValueError(f"{text!r} is not {kind}")
         try:
-            value = int(str(text).strip())
+            value = convert(str(text).strip())
         except ValueError:
-            raise ValueError(f"{text!r} is not a whole number") from None
+            raise ValueError(f"{text!r} is not {kind}") from None
         if low is not None and value < low:
             raise ValueError(f"{value} is below the minimum {low}")
         if high is not None and value > high:
             raise ValueError(f"{value} is above the maximum {high}")
         return value
     return parse
+
+
+def parse_int(low: int | None = None, high: int | None = None) -> Callable[[Any], int]:
+    return _number(int, "a whole number", low, high)
 
 
 def parse_float(low: float | None = None, high: float | None = None) -> Callable[[Any], float]:
-    def parse(text: Any) -> float:
-        try:
-            value = float(str(text).strip())
-        except ValueError:
-            raise ValueError(f"{text!r} is not a number") from None
-        if low is not None and value < low:
-            raise ValueError(f"{value} is below the minimum {low}")
-        if high is not None and value > high:
-            raise ValueError(f"{value} is above the maximum {high}")
-        return value
-    return parse
+    return _number(float, "a number", low, high)
 
 
 def parse_bool(text: Any) -> bool:

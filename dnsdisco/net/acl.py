@@ -85,15 +85,20 @@ class Acl(Networks):
     allows = Networks.contains
 
 
-def client_network(ip: str) -> bytes | str:
-    """The network a client is counted by: the /24 of an IPv4 address, the /56 of an IPv6
-    one (an IPv4-mapped address counts as IPv4). Cheap on purpose: RRL asks it per response."""
+def client_network(ip: str, v4_bits: int = IPV4_PREFIX, v6_bits: int = IPV6_PREFIX) -> bytes | str:
+    """The network a client is counted by, as a dict key: the first `v4_bits` of an IPv4
+    address (dotted, "192.0.2" for a /24), the first `v6_bits` of an IPv6 one (packed
+    octets); an IPv4-mapped address counts as IPv4. Prefixes are whole octets. RRL counts
+    by /24 and /56, the TCP per-client cap by /32 and /64. Cheap on purpose: RRL asks it
+    per response."""
     if ":" not in ip:
-        return ip.rpartition(".")[0]
+        if v4_bits == 24:
+            return ip.rpartition(".")[0]
+        return ip if v4_bits >= 32 else ".".join(ip.split(".")[:v4_bits // 8])
     try:
         packed = socket.inet_pton(socket.AF_INET6, ip.split("%", 1)[0])
     except OSError:
         return ip
     if packed[:12] == b"\0" * 10 + b"\xff\xff":
-        return socket.inet_ntop(socket.AF_INET, packed[12:]).rpartition(".")[0]
-    return packed[:IPV6_PREFIX // 8]
+        return client_network(socket.inet_ntop(socket.AF_INET, packed[12:]), v4_bits)
+    return packed[:v6_bits // 8]

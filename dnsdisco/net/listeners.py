@@ -37,6 +37,7 @@ from gevent.lock import Semaphore
 from gevent.pool import Pool
 
 from dnsdisco.dns.names import format_hostport
+from dnsdisco.net.acl import client_network
 
 Handler = Callable[[bytes, str, tuple], Optional[bytes]]
 
@@ -223,17 +224,10 @@ def _open_tcp(family: int, sockaddr: tuple, host: str, port: int, reuse_port: bo
     return sock
 
 
-def client_key(ip: str) -> str:
-    """The unit of the per-client TCP cap: an IPv4 address, or an IPv6 /64."""
-    if ":" not in ip:
-        return ip
-    try:
-        packed = _stdsocket.inet_pton(_stdsocket.AF_INET6, ip.split("%", 1)[0])
-    except OSError:
-        return ip
-    if packed[:12] == b"\0" * 10 + b"\xff\xff":      # IPv4-mapped
-        return _stdsocket.inet_ntop(_stdsocket.AF_INET, packed[12:])
-    return packed[:8].hex() + "::/64"
+def client_key(ip: str) -> bytes | str:
+    """The unit of the per-client TCP cap: an IPv4 address, or an IPv6 /64 (one host's usual
+    share of a network)."""
+    return client_network(ip, 32, 64)
 
 
 class _Listener:
