@@ -16,6 +16,7 @@ import random
 import struct
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -218,21 +219,18 @@ class Forwarder:
         deadline = time.monotonic() + self.timeout
         sock = gsocket.socket(up.family, gsocket.SOCK_DGRAM)
         try:
-            sock.connect(up.addr)       # a fresh socket: random source port; only replies from the upstream
-            sock.send(wire)
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise UpstreamError(f"no UDP reply within {self.timeout:g}s")
-                sock.settimeout(remaining)
-                data = sock.recv(65535)
-                if self._matches(data, qid, qmsg):
-                    return data
-                self.stats["mismatched_replies"] += 1
-        except gsocket.timeout:
-            raise UpstreamError(f"no UDP reply within {self.timeout:g}s") from None
-        except OSError as exc:
-            raise UpstreamError(f"UDP: {exc.strerror or exc}") from None
+            with self._failures("UDP"):
+                sock.connect(up.addr)       # a fresh socket: random source port; only replies from the upstream
+                sock.send(wire)
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise gsocket.timeout()
+                    sock.settimeout(remaining)
+                    data = sock.recv(65535)
+                    if self._matches(data, qid, qmsg):
+                        return data
+                    self.stats["mismatched_replies"] += 1
         finally:
             sock.close()
 
@@ -245,19 +243,26 @@ class Forwarder:
         except OSError as exc:
             raise UpstreamError(f"TCP connect: {exc.strerror or exc}") from None
         try:
-            sock.sendall(struct.pack(">H", len(wire)) + wire)
-            while True:
-                length = struct.unpack(">H", _recv_exact(sock, 2, deadline))[0]
-                data = _recv_exact(sock, length, deadline)
-                if self._matches(data, qid, qmsg):
-                    return data
-                self.stats["mismatched_replies"] += 1
-        except gsocket.timeout:
-            raise UpstreamError(f"no TCP reply within {self.timeout:g}s") from None
-        except OSError as exc:
-            raise UpstreamError(f"TCP: {exc.strerror or exc}") from None
+            with self._failures("TCP"):
+                sock.sendall(struct.pack(">H", len(wire)) + wire)
+                while True:
+                    length = struct.unpack(">H", _recv_exact(sock, 2, deadline))[0]
+                    data = _recv_exact(sock, length, deadline)
+                    if self._matches(data, qid, qmsg):
+                        return data
+                    self.stats["mismatched_replies"] += 1
         finally:
             sock.close()
+
+    @contextmanager
+    def _failures(self, transport: str):
+        """A socket error while asking an upstream, as the UpstreamError that says which."""
+        try:
+            yield
+        except gsocket.timeout:
+            raise UpstreamError(f"no {transport} reply within {self.timeout:g}s") from None
+        except OSError as exc:
+            raise UpstreamError(f"{transport}: {exc.strerror or exc}") from None
 
     # -- health bookkeeping
 
