@@ -7,7 +7,7 @@ import sys
 from typing import Callable
 
 from dnsdisco import __version__
-from dnsdisco.config import ConfigError, Option, load, options_for, secret_values
+from dnsdisco.config import SECTIONS, ConfigError, Option, load, options_for, secret_values
 from dnsdisco.dns.names import format_hostport
 from dnsdisco.ops import logs
 
@@ -104,7 +104,7 @@ EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
 }
 
 
-def _add_option(parser: argparse.ArgumentParser, opt: Option) -> None:
+def _add_option(parser, opt: Option) -> None:
     if not opt.flag:
         if opt.secret:
             # A hidden flag that is refused: without it argparse would take `--etcd-password X`
@@ -142,8 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", metavar="FILE", default=None,
                        help="TOML file of settings (keys are the option names) [env DNSDISCO_CONFIG]")
-        for opt in options_for(name):
-            _add_option(p, opt)
+        for section in SECTIONS:        # --help shows the settings by section, in the table's order
+            own = [opt for opt in section.options if name in opt.commands]
+            if own:
+                group = p.add_argument_group(section.title, section.about)
+                for opt in own:
+                    _add_option(group, opt)
         if name == "serve":
             p.add_argument("--check-config", action="store_true", default=False,
                            help="check the settings (flags, environment, --config file, zone files, "
