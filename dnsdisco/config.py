@@ -207,7 +207,7 @@ SECTIONS: list[Section] = [
         Option("ttl", parse_int(0, 2**31 - 1), 30, "TTL of records that set none", SERVE + STATUS, metavar="SECONDS"),
         Option("neg_ttl", parse_int(0, 2**31 - 1), 5, "negative-answer TTL (SOA minimum), kept short so new services show up fast", SERVE + STATUS, metavar="SECONDS"),
     ]),
-    Section("listening", "where queries are answered, and how TCP clients are held", [
+    Section("listening and answering", "where queries are answered, the reply cache, how TCP clients are held", [
         Option("listen", parse_listen, [("127.0.0.1", 53)], "address to answer on, UDP and TCP (repeatable; "
                "[::1]:5300 for IPv6; status: gives the default NS its addresses, as in serve)", SERVE + STATUS, many=True,
                metavar="HOST:PORT"),

@@ -1,13 +1,14 @@
 """Settings: flag > DNSDISCO_* env > TOML file > default, with errors that name the input."""
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from dnsdisco import cli
-from dnsdisco.config import OPTIONS, ConfigError, load, parse_listen, parse_prefix
+from dnsdisco.config import OPTIONS, SECTIONS, ConfigError, load, parse_listen, parse_prefix
 
 from harness import ROOT, child_env, dnsdisco_cmd
 
@@ -99,6 +100,35 @@ def test_readme_documents_every_flag():
     readme = (ROOT / "README.md").read_text()
     missing = [opt.cli for opt in OPTIONS if opt.flag and opt.cli not in readme]
     assert not missing, f"README.md does not mention {missing}"
+
+
+def test_readme_settings_tables_follow_the_sections():
+    """README's tables per command: a bold title per section that has settings of the command,
+    then its rows, in the order of config.SECTIONS (as --help and the example file)."""
+    tables = (ROOT / "README.md").read_text().split("<!-- settings-table -->", 1)[1]
+    for command in cli.COMMANDS:
+        body = tables.split(f"#### `dnsdisco {command}`", 1)[1].split("\n#### ", 1)[0]
+        found = re.findall(r"^\*\*(.+?)\*\*|^\|[^\n]*?`(DNSDISCO_\w+)`", body, re.M)
+        expected = []
+        for section in SECTIONS:
+            own = [opt for opt in section.options if command in opt.commands]
+            if own:
+                expected += [(section.title, "")] + [("", opt.env) for opt in own]
+        assert found == expected, command
+
+
+def test_help_groups_settings_by_section(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    out = capsys.readouterr().out
+    sections = [section for section in SECTIONS if any("serve" in o.commands for o in section.options)]
+    starts = [out.index("\n" + section.title + ":\n") for section in sections]
+    assert starts == sorted(starts)
+    for section, start, end in zip(sections, starts, starts[1:] + [len(out)]):
+        for opt in section.options:
+            if "serve" in opt.commands and opt.flag:
+                listed = re.search(rf"\n  {re.escape(opt.cli)}[ \n]", out).start()
+                assert start < listed < end, (section.title, opt.cli)
 
 
 def test_bad_flag_exits_2_with_a_clear_line():
