@@ -1,4 +1,4 @@
-"""Log lines: plain shape, JSON parse line by line, warn-once, secret masking, bad settings."""
+"""Log lines: plain shape, JSON parse line by line, secret masking, bad settings."""
 from __future__ import annotations
 
 import io
@@ -116,39 +116,6 @@ def test_log_format_option_is_checked_when_loading():
     assert load("serve", env={"DNSDISCO_LOG_FORMAT": "JSON"}).log_format == "json"
     with pytest.raises(ConfigError, match="DNSDISCO_LOG_FORMAT='xml'"):
         load("serve", env={"DNSDISCO_LOG_FORMAT": "xml"})
-
-
-def test_warn_once_logs_a_key_once(capture):
-    buf = capture("info", "plain")
-    once = logs.OnceLogger("dnsdisco.dns.records")
-    assert once.warn("/skydns/local/svc/bad/1", "skipped a bad value: not JSON")
-    assert not once.warn("/skydns/local/svc/bad/1", "skipped a bad value: not JSON")
-    assert once.warn("/skydns/local/svc/bad/2", "skipped a bad value: port 70000")
-    out = lines(buf)
-    assert len(out) == 2
-    assert out[0].endswith("skipped a bad value: not JSON key=/skydns/local/svc/bad/1")
-    once.forget("/skydns/local/svc/bad/1")          # fixed, then broken again: said again
-    assert once.warn("/skydns/local/svc/bad/1", "skipped a bad value: not JSON")
-    assert len(lines(buf)) == 3
-
-
-def test_warn_once_memory_is_bounded(capture):
-    buf = capture("info", "plain")
-    once = logs.OnceLogger("dnsdisco.dns.records", limit=3)
-    for i in range(10):
-        once.warn(f"/k/{i}", "bad")
-    out = lines(buf)
-    assert len(out) == 4 and "too many distinct bad keys" in out[-1]
-
-
-def test_module_warn_once(capture):
-    buf = capture("info", "json")
-    key = "/skydns/local/svc/module-level-test"
-    logs.forget_once(key)
-    logs.warn_once(key, "bad value")
-    logs.warn_once(key, "bad value")
-    objs = [json.loads(line) for line in lines(buf)]
-    assert [o["key"] for o in objs] == [key]
 
 
 @pytest.mark.parametrize("fmt", ["plain", "json"])

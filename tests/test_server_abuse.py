@@ -32,6 +32,7 @@ SOURCES = [f"127.0.0.{i}" for i in range(10, 30)]
 
 SERVER_SCRIPT = r"""
 import sys, gevent, signal
+from gevent.event import Event
 from dnsdisco.net.listeners import DNSServer
 idle, read = float(sys.argv[1]), float(sys.argv[2])
 def echo(data, transport, client):
@@ -41,9 +42,11 @@ def echo(data, transport, client):
 server = DNSServer(echo, [("127.0.0.1", 0)], tcp_idle_timeout=idle, tcp_read_timeout=read,
                    tcp_max_conns=1000, tcp_max_per_client=64)
 server.start()
-gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(server.stop, 2.0))
+stopping = Event()
+gevent.signal_handler(signal.SIGTERM, stopping.set)
 print(server.addresses[0][1], flush=True)
-server.serve_forever()
+stopping.wait()
+server.stop(2.0)
 """
 
 

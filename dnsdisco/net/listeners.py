@@ -18,7 +18,15 @@ on open connections in total and per client address (IPv4 address, IPv6 /64). A
 zero-length or oversize message closes the connection.
 
 Metrics hooks, when a metrics object is given: `handler_error()`,
-`tcp_connections(+1 | -1)`, `dropped(reason)` with reason one of DROP_REASONS.
+`tcp_connections(+1 | -1)`, `dropped(reason)` with reason one of:
+  tcp_conn_limit       a new connection beyond tcp_max_conns, closed at once
+  tcp_client_limit     a new connection beyond tcp_max_per_client, closed at once
+  tcp_idle             closed after tcp_idle_timeout without a query
+  tcp_read_timeout     a message not complete within tcp_read_timeout (slowloris)
+  tcp_write_timeout    a reply the client did not take within tcp_read_timeout
+  tcp_bad_length       a zero-length or oversize message
+  tcp_reply_too_large  a reply over 65535 octets cannot be framed
+  udp_send_error       sendto failed (buffer full, unreachable, too large)
 """
 from __future__ import annotations
 
@@ -44,17 +52,6 @@ Handler = Callable[[bytes, str, tuple], Optional[bytes]]
 # The unpatched socket class: the UDP loop drives non-blocking sockets by hand, even
 # when the process has been monkey-patched.
 _RawSocket = _monkey.get_original("socket", "socket")
-
-DROP_REASONS = (
-    "tcp_conn_limit",      # a new connection beyond tcp_max_conns, closed at once
-    "tcp_client_limit",    # a new connection beyond tcp_max_per_client, closed at once
-    "tcp_idle",            # closed after tcp_idle_timeout without a query
-    "tcp_read_timeout",    # a message not complete within tcp_read_timeout (slowloris)
-    "tcp_write_timeout",   # a reply the client did not take within tcp_read_timeout
-    "tcp_bad_length",      # a zero-length or oversize message
-    "tcp_reply_too_large", # a reply over 65535 bytes cannot be framed
-    "udp_send_error",      # sendto failed (buffer full, unreachable, too large)
-)
 
 UDP_BURST = 64          # datagrams answered before other greenlets get a turn
 UDP_RECV_SIZE = 65535
@@ -285,10 +282,6 @@ class DNSServer:
         """The bound (host, port) of each listen address, in the order given."""
         return [(lst.host, lst.port) for lst in self._listeners]
 
-    @property
-    def tcp_connection_count(self) -> int:
-        return len(self._connections)
-
     def start(self) -> None:
         if self._started:
             return
@@ -336,11 +329,6 @@ class DNSServer:
             return _Listener(host, chosen, family, udp, tcp)
         raise BindError(f"cannot find a port free for both UDP and TCP on {host} "
                         f"after {PORT_ZERO_ATTEMPTS} tries (last: {last})")
-
-    def serve_forever(self) -> None:
-        """Start if needed and block until stop() has finished."""
-        self.start()
-        self._stopped.wait()
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop reading new queries, answer those in flight, close TCP; within `grace` s.

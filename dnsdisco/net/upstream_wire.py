@@ -21,7 +21,7 @@ MAX_CACHE_TTL = 86400          # cap on positive answers (as Unbound's cache-max
 MAX_NEGATIVE_TTL = 3600        # cap on NXDOMAIN/NODATA (RFC 2308 section 5)
 HOP_BY_HOP_OPTIONS = frozenset({10, 11, 12})   # COOKIE, TCP keepalive, padding: never relayed
 
-QR, OPCODE_MASK, AA, TC, RD, RA, AD, CD = 0x8000, 0x7800, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010
+QR, OPCODE_MASK, TC, RD, RA, CD = 0x8000, 0x7800, 0x0200, 0x0100, 0x0080, 0x0010
 
 HEADER = struct.Struct(">HHHHHH")
 

@@ -749,14 +749,6 @@ class Registrar:
     def grants(self) -> int:
         return self.group.grants
 
-    @property
-    def healthy(self) -> bool:
-        return self._healthy
-
-    @property
-    def draining(self) -> bool:
-        return self._draining
-
     def start(self) -> "Registrar":
         if self._started:
             return self
