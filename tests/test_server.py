@@ -574,9 +574,8 @@ def test_stop_called_from_the_hub_runs_in_its_own_greenlet():
     srv = DNSServer(echo_handler, [("127.0.0.1", 0)])
     srv.start()
     gevent.get_hub().loop.run_callback(srv.stop, 0.5)
-    with gevent.Timeout(3):
-        srv.serve_forever()
-    assert udp_ask(srv.addresses[0], query("late.test", 1), timeout=0.2) is None
+    wait_until(lambda: udp_ask(srv.addresses[0], query("late.test", 1), timeout=0.2) is None, 3,
+               "stopped from the hub")
 
 
 # ------------------------------------------------------------------ a UDP socket that never runs dry
