@@ -73,7 +73,7 @@ class Registration:
         self.config = cfg
         self._plan = plan(cfg, name)   # raises ValueError naming a bad argument
         if check is not None:
-            from dnsdisco.register.registrar import AllChecks
+            from dnsdisco.register.checks import AllChecks
             own = _as_check(check)
             self._plan["check"] = own if self._plan["check"] is None else AllChecks([self._plan["check"], own])
         self.wait = wait

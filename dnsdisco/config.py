@@ -128,13 +128,13 @@ def parse_choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
-# -- register: parsers from registrar.py, imported when used (keeps this module light)
+# -- register: parsers of register/record.py and register/checks.py
 
-def _register_parser(name: str) -> Callable[[Any], Any]:
-    """A parser from registrar.py, imported when used (keeps this module light)."""
+def _register_parser(name: str, module: str) -> Callable[[Any], Any]:
+    """A parser from dnsdisco.register.<module>, imported when used (keeps this module light)."""
     def parse(text: Any) -> Any:
-        from dnsdisco.register import registrar
-        return getattr(registrar, name)(str(text))
+        import importlib
+        return getattr(importlib.import_module(f"dnsdisco.register.{module}"), name)(str(text))
     parse.__name__ = name
     return parse
 
@@ -280,15 +280,15 @@ SECTIONS: list[Section] = [
                is_switch=True),
     ]),
     Section("register", "the record `dnsdisco register` keeps in etcd", [
-        Option("address", _register_parser("check_host"), "", "address (or host name) to register; default: this "
+        Option("address", _register_parser("check_host", "record"), "", "address (or host name) to register; default: this "
                "host's primary non-loopback address", REGISTER, metavar="IP"),
         Option("port", parse_port, None, "service port, published in the SRV record (0: address only, no SRV)",
                REGISTER, metavar="N"),
-        Option("ttl", _register_parser("lease_ttl"), 10, "lease TTL: the record disappears this long after the "
+        Option("ttl", _register_parser("lease_ttl", "record"), 10, "lease TTL: the record disappears this long after the "
                "registrar dies; the lease is refreshed about every TTL/3 (minimum 2)", REGISTER, metavar="SECONDS"),
         Option("dns_ttl", parse_int(0, 2**31 - 1), None, "DNS TTL written in the record: how long caches keep "
                "the answer; at most the lease TTL (default: half of it, at least 1)", REGISTER, metavar="SECONDS"),
-        Option("id", _register_parser("check_id"), "", "instance id, the last key label (<id>.<NAME> in DNS); "
+        Option("id", _register_parser("check_id", "record"), "", "instance id, the last key label (<id>.<NAME> in DNS); "
                "default <hostname>-<port>", REGISTER, metavar="ID"),
         Option("priority", parse_int(0, 65535), None, "SRV priority (lower is preferred; served default 10)",
                REGISTER, metavar="N"),
@@ -297,11 +297,11 @@ SECTIONS: list[Section] = [
         Option("text", parse_str, "", "TXT record text", REGISTER, metavar="TEXT"),
     ]),
     Section("health checks", "when `dnsdisco register` keeps the record: only while every check passes", [
-        Option("check_http", _register_parser("check_url"), "", "health check: the record exists only while GET URL "
+        Option("check_http", _register_parser("check_url", "checks"), "", "health check: the record exists only while GET URL "
                "answers 2xx/3xx", REGISTER, metavar="URL"),
-        Option("check_tcp", _register_parser("check_hostport"), [], "health check: the record exists only while a "
+        Option("check_tcp", _register_parser("check_hostport", "checks"), [], "health check: the record exists only while a "
                "TCP connection to HOST:PORT opens (repeatable)", REGISTER, many=True, metavar="HOST:PORT"),
-        Option("check_grpc", _register_parser("check_grpc_target"), [], "health check: the record exists only while "
+        Option("check_grpc", _register_parser("check_grpc_target", "checks"), [], "health check: the record exists only while "
                "grpc.health.v1 Check of SERVICE answers SERVING (repeatable)", REGISTER, many=True,
                metavar="HOST:PORT[/SERVICE]"),
         Option("check_cmd", parse_str, "", "health check: the record exists only while this shell command exits 0",

@@ -3,11 +3,12 @@ against real listeners, rise/fall thresholds, several checks that must all pass.
 from __future__ import annotations
 
 import socket
-import threading
 from concurrent import futures
 
 import pytest
 
+from dnsdisco.register import checks
+from dnsdisco.register import record
 from dnsdisco.register import registrar as reg
 
 grpc = pytest.importorskip("grpc")
@@ -18,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 # ---------------------------------------------------------------- pure parts
 
 def test_thresholds_count_rise_and_fall():
-    t = reg.Thresholds(rise=2, fall=3)
+    t = checks.Thresholds(rise=2, fall=3)
     assert not t.healthy
     assert [t.feed(x) for x in (True, False, True, True)] == [False, False, False, True]   # 2 in a row
     assert t.healthy
@@ -26,11 +27,11 @@ def test_thresholds_count_rise_and_fall():
     assert [t.feed(x) for x in (False, True, False, False, True)] == [False] * 5 and t.healthy
     assert [t.feed(x) for x in (False, False, False)] == [False, False, True] and not t.healthy
     with pytest.raises(ValueError):
-        reg.Thresholds(0, 1)
+        checks.Thresholds(0, 1)
 
 
 def test_default_thresholds_survive_one_flaky_probe():
-    t = reg.Thresholds()
+    t = checks.Thresholds()
     assert t.feed(True) and t.healthy          # registered at the first pass
     assert not t.feed(False) and t.healthy     # one failure removes nothing
     assert not t.feed(True)
@@ -39,12 +40,12 @@ def test_default_thresholds_survive_one_flaky_probe():
 
 @pytest.mark.parametrize("service", ["", "hello", "x" * 200, "ü"])
 def test_health_messages_match_the_generated_protobuf(service):
-    assert reg.health_request(service) == health_pb2.HealthCheckRequest(service=service).SerializeToString()
+    assert checks.health_request(service) == health_pb2.HealthCheckRequest(service=service).SerializeToString()
     for status in (0, 1, 2, 3):
         data = health_pb2.HealthCheckResponse(status=status).SerializeToString()
-        assert reg.health_status(data) == status
+        assert checks.health_status(data) == status
     with pytest.raises(ValueError):
-        reg.health_status(b"\x08")   # a truncated varint
+        checks.health_status(b"\x08")   # a truncated varint
 
 
 def test_retry_pause_is_a_small_fraction_of_the_lease():
@@ -55,7 +56,7 @@ def test_retry_pause_is_a_small_fraction_of_the_lease():
 
 
 def test_default_dns_ttl_is_half_the_lease():
-    assert [reg.default_dns_ttl(t) for t in (2, 3, 10, 11, 60)] == [1, 1, 5, 5, 30]
+    assert [record.default_dns_ttl(t) for t in (2, 3, 10, 11, 60)] == [1, 1, 5, 5, 30]
 
 
 # ---------------------------------------------------------------- TCP
@@ -65,7 +66,7 @@ def test_tcp_check_against_a_real_listener():
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     port = listener.getsockname()[1]
-    check = reg.TcpCheck(f"127.0.0.1:{port}", timeout=2)
+    check = checks.TcpCheck(f"127.0.0.1:{port}", timeout=2)
     ok, detail = check()
     assert ok and "connected" in detail
     listener.close()
@@ -103,9 +104,9 @@ def test_grpc_check_against_a_real_health_service(grpc_health):
     S = health_pb2.HealthCheckResponse
     grpc_health.set("", S.SERVING)
     grpc_health.set("hello", S.NOT_SERVING)
-    whole = reg.GrpcCheck(f"127.0.0.1:{grpc_health.port}", timeout=2)
-    one = reg.GrpcCheck(f"127.0.0.1:{grpc_health.port}/hello", timeout=2)
-    unknown = reg.GrpcCheck(f"127.0.0.1:{grpc_health.port}/nope", timeout=2)
+    whole = checks.GrpcCheck(f"127.0.0.1:{grpc_health.port}", timeout=2)
+    one = checks.GrpcCheck(f"127.0.0.1:{grpc_health.port}/hello", timeout=2)
+    unknown = checks.GrpcCheck(f"127.0.0.1:{grpc_health.port}/nope", timeout=2)
     try:
         assert whole() == (True, f"gRPC health 127.0.0.1:{grpc_health.port}: SERVING")
         ok, detail = one()
@@ -126,7 +127,7 @@ def test_grpc_check_of_a_server_without_health_service():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    check = reg.GrpcCheck(f"127.0.0.1:{port}", timeout=2)
+    check = checks.GrpcCheck(f"127.0.0.1:{port}", timeout=2)
     try:
         ok, detail = check()
         assert not ok and "UNIMPLEMENTED" in detail
@@ -138,9 +139,9 @@ def test_grpc_check_of_a_server_without_health_service():
 @pytest.mark.parametrize("bad", ["localhost", "127.0.0.1:0", "127.0.0.1:70000", "::1:80"])
 def test_bad_check_targets_are_refused(bad):
     with pytest.raises(ValueError):
-        reg.check_grpc_target(bad)
+        checks.check_grpc_target(bad)
     with pytest.raises(ValueError):
-        reg.check_hostport(bad)
+        checks.check_hostport(bad)
 
 
 # ---------------------------------------------------------------- gating a real registration
@@ -153,7 +154,7 @@ def test_tcp_and_grpc_checks_gate_the_record_all_must_pass(kv, prefix, grpc_heal
     listener.listen(64)
     tcp_port = listener.getsockname()[1]
     grpc_health.set("web", S.NOT_SERVING)
-    check = reg.AllChecks([reg.TcpCheck(f"127.0.0.1:{tcp_port}", 1), reg.GrpcCheck(f"127.0.0.1:{grpc_health.port}/web", 1)])
+    check = checks.AllChecks([checks.TcpCheck(f"127.0.0.1:{tcp_port}", 1), checks.GrpcCheck(f"127.0.0.1:{grpc_health.port}/web", 1)])
     key = prefix + "web/a"
     r = reg.Registrar(kv, key, b'{"host":"10.0.0.1"}', ttl=3, check=check, check_interval=0.1, fall=2).start()
     from harness import wait_for

@@ -12,6 +12,8 @@ from collections import Counter
 
 import pytest
 
+from dnsdisco.register import checks
+from dnsdisco.register import record
 from dnsdisco.register import registrar as reg
 from dnsdisco.api import ResolveError, nameservers, order_srv, resolve_srv
 from harness import child_env, dnsdisco_cmd, wait_for
@@ -20,9 +22,9 @@ from harness import child_env, dnsdisco_cmd, wait_for
 # ---------------------------------------------------------------- pure helpers
 
 def test_record_value_has_only_the_fields_that_are_set():
-    assert json.loads(reg.record_value("10.0.0.7", 8080)) == {"host": "10.0.0.7", "port": 8080}
-    assert json.loads(reg.record_value("10.0.0.7", 0)) == {"host": "10.0.0.7"}
-    assert json.loads(reg.record_value("10.0.0.7", 80, priority=0, weight=5, text="v=1")) == {
+    assert json.loads(record.record_value("10.0.0.7", 8080)) == {"host": "10.0.0.7", "port": 8080}
+    assert json.loads(record.record_value("10.0.0.7", 0)) == {"host": "10.0.0.7"}
+    assert json.loads(record.record_value("10.0.0.7", 80, priority=0, weight=5, text="v=1")) == {
         "host": "10.0.0.7", "port": 80, "priority": 0, "weight": 5, "text": "v=1"}
 
 
@@ -31,32 +33,32 @@ def test_record_value_has_only_the_fields_that_are_set():
     ("--x--", "x"), ("", "instance"), ("a" * 100, "a" * 63), ("ü-1", "1"),
 ])
 def test_sanitize_label(text, label):
-    assert reg.sanitize_label(text) == label
+    assert record.sanitize_label(text) == label
 
 
 def test_default_id_is_stable_and_a_label():
-    assert reg.default_id(8080, "Web1.example.com") == "web1-8080"
-    assert reg.default_id(8080) == reg.default_id(8080)
+    assert record.default_id(8080, "Web1.example.com") == "web1-8080"
+    assert record.default_id(8080) == record.default_id(8080)
 
 
 @pytest.mark.parametrize("bad", ["a.b", "-a", "x" * 64, "a b", ""])
 def test_check_id_rejects_non_labels(bad):
     with pytest.raises(ValueError, match="not a DNS label"):
-        reg.check_id(bad)
+        record.check_id(bad)
 
 
 def test_lease_ttl_minimum():
-    assert reg.lease_ttl("2") == 2
+    assert record.lease_ttl("2") == 2
     with pytest.raises(ValueError, match="minimum lease TTL"):
-        reg.lease_ttl("1")
+        record.lease_ttl("1")
 
 
 def test_check_host_accepts_addresses_and_names():
-    assert reg.check_host("10.0.0.7") == "10.0.0.7"
-    assert reg.check_host("FD00::0007") == "fd00::7"
-    assert reg.check_host("Web.Example.") == "web.example"
+    assert record.check_host("10.0.0.7") == "10.0.0.7"
+    assert record.check_host("FD00::0007") == "fd00::7"
+    assert record.check_host("Web.Example.") == "web.example"
     with pytest.raises(ValueError):
-        reg.check_host("not an address")
+        record.check_host("not an address")
 
 
 def test_backoff_doubles_up_to_its_cap():
@@ -87,11 +89,11 @@ def test_nameservers_from_resolv_conf(tmp_path):
 
 def test_command_check_passes_fails_and_times_out(tmp_path):
     flag = tmp_path / "up"
-    check = reg.CommandCheck(f"test -e {flag}", timeout=2)
+    check = checks.CommandCheck(f"test -e {flag}", timeout=2)
     assert check()[0] is False
     flag.touch()
     assert check()[0] is True
-    ok, detail = reg.CommandCheck("sleep 30", timeout=0.3)()
+    ok, detail = checks.CommandCheck("sleep 30", timeout=0.3)()
     assert not ok and "no exit" in detail
 
 
@@ -111,13 +113,13 @@ def test_http_check(tmp_path):
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         base = f"http://127.0.0.1:{srv.server_address[1]}"
-        assert reg.HttpCheck(base + "/ok", 2)()[0] is True
-        ok, detail = reg.HttpCheck(base + "/bad", 2)()
+        assert checks.HttpCheck(base + "/ok", 2)()[0] is True
+        ok, detail = checks.HttpCheck(base + "/bad", 2)()
         assert not ok and "503" in detail
     finally:
         srv.shutdown()
         srv.server_close()
-    ok, detail = reg.HttpCheck(base + "/ok", 1)()
+    ok, detail = checks.HttpCheck(base + "/ok", 1)()
     assert not ok
 
 
@@ -133,7 +135,7 @@ def _leases(etcd) -> list[str]:
 
 def test_register_refresh_and_revoke(kv, prefix):
     key = prefix + "hello/a"
-    value = reg.record_value("10.0.0.7", 8080)
+    value = record.record_value("10.0.0.7", 8080)
     r = reg.Registrar(kv, key, value, ttl=2).start()
     try:
         assert r.registered.wait(5)

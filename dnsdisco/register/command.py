@@ -31,7 +31,7 @@ def plan(cfg, name: str) -> dict:
 
     The name and the value are judged by the code `serve` runs on what it reads from etcd
     (snapshot.judge), so what is accepted here is always served."""
-    from dnsdisco.register import registrar
+    from dnsdisco.register import record
     from dnsdisco.dns.names import hostname_problem
     from dnsdisco.dns.records import BadValue
     from dnsdisco.dns.snapshot import judge
@@ -46,16 +46,16 @@ def plan(cfg, name: str) -> dict:
         raise UsageError(f"NAME {name!r} {problem}")
     if cfg.port is None:
         raise UsageError("--port is required (the service's port; 0 to publish only the address)")
-    address = cfg.address or registrar.primary_address()
+    address = cfg.address or record.primary_address()
     if not address:
         raise UsageError("no non-loopback address found on this host; give --address IP")
-    instance = cfg.id or registrar.default_id(cfg.port)
-    dns_ttl = registrar.default_dns_ttl(cfg.ttl) if cfg.dns_ttl is None else cfg.dns_ttl
+    instance = cfg.id or record.default_id(cfg.port)
+    dns_ttl = record.default_dns_ttl(cfg.ttl) if cfg.dns_ttl is None else cfg.dns_ttl
     if dns_ttl > cfg.ttl:
         raise UsageError(f"--dns-ttl {dns_ttl} is longer than the lease (--ttl {cfg.ttl}): caches would keep "
                          "a dead instance longer than etcd does")
     key = key_for(cfg.prefix, service) + "/" + instance
-    value = registrar.record_value(address, cfg.port, priority=cfg.priority, weight=cfg.weight,
+    value = record.record_value(address, cfg.port, priority=cfg.priority, weight=cfg.weight,
                                    text=cfg.text or None, ttl=dns_ttl)
     try:
         judge(cfg.prefix, key, value)
@@ -82,14 +82,14 @@ def check_timeout(cfg) -> float:
 
 def make_check(cfg):
     """The configured health checks as one callable (all must pass), or None."""
-    from dnsdisco.register import registrar
+    from dnsdisco.register.checks import AllChecks, CommandCheck, GrpcCheck, HttpCheck, TcpCheck
     timeout = check_timeout(cfg)
-    checks = [registrar.HttpCheck(url, timeout) for url in _many(cfg.check_http)]
-    checks += [registrar.TcpCheck(target, timeout) for target in cfg.check_tcp]
-    checks += [registrar.GrpcCheck(target, timeout) for target in cfg.check_grpc]
+    found = [HttpCheck(url, timeout) for url in _many(cfg.check_http)]
+    found += [TcpCheck(target, timeout) for target in cfg.check_tcp]
+    found += [GrpcCheck(target, timeout) for target in cfg.check_grpc]
     if cfg.check_cmd:
-        checks.append(registrar.CommandCheck(cfg.check_cmd, timeout))
-    return None if not checks else checks[0] if len(checks) == 1 else registrar.AllChecks(checks)
+        found.append(CommandCheck(cfg.check_cmd, timeout))
+    return None if not found else found[0] if len(found) == 1 else AllChecks(found)
 
 
 def _many(value) -> list:
