@@ -33,7 +33,8 @@ def run_serve(cfg, args=None) -> int:
     from dnsdisco.etcd.settings import StartupError, check_access, kv_settings
     from dnsdisco.etcd.helper import ProcessKV
     from dnsdisco.ops.metrics import Metrics
-    from dnsdisco.net.listeners import BindError, DNSServer
+    from dnsdisco.net.listeners import DNSServer
+    from dnsdisco.net.sockets import BindError
     from dnsdisco.dns.snapshot import Snapshot
     from dnsdisco.etcd.sync import Syncer
     from dnsdisco.dns.responder import Responder

@@ -17,7 +17,8 @@ import gevent
 import pytest
 from gevent import socket
 
-from dnsdisco.net.listeners import BindError, DNSServer, bind_error, client_key
+from dnsdisco.net.listeners import DNSServer, client_key
+from dnsdisco.net.sockets import BindError, bind_error
 from harness import read_message
 
 SLOW = 0.6
