@@ -1,7 +1,12 @@
 """One frozen configuration per command: flag > DNSDISCO_* env > TOML file > default.
 
-Every option is declared once in OPTIONS; the CLI, the environment and the config file
-all read that table, so a setting has one name, one parser and one help text.
+Every option is declared once, in a section of SECTIONS (OPTIONS lists them all, in that
+order); the CLI, the environment, the config file, `--help`, README's tables and the example
+file all read that table, so a setting has one name, one parser and one help text.
+
+Longer than 500 lines on purpose: the table of every setting is most of it, and it stays in
+one place with the code that reads it (parsers, loading, the example file) so that adding a
+setting touches one file.
 """
 from __future__ import annotations
 
