@@ -120,7 +120,7 @@ class Registration:
         from dnsdisco.register.command import kv_timeout
         from dnsdisco.register.registrar import Registrar, release_group, shared_group
         # TLS files, user and password from DNSDISCO_* as for `dnsdisco register`; a setting
-        # that cannot work raises etcdconf.StartupError naming it
+        # that cannot work raises etcd.settings.StartupError naming it
         group = shared_group(self._signature(), self._plan["ttl"], lambda: connect(
             self.config, log=log, endpoints=self._plan["endpoints"],
             timeout=kv_timeout(self.config.etcd_timeout, self._plan["ttl"]), on_secret=logs.add_secret))

@@ -22,7 +22,7 @@ RELOADABLE = {"zones_dir", "ttl", "neg_ttl", "log_level", "log_format", "max_val
 
 def run_serve(cfg, args=None) -> int:
     # gevent must be set up before any socket exists. No gRPC here: the etcd calls run in a
-    # helper process (kvproc.py), which is the only one to load it.
+    # helper process (etcd/helper.py), which is the only one to load it.
     from gevent import monkey
     if not monkey.is_module_patched("socket"):
         monkey.patch_all()
@@ -112,9 +112,9 @@ def run_serve(cfg, args=None) -> int:
         etcd_settings = kv_settings(cfg, endpoints=endpoints, on_secret=logs.add_secret)
     except StartupError as exc:
         return abort(str(exc))
-    # etcd is used from a helper process: under query load gevent's gRPC hands over one watch
-    # message per event-loop round trip, too slow for a burst of puts, and gRPC would cost this
-    # process ~20 MiB (kvproc.py)
+    # etcd is used from a helper process (etcd/helper.py): under query load gevent's gRPC hands
+    # over one watch message per event-loop round trip, too slow for a burst of puts, and gRPC
+    # would add its memory to this process (docs/benchmarks.md, "Freshness under load")
     watch_kv = ProcessKV(etcd_settings, log=logging.getLogger("dnsdisco.etcd"))
     cleanups.append(watch_kv.close)
     if cfg.etcd:  # an etcd the operator named: wrong credentials or TLS stop start-up here
@@ -357,8 +357,8 @@ def _left(deadline: float, at_least: float) -> float:
 
 def _freezing(on_swap):
     """After a full sync, move what exists out of the garbage collector's sight (a full
-    collection walking 200,000 records paused answers for ~140 ms; frozen, ~45 ms) and hand
-    the pages the listing used back to the system."""
+    collection would walk every record of the snapshot while answers wait; frozen objects are
+    not walked) and hand the pages the listing used back to the system."""
     import gc
 
     from dnsdisco.etcd.heap import trim as trim_heap

@@ -197,7 +197,7 @@ def _main(argv: list[str] | None = None) -> int:
     if getattr(args, "check_config", False):
         from dnsdisco.app import check_config
         return check_config(cfg, args)
-    from dnsdisco.etcd import settings as etcdconf  # noqa: F401  sets GRPC_VERBOSITY before any command loads gRPC
+    from dnsdisco.etcd import settings  # noqa: F401  sets GRPC_VERBOSITY before any command loads gRPC
     module, function, *_ = COMMANDS[args.command]
     run = getattr(importlib.import_module(module), function)
     return int(run(cfg, args) or 0)

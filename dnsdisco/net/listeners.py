@@ -249,7 +249,7 @@ class DNSServer:
                 # wait on our own watcher, which makes the loop poll every descriptor and comes
                 # back at once while datagrams wait. (gevent.sleep(0) only runs the callback
                 # queue and checks the clock every 50 callbacks: under load other sockets then
-                # waited 8 ms typically and up to 230 ms.)
+                # waited far longer; docs/benchmarks.md, "Freshness under load".)
                 burst = 0
                 try:
                     wait(watcher)

@@ -1,7 +1,7 @@
 """Zone transfers and TSIG on the query path: AXFR (RFC 5936), IXFR (RFC 1995) from the
 journal, and every signed message (RFC 8945).
 
-`Responder.handle` (wire.py) hands this module the messages it cannot answer alone: any
+`Responder.handle` (dns/responder.py) hands this module the messages it cannot answer alone: any
 query whose fast parse declined (it may carry a TSIG) and every AXFR/IXFR question.
 `Transfers.handle` returns NOT_MINE for the rest, so ordinary queries keep their path.
 

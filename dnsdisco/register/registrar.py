@@ -79,7 +79,7 @@ class LeaseGroup:
         self._members: dict[str, Registrar] = {}
         self._leaving: dict[str, Registrar] = {}
         self._lock = threading.Lock()
-        # held around start-up checks that lower kv.timeout for a moment (etcdconf.check_access):
+        # held around start-up checks that lower kv.timeout for a moment (etcd.settings.check_access):
         # two at once would restore each other's lowered value for good
         self.setup_lock = threading.Lock()
         self._wake = threading.Event()
