@@ -223,11 +223,7 @@ class Forwarder:
                 sock.connect(up.addr)       # a fresh socket: random source port; only replies from the upstream
                 sock.send(wire)
                 while True:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise gsocket.timeout()
-                    sock.settimeout(remaining)
-                    data = sock.recv(65535)
+                    data = _recv_before(sock, 65535, deadline)
                     if self._matches(data, qid, qmsg):
                         return data
                     self.stats["mismatched_replies"] += 1
@@ -286,14 +282,19 @@ class Forwarder:
         up.down_until = 0.0
 
 
+def _recv_before(sock, size: int, deadline: float) -> bytes:
+    """One recv of at most `size` octets that gives up (socket.timeout) at `deadline`."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise gsocket.timeout()
+    sock.settimeout(remaining)
+    return sock.recv(size)
+
+
 def _recv_exact(sock, n: int, deadline: float) -> bytes:
     parts = []
     while n:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise gsocket.timeout()
-        sock.settimeout(remaining)
-        chunk = sock.recv(n)
+        chunk = _recv_before(sock, n, deadline)
         if not chunk:
             raise UpstreamError("connection closed mid-reply")
         parts.append(chunk)

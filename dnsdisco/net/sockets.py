@@ -143,38 +143,38 @@ def _set_buffer(sock, force_opt: Optional[int], opt: int, size: int) -> None:
         pass
 
 
-def _reuse_port(sock) -> None:
-    sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEPORT, 1)
-
-
 def _open_udp(family: int, sockaddr: tuple, host: str, port: int, reuse_port: bool, raw_socket):
-    sock = raw_socket(family, _stdsocket.SOCK_DGRAM)
-    try:
-        if reuse_port:
-            _reuse_port(sock)
-        if family == _stdsocket.AF_INET6:
-            sock.setsockopt(_stdsocket.IPPROTO_IPV6, _stdsocket.IPV6_V6ONLY, 1)
+    def setup(sock) -> None:
         _set_buffer(sock, getattr(_stdsocket, "SO_RCVBUFFORCE", None), _stdsocket.SO_RCVBUF, UDP_RCVBUF)
         _set_buffer(sock, getattr(_stdsocket, "SO_SNDBUFFORCE", None), _stdsocket.SO_SNDBUF, UDP_SNDBUF)
-        sock.bind(sockaddr[:1] + (port,) + sockaddr[2:])
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise bind_error(exc, host, port, "udp") from None
+    sock = _bound(raw_socket(family, _stdsocket.SOCK_DGRAM), "udp", sockaddr, host, port, reuse_port, setup)
+    sock.setblocking(False)
     return sock
 
 
 def _open_tcp(family: int, sockaddr: tuple, host: str, port: int, reuse_port: bool = False):
-    sock = gsocket.socket(family, _stdsocket.SOCK_STREAM)
-    try:
-        if reuse_port:
-            _reuse_port(sock)
+    def setup(sock) -> None:
         sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEADDR, 1)
-        if family == _stdsocket.AF_INET6:
-            sock.setsockopt(_stdsocket.IPPROTO_IPV6, _stdsocket.IPV6_V6ONLY, 1)
-        sock.bind(sockaddr[:1] + (port,) + sockaddr[2:])
+    sock = _bound(gsocket.socket(family, _stdsocket.SOCK_STREAM), "tcp", sockaddr, host, port, reuse_port, setup)
+    try:
         sock.listen(TCP_BACKLOG)
     except OSError as exc:
         sock.close()
         raise bind_error(exc, host, port, "tcp") from None
+    return sock
+
+
+def _bound(sock, proto: str, sockaddr: tuple, host: str, port: int, reuse_port: bool, setup):
+    """`sock` with its options set (IPv6 only for an IPv6 address, so a v4 listener on the
+    same port is separate) and bound; closed and a BindError when that fails."""
+    try:
+        if reuse_port:
+            sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEPORT, 1)
+        if sock.family == _stdsocket.AF_INET6:
+            sock.setsockopt(_stdsocket.IPPROTO_IPV6, _stdsocket.IPV6_V6ONLY, 1)
+        setup(sock)
+        sock.bind(sockaddr[:1] + (port,) + sockaddr[2:])
+    except OSError as exc:
+        sock.close()
+        raise bind_error(exc, host, port, proto) from None
     return sock
