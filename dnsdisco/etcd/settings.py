@@ -134,15 +134,15 @@ def unreachable(endpoints: list[str], timeout: float = 1.5) -> str | None:
     own wording."""
     import socket
     import threading
+    from dnsdisco.dns.names import parse_hostport
     from dnsdisco.etcd.types import parse_endpoint
     problems: dict[str, str] = {}
     reached = threading.Event()
 
     def probe(url: str) -> None:
         shown, target = parse_endpoint(url)
-        host, _, port = target.rpartition(":")
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            with socket.create_connection(parse_hostport(target), timeout=timeout):
                 reached.set()
         except ConnectionRefusedError:
             problems[shown] = "connection refused"
