@@ -37,7 +37,7 @@ log = logging.getLogger("dnsdisco.net.transfer")
 
 T_AXFR, T_IXFR, T_SOA = QTYPE.AXFR, QTYPE.IXFR, QTYPE.SOA
 MESSAGE_BUDGET = 16384          # octets of records (before compression) per transfer message
-UDP_LIMIT = 512
+UDP_LIMIT = 512                 # a UDP reply without EDNS (RFC 1035 4.2.1)
 REFUSAL_LINES, REFUSAL_WINDOW = 10, 10.0    # log lines for refused/failed requests per window (s)
 
 
@@ -371,9 +371,9 @@ def _fit_udp(reply: bytes, body: bytes, signed) -> bytes:
     try:
         query = DNSRecord.parse(body)
         edns = edns_of(query)
-        limit = udp_limit(edns.present, edns.udp_size) if not isinstance(edns, str) else 512
+        limit = udp_limit(edns.present, edns.udp_size) if not isinstance(edns, str) else UDP_LIMIT
     except Exception:
-        limit = 512
+        limit = UDP_LIMIT
     if len(reply) + tsig_room(signed) <= limit:
         return reply
     try:
