@@ -387,13 +387,6 @@ class Config(Mapping[str, Any]):
     def source(self, name: str) -> str:
         return self._sources[name]
 
-    def replace(self, **changes: Any) -> "Config":
-        values = dict(self._values)
-        values.update(changes)
-        sources = dict(self._sources)
-        sources.update({k: "code" for k in changes})
-        return Config(values, sources)
-
 
 def _split_env_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
