@@ -114,7 +114,7 @@ def test_register_answers_a_and_srv_then_sigterm_removes_at_once(etcd, serve):
 def test_default_id_is_hostname_and_port(etcd, serve):
     name = f"defid.{ZONE}"
     with Registrar(etcd, name, port=9999):
-        from dnsdisco.register.registrar import default_id
+        from dnsdisco.register.record import default_id
         wait_for(lambda: present(serve, f"{default_id(9999)}.{name}"), 10, what="<hostname>-<port> instance")
 
 
