@@ -10,7 +10,7 @@ import gevent
 import pytest
 from dnslib import EDNS0, EDNSOption, QTYPE, RCODE, DNSRecord
 
-from dnsdisco.net.acl import Acl
+from dnsdisco.net.acl import Acl, Networks
 from dnsdisco.net.forwarder import Forwarder
 from dnsdisco.net.upstream_wire import WireError, parse_message, strip_hop_by_hop, upstream_key
 from dnsdisco.net.upstreams import parse_upstreams, self_loops
@@ -387,6 +387,20 @@ def test_default_acl(ip, allowed):
     acl = Acl()
     assert acl.allows(ip) is allowed
     assert acl.allows(ip) is allowed       # second answer comes from the per-address cache
+
+
+@pytest.mark.parametrize("ip, inside", [
+    ("192.0.2.7", True), ("192.0.3.7", False),
+    ("::ffff:192.0.2.7", True),              # a dual-stack socket's IPv4 client
+    ("2001:db8:1::5", True), ("2001:db8:1::5%eth0", True), ("2001:db8:2::5", False),
+    ("::ffff:198.51.100.1", True),           # listed as an IPv6 network of mapped addresses
+    ("bogus", False), ("", False),
+])
+def test_networks_one_matcher(ip, inside):
+    """The matcher of --allow, --rrl-exempt and --transfer-allow."""
+    nets = Networks(["192.0.2.0/24", "2001:db8:1::/48", "::ffff:198.51.100.0/120"])
+    assert nets.contains(ip) is inside
+    assert nets.contains(ip) is inside       # from the memo
 
 
 def test_custom_acl_and_errors():

@@ -5,8 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnsdisco.dns.names import (BadName, ancestors, is_subdomain, key_for, label_count, name_for, normalize, parent,
-                            reverse_name, zone_of)
+from dnsdisco.dns.names import (BadName, ancestors, format_hostport, is_subdomain, key_for, label_count, name_for,
+                                normalize, parent, parse_address_port, parse_hostport, read_wire_name, reverse_name,
+                                to_text, wire_form, zone_of)
 
 
 @pytest.mark.parametrize("raw,expect", [
@@ -105,3 +106,100 @@ def test_key_name_round_trip(parts):
         return
     assert name_for("/skydns", key_for("/skydns", name)) == name
     assert normalize(name.upper() + ".") == name
+
+
+# ---------------------------------------------------------------- the wire-name reader
+
+HELLO = b"\x05hello\x03svc\x05local\x00"
+
+
+@pytest.mark.parametrize("data,pos,labels,end", [
+    (HELLO, 0, [b"hello", b"svc", b"local"], len(HELLO)),
+    (b"\x00", 0, [], 1),                                               # the root
+    (b"\x02Ab\x00", 0, [b"Ab"], 4),                                    # letter case kept
+    (HELLO + b"\x01a\xc0\x06", len(HELLO), [b"a", b"svc", b"local"], len(HELLO) + 4),  # a pointer
+    (HELLO + b"\xc0\x00", len(HELLO), [b"hello", b"svc", b"local"], len(HELLO) + 2),
+    (b"\x03a.b\x00", 0, [b"a.b"], 5),                                  # a dot inside a label is data
+])
+def test_read_wire_name(data, pos, labels, end):
+    assert read_wire_name(data, pos) == (labels, end)
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"\x05hel", "runs past the end"),
+    (b"\x05hello", "runs past the end"),
+    (b"\xc0", "pointer cut short"),
+    (b"\xc0\x00", "pointer loop"),
+    (b"\x41" + b"a" * 65 + b"\x00", "unsupported label type 0x41"),
+    (b"\x3f" + b"a" * 63 + b"\x3f" + b"b" * 63 + b"\x3f" + b"c" * 63 + b"\x3f" + b"d" * 63 + b"\x00", "longer than 255"),
+])
+def test_read_wire_name_refuses(data, message):
+    with pytest.raises(ValueError, match=message):
+        read_wire_name(data, 0)
+
+
+@pytest.mark.parametrize("labels,text", [
+    ([b"hello", b"svc", b"local"], "hello.svc.local"),
+    ([], "."),
+    ([b"a.b", b"c"], "a\\.b.c"),                   # never printed like the name a.b.c
+    ([b"a\\b"], "a\\\\b"),
+    ([b"sp ace", b"\x00\xff"], "sp\\032ace.\\000\\255"),
+])
+def test_to_text(labels, text):
+    assert to_text(labels) == text
+
+
+def test_wire_form_reads_back():
+    assert wire_form([b"hello", b"svc", b"local"]) == HELLO
+    assert read_wire_name(wire_form([b"x"] * 3), 0) == ([b"x"] * 3, 7)
+
+
+# ---------------------------------------------------------------- endpoints
+
+@pytest.mark.parametrize("text,default,expected", [
+    ("10.0.0.1:53", None, ("10.0.0.1", 53)),
+    ("[::1]:5300", None, ("::1", 5300)),
+    ("[::1]", 53, ("::1", 53)),
+    ("localhost:9153", None, ("localhost", 9153)),
+    ("example.com", 80, ("example.com", 80)),
+])
+def test_parse_hostport(text, default, expected):
+    assert parse_hostport(text, default) == expected
+
+
+@pytest.mark.parametrize("text,message", [
+    ("10.0.0.1", "expected HOST:PORT"),
+    ("::1:53", r"write an IPv6 address as \[ADDRESS\]:PORT"),
+    ("[::1", "missing ']'"),
+    ("[::1]53", r"expected \[ADDRESS\]:PORT"),
+    (":53", "missing host"),
+    ("10.0.0.1:x", "'10.0.0.1:x': 'x' is not a port number"),
+    ("10.0.0.1:70000", "'10.0.0.1:70000': port 70000 is outside 0..65535"),
+])
+def test_parse_hostport_names_the_problem(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_hostport(text)
+
+
+@pytest.mark.parametrize("text,names,expected", [
+    ("192.0.2.1", (), ("192.0.2.1", 53)),
+    ("[2001:db8::1]:5353", (), ("2001:db8::1", 5353)),
+    ("localhost:53", ("localhost",), ("localhost", 53)),
+])
+def test_parse_address_port(text, names, expected):
+    assert parse_address_port(text, 53, names=names) == expected
+
+
+def test_parse_address_port_refuses_names_with_the_callers_hint():
+    with pytest.raises(ValueError, match="'dns.example:53': listen on an IP address"):
+        parse_address_port("dns.example:53", 53, hint="listen on an IP address")
+    with pytest.raises(ValueError, match="'localhost': give an IP address"):
+        parse_address_port("localhost", 53)
+
+
+@pytest.mark.parametrize("host,port,text", [
+    ("10.0.0.1", 53, "10.0.0.1:53"), ("::1", 5300, "[::1]:5300"), ("localhost", 0, "localhost:0"),
+])
+def test_format_hostport_reads_back(host, port, text):
+    assert format_hostport(host, port) == text
+    assert parse_hostport(text) == (host, port)
