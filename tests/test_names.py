@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnsdisco.dns.names import (BadName, ancestors, format_hostport, is_subdomain, key_for, label_count, name_for,
+from dnsdisco.dns.names import (BadName, ancestors, expand_wire_name, format_hostport, is_subdomain, key_for, label_count, name_for,
                                 normalize, parent, parse_address_port, parse_hostport, read_wire_name, reverse_name,
-                                to_text, wire_form, zone_of)
+                                to_text, zone_of)
 
 
 @pytest.mark.parametrize("raw,expect", [
@@ -149,9 +149,11 @@ def test_to_text(labels, text):
     assert to_text(labels) == text
 
 
-def test_wire_form_reads_back():
-    assert wire_form([b"hello", b"svc", b"local"]) == HELLO
-    assert read_wire_name(wire_form([b"x"] * 3), 0) == ([b"x"] * 3, 7)
+def test_expand_wire_name():
+    assert expand_wire_name(HELLO, 0) == (HELLO, len(HELLO))
+    assert expand_wire_name(HELLO + b"\x02Ab\xc0\x06", len(HELLO)) == (b"\x02Ab\x03svc\x05local\x00", len(HELLO) + 5)
+    with pytest.raises(ValueError, match="pointer loop"):
+        expand_wire_name(b"\xc0\x00", 0)
 
 
 # ---------------------------------------------------------------- endpoints

@@ -149,9 +149,23 @@ def skip_wire_name(data: bytes, pos: int) -> int:
 
 def read_wire_name(data: bytes, pos: int) -> tuple[list[bytes], int]:
     """The labels of the (possibly compressed) name at `pos` in a DNS message, as sent (no
-    case folding), and the offset just past the name where it starts. The one reader that
-    follows compression pointers; ValueError for a name that runs past the end, a pointer
-    loop, a bad label type or more than 255 octets."""
+    case folding), and the offset just past the name where it starts. ValueError for a name
+    that runs past the end, a pointer loop, a bad label type or more than 255 octets."""
+    parts, end = _walk_name(data, pos)
+    return [part[1:] for part in parts], end
+
+
+def expand_wire_name(data: bytes, pos: int) -> tuple[bytes, int]:
+    """The name at `pos` as uncompressed wire octets (pointers followed, the root's zero
+    octet at the end, letter case as sent) and the offset just past it; read_wire_name's
+    errors."""
+    parts, end = _walk_name(data, pos)
+    parts.append(b"\x00")
+    return b"".join(parts), end
+
+
+def _walk_name(data: bytes, pos: int) -> tuple[list[bytes], int]:
+    """The one walker that follows compression pointers: each label with its length octet."""
     found: list[bytes] = []
     end = None
     jumps = 0
@@ -175,18 +189,13 @@ def read_wire_name(data: bytes, pos: int) -> tuple[list[bytes], int]:
             raise ValueError(f"unsupported label type {length:#x}")
         if length == 0:
             return found, (end if end is not None else pos + 1)
-        if pos + 1 + length > size:
-            raise ValueError("label runs past the end of the message")
         total += length + 1
         if total > 255:
             raise ValueError("name longer than 255 octets")
-        found.append(bytes(data[pos + 1:pos + 1 + length]))
+        if pos + 1 + length > size:
+            raise ValueError("label runs past the end of the message")
+        found.append(bytes(data[pos:pos + 1 + length]))
         pos += 1 + length
-
-
-def wire_form(wire_labels) -> bytes:
-    """Labels as an uncompressed wire name, ending with the root's zero octet."""
-    return b"".join(bytes((len(label),)) + label for label in wire_labels) + b"\x00"
 
 
 def to_text(wire_labels) -> str:

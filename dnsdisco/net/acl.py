@@ -50,14 +50,13 @@ class Networks:
     def contains(self, ip) -> bool:
         """True when `ip` (a socket peer address; IPv4-mapped IPv6 and %scope accepted) is in
         one of the networks."""
-        key = str(ip)
-        known = self._memo.get(key)
+        known = self._memo.get(ip)
         if known is not None:
             return known
-        verdict = self._check(key)
+        verdict = self._check(str(ip))
         if len(self._memo) >= _MEMO_LIMIT:
             self._memo.clear()
-        self._memo[key] = verdict
+        self._memo[ip] = verdict
         return verdict
 
     def _check(self, ip: str) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 from dnsdisco.dns.constants import DO_BIT, NOERROR, NXDOMAIN, T_OPT, T_SOA, UDP_PAYLOAD
-from dnsdisco.dns.names import read_wire_name, skip_wire_name, wire_form
+from dnsdisco.dns.names import expand_wire_name, skip_wire_name
 
 MAX_CACHE_TTL = 86400          # cap on positive answers (as Unbound's cache-max-ttl)
 MAX_NEGATIVE_TTL = 3600        # cap on NXDOMAIN/NODATA (RFC 2308 section 5)
@@ -70,10 +70,10 @@ class Message:
 def read_qname(buf: bytes, off: int) -> tuple[bytes, int]:
     """(lower-case wire name with pointers expanded, offset after the name in place)."""
     try:
-        found, end = read_wire_name(buf, off)
+        name, end = expand_wire_name(buf, off)
     except ValueError as exc:
         raise WireError(str(exc)) from None
-    return wire_form(found).lower(), end
+    return name.lower(), end
 
 
 def _skip_name(buf: bytes, off: int) -> int:
