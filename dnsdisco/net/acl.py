@@ -44,9 +44,6 @@ class Networks:
     def __bool__(self) -> bool:
         return bool(self.networks)
 
-    def __iter__(self):
-        return iter(self.networks)
-
     def contains(self, ip) -> bool:
         """True when `ip` (a socket peer address; IPv4-mapped IPv6 and %scope accepted) is in
         one of the networks."""
