@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from cdp import Chromium, chromium_path
+from tests.support.cdp import Chromium, chromium_path
 from dnsdisco.ops.catalogue import Catalogue, QueryRate, ServiceIndex, is_service, service_names
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
-from etcdproc import free_port
-from harness import ServeProcess, wait_for
+from tests.support.etcdproc import free_port
+from tests.support.harness import ServeProcess, wait_for
 
 ZONES = [ZoneConfig("svc.local"), ZoneConfig("other.test", ttl=60)]
 
@@ -371,7 +371,7 @@ def test_the_built_package_ships_the_page(tmp_path):
     """A non-editable install has the static files: setuptools' build step (what a wheel is
     made from) copies them as package data. Built from a fresh copy, so no egg-info left by
     an earlier build can list them instead."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import child_env, dnsdisco_cmd, free_port, query, wait_for
+from tests.support.harness import child_env, dnsdisco_cmd, free_port, query, wait_for
 
 
 class Group:

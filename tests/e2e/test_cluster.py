@@ -12,9 +12,8 @@ import time
 
 
 from dnsdisco.etcd.client import KV
-from etcdproc import leader
-from harness import ServeProcess, addresses, child_env, dnsdisco_cmd, wait_for
-from test_partition import QueryLoop
+from tests.support.etcdproc import leader
+from tests.support.harness import QueryLoop, ServeProcess, addresses, child_env, dnsdisco_cmd, wait_for
 
 TTL = 3
 

@@ -1,6 +1,6 @@
 """ISC's DNS compliance tests (genreport) against dnsdisco, judged beside Knot DNS and BIND 9.
 
-tests/genreport.py builds each of genreport's queries byte for byte and applies its checks to
+tests/support/genreport.py builds each of genreport's queries byte for byte and applies its checks to
 the reply; every test must give dnsdisco the tags Knot gets for the same zone (and BIND where it
 agrees with Knot: see REFERENCE_SPLITS), and those must be genreport's "ok" (dnswkk: NOTAUTH
 with TSIG error BADKEY, RFC 8945 section 5.2.2, since nobody holds the well-known key).
@@ -21,10 +21,10 @@ import dns.rdatatype
 import dns.tsig
 import pytest
 
-import genreport
+from tests.support import genreport
 from dnsdisco.etcd.client import KV
-from harness import ServeProcess, wait_for
-from refservers import BindServer, KnotServer, ask, raw_exchange, zone_text
+from tests.support.harness import ServeProcess, wait_for
+from tests.support.refservers import BindServer, KnotServer, ask, raw_exchange, zone_text
 
 ZONE = "svc.local"
 PREFIX = "/compliance"

@@ -19,8 +19,8 @@ import pytest
 
 from dnsdisco.etcd import embedded
 from dnsdisco.etcd.client import KV
-from etcdproc import port_is_free
-from harness import ServeProcess, addresses, free_port, query, wait_for
+from tests.support.etcdproc import port_is_free
+from tests.support.harness import ServeProcess, addresses, free_port, query, wait_for
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import subprocess
 
 import pytest
 
-from etcdproc import EtcdProcess, TLSFiles, make_tls
-from harness import ServeProcess, addresses, child_env, dnsdisco_cmd, wait_for
+from tests.support.etcdproc import EtcdProcess, TLSFiles, make_tls
+from tests.support.harness import ServeProcess, addresses, child_env, dnsdisco_cmd, wait_for
 
 SERVE_PW = "serve-pw-" + secrets.token_hex(6)
 REG_PW = "reg-pw-" + secrets.token_hex(6)

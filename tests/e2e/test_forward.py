@@ -13,7 +13,7 @@ from dnslib import EDNS0, EDNSOption, QTYPE, RCODE, DNSRecord
 from dnsdisco.net.acl import Acl
 from dnsdisco.net.forwarder import (Forwarder, WireError, cache_key, parse_message, parse_upstreams,
                               self_loops, strip_hop_by_hop)
-from tests.netns import dnsmasq_command, free_port, wait_dns
+from tests.support.netns import dnsmasq_command, free_port, wait_dns
 
 BIG_TXT = [f"big.test,{chr(ord('a') + i) * 200}" for i in range(20)]        # ~4.3 KB answer
 MEDIUM_TXT = [f"medium.test,{chr(ord('a') + i) * 200}" for i in range(3)]   # ~700 B answer

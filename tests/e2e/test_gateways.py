@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import ROOT, ServeProcess, child_env, dnsdisco_cmd, free_port
+from tests.support.harness import ROOT, ServeProcess, child_env, dnsdisco_cmd, free_port
 
 DOC = ROOT / "docs" / "gateways.md"
 LEASE = 2
@@ -128,7 +128,7 @@ def wait_until(predicate, timeout: float, what: str):
 def fleet(etcd):
     port = free_port()
     # --hold-fraction 0: the 40-instance test removes its fleet at once, which the mass-expiry
-    # guard (tests/test_guard.py) would hold for the tests after it
+    # guard (tests/unit/etcd/test_guard.py) would hold for the tests after it
     serve = ServeProcess(etcd.endpoint, "--prefix", PREFIX, "--ttl", "1", "--hold-fraction", "0").start()
     backends = [Backend(n, port) for n in range(1, 6)]
     registrars = {}

@@ -20,8 +20,8 @@ import dns.rcode
 import dnslib
 import pytest
 
-from etcdproc import port_is_free
-from harness import ServeProcess, addresses, read_message, wait_for
+from tests.support.etcdproc import port_is_free
+from tests.support.harness import ServeProcess, addresses, read_message, wait_for
 
 STOP_LIMIT = 2.0
 UPSTREAM_DELAY = 0.3

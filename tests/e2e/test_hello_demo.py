@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import ROOT, child_env
+from tests.support.harness import ROOT, child_env
 
 DEMO = ROOT / "examples" / "hello" / "demo.sh"
 TTL = 2

@@ -7,7 +7,7 @@ mail MX; a bare name host makes a CNAME only when the name owns nothing else and
 apex). Both are asked the same questions with dnspython and must agree on rcode, AA, TC, the
 OPT echo, the answer RRs as a set of (owner, type, rdata) and the authority section's types.
 
-Every case of the rules table in tests/test_resolver.py runs in a zone of its own,
+Every case of the rules table in tests/unit/dns/test_rules.py runs in a zone of its own,
 `svc.<case id>.local` (its etcd keys and names are moved there), so one dnsdisco and one Knot
 serve them all. Then come the cases of each defect of issue 18. BIND 9 (`named`) loads the same
 zone files (its checks are stricter than Knot's) and must answer every question as Knot does;
@@ -21,9 +21,9 @@ import dns.name
 import pytest
 
 from dnsdisco.etcd.client import KV
-from harness import ServeProcess, wait_for
-from refservers import BindServer, KnotServer, ask, diff, rrs, signature, zone_text
-from test_resolver import CASES as RULE_CASES
+from tests.support.harness import ServeProcess, wait_for
+from tests.support.refservers import BindServer, KnotServer, ask, diff, rrs, signature, zone_text
+from tests.unit.dns.test_rules import CASES as RULE_CASES
 
 PREFIX = "/knotdiff"
 
@@ -32,7 +32,7 @@ if not _ok:
     pytestmark = pytest.mark.skip(reason=_why)
 
 # ---------------------------------------------------------------- zone files written by hand
-# hello(n) of tests/test_resolver.py: instances i1..in at 10.0.0.1.. port 8080
+# hello(n) of tests/unit/dns/test_rules.py: instances i1..in at 10.0.0.1.. port 8080
 HELLO1 = """
 hello A 10.0.0.1
 i1.hello A 10.0.0.1
@@ -386,7 +386,7 @@ def assert_same(pair, name, rdtype="A", **kw):
 def test_rules_table_agrees_with_knot(pair, case):
     cid, (qname, qtype) = case[0], case[2]
     if cid not in RULE_ZONES:
-        pytest.fail(f"case {cid} of tests/test_resolver.py has no hand-written Knot zone in RULE_ZONES yet")
+        pytest.fail(f"case {cid} of tests/unit/dns/test_rules.py has no hand-written Knot zone in RULE_ZONES yet")
     name = moved(cid, qname)
     if qtype == "ANY":
         # RFC 8482 section 4.1 lets a server answer ANY with one RRset or all; Knot answers all

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.netns import Netns, dnsmasq_command, netns_available
+from tests.support.netns import Netns, dnsmasq_command, netns_available
 
 available, why = netns_available()
 pytestmark = pytest.mark.skipif(not available, reason=f"network namespaces unavailable: {why}")

@@ -1,6 +1,6 @@
 """NOTIFY (RFC 1996) from a real `dnsdisco serve` to a secondary's socket played by the test: signed
 with the TSIG key, coalesced (a burst of puts sends a handful, not one per put), sent again
-when unanswered, and counted in the metrics. Knot and BIND receiving them is tests/test_secondaries.py.
+when unanswered, and counted in the metrics. Knot and BIND receiving them is tests/e2e/test_secondaries.py.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import dns.opcode
 import dns.rdatatype
 import dns.tsig
 
-from harness import ServeProcess, wait_for
-from netns import free_port
-from test_transfer import KEY1, put, write_keys
+from tests.support.harness import ServeProcess, wait_for
+from tests.support.netns import free_port
+from tests.support.transfer import KEY1, put, write_keys
 
 
 class FakeSecondary:

@@ -16,7 +16,7 @@ import pytest
 
 import dnsdisco
 from dnsdisco.dns.names import key_for
-from harness import ServeProcess, addresses, child_env, dnsdisco_cmd, wait_for
+from tests.support.harness import ServeProcess, addresses, child_env, dnsdisco_cmd, wait_for
 
 PREFIX = "/skydns"
 ZONE = "svc.local"

@@ -7,49 +7,15 @@ the relay heals, every change is served within 5 s (the compaction forces a re-l
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from dnsdisco.etcd.client import KV
-from harness import ServeProcess, addresses, wait_for
-from relay import Relay
+from tests.support.harness import QueryLoop, ServeProcess, addresses, wait_for
+from tests.support.relay import Relay
 
 BEFORE = {"keep": ["10.0.1.1"], "gone": ["10.0.1.2"], "change": ["10.0.1.3"], "new": None}
-
-
-class QueryLoop(threading.Thread):
-    """Queries every name in `expected` in turn until stopped (at most max_queries or
-    max_seconds); a reply other than the expected one is a failure."""
-
-    def __init__(self, serve: ServeProcess, expected: dict, max_queries=20000, max_seconds=60.0):
-        super().__init__(daemon=True)
-        self.serve, self.expected = serve, expected
-        self.max_queries, self.max_seconds = max_queries, max_seconds
-        self.count = 0
-        self.failures: list[str] = []
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        names = list(self.expected)
-        while not self._stop_event.is_set() and self.count < self.max_queries and time.monotonic() < deadline:
-            label = names[self.count % len(names)]
-            want = self.expected[label]
-            try:
-                reply = self.serve.query(f"{label}.svc.local", timeout=1.0)
-                got = addresses(reply) if reply.rcode() == 0 else None
-                if reply.rcode() not in (0, 3) or got != want:
-                    self.failures.append(f"{label}: rcode {reply.rcode()} {got} != {want}")
-            except Exception as exc:  # a timeout is a failure too
-                self.failures.append(f"{label}: {type(exc).__name__} {exc}")
-            self.count += 1
-            time.sleep(0.002)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(5)
 
 
 @pytest.mark.parametrize("mode", ["blackhole", "refuse"])

@@ -17,9 +17,9 @@ import shutil
 
 import pytest
 
-from harness import ROOT, wait_for
-from netns import free_port
-from etcdproc import port_is_free
+from tests.support.harness import ROOT, wait_for
+from tests.support.netns import free_port
+from tests.support.etcdproc import port_is_free
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 

@@ -19,7 +19,7 @@ import dns.rdatatype
 import pytest
 
 import dnsdisco
-from harness import ServeProcess, addresses, child_env, dnsdisco_cmd, free_port, wait_for
+from tests.support.harness import ServeProcess, addresses, child_env, dnsdisco_cmd, free_port, wait_for
 
 ZONE = "svc.local"
 
@@ -27,7 +27,7 @@ ZONE = "svc.local"
 @pytest.fixture(scope="module")
 def serve(etcd):
     # the registrations of this module come and go in a small zone faster than a fleet would:
-    # the mass-expiry guard (tests/test_guard.py) is off so each deregistration shows at once
+    # the mass-expiry guard (tests/unit/etcd/test_guard.py) is off so each deregistration shows at once
     with ServeProcess(etcd.endpoint, "--zone", ZONE, "--neg-ttl", "0", "--hold-fraction", "0") as proc:
         yield proc
 

@@ -14,7 +14,7 @@ import dns.rdatatype
 import pytest
 
 import dnsdisco
-from harness import ServeProcess, addresses, wait_for
+from tests.support.harness import ServeProcess, addresses, wait_for
 
 ZONE = "svc.local"
 SERVICES, PER_SERVICE = 20, 50          # 1,000 instances
@@ -36,7 +36,7 @@ def _present(serve) -> dict[str, int]:
 
 def test_thousand_registrations_survive_an_etcd_restart(etcd):
     # stopping all 1,000 at the end is a deliberate mass deregistration: without the mass-expiry
-    # guard (tests/test_guard.py), so "every record gone after stop" is seen at once
+    # guard (tests/unit/etcd/test_guard.py), so "every record gone after stop" is seen at once
     with ServeProcess(etcd.endpoint, "--zone", ZONE, "--neg-ttl", "0", "--hold-fraction", "0") as serve:
         threads_before = threading.active_count()
         regs = [dnsdisco.Registration(f"s{s}.{ZONE}", port=8000 + i, address=_address(s, i), ttl=TTL,

@@ -8,7 +8,7 @@ import time
 
 import dns.rcode
 
-from harness import ServeProcess, addresses, wait_for
+from tests.support.harness import ServeProcess, addresses, wait_for
 
 ZONE = ("$ORIGIN svc.local.\n$TTL 60\n@ IN SOA ns.dns.svc.local. hostmaster.svc.local. 1 7200 1800 86400 5\n"
         "static1 IN A 192.0.2.1\n")

@@ -1,6 +1,6 @@
 """dnsdisco as the only nameserver of a machine, shown with unmodified programs (issue 5).
 
-One network namespace is made for the module (tests/netns.py; DESIGN.md section 7). Inside it:
+One network namespace is made for the module (tests/support/netns.py; DESIGN.md section 7). Inside it:
 - /etc/resolv.conf (bound from /etc/netns/<name>/resolv.conf) says `nameserver 127.0.0.1`,
   `search svc.local`, `options ndots:2 timeout:1 attempts:2`;
 - etcd on 127.0.0.1:2379 (a fresh namespace has every port free);
@@ -27,9 +27,9 @@ import time
 import pytest
 
 from dnsdisco.etcd.embedded import binary
-from etcdproc import EtcdProcess
-from harness import ROOT, child_env, dnsdisco_cmd
-from netns import Netns, dnsmasq_command, netns_available
+from tests.support.etcdproc import EtcdProcess
+from tests.support.harness import ROOT, child_env, dnsdisco_cmd
+from tests.support.netns import Netns, dnsmasq_command, netns_available
 
 available, why = netns_available()
 pytestmark = pytest.mark.skipif(not available, reason=f"network namespaces cannot be created here: {why}")

@@ -17,9 +17,9 @@ import dns.message
 import dns.query
 import pytest
 
-from harness import ServeProcess, wait_for
-from netns import free_port
-from test_transfer import SECRET1, ZONE, delete, put, txn_put, write_keys
+from tests.support.harness import ServeProcess, wait_for
+from tests.support.netns import free_port
+from tests.support.transfer import SECRET1, ZONE, delete, put, txn_put, write_keys
 
 BASE = [("a.hello.svc.local", {"host": "10.0.0.7", "port": 8080}),
         ("web.svc.local", {"host": "10.0.0.9"}),
@@ -221,7 +221,7 @@ def _snippet(doc: str, marker: str) -> list[str]:
 def test_docs_show_the_tested_configurations():
     """Every line of the Knot and BIND snippets in docs/transfers.md is a line of the
     configuration these tests run (with the doc's example secret and primary port)."""
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "transfers.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "transfers.md").read_text()
     secret = doc.split("secret: ", 1)[1].split()[0]
     for marker, template in (("knot-secondary", KNOT_CONF), ("bind-secondary", BIND_CONF)):
         tested = {line.strip() for line in template.format(wd="/x", port=53, primary=5353, zone=ZONE,

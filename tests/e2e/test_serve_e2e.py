@@ -18,7 +18,7 @@ import dns.rdatatype
 import pytest
 
 from dnsdisco.etcd.embedded import binary
-from harness import ServeProcess, addresses, wait_for
+from tests.support.harness import ServeProcess, addresses, wait_for
 
 PREFIX = "/e2e"
 

@@ -9,7 +9,7 @@ import json
 
 import dns.rcode
 
-from harness import ServeProcess, addresses, wait_for
+from tests.support.harness import ServeProcess, addresses, wait_for
 
 PREFIX = "/live"
 

@@ -8,8 +8,8 @@ import urllib.request
 import dns.rcode
 from prometheus_client.parser import text_string_to_metric_families
 
-from etcdproc import EtcdProcess, free_port
-from harness import ServeProcess, wait_for
+from tests.support.etcdproc import EtcdProcess, free_port
+from tests.support.harness import ServeProcess, wait_for
 
 PREFIX = "/ops"
 

@@ -23,7 +23,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from harness import ServeProcess, addresses, wait_for
+from tests.support.harness import ServeProcess, addresses, wait_for
 
 SEED = int(os.environ.get("DNSDISCO_FUZZ_SEED", "9"))   # another seed explores further
 UDP_PACKETS = 40_000

@@ -22,9 +22,9 @@ import sys
 
 import pytest
 
-from netns import netns_available
-from nsworld import NsWorld
-from refservers import zone_text
+from tests.support.netns import netns_available
+from tests.support.nsworld import NsWorld
+from tests.support.refservers import zone_text
 
 available, why = netns_available()
 pytestmark = [pytest.mark.skipif(not available, reason=f"network namespaces cannot be created here: {why}")]

@@ -24,14 +24,9 @@ import dns.tsig
 import dns.tsigkeyring
 import pytest
 
-from harness import ServeProcess, child_env, dnsdisco_cmd, wait_for
+from tests.support.harness import ServeProcess, child_env, dnsdisco_cmd, wait_for
+from tests.support.transfer import KEY1, KEY2, SECRET1, SECRET2, WRONG, ZONE, delete, put, txn_put, write_keys
 
-ZONE = "svc.local"
-SECRET1 = base64.b64encode(b"dnsdisco-test-key-one-32-octets!").decode()
-SECRET2 = base64.b64encode(b"dnsdisco-test-key-two-is-sixty-four-octets-long-for-sha512!!!!!").decode()
-WRONG = base64.b64encode(b"not-the-secret-of-key-one-at-all").decode()
-KEY1 = dns.tsig.Key("k1.", SECRET1, "hmac-sha256")
-KEY2 = dns.tsig.Key("k2.", SECRET2, "hmac-sha512")
 NOTAUTH = 9
 
 needs_checkzone = pytest.mark.skipif(shutil.which("named-checkzone") is None,
@@ -40,25 +35,6 @@ needs_dig = pytest.mark.skipif(shutil.which("dig") is None, reason="dig not inst
 
 
 # ---------------------------------------------------------------- data and helpers
-
-def put(kv, prefix, name, value) -> int:
-    key = prefix.rstrip("/") + "/" + "/".join(reversed(name.split(".")))
-    return kv.put(key, json.dumps(value).encode())
-
-
-def delete(kv, prefix, name) -> None:
-    kv.delete(prefix.rstrip("/") + "/" + "/".join(reversed(name.split("."))))
-
-
-def txn_put(kv, prefix, items) -> None:
-    """Many names in one etcd transaction (one revision)."""
-    from pyetcd import etcdrpc
-    ops = [etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(
-        key=(prefix.rstrip("/") + "/" + "/".join(reversed(name.split(".")))).encode(),
-        value=json.dumps(value).encode())) for name, value in items]
-    req = etcdrpc.TxnRequest(success=ops)
-    kv._call("txn", lambda ep, t, md: ep.kv.Txn(req, timeout=t, metadata=md))
-
 
 # Every record shape whose zone must load in a secondary today: address services with
 # instances, SRV, TXT, MX, ns.dns records, a bare alias, a host name under the apex,
@@ -84,13 +60,6 @@ MIXED = [
 ]
 
 STATIC = "@ 300 IN SOA ns1.ns.dns hostmaster 1 60 10 1209600 5\nstatic 60 IN A 192.0.2.1\nstatic 60 IN TXT \"static text\"\n"
-
-
-def write_keys(directory: str) -> str:
-    path = os.path.join(directory, "keys")
-    with open(path, "w") as fh:
-        fh.write(f"# test keys\nk1 hmac-sha256 {SECRET1}\n")
-    return path
 
 
 def soa_serial(port: int) -> int:

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from dnsdisco.etcd.client import KV, Compacted, EtcdAuthError, EtcdConfigError, EtcdUnavailable, WatchBatch
-from etcdproc import EtcdProcess, enable_auth_with_reader, endpoints, leader, make_tls
+from tests.support.etcdproc import EtcdProcess, enable_auth_with_reader, endpoints, leader, make_tls
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def wait_for(pred, timeout=5.0, interval=0.02, what="condition"):
@@ -23,24 +23,6 @@ def wait_for(pred, timeout=5.0, interval=0.02, what="condition"):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def collect(stream, n_events, timeout=5.0):
-    """Read batches until n_events events arrived (bounded by cancelling the stream)."""
-    timer = threading.Timer(timeout, stream.cancel)
-    timer.start()
-    events, batches = [], []
-    try:
-        for batch in stream:
-            batches.append(batch)
-            events.extend(batch.events)
-            if len(events) >= n_events:
-                break
-    finally:
-        timer.cancel()
-        stream.cancel()
-    assert len(events) >= n_events, f"got {events} in {timeout}s"
-    return events, batches
 
 
 # ------------------------------------------------------------------ list
@@ -306,7 +288,7 @@ def test_auth_wrong_password_and_permissions():
 
 GEVENT_SCRIPT = r"""
 import sys
-from dnsdisco.etcd import client as kv as kvmod
+from dnsdisco.etcd import client as kvmod
 kvmod.init_gevent(); kvmod.init_gevent()          # idempotent
 import gevent
 kv = kvmod.KV([sys.argv[1]], timeout=3)

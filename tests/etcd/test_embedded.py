@@ -8,7 +8,7 @@ import pytest
 
 from dnsdisco.etcd import embedded
 from dnsdisco.etcd.embedded import EmbeddedError, binary, etcd_health, find_or_start
-from etcdproc import port_is_free
+from tests.support.etcdproc import port_is_free
 
 
 def test_binary_finds_etcd_and_etcdctl():

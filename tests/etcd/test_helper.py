@@ -19,8 +19,8 @@ from dnsdisco.etcd.settings import StartupError, check_access
 from dnsdisco.etcd.client import KV, Compacted, EtcdAuthError, EtcdError, EtcdUnavailable
 from dnsdisco.etcd.helper import ProcessKV, _Reader, _send
 from dnsdisco.etcd.types import check_settings
-from etcdproc import EtcdProcess, enable_auth_with_reader
-from test_kv import collect
+from tests.support.etcdproc import EtcdProcess, enable_auth_with_reader
+from tests.support.streams import collect
 
 
 @pytest.fixture

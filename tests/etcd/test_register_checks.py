@@ -156,7 +156,7 @@ def test_tcp_and_grpc_checks_gate_the_record_all_must_pass(kv, prefix, grpc_heal
     check = reg.AllChecks([reg.TcpCheck(f"127.0.0.1:{tcp_port}", 1), reg.GrpcCheck(f"127.0.0.1:{grpc_health.port}/web", 1)])
     key = prefix + "web/a"
     r = reg.Registrar(kv, key, b'{"host":"10.0.0.1"}', ttl=3, check=check, check_interval=0.1, fall=2).start()
-    from harness import wait_for
+    from tests.support.harness import wait_for
     try:
         assert r.removed.wait(1) and kv.get(key) is None
         grpc_health.set("web", S.SERVING)

@@ -14,7 +14,7 @@ import pytest
 
 from dnsdisco.register import registrar as reg
 from dnsdisco.api import ResolveError, nameservers, order_srv, resolve_srv
-from harness import child_env, dnsdisco_cmd, wait_for
+from tests.support.harness import child_env, dnsdisco_cmd, wait_for
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -242,7 +242,7 @@ def test_put_many_and_lease_keys(kv, prefix):
 
 def test_group_writes_one_key_per_request_when_etcd_allows_few_txn_ops(prefix):
     """An etcd run with --max-txn-ops below our batch of puts: the group notices and goes on."""
-    from etcdproc import EtcdProcess
+    from tests.support.etcdproc import EtcdProcess
     from dnsdisco.etcd.client import KV
     small = EtcdProcess("smalltxn", extra_args=["--max-txn-ops", "8"]).start()
     client = KV([small.endpoint], timeout=3.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from harness import child_env, dnsdisco_cmd
+from tests.support.harness import child_env, dnsdisco_cmd
 
 
 def status(etcd, prefix, *args, check=True):
@@ -87,7 +87,7 @@ def test_unreachable_etcd_is_one_line():
 
 def test_no_etcd_running_is_one_line_within_2s_with_a_hint():
     """Nothing on the default endpoint: name it, say how to get one, fast."""
-    from etcdproc import port_is_free
+    from tests.support.etcdproc import port_is_free
     import time
     if not port_is_free(2379):
         import pytest

@@ -225,7 +225,7 @@ def test_reload_zones_swaps_everything(kv, prefix):
 def test_leader_killed_under_a_running_syncer():
     """3-member cluster, the watch on the leader (listed first): SIGKILL it. The watch moves to
     a live member and resumes; writes before and after the kill are all applied."""
-    from etcdproc import endpoints, leader, start_cluster
+    from tests.support.etcdproc import endpoints, leader, start_cluster
     members = start_cluster(3)
     try:
         first = leader(members)

@@ -1,4 +1,6 @@
-"""Shared fixtures: one real etcd per test module, a fresh KV and key prefix per test.
+"""The etcd fixtures: one real etcd per test module, a fresh KV per test (the key prefix is
+tests/conftest.py's). Loaded by tests/etcd/conftest.py and tests/e2e/conftest.py only, so the
+unit tier needs no etcd binary and never imports grpc (dnsdisco.etcd.client does).
 
     def test_something(etcd, kv, prefix):   # etcd: EtcdProcess, kv: dnsdisco.etcd.client.KV
         kv.put(prefix + "a", b"1")           # prefix: unique per test, e.g. "/t/test_something-3f2a/"
@@ -7,12 +9,10 @@ A test may stop or kill `etcd`; the next test's `kv` fixture starts it again (sa
 """
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from dnsdisco.etcd.client import KV
-from etcdproc import EtcdProcess, start_cluster
+from tests.support.etcdproc import EtcdProcess, start_cluster
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +31,6 @@ def kv(etcd):
     client = KV([etcd.endpoint], timeout=3.0)
     yield client
     client.close()
-
-
-@pytest.fixture
-def prefix(request) -> str:
-    """A key prefix no other test uses, ending in '/'."""
-    return f"/t/{request.node.name[:40]}-{uuid.uuid4().hex[:6]}/"
 
 
 @pytest.fixture(scope="module")

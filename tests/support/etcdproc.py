@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from dnsdisco.etcd.embedded import binary
-from netns import free_port  # a port free for UDP and TCP is free for etcd's TCP listeners too
+from tests.support.netns import free_port  # a port free for UDP and TCP is free for etcd's TCP listeners too
 
 # Fast, test-only settings: no fsync (data loss on power cut is irrelevant here), quick
 # elections, a short progress-notify interval so idle watches advance, quiet logs.

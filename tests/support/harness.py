@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -19,9 +20,9 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-from netns import free_port  # one helper for a free UDP+TCP port, used here and by the tests
+from tests.support.netns import free_port  # one helper for a free UDP+TCP port, used here and by the tests
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def child_env(extra: dict | None = None) -> dict:
@@ -147,3 +148,36 @@ class ServeProcess:
             os.unlink(self.log_file.name)
         except OSError:
             pass
+
+
+class QueryLoop(threading.Thread):
+    """Queries every name in `expected` in turn until stopped (at most max_queries or
+    max_seconds); a reply other than the expected one is a failure."""
+
+    def __init__(self, serve: ServeProcess, expected: dict, max_queries=20000, max_seconds=60.0):
+        super().__init__(daemon=True)
+        self.serve, self.expected = serve, expected
+        self.max_queries, self.max_seconds = max_queries, max_seconds
+        self.count = 0
+        self.failures: list[str] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        names = list(self.expected)
+        while not self._stop_event.is_set() and self.count < self.max_queries and time.monotonic() < deadline:
+            label = names[self.count % len(names)]
+            want = self.expected[label]
+            try:
+                reply = self.serve.query(f"{label}.svc.local", timeout=1.0)
+                got = addresses(reply) if reply.rcode() == 0 else None
+                if reply.rcode() not in (0, 3) or got != want:
+                    self.failures.append(f"{label}: rcode {reply.rcode()} {got} != {want}")
+            except Exception as exc:  # a timeout is a failure too
+                self.failures.append(f"{label}: {type(exc).__name__} {exc}")
+            self.count += 1
+            time.sleep(0.002)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)

@@ -1,4 +1,4 @@
-"""etcd and `dnsdisco serve` (and reference servers) inside a network namespace made by tests/netns.py.
+"""etcd and `dnsdisco serve` (and reference servers) inside a network namespace made by tests/support/netns.py.
 
 Inside a fresh namespace every port is free, so servers listen on port 53 of loopback addresses
 (127.0.0.1, 127.0.0.2, ...: the whole of 127/8 is on lo) and clients find them through
@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from dnsdisco.etcd.embedded import binary
-from etcdproc import EtcdProcess
-from harness import ROOT, child_env, dnsdisco_cmd
-from netns import Netns
-from refservers import BindServer, KnotServer
+from tests.support.etcdproc import EtcdProcess
+from tests.support.harness import ROOT, child_env, dnsdisco_cmd
+from tests.support.netns import Netns
+from tests.support.refservers import BindServer, KnotServer
 
 ETCD = "http://127.0.0.1:2379"
 

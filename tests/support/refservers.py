@@ -26,7 +26,7 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
-from netns import free_port
+from tests.support.netns import free_port
 
 KNOT_CONF = """\
 server:

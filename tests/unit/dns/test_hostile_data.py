@@ -13,7 +13,7 @@ import pytest
 from dnsdisco.dns.records import BadValue, parse
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from dnsdisco.dns.responder import Responder
-from harness import ServeProcess, addresses, free_port, wait_for
+from tests.support.harness import ServeProcess, addresses, free_port, wait_for
 
 P = "/skydns/local/svc/"
 GOOD = (P + "good/a", b'{"host":"10.0.0.1","port":80}')

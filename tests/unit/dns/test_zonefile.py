@@ -12,7 +12,7 @@ from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from dnsdisco.dns.responder import Responder
 from dnsdisco.dns.zonefile import ZoneFileError, load_zones, parse_zone_text
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 SHIPPED = (ROOT / "zones" / "svc.local.zone").read_text()
 
 

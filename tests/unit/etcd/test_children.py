@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dnsdisco.etcd import children
-from harness import ROOT, child_env
+from tests.support.harness import ROOT, child_env
 
 PARENT = """
 import subprocess, sys, time

@@ -153,7 +153,7 @@ def test_mass_expiry_held_then_released_while_a_single_deletion_goes_at_once(etc
     so; after --hold-max they go. A single deletion before that went at once."""
     import urllib.request
 
-    from harness import ServeProcess, free_port
+    from tests.support.harness import ServeProcess, free_port
 
     prefix = "/gd"
     leases = []

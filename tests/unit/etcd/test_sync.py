@@ -12,7 +12,7 @@ import pytest
 
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from dnsdisco.etcd.sync import ChangeLog
-from harness import ServeProcess, addresses, wait_for
+from tests.support.harness import ServeProcess, addresses, wait_for
 
 ZONES = [ZoneConfig("svc.local")]
 

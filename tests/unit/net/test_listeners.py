@@ -18,7 +18,7 @@ import pytest
 from gevent import socket
 
 from dnsdisco.net.listeners import BindError, DNSServer, bind_error, client_key
-from harness import read_message
+from tests.support.harness import read_message
 
 SLOW = 0.6
 

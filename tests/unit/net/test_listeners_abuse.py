@@ -22,9 +22,9 @@ from pathlib import Path
 import dnslib
 import pytest
 
-from harness import read_message
+from tests.support.harness import read_message
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 IDLE_TIMEOUT = 3.0
 READ_TIMEOUT = 1.0
 IDLE_CONNECTIONS = 800

@@ -17,7 +17,7 @@ from dnsdisco.dns.wire import slip_reply
 from dnsdisco.net.rrl import DROP, PASS, SLIP, RateLimiter, network_key
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from dnsdisco.dns.responder import Responder
-from harness import ServeProcess, free_port, wait_for
+from tests.support.harness import ServeProcess, free_port, wait_for
 
 
 class Clock:

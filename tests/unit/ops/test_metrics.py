@@ -282,7 +282,7 @@ def test_endpoints_in_a_monkey_patched_process():
     import subprocess
     import sys
     import time
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     proc = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT], stdout=subprocess.PIPE,
                             env=dict(os.environ, PYTHONPATH=root), text=True)
     try:

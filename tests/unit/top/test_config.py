@@ -9,7 +9,7 @@ import pytest
 from dnsdisco import cli
 from dnsdisco.config import OPTIONS, ConfigError, load, parse_listen, parse_prefix
 
-from harness import ROOT, child_env, dnsdisco_cmd
+from tests.support.harness import ROOT, child_env, dnsdisco_cmd
 
 
 @pytest.mark.parametrize("text,expected", [

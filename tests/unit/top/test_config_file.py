@@ -11,7 +11,7 @@ import pytest
 
 from dnsdisco import config
 from dnsdisco.config import COMMANDS, OPTIONS, ConfigError, example_toml, load, options_for
-from harness import ROOT, child_env, dnsdisco_cmd
+from tests.support.harness import ROOT, child_env, dnsdisco_cmd
 
 EXAMPLE = ROOT / "dnsdisco.example.toml"
 PACKAGED = ROOT / "dnsdisco" / "dnsdisco.example.toml"

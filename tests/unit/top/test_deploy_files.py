@@ -23,7 +23,7 @@ import pytest
 
 from dnsdisco import cli, config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "compose.yaml"
 UNIT = ROOT / "deploy" / "dnsdisco.service"
