@@ -4,8 +4,6 @@ TSIG errors of RFC 8945 5.2, and named-checkzone on what AXFR and `status --form
 """
 from __future__ import annotations
 
-import base64
-import json
 import os
 import shutil
 import socket

@@ -11,6 +11,7 @@ import pytest
 
 from dnsdisco.etcd.client import KV, Compacted, EtcdAuthError, EtcdConfigError, EtcdUnavailable, WatchBatch
 from tests.support.etcdproc import EtcdProcess, enable_auth_with_reader, endpoints, leader, make_tls
+from tests.support.streams import collect
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
