@@ -1,19 +1,19 @@
-"""Forwarding against a real upstream (dnsmasq on a free 127.0.0.1 port), and the ACL."""
+"""Forwarding against a real upstream (dnsmasq on a free 127.0.0.1 port), and the ACL in a forwarding
+Responder. The pure parts are tests/unit/net/test_forwarder.py and test_acl.py."""
 from __future__ import annotations
 
-import ipaddress
 import socket
 import struct
 import subprocess
 
 import gevent
 import pytest
-from dnslib import EDNS0, EDNSOption, QTYPE, RCODE, DNSRecord
+from dnslib import QTYPE, RCODE, DNSRecord
 
 from dnsdisco.net.acl import Acl
-from dnsdisco.net.forwarder import (Forwarder, WireError, cache_key, parse_message, parse_upstreams,
-                              self_loops, strip_hop_by_hop)
+from dnsdisco.net.forwarder import Forwarder, WireError, parse_upstreams
 from tests.support.netns import dnsmasq_command, free_port, wait_dns
+from tests.support.queries import query
 
 BIG_TXT = [f"big.test,{chr(ord('a') + i) * 200}" for i in range(20)]        # ~4.3 KB answer
 MEDIUM_TXT = [f"medium.test,{chr(ord('a') + i) * 200}" for i in range(3)]   # ~700 B answer
@@ -93,16 +93,6 @@ class Metrics:
 
     def upstream_failure(self, upstream: str) -> None:
         self.failures.append(upstream)
-
-
-def query(name: str, qtype: str = "A", *, qid: int = 4321, edns: int | None = None, do: bool = False,
-          rd: bool = True, options=()) -> bytes:
-    q = DNSRecord.question(name, qtype)
-    q.header.id = qid
-    q.header.rd = int(rd)
-    if edns is not None:
-        q.add_ar(EDNS0(udp_len=edns, flags="do" if do else "", opts=list(options)))
-    return q.pack()
 
 
 def label(addr) -> str:
@@ -292,110 +282,6 @@ def test_garbage_gets_formerr_or_is_refused_to_the_caller(upstream):
         fwd.forward(b"\x00\x01")
     reply = DNSRecord.parse(fwd.forward(struct.pack(">HHHHHH", 77, 0x0100, 1, 0, 0, 0) + b"\x05abc"))
     assert reply.header.id == 77 and reply.header.rcode == RCODE.FORMERR
-
-
-# ---------------------------------------------------------------- wire helpers (pure)
-
-def test_hop_by_hop_options_are_not_relayed():
-    cookie = EDNSOption(10, b"\x01" * 8)
-    kept = EDNSOption(65001, b"keep")
-    raw = query("example.test", edns=1232, options=[cookie, kept])
-    msg = parse_message(raw)
-    stripped = strip_hop_by_hop(raw, msg)
-    opt = DNSRecord.parse(stripped).ar[0]
-    assert [(o.code, o.data) for o in opt.rdata] == [(65001, b"keep")]
-    assert strip_hop_by_hop(query("example.test", edns=1232), parse_message(query("example.test", edns=1232))) \
-        == query("example.test", edns=1232)
-
-
-def test_reply_matching_rejects_wrong_id_or_question():
-    q = parse_message(query("example.test"))
-    good = DNSRecord.parse(query("EXAMPLE.test")).reply().pack()
-    good = struct.pack(">H", 1000) + good[2:]
-    assert Forwarder._matches(good, 1000, q)
-    assert not Forwarder._matches(good, 1001, q)
-    other = DNSRecord.parse(query("other.test")).reply().pack()
-    assert not Forwarder._matches(struct.pack(">H", 1000) + other[2:], 1000, q)
-    not_a_response = struct.pack(">H", 1000) + query("example.test")[2:]
-    assert not Forwarder._matches(not_a_response, 1000, q)
-
-
-def test_cache_key_lowercases_the_name():
-    assert cache_key(parse_message(query("ExAmPle.TEST"))) == cache_key(parse_message(query("example.test")))
-
-
-# ---------------------------------------------------------------- upstream lists
-
-@pytest.mark.parametrize("items, expected", [
-    (["1.2.3.4"], [("1.2.3.4", 53)]),
-    (["1.2.3.4:5353"], [("1.2.3.4", 5353)]),
-    (["[::1]:53"], [("::1", 53)]),
-    (["[2001:db8::1]"], [("2001:db8::1", 53)]),
-    (["::1"], [("::1", 53)]),
-    (["1.2.3.4, 5.6.7.8:54", "1.2.3.4"], [("1.2.3.4", 53), ("5.6.7.8", 54)]),
-])
-def test_parse_upstreams(items, expected):
-    assert parse_upstreams(items) == expected
-
-
-@pytest.mark.parametrize("item, message", [
-    ("dns.google", "'dns.google': an upstream is an IP address"),
-    ("1.2.3.4:99999", "outside 1..65535"),
-    ("1.2.3.4:x", "'x' is not a port number"),
-    ("[::1", "[ADDRESS]:PORT"),
-    ("resolv.conf:", "give a path"),
-    ("resolv.conf:/nonexistent/resolv.conf", "resolv.conf:/nonexistent/resolv.conf: no such file"),
-])
-def test_parse_upstreams_errors_name_the_input(item, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(".", r"\.")):
-        parse_upstreams([item])
-
-
-def test_resolv_conf_nameservers(tmp_path):
-    path = tmp_path / "resolv.conf"
-    path.write_text("# generated\nsearch svc.local\nnameserver 10.0.0.2\nnameserver fd00::53 # v6\n"
-                    "options ndots:2\nnameserver 10.0.0.2\nnameserver bogus\n")
-    assert parse_upstreams([f"resolv.conf:{path}", "9.9.9.9"]) == [
-        ("10.0.0.2", 53), ("fd00::53", 53), ("9.9.9.9", 53)]
-    empty = tmp_path / "empty.conf"
-    empty.write_text("search svc.local\nnameserver example.com\n")
-    with pytest.raises(ValueError, match=f"resolv.conf:{empty}: no 'nameserver ADDRESS' lines"):
-        parse_upstreams([f"resolv.conf:{empty}"])
-    with pytest.raises(ValueError, match="is a directory"):
-        parse_upstreams([f"resolv.conf:{tmp_path}"])
-
-
-def test_self_loops():
-    listens = [("127.0.0.1", 53), ("0.0.0.0", 5353)]
-    assert self_loops([("127.0.0.1", 53), ("127.0.0.53", 53)], listens) == [("127.0.0.1", 53)]
-    assert self_loops([("127.0.0.2", 5353), ("10.0.0.1", 5353)], listens) == [("127.0.0.2", 5353)]
-    assert self_loops([("::1", 53)], listens) == []
-
-
-# ---------------------------------------------------------------- ACL
-
-@pytest.mark.parametrize("ip, allowed", [
-    ("127.0.0.1", True), ("127.9.9.9", True), ("::1", True),
-    ("10.1.2.3", True), ("172.16.0.1", True), ("172.31.255.255", True), ("172.32.0.1", False),
-    ("192.168.1.1", True), ("192.169.0.1", False), ("fd12::1", True), ("fc00::1", True),
-    ("8.8.8.8", False), ("2001:db8::1", False), ("fe80::1%eth0", False),
-    ("::ffff:10.0.0.1", True), ("::ffff:8.8.8.8", False), ("::ffff:127.0.0.1", True),
-    ("not-an-ip", False), ("", False),
-])
-def test_default_acl(ip, allowed):
-    acl = Acl()
-    assert acl.allows(ip) is allowed
-    assert acl.allows(ip) is allowed       # second answer comes from the per-address cache
-
-
-def test_custom_acl_and_errors():
-    acl = Acl(["203.0.113.0/24", ipaddress.ip_network("2001:db8::/32"), "198.51.100.7"])
-    assert acl.allows("203.0.113.9") and acl.allows("2001:db8::5") and acl.allows("198.51.100.7")
-    assert not acl.allows("127.0.0.1") and not acl.allows("198.51.100.8")
-    assert acl.allows("::ffff:203.0.113.200")
-    assert not Acl([]).allows("127.0.0.1")
-    with pytest.raises(ValueError, match="'10.0.0.0/33' is not an address or CIDR block"):
-        Acl(["10.0.0.0/33"])
 
 
 # ---------------------------------------------------------------- CNAME chains that leave our zones
