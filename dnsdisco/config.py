@@ -549,7 +549,7 @@ _EXAMPLE_HEADER = """\
 #
 # Generated from the option table in dnsdisco/config.py; regenerate it with
 #     python3 -m dnsdisco.config --write-example
-# (tests/test_config_file.py fails when this file is stale). Do not edit it by hand: copy it.
+# (tests/unit/top/test_config_file.py fails when this file is stale). Do not edit it by hand: copy it.
 #
 # Use it with `dnsdisco COMMAND --config FILE` (or DNSDISCO_CONFIG=FILE); check it with
 # `dnsdisco serve --config FILE --check-config`. A flag wins over DNSDISCO_<NAME> in the
