@@ -1,7 +1,7 @@
 """Zone transfers and TSIG on the query path: AXFR (RFC 5936), IXFR (RFC 1995) from the
 journal, and every signed message (RFC 8945).
 
-`Responder.handle` (wire.py) hands this module the messages it cannot answer alone: any
+`Responder.handle` (dns/responder.py) hands this module the messages it cannot answer alone: any
 query whose fast parse declined (it may carry a TSIG) and every AXFR/IXFR question.
 `Transfers.handle` returns NOT_MINE for the rest, so ordinary queries keep their path.
 
@@ -18,14 +18,15 @@ query whose fast parse declined (it may carry a TSIG) and every AXFR/IXFR questi
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import struct
 import time
 
 from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, SOA, DNSBuffer, DNSHeader, DNSRecord
 
+from dnsdisco.dns.names import skip_wire_name
 from dnsdisco.net import tsig
+from dnsdisco.net.acl import Networks
 from dnsdisco.net.journal import Diff, Journal, changes_between
 from dnsdisco.dns.encoder import error_for
 from dnsdisco.dns.rules import lower_name
@@ -37,7 +38,7 @@ log = logging.getLogger("dnsdisco.net.transfer")
 
 T_AXFR, T_IXFR, T_SOA = QTYPE.AXFR, QTYPE.IXFR, QTYPE.SOA
 MESSAGE_BUDGET = 16384          # octets of records (before compression) per transfer message
-UDP_LIMIT = 512
+UDP_LIMIT = 512                 # a UDP reply without EDNS (RFC 1035 4.2.1)
 REFUSAL_LINES, REFUSAL_WINDOW = 10, 10.0    # log lines for refused/failed requests per window (s)
 
 
@@ -48,25 +49,10 @@ def _question(data: bytes):
     qd, ar = struct.unpack_from("!H", data, 4)[0], struct.unpack_from("!H", data, 10)[0]
     if qd != 1:
         return qd, None, ar
-    pos = 12
     try:
-        while data[pos]:
-            if data[pos] > 63:
-                return qd, None, ar
-            pos += data[pos] + 1
-        return qd, struct.unpack_from("!H", data, pos + 1)[0], ar
-    except (IndexError, struct.error):
+        return qd, struct.unpack_from("!H", data, skip_wire_name(data, 12))[0], ar
+    except (ValueError, struct.error):
         return qd, None, ar
-
-
-def _client_ip(client) -> ipaddress._BaseAddress | None:
-    try:
-        ip = ipaddress.ip_address(str(client[0]).split("%", 1)[0])
-    except (ValueError, IndexError, TypeError):
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 class Transfers:
@@ -75,7 +61,7 @@ class Transfers:
     def __init__(self, *, allow=(), keys: dict | None = None, require_tsig: bool = False,
                  journal: Journal | None = None, notifier=None, metrics=None,
                  message_budget: int = MESSAGE_BUDGET, pause=None, spawn=None):
-        self.allow = list(allow)
+        self.allow = Networks(allow)
         self.keys = dict(keys or {})
         self.require_tsig = require_tsig
         self.journal = journal
@@ -144,8 +130,7 @@ class Transfers:
         return _with_id(reply, struct.unpack_from("!H", data, 0)[0])
 
     def allowed(self, client, signed) -> bool:
-        ip = _client_ip(client)
-        if ip is None or not any(ip.version == net.version and ip in net for net in self.allow):
+        if not client or not self.allow.contains(client[0]):
             return False
         return signed is not None or not self.require_tsig
 
@@ -386,9 +371,9 @@ def _fit_udp(reply: bytes, body: bytes, signed) -> bytes:
     try:
         query = DNSRecord.parse(body)
         edns = edns_of(query)
-        limit = udp_limit(edns.present, edns.udp_size) if not isinstance(edns, str) else 512
+        limit = udp_limit(edns.present, edns.udp_size) if not isinstance(edns, str) else UDP_LIMIT
     except Exception:
-        limit = 512
+        limit = UDP_LIMIT
     if len(reply) + tsig_room(signed) <= limit:
         return reply
     try:

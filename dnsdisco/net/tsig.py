@@ -23,7 +23,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TSIG
 import dns.tsig
 
-from dnsdisco.dns.constants import NOTAUTH, T_TSIG
+from dnsdisco.dns.constants import T_TSIG
 from dnsdisco.dns.names import skip_wire_name
 
 FUDGE = 300                     # seconds of clock difference accepted (RFC 8945 10)
