@@ -20,11 +20,11 @@ import math
 from dnsdisco.dns.constants import (BADVERS, C_IN, FORMERR, MAX_CHAIN, MAX_ROTATIONS, NOERROR, NOTIMP, NXDOMAIN,
                                     REFUSED, T_A, T_AAAA, T_ANY, T_AXFR, T_CNAME, T_IXFR, T_MX, T_NS, T_PTR, T_SOA,
                                     T_SRV, T_TXT, WEIGHTED_TURNS)
-from dnsdisco.dns.names import is_subdomain, zone_of_labels
+from dnsdisco.dns.names import is_subdomain, read_wire_name, zone_of_labels
 from dnsdisco.dns.records import Record
 from dnsdisco.dns.serial import serial_of
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
-from dnsdisco.dns.wire import wire_labels, wire_to_name
+from dnsdisco.dns.wire import wire_to_name
 
 REVERSE_ZONES = ("in-addr.arpa", "ip6.arpa")
 _REVERSE_SUFFIXES = (".in-addr.arpa", ".ip6.arpa")
@@ -158,7 +158,7 @@ def _is_reverse(name: str) -> bool:
 def _absent_name(snap: Snapshot, qname: bytes, qclass: int) -> Answer:
     """A name with a label no stored name can hold: like any absent name, NXDOMAIN in our
     zones and REFUSED outside them (the zone is found label by label)."""
-    zone_name = zone_of_labels(wire_labels(qname), [z.name for z in snap.zones])
+    zone_name = zone_of_labels(read_wire_name(qname, 0)[0], [z.name for z in snap.zones])
     if zone_name is None or qclass != C_IN:
         return refused(in_zone=zone_name is not None)
     zone = next(z for z in snap.zones if z.name == zone_name)

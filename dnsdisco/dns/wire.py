@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass
 
 from dnsdisco.dns.constants import T_OPT, UDP_PAYLOAD
-from dnsdisco.dns.names import from_labels, skip_wire_name
+from dnsdisco.dns.names import from_labels, read_wire_name, skip_wire_name
 
 DROP = "drop"          # the packet is not a query we answer (a response, or no header)
 SLOW = None            # fast parse declined: use dnslib
@@ -96,17 +96,7 @@ def wire_to_name(wire: bytes) -> str | None:
             out[pos] = 46
             pos += step
         return out.decode("ascii").lower()
-    return from_labels(wire_labels(wire))
-
-
-def wire_labels(wire: bytes) -> list[bytes]:
-    """The labels of an uncompressed wire name, without the root."""
-    labels = []
-    pos = 0
-    while wire[pos]:
-        labels.append(wire[pos + 1:pos + 1 + wire[pos]])
-        pos += wire[pos] + 1
-    return labels
+    return from_labels(read_wire_name(wire, 0)[0])
 
 
 _LENGTH = [bytes((n,)) for n in range(256)]
