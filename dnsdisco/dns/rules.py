@@ -408,12 +408,17 @@ class _Lookup(Answer):
 
     def addresses(self, owner: str, recs, qtype: int, zone: ZoneConfig, *, answer: bool = False) -> list:
         """The A or AAAA RRset of `recs`; for the answer section, the instances' weights are
-        kept so the encoder rotates it by weight."""
+        kept so the encoder rotates it by weight, and an RRset that is the whole answer is
+        marked as holding RFC 2181 5 already (address_rrset keeps each address once)."""
         hosts, ttl, shares = address_rrset(recs, "ipv4" if qtype == T_A else "ipv6", zone)
-        if answer and len(hosts) > 1:
-            if self.weights is None:
-                self.weights = {}
-            self.weights[(owner, qtype)] = tuple(shares)
+        if not hosts:
+            return []
+        if answer:
+            if len(hosts) > 1:
+                if self.weights is None:
+                    self.weights = {}
+                self.weights[(owner, qtype)] = tuple(shares)
+            self.distinct = not self.answer and not self.additional
         return [(owner, qtype, ttl, host) for host in hosts]
 
     def glue(self, target: str) -> None:
@@ -526,18 +531,11 @@ class _Lookup(Answer):
                 if zone.ns_addresses and name == default_ns_name(zone):
                     return _own_addresses(name, zone, qtype) + (static or [])
                 return static or []
+            rrs = self.addresses(name, recs, qtype, zone, answer=True)
             if static:
-                return self.addresses(name, recs, qtype, zone, answer=True) + static
-            # self.addresses, inline: the commonest question
-            hosts, ttl, shares = address_rrset(recs, "ipv4" if qtype == T_A else "ipv6", zone)
-            if not hosts:
-                return []
-            if len(hosts) > 1:
-                if self.weights is None:
-                    self.weights = {}
-                self.weights[(name, qtype)] = tuple(shares)
-            self.distinct = not self.answer and not self.additional
-            return [(name, qtype, ttl, host) for host in hosts]
+                self.distinct = False         # a zone file's address may repeat one from etcd
+                return rrs + static
+            return rrs
         if qtype == T_ANY:
             return self.any(name, recs, zone)
         static = self.static(name, qtype, zone)

@@ -648,3 +648,12 @@ def test_weighted_rotation_over_ten_thousand_answers(qname, transport):
         firsts[first] = firsts.get(first, 0) + 1
     for host, weight in weights.items():
         assert firsts[host] / 10_000 == pytest.approx(weight / 1000, rel=0.05)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_an_address_in_both_the_zone_file_and_etcd_is_answered_once(transport):
+    """RFC 2181 5: the zone file's A and etcd's A for the same address make one record."""
+    snap = make_snapshot(hello(2), zone_text="hello 60 IN A 10.0.0.1\nhello 60 IN A 10.0.0.9\n")
+    raw = Responder(snap).handle(make_query("hello.svc.local").to_wire(), transport, CLIENT)
+    assert struct.unpack_from("!H", raw, 6)[0] == 3
+    assert lines(dns.message.from_wire(raw).answer) == [f"hello.svc.local. 30 IN A 10.0.0.{i}" for i in (1, 2, 9)]
