@@ -39,30 +39,41 @@ class Raw(bytes):
 
 class Answer:
     """The rules' answer to one question: rcode, AA, the three sections as light RRs, and
-    what the caches need to know about it."""
+    what the caches need to know about it. What most answers leave as it is is set on the
+    class, so an answer sets only its own (every first answer makes one)."""
 
-    __slots__ = ("rcode", "aa", "answer", "authority", "additional", "depends", "cacheable", "in_zone",
-                 "name", "chase", "weights")
+    rcode = NOERROR
+    aa = True
+    authority: tuple | list = ()
+    additional: tuple | list = ()
+    # the names it was computed from (one name, or a collection of them). The SOA serial is
+    # not a dependency: the cache writes the current one into every cached SOA it hands out.
+    depends: str | tuple | set | frozenset = ()
+    cacheable = True
+    in_zone = True
+    name = ""                 # the lower-case query name
+    # (target, qtype) when a CNAME chain left our zones: the caller may finish it through the
+    # forwarder (stub resolvers never chase a CNAME themselves)
+    chase: tuple | None = None
+    # (owner, type) -> ((weight, priority) per record, in answer order): the A/AAAA RRsets
+    # whose rotation follows the instances' weights
+    weights: dict | None = None
 
     def __init__(self, rcode: int = NOERROR, aa: bool = True, answer=None, authority=None, additional=None,
-                 depends=frozenset(), cacheable: bool = True, in_zone: bool = True, name: str = "",
+                 depends=(), cacheable: bool = True, in_zone: bool = True, name: str = "",
                  chase=None, weights=None):
         self.rcode = rcode
         self.aa = aa
         self.answer = [] if answer is None else answer
-        self.authority = () if authority is None else authority
-        self.additional = () if additional is None else additional
-        # the names it was computed from (one name, or a collection of them). The SOA serial
-        # is not a dependency: the cache writes the current one into every cached SOA it hands out.
+        if authority is not None:
+            self.authority = authority
+        if additional is not None:
+            self.additional = additional
         self.depends = depends
         self.cacheable = cacheable
         self.in_zone = in_zone
-        self.name = name                 # the lower-case query name
-        # (target, qtype) when a CNAME chain left our zones: the caller may finish it through
-        # the forwarder (stub resolvers never chase a CNAME themselves)
+        self.name = name
         self.chase = chase
-        # (owner, type) -> ((weight, priority) per record, in answer order): the A/AAAA RRsets
-        # whose rotation follows the instances' weights
         self.weights = weights
 
 
@@ -189,18 +200,25 @@ def soa_serial(snap: Snapshot) -> int:
 
 
 _SOAS: dict = {}      # (zone's id, revision, negative) -> (zone, record): made once per revision
+_LAST_NEGATIVE = [None, None, None]   # the last negative one: zone, revision, record
 
 
 def soa_rr(snap: Snapshot, zone: ZoneConfig, *, negative: bool) -> tuple:
     """The zone's SOA: at the apex with its own TTL, in a negative answer with the negative
     TTL (RFC 2308 3: the lower of the SOA's TTL and its minimum)."""
+    if negative and _LAST_NEGATIVE[0] is zone and _LAST_NEGATIVE[1] == snap.revision:
+        return _LAST_NEGATIVE[2]
     made = _SOAS.get((id(zone), snap.revision, negative))
     if made is not None and made[0] is zone:
+        if negative:
+            _LAST_NEGATIVE[:] = [zone, snap.revision, made[1]]
         return made[1]
     if len(_SOAS) > 64:
         _SOAS.clear()
     rr = _soa_rr(snap, zone, negative)
     _SOAS[(id(zone), snap.revision, negative)] = (zone, rr)
+    if negative:
+        _LAST_NEGATIVE[:] = [zone, snap.revision, rr]
     return rr
 
 
@@ -361,27 +379,17 @@ class _Lookup(Answer):
     """One question's walk through the snapshot: the Answer it becomes, built as it goes, and
     what the walk needs on the way (one object, since every first answer makes one)."""
 
-    __slots__ = ("snap", "zone", "consulted", "negative", "distinct")
+    # the names read: the first alone (most questions read one), then a set
+    consulted: str | set | None = None
+    negative: ZoneConfig | None = None   # zone whose SOA goes in authority
+    distinct = False                     # the answer is one RRset that holds RFC 2181 5 already
 
     def __init__(self, snap: Snapshot, zone: ZoneConfig, name: str = ""):
         self.snap = snap
         self.zone = zone
-        self.rcode = NOERROR
-        self.aa = True
-        self.answer: list = []
-        self.authority = ()
-        self.additional: list = []
-        self.depends = ()
-        self.cacheable = True
-        self.in_zone = True
         self.name = name
-        self.chase: tuple | None = None           # (target, qtype) of a chain that left our zones
-        self.weights: dict | None = None          # see Answer.weights
-        # the names read: the first alone (most questions read one), then a set
-        self.consulted: str | set | None = None
-        self.negative: ZoneConfig | None = None   # zone whose SOA goes in authority
-        # the answer is one RRset that address_rrset made (RFC 2181 5 holds already)
-        self.distinct = False
+        self.answer: list = []
+        self.additional: list = []
 
     # -------------------------------------------------------------- helpers
 
