@@ -215,22 +215,23 @@ def _put_name(name: str, buf: bytearray, table: dict, base, fixups: list, compre
         start = dot + 1
 
 
-_SOA_CHUNKS: dict = {}   # (id of the record, place) -> (record, bytes, serial offset)
+_SOA_CHUNKS: dict = {}   # id of an SOA record -> (the record, {place: (bytes, serial offset)})
 
 
 def _soa_chunk(rr: tuple, place: int) -> tuple[bytes, int]:
     """An SOA record whose owner is at `place`, and where its serial sits in it. Its names
     point only at the owner (the apex), so its bytes depend on little and are made once per
     zone, serial and place (rules.soa_rr gives the same record object for a zone and serial,
-    so it is known by its id while it lives)."""
-    made = _SOA_CHUNKS.get((id(rr), place))
-    if made is not None and made[0] is rr:
-        return made[1], made[2]
-    if len(_SOA_CHUNKS) > 1024:
-        _SOA_CHUNKS.clear()
-    chunk, serial_at = _soa_bytes(rr, place)
-    _SOA_CHUNKS[(id(rr), place)] = (rr, chunk, serial_at)
-    return chunk, serial_at
+    so it is known by its identity while it lives)."""
+    held = _SOA_CHUNKS.get(id(rr))
+    if held is None or held[0] is not rr:
+        if len(_SOA_CHUNKS) >= 64:                # old revisions' records
+            _SOA_CHUNKS.clear()
+        held = _SOA_CHUNKS[id(rr)] = (rr, {})
+    made = held[1].get(place)
+    if made is None:
+        made = held[1][place] = _soa_bytes(rr, place)
+    return made
 
 
 def _soa_bytes(rr: tuple, place: int) -> tuple[bytes, int]:
@@ -317,7 +318,7 @@ def _addresses(records: list, rtype: int, question: bytes, flags: int, edns: boo
         chunks.append(_OWNED.pack(0xC00C, rtype, 1, rr[2], len(data)) + data)
     opt = (_OPT_DO if do else _OPT) if edns else b""
     count = len(chunks)
-    if 12 + len(question) + sum(map(len, chunks)) + len(opt) > limit:
+    if 12 + len(question) + (len(chunks[0]) if count == 1 else sum(map(len, chunks))) + len(opt) > limit:
         return None
     head = _HEAD.pack(flags, 1, count, 0, 1 if edns else 0) + question
     if count == 1:

@@ -128,7 +128,7 @@ def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, forward
         answered = {(rr[0], rr[1]) for rr in ans.answer}
         ans.additional = [rr for rr in rrset_rules(additional) if (rr[0], rr[1]) not in answered]
     if ans.negative is not None:
-        ans.authority = [soa_rr(snap, ans.negative, negative=True)]
+        ans.authority = [soa_rr(snap, ans.negative, True)]
     if ans.consulted is not None:
         ans.depends = ans.consulted
     return ans
@@ -203,7 +203,7 @@ _SOAS: dict = {}      # (zone's id, revision, negative) -> (zone, record): made 
 _LAST_NEGATIVE = [None, None, None]   # the last negative one: zone, revision, record
 
 
-def soa_rr(snap: Snapshot, zone: ZoneConfig, *, negative: bool) -> tuple:
+def soa_rr(snap: Snapshot, zone: ZoneConfig, negative: bool) -> tuple:
     """The zone's SOA: at the apex with its own TTL, in a negative answer with the negative
     TTL (RFC 2308 3: the lower of the SOA's TTL and its minimum)."""
     if negative and _LAST_NEGATIVE[0] is zone and _LAST_NEGATIVE[1] == snap.revision:
@@ -414,7 +414,7 @@ class _Lookup(Answer):
             return []
         return [from_dnslib(rr, owner or name) for rr in found if qtype == T_ANY or rr.rtype == qtype]
 
-    def addresses(self, owner: str, recs, qtype: int, zone: ZoneConfig, *, answer: bool = False) -> list:
+    def addresses(self, owner: str, recs, qtype: int, zone: ZoneConfig, answer: bool = False) -> list:
         """The A or AAAA RRset of `recs`; for the answer section, the instances' weights are
         kept so the encoder rotates it by weight, and an RRset that is the whole answer is
         marked as holding RFC 2181 5 already (address_rrset keeps each address once)."""
@@ -427,6 +427,8 @@ class _Lookup(Answer):
                     self.weights = {}
                 self.weights[(owner, qtype)] = tuple(shares)
             self.distinct = not self.answer and not self.additional
+        if len(hosts) == 1:                  # the usual instance: no comprehension to run
+            return [(owner, qtype, ttl, hosts[0])]
         return [(owner, qtype, ttl, host) for host in hosts]
 
     def glue(self, target: str) -> None:
@@ -471,7 +473,8 @@ class _Lookup(Answer):
                 return NOERROR
             if qtype == T_CNAME:
                 return self.negative_answer(name, zone)
-            alias = alias_of(name, recs, zone) if recs else None
+            # alias_of says yes only when every record is a bare name host: most hold addresses
+            alias = alias_of(name, recs, zone) if recs and recs[0].host_kind == "name" else None
             if alias is not None:
                 target = alias.host
                 self.answer.append((name, T_CNAME, ttl_of(alias, zone), target))
@@ -539,7 +542,7 @@ class _Lookup(Answer):
                 if zone.ns_addresses and name == default_ns_name(zone):
                     return _own_addresses(name, zone, qtype) + (static or [])
                 return static or []
-            rrs = self.addresses(name, recs, qtype, zone, answer=True)
+            rrs = self.addresses(name, recs, qtype, zone, True)
             if static:
                 self.distinct = False         # a zone file's address may repeat one from etcd
                 return rrs + static
