@@ -400,6 +400,12 @@ def _write(rr: tuple, table: dict, chunks: list, fixes: dict, serials: list, at:
             chunk = _OWNED.pack(0xC000 | hit, rtype, 1, ttl, len(data)) + data
             chunks.append(chunk)
             return at + len(chunk)
+        if rtype == T_TXT:
+            data = _LENGTH[len(rdata[0])] + rdata[0] if len(rdata) == 1 \
+                else b"".join([_LENGTH[len(part)] + part for part in rdata])
+            chunk = _OWNED.pack(0xC000 | hit, T_TXT, 1, ttl, len(data)) + data
+            chunks.append(chunk)
+            return at + len(chunk)
         if rtype == T_SRV and hit == 12:
             # RFC 2782: the target is never compressed. The usual one is an instance of the
             # asked name, whose wire form the question holds; its suffixes are in the table.
