@@ -549,7 +549,7 @@ class _Lookup(Answer):
             return rrs
         if qtype == T_ANY:
             return self.any(name, recs, zone)
-        static = self.static(name, qtype, zone)
+        static = self.static(name, qtype, zone) if zone.static else []
         if qtype == T_SRV:
             return self.srv(name, recs, zone) + static
         if qtype == T_TXT:
