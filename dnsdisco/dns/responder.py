@@ -23,10 +23,10 @@ from dnsdisco.dns.encoder import (encode, error_for, error_reply, formerr_for, f
                                   reply_flags)
 from dnsdisco.dns.rules import answer, from_dnslib, message_rcode, soa_serial
 from dnsdisco.dns.snapshot import Snapshot
-from dnsdisco.dns.wire import (DROP, SLOW, edns_of, edns_problem, encode_name, labels_wire, parse_fast, slip_reply,
+from dnsdisco.dns.wire import (DROP, SLOW, badkey_reply, edns_of, edns_problem, encode_name, labels_wire, parse_fast, slip_reply,
                                udp_limit)
 
-log = logging.getLogger("dnsdisco.wire")
+log = logging.getLogger("dnsdisco.responder")
 _now = time.perf_counter
 
 XFR_QTYPES = frozenset((T_IXFR, T_AXFR))   # handed to `xfr` (net.transfer.Transfers)
@@ -35,11 +35,13 @@ _SERIAL = struct.Struct("!I")
 
 
 class _NoTransfers:
-    """Transfers refused and signed queries left to the usual path: the stand-in until serve
-    hands in net.transfer.Transfers."""
+    """The stand-in until serve hands in net.transfer.Transfers: transfers go on to the rules,
+    which refuse them, and a signed query gets NOTAUTH/BADKEY (no keys are known), never an
+    unsigned answer (RFC 8945 5.2)."""
 
     def handle(self, responder, data, transport, client):
-        return NOT_MINE
+        reply = badkey_reply(data)
+        return NOT_MINE if reply is None else reply
 
     def on_swap(self, old, new, touched):
         pass

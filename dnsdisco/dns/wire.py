@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from dnsdisco.dns.constants import T_OPT, UDP_PAYLOAD
+from dnsdisco.dns.constants import BADKEY, C_ANY, NOTAUTH, T_OPT, T_TSIG, UDP_PAYLOAD
 from dnsdisco.dns.names import from_labels, read_wire_name, skip_wire_name
 
 DROP = "drop"          # the packet is not a query we answer (a response, or no header)
@@ -173,3 +173,55 @@ def slip_reply(reply: bytes, query: bytes, question_end: int) -> bytes:
     flags = reply[2] | 0x02
     return (reply[:2] + bytes([flags, reply[3]]) + b"\x00\x01\x00\x00\x00\x00\x00\x00"
             + query[12:question_end])
+
+
+def badkey_reply(data: bytes) -> bytes | None:
+    """NOTAUTH with a TSIG error of BADKEY (RFC 8945 5.2) for a signed query, or None when the
+    message carries no TSIG record. What a responder with no keys sends: never an unsigned
+    normal answer to a signed query. The TSIG record is the query's own key name, algorithm,
+    time and fudge with an empty MAC, the original id and the error; the question is echoed
+    when it holds no compression pointer."""
+    try:
+        qid, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", data)
+        if flags & 0x8000 or not ar:
+            return None
+        pos = 12
+        for _ in range(qd):
+            pos = skip_wire_name(data, pos) + 4
+        start = None
+        for _ in range(an + ns + ar):
+            start = pos
+            pos = skip_wire_name(data, pos)
+            rtype, _rclass, _ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
+            rdata = pos + 10
+            pos = rdata + rdlen
+        if start is None or rtype != T_TSIG or pos > len(data):
+            return None
+        owner = data[start:skip_wire_name(data, start)]
+        algorithm_end = skip_wire_name(data, rdata)
+        algorithm = data[rdata:algorithm_end]
+        time_fudge = data[algorithm_end:algorithm_end + 8]
+        mac_size = struct.unpack_from("!H", data, algorithm_end + 8)[0]
+        original_id = data[algorithm_end + 10 + mac_size:algorithm_end + 12 + mac_size]
+        if owner[-1:] != b"\x00" or algorithm[-1:] != b"\x00" or len(original_id) != 2:
+            return None                  # compressed names in a TSIG are not allowed (RFC 8945 4.2)
+    except (struct.error, ValueError, IndexError):
+        return None
+    question = b""
+    if qd == 1:
+        end = skip_wire_name(data, 12)
+        if all(0 < data[i] < 64 for i in _label_starts(data, 12, end)):
+            question = data[12:end + 4]
+    tsig_rdata = algorithm + time_fudge + b"\x00\x00" + original_id + struct.pack("!HH", BADKEY, 0)
+    tsig = owner + struct.pack("!HHIH", T_TSIG, C_ANY, 0, len(tsig_rdata)) + tsig_rdata
+    reply_flags = 0x8000 | (flags & 0x7900) | NOTAUTH
+    return struct.pack("!HHHHHH", qid, reply_flags, 1 if question else 0, 0, 0, 1) + question + tsig
+
+
+def _label_starts(data: bytes, pos: int, end: int):
+    """The offsets of the length octets of the name from `pos` to `end` (its root octet left out)."""
+    while pos < end - 1:
+        yield pos
+        if data[pos] >= 64:
+            return
+        pos += data[pos] + 1

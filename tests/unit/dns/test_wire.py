@@ -745,3 +745,34 @@ def test_servfail_until_the_first_sync_then_the_answer(snap, edns, transport):
     r.on_swap(snap)
     msg = dns.message.from_wire(r.handle(q.to_wire(), transport, CLIENT))
     assert msg.rcode() == dns.rcode.NOERROR and msg.answer
+
+
+# ---------------------------------------------------------------- a signed query to a responder with no keys
+
+@pytest.mark.parametrize("qname, edns", [("a.svc.local", None), ("nowhere.example", 0)])
+def test_signed_query_without_keys_gets_badkey_not_an_answer(qname, edns):
+    """RFC 8945 5.2: never an unsigned normal answer to a signed query. The bare Responder (no
+    net.transfer handed in) knows no key: NOTAUTH with a TSIG error BADKEY, checked by
+    dnspython, for a name in the zone and one outside it."""
+    import dns.tsig
+    from dnsdisco.dns.responder import Responder
+    from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+    snap = Snapshot.build("/skydns", [ZoneConfig("svc.local")], 5,
+                          [("/skydns/local/svc/a", b'{"host":"10.0.0.1"}')])
+    key = dns.tsig.Key("k1.", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "hmac-sha256")
+    q = dns.message.make_query(qname, "A", use_edns=edns)
+    q.use_tsig({key.name: key}, keyname=key.name)
+    reply = Responder(snap).handle(q.to_wire(), "udp", ("192.0.2.9", 5353))
+    msg = dns.message.from_wire(reply, keyring=False)
+    assert msg.id == q.id and msg.rcode() == dns.rcode.NOTAUTH and not msg.answer
+    assert msg.tsig[0].error == dns.rcode.BADKEY and msg.tsig[0].mac == b""
+    assert msg.tsig[0].original_id == q.id and msg.tsig[0].algorithm == key.algorithm
+    assert [str(rrset.name) for rrset in msg.question] == [qname + "."]
+
+
+def test_unsigned_and_broken_messages_carry_no_badkey():
+    from dnsdisco.dns.wire import badkey_reply
+    plain = dns.message.make_query("a.svc.local", "A", use_edns=0).to_wire()
+    assert badkey_reply(plain) is None
+    assert badkey_reply(plain[:-3]) is None          # cut short inside the OPT
+    assert badkey_reply(b"\x00" * 5) is None
