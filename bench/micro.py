@@ -3,7 +3,9 @@
     python -m bench.micro                          # this checkout
     python -m bench.micro --tree /path/to/old      # the same table for another checkout, side by side
 
-Each row is the median over `--repeat` runs of the mean cost per call, in microseconds:
+Each row is the median over `--repeat` runs of the mean cost per call, in microseconds (with
+--tree, the lowest such median over `--rounds` rounds that alternate between the trees, so that
+load from other processes falls on both columns alike):
 an exact repeat (same bytes but the id), a 0x20 repeat (other letter case), a reply-cache hit
 (new id and RD bit), the first answer of each kind (A, AAAA NODATA, SRV with glue, TXT,
 NXDOMAIN, an alias, a PTR), building a Snapshot from `--keys` keys, and applying one batch of
@@ -117,13 +119,20 @@ def _measure(keys: int, repeat: int) -> dict[str, float]:
 # the parent: runs children, prints the table ---------------------------------------------------
 
 def _run_tree(tree: str, keys: int, repeat: int) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
-    out = subprocess.run([sys.executable, "-m", "bench.micro", "--child", "--keys", str(keys), "--repeat", str(repeat)],
-                         env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         capture_output=True, text=True, timeout=900)
+    """The rows for `tree`, measured in a child that imports dnsdisco from it. The child runs
+    this file as a script from the tree itself: with `-m` from this checkout, Python would put
+    this checkout first on the path and every column would measure the same code."""
+    tree = os.path.abspath(tree)
+    env = dict(os.environ, PYTHONPATH=tree)
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "--keys", str(keys),
+                          "--repeat", str(repeat)], env=env, cwd=tree, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise SystemExit(f"bench.micro: the run for {tree} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    imported = rows.pop("dnsdisco imported from")
+    if not imported.startswith(tree + os.sep):
+        raise SystemExit(f"bench.micro: the run for {tree} imported dnsdisco from {imported}")
+    return rows
 
 
 def table(columns: dict[str, dict[str, float]]) -> str:
@@ -143,19 +152,59 @@ def main(argv=None) -> int:
                         help="another checkout to measure beside this one (repeatable)")
     parser.add_argument("--keys", type=int, default=200_000, help="keys for the Snapshot build row (default 200000)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per row; the median is shown (default 5)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds alternating between the trees; each row shows its lowest (default 3)")
+    parser.add_argument("--write", metavar="PATH", help="also write the table as a page (docs/benchmarks-micro.md)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.keys < 2 or args.repeat < 1:
-        parser.error("--keys must be at least 2 and --repeat at least 1")
+    if args.keys < 2 or args.repeat < 1 or args.rounds < 1:
+        parser.error("--keys must be at least 2, --repeat and --rounds at least 1")
     if args.child:
-        print(json.dumps(_measure(args.keys, args.repeat)))
+        import dnsdisco
+        print(json.dumps({**_measure(args.keys, args.repeat), "dnsdisco imported from": dnsdisco.__file__}))
         return 0
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    columns = {"this checkout": _run_tree(here, args.keys, args.repeat)}
-    for tree in args.tree:
-        columns[tree] = _run_tree(tree, args.keys, args.repeat)
+    trees = {f"this checkout ({_commit(here)})": here, **{f"{tree} ({_commit(tree)})": tree for tree in args.tree}}
+    columns: dict[str, dict[str, float]] = {name: {} for name in trees}
+    load = os.getloadavg()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for _round in range(args.rounds):
+        for name, tree in trees.items():
+            for row, value in _run_tree(tree, args.keys, args.repeat).items():
+                columns[name][row] = min(value, columns[name].get(row, value))
     print(table(columns))
+    if args.write:
+        command = "python -m bench.micro " + " ".join(argv if argv is not None else sys.argv[1:])
+        with open(args.write, "w", encoding="utf-8") as out:
+            out.write(PAGE.format(started=started, command=command.strip(), load=" ".join(f"{x:.2f}" for x in load),
+                                  python=sys.version.split()[0], table=table(columns)))
     return 0
+
+
+def _commit(tree: str) -> str:
+    try:
+        return subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+PAGE = """# Benchmark: the answer path in-process (bench/micro.py)
+
+Run: {started}, `{command}`, Python {python}, on the shared 2-CPU machine of
+[benchmarks.md](benchmarks.md) (load average before the run {load}; other sessions may have
+been running: the rounds alternate between the checkouts so that such load falls on both).
+
+No sockets and no etcd: `Responder.handle` on query packets, one core. 1,000 services (2
+instances each, an AAAA on every 50th, a TXT on every 10th) unless the row says otherwise.
+"first" rows answer each name once on a fresh responder (the rules and the encoder, then the
+cache keeps the bytes); "exact repeat" sends the same bytes again (only the id is written),
+"0x20 repeat" the same question in other letter case, "cache hit" the same question with
+another id and RD bit. Each figure is the lowest, over the rounds, of the median of the runs
+of a round.
+
+{table}
+"""
 
 
 if __name__ == "__main__":

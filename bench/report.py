@@ -49,6 +49,26 @@ def ratio(a, b) -> str:
     return f"{a / b:.2f}"
 
 
+def _baseline_rounds(rounds: list, tree: str | None) -> str:
+    """The rounds of a side-by-side run: dnsdisco, the --baseline checkout and Knot back to back,
+    and the median ratio of each to Knot (the goal: this code no worse than the baseline)."""
+    rows, mine, base = [], [], []
+    for i, r in enumerate(rounds, 1):
+        knot = r["knot"]["qps"]
+        if knot:
+            mine.append(r["dnsdisco"]["qps"] / knot)
+            base.append(r["baseline"]["qps"] / knot)
+        rows.append([str(i), _f(r["dnsdisco"]["qps"]), _f(r["baseline"]["qps"]), _f(knot),
+                     ratio(r["dnsdisco"]["qps"], knot), ratio(r["baseline"]["qps"], knot)])
+    text = (f"The mixed file on this checkout, the baseline checkout (`{tree}`) and Knot, back to back, "
+            "round after round; drift on the machine hits every run of a round alike.\n\n"
+            + _table(["round", "dnsdisco QPS", "baseline QPS", "Knot QPS", "dnsdisco / Knot", "baseline / Knot"], rows))
+    if mine:
+        text += (f"\n\n**Median over {len(mine)} rounds: dnsdisco / Knot {statistics.median(mine):.2f}, "
+                 f"baseline / Knot {statistics.median(base):.2f}.**")
+    return text
+
+
 def throughput_section(res: dict) -> str:
     rows = []
     for row in res["throughput"]:
@@ -78,7 +98,9 @@ def throughput_section(res: dict) -> str:
     ratios = _table(["query file", "dnsdisco / Knot (goal ≥ 0.8)", "dnsdisco / dnsmasq (goal ≥ 1)",
                      "dnsdisco / dnslib floor", "lost: dnsdisco vs Knot"], rrows)
     rounds = res.get("rounds") or []
-    if len(rounds) > 1:
+    if len(rounds) > 1 and "baseline" in rounds[0]:
+        ratios += "\n\n" + _baseline_rounds(rounds, res.get("baseline"))
+    elif len(rounds) > 1:
         each = [r["dnsdisco"]["qps"] / r["knot"]["qps"] for r in rounds if r["knot"]["qps"]]
         ratios += ("\n\nThe mixed file on dnsdisco then Knot, back to back, round after round (round 1 "
                    "is the table above); drift on the machine hits both runs of a round alike.\n\n"
@@ -319,7 +341,7 @@ OTHER_PAGES = """
 ## Other benchmarks
 
 - In-process costs of the answer path, side by side with another checkout:
-  `python -m bench.micro --tree PATH` (bench/micro.py); figures in the issue notes that changed them.
+  [benchmarks-micro.md](benchmarks-micro.md), `python -m bench.micro --tree PATH --write docs/benchmarks-micro.md`.
 - Secondaries fed by NOTIFY + IXFR (Knot): [benchmarks-secondaries.md](benchmarks-secondaries.md),
   `python -m bench.secondary`.
 - What a client behind a TTL-honouring cache feels when an instance goes:

@@ -69,6 +69,10 @@ def parse_args(argv):
                     help="extra argument for `dnsdisco serve` (repeatable)")
     ap.add_argument("--dnsmasq-auth", action="store_true",
                     help="run dnsmasq in authoritative mode (SOA in negative answers; about 3x slower)")
+    ap.add_argument("--baseline", metavar="TREE",
+                    help="another checkout of dnsdisco (e.g. `git worktree add /tmp/base COMMIT`): its serve "
+                         "runs as `baseline` in the throughput section and in every round after dnsdisco, "
+                         "so a change is compared with the code before it in one run")
     ap.add_argument("--write", metavar="FILE", help="also write the report to FILE (e.g. docs/benchmarks.md)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir with configs and logs")
     a = ap.parse_args(argv)
@@ -94,6 +98,11 @@ def parse_args(argv):
             ap.error(f"--sections: unknown section {s!r} (choose from {', '.join(SECTIONS)})")
     if a.rounds < 1:
         ap.error("--rounds must be at least 1")
+    if a.baseline:
+        if not (Path(a.baseline) / "dnsdisco" / "__init__.py").is_file():
+            ap.error(f"--baseline {a.baseline}: not a dnsdisco checkout (no dnsdisco/__init__.py there)")
+        if "dnsdisco" in a.servers:
+            a.servers.insert(a.servers.index("dnsdisco") + 1, "baseline")
     if a.services < 2 or any(n < 2 for n in a.scales):
         ap.error("--services and --scales need at least 2 services")
     return a
@@ -113,6 +122,9 @@ def start_live(sup, name, endpoint, a, ds, cpus=None):
     the last-loaded name. Returns (server, seconds from process start to ready)."""
     if name == "dnsdisco":
         srv = servers.start_dnsdisco(sup, endpoint, extra_args=dnsdisco_serve_args(a), cpus=cpus)
+    elif name == "baseline":
+        srv = servers.start_dnsdisco(sup, endpoint, extra_args=dnsdisco_serve_args(a), cpus=cpus, name="baseline",
+                                     tree=a.baseline)
     else:
         srv = servers.start_floor(sup, endpoint, cpus=cpus)
     servers.wait_dns(srv, ds.last_name(), a.ready_timeout)
@@ -139,7 +151,7 @@ def throughput(sup, a, ds, endpoint, res, qfiles) -> dict:
     for name in a.servers:
         say(f"starting {name}")
         try:
-            if name in LIVE_TARGETS:
+            if name in LIVE_TARGETS or name == "baseline":
                 srv, _ = start_live(sup, name, endpoint, a, ds)
             elif name == "knot":
                 srv = servers.start_knot(sup, ds)
@@ -190,15 +202,17 @@ def throughput(sup, a, ds, endpoint, res, qfiles) -> dict:
 
 
 def rounds(a, res, started, mixed: str) -> None:
-    """The mixed file on dnsdisco then Knot, back to back, `a.rounds` times (the first round is
-    the runs above): drift on a shared machine hits both runs of a round alike."""
+    """The mixed file on dnsdisco (then the --baseline checkout) then Knot, back to back,
+    `a.rounds` times (the first round is the runs above): drift on a shared machine hits every
+    run of a round alike."""
     first = {r["server"]: r["perf"] for r in res["throughput"] if r["file"] == "mixed" and r.get("perf")}
     if "dnsdisco" not in first or "knot" not in first or not all(n in started for n in ("dnsdisco", "knot")):
         return
-    res["rounds"] = [{name: {"qps": first[name]["qps"], "lost": first[name]["lost"]} for name in ("dnsdisco", "knot")}]
+    names = ("dnsdisco", "baseline", "knot") if "baseline" in first and "baseline" in started else ("dnsdisco", "knot")
+    res["rounds"] = [{name: {"qps": first[name]["qps"], "lost": first[name]["lost"]} for name in names}]
     for i in range(2, a.rounds + 1):
         pair = {}
-        for name in ("dnsdisco", "knot"):
+        for name in names:
             say(f"round {i}: dnsperf {name} mixed {a.duration:g} s")
             try:
                 perf = dnsperf.run(started[name].port, mixed, a.duration, a.clients)
@@ -405,7 +419,7 @@ def main(argv=None) -> int:
         "machine": report.machine(), "loadavg_before": load_average(), "versions": servers.versions(),
         "dnsdisco_version": dnsdisco_version(),
         "services": a.services, "records": sum(1 for _ in ds.instances()), "clients": a.clients,
-        "duration": a.duration, "query_lines": a.query_lines,
+        "duration": a.duration, "query_lines": a.query_lines, "baseline": a.baseline,
         "throughput": [], "notes": [
             "dnsmasq serves the records from `host-record`/`srv-host` lines; "
             + ("authoritative mode (`--dnsmasq-auth`): its own SOA fields, an NS RRset in every authority "

@@ -246,12 +246,12 @@ def pinned(cmd: list[str], cpus: str | None) -> list[str]:
 
 
 def start_dnsdisco(sup: Supervisor, etcd_endpoint: str, *, extra_args=(), name="dnsdisco",
-                   cpus: str | None = None) -> Server:
-    """`python -m dnsdisco serve` from this checkout (on `cpus` if given); the start time is
-    kept in extra['t0']."""
+                   cpus: str | None = None, tree: str | None = None) -> Server:
+    """`python -m dnsdisco serve` from this checkout, or from `tree` (another checkout, for a
+    side-by-side run), on `cpus` if given; the start time is kept in extra['t0']."""
     port = free_port()
     wd = sup.workdir(name)
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env = dict(os.environ, PYTHONPATH=str(tree or REPO_ROOT))
     cmd = pinned([sys.executable, "-m", "dnsdisco", "serve", "--etcd", etcd_endpoint,
                   "--listen", f"127.0.0.1:{port}", "--zone", dataset.ZONE, *extra_args], cpus)
     t0 = time.monotonic()

@@ -19,9 +19,10 @@ import socket
 import struct
 from typing import Callable, Iterable, Sequence
 
-log = logging.getLogger("dnsdisco.register")
+from dnsdisco.dns.names import format_hostport
+from dnsdisco.net.upstreams import RESOLV_CONF, read_resolv_conf
 
-RESOLV_CONF = "/etc/resolv.conf"
+log = logging.getLogger("dnsdisco.register")
 
 
 # ---------------------------------------------------------------- registration
@@ -72,7 +73,7 @@ class Registration:
         self.config = cfg
         self._plan = plan(cfg, name)   # raises ValueError naming a bad argument
         if check is not None:
-            from dnsdisco.register.registrar import AllChecks
+            from dnsdisco.register.checks import AllChecks
             own = _as_check(check)
             self._plan["check"] = own if self._plan["check"] is None else AllChecks([self._plan["check"], own])
         self.wait = wait
@@ -119,7 +120,7 @@ class Registration:
         from dnsdisco.register.command import kv_timeout
         from dnsdisco.register.registrar import Registrar, release_group, shared_group
         # TLS files, user and password from DNSDISCO_* as for `dnsdisco register`; a setting
-        # that cannot work raises etcdconf.StartupError naming it
+        # that cannot work raises etcd.settings.StartupError naming it
         group = shared_group(self._signature(), self._plan["ttl"], lambda: connect(
             self.config, log=log, endpoints=self._plan["endpoints"],
             timeout=kv_timeout(self.config.etcd_timeout, self._plan["ttl"]), on_secret=logs.add_secret))
@@ -184,17 +185,12 @@ class ResolveError(OSError):
 
 
 def nameservers(path: str = RESOLV_CONF) -> list[tuple[str, int]]:
-    """The `nameserver` lines of resolv.conf; glibc's default 127.0.0.1 when there are none."""
-    found = []
+    """The `nameserver` addresses of resolv.conf (read as `--forward resolv.conf:PATH` reads
+    them); glibc's default 127.0.0.1 when the file is missing or lists none."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] == "nameserver":
-                    found.append((parts[1], 53))
-    except OSError:
-        pass
-    return found or [("127.0.0.1", 53)]
+        return read_resolv_conf(path)
+    except ValueError:
+        return [("127.0.0.1", 53)]
 
 
 def order_srv(records: Iterable[tuple[int, int, object]], rng: random.Random | None = None) -> list:
@@ -289,7 +285,7 @@ def lookup_srv(name: str, *, nameserver: tuple[str, int] | str | None = None, ti
             data = _exchange(packet, query.header.id, server, timeout)
             reply = DNSRecord.parse(data)
         except Exception as exc:  # timeout, refused, unparsable reply
-            errors.append(f"{server[0]}:{server[1]}: {exc or type(exc).__name__}")
+            errors.append(f"{format_hostport(*server)}: {exc or type(exc).__name__}")
             continue
         rcode = reply.header.rcode
         negative_ttl = min((rr.rdata.times[-1] if rr.rtype == QTYPE.SOA else rr.ttl for rr in reply.auth),
@@ -297,7 +293,7 @@ def lookup_srv(name: str, *, nameserver: tuple[str, int] | str | None = None, ti
         if rcode == RCODE.NXDOMAIN:
             return [], negative_ttl
         if rcode != RCODE.NOERROR:
-            errors.append(f"{server[0]}:{server[1]}: {RCODE.get(rcode)}")
+            errors.append(f"{format_hostport(*server)}: {RCODE.get(rcode)}")
             continue
         addresses: dict[str, list[str]] = {}
         for rr in list(reply.rr) + list(reply.ar):

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import time
+
+from dnsdisco.dns.names import format_hostport, read_wire_name, to_text
+from dnsdisco.ops.logs import fail
 
 log = logging.getLogger("dnsdisco.serve")
 
@@ -18,14 +20,9 @@ RELOADABLE = {"zones_dir", "ttl", "neg_ttl", "log_level", "log_format", "max_val
               "max_records_per_name", "rrl_rate", "rrl_slip", "rrl_exempt"}
 
 
-def _fail(message: str, code: int = 1) -> int:
-    from dnsdisco.ops.logs import fail
-    return fail("serve", message, code)
-
-
 def run_serve(cfg, args=None) -> int:
     # gevent must be set up before any socket exists. No gRPC here: the etcd calls run in a
-    # helper process (kvproc.py), which is the only one to load it.
+    # helper process (etcd/helper.py), which is the only one to load it.
     from gevent import monkey
     if not monkey.is_module_patched("socket"):
         monkey.patch_all()
@@ -36,7 +33,8 @@ def run_serve(cfg, args=None) -> int:
     from dnsdisco.etcd.settings import StartupError, check_access, kv_settings
     from dnsdisco.etcd.helper import ProcessKV
     from dnsdisco.ops.metrics import Metrics
-    from dnsdisco.net.listeners import BindError, DNSServer
+    from dnsdisco.net.listeners import DNSServer
+    from dnsdisco.net.sockets import BindError
     from dnsdisco.dns.snapshot import Snapshot
     from dnsdisco.etcd.sync import Syncer
     from dnsdisco.dns.responder import Responder
@@ -45,7 +43,7 @@ def run_serve(cfg, args=None) -> int:
     try:
         zones = served_zones(cfg)
     except ZoneFileError as exc:
-        return _fail(str(exc), 2)
+        return fail("serve", str(exc), 2)
 
     metrics = Metrics()
     forwarder = acl = None
@@ -54,7 +52,7 @@ def run_serve(cfg, args=None) -> int:
         from dnsdisco.net.forwarder import Forwarder
         upstreams, problem = _upstreams(cfg)
         if problem:
-            return _fail(problem, 2)
+            return fail("serve", problem, 2)
         forwarder = Forwarder(upstreams, timeout=cfg.forward_timeout, cache_size=cfg.forward_cache_size,
                               metrics=metrics, log=logging.getLogger("dnsdisco.net.forwarder"))
         acl = Acl(cfg.allow)
@@ -65,7 +63,7 @@ def run_serve(cfg, args=None) -> int:
     try:
         _transfers(cfg, responder, metrics)
     except ValueError as exc:
-        return _fail(str(exc), 2)
+        return fail("serve", str(exc), 2)
     if cfg.rrl_rate:
         from dnsdisco.net.rrl import RateLimiter
         responder.rrl = RateLimiter(cfg.rrl_rate, cfg.rrl_slip, cfg.rrl_exempt)
@@ -89,12 +87,12 @@ def run_serve(cfg, args=None) -> int:
     def abort(message: str, code: int = 1) -> int:
         for undo in reversed(cleanups):
             undo()
-        return _fail(message, code)
+        return fail("serve", message, code)
 
     try:
         server.start()
     except BindError as exc:
-        return _fail(str(exc), 1)
+        return fail("serve", str(exc), 1)
     cleanups.append(lambda: server.stop(0))
 
     embedded = None
@@ -114,9 +112,9 @@ def run_serve(cfg, args=None) -> int:
         etcd_settings = kv_settings(cfg, endpoints=endpoints, on_secret=logs.add_secret)
     except StartupError as exc:
         return abort(str(exc))
-    # etcd is used from a helper process: under query load gevent's gRPC hands over one watch
-    # message per event-loop round trip, too slow for a burst of puts, and gRPC would cost this
-    # process ~20 MiB (kvproc.py)
+    # etcd is used from a helper process (etcd/helper.py): under query load gevent's gRPC hands
+    # over one watch message per event-loop round trip, too slow for a burst of puts, and gRPC
+    # would add its memory to this process (docs/benchmarks.md, "Freshness under load")
     watch_kv = ProcessKV(etcd_settings, log=logging.getLogger("dnsdisco.etcd"))
     cleanups.append(watch_kv.close)
     if cfg.etcd:  # an etcd the operator named: wrong credentials or TLS stop start-up here
@@ -181,7 +179,7 @@ def run_serve(cfg, args=None) -> int:
     if embedded is not None and embedded.started:
         supervisor = gevent.spawn(_supervise, embedded, metrics, stopping)
     log.info("answering for %s on %s", ", ".join(z.name for z in zones),
-             ", ".join(_show(a) for a in server.addresses))
+             ", ".join(format_hostport(*a) for a in server.addresses))
     try:
         stopping.wait()
     finally:
@@ -255,7 +253,7 @@ def _transfers(cfg, responder, metrics) -> None:
                  ", ".join(map(str, cfg.transfer_allow)) or "nobody",
                  " with a TSIG key" if cfg.transfer_require_tsig else "", len(keys),
                  f" ({', '.join(k.to_text(omit_final_dot=True) for k in keys)})" if keys else "",
-                 ", ".join(_show(t) for t in cfg.notify) or "nobody")
+                 ", ".join(format_hostport(*t) for t in cfg.notify) or "nobody")
 
 
 RESTART_MIN = 0.5     # first wait before the embedded etcd is started again
@@ -298,14 +296,14 @@ def _supervise(embedded, metrics, stopping) -> None:
 
 def _upstreams(cfg) -> tuple[list, str]:
     """--forward's upstreams, or the one line that says why they cannot be used."""
-    from dnsdisco.net.forwarder import parse_upstreams, self_loops
+    from dnsdisco.net.upstreams import parse_upstreams, self_loops
     try:
         upstreams = parse_upstreams(cfg.forward)
     except ValueError as exc:
         return [], f"--forward: {exc}"
     looped = self_loops(upstreams, cfg.listen)
     if looped:
-        return [], (f"--forward {_show(looped[0])} is this server's own --listen address: "
+        return [], (f"--forward {format_hostport(*looped[0])} is this server's own --listen address: "
                     "forwarding to it would loop")
     return upstreams, ""
 
@@ -317,15 +315,15 @@ def check_config(cfg, args=None) -> int:
     try:
         served_zones(cfg)
     except ZoneFileError as exc:
-        return _fail(str(exc), 2)
+        return fail("serve", str(exc), 2)
     if cfg.forward:
         _unused, problem = _upstreams(cfg)
         if problem:
-            return _fail(problem, 2)
+            return fail("serve", problem, 2)
     try:
         _tsig_keys(cfg)
     except ValueError as exc:
-        return _fail(str(exc), 2)
+        return fail("serve", str(exc), 2)
     origin = {}
     for name in cfg:
         origin.setdefault(cfg.source(name), []).append(name)
@@ -359,8 +357,8 @@ def _left(deadline: float, at_least: float) -> float:
 
 def _freezing(on_swap):
     """After a full sync, move what exists out of the garbage collector's sight (a full
-    collection walking 200,000 records paused answers for ~140 ms; frozen, ~45 ms) and hand
-    the pages the listing used back to the system."""
+    collection would walk every record of the snapshot while answers wait; frozen objects are
+    not walked) and hand the pages the listing used back to the system."""
     import gc
 
     from dnsdisco.etcd.heap import trim as trim_heap
@@ -396,11 +394,6 @@ def _reporting_caps(on_swap, metrics):
     return swapped
 
 
-def _show(addr) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _logging_handler(handle, query_log):
     """`--log-queries`: one line per query, at the cost of decoding the question."""
     from dnsdisco.dns.wire import parse_fast
@@ -412,14 +405,8 @@ def _logging_handler(handle, query_log):
         reply = (replies[0] if replies else None) if isinstance(replies, list) else replies
         fq = parse_fast(data)
         if isinstance(fq, tuple) and reply is not None and len(reply) >= 4:
-            qname = ".".join(_labels(fq[1])) or "."
+            qname = to_text(read_wire_name(fq[1], 0)[0])
             query_log(client, transport, qname, fq[2], reply[3] & 0xF, time.perf_counter() - started)
         return replies
     return logged
 
-
-def _labels(wire: bytes):
-    pos = 0
-    while pos < len(wire) and wire[pos]:
-        yield wire[pos + 1:pos + 1 + wire[pos]].decode("latin-1")
-        pos += wire[pos] + 1

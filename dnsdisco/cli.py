@@ -7,7 +7,8 @@ import sys
 from typing import Callable
 
 from dnsdisco import __version__
-from dnsdisco.config import ConfigError, Option, load, options_for, secret_values
+from dnsdisco.config import SECTIONS, ConfigError, Option, load, options_for, secret_values
+from dnsdisco.dns.names import format_hostport
 from dnsdisco.ops import logs
 
 DESCRIPTION = """\
@@ -103,7 +104,7 @@ EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
 }
 
 
-def _add_option(parser: argparse.ArgumentParser, opt: Option) -> None:
+def _add_option(parser, opt: Option) -> None:
     if not opt.flag:
         if opt.secret:
             # A hidden flag that is refused: without it argparse would take `--etcd-password X`
@@ -126,8 +127,7 @@ def _add_option(parser: argparse.ArgumentParser, opt: Option) -> None:
 
 def _show(value) -> str:
     if isinstance(value, tuple) and len(value) == 2:
-        host, port = value
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        return format_hostport(*value)
     return str(value)
 
 
@@ -142,8 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", metavar="FILE", default=None,
                        help="TOML file of settings (keys are the option names) [env DNSDISCO_CONFIG]")
-        for opt in options_for(name):
-            _add_option(p, opt)
+        for section in SECTIONS:        # --help shows the settings by section, in the table's order
+            own = [opt for opt in section.options if name in opt.commands]
+            if own:
+                group = p.add_argument_group(section.title, section.about)
+                for opt in own:
+                    _add_option(group, opt)
         if name == "serve":
             p.add_argument("--check-config", action="store_true", default=False,
                            help="check the settings (flags, environment, --config file, zone files, "
@@ -193,7 +197,7 @@ def _main(argv: list[str] | None = None) -> int:
     if getattr(args, "check_config", False):
         from dnsdisco.app import check_config
         return check_config(cfg, args)
-    from dnsdisco.etcd import settings as etcdconf  # noqa: F401  sets GRPC_VERBOSITY before any command loads gRPC
+    from dnsdisco.etcd import settings  # noqa: F401  sets GRPC_VERBOSITY before any command loads gRPC
     module, function, *_ = COMMANDS[args.command]
     run = getattr(importlib.import_module(module), function)
     return int(run(cfg, args) or 0)

@@ -1,21 +1,26 @@
 """One frozen configuration per command: flag > DNSDISCO_* env > TOML file > default.
 
-Every option is declared once in OPTIONS; the CLI, the environment and the config file
-all read that table, so a setting has one name, one parser and one help text.
+Every option is declared once, in a section of SECTIONS (OPTIONS lists them all, in that
+order); the CLI, the environment, the config file, `--help`, README's tables and the example
+file all read that table, so a setting has one name, one parser and one help text.
+
+Longer than 500 lines on purpose: the table of every setting is most of it, and it stays in
+one place with the code that reads it (parsers, loading, the example file) so that adding a
+setting touches one file.
 """
 from __future__ import annotations
 
 import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
+from dnsdisco.dns.names import format_hostport, parse_address_port, parse_hostport, parse_port
+from dnsdisco.net.acl import DEFAULT_ALLOW, parse_network
+
 ENV_PREFIX = "DNSDISCO_"
-
-
-from dnsdisco.dns.names import format_hostport, ns_addresses, parse_hostport, parse_port  # noqa: F401
 
 
 class ConfigError(ValueError):
@@ -27,13 +32,8 @@ class ConfigError(ValueError):
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    host, port = parse_hostport(text, default_port=53)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if host not in ("localhost",):
-            raise ValueError(f"{text!r}: listen on an IP address (e.g. 127.0.0.1:5300 or [::1]:5300)") from None
-    return host, port
+    return parse_address_port(text, 53, names=("localhost",),
+                              hint="listen on an IP address (e.g. 127.0.0.1:5300 or [::1]:5300)")
 
 
 def parse_etcd_url(text: str) -> str:
@@ -47,34 +47,28 @@ def parse_etcd_url(text: str) -> str:
     return f"{scheme}://{rest.rstrip('/')}"
 
 
-def parse_int(low: int | None = None, high: int | None = None) -> Callable[[Any], int]:
-    def parse(text: Any) -> int:
-        if isinstance(text, bool):
-            raise ValueError(f"{text!r} is not a whole number")
+def _number(convert: Callable[[str], Any], kind: str, low, high) -> Callable[[Any], Any]:
+    def parse(text: Any):
+        if isinstance(text, bool):      # TOML true is no number, though Python's int() takes it
+            raise ValueError(f"{text!r} is not {kind}")
         try:
-            value = int(str(text).strip())
+            value = convert(str(text).strip())
         except ValueError:
-            raise ValueError(f"{text!r} is not a whole number") from None
+            raise ValueError(f"{text!r} is not {kind}") from None
         if low is not None and value < low:
             raise ValueError(f"{value} is below the minimum {low}")
         if high is not None and value > high:
             raise ValueError(f"{value} is above the maximum {high}")
         return value
     return parse
+
+
+def parse_int(low: int | None = None, high: int | None = None) -> Callable[[Any], int]:
+    return _number(int, "a whole number", low, high)
 
 
 def parse_float(low: float | None = None, high: float | None = None) -> Callable[[Any], float]:
-    def parse(text: Any) -> float:
-        try:
-            value = float(str(text).strip())
-        except ValueError:
-            raise ValueError(f"{text!r} is not a number") from None
-        if low is not None and value < low:
-            raise ValueError(f"{value} is below the minimum {low}")
-        if high is not None and value > high:
-            raise ValueError(f"{value} is above the maximum {high}")
-        return value
-    return parse
+    return _number(float, "a number", low, high)
 
 
 def parse_bool(text: Any) -> bool:
@@ -110,13 +104,6 @@ def parse_prefix(text: str) -> str:
     return "/" + text.strip("/") if text.strip("/") else ""
 
 
-def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(str(text).strip(), strict=False)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an address or CIDR block") from None
-
-
 # -- production (http, logs): parsers for the rows of that block below
 
 def parse_http(text: Any) -> tuple[str, int] | None:
@@ -124,13 +111,8 @@ def parse_http(text: Any) -> tuple[str, int] | None:
     text = str(text).strip()
     if text.lower() in ("", "off", "none", "false", "no"):
         return None
-    host, port = parse_hostport(text, default_port=9153)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if host != "localhost":
-            raise ValueError(f"{text!r}: serve HTTP on an IP address (e.g. 127.0.0.1:9153)") from None
-    return host, port
+    return parse_address_port(text, 9153, names=("localhost",),
+                              hint="serve HTTP on an IP address (e.g. 127.0.0.1:9153)")
 
 
 def parse_ip(text: Any) -> str:
@@ -151,13 +133,13 @@ def parse_choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
-# -- register: parsers from registrar.py, imported when used (keeps this module light)
+# -- register: parsers of register/record.py and register/checks.py
 
-def _register_parser(name: str) -> Callable[[Any], Any]:
-    """A parser from registrar.py, imported when used (keeps this module light)."""
+def _register_parser(name: str, module: str) -> Callable[[Any], Any]:
+    """A parser from dnsdisco.register.<module>, imported when used (keeps this module light)."""
     def parse(text: Any) -> Any:
-        from dnsdisco.register import registrar
-        return getattr(registrar, name)(str(text))
+        import importlib
+        return getattr(importlib.import_module(f"dnsdisco.register.{module}"), name)(str(text))
     parse.__name__ = name
     return parse
 
@@ -176,6 +158,7 @@ class Option:
     secret: bool = False           # never printed or logged
     flag: bool = True              # False: env/file only (e.g. passwords)
     is_switch: bool = False        # --flag without a value
+    section: str = ""              # the title of its Section (set from SECTIONS)
 
     @property
     def cli(self) -> str:
@@ -186,145 +169,168 @@ class Option:
         return ENV_PREFIX + self.name.upper()
 
 
+@dataclass(frozen=True)
+class Section:
+    """A group of options: `--help` shows them under `title`, README's settings tables and
+    the example file follow the same order (gunicorn's settings are kept the same way)."""
+    title: str
+    about: str
+    options: list[Option]
+
+
 SERVE = ("serve",)
 REGISTER = ("register",)
 STATUS = ("status",)
 ETCD_USERS = ("serve", "register", "status")
 
-OPTIONS: list[Option] = [
-    # -- etcd connection, shared by every command
-    Option("etcd", parse_etcd_url, [], "etcd endpoint URL(s); several fail over. Default: an etcd on "
-           "127.0.0.1:2379, or (serve only) an embedded one started for you", ETCD_USERS, many=True, metavar="URL[,URL...]"),
-    Option("prefix", parse_prefix, "/skydns", "etcd key prefix of the records (CoreDNS/SkyDNS layout)", ETCD_USERS, metavar="PATH"),
-    Option("etcd_timeout", parse_float(0.1), 5.0, "seconds to wait for one etcd call", ETCD_USERS, metavar="SECONDS"),
-    # -- serve
-    Option("listen", parse_listen, [("127.0.0.1", 53)], "address to answer on, UDP and TCP (repeatable; "
-           "[::1]:5300 for IPv6; status: gives the default NS its addresses, as in serve)", SERVE + STATUS, many=True,
-           metavar="HOST:PORT"),
-    Option("zone", parse_zone, ["svc.local"], "zone to answer authoritatively (repeatable)", SERVE + STATUS, many=True, metavar="NAME"),
-    Option("zones_dir", parse_str, "", "directory of RFC 1035 zone files (NAME.zone) served beside etcd", SERVE + STATUS, metavar="DIR"),
-    Option("ns_address", parse_ip, [], "address of the default nameserver ns.dns.<zone>, served as its A/AAAA and as "
-           "glue so the zone is never lame (repeatable; default: the specific --listen addresses)", SERVE + STATUS,
-           many=True, metavar="ADDR"),
-    Option("ttl", parse_int(0, 2**31 - 1), 30, "TTL of records that set none", SERVE + STATUS, metavar="SECONDS"),
-    Option("neg_ttl", parse_int(0, 2**31 - 1), 5, "negative-answer TTL (SOA minimum), kept short so new services show up fast", SERVE + STATUS, metavar="SECONDS"),
-    Option("state_dir", parse_str, "", "where the embedded etcd keeps its data (default ~/.local/state/dnsdisco)", SERVE, metavar="DIR"),
-    Option("embedded_etcd", parse_bool, True, "start a local etcd when none is given and none answers on 127.0.0.1:2379", SERVE, metavar="BOOL"),
-    Option("tcp_idle_timeout", parse_float(0.1), 10.0, "seconds an idle TCP connection is kept open", SERVE, metavar="SECONDS"),
-    Option("tcp_max_conns", parse_int(1), 1000, "open TCP connections at most", SERVE, metavar="N"),
-    Option("log_level", parse_choice("debug", "info", "warning", "error"), "info", "debug, info, warning or error", ETCD_USERS, metavar="LEVEL"),
-    # -- forwarding
-    Option("forward", lambda text: parse_upstream_item(text), [], "upstream resolver(s) for names outside our zones, "
-           "tried in order with fail-over: ADDRESS, ADDRESS:PORT, [IPv6]:PORT, or resolv.conf:PATH for the nameservers "
-           "of a file (repeatable). Default: no forwarding (REFUSED)", SERVE, many=True, metavar="UPSTREAM[,UPSTREAM...]"),
-    Option("allow", parse_cidr, [parse_cidr(c) for c in ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
-                                                          "192.168.0.0/16", "fc00::/7")],
-           "client networks that may use forwarding; others get REFUSED for outside names (repeatable)",
-           SERVE, many=True, metavar="CIDR"),
-    Option("forward_timeout", parse_float(0.05), 1.5, "seconds to wait for one upstream try before the next", SERVE, metavar="SECONDS"),
-    Option("forward_cache_size", parse_int(0), 10000, "forwarded answers kept in the cache at most (0 = no cache)", SERVE, metavar="N"),
-    # -- production (http, logs)
-    Option("http", parse_http, None, "serve the live service catalogue page (/), its JSON (/v1/services), /metrics, "
-           "/healthz and /readyz on this address (e.g. 127.0.0.1:9153); off by default", SERVE, metavar="HOST:PORT"),
-    Option("max_stale", parse_float(0.0), 30.0, "/readyz answers 503 once etcd has been unreachable this long "
-           "(DNS answers keep coming from the last snapshot)", SERVE, metavar="SECONDS"),
-    Option("log_format", parse_choice("plain", "json"), "plain", "log lines as plain text or one JSON object each",
-           ETCD_USERS, metavar="plain|json"),
-    Option("log_queries", parse_bool, False, "log one line per query (off: never a line per query)", SERVE,
-           is_switch=True),
-    # -- register
-    Option("address", _register_parser("check_host"), "", "address (or host name) to register; default: this "
-           "host's primary non-loopback address", REGISTER, metavar="IP"),
-    Option("port", parse_port, None, "service port, published in the SRV record (0: address only, no SRV)",
-           REGISTER, metavar="N"),
-    Option("ttl", _register_parser("lease_ttl"), 10, "lease TTL: the record disappears this long after the "
-           "registrar dies; the lease is refreshed about every TTL/3 (minimum 2)", REGISTER, metavar="SECONDS"),
-    Option("id", _register_parser("check_id"), "", "instance id, the last key label (<id>.<NAME> in DNS); "
-           "default <hostname>-<port>", REGISTER, metavar="ID"),
-    Option("priority", parse_int(0, 65535), None, "SRV priority (lower is preferred; served default 10)",
-           REGISTER, metavar="N"),
-    Option("weight", parse_int(0, 65535), None, "SRV weight among equal priorities (served default 100)",
-           REGISTER, metavar="N"),
-    Option("text", parse_str, "", "TXT record text", REGISTER, metavar="TEXT"),
-    Option("check_http", _register_parser("check_url"), "", "health check: the record exists only while GET URL "
-           "answers 2xx/3xx", REGISTER, metavar="URL"),
-    Option("check_cmd", parse_str, "", "health check: the record exists only while this shell command exits 0",
-           REGISTER, metavar="CMD"),
-    Option("check_interval", parse_float(0.1), 5.0, "seconds between health checks; one check may take "
-           "this long (0.5 to 10 s)",
-           REGISTER, metavar="SECONDS"),
-    Option("dns_ttl", parse_int(0, 2**31 - 1), None, "DNS TTL written in the record: how long caches keep "
-           "the answer; at most the lease TTL (default: half of it, at least 1)", REGISTER, metavar="SECONDS"),
-    Option("check_tcp", _register_parser("check_hostport"), [], "health check: the record exists only while a "
-           "TCP connection to HOST:PORT opens (repeatable)", REGISTER, many=True, metavar="HOST:PORT"),
-    Option("check_grpc", _register_parser("check_grpc_target"), [], "health check: the record exists only while "
-           "grpc.health.v1 Check of SERVICE answers SERVING (repeatable)", REGISTER, many=True,
-           metavar="HOST:PORT[/SERVICE]"),
-    Option("check_timeout", parse_float(0.1), None, "seconds one probe may take (default: the interval, "
-           "0.5 to 10 s)", REGISTER, metavar="SECONDS"),
-    Option("check_rise", parse_int(1, 1000), 1, "passes in a row before an unhealthy instance is registered",
-           REGISTER, metavar="N"),
-    Option("check_fall", parse_int(1, 1000), 2, "failures in a row before a healthy instance is removed (2: "
-           "one flaky probe removes nothing)", REGISTER, metavar="N"),
-    # -- server (TCP abuse limits, RFC 7766)
-    Option("tcp_max_per_client", parse_int(0), 64, "open TCP connections at most per client address "
-           "(IPv6: per /64); 0 = no per-client cap", SERVE, metavar="N"),
-    Option("tcp_read_timeout", parse_float(0.1), 2.0, "seconds to receive one whole TCP message once it "
-           "has begun, and to send one reply; slower clients are cut (slowloris)", SERVE, metavar="SECONDS"),
-    Option("tcp_max_inflight", parse_int(1, 1000), 16, "queries answered at once per TCP connection; "
-           "reading pauses beyond it", SERVE, metavar="N"),
-    # -- hardening (hostile etcd data, response rate limiting)
-    Option("max_value_bytes", parse_int(64), 65536, "etcd values larger than this are skipped with a "
-           "warning naming the key", SERVE + STATUS, metavar="BYTES"),
-    Option("max_records_per_name", parse_int(1), 1000, "instances served at most under one name (the "
-           "first N by key); more are ignored with a warning naming the name", SERVE + STATUS, metavar="N"),
-    Option("hold_fraction", parse_float(0.0, 1.0), 0.3, "mass-expiry guard: when deletions remove more than "
-           "this share of a zone's records within --hold-window (and at least 10), keep serving them (a fault between "
-           "the fleet and etcd, not a fleet that died at once); 0 turns the guard off", SERVE, metavar="FRACTION"),
-    Option("hold_window", parse_float(0.1), 10.0, "mass-expiry guard: the window in which deletions are counted "
-           "(default one default lease TTL: a cut-off fleet's leases all expire within it)", SERVE, metavar="SECONDS"),
-    Option("hold_max", parse_float(0.0), 60.0, "mass-expiry guard: the longest a held record is still served; the hold "
-           "ends earlier once half of the held records register again", SERVE, metavar="SECONDS"),
-    Option("cache_size", parse_int(1000, 10_000_000), 100_000, "distinct questions whose packed replies "
-           "are kept for repeats (about 1 KB of memory each; the oldest eighth goes when full)", SERVE,
-           metavar="N"),
-    Option("rrl_rate", parse_int(0), 0, "response rate limiting: UDP responses per second to one client "
-           "/24 (IPv6 /56) for one name and type; 0 = off. TCP is never limited", SERVE, metavar="N"),
-    Option("rrl_slip", parse_int(0, 10), 2, "with --rrl-rate: every Nth limited response goes out "
-           "truncated (TC) so real clients retry over TCP; 0 = drop all, 1 = truncate all", SERVE, metavar="N"),
-    Option("rrl_exempt", parse_cidr, [], "client networks never rate limited (repeatable)", SERVE,
-           many=True, metavar="CIDR"),
-    # -- etcd security (TLS, auth) and status
-    Option("etcd_cacert", parse_str, "", "CA certificate (PEM) that signed etcd's server certificate; "
-           "endpoints are then https://", ETCD_USERS, metavar="FILE"),
-    Option("etcd_cert", parse_str, "", "client certificate (PEM) for etcd's mutual TLS (--client-cert-auth); "
-           "with --etcd-key", ETCD_USERS, metavar="FILE"),
-    Option("etcd_key", parse_str, "", "private key (PEM) of --etcd-cert", ETCD_USERS, metavar="FILE"),
-    Option("etcd_user", parse_str, "", "etcd user to log in as; the password comes from DNSDISCO_ETCD_PASSWORD "
-           "or --etcd-password-file, never from a flag", ETCD_USERS, metavar="NAME"),
-    Option("etcd_password_file", parse_str, "", "file whose first line is the password of --etcd-user",
-           ETCD_USERS, metavar="FILE"),
-    Option("etcd_password", parse_str, "", "password of --etcd-user (environment or config file only)",
-           ETCD_USERS, secret=True, flag=False),
-    # -- zone transfers (transfer.py, journal.py, notify.py, tsig.py; docs/transfers.md)
-    Option("transfer_allow", parse_cidr, [], "client networks that may transfer zones (AXFR/IXFR) "
-           "(repeatable); default none: every transfer is REFUSED", SERVE, many=True, metavar="CIDR"),
-    Option("transfer_require_tsig", parse_bool, False, "transfers must also be signed with a key of "
-           "--tsig-key-file / DNSDISCO_TSIG_KEYS (RFC 8945)", SERVE, is_switch=True),
-    Option("tsig_key_file", parse_str, "", "file of TSIG keys, one 'name algorithm secret' line each "
-           "(hmac-sha256, hmac-sha512, ...; base64 secret as tsig-keygen prints it)", SERVE, metavar="FILE"),
-    Option("tsig_keys", parse_str, "", "TSIG keys as 'name algorithm secret' entries separated by ';' "
-           "(environment or config file only)", SERVE, secret=True, flag=False),
-    Option("notify", lambda text: _notify_target(text), [], "secondary to send NOTIFY to when a zone changes "
-           "(repeatable; signed with the first TSIG key when keys are configured)", SERVE, many=True,
-           metavar="ADDR[:PORT]"),
-    Option("ixfr_journal_size", lambda text: _journal_size(text), (1000, 32 << 20), "bound of the IXFR "
-           "journal: ENTRIES or ENTRIES:BYTES (K, M, G); older serials get the whole zone", SERVE,
-           metavar="N[:BYTES]"),
-    Option("format", parse_choice("text", "json", "zone"), "text", "output: aligned text, one JSON document, "
-           "or (zone) the zone as served, as an RFC 1035 master file (NAME is then the zone)",
-           STATUS, metavar="text|json|zone"),
+SECTIONS: list[Section] = [
+    Section("etcd", "the etcd that holds the records: where, how long to wait, TLS and login", [
+        Option("etcd", parse_etcd_url, [], "etcd endpoint URL(s); several fail over. Default: an etcd on "
+               "127.0.0.1:2379, or (serve only) an embedded one started for you", ETCD_USERS, many=True, metavar="URL[,URL...]"),
+        Option("prefix", parse_prefix, "/skydns", "etcd key prefix of the records (CoreDNS/SkyDNS layout)", ETCD_USERS, metavar="PATH"),
+        Option("etcd_timeout", parse_float(0.1), 5.0, "seconds to wait for one etcd call", ETCD_USERS, metavar="SECONDS"),
+        Option("etcd_cacert", parse_str, "", "CA certificate (PEM) that signed etcd's server certificate; "
+               "endpoints are then https://", ETCD_USERS, metavar="FILE"),
+        Option("etcd_cert", parse_str, "", "client certificate (PEM) for etcd's mutual TLS (--client-cert-auth); "
+               "with --etcd-key", ETCD_USERS, metavar="FILE"),
+        Option("etcd_key", parse_str, "", "private key (PEM) of --etcd-cert", ETCD_USERS, metavar="FILE"),
+        Option("etcd_user", parse_str, "", "etcd user to log in as; the password comes from DNSDISCO_ETCD_PASSWORD "
+               "or --etcd-password-file, never from a flag", ETCD_USERS, metavar="NAME"),
+        Option("etcd_password_file", parse_str, "", "file whose first line is the password of --etcd-user",
+               ETCD_USERS, metavar="FILE"),
+        Option("etcd_password", parse_str, "", "password of --etcd-user (environment or config file only)",
+               ETCD_USERS, secret=True, flag=False),
+        Option("embedded_etcd", parse_bool, True, "start a local etcd when none is given and none answers on 127.0.0.1:2379", SERVE, metavar="BOOL"),
+        Option("state_dir", parse_str, "", "where the embedded etcd keeps its data (default ~/.local/state/dnsdisco)", SERVE, metavar="DIR"),
+    ]),
+    Section("zones and records", "what is served: zones, zone files, the default nameserver, TTLs", [
+        Option("zone", parse_zone, ["svc.local"], "zone to answer authoritatively (repeatable)", SERVE + STATUS, many=True, metavar="NAME"),
+        Option("zones_dir", parse_str, "", "directory of RFC 1035 zone files (NAME.zone) served beside etcd", SERVE + STATUS, metavar="DIR"),
+        Option("ns_address", parse_ip, [], "address of the default nameserver ns.dns.<zone>, served as its A/AAAA and as "
+               "glue so the zone is never lame (repeatable; default: the specific --listen addresses)", SERVE + STATUS,
+               many=True, metavar="ADDR"),
+        Option("ttl", parse_int(0, 2**31 - 1), 30, "TTL of records that set none", SERVE + STATUS, metavar="SECONDS"),
+        Option("neg_ttl", parse_int(0, 2**31 - 1), 5, "negative-answer TTL (SOA minimum), kept short so new services show up fast", SERVE + STATUS, metavar="SECONDS"),
+    ]),
+    Section("listening and answering", "where queries are answered, the reply cache, how TCP clients are held", [
+        Option("listen", parse_listen, [("127.0.0.1", 53)], "address to answer on, UDP and TCP (repeatable; "
+               "[::1]:5300 for IPv6; status: gives the default NS its addresses, as in serve)", SERVE + STATUS, many=True,
+               metavar="HOST:PORT"),
+        Option("cache_size", parse_int(1000, 10_000_000), 100_000, "distinct questions whose packed replies "
+               "are kept for repeats (about 1 KB of memory each; the oldest eighth goes when full)", SERVE,
+               metavar="N"),
+        Option("tcp_idle_timeout", parse_float(0.1), 10.0, "seconds an idle TCP connection is kept open", SERVE, metavar="SECONDS"),
+        Option("tcp_max_conns", parse_int(1), 1000, "open TCP connections at most", SERVE, metavar="N"),
+        Option("tcp_max_per_client", parse_int(0), 64, "open TCP connections at most per client address "
+               "(IPv6: per /64); 0 = no per-client cap", SERVE, metavar="N"),
+        Option("tcp_read_timeout", parse_float(0.1), 2.0, "seconds to receive one whole TCP message once it "
+               "has begun, and to send one reply; slower clients are cut (slowloris)", SERVE, metavar="SECONDS"),
+        Option("tcp_max_inflight", parse_int(1, 1000), 16, "queries answered at once per TCP connection; "
+               "reading pauses beyond it", SERVE, metavar="N"),
+    ]),
+    Section("forwarding", "names outside our zones, for the clients allowed to ask", [
+        Option("forward", lambda text: parse_upstream_item(text), [], "upstream resolver(s) for names outside our zones, "
+               "tried in order with fail-over: ADDRESS, ADDRESS:PORT, [IPv6]:PORT, or resolv.conf:PATH for the nameservers "
+               "of a file (repeatable). Default: no forwarding (REFUSED)", SERVE, many=True, metavar="UPSTREAM[,UPSTREAM...]"),
+        Option("allow", parse_network, [parse_network(c) for c in DEFAULT_ALLOW],
+               "client networks that may use forwarding; others get REFUSED for outside names (repeatable)",
+               SERVE, many=True, metavar="CIDR"),
+        Option("forward_timeout", parse_float(0.05), 1.5, "seconds to wait for one upstream try before the next", SERVE, metavar="SECONDS"),
+        Option("forward_cache_size", parse_int(0), 10000, "forwarded answers kept in the cache at most (0 = no cache)", SERVE, metavar="N"),
+    ]),
+    Section("zone transfers", "AXFR/IXFR to secondaries, TSIG, NOTIFY (docs/transfers.md)", [
+        Option("transfer_allow", parse_network, [], "client networks that may transfer zones (AXFR/IXFR) "
+               "(repeatable); default none: every transfer is REFUSED", SERVE, many=True, metavar="CIDR"),
+        Option("transfer_require_tsig", parse_bool, False, "transfers must also be signed with a key of "
+               "--tsig-key-file / DNSDISCO_TSIG_KEYS (RFC 8945)", SERVE, is_switch=True),
+        Option("tsig_key_file", parse_str, "", "file of TSIG keys, one 'name algorithm secret' line each "
+               "(hmac-sha256, hmac-sha512, ...; base64 secret as tsig-keygen prints it)", SERVE, metavar="FILE"),
+        Option("tsig_keys", parse_str, "", "TSIG keys as 'name algorithm secret' entries separated by ';' "
+               "(environment or config file only)", SERVE, secret=True, flag=False),
+        Option("notify", lambda text: _notify_target(text), [], "secondary to send NOTIFY to when a zone changes "
+               "(repeatable; signed with the first TSIG key when keys are configured)", SERVE, many=True,
+               metavar="ADDR[:PORT]"),
+        Option("ixfr_journal_size", lambda text: _journal_size(text), (1000, 32 << 20), "bound of the IXFR "
+               "journal: ENTRIES or ENTRIES:BYTES (K, M, G); older serials get the whole zone", SERVE,
+               metavar="N[:BYTES]"),
+    ]),
+    Section("limits and abuse", "hostile etcd data, mass expiry, response rate limiting", [
+        Option("max_value_bytes", parse_int(64), 65536, "etcd values larger than this are skipped with a "
+               "warning naming the key", SERVE + STATUS, metavar="BYTES"),
+        Option("max_records_per_name", parse_int(1), 1000, "instances served at most under one name (the "
+               "first N by key); more are ignored with a warning naming the name", SERVE + STATUS, metavar="N"),
+        Option("hold_fraction", parse_float(0.0, 1.0), 0.3, "mass-expiry guard: when deletions remove more than "
+               "this share of a zone's records within --hold-window (and at least 10), keep serving them (a fault between "
+               "the fleet and etcd, not a fleet that died at once); 0 turns the guard off", SERVE, metavar="FRACTION"),
+        Option("hold_window", parse_float(0.1), 10.0, "mass-expiry guard: the window in which deletions are counted "
+               "(default one default lease TTL: a cut-off fleet's leases all expire within it)", SERVE, metavar="SECONDS"),
+        Option("hold_max", parse_float(0.0), 60.0, "mass-expiry guard: the longest a held record is still served; the hold "
+               "ends earlier once half of the held records register again", SERVE, metavar="SECONDS"),
+        Option("rrl_rate", parse_int(0), 0, "response rate limiting: UDP responses per second to one client "
+               "/24 (IPv6 /56) for one name and type; 0 = off. TCP is never limited", SERVE, metavar="N"),
+        Option("rrl_slip", parse_int(0, 10), 2, "with --rrl-rate: every Nth limited response goes out "
+               "truncated (TC) so real clients retry over TCP; 0 = drop all, 1 = truncate all", SERVE, metavar="N"),
+        Option("rrl_exempt", parse_network, [], "client networks never rate limited (repeatable)", SERVE,
+               many=True, metavar="CIDR"),
+    ]),
+    Section("operations and logs", "HTTP endpoints, readiness, log lines", [
+        Option("http", parse_http, None, "serve the live service catalogue page (/), its JSON (/v1/services), /metrics, "
+               "/healthz and /readyz on this address (e.g. 127.0.0.1:9153); off by default", SERVE, metavar="HOST:PORT"),
+        Option("max_stale", parse_float(0.0), 30.0, "/readyz answers 503 once etcd has been unreachable this long "
+               "(DNS answers keep coming from the last snapshot)", SERVE, metavar="SECONDS"),
+        Option("log_level", parse_choice("debug", "info", "warning", "error"), "info", "debug, info, warning or error", ETCD_USERS, metavar="LEVEL"),
+        Option("log_format", parse_choice("plain", "json"), "plain", "log lines as plain text or one JSON object each",
+               ETCD_USERS, metavar="plain|json"),
+        Option("log_queries", parse_bool, False, "log one line per query (off: never a line per query)", SERVE,
+               is_switch=True),
+    ]),
+    Section("register", "the record `dnsdisco register` keeps in etcd", [
+        Option("address", _register_parser("check_host", "record"), "", "address (or host name) to register; default: this "
+               "host's primary non-loopback address", REGISTER, metavar="IP"),
+        Option("port", parse_port, None, "service port, published in the SRV record (0: address only, no SRV)",
+               REGISTER, metavar="N"),
+        Option("ttl", _register_parser("lease_ttl", "record"), 10, "lease TTL: the record disappears this long after the "
+               "registrar dies; the lease is refreshed about every TTL/3 (minimum 2)", REGISTER, metavar="SECONDS"),
+        Option("dns_ttl", parse_int(0, 2**31 - 1), None, "DNS TTL written in the record: how long caches keep "
+               "the answer; at most the lease TTL (default: half of it, at least 1)", REGISTER, metavar="SECONDS"),
+        Option("id", _register_parser("check_id", "record"), "", "instance id, the last key label (<id>.<NAME> in DNS); "
+               "default <hostname>-<port>", REGISTER, metavar="ID"),
+        Option("priority", parse_int(0, 65535), None, "SRV priority (lower is preferred; served default 10)",
+               REGISTER, metavar="N"),
+        Option("weight", parse_int(0, 65535), None, "SRV weight among equal priorities (served default 100)",
+               REGISTER, metavar="N"),
+        Option("text", parse_str, "", "TXT record text", REGISTER, metavar="TEXT"),
+    ]),
+    Section("health checks", "when `dnsdisco register` keeps the record: only while every check passes", [
+        Option("check_http", _register_parser("check_url", "checks"), "", "health check: the record exists only while GET URL "
+               "answers 2xx/3xx", REGISTER, metavar="URL"),
+        Option("check_tcp", _register_parser("check_hostport", "checks"), [], "health check: the record exists only while a "
+               "TCP connection to HOST:PORT opens (repeatable)", REGISTER, many=True, metavar="HOST:PORT"),
+        Option("check_grpc", _register_parser("check_grpc_target", "checks"), [], "health check: the record exists only while "
+               "grpc.health.v1 Check of SERVICE answers SERVING (repeatable)", REGISTER, many=True,
+               metavar="HOST:PORT[/SERVICE]"),
+        Option("check_cmd", parse_str, "", "health check: the record exists only while this shell command exits 0",
+               REGISTER, metavar="CMD"),
+        Option("check_interval", parse_float(0.1), 5.0, "seconds between health checks; one check may take "
+               "this long (0.5 to 10 s)",
+               REGISTER, metavar="SECONDS"),
+        Option("check_timeout", parse_float(0.1), None, "seconds one probe may take (default: the interval, "
+               "0.5 to 10 s)", REGISTER, metavar="SECONDS"),
+        Option("check_rise", parse_int(1, 1000), 1, "passes in a row before an unhealthy instance is registered",
+               REGISTER, metavar="N"),
+        Option("check_fall", parse_int(1, 1000), 2, "failures in a row before a healthy instance is removed (2: "
+               "one flaky probe removes nothing)", REGISTER, metavar="N"),
+    ]),
+    Section("status", "what `dnsdisco status` prints", [
+        Option("format", parse_choice("text", "json", "zone"), "text", "output: aligned text, one JSON document, "
+               "or (zone) the zone as served, as an RFC 1035 master file (NAME is then the zone)",
+               STATUS, metavar="text|json|zone"),
+    ]),
 ]
+
+# each option knows its section; OPTIONS holds them all, in section order
+SECTIONS = [replace(sec, options=[replace(opt, section=sec.title) for opt in sec.options]) for sec in SECTIONS]
+OPTIONS: list[Option] = [opt for sec in SECTIONS for opt in sec.options]
 
 
 def _notify_target(text: str) -> tuple[str, int]:
@@ -340,9 +346,9 @@ def _journal_size(text) -> tuple[int, int]:
 
 
 def parse_upstream_item(text: str) -> str:
-    """Check one --forward item now (reading a resolv.conf:PATH file); forward.parse_upstreams
+    """Check one --forward item now (reading a resolv.conf:PATH file); upstreams.parse_upstreams
     turns the checked items into (address, port) pairs."""
-    from dnsdisco.net.forwarder import parse_upstream
+    from dnsdisco.net.upstreams import parse_upstream
     parse_upstream(str(text))
     return str(text).strip()
 
@@ -380,13 +386,6 @@ class Config(Mapping[str, Any]):
 
     def source(self, name: str) -> str:
         return self._sources[name]
-
-    def replace(self, **changes: Any) -> "Config":
-        values = dict(self._values)
-        values.update(changes)
-        sources = dict(self._sources)
-        sources.update({k: "code" for k in changes})
-        return Config(values, sources)
 
 
 def _split_env_list(text: str) -> list[str]:
@@ -530,6 +529,18 @@ def describe(cfg: Config, names: Iterable[str] | None = None) -> str:
     return " ".join(parts)
 
 
+def secret_values(cfg: Mapping[str, Any]) -> list[str]:
+    """The values in `cfg` of every option declared secret, for `setup(secrets=...)`."""
+    values: list[str] = []
+    for name in dict.fromkeys(opt.name for opt in OPTIONS if opt.secret):   # once per setting
+        if name in cfg:
+            value = cfg[name]
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if item and str(item) not in values:
+                    values.append(str(item))
+    return values
+
+
 # ---------------------------------------------------------------- the example file
 
 EXAMPLE_NAME = "dnsdisco.example.toml"
@@ -538,7 +549,7 @@ _EXAMPLE_HEADER = """\
 #
 # Generated from the option table in dnsdisco/config.py; regenerate it with
 #     python3 -m dnsdisco.config --write-example
-# (tests/test_config_file.py fails when this file is stale). Do not edit it by hand: copy it.
+# (tests/unit/top/test_config_file.py fails when this file is stale). Do not edit it by hand: copy it.
 #
 # Use it with `dnsdisco COMMAND --config FILE` (or DNSDISCO_CONFIG=FILE); check it with
 # `dnsdisco serve --config FILE --check-config`. A flag wins over DNSDISCO_<NAME> in the
@@ -559,8 +570,7 @@ def _toml_value(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, tuple) and len(value) == 2:           # (host, port)
-        host, port = value
-        return json.dumps(f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}")
+        return json.dumps(format_hostport(*value))
     if isinstance(value, list):
         items = [_toml_value(v) for v in value]
         return None if None in items else "[" + ", ".join(items) + "]"
@@ -592,15 +602,24 @@ def example_toml() -> str:
     table per command with its own."""
     shared = [o for o in OPTIONS if set(o.commands) == set(COMMANDS)]
     out = [_EXAMPLE_HEADER]
-    out.append("# ---- every command (etcd connection, logs)\n")
-    for opt in shared:
-        out.append("\n".join(_example_lines(opt)) + "\n")
+    out.append("# ======== every command\n")
+    out.extend(_example_sections(shared))
     for command in COMMANDS:
         own = [o for o in options_for(command) if o not in shared]
         out.append(f"\n[{command}]\n")
-        for opt in own:
-            out.append("\n".join(_example_lines(opt)) + "\n")
+        out.extend(_example_sections(own))
     return "\n".join(out)
+
+
+def _example_sections(options: list[Option]) -> list[str]:
+    """The example's lines for `options`, under a comment line per section."""
+    out = []
+    for section in SECTIONS:
+        own = [o for o in options if o.section == section.title]
+        if own:
+            out.append(f"# ---- {section.title}: {section.about}\n")
+            out.extend("\n".join(_example_lines(opt)) + "\n" for opt in own)
+    return out
 
 
 def example_paths() -> list[str]:
@@ -627,14 +646,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-def secret_values(cfg: Mapping[str, Any]) -> list[str]:
-    """The values in `cfg` of every option declared secret, for `setup(secrets=...)`."""
-    values: list[str] = []
-    for name in dict.fromkeys(opt.name for opt in OPTIONS if opt.secret):   # once per setting
-        if name in cfg:
-            value = cfg[name]
-            for item in value if isinstance(value, (list, tuple)) else [value]:
-                if item and str(item) not in values:
-                    values.append(str(item))
-    return values

@@ -3,7 +3,7 @@
 Apart from snapshot.py (what a snapshot is, and how a watch batch makes the next one) because
 its only concern is speed at millions of keys: the short paths for the common key and value,
 and indexes built from runs of siblings instead of a list per parent. `Snapshot.build` uses it;
-tests/test_snapshot_million.py holds it to what `Snapshot.apply` makes of the same keys.
+tests/e2e/test_snapshot_million.py holds it to what `Snapshot.apply` makes of the same keys.
 """
 from __future__ import annotations
 

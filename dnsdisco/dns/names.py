@@ -147,6 +147,75 @@ def skip_wire_name(data: bytes, pos: int) -> int:
         pos += length + 1
 
 
+def read_wire_name(data: bytes, pos: int) -> tuple[list[bytes], int]:
+    """The labels of the (possibly compressed) name at `pos` in a DNS message, as sent (no
+    case folding), and the offset just past the name where it starts. ValueError for a name
+    that runs past the end, a pointer loop, a bad label type or more than 255 octets."""
+    parts, end = _walk_name(data, pos)
+    return [part[1:] for part in parts], end
+
+
+def expand_wire_name(data: bytes, pos: int) -> tuple[bytes, int]:
+    """The name at `pos` as uncompressed wire octets (pointers followed, the root's zero
+    octet at the end, letter case as sent) and the offset just past it; read_wire_name's
+    errors."""
+    parts, end = _walk_name(data, pos)
+    parts.append(b"\x00")
+    return b"".join(parts), end
+
+
+def _walk_name(data: bytes, pos: int) -> tuple[list[bytes], int]:
+    """The one walker that follows compression pointers: each label with its length octet."""
+    found: list[bytes] = []
+    end = None
+    jumps = 0
+    total = 1
+    size = len(data)
+    while True:
+        if pos >= size:
+            raise ValueError("name runs past the end of the message")
+        length = data[pos]
+        if length >= 0xC0:
+            if pos + 1 >= size:
+                raise ValueError("compression pointer cut short")
+            if end is None:
+                end = pos + 2
+            jumps += 1
+            if jumps > 64:
+                raise ValueError("compression pointer loop")
+            pos = ((length & 0x3F) << 8) | data[pos + 1]
+            continue
+        if length > MAX_LABEL:
+            raise ValueError(f"unsupported label type {length:#x}")
+        if length == 0:
+            return found, (end if end is not None else pos + 1)
+        total += length + 1
+        if total > 255:
+            raise ValueError("name longer than 255 octets")
+        if pos + 1 + length > size:
+            raise ValueError("label runs past the end of the message")
+        found.append(bytes(data[pos:pos + 1 + length]))
+        pos += 1 + length
+
+
+def to_text(wire_labels) -> str:
+    """Labels in presentation form for messages and logs: a "." or a backslash inside a label
+    and octets outside printable ASCII are escaped (RFC 1035 section 5.1), so two different
+    names never print alike; the root is "."."""
+    out = []
+    for label in wire_labels:
+        text = []
+        for octet in label:
+            if octet in (0x2E, 0x5C):
+                text.append("\\" + chr(octet))
+            elif 0x21 <= octet <= 0x7E:
+                text.append(chr(octet))
+            else:
+                text.append(f"\\{octet:03d}")
+        out.append("".join(text))
+    return ".".join(out) or "."
+
+
 def zone_of_labels(wire_labels, zones) -> str | None:
     """The longest of `zones` (plain names) that the wire labels lie in, compared label by
     label, so a "." inside a label never lines up with a zone's label boundary."""
@@ -219,7 +288,30 @@ def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int
         if default_port is None:
             raise ValueError(f"{text!r}: expected HOST:PORT")
         return host, default_port
-    return host, parse_port(port_text)
+    try:
+        return host, parse_port(port_text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+
+
+def parse_address_port(text: str, default_port: int | None = None, *, names: tuple[str, ...] = (),
+                       hint: str = "give an IP address") -> tuple[str, int]:
+    """parse_hostport for an endpoint that must be an IP address (or one of `names`, such as
+    "localhost"): we bind or send to it, and resolving a name could ask ourselves. `hint`
+    ends the message for anything else."""
+    host, port = parse_hostport(text, default_port)
+    if host not in names and not is_address(host):
+        raise ValueError(f"{text!r}: {hint}")
+    return host, port
+
+
+def is_address(text: str) -> bool:
+    """Whether `text` is an IPv4 or IPv6 address (an IPv6 %scope is allowed)."""
+    try:
+        ipaddress.ip_address(str(text).split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 def parse_port(text: Any) -> int:

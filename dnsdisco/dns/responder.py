@@ -1,7 +1,9 @@
 """`Responder.handle(packet) -> reply bytes`: the query path the socket loops call, no I/O.
 
-On a cache hit no dnslib object is built: the cached reply was packed with the question
-in lower case, so the client's id, RD/CD bits and spelling of the name are written over it.
+Every reply comes from one path: the rules (dns.rules) answer the question, the encoder
+(dns.encoder) writes the bytes, and the caches keep those bytes. A cached reply was written
+with the question in lower case, so the client's id, RD/CD bits and spelling of the name are
+written over it. dnslib only parses the rare query the fast reader declines.
 Transfers, rate limiting and forwarding are handed in (`xfr`, `rrl`, `forwarder`): this
 package does not import the network side.
 """
@@ -13,32 +15,33 @@ import random
 import struct
 import time
 
-from dnslib import EDNS0, DNSHeader, DNSLabel, DNSQuestion, DNSRecord, RCODE
+from dnslib import DNSRecord
 
-from dnsdisco.dns.cache import DEAD, DEFAULT_CACHE_SIZE, ReplyCache, _Exact, _same_but_name, cache_key
-from dnsdisco.dns.names import from_labels, zone_of_labels
-from dnsdisco.dns.packer import encode_name, fast_answer, negative_reply
-from dnsdisco.dns.rules import UDP_PAYLOAD, answer, edns_of, error_reply, soa_serial
+from dnsdisco.dns.cache import DEAD, DEFAULT_CACHE_SIZE, ReplyCache, _Entry, _Exact, _same_but_name, cache_key
+from dnsdisco.dns.constants import NOERROR, NXDOMAIN, REFUSED, SERVFAIL, T_AXFR, T_IXFR, T_PTR, TCP_LIMIT
+from dnsdisco.dns.encoder import (encode, error_for, error_reply, formerr_for, formerr_with_opt, opt_record,
+                                  reply_flags)
+from dnsdisco.dns.rules import answer, from_dnslib, message_rcode, soa_serial
 from dnsdisco.dns.snapshot import Snapshot
-from dnsdisco.dns.wire import (DROP, SLOW, T_OPT, TCP_LIMIT, _HEADER, _TYPECLASS, edns_problem, formerr_for,
-                               formerr_with_opt, pack_reply, parse_fast, rotations, slip_reply,
-                               soa_serial_offsets, udp_limit)
+from dnsdisco.dns.wire import (DROP, SLOW, badkey_reply, edns_of, edns_problem, encode_name, labels_wire, parse_fast, slip_reply,
+                               udp_limit)
 
-log = logging.getLogger("dnsdisco.wire")
+log = logging.getLogger("dnsdisco.responder")
 _now = time.perf_counter
 
-T_PTR = 12            # answered from the snapshot for registered addresses, even outside our zones
-XFR_QTYPES = frozenset((251, 252))   # IXFR, AXFR: handed to `xfr` (net.transfer.Transfers)
+XFR_QTYPES = frozenset((T_IXFR, T_AXFR))   # handed to `xfr` (net.transfer.Transfers)
 NOT_MINE = object()   # what `xfr.handle` returns for a message the usual path answers
 _SERIAL = struct.Struct("!I")
 
 
 class _NoTransfers:
-    """Transfers refused and signed queries left to the usual path: the stand-in until serve
-    hands in net.transfer.Transfers."""
+    """The stand-in until serve hands in net.transfer.Transfers: transfers go on to the rules,
+    which refuse them, and a signed query gets NOTAUTH/BADKEY (no keys are known), never an
+    unsigned answer (RFC 8945 5.2)."""
 
     def handle(self, responder, data, transport, client):
-        return NOT_MINE
+        reply = badkey_reply(data)
+        return NOT_MINE if reply is None else reply
 
     def on_swap(self, old, new, touched):
         pass
@@ -167,19 +170,20 @@ class Responder:
             if out is not NOT_MINE:
                 return out
         if not self.ready:
-            reply = self._not_ready(data)
+            reply = self._not_ready(data, fq)
             hit = False
         elif fq is SLOW:
-            reply = self._slow(data, transport, client, None)
+            reply = self._slow(data, transport, client)
             hit = False
         else:
             qid, qname, qtype, qclass, edns, udp, do = fq
             lname = qname.lower()
+            # PTR: answered from the snapshot for registered addresses, even outside our zones
             if (self.forwarder is not None and qtype != T_PTR and not self._in_zone(lname)
                     and self._may_forward(client, data)):
                 reply = self.forwarder.forward(data, transport == "tcp")
                 if self.metrics:
-                    self.metrics.query(qtype, reply[3] & 0xF if reply else RCODE.SERVFAIL, transport,
+                    self.metrics.query(qtype, reply[3] & 0xF if reply else SERVFAIL, transport,
                                        _now() - started, False)
                 return reply
             limit = TCP_LIMIT if transport == "tcp" else udp_limit(edns, udp)
@@ -189,7 +193,7 @@ class Responder:
                 reply = self._from_entry(entry, data, qname, lname, transport, qtype)
                 hit = True
             else:
-                reply = self._miss(data, transport, client, key, fq, lname, limit)
+                reply = self._first(data, transport, client, qname, lname, qtype, qclass, edns, do, limit, key)
                 hit = False
         if self.rrl is not None and transport == "udp" and reply is not None and type(fq) is tuple:
             reply = self._rate_limited(reply, data, fq, client)     # response rate limiting
@@ -278,82 +282,70 @@ class Responder:
             return slip_reply(reply, data, 12 + len(qname) + 4)
         return None
 
-    def _not_ready(self, data: bytes) -> bytes | None:
+    def _not_ready(self, data: bytes, fq) -> bytes | None:
         """SERVFAIL before the first sync: clients retry instead of caching a false NXDOMAIN."""
+        forwarding = self.forwarder is not None
+        if type(fq) is tuple:
+            _qid, qname, _qtype, _qclass, edns, _udp, do = fq
+            return data[:2] + error_reply((data[2] << 8) | data[3], data[12:12 + len(qname) + 4], SERVFAIL,
+                                          edns=edns, do=do, ra=forwarding)
         try:
             query = DNSRecord.parse(data)
         except Exception:
             return formerr_for(data)
-        return error_reply(query, RCODE.SERVFAIL, forwarding=self.forwarder is not None).pack()
+        return error_for(query, SERVFAIL, forwarding=forwarding)
 
-    def _miss(self, data: bytes, transport: str, client, key: bytes, fq: tuple, lname: bytes,
-              limit: int) -> bytes | None:
-        """A cache miss: the direct packer for plain questions, else the dnslib path."""
-        qname, qtype, qclass, edns, do = fq[1], fq[2], fq[3], fq[4], fq[6]
+    def _first(self, data: bytes, transport: str, client, qname: bytes, lname: bytes, qtype: int, qclass: int,
+               edns: bool, do: bool, limit: int, key: bytes | None) -> bytes | None:
+        """A question not answered before (or not cacheable): the rules answer it, the
+        encoder writes it, and with a cache `key` the cache keeps the bytes."""
+        snap = self.snapshot
+        generation = self.cache.generation
+        forwarding = self.forwarder is not None
+        qflags = (data[2] << 8) | data[3]
         try:
-            packed = fast_answer(self.snapshot, lname, qtype, qclass, edns, do, limit, self.forwarder is not None,
-                                 ((data[2] & 0x01) << 8) | (data[3] & 0x10))
+            ans = answer(snap, lname, qtype, qclass, forwarding)
         except Exception:
-            log.exception("internal error in the direct packer for %r", data[:64])
-            packed = None
-        if packed is None:
-            return self._slow(data, transport, client, (key, qname))
-        variants, depends, offsets = packed
-        entry = self.cache.put(key, variants, depends, offsets, self.snapshot.revision)
-        # served like a hit, so a repeat of these exact bytes is an id-only write from now on
-        return self._from_entry(entry, data, qname, lname, transport, qtype)
+            log.exception("internal error answering %r", data[:64])
+            if self.metrics:
+                self.metrics.handler_error()
+            return data[:2] + error_reply(qflags, qname + struct.pack("!HH", qtype, qclass), SERVFAIL, edns=edns,
+                                          do=do, ra=forwarding)
+        if not ans.in_zone and ans.rcode == REFUSED and self._may_forward(client, data):
+            return self.forwarder.forward(data, transport == "tcp")
+        if ans.chase is not None and forwarding:
+            # the same question from a client that may not forward gets the bare CNAME: cache neither
+            key = None
+            if self._may_forward(client, data):
+                self._finish_chain(ans, transport == "tcp")
+        flags = reply_flags(qflags, ans.rcode, ans.aa, forwarding)
+        variants, offsets = encode(ans, lname, qtype, qclass, flags, edns, do, limit)
+        if key is not None and ans.cacheable and generation == self.cache.generation:
+            entry = self.cache.put(key, variants, ans.depends, offsets, snap.revision)
+            # served like a hit, so a repeat of these exact bytes is an id-only write from now on
+            return self._from_entry(entry, data, qname, lname, transport, qtype)
+        return data[:2] + self._patched(variants[0], data, qname)
 
     def _finish_chain(self, ans, tcp: bool) -> None:
         """Append the upstream answer for a CNAME target outside our zones (stub resolvers
         never chase a CNAME themselves), as CoreDNS's backend lookup does. A failed upstream
         leaves the CNAME alone with NOERROR; an upstream NXDOMAIN is the chain's end."""
         target, qtype = ans.chase
-        question = DNSRecord(DNSHeader(id=random.getrandbits(16), rd=1), q=DNSQuestion(target + ".", qtype))
-        question.add_ar(EDNS0(udp_len=UDP_PAYLOAD))
+        question = (struct.pack("!HHHHHH", random.getrandbits(16), 0x0100, 1, 0, 0, 1) + encode_name(target)
+                    + struct.pack("!HH", qtype, 1) + opt_record(False))
         try:
-            upstream = DNSRecord.parse(self.forwarder.forward(question.pack(), tcp))
+            upstream = DNSRecord.parse(self.forwarder.forward(question, tcp))
+            rcode = upstream.header.rcode
+            if rcode == NOERROR:
+                ans.answer.extend(from_dnslib(rr) for rr in upstream.rr)
         except Exception:
             return
-        rcode = upstream.header.rcode
-        if rcode == RCODE.NOERROR:
-            for rr in upstream.rr:
-                ans.reply.add_answer(rr)
-        elif rcode == RCODE.NXDOMAIN:
-            ans.reply.header.rcode = RCODE.NXDOMAIN
+        if rcode == NXDOMAIN:
+            ans.rcode = NXDOMAIN
 
-    def _name_not_text(self, data: bytes, transport: str, client) -> bytes | None:
-        """The reply to a plain query whose name dnslib cannot read (octets that are not UTF-8,
-        which RFC 2181 11 allows): like any absent name, NXDOMAIN in our zones and REFUSED (or
-        forwarded) outside them. None when the query is not one parse_fast reads."""
-        fq = parse_fast(data)
-        if type(fq) is not tuple:
-            return None
-        _qid, qname, qtype, qclass, edns, udp, do = fq
-        wire_labels = []
-        pos = 0
-        while qname[pos]:
-            wire_labels.append(qname[pos + 1:pos + 1 + qname[pos]])
-            pos += qname[pos] + 1
-        if from_labels(wire_labels) is not None:
-            return None                        # a readable name: dnslib failed for another reason
-        forwarding = self.forwarder is not None
-        zone_name = zone_of_labels(wire_labels, [zone.name for zone in self.snapshot.zones])
-        flags = ((data[2] & 0x01) << 8) | (data[3] & 0x10) | (0x0080 if forwarding else 0)
-        if zone_name is None or qclass != 1:
-            if zone_name is None and self._may_forward(client, data):
-                return self.forwarder.forward(data, transport == "tcp")
-            head = _HEADER.pack(0, 0x8000 | flags | RCODE.REFUSED, 1, 0, 0, 1 if edns else 0)
-            opt = b"\x00" + struct.pack("!HHIH", T_OPT, UDP_PAYLOAD, 0x8000 if do else 0, 0) if edns else b""
-            return data[:2] + head[2:] + qname + _TYPECLASS.pack(qtype, qclass) + opt
-        zone = next(z for z in self.snapshot.zones if z.name == zone_name)
-        limit = TCP_LIMIT if transport == "tcp" else udp_limit(edns, udp)
-        packed = negative_reply(qname, zone_name, qtype, zone, soa_serial(self.snapshot), edns, do,
-                                0x8400 | flags | RCODE.NXDOMAIN, limit)
-        if packed is None:
-            return None
-        return data[:2] + packed[0][0]
-
-    def _slow(self, data: bytes, transport: str, client, cache_slot) -> bytes | None:
+    def _slow(self, data: bytes, transport: str, client) -> bytes | None:
+        """A query the fast reader declined (other header bits or sections, EDNS it cannot
+        vouch for): parsed by dnslib, then answered on the same path, not cached."""
         if edns_problem(data) is not None:
             if self.metrics:
                 self.metrics.dropped("malformed")
@@ -361,9 +353,6 @@ class Responder:
         try:
             query = DNSRecord.parse(data)
         except Exception:
-            reply = self._name_not_text(data, transport, client)
-            if reply is not None:
-                return reply
             if self.metrics:
                 self.metrics.dropped("malformed")
             return formerr_for(data)
@@ -371,43 +360,12 @@ class Responder:
             return None
         if any(sum(len(label) + 1 for label in q.qname.label) >= 255 for q in query.questions):
             return formerr_for(data)          # a name over 255 octets (RFC 1035 3.1) cannot be echoed
-        snap = self.snapshot
-        generation = self.cache.generation
-        if cache_slot is not None:
-            # answer the canonical (lower-case) question so the packed bytes suit every client
-            query.q.qname = DNSLabel([label.lower() for label in query.q.qname.label])
-        forwarding = self.forwarder is not None
-        try:
-            ans = answer(query, snap, forwarding=forwarding)
-        except Exception:
-            log.exception("internal error answering %r", data[:64])
-            if self.metrics:
-                self.metrics.handler_error()
-            return bytes(error_reply(query, RCODE.SERVFAIL, forwarding=forwarding).pack())
-        if not ans.in_zone and self._may_forward(client, data) and ans.reply.header.rcode == RCODE.REFUSED:
-            return self.forwarder.forward(data, transport == "tcp")
-        if ans.chase is not None and self.forwarder is not None:
-            # the same question from a client that may not forward gets the bare CNAME: cache neither
-            cache_slot = None
-            if self._may_forward(client, data):
-                self._finish_chain(ans, transport == "tcp")
         edns = edns_of(query)
-        if transport == "tcp":
-            limit = TCP_LIMIT
-        elif isinstance(edns, str):
-            limit = 512
-        else:
-            limit = udp_limit(edns.present, edns.udp_size)
-        variants = [bytes(pack_reply(r, limit)) for r in rotations(ans.reply, ans.weights)]
-        if cache_slot is not None:
-            key, qname = cache_slot
-            if ans.cacheable and generation == self.cache.generation:
-                offsets = [tuple(at - 2 for at in soa_serial_offsets(v)) for v in variants]
-                entry = self.cache.put(key, [v[2:] for v in variants], ans.depends,
-                                       offsets if any(offsets) else None, snap.revision)
-                entry.turn = 1
-            out = bytearray(variants[0])
-            out[12:12 + len(qname)] = qname
-            return bytes(out)
-        return bytes(variants[0])
-
+        rcode = message_rcode(query.header.opcode, len(query.questions), edns)
+        if rcode is not None:
+            return error_for(query, rcode, forwarding=self.forwarder is not None)
+        q = query.q
+        qname = labels_wire(q.qname.label)
+        limit = TCP_LIMIT if transport == "tcp" else udp_limit(edns.present, edns.udp_size)
+        return self._first(data, transport, client, qname, qname.lower(), q.qtype, q.qclass, edns.present,
+                           edns.do, limit, None)

@@ -1,173 +1,164 @@
-"""`answer(query, snapshot) -> Answer`: every response rule of DESIGN.md section 3, no I/O.
+"""`answer(snap, qname, qtype, qclass) -> Answer`: every answer rule of DESIGN.md section 3,
+no I/O, one function per rule.
 
-The reply is a dnslib DNSRecord; `depends` lists the names whose change can alter it, so
-the packed-reply cache can drop exactly the entries an etcd change touches.
+The rules give RRsets in a light form, `(owner, type, ttl, rdata)` tuples with names kept as
+names (lower case, no trailing dot) so that dns.encoder, the one writer of replies, can
+compress them. rdata by type: A/AAAA the address text; CNAME/NS/PTR a name; MX
+(preference, name); SRV (priority, weight, port, target); TXT a tuple of character-strings
+(bytes); SOA (mname, rname, serial, refresh, retry, expire, minimum); any other type the
+record's data as `Raw` bytes (zone-file and upstream records only). `depends` lists the names
+whose change can alter the answer, so the reply cache drops exactly the entries an etcd change
+touches.
+
+Over 500 lines: every rule of DESIGN.md section 3 lives here, one function (or `_Lookup`
+method) each, so that the table in docs/architecture.md can name one place per rule.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-from dnslib import (AAAA, CLASS, CNAME, DNSHeader, DNSLabel, DNSRecord, EDNS0, MX, NS, OPCODE, PTR,
-                    QTYPE, RCODE, RR, SOA, SRV, TXT, A)
-
-from dnsdisco.dns.constants import BADVERS, MAX_CHAIN, MAX_ROTATIONS, UDP_PAYLOAD, WEIGHTED_TURNS
-from dnsdisco.dns.names import from_labels, is_subdomain, zone_of_labels
+from dnsdisco.dns.constants import (BADVERS, C_IN, FORMERR, MAX_CHAIN, MAX_ROTATIONS, NOERROR, NOTIMP, NXDOMAIN,
+                                    REFUSED, T_A, T_AAAA, T_ANY, T_AXFR, T_CNAME, T_IXFR, T_MX, T_NS, T_PTR, T_SOA,
+                                    T_SRV, T_TXT, WEIGHTED_TURNS)
+from dnsdisco.dns.names import is_subdomain, read_wire_name, zone_of_labels
 from dnsdisco.dns.records import Record
 from dnsdisco.dns.serial import serial_of
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+from dnsdisco.dns.wire import wire_to_name
 
-
-T_A, T_AAAA, T_CNAME, T_TXT = QTYPE.A, QTYPE.AAAA, QTYPE.CNAME, QTYPE.TXT
-T_MX, T_SRV, T_PTR, T_SOA, T_NS = QTYPE.MX, QTYPE.SRV, QTYPE.PTR, QTYPE.SOA, QTYPE.NS
-T_ANY, T_AXFR, T_IXFR, T_OPT = QTYPE.ANY, QTYPE.AXFR, QTYPE.IXFR, QTYPE.OPT
 REVERSE_ZONES = ("in-addr.arpa", "ip6.arpa")
 _REVERSE_SUFFIXES = (".in-addr.arpa", ".ip6.arpa")
+_NAME_TYPES = frozenset((T_CNAME, T_NS, T_PTR))
 
 
-@dataclass
+class Raw(bytes):
+    """The data of a record of a type the rules do not build (from a zone file or upstream),
+    as it goes on the wire; `source` keeps the parsed form for presentation."""
+    source = None
+
+
 class Answer:
-    reply: DNSRecord
-    # names it was computed from. The SOA serial is not a dependency: the cache writes the
-    # current one into every cached SOA it hands out.
-    depends: frozenset = frozenset()
-    cacheable: bool = True
-    in_zone: bool = True
-    name: str = ""                     # the lower-case query name
+    """The rules' answer to one question: rcode, AA, the three sections as light RRs, and
+    what the caches need to know about it. What most answers leave as it is is set on the
+    class, so an answer sets only its own (every first answer makes one)."""
+
+    rcode = NOERROR
+    aa = True
+    authority: tuple | list = ()
+    additional: tuple | list = ()
+    # the names it was computed from (one name, or a collection of them). The SOA serial is
+    # not a dependency: the cache writes the current one into every cached SOA it hands out.
+    depends: str | tuple | set | frozenset = ()
+    cacheable = True
+    in_zone = True
+    name = ""                 # the lower-case query name
     # (target, qtype) when a CNAME chain left our zones: the caller may finish it through the
     # forwarder (stub resolvers never chase a CNAME themselves)
     chase: tuple | None = None
-    # (owner lower case with its dot, type) -> ((weight, priority) per record, in answer order): the A/AAAA
-    # RRsets whose rotation follows the instances' weights
+    # (owner, type) -> ((weight, priority) per record, in answer order): the A/AAAA RRsets
+    # whose rotation follows the instances' weights
     weights: dict | None = None
 
-
-@dataclass(frozen=True)
-class Edns:
-    present: bool
-    udp_size: int = 512
-    do: bool = False
-    version: int = 0
-
-
-def edns_of(query: DNSRecord) -> Edns | str:
-    """The query's EDNS state, or an error rcode name ("FORMERR")."""
-    opts = [rr for rr in query.ar if rr.rtype == T_OPT]
-    if not opts:
-        return Edns(False)
-    if len(opts) > 1:
-        return "FORMERR"
-    opt = opts[0]
-    if len(opt.rname.label) != 0:
-        return "FORMERR"
-    return Edns(True, max(512, opt.rclass), bool(opt.ttl & 0x8000), (opt.ttl >> 16) & 0xFF)
+    def __init__(self, rcode: int = NOERROR, aa: bool = True, answer=None, authority=None, additional=None,
+                 depends=(), cacheable: bool = True, in_zone: bool = True, name: str = "",
+                 chase=None, weights=None):
+        self.rcode = rcode
+        self.aa = aa
+        self.answer = [] if answer is None else answer
+        if authority is not None:
+            self.authority = authority
+        if additional is not None:
+            self.additional = additional
+        self.depends = depends
+        self.cacheable = cacheable
+        self.in_zone = in_zone
+        self.name = name
+        self.chase = chase
+        self.weights = weights
 
 
-def lower_name(label: DNSLabel) -> str:
-    """The lower-case presentation name of a dnslib label, without the trailing dot."""
-    return b".".join(label.label).decode("latin-1").lower()
-
-
-def _reply_for(query: DNSRecord, *, aa: bool, ra: bool, with_question: bool = True) -> DNSRecord:
-    header = DNSHeader(id=query.header.id, qr=1, aa=int(aa), ra=int(ra), rd=query.header.rd,
-                       opcode=query.header.opcode)
-    if query.header.opcode == OPCODE.QUERY:
-        header.cd = query.header.cd      # CD means nothing outside QUERY (RFC 6840 5.9)
-    reply = DNSRecord(header, q=query.q if with_question and query.questions else None)
-    if not with_question:
-        reply.questions = []
-    return reply
-
-
-def _add_opt(reply: DNSRecord, edns: Edns, ext_rcode: int = 0) -> None:
-    if edns.present:
-        reply.add_ar(EDNS0(udp_len=UDP_PAYLOAD, flags="do" if edns.do else "", ext_rcode=ext_rcode))
-
-
-def error_reply(query: DNSRecord, rcode: int, *, forwarding: bool = False) -> DNSRecord:
-    """A reply carrying only an rcode (FORMERR, NOTIMP, REFUSED, SERVFAIL, BADVERS)."""
-    reply = _reply_for(query, aa=False, ra=forwarding, with_question=len(query.questions) == 1)
-    edns = edns_of(query)
-    if isinstance(edns, str):
-        edns = Edns(False)
-    if rcode >= 16:
-        reply.header.rcode = rcode & 0xF
-        _add_opt(reply, edns if edns.present else Edns(True), ext_rcode=rcode >> 4)
-    else:
-        reply.header.rcode = rcode
-        _add_opt(reply, edns)
-    return reply
-
-
-def answer(query: DNSRecord, snap: Snapshot, *, forwarding: bool = False) -> Answer:
-    """Answer one parsed query from the snapshot."""
-    if query.header.opcode != OPCODE.QUERY:
-        return Answer(error_reply(query, RCODE.NOTIMP, forwarding=forwarding), cacheable=False)
-    if len(query.questions) != 1:
-        return Answer(error_reply(query, RCODE.FORMERR, forwarding=forwarding), cacheable=False)
-    edns = edns_of(query)
-    if isinstance(edns, str):
-        return Answer(error_reply(query, RCODE.FORMERR, forwarding=forwarding), cacheable=False)
+def message_rcode(opcode: int, qdcount: int, edns) -> int | None:
+    """The rcode a query gets for its message alone, before its question is read: an opcode
+    other than QUERY NOTIMP, QDCOUNT other than 1 FORMERR, a malformed OPT FORMERR, an EDNS
+    version above 0 BADVERS (RFC 1035 4.1.1, RFC 6891 6.1.3); None for a query to answer.
+    `edns` is wire.edns_of's result."""
+    if opcode != 0:
+        return NOTIMP
+    if qdcount != 1 or isinstance(edns, str):
+        return FORMERR
     if edns.version > 0:
-        return Answer(error_reply(query, BADVERS, forwarding=forwarding), cacheable=False)
-    q = query.q
-    name = from_labels(q.qname.label)
+        return BADVERS
+    return None
+
+
+def refused(*, cacheable: bool = False, in_zone: bool = True, name: str = "") -> Answer:
+    return Answer(REFUSED, aa=False, cacheable=cacheable, in_zone=in_zone, name=name)
+
+
+def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, forwarding: bool = False) -> Answer:
+    """Answer one question from the snapshot. `qname` is the question's name in wire form
+    (uncompressed; letter case does not matter)."""
+    name = wire_to_name(qname)
     if name is None:
-        return _absent_name(query, snap, forwarding)
+        return _absent_name(snap, qname, qclass)
     zone = snap.zone_of(name)
-    if zone is None and q.qclass == CLASS.IN and q.qtype == T_PTR and _is_reverse(name):
-        owned = _reverse_outside_zones(query, snap, name, forwarding)
-        if owned is not None:
-            return owned
-    if zone is None or q.qclass != CLASS.IN:
-        reply = error_reply(query, RCODE.REFUSED, forwarding=forwarding)
+    if zone is None:
+        if qclass == C_IN and qtype == T_PTR and _is_reverse(name):
+            owned = _reverse_outside_zones(snap, name)
+            if owned is not None:
+                return owned
         # not cached: a REFUSED for a name outside our zones must not reach a client that may forward
-        return Answer(reply, depends=frozenset(), in_zone=zone is not None, name=name,
-                      cacheable=zone is not None)
-    if q.qtype in (T_AXFR, T_IXFR):
+        return refused(in_zone=False, name=name)
+    if qclass != C_IN:
+        return refused(name=name, cacheable=True)
+    if qtype == T_AXFR or qtype == T_IXFR:
         # transfers are net.transfer's; one that reaches the rules is not allowed (RFC 5936 4.2)
-        return Answer(error_reply(query, RCODE.REFUSED, forwarding=forwarding), cacheable=False, name=name)
+        return refused(name=name)
     if forwarding and zone.name in REVERSE_ZONES and not snap.exists(name):
         # we serve in-addr.arpa / ip6.arpa only for our own addresses; every other reverse
         # name belongs to someone else and goes upstream. Not cached: the REFUSED a client
         # outside --allow gets must not be handed to a client that may forward.
-        reply = error_reply(query, RCODE.REFUSED, forwarding=forwarding)
-        return Answer(reply, cacheable=False, in_zone=False, name=name)
-
-    reply = _reply_for(query, aa=True, ra=forwarding)
-    lookup = _Lookup(snap, zone)
-    rcode = lookup.run(q.qname, name, q.qtype)
-    reply.header.rcode = rcode
-    for rr in rrset_rules(lookup.answer):
-        reply.add_answer(rr)
-    if lookup.negative:
-        reply.add_auth(_soa_rr(snap, lookup.negative, negative=True))
-    for rr in lookup.authority:
-        reply.add_auth(rr)
-    answered = {(str(rr.rname).lower(), rr.rtype) for rr in reply.rr}
-    for rr in rrset_rules(lookup.additional):
-        if (str(rr.rname).lower(), rr.rtype) not in answered:     # already in the answer
-            reply.add_ar(rr)
-    _add_opt(reply, edns)
-    depends = frozenset(lookup.consulted)
-    return Answer(reply, depends=depends, name=name, chase=lookup.chase, weights=lookup.weights or None)
+        return refused(in_zone=False, name=name)
+    ans = _Lookup(snap, zone, name)
+    ans.rcode = ans.run(name, qtype)
+    if not ans.distinct and len(ans.answer) > 1:
+        ans.answer = rrset_rules(ans.answer)
+    additional = ans.additional
+    if additional and not (ans.distinct and ans.answer[0][1] == T_SRV):   # else: instances' addresses, one each
+        answered = {(rr[0], rr[1]) for rr in ans.answer}
+        ans.additional = [rr for rr in rrset_rules(additional) if (rr[0], rr[1]) not in answered]
+    if ans.negative is not None:
+        ans.authority = [soa_rr(snap, ans.negative, True)]
+    if ans.consulted is not None:
+        ans.depends = ans.consulted
+    return ans
 
 
-def rrset_rules(rrs: list[RR]) -> list[RR]:
+def rrset_rules(rrs: list) -> list:
     """RFC 2181 section 5 on a section: an RRset never holds the same record twice, and its
     records share one TTL, the smallest of them."""
+    if len(rrs) < 2:
+        return rrs
     lowest: dict[tuple, int] = {}
     seen = set()
     out = []
+    uneven = False
     for rr in rrs:
-        ident = (str(rr.rname).lower(), rr.rtype)
-        lowest[ident] = min(rr.ttl, lowest.get(ident, rr.ttl))
-        record = (ident, rr.rclass, str(rr.rdata))
+        ident = (rr[0], rr[1])
+        ttl = lowest.get(ident)
+        if ttl is None:
+            lowest[ident] = rr[2]
+        elif rr[2] != ttl:
+            uneven = True
+            if rr[2] < ttl:
+                lowest[ident] = rr[2]
+        record = (rr[0], rr[1], rr[3])
         if record not in seen:
             seen.add(record)
             out.append(rr)
-    for rr in out:
-        rr.ttl = lowest[(str(rr.rname).lower(), rr.rtype)]
+    if uneven:
+        out = [rr if rr[2] == lowest[(rr[0], rr[1])] else (rr[0], rr[1], lowest[(rr[0], rr[1])], rr[3])
+               for rr in out]
     return out
 
 
@@ -175,41 +166,30 @@ def _is_reverse(name: str) -> bool:
     return any(is_subdomain(name, rz) for rz in REVERSE_ZONES)
 
 
-def _absent_name(query: DNSRecord, snap: Snapshot, forwarding: bool) -> Answer:
+def _absent_name(snap: Snapshot, qname: bytes, qclass: int) -> Answer:
     """A name with a label no stored name can hold: like any absent name, NXDOMAIN in our
     zones and REFUSED outside them (the zone is found label by label)."""
-    q = query.q
-    zone_name = zone_of_labels(q.qname.label, [z.name for z in snap.zones])
-    if zone_name is None or q.qclass != CLASS.IN:
-        return Answer(error_reply(query, RCODE.REFUSED, forwarding=forwarding), cacheable=False,
-                      in_zone=zone_name is not None)
+    zone_name = zone_of_labels(read_wire_name(qname, 0)[0], [z.name for z in snap.zones])
+    if zone_name is None or qclass != C_IN:
+        return refused(in_zone=zone_name is not None)
     zone = next(z for z in snap.zones if z.name == zone_name)
-    reply = _reply_for(query, aa=True, ra=forwarding)
-    reply.header.rcode = RCODE.NXDOMAIN
-    reply.add_auth(_soa_rr(snap, zone, negative=True))
-    edns = edns_of(query)
-    _add_opt(reply, edns if isinstance(edns, Edns) else Edns(False))
-    return Answer(reply)
+    return Answer(NXDOMAIN, authority=[soa_rr(snap, zone, negative=True)])
 
 
-def _reverse_outside_zones(query: DNSRecord, snap: Snapshot, name: str, forwarding: bool) -> Answer | None:
+def _reverse_outside_zones(snap: Snapshot, name: str) -> Answer | None:
     """A PTR question for a reverse name outside every zone we serve: answered from the
     snapshot when it holds the address (or a record at that reverse key), else None (the
     caller refuses or forwards it: the name is someone else's, never our NXDOMAIN)."""
     defaults = ZoneConfig("arpa", ttl=snap.zones[0].ttl if snap.zones else ZoneConfig.ttl)
     lookup = _Lookup(snap, defaults)
-    rrs = lookup._ptr(query.q.qname, name, lookup.records(name), defaults)
+    rrs = lookup.ptr(name, lookup.records(name), defaults)
     if not rrs:
         return None
-    reply = _reply_for(query, aa=True, ra=forwarding)
-    for rr in rrset_rules(rrs):
-        reply.add_answer(rr)
-    edns = edns_of(query)
-    _add_opt(reply, edns if isinstance(edns, Edns) else Edns(False))
-    return Answer(reply, depends=frozenset(lookup.consulted), name=name)
+    return Answer(answer=rrset_rules(rrs), depends=lookup.consulted or (), name=name)
 
 
-def _ttl(rec: Record, zone: ZoneConfig) -> int:
+def ttl_of(rec: Record, zone: ZoneConfig) -> int:
+    """A record's TTL: its own `ttl`, else the zone default (0 only when set to 0)."""
     return zone.ttl if rec.ttl is None else rec.ttl
 
 
@@ -219,14 +199,36 @@ def soa_serial(snap: Snapshot) -> int:
     return serial_of(snap.revision)
 
 
-def _soa_rr(snap: Snapshot, zone: ZoneConfig, *, negative: bool) -> RR:
-    serial = soa_serial(snap)
-    ttl = zone.neg_ttl if negative else (zone.soa_ttl if zone.soa_ttl is not None else zone.ttl)
+_SOAS: dict = {}      # (zone's id, revision, negative) -> (zone, record): made once per revision
+_LAST_NEGATIVE = [None, None, None]   # the last negative one: zone, revision, record
+
+
+def soa_rr(snap: Snapshot, zone: ZoneConfig, negative: bool) -> tuple:
+    """The zone's SOA: at the apex with its own TTL, in a negative answer with the negative
+    TTL (RFC 2308 3: the lower of the SOA's TTL and its minimum)."""
+    if negative and _LAST_NEGATIVE[0] is zone and _LAST_NEGATIVE[1] == snap.revision:
+        return _LAST_NEGATIVE[2]
+    made = _SOAS.get((id(zone), snap.revision, negative))
+    if made is not None and made[0] is zone:
+        if negative:
+            _LAST_NEGATIVE[:] = [zone, snap.revision, made[1]]
+        return made[1]
+    if len(_SOAS) > 64:
+        _SOAS.clear()
+    rr = _soa_rr(snap, zone, negative)
+    _SOAS[(id(zone), snap.revision, negative)] = (zone, rr)
     if negative:
-        ttl = min(ttl, zone.neg_ttl)
-    soa = SOA(zone.soa_mname + ".", zone.soa_rname + ".",
-              (serial, zone.refresh, zone.retry, zone.expire, zone.neg_ttl))
-    return RR(zone.name + ".", T_SOA, rdata=soa, ttl=ttl)
+        _LAST_NEGATIVE[:] = [zone, snap.revision, rr]
+    return rr
+
+
+def _soa_rr(snap: Snapshot, zone: ZoneConfig, negative: bool) -> tuple:
+    if negative:
+        ttl = zone.neg_ttl
+    else:
+        ttl = zone.soa_ttl if zone.soa_ttl is not None else zone.ttl
+    return (zone.name, T_SOA, ttl, (zone.soa_mname, zone.soa_rname, serial_of(snap.revision), zone.refresh,
+                                    zone.retry, zone.expire, zone.neg_ttl))
 
 
 def answer_orders(count: int, shares=None) -> list[tuple[int, ...]]:
@@ -269,13 +271,6 @@ def default_ns_name(zone: ZoneConfig) -> str | None:
     return f"ns.dns.{zone.name}" if zone.ns_addresses else None
 
 
-def _own_addresses(owner, zone: ZoneConfig, qtype: int) -> list[RR]:
-    """The A or AAAA records of the default NS name, from the zone's configured addresses."""
-    family = ":" if qtype == T_AAAA else "."
-    return [RR(owner, qtype, rdata=A(addr) if qtype == T_A else AAAA(addr), ttl=zone.ttl)
-            for addr in zone.ns_addresses if family in addr]
-
-
 def alias_of(name: str, recs, zone: ZoneConfig) -> Record | None:
     """The record that makes `name` a CNAME, or None. A CNAME owns its name alone (RFC 1034
     3.6.2, RFC 2181 10.1): only when every record answering the name is a bare name host (no
@@ -295,7 +290,9 @@ def address_rrset(recs, kind: str, zone: ZoneConfig) -> tuple[list[str], int | N
     that share an address add their weights, and the lowest priority counts."""
     hosts: list[str] = []
     shares: list[tuple[int, int]] = []
-    index: dict[str, int] = {}
+    # where each address is: the list itself for a few records (no dict to make and collect),
+    # a dict for many (up to --max-records-per-name)
+    index = hosts if len(recs) <= 16 else {}
     ttl = None
     for r in recs:
         if r.host_kind != kind:
@@ -303,12 +300,13 @@ def address_rrset(recs, kind: str, zone: ZoneConfig) -> tuple[list[str], int | N
         rec_ttl = zone.ttl if r.ttl is None else r.ttl
         if ttl is None or rec_ttl < ttl:
             ttl = rec_ttl
-        at = index.get(r.host)
-        if at is None:
-            index[r.host] = len(hosts)
+        if r.host not in index:
+            if index is not hosts:
+                index[r.host] = len(hosts)
             hosts.append(r.host)
             shares.append((r.weight, r.priority))
         else:
+            at = hosts.index(r.host) if index is hosts else index[r.host]
             weight, priority = shares[at]
             shares[at] = (weight + r.weight, min(priority, r.priority))
     return hosts, ttl, shares
@@ -321,111 +319,201 @@ def _strip(name: str, count: int) -> str:
     return ".".join(parts[min(count, len(parts) - 1):])
 
 
-class _Lookup:
-    """One query's walk through the snapshot: answer, additional, and the names it read."""
+def _own_addresses(owner: str, zone: ZoneConfig, qtype: int) -> list:
+    """The A or AAAA records of the default NS name, from the zone's configured addresses."""
+    family = ":" if qtype == T_AAAA else "."
+    return [(owner, qtype, zone.ttl, addr) for addr in zone.ns_addresses if family in addr]
 
-    def __init__(self, snap: Snapshot, zone: ZoneConfig):
+
+def from_dnslib(rr, owner: str | None = None) -> tuple:
+    """A record parsed by dnslib (a zone file's, or an upstream answer's) in the light form,
+    under `owner` (the name as asked) or its own owner in lower case."""
+    rtype = rr.rtype
+    rdata = rr.rdata
+    if owner is None:
+        owner = lower_name(rr.rname)
+    if rtype == T_A or rtype == T_AAAA:
+        data = str(rdata)
+    elif rtype in _NAME_TYPES:
+        data = lower_name(rdata.label)
+    elif rtype == T_MX:
+        data = (rdata.preference, lower_name(rdata.label))
+    elif rtype == T_SRV:
+        data = (rdata.priority, rdata.weight, rdata.port, lower_name(rdata.target))
+    elif rtype == T_TXT:
+        data = tuple(bytes(part) for part in rdata.data)
+    elif rtype == T_SOA:
+        data = (lower_name(rdata.mname), lower_name(rdata.rname), *rdata.times)
+    else:
+        data = _raw(rdata)
+    return (owner, rtype, rr.ttl, data)
+
+
+def _raw(rdata) -> Raw:
+    from dnslib import DNSBuffer
+
+    class Plain(DNSBuffer):
+        """Names in the data written whole: the encoder places it anywhere in a reply."""
+        def encode_name(self, name):
+            self.encode_name_nocompress(name)
+
+    buffer = Plain()
+    rdata.pack(buffer)
+    raw = Raw(buffer.data)
+    raw.source = rdata
+    return raw
+
+
+def lower_name(label) -> str:
+    """The lower-case presentation name of a dnslib label, without the trailing dot."""
+    return b".".join(label.label).decode("latin-1").lower()
+
+
+def _txt_chunks(text: str) -> tuple:
+    """TXT character-strings are at most 255 octets each."""
+    raw = text.encode("utf-8")
+    return tuple(raw[i:i + 255] for i in range(0, len(raw), 255)) or (b"",)
+
+
+class _Lookup(Answer):
+    """One question's walk through the snapshot: the Answer it becomes, built as it goes, and
+    what the walk needs on the way (one object, since every first answer makes one)."""
+
+    # the names read: the first alone (most questions read one), then a set
+    consulted: str | set | None = None
+    negative: ZoneConfig | None = None   # zone whose SOA goes in authority
+    distinct = False                     # the answer is one RRset that holds RFC 2181 5 already
+
+    def __init__(self, snap: Snapshot, zone: ZoneConfig, name: str = ""):
         self.snap = snap
         self.zone = zone
-        self.answer: list[RR] = []
-        self.authority: list[RR] = []
-        self.additional: list[RR] = []
-        self.consulted: set[str] = set()
-        self.negative: ZoneConfig | None = None   # zone whose SOA goes in authority
-        self.chase: tuple | None = None           # (target, qtype) of a chain that left our zones
-        self.weights: dict = {}                   # see Answer.weights
+        self.name = name
+        self.answer: list = []
+        self.additional: list = []
 
     # -------------------------------------------------------------- helpers
 
-    def records(self, name: str) -> tuple[Record, ...]:
-        self.consulted.add(name)
-        return self.snap.records_for(name)
+    def records(self, name: str, zone: ZoneConfig | None = None) -> tuple[Record, ...]:
+        self.consult(name)
+        return self.snap.records_for(name, zone)
 
-    def static(self, name: str, qtype: int, owner=None) -> list[RR]:
-        """Zone-file records of `qtype` at `name`, under the owner spelled as asked."""
-        return [RR(owner or rr.rname, rr.rtype, rclass=rr.rclass, ttl=rr.ttl, rdata=rr.rdata)
-                for rr in self.snap.static_for(name) if qtype == T_ANY or rr.rtype == qtype]
+    def consult(self, name: str) -> None:
+        held = self.consulted
+        if held is None:
+            self.consulted = name
+        elif type(held) is str:
+            if held != name:
+                self.consulted = {held, name}
+        else:
+            held.add(name)
 
-    def _addresses(self, owner, recs, qtype: int, zone: ZoneConfig, *, answer: bool = False) -> list[RR]:
+    def static(self, name: str, qtype: int, zone: ZoneConfig, owner: str | None = None) -> list:
+        """Zone-file records of `qtype` at `name` (of `zone`), in the light form."""
+        found = zone.static.get(name) if zone.static else None
+        if not found:
+            return []
+        return [from_dnslib(rr, owner or name) for rr in found if qtype == T_ANY or rr.rtype == qtype]
+
+    def addresses(self, owner: str, recs, qtype: int, zone: ZoneConfig, answer: bool = False) -> list:
         """The A or AAAA RRset of `recs`; for the answer section, the instances' weights are
-        kept so the caches rotate it by weight."""
+        kept so the encoder rotates it by weight, and an RRset that is the whole answer is
+        marked as holding RFC 2181 5 already (address_rrset keeps each address once)."""
         hosts, ttl, shares = address_rrset(recs, "ipv4" if qtype == T_A else "ipv6", zone)
-        if answer and len(hosts) > 1:
-            self.weights[(str(owner).lower(), qtype)] = tuple(shares)
-        return [RR(owner, qtype, rdata=A(host) if qtype == T_A else AAAA(host), ttl=ttl) for host in hosts]
+        if not hosts:
+            return []
+        if answer:
+            if len(hosts) > 1:
+                if self.weights is None:
+                    self.weights = {}
+                self.weights[(owner, qtype)] = tuple(shares)
+            self.distinct = not self.answer and not self.additional
+        if len(hosts) == 1:                  # the usual instance: no comprehension to run
+            return [(owner, qtype, ttl, hosts[0])]
+        return [(owner, qtype, ttl, host) for host in hosts]
 
-    def _glue(self, target: str) -> None:
+    def glue(self, target: str) -> None:
         """A/AAAA of an in-zone target into the additional section."""
         zone = self.snap.zone_of(target)
         if zone is None:
             return
-        recs = self.records(target)
+        recs = self.records(target, zone)
         own = [r for r in recs if r.name == target] or list(recs)
         for qtype in (T_A, T_AAAA):
-            self.additional.extend(self._addresses(target + ".", own, qtype, zone))
-            self.additional.extend(rr for rr in self.static(target, qtype))
-
-    def cname_of(self, name: str, recs, zone: ZoneConfig) -> Record | None:
-        return alias_of(name, recs, zone)
+            self.additional.extend(self.addresses(target, own, qtype, zone))
+            self.additional.extend(self.static(target, qtype, zone))
 
     # -------------------------------------------------------------- the walk
 
-    def run(self, qlabel: DNSLabel, name: str, qtype: int) -> int:
-        owner = qlabel
+    def run(self, name: str, qtype: int) -> int:
+        """Fill the sections for `name`: its data of `qtype`, else its alias followed inside
+        our zones (at most MAX_CHAIN hops, loops stopped), else a negative answer."""
         zone = self.zone
-        seen = {name}
+        seen = None                              # the names of a CNAME chain, once there is one
         for _hop in range(MAX_CHAIN + 1):
-            recs = self.records(name)
-            if not recs and name.startswith("_"):
+            if self.consulted is None:               # self.records, inline: every question passes here
+                self.consulted = name
+            else:
+                self.consult(name)
+            recs = self.snap.records_for(name, zone)
+            if not recs and name[:1] == "_":
                 base = self.service_base(name)
                 if base is not None:
                     # an RFC 2782 name: SRV from the service's instances, NODATA for the rest
-                    if qtype in (T_SRV, T_ANY):
-                        self.answer.extend(self._srv(owner, self.records(base), zone))
-                        return RCODE.NOERROR
+                    if qtype == T_SRV or qtype == T_ANY:
+                        self.answer.extend(self.srv(name, self.records(base), zone))
+                        return NOERROR
                     self.negative = zone
-                    return RCODE.NOERROR
-            data = self.data(owner, name, qtype, recs, zone)
+                    return NOERROR
+            data = self.data(name, qtype, recs, zone)
             if data:
-                self.answer.extend(data)
-                return RCODE.NOERROR
-            alias = self.cname_of(name, recs, zone) if qtype != T_CNAME else None
-            static_alias = [rr for rr in self.snap.static_for(name) if rr.rtype == T_CNAME]
-            if alias is None and static_alias and qtype != T_CNAME:
-                target = lower_name(static_alias[0].rdata.label)
-                self.answer.append(RR(owner, T_CNAME, rdata=CNAME(target + "."), ttl=static_alias[0].ttl))
-            elif alias is not None:
+                if self.answer:
+                    self.answer.extend(data)
+                else:
+                    self.answer = data
+                return NOERROR
+            if qtype == T_CNAME:
+                return self.negative_answer(name, zone)
+            # alias_of says yes only when every record is a bare name host: most hold addresses
+            alias = alias_of(name, recs, zone) if recs and recs[0].host_kind == "name" else None
+            if alias is not None:
                 target = alias.host
-                self.answer.append(RR(owner, T_CNAME, rdata=CNAME(target + "."), ttl=_ttl(alias, zone)))
+                self.answer.append((name, T_CNAME, ttl_of(alias, zone), target))
             else:
-                return self._negative(name, zone)
+                static_alias = self.static(name, T_CNAME, zone) if zone.static else None
+                if not static_alias:
+                    return self.negative_answer(name, zone)
+                self.answer.append(static_alias[0])
+                target = static_alias[0][3]
             next_zone = self.snap.zone_of(target)
             if next_zone is None:
-                if qtype not in (T_CNAME, T_ANY):
+                if qtype != T_ANY:
                     self.chase = (target, qtype)     # the caller may finish it upstream
-                return RCODE.NOERROR
+                return NOERROR
+            if seen is None:
+                seen = {name}
             if target in seen:
-                return RCODE.NOERROR      # a loop: stop with what we have
+                return NOERROR      # a loop: stop with what we have
             seen.add(target)
-            owner, name, zone = target + ".", target, next_zone
-        return RCODE.NOERROR
+            name, zone = target, next_zone
+        return NOERROR
 
-    def _negative(self, name: str, zone: ZoneConfig) -> int:
+    def negative_answer(self, name: str, zone: ZoneConfig) -> int:
+        """No data of the type: NODATA when the name exists, else NXDOMAIN; the zone's SOA
+        goes in the authority section either way (RFC 2308). A name exists with stored or
+        static data at or below it, as the apex, as the default NS name or one of its parents,
+        and as an RFC 2782 name of a service."""
         self.negative = zone
-        return RCODE.NOERROR if self.exists(name, zone) else RCODE.NXDOMAIN
-
-    def exists(self, name: str, zone: ZoneConfig) -> bool:
-        """Whether `name` exists (NODATA) or not (NXDOMAIN): stored or static data at or below
-        it, the apex, the default NS name and its parents, and the RFC 2782 names of services."""
         if self.snap.exists(name) or name == zone.name:
-            return True
-        ns_name = default_ns_name(zone)
-        if ns_name is not None and (name == ns_name or ns_name.endswith("." + name)):
-            return True
-        if name.startswith("_"):
-            self.consulted.add(name.partition(".")[2])
-            return self.service_base(name) is not None or self.srv_service(name) is not None
-        return False
+            return NOERROR
+        if zone.ns_addresses:
+            ns_name = default_ns_name(zone)
+            if name == ns_name or ns_name.endswith("." + name):
+                return NOERROR
+        if name[:1] == "_":
+            self.consult(name.partition(".")[2])
+            if self.service_base(name) is not None or self.srv_service(name) is not None:
+                return NOERROR
+        return NXDOMAIN
 
     def service_base(self, name: str) -> str | None:
         """For `_service._proto.N`: N, when N has SRV records and nothing is stored at or
@@ -434,94 +522,109 @@ class _Lookup:
         second, _, base = rest.partition(".")
         if not (first.startswith("_") and second.startswith("_") and base) or self.snap.exists(name):
             return None
-        return base if self._has_srv(base) else None
+        return base if self.has_srv(base) else None
 
     def srv_service(self, name: str) -> str | None:
         """For `_proto.N` (one underscore label): N, when N has SRV records."""
         first, _, base = name.partition(".")
         if not (first.startswith("_") and base):
             return None
-        return base if self._has_srv(base) else None
+        return base if self.has_srv(base) else None
 
-    def _has_srv(self, base: str) -> bool:
+    def has_srv(self, base: str) -> bool:
         return any(r.port > 0 and r.host for r in self.records(base))
 
-    def data(self, owner, name: str, qtype: int, recs, zone: ZoneConfig) -> list[RR]:
+    def data(self, name: str, qtype: int, recs, zone: ZoneConfig) -> list:
         """The RRs of `qtype` at `name` (no aliasing)."""
-        static = self.static(name, qtype, owner) if qtype != T_ANY else []
-        if qtype in (T_A, T_AAAA):
-            if not recs and name == default_ns_name(zone):
-                return _own_addresses(owner, zone, qtype) + static
-            return self._addresses(owner, recs, qtype, zone, answer=True) + static
-        if qtype == T_TXT:
-            out = [RR(owner, T_TXT, rdata=TXT(_txt_chunks(r.text)), ttl=_ttl(r, zone)) for r in recs if r.text]
-            return out + static
-        if qtype == T_CNAME:
-            alias = self.cname_of(name, recs, zone)
-            if alias is not None:
-                return [RR(owner, T_CNAME, rdata=CNAME(alias.host + "."), ttl=_ttl(alias, zone))]
-            return static
-        if qtype == T_SRV:
-            return self._srv(owner, recs, zone) + static
-        if qtype == T_MX:
-            return self._mx(owner, recs, zone) + static
-        if qtype == T_PTR:
-            return self._ptr(owner, name, recs, zone) + static
-        if qtype == T_SOA:
-            if name == zone.name:
-                return [_soa_rr(self.snap, zone, negative=False)]
-            return []
-        if qtype == T_NS:
-            return self._ns(owner, name, zone) + static if name == zone.name else static
+        if qtype == T_A or qtype == T_AAAA:
+            static = self.static(name, qtype, zone) if zone.static else None
+            if not recs:
+                if zone.ns_addresses and name == default_ns_name(zone):
+                    return _own_addresses(name, zone, qtype) + (static or [])
+                return static or []
+            rrs = self.addresses(name, recs, qtype, zone, True)
+            if static:
+                self.distinct = False         # a zone file's address may repeat one from etcd
+                return rrs + static
+            return rrs
         if qtype == T_ANY:
-            return self._any(owner, name, recs, zone)
+            return self.any(name, recs, zone)
+        static = self.static(name, qtype, zone) if zone.static else []
+        if qtype == T_SRV:
+            return self.srv(name, recs, zone) + static
+        if qtype == T_TXT:
+            return [(name, T_TXT, ttl_of(r, zone), _txt_chunks(r.text)) for r in recs if r.text] + static
+        if qtype == T_CNAME:
+            alias = alias_of(name, recs, zone)
+            if alias is not None:
+                return [(name, T_CNAME, ttl_of(alias, zone), alias.host)]
+            return static
+        if qtype == T_MX:
+            return self.mx(name, recs, zone) + static
+        if qtype == T_PTR:
+            return self.ptr(name, recs, zone) + static
+        if qtype == T_SOA:
+            return [soa_rr(self.snap, zone, negative=False)] if name == zone.name else []
+        if qtype == T_NS:
+            return self.ns(name, zone) + static if name == zone.name else static
         return static
 
-    def _address_target(self, r: Record, target: str, zone: ZoneConfig) -> str:
+    def address_target(self, r: Record, target: str, zone: ZoneConfig) -> str:
         """`target` as the SRV/MX/NS target of an address record, its address as glue."""
-        kind = T_A if r.host_kind == "ipv4" else T_AAAA
-        rdata = A(r.host) if kind == T_A else AAAA(r.host)
-        self.additional.append(RR(target + ".", kind, rdata=rdata, ttl=_ttl(r, zone)))
+        self.additional.append((target, T_A if r.host_kind == "ipv4" else T_AAAA, ttl_of(r, zone), r.host))
         return target
 
-    def _srv(self, owner, recs, zone: ZoneConfig) -> list[RR]:
+    def srv(self, owner: str, recs, zone: ZoneConfig) -> list:
+        """One SRV per record with a port: priority, weight, port, and as target the
+        instance's name (its address as glue; `targetstrip` labels removed) or its host name
+        (RFC 2782)."""
         out = []
-        glue = []
+        named = []
+        glue = self.additional
         for r in recs:
             if r.port <= 0 or not r.host:
                 continue
-            if r.host_kind == "name":
+            ttl = zone.ttl if r.ttl is None else r.ttl        # ttl_of, inline: once per instance
+            kind = r.host_kind
+            if kind == "name":
                 target = r.host
-                glue.append(target)
+                named.append(target)
             else:
-                target = self._address_target(r, _strip(r.name, r.targetstrip), zone)
-            out.append(RR(owner, T_SRV, rdata=SRV(r.priority, r.weight, r.port, target + "."), ttl=_ttl(r, zone)))
-        for target in glue:
-            self._glue(target)
+                target = _strip(r.name, r.targetstrip) if r.targetstrip else r.name
+                glue.append((target, T_A if kind == "ipv4" else T_AAAA, ttl, r.host))
+            out.append((owner, T_SRV, ttl, (r.priority, r.weight, r.port, target)))
+        for target in named:
+            self.glue(target)
+        if out and not named and not self.answer and len(glue) == len(out):
+            # only instances' own names as targets, and their addresses as the only glue: no
+            # record can repeat (RFC 2181 5 holds already)
+            self.distinct = not any(r.targetstrip for r in recs)
         return out
 
-    def _mx(self, owner, recs, zone: ZoneConfig) -> list[RR]:
+    def mx(self, owner: str, recs, zone: ZoneConfig) -> list:
+        """One MX per record with `mail`, `priority` as preference."""
         out = []
         for r in recs:
             if not r.mail or not r.host:
                 continue
             if r.host_kind == "name":
                 exchange = r.host
-                self._glue(exchange)
+                self.glue(exchange)
             else:
-                exchange = self._address_target(r, _strip(r.name, r.targetstrip), zone)
-            out.append(RR(owner, T_MX, rdata=MX(exchange + ".", r.priority), ttl=_ttl(r, zone)))
+                exchange = self.address_target(r, _strip(r.name, r.targetstrip), zone)
+            out.append((owner, T_MX, ttl_of(r, zone), (r.priority, exchange)))
         return out
 
-    def _ptr(self, owner, name: str, recs, zone: ZoneConfig) -> list[RR]:
+    def ptr(self, name: str, recs, zone: ZoneConfig) -> list:
+        """PTR under in-addr.arpa / ip6.arpa: a record stored at this very reverse name, else
+        every name whose address reverses to it."""
         # PTR lives under in-addr.arpa / ip6.arpa only; elsewhere a name host is an alias
-        if not any(is_subdomain(name, rz) for rz in REVERSE_ZONES):
+        if not name.endswith(_REVERSE_SUFFIXES) and name not in REVERSE_ZONES:
             return []
         # only a record stored at this very reverse name: one a label below belongs to a
         # longer reverse name (`5.0.77.10...` is not an instance of `0.77.10...`)
-        out = [RR(owner, T_PTR, rdata=PTR(r.host + "."), ttl=_ttl(r, zone)) for r in recs
-               if r.host_kind == "name" and r.name == name]
-        self.consulted.add(name)
+        out = [(name, T_PTR, ttl_of(r, zone), r.host) for r in recs if r.host_kind == "name" and r.name == name]
+        self.consult(name)
         if out:
             return out             # a record stored at the reverse key is the operator's word
         for target in self.snap.ptr_names(name):
@@ -529,48 +632,44 @@ class _Lookup:
             ttl = zone.ttl
             rec = self.snap.record_at(target)
             if rec is not None and forward is not None:
-                ttl = _ttl(rec, forward)
-            out.append(RR(owner, T_PTR, rdata=PTR(target + "."), ttl=ttl))
+                ttl = ttl_of(rec, forward)
+            out.append((name, T_PTR, ttl, target))
         return out
 
-    def _ns(self, owner, name: str, zone: ZoneConfig) -> list[RR]:
+    def ns(self, name: str, zone: ZoneConfig) -> list:
+        """The apex NS: `ns.dns.<zone>` records and zone-file NS, else the SOA's mname, with
+        the server's own addresses as glue for the default name, so a zone is never lame."""
         ns_name = "ns.dns." + zone.name
         out = []
         for r in self.records(ns_name):
             if r.host_kind == "name":
                 target = r.host
-                self._glue(target)
+                self.glue(target)
             elif r.is_address:
-                target = self._address_target(r, r.name, zone)
+                target = self.address_target(r, r.name, zone)
             else:
                 continue
-            out.append(RR(owner, T_NS, rdata=NS(target + "."), ttl=_ttl(r, zone)))
-        static = self.static(name, T_NS)
+            out.append((name, T_NS, ttl_of(r, zone), target))
+        static = self.static(name, T_NS, zone)
         for rr in static:
-            self._glue(lower_name(rr.rdata.label))
+            self.glue(rr[3])
         if not out and not static:
-            out.append(RR(owner, T_NS, rdata=NS(zone.soa_mname + "."), ttl=zone.ttl))
+            out.append((name, T_NS, zone.ttl, zone.soa_mname))
             if zone.soa_mname == default_ns_name(zone):
                 for qtype in (T_A, T_AAAA):
-                    self.additional.extend(_own_addresses(zone.soa_mname + ".", zone, qtype))
+                    self.additional.extend(_own_addresses(zone.soa_mname, zone, qtype))
         return out
 
-    def _any(self, owner, name: str, recs, zone: ZoneConfig) -> list[RR]:
+    def any(self, name: str, recs, zone: ZoneConfig) -> list:
         """RFC 8482: one RRset is enough, preferring addresses."""
         for qtype in (T_A, T_AAAA, T_TXT, T_SRV, T_MX, T_PTR):
-            rrs = self.data(owner, name, qtype, recs, zone)
+            rrs = self.data(name, qtype, recs, zone)
             if rrs:
                 return rrs
         if name == zone.name:
-            return [_soa_rr(self.snap, zone, negative=False)]
-        alias = self.cname_of(name, recs, zone)
+            return [soa_rr(self.snap, zone, negative=False)]
+        alias = alias_of(name, recs, zone)
         if alias is not None:
-            return [RR(owner, T_CNAME, rdata=CNAME(alias.host + "."), ttl=_ttl(alias, zone))]
-        static = self.snap.static_for(name)
-        return [static[0]] if static else []
-
-
-def _txt_chunks(text: str) -> list[bytes]:
-    """TXT character-strings are at most 255 octets each."""
-    raw = text.encode("utf-8")
-    return [raw[i:i + 255] for i in range(0, len(raw), 255)] or [b""]
+            return [(name, T_CNAME, ttl_of(alias, zone), alias.host)]
+        static = self.static(name, T_ANY, zone)
+        return static[:1]

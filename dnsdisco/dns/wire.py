@@ -1,16 +1,14 @@
-"""The DNS message on the wire, without I/O: the fast header/question reader, the size
-limits, FORMERR replies, and packing a dnslib reply within a size limit by whole RRsets.
+"""Reading DNS messages, without I/O: the fast header/question reader, the EDNS state of a
+query (read fast, or from a dnslib parse), the size limits, and names between wire and text.
+Writing replies is dns.encoder's.
 """
 from __future__ import annotations
 
-import copy
 import struct
+from dataclasses import dataclass
 
-from dnslib import DNSRecord, RCODE
-
-from dnsdisco.dns.names import skip_wire_name
-from dnsdisco.dns.constants import T_OPT, TCP_LIMIT, UDP_PAYLOAD  # noqa: F401  (TCP_LIMIT: the responder's)
-from dnsdisco.dns.rules import answer_orders
+from dnsdisco.dns.constants import BADKEY, C_ANY, NOTAUTH, T_OPT, T_TSIG, UDP_PAYLOAD
+from dnsdisco.dns.names import from_labels, read_wire_name, skip_wire_name
 
 DROP = "drop"          # the packet is not a query we answer (a response, or no header)
 SLOW = None            # fast parse declined: use dnslib
@@ -62,22 +60,72 @@ def parse_fast(data: bytes):
     return qid, qname, qtype, qclass, True, udp, bool(dflags & 0x80)
 
 
+@dataclass(frozen=True)
+class Edns:
+    present: bool
+    udp_size: int = 512
+    do: bool = False
+    version: int = 0
+
+
+def edns_of(query) -> Edns | str:
+    """The EDNS state of a query dnslib parsed, or an error rcode name ("FORMERR")."""
+    opts = [rr for rr in query.ar if rr.rtype == T_OPT]
+    if not opts:
+        return Edns(False)
+    if len(opts) > 1:
+        return "FORMERR"
+    opt = opts[0]
+    if len(opt.rname.label) != 0:
+        return "FORMERR"
+    return Edns(True, max(512, opt.rclass), bool(opt.ttl & 0x8000), (opt.ttl >> 16) & 0xFF)
+
+
+def wire_to_name(wire: bytes) -> str | None:
+    """The lower-case presentation name of an uncompressed wire name, as the snapshot holds
+    names; None when a label holds an octet no stored name can hold (names.from_labels: a
+    dot, a backslash, non-ASCII)."""
+    if 46 not in wire and 92 not in wire and wire.isascii():   # write dots over the lengths
+        if len(wire) == 1:
+            return ""
+        out = bytearray(wire[1:-1])
+        pos = wire[0]
+        end = len(out)
+        while pos < end:
+            step = out[pos] + 1
+            out[pos] = 46
+            pos += step
+        return out.decode("ascii").lower()
+    return from_labels(read_wire_name(wire, 0)[0])
+
+
+_LENGTH = [bytes((n,)) for n in range(256)]
+
+
+def labels_wire(labels) -> bytes:
+    """Wire labels (bytes, without the root) as an uncompressed wire name."""
+    return b"".join([_LENGTH[len(label)] + label for label in labels]) + b"\x00"
+
+
+def name_labels(name: str) -> list[bytes]:
+    """The wire labels of a presentation name (no trailing dot; empty labels left out); a
+    name outside ASCII in IDNA form, as records.wire_problem checked when it was stored."""
+    if name.isascii():
+        return [part for part in name.encode("ascii").split(b".") if part]
+    from dnslib import DNSLabel
+    return list(DNSLabel(name).label)
+
+
+def encode_name(name: str) -> bytes:
+    """A presentation name (no trailing dot) as uncompressed wire labels."""
+    return labels_wire(name_labels(name))
+
+
 def udp_limit(edns: bool, udp_size: int) -> int:
     """The largest UDP reply a client may be sent (RFC 6891, 512 without EDNS)."""
     if not edns:
         return 512
     return min(max(udp_size, 512), UDP_PAYLOAD)
-
-
-def formerr_for(data: bytes) -> bytes | None:
-    """FORMERR echoing the header of a query dnslib could not parse; None for a response."""
-    if len(data) < 12:
-        return None
-    qid, flags = struct.unpack_from("!HH", data)
-    if flags & 0x8000:
-        return None
-    flags = 0x8000 | (flags & 0x7900) | RCODE.FORMERR   # QR, opcode and RD kept
-    return struct.pack("!HHHHHH", qid, flags, 0, 0, 0, 0)
 
 
 def edns_problem(data: bytes) -> str | None:
@@ -118,99 +166,6 @@ def edns_problem(data: bytes) -> str | None:
     return None
 
 
-def formerr_with_opt(data: bytes, ra: bool) -> bytes:
-    """FORMERR for a query whose EDNS is malformed: the header and question echoed, and an
-    OPT record, since the client spoke EDNS (RFC 6891 7)."""
-    qid, flags, qd = struct.unpack_from("!HHH", data)
-    flags = 0x8000 | (flags & 0x7900) | (0x0080 if ra else 0) | RCODE.FORMERR
-    question = b""
-    if qd == 1:
-        pos = 12
-        while pos < len(data) and 0 < data[pos] < 64:      # echoed only when it holds no pointer
-            pos += data[pos] + 1
-        if pos < len(data) and data[pos] == 0 and pos + 5 <= len(data):
-            question = data[12:pos + 5]
-    return (struct.pack("!HHHHHH", qid, flags, 1 if question else 0, 0, 0, 1) + question
-            + b"\x00" + struct.pack("!HHIH", T_OPT, UDP_PAYLOAD, 0, 0))
-
-
-
-def _rrsets(rrs):
-    """Split a section into runs of (owner, type) — the unit that is kept or cut whole."""
-    runs, current, ident = [], [], None
-    for rr in rrs:
-        key = (str(rr.rname).lower(), rr.rtype)
-        if current and key != ident:
-            runs.append(current)
-            current = []
-        current.append(rr)
-        ident = key
-    if current:
-        runs.append(current)
-    return runs
-
-
-def pack_reply(reply: DNSRecord, limit: int) -> bytes:
-    """Pack within `limit` octets: drop additional data first (no TC, RFC 2181 9), then whole
-    RRsets from the end of the answer and authority, setting TC."""
-    data = reply.pack()
-    if len(data) <= limit:
-        return data
-    opt = [rr for rr in reply.ar if rr.rtype == T_OPT]
-    if len(opt) != len(reply.ar):
-        reply.ar = opt
-        data = reply.pack()
-        if len(data) <= limit:
-            return data
-    reply.header.tc = 1
-    reply.auth = []
-    runs = _rrsets(reply.rr)
-    while runs:
-        reply.rr = [rr for run in runs for rr in run]
-        data = reply.pack()
-        if len(data) <= limit:
-            return data
-        runs.pop()
-    reply.rr = []
-    return reply.pack()
-
-
-def rotations(reply: DNSRecord, weights: dict | None = None) -> list[DNSRecord]:
-    """The reply once per answer order: each multi-record RRset in the orders the rules give
-    it (`resolver.answer_orders`: even, or by the instances' `weights`)."""
-    runs = _rrsets(reply.rr)
-    orders = []
-    for run in runs:
-        shares = weights.get((str(run[0].rname).lower(), run[0].rtype)) if weights else None
-        orders.append(answer_orders(len(run), shares if shares is not None and len(shares) == len(run) else None))
-    count = max((len(o) for o in orders), default=1)
-    if count <= 1:
-        return [reply]
-    out = []
-    for turn in range(count):
-        rrs = [run[i] for run, run_orders in zip(runs, orders) for i in run_orders[turn % len(run_orders)]]
-        out.append(DNSRecord(copy.copy(reply.header), questions=list(reply.questions), rr=rrs,
-                             auth=list(reply.auth), ar=list(reply.ar)))
-    return out
-
-
-def soa_serial_offsets(data: bytes) -> tuple[int, ...]:
-    """Where the serial of each SOA record sits in a packed reply."""
-    qd, an, ns, ar = struct.unpack_from("!HHHH", data, 4)
-    pos = 12
-    for _ in range(qd):
-        pos = skip_wire_name(data, pos) + 4
-    out = []
-    for _ in range(an + ns + ar):
-        pos = skip_wire_name(data, pos)
-        rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
-        pos += 10
-        if rtype == 6:  # SOA: mname, rname, then the serial
-            out.append(skip_wire_name(data, skip_wire_name(data, pos)))
-        pos += rdlen
-    return tuple(out)
-
-
 def slip_reply(reply: bytes, query: bytes, question_end: int) -> bytes:
     """The truncated stand-in for `reply` that response rate limiting sends (slip): its header
     with TC set and no records, and the question copied from the query (the client's
@@ -218,3 +173,55 @@ def slip_reply(reply: bytes, query: bytes, question_end: int) -> bytes:
     flags = reply[2] | 0x02
     return (reply[:2] + bytes([flags, reply[3]]) + b"\x00\x01\x00\x00\x00\x00\x00\x00"
             + query[12:question_end])
+
+
+def badkey_reply(data: bytes) -> bytes | None:
+    """NOTAUTH with a TSIG error of BADKEY (RFC 8945 5.2) for a signed query, or None when the
+    message carries no TSIG record. What a responder with no keys sends: never an unsigned
+    normal answer to a signed query. The TSIG record is the query's own key name, algorithm,
+    time and fudge with an empty MAC, the original id and the error; the question is echoed
+    when it holds no compression pointer."""
+    try:
+        qid, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", data)
+        if flags & 0x8000 or not ar:
+            return None
+        pos = 12
+        for _ in range(qd):
+            pos = skip_wire_name(data, pos) + 4
+        start = None
+        for _ in range(an + ns + ar):
+            start = pos
+            pos = skip_wire_name(data, pos)
+            rtype, _rclass, _ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
+            rdata = pos + 10
+            pos = rdata + rdlen
+        if start is None or rtype != T_TSIG or pos > len(data):
+            return None
+        owner = data[start:skip_wire_name(data, start)]
+        algorithm_end = skip_wire_name(data, rdata)
+        algorithm = data[rdata:algorithm_end]
+        time_fudge = data[algorithm_end:algorithm_end + 8]
+        mac_size = struct.unpack_from("!H", data, algorithm_end + 8)[0]
+        original_id = data[algorithm_end + 10 + mac_size:algorithm_end + 12 + mac_size]
+        if owner[-1:] != b"\x00" or algorithm[-1:] != b"\x00" or len(original_id) != 2:
+            return None                  # compressed names in a TSIG are not allowed (RFC 8945 4.2)
+    except (struct.error, ValueError, IndexError):
+        return None
+    question = b""
+    if qd == 1:
+        end = skip_wire_name(data, 12)
+        if all(0 < data[i] < 64 for i in _label_starts(data, 12, end)):
+            question = data[12:end + 4]
+    tsig_rdata = algorithm + time_fudge + b"\x00\x00" + original_id + struct.pack("!HH", BADKEY, 0)
+    tsig = owner + struct.pack("!HHIH", T_TSIG, C_ANY, 0, len(tsig_rdata)) + tsig_rdata
+    reply_flags = 0x8000 | (flags & 0x7900) | NOTAUTH
+    return struct.pack("!HHHHHH", qid, reply_flags, 1 if question else 0, 0, 0, 1) + question + tsig
+
+
+def _label_starts(data: bytes, pos: int, end: int):
+    """The offsets of the length octets of the name from `pos` to `end` (its root octet left out)."""
+    while pos < end - 1:
+        yield pos
+        if data[pos] >= 64:
+            return
+        pos += data[pos] + 1

@@ -2,19 +2,22 @@
 `status --format zone` prints. Pure: snapshot in, RRsets out.
 
 There is no second copy of the answer rules here. Every owner name the zone can answer
-is asked every type through `resolver.answer`, and the answer records owned by that
-name are kept (a CNAME's chased target records belong to the target's own name). What
-a secondary loads is therefore what a query to dnsdisco returns.
+is asked every type through `rules.answer`, and the answer records owned by that name are
+kept (a CNAME's chased target records belong to the target's own name). What a secondary
+loads is therefore what a query to dnsdisco returns. Transfers are written by dnslib, so
+the rules' light records become dnslib RRs here (`to_dnslib`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from dnslib import QTYPE, TXT, DNSLabel, DNSQuestion, DNSRecord
+from dnslib import AAAA, CNAME, MX, NS, PTR, QTYPE, RD, RR, SOA, SRV, TXT, A, DNSLabel
 
+from dnsdisco.dns.constants import T_A, T_AAAA, T_MX, T_PTR, T_SRV, T_TXT
 from dnsdisco.dns.names import is_subdomain, parent, reverse_name
-from dnsdisco.dns.rules import answer, lower_name, soa_serial
+from dnsdisco.dns.rules import answer, soa_serial
+from dnsdisco.dns.wire import encode_name
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 
 T_SOA, T_NS, T_CNAME = QTYPE.SOA, QTYPE.NS, QTYPE.CNAME
@@ -110,17 +113,17 @@ def types_to_ask(snap: Snapshot, zone: ZoneConfig, name: str) -> list[int]:
 
 
 def name_rrsets(snap: Snapshot, zone: ZoneConfig, name: str) -> list[RRset]:
-    """The RRsets `name` answers with, type by type, as `resolver.answer` gives them."""
+    """The RRsets `name` answers with, type by type, as `rules.answer` gives them."""
     types = types_to_ask(snap, zone, name)
     found: dict[int, list] = {}
-    label = DNSLabel(name + ".")
+    wire = encode_name(name)
     for qtype in types:
-        reply = answer(DNSRecord(q=DNSQuestion(label, qtype)), snap).reply
-        if reply.header.rcode != 0:
+        ans = answer(snap, wire, qtype)
+        if ans.rcode != 0:
             continue
         # only the asked type at the asked name: an alias answers every type with its CNAME
         # (kept from the CNAME question) and the chased target records belong to the target
-        rrs = [rr for rr in reply.rr if rr.rtype == qtype and lower_name(rr.rname) == name]
+        rrs = [to_dnslib(rr) for rr in ans.answer if rr[1] == qtype and rr[0] == name]
         if rrs:
             found[qtype] = rrs
     out = []
@@ -174,8 +177,34 @@ def serial_of(snap: Snapshot) -> int:
 
 def soa_record(snap: Snapshot, zone_name: str):
     """The zone's SOA record as its apex answers it (a dnslib RR)."""
-    reply = answer(DNSRecord(q=DNSQuestion(DNSLabel(zone_name + "."), T_SOA)), snap).reply
-    return next(rr for rr in reply.rr if rr.rtype == T_SOA)
+    ans = answer(snap, encode_name(zone_name), T_SOA)
+    return next(to_dnslib(rr) for rr in ans.answer if rr[1] == T_SOA)
+
+
+def to_dnslib(rr: tuple) -> RR:
+    """A light record of the rules (rules.py's module docstring) as a dnslib RR, which the
+    transfers write and `rdata_text` prints."""
+    owner, rtype, ttl, data = rr
+    if rtype == T_A:
+        rdata = A(data)
+    elif rtype == T_AAAA:
+        rdata = AAAA(data)
+    elif rtype == T_SRV:
+        rdata = SRV(data[0], data[1], data[2], data[3] + ".")
+    elif rtype == T_TXT:
+        rdata = TXT(list(data))
+    elif rtype == T_MX:
+        rdata = MX(data[1] + ".", data[0])
+    elif rtype == T_SOA:
+        rdata = SOA(data[0] + ".", data[1] + ".", tuple(data[2:7]))
+    elif rtype in _NAMED:
+        rdata = _NAMED[rtype](data + ".")
+    else:
+        rdata = data.source if getattr(data, "source", None) is not None else RD(bytes(data))
+    return RR(owner + ".", rtype, ttl=ttl, rdata=rdata)
+
+
+_NAMED = {T_CNAME: CNAME, T_NS: NS, T_PTR: PTR}
 
 
 # ---------------------------------------------------------------- master file

@@ -53,6 +53,14 @@ def dying_with_us(command: list[str]) -> list[str]:
     return [sys.executable, "-m", "dnsdisco.etcd.children", str(os.getpid()), "--", *command]
 
 
+def cannot_run(program: str, exc: OSError) -> tuple[str, int]:
+    """Why `program` did not start, as one line, and the exit status a shell gives for it
+    (127: not found, 126: found but not runnable). The register command and this trampoline
+    both report a wrapped command that cannot start, and must say it alike."""
+    return (f"cannot run {program!r}: {exc.strerror or exc}",
+            127 if isinstance(exc, FileNotFoundError) else 126)
+
+
 def main(argv: list[str]) -> int:
     """The trampoline: `PARENT_PID -- CMD ARGS...`."""
     if len(argv) < 3 or argv[1] != "--":
@@ -67,8 +75,10 @@ def main(argv: list[str]) -> int:
     try:
         os.execvp(command[0], command)
     except OSError as exc:
-        print(f"dnsdisco register: cannot run {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
-        return 127 if isinstance(exc, FileNotFoundError) else 126
+        # this layer may not import ops.logs: the line is spelled as logs.fail spells it
+        message, code = cannot_run(command[0], exc)
+        print(f"dnsdisco register: {message}", file=sys.stderr)
+        return code
     return 0    # not reached: exec replaced this process
 
 

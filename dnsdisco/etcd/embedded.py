@@ -23,11 +23,15 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from dnsdisco.etcd.children import parent_death_signal
+from dnsdisco.etcd.settings import DEFAULT_ENDPOINT
 
-CLIENT_URL = "http://127.0.0.1:2379"
+# the embedded etcd listens where a command given no --etcd looks for one
+_CLIENT = urllib.parse.urlsplit(DEFAULT_ENDPOINT)
+CLIENT_HOST, CLIENT_PORT = _CLIENT.hostname, _CLIENT.port
 PEER_URL = "http://127.0.0.1:2380"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -64,7 +68,7 @@ def default_state_dir() -> str:
     return os.path.join(base, "dnsdisco", "etcd")
 
 
-def etcd_health(url: str = CLIENT_URL, timeout: float = 1.0) -> bool | None:
+def etcd_health(url: str = DEFAULT_ENDPOINT, timeout: float = 1.0) -> bool | None:
     """True: an etcd answers healthy at url. False: something answers but not as a healthy
     etcd. None: nothing listens."""
     try:
@@ -265,23 +269,23 @@ def find_or_start(state_dir: str | None = None, log=None, *, allow_start: bool =
     # its pid file tells them apart, and it is restarted under this serve instead of adopted.
     if allow_start:
         stop_leftover(os.path.abspath(os.path.expanduser(state_dir or default_state_dir())), log)
-    state = etcd_health(CLIENT_URL)
+    state = etcd_health(DEFAULT_ENDPOINT)
     if state is True:
-        log.info("using the etcd already answering at %s", CLIENT_URL)
-        return Embedded(CLIENT_URL, log=log)
-    if state is False or _port_in_use("127.0.0.1", 2379):
+        log.info("using the etcd already answering at %s", DEFAULT_ENDPOINT)
+        return Embedded(DEFAULT_ENDPOINT, log=log)
+    if state is False or _port_in_use(CLIENT_HOST, CLIENT_PORT):
         # Perhaps an etcd still starting: give it a moment before calling the port taken.
         deadline = time.monotonic() + BUSY_GRACE
         while time.monotonic() < deadline:
-            if etcd_health(CLIENT_URL) is True:
-                log.info("using the etcd already answering at %s", CLIENT_URL)
-                return Embedded(CLIENT_URL, log=log)
+            if etcd_health(DEFAULT_ENDPOINT) is True:
+                log.info("using the etcd already answering at %s", DEFAULT_ENDPOINT)
+                return Embedded(DEFAULT_ENDPOINT, log=log)
             time.sleep(0.1)
         raise EmbeddedError("127.0.0.1:2379 is in use but does not answer as a healthy etcd; "
                             "free the port or give --etcd URL")
 
     if not allow_start:
-        raise EmbeddedError(f"no etcd answers at {CLIENT_URL} and starting an embedded one is "
+        raise EmbeddedError(f"no etcd answers at {DEFAULT_ENDPOINT} and starting an embedded one is "
                             "turned off; give --etcd URL")
     path = binary("etcd")
     data_dir = os.path.abspath(os.path.expanduser(state_dir or default_state_dir()))
@@ -293,7 +297,7 @@ def find_or_start(state_dir: str | None = None, log=None, *, allow_start: bool =
     log_path = os.path.join(os.path.dirname(data_dir), "etcd.log")
     cmd = [
         path, "--name", "dnsdisco", "--data-dir", data_dir,
-        "--listen-client-urls", CLIENT_URL, "--advertise-client-urls", CLIENT_URL,
+        "--listen-client-urls", DEFAULT_ENDPOINT, "--advertise-client-urls", DEFAULT_ENDPOINT,
         "--listen-peer-urls", PEER_URL, "--initial-advertise-peer-urls", PEER_URL,
         "--initial-cluster", f"dnsdisco={PEER_URL}", "--initial-cluster-state", "new",
         # Keep an hour of history: enough for a watcher to resume after a hiccup, while
@@ -301,10 +305,10 @@ def find_or_start(state_dir: str | None = None, log=None, *, allow_start: bool =
         "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h",
         "--log-outputs", log_path,
     ]
-    embedded = Embedded(CLIENT_URL, _launch(cmd, data_dir, log_path), data_dir, log_path, log, cmd)
+    embedded = Embedded(DEFAULT_ENDPOINT, _launch(cmd, data_dir, log_path), data_dir, log_path, log, cmd)
     _wait_healthy(embedded, path, timeout)
     log.info("started embedded etcd %s (%s, pid %d) at %s; data in %s, log in %s",
-             _version(path), path, embedded.pid, CLIENT_URL, data_dir, log_path)
+             _version(path), path, embedded.pid, DEFAULT_ENDPOINT, data_dir, log_path)
     return embedded
 
 
@@ -335,7 +339,7 @@ def _wait_healthy(embedded: Embedded, path: str, timeout: float) -> None:
                 _remove(pid_path(embedded.data_dir))
             raise EmbeddedError(f"embedded etcd ({path}) exited with status {proc.returncode}: "
                                 f"{_log_tail(log_path) or 'no log'} (log: {log_path})")
-        if etcd_health(CLIENT_URL, timeout=0.5) is True:
+        if etcd_health(DEFAULT_ENDPOINT, timeout=0.5) is True:
             return
         time.sleep(0.1)
     embedded.stop()

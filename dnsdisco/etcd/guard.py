@@ -136,12 +136,6 @@ class ExpiryGuard:
             ended.append((hold, [(key, None) for key in hold.held], why))
         return ended
 
-    def next_release(self) -> float | None:
-        """When the earliest hold reaches --hold-max (None without a hold)."""
-        if not self.holds:
-            return None
-        return min(hold.started for hold in self.holds.values()) + self.hold_max
-
     def _forget_old(self, now: float) -> None:
         recent = self._recent
         while recent and now - recent[0][0] > self.window:

@@ -1,8 +1,9 @@
 """Handing freed memory back to the system, for the two processes of `serve`.
 
-glibc keeps freed pages for reuse; after a full etcd listing that is tens of MB the process
-no longer needs (about 25 MB at 200,000 records, ~10 ms to give back). Both the serving
-process (after building the snapshot) and the etcd helper (after sending the listing) call it.
+glibc keeps freed pages for reuse; after a full etcd listing that is memory the process no
+longer needs, and giving it back is cheap next to the listing (docs/benchmarks.md, "Memory
+at 100,000 services"). Both the serving process (after building the snapshot) and the etcd
+helper (after sending the listing) call it.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ a rejected password, a TLS handshake etcd refuses, a role without the needed per
 becomes one `StartupError` line that names the problem; the caller prints
 `dnsdisco <command>: <message>` and exits non-zero, without a traceback. `serve` takes only
 the checked settings (`kv_settings`, no gRPC) and runs `check_access` on its helper process
-(kvproc.ProcessKV): its own process never loads gRPC.
+(etcd/helper.ProcessKV): its own process never loads gRPC.
 
 The password never comes from a flag (it would show in `ps`): it is the secret setting
 `etcd_password` (env DNSDISCO_ETCD_PASSWORD or the config file) or the first line of
@@ -14,7 +14,7 @@ The password never comes from a flag (it would show in `ps`): it is the secret s
 shows it, and it is removed from error messages.
 
 Importing this module sets GRPC_VERBOSITY=ERROR unless it is set, before gRPC loads, so
-gRPC's C core does not print a line per failed TLS handshake; import it before `kv`.
+gRPC's C core does not print a line per failed TLS handshake; import it before etcd/client.py.
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def _check_files(ca: str, cert: str, key: str) -> None:
 def kv_settings(cfg, *, endpoints: list[str] | None = None, timeout: float | None = None,
                 scrub_env: bool = False, on_secret=None) -> dict:
     """The settings of a KV (`KV(**settings)`) for the command's etcd settings, checked
-    without gRPC: `serve` hands them to its helper process (kvproc.py). Raises StartupError
+    without gRPC: `serve` hands them to its helper process (etcd/helper.py). Raises StartupError
     for a setting that cannot work.
 
     endpoints: overrides cfg.etcd (e.g. the embedded etcd); default cfg.etcd, else
@@ -134,15 +134,15 @@ def unreachable(endpoints: list[str], timeout: float = 1.5) -> str | None:
     own wording."""
     import socket
     import threading
+    from dnsdisco.dns.names import parse_hostport
     from dnsdisco.etcd.types import parse_endpoint
     problems: dict[str, str] = {}
     reached = threading.Event()
 
     def probe(url: str) -> None:
         shown, target = parse_endpoint(url)
-        host, _, port = target.rpartition(":")
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            with socket.create_connection(parse_hostport(target), timeout=timeout):
                 reached.set()
         except ConnectionRefusedError:
             problems[shown] = "connection refused"

@@ -18,13 +18,25 @@ on open connections in total and per client address (IPv4 address, IPv6 /64). A
 zero-length or oversize message closes the connection.
 
 Metrics hooks, when a metrics object is given: `handler_error()`,
-`tcp_connections(+1 | -1)`, `dropped(reason)` with reason one of DROP_REASONS.
+`tcp_connections(+1 | -1)`, `dropped(reason)` with reason one of:
+  tcp_conn_limit       a new connection beyond tcp_max_conns, closed at once
+  tcp_client_limit     a new connection beyond tcp_max_per_client, closed at once
+  tcp_idle             closed after tcp_idle_timeout without a query
+  tcp_read_timeout     a message not complete within tcp_read_timeout (slowloris)
+  tcp_write_timeout    a reply the client did not take within tcp_read_timeout
+  tcp_bad_length       a zero-length or oversize message
+  tcp_reply_too_large  a reply over 65535 octets cannot be framed
+  udp_send_error       sendto failed (buffer full, unreachable, too large)
+
+Opening the sockets (families, buffers, port 0, bind errors) is sockets.py. This module is
+longer than 500 lines on purpose: the UDP readers, the accept loop and every TCP connection
+share the server's stop state (the stopping flag, the grace deadline, the connection counts)
+and its log limiter; one module keeps that state private to the code that moves the bytes.
 """
 from __future__ import annotations
 
 import errno
 import logging
-import os
 import socket as _stdsocket
 import time
 from typing import Callable, Iterable, Optional
@@ -36,34 +48,19 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.pool import Pool
 
+from dnsdisco.dns.names import format_hostport
+from dnsdisco.net.acl import client_network
+from dnsdisco.net.sockets import bind_pair
+
 Handler = Callable[[bytes, str, tuple], Optional[bytes]]
 
 # The unpatched socket class: the UDP loop drives non-blocking sockets by hand, even
 # when the process has been monkey-patched.
 _RawSocket = _monkey.get_original("socket", "socket")
 
-DROP_REASONS = (
-    "tcp_conn_limit",      # a new connection beyond tcp_max_conns, closed at once
-    "tcp_client_limit",    # a new connection beyond tcp_max_per_client, closed at once
-    "tcp_idle",            # closed after tcp_idle_timeout without a query
-    "tcp_read_timeout",    # a message not complete within tcp_read_timeout (slowloris)
-    "tcp_write_timeout",   # a reply the client did not take within tcp_read_timeout
-    "tcp_bad_length",      # a zero-length or oversize message
-    "tcp_reply_too_large", # a reply over 65535 bytes cannot be framed
-    "udp_send_error",      # sendto failed (buffer full, unreachable, too large)
-)
-
 UDP_BURST = 64          # datagrams answered before other greenlets get a turn
 UDP_RECV_SIZE = 65535
 MAX_TCP_QUERY = 65535          # framing allows no more; a smaller cap may be passed
-UDP_RCVBUF = 4 * 1024 * 1024   # absorbs bursts (the kernel caps it at rmem_max unless root)
-UDP_SNDBUF = 1 * 1024 * 1024
-TCP_BACKLOG = 1024
-PORT_ZERO_ATTEMPTS = 32
-
-
-class BindError(Exception):
-    """A listen address that cannot be bound; the message names it and says what to do."""
 
 
 class _Stop(Exception):
@@ -94,148 +91,10 @@ class _LogLimiter:
             window[2] += 1
 
 
-def _show(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _who_uses(proto: str, port: int) -> str:
-    """Best effort: 'pid 123 (dnsmasq)' holding a socket on `port`, from /proc; '' if unknown."""
-    try:
-        inodes = set()
-        for table in (proto, proto + "6"):
-            try:
-                with open(f"/proc/net/{table}") as fh:
-                    next(fh, None)
-                    for line in fh:
-                        fields = line.split()
-                        if len(fields) < 10:
-                            continue
-                        local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                        # TCP: only listeners (state 0A) hold the port for us
-                        if local_port == port and (proto == "udp" or fields[3] == "0A"):
-                            inodes.add(fields[9])
-            except OSError:
-                continue
-        if not inodes:
-            return ""
-        wanted = {f"socket:[{i}]" for i in inodes}
-        deadline = time.monotonic() + 0.5
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit() or time.monotonic() > deadline:
-                continue
-            try:
-                for fd in os.listdir(f"/proc/{pid}/fd"):
-                    if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
-                        with open(f"/proc/{pid}/comm") as fh:
-                            return f"pid {pid} ({fh.read().strip()})"
-            except OSError:
-                continue
-        return "a socket of another user's process" if os.geteuid() != 0 else ""
-    except Exception:  # never let the diagnosis hide the real error
-        return ""
-
-
-def bind_error(exc: OSError, host: str, port: int, proto: str) -> BindError:
-    """Turn a bind OSError into a message an operator can act on."""
-    where = f"{_show(host, port)} ({proto.upper()})"
-    code = exc.errno
-    if code in (errno.EACCES, errno.EPERM):
-        msg = f"cannot listen on {where}: permission denied"
-        if port < 1024:
-            msg += (f"; ports below 1024 need privilege: use a high port (e.g. --listen "
-                    f"{_show(host, 5353)}), or grant the capability with "
-                    f"`setcap cap_net_bind_service=+ep <python binary>` or, under systemd, "
-                    f"AmbientCapabilities=CAP_NET_BIND_SERVICE")
-    elif code == errno.EADDRINUSE:
-        who = _who_uses(proto, port)
-        msg = (f"cannot listen on {where}: the address is already in use"
-               f"{' by ' + who if who else ' by another socket'}"
-               f" (another DNS server such as systemd-resolved, dnsmasq or a second dnsdisco?);"
-               f" stop it or choose another --listen port")
-    elif code == errno.EADDRNOTAVAIL:
-        msg = f"cannot listen on {where}: no interface on this host has the address {host}"
-    elif code in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
-        msg = f"cannot listen on {where}: this host does not support the address family of {host}"
-    else:
-        msg = f"cannot listen on {where}: {exc.strerror or exc}"
-    return BindError(msg)
-
-
-def _family_of(host: str, port: int) -> tuple[int, tuple]:
-    try:
-        infos = _stdsocket.getaddrinfo(host, port, 0, _stdsocket.SOCK_DGRAM, 0,
-                                       _stdsocket.AI_PASSIVE | _stdsocket.AI_NUMERICHOST)
-    except _stdsocket.gaierror:
-        try:
-            infos = _stdsocket.getaddrinfo(host, port, 0, _stdsocket.SOCK_DGRAM, 0, _stdsocket.AI_PASSIVE)
-        except _stdsocket.gaierror as exc:
-            raise BindError(f"cannot listen on {_show(host, port)}: {host!r} is not an address ({exc})") from None
-    family, _type, _proto, _canon, sockaddr = infos[0]
-    return family, sockaddr
-
-
-def _set_buffer(sock, force_opt: Optional[int], opt: int, size: int) -> None:
-    """Ask for a large buffer; as root SO_*BUFFORCE passes the rmem_max/wmem_max cap."""
-    if force_opt is not None:
-        try:
-            sock.setsockopt(_stdsocket.SOL_SOCKET, force_opt, size)
-            return
-        except OSError:
-            pass
-    try:
-        sock.setsockopt(_stdsocket.SOL_SOCKET, opt, size)
-    except OSError:
-        pass
-
-
-def _reuse_port(sock) -> None:
-    sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEPORT, 1)
-
-
-def _open_udp(family: int, sockaddr: tuple, host: str, port: int, reuse_port: bool = False):
-    sock = _RawSocket(family, _stdsocket.SOCK_DGRAM)
-    try:
-        if reuse_port:
-            _reuse_port(sock)
-        if family == _stdsocket.AF_INET6:
-            sock.setsockopt(_stdsocket.IPPROTO_IPV6, _stdsocket.IPV6_V6ONLY, 1)
-        _set_buffer(sock, getattr(_stdsocket, "SO_RCVBUFFORCE", None), _stdsocket.SO_RCVBUF, UDP_RCVBUF)
-        _set_buffer(sock, getattr(_stdsocket, "SO_SNDBUFFORCE", None), _stdsocket.SO_SNDBUF, UDP_SNDBUF)
-        sock.bind(sockaddr[:1] + (port,) + sockaddr[2:])
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise bind_error(exc, host, port, "udp") from None
-    return sock
-
-
-def _open_tcp(family: int, sockaddr: tuple, host: str, port: int, reuse_port: bool = False):
-    sock = gsocket.socket(family, _stdsocket.SOCK_STREAM)
-    try:
-        if reuse_port:
-            _reuse_port(sock)
-        sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEADDR, 1)
-        if family == _stdsocket.AF_INET6:
-            sock.setsockopt(_stdsocket.IPPROTO_IPV6, _stdsocket.IPV6_V6ONLY, 1)
-        sock.bind(sockaddr[:1] + (port,) + sockaddr[2:])
-        sock.listen(TCP_BACKLOG)
-    except OSError as exc:
-        sock.close()
-        raise bind_error(exc, host, port, "tcp") from None
-    return sock
-
-
-def client_key(ip: str) -> str:
-    """The unit of the per-client TCP cap: an IPv4 address, or an IPv6 /64."""
-    if ":" not in ip:
-        return ip
-    try:
-        packed = _stdsocket.inet_pton(_stdsocket.AF_INET6, ip.split("%", 1)[0])
-    except OSError:
-        return ip
-    if packed[:12] == b"\0" * 10 + b"\xff\xff":      # IPv4-mapped
-        return _stdsocket.inet_ntop(_stdsocket.AF_INET, packed[12:])
-    return packed[:8].hex() + "::/64"
+def client_key(ip: str) -> bytes | str:
+    """The unit of the per-client TCP cap: an IPv4 address, or an IPv6 /64 (one host's usual
+    share of a network)."""
+    return client_network(ip, 32, 64)
 
 
 class _Listener:
@@ -249,9 +108,9 @@ class _Listener:
 class DNSServer:
     """UDP + TCP listeners on each address, all calling one handler.
 
-    `start()` binds (raising BindError) and spawns the loops; `serve_forever()` blocks
-    until `stop()`; `stop(grace)` stops reading, lets in-flight queries finish and
-    closes TCP connections, all within `grace` seconds.
+    `start()` binds (raising sockets.BindError) and spawns the loops; `stop(grace)` stops
+    reading, lets in-flight queries finish and closes TCP connections, all within `grace`
+    seconds.
     """
 
     def __init__(self, handler: Handler, listens: Iterable[tuple[str, int]], *,
@@ -293,10 +152,6 @@ class DNSServer:
         """The bound (host, port) of each listen address, in the order given."""
         return [(lst.host, lst.port) for lst in self._listeners]
 
-    @property
-    def tcp_connection_count(self) -> int:
-        return len(self._connections)
-
     def start(self) -> None:
         if self._started:
             return
@@ -318,37 +173,11 @@ class DNSServer:
                 self._udp_greenlets.append(gevent.spawn(self._keep_running, self._udp_loop, lst, watcher))
             self._accept_greenlets.append(gevent.spawn(self._keep_running, self._accept_loop, lst))
         self.log.info("answering on %s (UDP and TCP)",
-                      ", ".join(_show(h, p) for h, p in self.addresses))
+                      ", ".join(format_hostport(h, p) for h, p in self.addresses))
 
     def _bind(self, host: str, port: int) -> _Listener:
-        family, sockaddr = _family_of(host, port)
-        if port != 0:
-            udp = _open_udp(family, sockaddr, host, port, self.reuse_port)
-            try:
-                tcp = _open_tcp(family, sockaddr, host, port, self.reuse_port)
-            except BaseException:
-                udp.close()
-                raise
-            return _Listener(host, port, family, udp, tcp)
-        # port 0: a port free for both protocols — take TCP's pick, then UDP on it
-        last: Exception | None = None
-        for _ in range(PORT_ZERO_ATTEMPTS):
-            tcp = _open_tcp(family, sockaddr, host, 0, self.reuse_port)
-            chosen = tcp.getsockname()[1]
-            try:
-                udp = _open_udp(family, sockaddr, host, chosen, self.reuse_port)
-            except BindError as exc:
-                tcp.close()
-                last = exc
-                continue
-            return _Listener(host, chosen, family, udp, tcp)
-        raise BindError(f"cannot find a port free for both UDP and TCP on {host} "
-                        f"after {PORT_ZERO_ATTEMPTS} tries (last: {last})")
-
-    def serve_forever(self) -> None:
-        """Start if needed and block until stop() has finished."""
-        self.start()
-        self._stopped.wait()
+        family, port, udp, tcp = bind_pair(host, port, self.reuse_port, _RawSocket)
+        return _Listener(host, port, family, udp, tcp)
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop reading new queries, answer those in flight, close TCP; within `grace` s.
@@ -385,7 +214,7 @@ class DNSServer:
         for watcher in self._udp_watchers:
             watcher.close()
         self._udp_watchers = []
-        self.log.info("stopped answering on %s", ", ".join(_show(h, p) for h, p in self.addresses))
+        self.log.info("stopped answering on %s", ", ".join(format_hostport(h, p) for h, p in self.addresses))
         self._stopped.set()
 
     def _keep_running(self, loop, lst: _Listener, *args) -> None:
@@ -399,7 +228,7 @@ class DNSServer:
                 if self._stopping:
                     return
                 self._limited(logging.ERROR, "loop", "a socket loop on %s failed; restarting it",
-                              _show(lst.host, lst.port), exc_info=True)
+                              format_hostport(lst.host, lst.port), exc_info=True)
                 gevent.sleep(0.01)
 
     # ------------------------------------------------------------ UDP
@@ -420,7 +249,7 @@ class DNSServer:
                 # wait on our own watcher, which makes the loop poll every descriptor and comes
                 # back at once while datagrams wait. (gevent.sleep(0) only runs the callback
                 # queue and checks the clock every 50 callbacks: under load other sockets then
-                # waited 8 ms typically and up to 230 ms.)
+                # waited far longer; docs/benchmarks.md, "Freshness under load".)
                 burst = 0
                 try:
                     wait(watcher)
@@ -440,7 +269,7 @@ class DNSServer:
                 if self._stopping:
                     return
                 self._limited(logging.WARNING, "udp_recv", "UDP receive on %s failed: %s",
-                              _show(lst.host, lst.port), exc)
+                              format_hostport(lst.host, lst.port), exc)
                 gevent.sleep(0)
                 continue
             try:
@@ -488,11 +317,11 @@ class DNSServer:
                     return
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     self._limited(logging.ERROR, "accept", "TCP accept on %s: %s (raise the open-file "
-                                  "limit or lower --tcp-max-conns)", _show(lst.host, lst.port), exc)
+                                  "limit or lower --tcp-max-conns)", format_hostport(lst.host, lst.port), exc)
                     gevent.sleep(0.1)
                 else:
                     self._limited(logging.WARNING, "accept", "TCP accept on %s: %s",
-                                  _show(lst.host, lst.port), exc)
+                                  format_hostport(lst.host, lst.port), exc)
                     gevent.sleep(0)
                 continue
             if self._stopping:

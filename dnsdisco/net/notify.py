@@ -19,6 +19,7 @@ import time
 import gevent
 from dnslib import OPCODE, QTYPE, DNSHeader, DNSQuestion, DNSRecord
 
+from dnsdisco.dns.names import format_hostport, parse_address_port
 from dnsdisco.net import tsig
 from dnsdisco.dns.zonedata import soa_record
 
@@ -27,15 +28,7 @@ log = logging.getLogger("dnsdisco.net.notify")
 
 def parse_target(text) -> tuple[str, int]:
     """`ADDRESS[:PORT]` or `[V6]:PORT` of a secondary (default port 53)."""
-    import ipaddress
-
-    from dnsdisco.dns.names import parse_hostport
-    host, port = parse_hostport(str(text), default_port=53)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{text!r}: NOTIFY goes to an IP address (e.g. 192.0.2.53 or [2001:db8::53]:53)") from None
-    return host, port
+    return parse_address_port(text, 53, hint="NOTIFY goes to an IP address (e.g. 192.0.2.53 or [2001:db8::53]:53)")
 
 
 class Notifier:
@@ -71,7 +64,7 @@ class Notifier:
         try:
             self._notify_all(zone, target)
         except Exception:      # a bug must not leave the pair without a worker for good
-            log.exception("NOTIFY %s to %s failed", zone, _show(target))
+            log.exception("NOTIFY %s to %s failed", zone, format_hostport(*target))
             self._count("failed")
 
     def _notify_all(self, zone: str, target: tuple) -> None:
@@ -85,7 +78,7 @@ class Notifier:
                 serial = self._notify_once(zone, target, wait, pair)
                 if serial is not None:
                     self._count("acked")
-                    log.debug("NOTIFY %s serial %d acknowledged by %s", zone, serial, _show(target))
+                    log.debug("NOTIFY %s serial %d acknowledged by %s", zone, serial, format_hostport(*target))
                     break
                 if self._pending.get(pair):
                     # a newer change while this one went unanswered: send that one now, with the
@@ -97,7 +90,7 @@ class Notifier:
                 if tries >= self.tries:
                     self._count("failed")
                     log.warning("NOTIFY %s to %s: no answer after %d tries; it will catch up at its SOA "
-                                "refresh", zone, _show(target), self.tries)
+                                "refresh", zone, format_hostport(*target), self.tries)
                     break
                 wait *= 2
 
@@ -126,7 +119,7 @@ class Notifier:
                 self.sent += 1
                 self._count("sent")
             except OSError as exc:         # no route, refused by an earlier ICMP: a failed try
-                log.debug("NOTIFY %s to %s not sent: %s", zone, _show(target), exc)
+                log.debug("NOTIFY %s to %s not sent: %s", zone, format_hostport(*target), exc)
                 sock.close()
                 sock = None
             while True:
@@ -185,7 +178,3 @@ def _answers(reply: bytes, qid: int, key, mac: bytes) -> bool:
         return False
     return True
 
-
-def _show(target: tuple) -> str:
-    host, port = target
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

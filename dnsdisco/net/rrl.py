@@ -15,38 +15,22 @@ half the table, the oldest-created half goes.
 """
 from __future__ import annotations
 
-import ipaddress
-import socket
 import time
 from typing import Callable, Iterable
+
+from dnsdisco.net.acl import Networks, client_network
 
 PASS = "pass"
 DROP = "drop"
 SLIP = "slip"
 
-IPV4_PREFIX = 24
-IPV6_PREFIX = 56
 MAX_ENTRIES = 100_000
-_EXEMPT_MEMO_MAX = 65_536
-
-
-def network_key(ip: str) -> bytes | str:
-    """The unit a bucket is kept for: the /24 of an IPv4 address, the /56 of an IPv6 one."""
-    if ":" not in ip:
-        return ip.rpartition(".")[0]
-    try:
-        packed = socket.inet_pton(socket.AF_INET6, ip.split("%", 1)[0])
-    except OSError:
-        return ip
-    if packed[:12] == b"\0" * 10 + b"\xff\xff":      # IPv4-mapped: limit as IPv4
-        return socket.inet_ntop(socket.AF_INET, packed[12:]).rpartition(".")[0]
-    return packed[:IPV6_PREFIX // 8]
 
 
 class RateLimiter:
     """`check(ip, qname, qtype)` → "pass" (send), "drop" (send nothing) or "slip" (send TC)."""
 
-    __slots__ = ("rate", "slip", "exempt", "clock", "max_entries", "_table", "_exempt_memo")
+    __slots__ = ("rate", "slip", "exempt", "clock", "max_entries", "_table")
 
     def __init__(self, rate: float, slip: int = 2, exempt: Iterable = (), *,
                  clock: Callable[[], float] = time.monotonic, max_entries: int = MAX_ENTRIES):
@@ -56,41 +40,21 @@ class RateLimiter:
             raise ValueError(f"RRL slip must be 0 (never) or more, got {slip}")
         self.rate = float(rate)
         self.slip = int(slip)
-        self.exempt = tuple(ipaddress.ip_network(n, strict=False) if isinstance(n, str) else n
-                            for n in exempt)
+        self.exempt = Networks(exempt)
         self.clock = clock
         self.max_entries = max(2, int(max_entries))
         # (network, qname, qtype) -> [tokens, last refill time, limited responses so far]
         self._table: dict[tuple, list] = {}
-        self._exempt_memo: dict[str, bool] = {}
 
     def __len__(self) -> int:
         return len(self._table)
 
-    def is_exempt(self, ip: str) -> bool:
-        if not self.exempt:
-            return False
-        hit = self._exempt_memo.get(ip)
-        if hit is None:
-            try:
-                addr = ipaddress.ip_address(ip.split("%", 1)[0])
-            except ValueError:
-                hit = False
-            else:
-                if getattr(addr, "ipv4_mapped", None) is not None:
-                    addr = addr.ipv4_mapped
-                hit = any(addr in net for net in self.exempt)
-            if len(self._exempt_memo) >= _EXEMPT_MEMO_MAX:
-                self._exempt_memo.clear()
-            self._exempt_memo[ip] = hit
-        return hit
-
     def check(self, ip: str, qname: bytes, qtype: int) -> str:
         """Spend a token for one response to `ip` for (qname, qtype); say what to send."""
-        if self.exempt and self.is_exempt(ip):
+        if self.exempt and self.exempt.contains(ip):
             return PASS
         now = self.clock()
-        key = (network_key(ip), qname, qtype)
+        key = (client_network(ip), qname, qtype)
         table = self._table
         bucket = table.get(key)
         if bucket is None:

@@ -1,7 +1,7 @@
 """Zone transfers and TSIG on the query path: AXFR (RFC 5936), IXFR (RFC 1995) from the
 journal, and every signed message (RFC 8945).
 
-`Responder.handle` (wire.py) hands this module the messages it cannot answer alone: any
+`Responder.handle` (dns/responder.py) hands this module the messages it cannot answer alone: any
 query whose fast parse declined (it may carry a TSIG) and every AXFR/IXFR question.
 `Transfers.handle` returns NOT_MINE for the rest, so ordinary queries keep their path.
 
@@ -18,16 +18,18 @@ query whose fast parse declined (it may carry a TSIG) and every AXFR/IXFR questi
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import struct
 import time
 
 from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, SOA, DNSBuffer, DNSHeader, DNSRecord
 
+from dnsdisco.dns.names import skip_wire_name
 from dnsdisco.net import tsig
+from dnsdisco.net.acl import Networks
 from dnsdisco.net.journal import Diff, Journal, changes_between
-from dnsdisco.dns.rules import error_reply, lower_name
+from dnsdisco.dns.encoder import error_for
+from dnsdisco.dns.rules import lower_name
 from dnsdisco.dns.serial import serial_of
 from dnsdisco.dns.responder import NOT_MINE, XFR_QTYPES
 from dnsdisco.dns.zonedata import soa_record, zone_rrsets
@@ -36,7 +38,7 @@ log = logging.getLogger("dnsdisco.net.transfer")
 
 T_AXFR, T_IXFR, T_SOA = QTYPE.AXFR, QTYPE.IXFR, QTYPE.SOA
 MESSAGE_BUDGET = 16384          # octets of records (before compression) per transfer message
-UDP_LIMIT = 512
+UDP_LIMIT = 512                 # a UDP reply without EDNS (RFC 1035 4.2.1)
 REFUSAL_LINES, REFUSAL_WINDOW = 10, 10.0    # log lines for refused/failed requests per window (s)
 
 
@@ -47,25 +49,10 @@ def _question(data: bytes):
     qd, ar = struct.unpack_from("!H", data, 4)[0], struct.unpack_from("!H", data, 10)[0]
     if qd != 1:
         return qd, None, ar
-    pos = 12
     try:
-        while data[pos]:
-            if data[pos] > 63:
-                return qd, None, ar
-            pos += data[pos] + 1
-        return qd, struct.unpack_from("!H", data, pos + 1)[0], ar
-    except (IndexError, struct.error):
+        return qd, struct.unpack_from("!H", data, skip_wire_name(data, 12))[0], ar
+    except (ValueError, struct.error):
         return qd, None, ar
-
-
-def _client_ip(client) -> ipaddress._BaseAddress | None:
-    try:
-        ip = ipaddress.ip_address(str(client[0]).split("%", 1)[0])
-    except (ValueError, IndexError, TypeError):
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 class Transfers:
@@ -74,7 +61,7 @@ class Transfers:
     def __init__(self, *, allow=(), keys: dict | None = None, require_tsig: bool = False,
                  journal: Journal | None = None, notifier=None, metrics=None,
                  message_budget: int = MESSAGE_BUDGET, pause=None, spawn=None):
-        self.allow = list(allow)
+        self.allow = Networks(allow)
         self.keys = dict(keys or {})
         self.require_tsig = require_tsig
         self.journal = journal
@@ -133,7 +120,7 @@ class Transfers:
             query = DNSRecord.parse(body)
         except Exception:
             return _formerr(data)
-        reply = error_reply(query, RCODE.NOTAUTH).pack()
+        reply = error_for(query, RCODE.NOTAUTH)
         reply = tsig.error_reply(_with_id(reply, signed.rdata.original_id), signed)
         word = {tsig.BADKEY: "badkey", tsig.BADSIG: "badsig", tsig.BADTIME: "badtime"}[signed.error]
         kind = "axfr" if qtype == T_AXFR else "ixfr" if qtype == T_IXFR else "tsig_query"
@@ -143,8 +130,7 @@ class Transfers:
         return _with_id(reply, struct.unpack_from("!H", data, 0)[0])
 
     def allowed(self, client, signed) -> bool:
-        ip = _client_ip(client)
-        if ip is None or not any(ip.version == net.version and ip in net for net in self.allow):
+        if not client or not self.allow.contains(client[0]):
             return False
         return signed is not None or not self.require_tsig
 
@@ -158,27 +144,27 @@ class Transfers:
             return _formerr(data)
         kind = "axfr" if query.q.qtype == T_AXFR else "ixfr"
 
-        def finish(reply: DNSRecord, result: str):
+        def finish(reply: bytes, result: str):
             self._count(kind, result)
             self._refusal_log("%s of %s to %s over %s%s: %s", kind.upper(), lower_name(query.q.qname) or ".", client[0],
                      transport.upper(), f" key {signed.keytext}" if signed else "", result)
-            return self._signed([reply.pack()], data, signed)[0]
+            return self._signed([reply], data, signed)[0]
 
         if query.header.opcode != OPCODE.QUERY:
-            return finish(error_reply(query, RCODE.NOTIMP), "notimp")
+            return finish(error_for(query, RCODE.NOTIMP), "notimp")
         snap = responder.snapshot
         if not responder.ready:
-            return finish(error_reply(query, RCODE.SERVFAIL), "not_ready")
+            return finish(error_for(query, RCODE.SERVFAIL), "not_ready")
         name = lower_name(query.q.qname)
         zone = next((z for z in snap.zones if z.name == name), None)
         if kind == "axfr" and transport != "tcp":
-            return finish(error_reply(query, RCODE.NOTIMP), "udp")     # RFC 5936 4.2: TCP only
+            return finish(error_for(query, RCODE.NOTIMP), "udp")     # RFC 5936 4.2: TCP only
         if query.q.qclass != CLASS.IN:
-            return finish(error_reply(query, RCODE.REFUSED), "refused")
+            return finish(error_for(query, RCODE.REFUSED), "refused")
         if not self.allowed(client, signed):
-            return finish(error_reply(query, RCODE.REFUSED), "refused")
+            return finish(error_for(query, RCODE.REFUSED), "refused")
         if zone is None:
-            return finish(error_reply(query, RCODE.NOTAUTH), "notauth")
+            return finish(error_for(query, RCODE.NOTAUTH), "notauth")
         serial = serial_of(snap.revision)
         whole = None
         if kind == "axfr":
@@ -188,7 +174,7 @@ class Transfers:
         else:
             client_serial = _ixfr_serial(query)
             if client_serial is None:
-                return finish(error_reply(query, RCODE.FORMERR), "formerr")
+                return finish(error_for(query, RCODE.FORMERR), "formerr")
             upto = snap.revision
             soa = soa_record(snap, zone.name)
             if self.journal is not None and self.recorded is not None and self.recorded < upto:
@@ -381,14 +367,13 @@ def tsig_room(signed) -> int:
 def _fit_udp(reply: bytes, body: bytes, signed) -> bytes:
     """A UDP reply that stays within the client's size once the TSIG is added (RFC 8945 5.3:
     truncate, set TC, sign the truncated message)."""
-    from dnsdisco.dns.rules import edns_of
-    from dnsdisco.dns.wire import udp_limit
+    from dnsdisco.dns.wire import edns_of, udp_limit
     try:
         query = DNSRecord.parse(body)
         edns = edns_of(query)
-        limit = udp_limit(edns.present, edns.udp_size) if not isinstance(edns, str) else 512
+        limit = udp_limit(edns.present, edns.udp_size) if not isinstance(edns, str) else UDP_LIMIT
     except Exception:
-        limit = 512
+        limit = UDP_LIMIT
     if len(reply) + tsig_room(signed) <= limit:
         return reply
     try:
@@ -419,5 +404,5 @@ def _with_id(wire: bytes, qid: int) -> bytes:
 
 
 def _formerr(data: bytes) -> bytes | None:
-    from dnsdisco.dns.wire import formerr_for
+    from dnsdisco.dns.encoder import formerr_for
     return formerr_for(data)

@@ -23,11 +23,10 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TSIG
 import dns.tsig
 
-from dnsdisco.dns.constants import NOTAUTH, T_TSIG
+from dnsdisco.dns.constants import BADKEY, BADSIG, BADTIME, T_TSIG
 from dnsdisco.dns.names import skip_wire_name
 
 FUDGE = 300                     # seconds of clock difference accepted (RFC 8945 10)
-BADSIG, BADKEY, BADTIME = 16, 17, 18
 ALGORITHMS = {
     "hmac-sha224": dns.tsig.HMAC_SHA224,
     "hmac-sha256": dns.tsig.HMAC_SHA256,

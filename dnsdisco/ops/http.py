@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from gevent.pywsgi import WSGIServer
 
+from dnsdisco.dns.names import format_hostport
 from dnsdisco.ops.metrics import Metrics, NullMetrics
 
 
@@ -123,11 +124,9 @@ def start_http(address: tuple[str, int], metrics: Metrics | NullMetrics, state_f
     try:
         server.start()
     except OSError as exc:
-        host, port = address
-        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        raise OSError(exc.errno, f"--http {shown}: cannot listen: {exc.strerror or exc}") from None
+        raise OSError(exc.errno, f"--http {format_hostport(*address)}: cannot listen: {exc.strerror or exc}") from None
     endpoints = HttpEndpoints(server)
     host, port = endpoints.address
     log.info("serving /metrics, /healthz and /readyz%s", " and the catalogue page at /" if pages is not None else "",
-             extra={"fields": {"http": f"{host}:{port}"}})
+             extra={"fields": {"http": format_hostport(host, port)}})
     return endpoints

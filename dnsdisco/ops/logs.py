@@ -29,7 +29,7 @@ replaced by `***` wherever they would appear in a line, message, field or traceb
 
 Noise: library loggers (gevent, grpc) only pass warnings and errors even at `debug`.
 Queries are logged only when `--log-queries` is on, through `QueryLog`. Each bad etcd
-value is logged once per key through `OnceLogger` / `warn_once`.
+value is logged once per key (etcd/sync.py keeps the keys it has reported).
 """
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ import sys
 import time
 import traceback
 from typing import Any, Iterable, Mapping, TextIO
+
+from dnsdisco.dns.names import format_hostport
 
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -223,61 +225,6 @@ def add_secret(value: Any) -> None:
     _secret_filter.add(value)
 
 
-# ---------------------------------------------------------------- once per key
-
-class OnceLogger:
-    """Warns the first time a key is reported, then stays quiet about it until `forget(key)`.
-
-    Used for bad etcd values: a broken record is named once, not at every re-list or
-    query. Memory is bounded: past `limit` distinct keys it says so once and only counts.
-    """
-
-    def __init__(self, logger: logging.Logger | str = "dnsdisco.dns.records", limit: int = 10_000) -> None:
-        self.log = logging.getLogger(logger) if isinstance(logger, str) else logger
-        self.limit = limit
-        self._seen: set[str] = set()
-        self._overflowed = False
-
-    def warn(self, key: str, message: str, **extra: Any) -> bool:
-        """Log `message key=<key> ...` unless this key was already logged; True if it was logged now."""
-        if key in self._seen:
-            return False
-        if len(self._seen) >= self.limit:
-            if not self._overflowed:
-                self._overflowed = True
-                self.log.warning("too many distinct bad keys; further ones are only counted",
-                                 extra=fields(limit=self.limit))
-            return False
-        self._seen.add(key)
-        self.log.warning(message, extra=fields(key=key, **extra))
-        return True
-
-    def forget(self, key: str) -> None:
-        """The key was fixed or deleted: warn again if it goes bad again."""
-        self._seen.discard(key)
-        if self._overflowed and len(self._seen) < self.limit:
-            self._overflowed = False
-
-    def clear(self) -> None:
-        self._seen.clear()
-        self._overflowed = False
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._seen
-
-
-_once = OnceLogger()
-
-
-def warn_once(key: str, message: str, **extra: Any) -> bool:
-    """Module-level OnceLogger on `dnsdisco.dns.records`; see OnceLogger.warn."""
-    return _once.warn(key, message, **extra)
-
-
-def forget_once(key: str) -> None:
-    _once.forget(key)
-
-
 # ---------------------------------------------------------------- per-query lines
 
 class QueryLog:
@@ -288,7 +235,7 @@ class QueryLog:
 
     def __call__(self, client: tuple, transport: str, qname: str, qtype: str | int, rcode: str | int,
                  seconds: float | None = None) -> None:
-        values: dict[str, Any] = {"client": f"{client[0]}:{client[1]}" if client else "-",
+        values: dict[str, Any] = {"client": format_hostport(client[0], client[1]) if client else "-",
                                   "transport": transport, "qname": qname, "qtype": qtype, "rcode": rcode}
         if seconds is not None:
             values["ms"] = round(seconds * 1000, 3)

@@ -55,7 +55,7 @@ RCODE_NAMES: dict[int, str] = {code: name for code, name in dnslib.RCODE.forward
 RCODE_NAMES.update({16: "BADVERS", 23: "BADCOOKIE"})  # extended rcodes (RFC 6891, 7873)
 OTHER = -1  # key of every qtype/rcode that has no name
 
-# Answers come from memory in tens of microseconds; forwarded ones take milliseconds.
+# Answers from memory and forwarded answers differ by orders of magnitude: the buckets span both.
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 

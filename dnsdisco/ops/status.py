@@ -10,12 +10,13 @@ does the I/O.
 """
 from __future__ import annotations
 
-from dnsdisco.dns.records import shown_value
 import json
 import logging
 import sys
 
 from dnsdisco.etcd.settings import StartupError, connect, explain, kv_settings, unreachable  # first: quiets gRPC before it loads
+from dnsdisco.dns.records import shown_value
+from dnsdisco.ops.logs import fail
 
 log = logging.getLogger("dnsdisco.ops.status")
 
@@ -134,11 +135,6 @@ def render_zones(snap, zone_name: str | None = None) -> str:
 
 # ---------------------------------------------------------------- I/O
 
-def _fail(message: str, code: int = 1) -> int:
-    from dnsdisco.ops.logs import fail
-    return fail("status", message, code)
-
-
 def run_status(cfg, args=None) -> int:
     from dnsdisco.ops import logs
     from dnsdisco.etcd.client import EtcdError
@@ -151,30 +147,30 @@ def run_status(cfg, args=None) -> int:
         try:
             name = normalize(name)
         except BadName as exc:
-            return _fail(f"NAME: {exc}", 2)
+            return fail("status", f"NAME: {exc}", 2)
     try:
         # the zones exactly as serve builds them: zone files, TTLs and the hostile-data caps
         zones = served_zones(cfg)
     except ZoneFileError as exc:
-        return _fail(str(exc), 2)
+        return fail("status", str(exc), 2)
     if cfg.format == "zone" and name and name not in {z.name for z in zones}:
-        return _fail(f"ZONE {name}: not a served zone (served: {', '.join(z.name for z in zones)})", 2)
+        return fail("status", f"ZONE {name}: not a served zone (served: {', '.join(z.name for z in zones)})", 2)
     prefix = cfg.prefix.rstrip("/")
     try:
         settings = kv_settings(cfg, on_secret=logs.add_secret)
     except StartupError as exc:
-        return _fail(str(exc))
+        return fail("status", str(exc))
     problem = unreachable(settings["endpoints"], timeout=min(1.5, cfg.etcd_timeout))
     if problem:
-        return _fail(problem)
+        return fail("status", problem)
     try:
         kv = connect(cfg, log=log, on_secret=logs.add_secret)
     except StartupError as exc:
-        return _fail(str(exc))
+        return fail("status", str(exc))
     try:
         revision, items = kv.list_prefix(prefix + "/")
     except EtcdError as exc:
-        return _fail(explain(exc, kv))
+        return fail("status", explain(exc, kv))
     finally:
         kv.close()
     snap = Snapshot.build(prefix, zones, revision, items)

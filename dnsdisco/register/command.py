@@ -6,18 +6,19 @@ thread reacts, and the registrar thread is stopped from ordinary code, never fro
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
 import shutil
 import signal
 import subprocess
-import sys
 
-from dnsdisco.etcd.children import dying_with_us
 from dnsdisco.dns.names import BadName, key_for, normalize
+from dnsdisco.etcd.children import cannot_run, dying_with_us
+from dnsdisco.etcd.settings import DEFAULT_ENDPOINT
+from dnsdisco.ops.logs import fail
 
-DEFAULT_ETCD = "http://127.0.0.1:2379"
 log = logging.getLogger("dnsdisco.register")
 
 
@@ -25,17 +26,12 @@ class UsageError(ValueError):
     """A bad argument; the message names it."""
 
 
-def _fail(message: str, code: int = 2) -> int:
-    from dnsdisco.ops.logs import fail
-    return fail("register", message, code)
-
-
 def plan(cfg, name: str) -> dict:
     """Everything the registration needs, validated; raises UsageError naming the bad input.
 
     The name and the value are judged by the code `serve` runs on what it reads from etcd
     (snapshot.judge), so what is accepted here is always served."""
-    from dnsdisco.register import registrar
+    from dnsdisco.register import record
     from dnsdisco.dns.names import hostname_problem
     from dnsdisco.dns.records import BadValue
     from dnsdisco.dns.snapshot import judge
@@ -50,16 +46,16 @@ def plan(cfg, name: str) -> dict:
         raise UsageError(f"NAME {name!r} {problem}")
     if cfg.port is None:
         raise UsageError("--port is required (the service's port; 0 to publish only the address)")
-    address = cfg.address or registrar.primary_address()
+    address = cfg.address or record.primary_address()
     if not address:
         raise UsageError("no non-loopback address found on this host; give --address IP")
-    instance = cfg.id or registrar.default_id(cfg.port)
-    dns_ttl = registrar.default_dns_ttl(cfg.ttl) if cfg.dns_ttl is None else cfg.dns_ttl
+    instance = cfg.id or record.default_id(cfg.port)
+    dns_ttl = record.default_dns_ttl(cfg.ttl) if cfg.dns_ttl is None else cfg.dns_ttl
     if dns_ttl > cfg.ttl:
         raise UsageError(f"--dns-ttl {dns_ttl} is longer than the lease (--ttl {cfg.ttl}): caches would keep "
                          "a dead instance longer than etcd does")
     key = key_for(cfg.prefix, service) + "/" + instance
-    value = registrar.record_value(address, cfg.port, priority=cfg.priority, weight=cfg.weight,
+    value = record.record_value(address, cfg.port, priority=cfg.priority, weight=cfg.weight,
                                    text=cfg.text or None, ttl=dns_ttl)
     try:
         judge(cfg.prefix, key, value)
@@ -73,7 +69,7 @@ def plan(cfg, name: str) -> dict:
         "ttl": cfg.ttl,
         "dns_ttl": dns_ttl,
         "check": make_check(cfg),
-        "endpoints": list(cfg.etcd) or [DEFAULT_ETCD],
+        "endpoints": list(cfg.etcd) or [DEFAULT_ENDPOINT],
     }
 
 
@@ -86,14 +82,14 @@ def check_timeout(cfg) -> float:
 
 def make_check(cfg):
     """The configured health checks as one callable (all must pass), or None."""
-    from dnsdisco.register import registrar
+    from dnsdisco.register.checks import AllChecks, CommandCheck, GrpcCheck, HttpCheck, TcpCheck
     timeout = check_timeout(cfg)
-    checks = [registrar.HttpCheck(url, timeout) for url in _many(cfg.check_http)]
-    checks += [registrar.TcpCheck(target, timeout) for target in cfg.check_tcp]
-    checks += [registrar.GrpcCheck(target, timeout) for target in cfg.check_grpc]
+    found = [HttpCheck(url, timeout) for url in _many(cfg.check_http)]
+    found += [TcpCheck(target, timeout) for target in cfg.check_tcp]
+    found += [GrpcCheck(target, timeout) for target in cfg.check_grpc]
     if cfg.check_cmd:
-        checks.append(registrar.CommandCheck(cfg.check_cmd, timeout))
-    return None if not checks else checks[0] if len(checks) == 1 else registrar.AllChecks(checks)
+        found.append(CommandCheck(cfg.check_cmd, timeout))
+    return None if not found else found[0] if len(found) == 1 else AllChecks(found)
 
 
 def _many(value) -> list:
@@ -141,7 +137,7 @@ def run_register(cfg, args) -> int:
     try:
         spec = plan(cfg, args.name)
     except UsageError as exc:
-        return _fail(str(exc))
+        return fail("register", str(exc), 2)
     wrapped = list(getattr(args, "wrapped", None) or [])
 
     from dnsdisco.etcd.settings import StartupError, check_access, connect
@@ -157,7 +153,7 @@ def run_register(cfg, args) -> int:
     except StartupError as exc:
         if kv is not None:
             kv.close()
-        return _fail(str(exc), 1)
+        return fail("register", str(exc), 1)
     registrar = Registrar(kv, spec["key"], spec["value"], spec["ttl"], check=spec["check"],
                           check_interval=cfg.check_interval, rise=cfg.check_rise, fall=cfg.check_fall)
     log.info("registering %s as %s.%s at %s via %s", spec["key"], spec["id"], spec["name"],
@@ -196,15 +192,14 @@ def _run_wrapped(command: list[str], registrar, signals: _SignalPipe) -> int:
     found = shutil.which(command[0])
     if found is None:
         missing = not (os.sep in command[0] and os.path.exists(command[0]))
-        why = "No such file or directory" if missing else "Permission denied"
-        print(f"dnsdisco register: cannot run {command[0]!r}: {why}", file=sys.stderr)
-        return 127 if missing else 126
+        exc = (FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT)) if missing
+               else PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
+        return fail("register", *cannot_run(command[0], exc))
     try:
         # the command ends with us: SIGKILLed, we could no longer deregister it or pass signals on
         child = subprocess.Popen(dying_with_us(command))
     except OSError as exc:
-        print(f"dnsdisco register: cannot run {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
-        return 127 if isinstance(exc, FileNotFoundError) else 126
+        return fail("register", *cannot_run(command[0], exc))
     log.info("started %s (pid %d)", " ".join(command), child.pid)
     registrar.start()
     try:

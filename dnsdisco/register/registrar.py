@@ -8,8 +8,8 @@ data) it grants a new one and writes every key again. While etcd cannot be reach
 with a backoff that stays a small fraction of the TTL, refreshes first thing once etcd answers,
 and logs the loss and the recovery once per group.
 
-A `Registrar` is one key in a group. Health checks gate it (present only while they pass,
-counted with rise/fall thresholds); `drain()` removes it while the process keeps running; `stop()`
+A `Registrar` is one key in a group. Health checks (checks.py) gate it (present only while
+they pass, counted with rise/fall thresholds); `drain()` removes it while the process keeps running; `stop()`
 deletes it, and the last registrar of a group revokes the lease, so records disappear at once
 rather than after the TTL.
 
@@ -19,149 +19,15 @@ lease_keys), so the loop is testable against a real etcd and against a recording
 """
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
-import os
-import re
-import signal
-import socket
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Callable
 
-MIN_TTL = 2  # etcd's minimum lease TTL is about 2 s
+from dnsdisco.register.checks import Thresholds
+from dnsdisco.register.record import MIN_TTL
 
 log = logging.getLogger("dnsdisco.register")
-
-
-# ---------------------------------------------------------------- pure helpers
-
-def record_value(host: str, port: int | None = None, *, priority: int | None = None,
-                 weight: int | None = None, text: str | None = None, ttl: int | None = None) -> bytes:
-    """The JSON value of DESIGN.md section 2 with only the fields that are set."""
-    value: dict = {"host": host}
-    if port:
-        value["port"] = int(port)
-    if priority is not None:
-        value["priority"] = int(priority)
-    if weight is not None:
-        value["weight"] = int(weight)
-    if text:
-        value["text"] = text
-    if ttl is not None:
-        value["ttl"] = int(ttl)
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-_NOT_LABEL = re.compile(r"[^a-z0-9-]+")
-_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
-
-
-def sanitize_label(text: str) -> str:
-    """Any text → one DNS label (lower case letters, digits, inner dashes, ≤ 63)."""
-    label = _NOT_LABEL.sub("-", text.lower()).strip("-")
-    label = re.sub(r"-{2,}", "-", label)[:63].strip("-")
-    return label or "instance"
-
-
-def default_id(port: int, hostname: str | None = None) -> str:
-    """A stable instance id from the host name and the port: `web1-8080`."""
-    host = (hostname if hostname is not None else socket.gethostname()).split(".")[0]
-    return sanitize_label(f"{host}-{port}")
-
-
-def check_id(instance_id: str) -> str:
-    """Validate an explicit --id: one DNS label (it becomes `<id>.<name>`)."""
-    label = instance_id.strip().lower()
-    if not _LABEL.match(label):
-        raise ValueError(f"instance id {instance_id!r} is not a DNS label (letters, digits, '-', "
-                         "'_', at most 63 characters, no dots)")
-    return label
-
-
-def check_host(host: str) -> str:
-    """An IPv4/IPv6 address (A/AAAA) or a host name, judged by the code serve uses
-    (records.classify_host), so an address serve would skip is refused here."""
-    from dnsdisco.dns.records import BadValue, classify_host
-    try:
-        value, _kind = classify_host("", str(host))
-    except BadValue as exc:
-        raise ValueError(str(exc).removeprefix(": ")) from None
-    if not value:
-        raise ValueError("an empty address")
-    return value
-
-
-def default_dns_ttl(lease: int) -> int:
-    """The DNS TTL a registrar writes when none is chosen: half the lease, at least 1 s, so a
-    cache holds a dead instance at most half as long again as etcd does."""
-    return max(1, int(lease) // 2)
-
-
-def check_hostport(text: str) -> tuple[str, int]:
-    """HOST:PORT of --check-tcp (and the address part of --check-grpc)."""
-    from dnsdisco.dns.names import parse_hostport
-    host, port = parse_hostport(str(text))
-    if port == 0:
-        raise ValueError(f"{text!r}: port 0 cannot be probed")
-    return host, port
-
-
-def check_grpc_target(text: str) -> str:
-    """HOST:PORT[/SERVICE] of --check-grpc, checked; kept as text."""
-    target, _, _service = str(text).strip().partition("/")
-    check_hostport(target)
-    return str(text).strip()
-
-
-def check_url(text: str) -> str:
-    """An http:// or https:// URL for --check-http."""
-    from urllib.parse import urlsplit
-    parts = urlsplit(text.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{text!r} is not an http:// or https:// URL")
-    return text.strip()
-
-
-def lease_ttl(text) -> int:
-    try:
-        ttl = int(str(text).strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number of seconds") from None
-    if ttl < MIN_TTL:
-        raise ValueError(f"{ttl} is below {MIN_TTL} seconds, etcd's minimum lease TTL")
-    if ttl > 2**31 - 1:
-        raise ValueError(f"{ttl} is too large")
-    return ttl
-
-
-def primary_address() -> str | None:
-    """The address this host would use to reach the outside, else None.
-
-    Connecting a UDP socket only picks a route; nothing is sent.
-    """
-    for family, target in ((socket.AF_INET, ("192.0.2.1", 9)), (socket.AF_INET6, ("2001:db8::1", 9))):
-        try:
-            with socket.socket(family, socket.SOCK_DGRAM) as s:
-                s.connect(target)
-                addr = ipaddress.ip_address(s.getsockname()[0])
-        except (OSError, ValueError):
-            continue
-        if not (addr.is_loopback or addr.is_unspecified or addr.is_link_local):
-            return str(addr)
-    try:
-        _, _, addrs = socket.gethostbyname_ex(socket.gethostname())
-    except OSError:
-        addrs = []
-    for text in addrs:
-        addr = ipaddress.ip_address(text)
-        if not (addr.is_loopback or addr.is_unspecified or addr.is_link_local):
-            return text
-    return None
 
 
 class Backoff:
@@ -179,227 +45,6 @@ class Backoff:
     def reset(self) -> None:
         self._next = self.first
 
-
-
-# ---------------------------------------------------------------- health checks
-
-class HttpCheck:
-    """Passes when GET url answers 2xx or 3xx within the timeout."""
-
-    def __init__(self, url: str, timeout: float = 2.0):
-        self.url, self.timeout = url, timeout
-
-    def __call__(self) -> tuple[bool, str]:
-        try:
-            with urllib.request.urlopen(self.url, timeout=self.timeout) as resp:
-                return resp.status < 400, f"GET {self.url}: HTTP {resp.status}"
-        except urllib.error.HTTPError as exc:
-            return False, f"GET {self.url}: HTTP {exc.code}"
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            return False, f"GET {self.url}: {reason}"
-
-    def __str__(self) -> str:
-        return f"GET {self.url}"
-
-
-class CommandCheck:
-    """Passes when the shell command exits 0 within the timeout (then its group is killed)."""
-
-    def __init__(self, command: str, timeout: float = 5.0):
-        self.command, self.timeout = command, timeout
-
-    def __call__(self) -> tuple[bool, str]:
-        try:
-            proc = subprocess.Popen(self.command, shell=True, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    start_new_session=True)
-        except OSError as exc:
-            return False, f"{self.command!r}: {exc}"
-        try:
-            code = proc.wait(self.timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            proc.wait()
-            return False, f"{self.command!r}: no exit within {self.timeout:g}s"
-        return code == 0, f"{self.command!r}: exit status {code}"
-
-    def __str__(self) -> str:
-        return f"command {self.command!r}"
-
-
-class TcpCheck:
-    """Passes when a TCP connection to host:port opens within the timeout (then it is closed)."""
-
-    def __init__(self, target: str | tuple[str, int], timeout: float = 2.0):
-        self.host, self.port = check_hostport(target) if isinstance(target, str) else target
-        self.timeout = timeout
-
-    def __call__(self) -> tuple[bool, str]:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=self.timeout):
-                return True, f"{self}: connected"
-        except socket.timeout:
-            return False, f"{self}: no connection within {self.timeout:g}s"
-        except OSError as exc:
-            return False, f"{self}: {exc.strerror or exc}"
-
-    def __str__(self) -> str:
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        return f"TCP {shown}:{self.port}"
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def health_request(service: str) -> bytes:
-    """grpc.health.v1.HealthCheckRequest{service} in protobuf wire form (field 1, a string)."""
-    raw = service.encode()
-    return (b"\x0a" + _varint(len(raw)) + raw) if raw else b""
-
-
-def health_status(data: bytes) -> int:
-    """The `status` (field 1, an enum) of a grpc.health.v1.HealthCheckResponse; 0 (UNKNOWN)
-    when absent. Fields other than 1 are skipped as the protobuf rules say."""
-    i, status = 0, 0
-    while i < len(data):
-        tag, i = _read_varint(data, i)
-        field, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, i = _read_varint(data, i)
-            if field == 1:
-                status = value
-        elif wire == 2:
-            length, i = _read_varint(data, i)
-            i += length
-        elif wire == 5:
-            i += 4
-        elif wire == 1:
-            i += 8
-        else:
-            raise ValueError(f"unexpected protobuf wire type {wire}")
-    return status
-
-
-def _read_varint(data: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if i >= len(data):
-            raise ValueError("truncated protobuf varint")
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, i
-
-
-SERVING_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
-
-
-class GrpcCheck:
-    """Passes when the standard grpc.health.v1 Health/Check of SERVICE ('' = the server as a
-    whole) answers SERVING within the timeout. The messages are one field each, so they are
-    written by hand: no generated code and no extra package for the product."""
-
-    METHOD = "/grpc.health.v1.Health/Check"
-
-    def __init__(self, target: str, timeout: float = 2.0):
-        address, _, self.service = check_grpc_target(target).partition("/")
-        self.host, self.port = check_hostport(address)
-        self.timeout = timeout
-        self._channel = None
-        self._lock = threading.Lock()
-
-    @property
-    def address(self) -> str:
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{shown}:{self.port}"
-
-    def __call__(self) -> tuple[bool, str]:
-        import grpc   # imported when a gRPC check is used: `import dnsdisco` stays light
-        with self._lock:
-            if self._channel is None:   # one channel, reused: a probe is one call, not a handshake
-                self._channel = grpc.insecure_channel(self.address)
-            check = self._channel.unary_unary(self.METHOD)   # bytes in, bytes out
-        try:
-            status = health_status(check(health_request(self.service), timeout=self.timeout))
-        except grpc.RpcError as exc:
-            code = exc.code() if callable(getattr(exc, "code", None)) else None
-            return False, f"{self}: {getattr(code, 'name', 'error')} {exc.details() if hasattr(exc, 'details') else exc}"
-        except ValueError as exc:
-            return False, f"{self}: unreadable answer ({exc})"
-        name = SERVING_STATUS.get(status, str(status))
-        return status == 1, f"{self}: {name}"
-
-    def close(self) -> None:
-        with self._lock:
-            if self._channel is not None:
-                self._channel.close()
-                self._channel = None
-
-    def __str__(self) -> str:
-        return f"gRPC health {self.address}" + (f"/{self.service}" if self.service else "")
-
-
-class AllChecks:
-    """Several checks that must all pass."""
-
-    def __init__(self, checks: list):
-        self.checks = checks
-
-    def __call__(self) -> tuple[bool, str]:
-        for check in self.checks:
-            ok, detail = check()
-            if not ok:
-                return False, detail
-        return True, "; ".join(str(c) for c in self.checks) + ": pass"
-
-    def close(self) -> None:
-        for check in self.checks:
-            close = getattr(check, "close", None)
-            if close is not None:
-                close()
-
-    def __str__(self) -> str:
-        return " and ".join(str(c) for c in self.checks)
-
-
-class Thresholds:
-    """Rise/fall counting: the state turns healthy after `rise` passes in a row and unhealthy
-    after `fall` failures in a row, so one flaky probe does not remove an instance. Starts
-    unhealthy: nothing is registered before a check has passed. Pure: fed results, says
-    when the state changes."""
-
-    def __init__(self, rise: int = 1, fall: int = 2):
-        if rise < 1 or fall < 1:
-            raise ValueError("rise and fall are at least 1")
-        self.rise, self.fall = int(rise), int(fall)
-        self.healthy = False
-        self.passes = self.fails = 0
-
-    def feed(self, ok: bool) -> bool:
-        """Count one result; True when it changed the state."""
-        if ok:
-            self.passes, self.fails = self.passes + 1, 0
-            if not self.healthy and self.passes >= self.rise:
-                self.healthy = True
-                return True
-        else:
-            self.passes, self.fails = 0, self.fails + 1
-            if self.healthy and self.fails >= self.fall:
-                self.healthy = False
-                return True
-        return False
 
 
 # ---------------------------------------------------------------- the loop
@@ -434,7 +79,7 @@ class LeaseGroup:
         self._members: dict[str, Registrar] = {}
         self._leaving: dict[str, Registrar] = {}
         self._lock = threading.Lock()
-        # held around start-up checks that lower kv.timeout for a moment (etcdconf.check_access):
+        # held around start-up checks that lower kv.timeout for a moment (etcd.settings.check_access):
         # two at once would restore each other's lowered value for good
         self.setup_lock = threading.Lock()
         self._wake = threading.Event()
@@ -749,14 +394,6 @@ class Registrar:
     @property
     def grants(self) -> int:
         return self.group.grants
-
-    @property
-    def healthy(self) -> bool:
-        return self._healthy
-
-    @property
-    def draining(self) -> bool:
-        return self._draining
 
     def start(self) -> "Registrar":
         if self._started:

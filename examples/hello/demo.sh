@@ -59,7 +59,7 @@ wait_until() {
 if [ -n "${DEMO_ETCD:-}" ]; then
   ETCD=$DEMO_ETCD
 else
-  ETCD_BIN=${ETCD_BIN:-$("$PY" -c 'from dnsdisco.embedded import binary; print(binary("etcd"))' 2>/dev/null || echo etcd)}
+  ETCD_BIN=${ETCD_BIN:-$("$PY" -c 'from dnsdisco.etcd.embedded import binary; print(binary("etcd"))' 2>/dev/null || echo etcd)}
   CLIENT=$(free_port); PEER=$(free_port)
   ETCD=http://127.0.0.1:$CLIENT
   "$ETCD_BIN" --name demo --data-dir "$WORK/etcd" --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \

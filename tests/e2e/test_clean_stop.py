@@ -1,0 +1,157 @@
+"""Clean stops (issue 22): Ctrl-C (SIGINT to the whole process group, as a terminal sends it),
+SIGTERM and SIGHUP never print a traceback from any process (serve, its etcd helper process,
+register), and a stop exits 0.
+
+SIGHUP is not a stop for these commands: serve reloads its zone files and settings, a plain
+register has nothing to reload; both keep running, quietly.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.harness import child_env, dnsdisco_cmd, free_port, query, wait_for
+
+
+class Group:
+    """A command started in a process group of its own (like a terminal's foreground job),
+    with stdout and stderr in one file."""
+
+    def __init__(self, *args: str):
+        self.out = tempfile.NamedTemporaryFile(prefix="dnsdisco-stop-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(dnsdisco_cmd(*args), env=child_env(), stdout=self.out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def text(self) -> str:
+        self.out.flush()
+        return Path(self.out.name).read_text(errors="replace")
+
+    def signal_group(self, sig: int) -> None:
+        os.killpg(self.proc.pid, sig)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(f"still running {timeout}s after the signal:\n{self.text()}") from None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        os.unlink(self.out.name)
+
+
+def _helper_pids(serve_pid: int) -> list[int]:
+    """The etcd helper processes (python -m dnsdisco.etcd.helper) whose parent is serve."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == serve_pid and b"dnsdisco.etcd.helper" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _serve(etcd, prefix: str) -> tuple[Group, int]:
+    port = free_port()
+    group = Group("serve", "--listen", f"127.0.0.1:{port}", "--etcd", etcd.endpoint,
+                  "--prefix", prefix.rstrip("/"))
+    try:
+        wait_for(lambda: "synced" in group.text() and query(port, "svc.local", "SOA", timeout=0.5).rcode() == 0,
+                 20, 0.05, "serve to answer")
+        wait_for(lambda: _helper_pids(group.proc.pid), 10, 0.05, "the etcd helper process")
+    except AssertionError:
+        group.close()
+        raise
+    return group, port
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_stops_without_traceback(etcd, kv, prefix, sig):
+    group, _port = _serve(etcd, prefix)
+    try:
+        helpers = _helper_pids(group.proc.pid)
+        group.signal_group(sig)
+        assert group.wait() == 0, group.text()
+        for pid in helpers:      # the helper went with it, quietly
+            wait_for(lambda: not Path(f"/proc/{pid}").exists(), 5, 0.05, f"helper {pid} to exit")
+        text = group.text()
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+        assert "stopping" in text
+    finally:
+        group.close()
+
+
+def test_serve_sighup_to_the_group_reloads_quietly(etcd, kv, prefix):
+    group, port = _serve(etcd, prefix)
+    try:
+        group.signal_group(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: reloaded" in group.text(), 10, 0.05, "the reload line")
+        assert group.proc.poll() is None
+        assert query(port, "svc.local", "SOA").rcode() == 0
+        assert _helper_pids(group.proc.pid), "the etcd helper process died of the SIGHUP"
+        group.signal_group(signal.SIGINT)
+        assert group.wait() == 0
+        assert "Traceback" not in group.text(), group.text()
+    finally:
+        group.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_register_stops_without_traceback(etcd, kv, prefix, sig):
+    p = prefix.rstrip("/")
+    group = Group("register", "hello.svc.local", "--etcd", etcd.endpoint, "--prefix", p,
+                  "--address", "10.0.0.7", "--port", "8080", "--id", "a", "--ttl", "5")
+    key = f"{p}/local/svc/hello/a"
+    try:
+        wait_for(lambda: kv.get(key) is not None, 15, 0.05, "the registration")
+        group.signal_group(signal.SIGHUP)        # nothing to reload: ignored, no traceback
+        time.sleep(0.3)
+        assert group.proc.poll() is None, group.text()
+        group.signal_group(sig)
+        assert group.wait() == 0, group.text()
+        assert "Traceback" not in group.text(), group.text()
+        assert kv.get(key) is None       # deregistered at once
+    finally:
+        group.close()
+
+
+def _loaded(pid: int, library: str) -> bool:
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def test_ctrl_c_while_serve_starts_is_quiet(etcd, prefix):
+    """Ctrl-C at any moment of serve's start-up (imports, binding, connecting) ends it with 0 and
+    no traceback. Counted from when serve's own code runs (gevent's library is loaded): a
+    Ctrl-C while CPython itself is still starting is CPython's to report."""
+    for delay in (0.0, 0.1, 0.3, 0.8):
+        group = Group("serve", "--listen", f"127.0.0.1:{free_port()}", "--etcd", etcd.endpoint,
+                      "--prefix", prefix.rstrip("/"))
+        try:
+            wait_for(lambda: _loaded(group.proc.pid, "gevent"), 20, 0.005, "serve to load gevent")
+            time.sleep(delay)
+            group.signal_group(signal.SIGINT)
+            code = group.wait()
+            text = group.text()
+            assert "Traceback" not in text and "KeyboardInterrupt" not in text, (delay, text)
+            assert code == 0, (delay, code, text)
+        finally:
+            group.close()

@@ -1,0 +1,659 @@
+"""Table-driven tests of the response rules (DESIGN.md sections 2, 3 and 8).
+
+Every case is (records in etcd as key -> JSON, query) -> expected reply, run through
+`Responder.handle` (the rules, then the one encoder: the bytes a client gets) over UDP with
+EDNS, over TCP, and first, cached and repeated. Replies are parsed with dnspython, a DNS
+library independent of dnslib and of our encoder.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import pytest
+
+from dnsdisco.dns import rules as resolver, zonefile
+from dnsdisco.dns.constants import UDP_PAYLOAD
+from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+from dnsdisco.dns.responder import Responder
+
+PREFIX = "/skydns"
+REV = 7
+CLIENT = ("127.0.0.1", 5353)
+
+
+def make_snapshot(records: dict, zones=("svc.local",), revision: int = REV, zone_text: str | None = None):
+    zcs = []
+    for z in zones:
+        zc = ZoneConfig(z) if isinstance(z, str) else z
+        if zone_text is not None and zc.name == "svc.local":
+            zc = zonefile.parse_zone_text(zc, zone_text)
+        zcs.append(zc)
+    items = [(k, v if isinstance(v, bytes) else json.dumps(v).encode()) for k, v in records.items()]
+    return Snapshot.build(PREFIX, zcs, revision, items)
+
+
+def make_query(name, qtype="A", *, edns=None, payload=1232, rdclass="IN", want_dnssec=False, qid=4242):
+    if edns is None:
+        q = dns.message.make_query(name, qtype, rdclass=rdclass, use_edns=False)
+    else:
+        q = dns.message.make_query(name, qtype, rdclass=rdclass, use_edns=edns, payload=payload,
+                                   want_dnssec=want_dnssec)
+    q.id = qid
+    return q
+
+
+def via_resolver(snap, wire_query: bytes) -> dns.message.Message:
+    """The reply to a first query over TCP (no size limit), from a fresh responder."""
+    return via_wire(snap, wire_query, "tcp")
+
+
+def via_wire(snap, wire_query: bytes, transport="tcp") -> dns.message.Message:
+    out = Responder(snap).handle(wire_query, transport, CLIENT)
+    assert out is not None
+    return dns.message.from_wire(bytes(out))
+
+
+def lines(section) -> list[str]:
+    """A section as sorted presentation lines, owner names in lower case."""
+    out = []
+    for rrset in section:
+        for line in rrset.to_text().splitlines():
+            owner, rest = line.split(" ", 1)
+            out.append(owner.lower() + " " + rest)
+    return sorted(out)
+
+
+def soa(zone="svc.local", ttl=5, serial=REV, minimum=5, mname=None, rname=None):
+    mname = mname or f"ns.dns.{zone}."
+    rname = rname or f"hostmaster.{zone}."
+    timers = f"{ZoneConfig.refresh} {ZoneConfig.retry} {ZoneConfig.expire}"      # the defaults for live data
+    return f"{zone}. {ttl} IN SOA {mname} {rname} {serial} {timers} {minimum}"
+
+
+def hello(n=2, **extra):
+    """`n` instances of hello.svc.local at 10.0.0.1.. port 8080."""
+    return {f"/skydns/local/svc/hello/i{i}": {"host": f"10.0.0.{i}", "port": 8080, **extra}
+            for i in range(1, n + 1)}
+
+
+NOERROR, NXDOMAIN, REFUSED = "NOERROR", "NXDOMAIN", "REFUSED"
+
+# (id, records, (qname, qtype), rcode, answer, authority, additional, zones)
+CASES = [
+    # ---- A / AAAA, instances one level only
+    ("a-instances", hello(2), ("hello.svc.local", "A"), NOERROR,
+     ["hello.svc.local. 30 IN A 10.0.0.1", "hello.svc.local. 30 IN A 10.0.0.2"], [], []),
+    ("a-one-instance", hello(2), ("i2.hello.svc.local", "A"), NOERROR,
+     ["i2.hello.svc.local. 30 IN A 10.0.0.2"], [], []),
+    ("a-own-value-and-instances", {"/skydns/local/svc/hello": {"host": "10.0.0.9"}, **hello(1)},
+     ("hello.svc.local", "A"), NOERROR,
+     ["hello.svc.local. 30 IN A 10.0.0.1", "hello.svc.local. 30 IN A 10.0.0.9"], [], []),
+    ("a-never-deeper", {**hello(1), "/skydns/local/svc/hello/deep/x": {"host": "10.9.9.9"}},
+     ("hello.svc.local", "A"), NOERROR, ["hello.svc.local. 30 IN A 10.0.0.1"], [], []),
+    ("a-duplicate-address-once", {"/skydns/local/svc/hello/a": {"host": "10.0.0.1"},
+                                  "/skydns/local/svc/hello/b": {"host": "10.0.0.1"}},
+     ("hello.svc.local", "A"), NOERROR, ["hello.svc.local. 30 IN A 10.0.0.1"], [], []),
+    ("aaaa", {"/skydns/local/svc/v6/a": {"host": "FD00::0001"}}, ("v6.svc.local", "AAAA"), NOERROR,
+     ["v6.svc.local. 30 IN AAAA fd00::1"], [], []),
+    ("a-mixed-families", {"/skydns/local/svc/v6/a": {"host": "fd00::1"}, "/skydns/local/svc/v6/b": {"host": "10.1.1.1"}},
+     ("v6.svc.local", "A"), NOERROR, ["v6.svc.local. 30 IN A 10.1.1.1"], [], []),
+    ("a-v4-mapped-v6-is-a", {"/skydns/local/svc/m/a": {"host": "::ffff:10.2.2.2"}},
+     ("m.svc.local", "A"), NOERROR, ["m.svc.local. 30 IN A 10.2.2.2"], [], []),
+    # ---- NODATA vs NXDOMAIN, empty non-terminals, SOA minimum 5
+    ("nodata-aaaa-when-only-a", hello(1), ("hello.svc.local", "AAAA"), NOERROR, [], [soa()], []),
+    ("nodata-instance-aaaa", hello(1), ("i1.hello.svc.local", "AAAA"), NOERROR, [], [soa()], []),
+    ("nodata-mx", hello(1), ("hello.svc.local", "MX"), NOERROR, [], [soa()], []),
+    ("nodata-txt", hello(1), ("hello.svc.local", "TXT"), NOERROR, [], [soa()], []),
+    ("nodata-srv-port-0", {"/skydns/local/svc/p0/a": {"host": "10.0.0.1"}}, ("p0.svc.local", "SRV"),
+     NOERROR, [], [soa()], []),
+    ("nxdomain", hello(1), ("nope.svc.local", "A"), NXDOMAIN, [], [soa()], []),
+    ("nxdomain-below-instance", hello(1), ("x.i1.hello.svc.local", "A"), NXDOMAIN, [], [soa()], []),
+    ("nxdomain-aaaa", hello(1), ("nope.svc.local", "AAAA"), NXDOMAIN, [], [soa()], []),
+    ("ent", {"/skydns/local/svc/hello/_tcp/_http/i1": {"host": "10.0.0.1", "port": 80}},
+     ("_tcp.hello.svc.local", "SRV"), NOERROR, [], [soa()], []),
+    ("ent-grandparent", {"/skydns/local/svc/hello/_tcp/_http/i1": {"host": "10.0.0.1", "port": 80}},
+     ("hello.svc.local", "A"), NOERROR, [], [soa()], []),
+    ("ent-service-srv", {"/skydns/local/svc/hello/_tcp/_http/i1": {"host": "10.0.0.1", "port": 80}},
+     ("_http._tcp.hello.svc.local", "SRV"), NOERROR,
+     ["_http._tcp.hello.svc.local. 30 IN SRV 10 100 80 i1._http._tcp.hello.svc.local."], [],
+     ["i1._http._tcp.hello.svc.local. 30 IN A 10.0.0.1"]),
+    ("apex-a-nodata", hello(1), ("svc.local", "A"), NOERROR, [], [soa()], []),
+    ("empty-zone-apex-nodata", {}, ("svc.local", "TXT"), NOERROR, [], [soa()], []),
+    ("neg-ttl-from-zone", hello(1), ("nope.svc.local", "A"), NXDOMAIN, [],
+     [soa(ttl=3, minimum=3)], [], (ZoneConfig("svc.local", neg_ttl=3),)),
+    # ---- SRV
+    ("srv-defaults-and-glue", hello(2), ("hello.svc.local", "SRV"), NOERROR,
+     ["hello.svc.local. 30 IN SRV 10 100 8080 i1.hello.svc.local.",
+      "hello.svc.local. 30 IN SRV 10 100 8080 i2.hello.svc.local."], [],
+     ["i1.hello.svc.local. 30 IN A 10.0.0.1", "i2.hello.svc.local. 30 IN A 10.0.0.2"]),
+    ("srv-priority-weight-as-stored",
+     {"/skydns/local/svc/s/a": {"host": "10.0.0.1", "port": 1, "priority": 5, "weight": 3},
+      "/skydns/local/svc/s/b": {"host": "fd00::2", "port": 65535, "priority": 7, "weight": 0}},
+     ("s.svc.local", "SRV"), NOERROR,
+     ["s.svc.local. 30 IN SRV 5 3 1 a.s.svc.local.", "s.svc.local. 30 IN SRV 7 0 65535 b.s.svc.local."], [],
+     ["a.s.svc.local. 30 IN A 10.0.0.1", "b.s.svc.local. 30 IN AAAA fd00::2"]),
+    ("srv-port-0-skipped", {**hello(1), "/skydns/local/svc/hello/i9": {"host": "10.0.0.9", "port": 0}},
+     ("hello.svc.local", "SRV"), NOERROR, ["hello.svc.local. 30 IN SRV 10 100 8080 i1.hello.svc.local."], [],
+     ["i1.hello.svc.local. 30 IN A 10.0.0.1"]),
+    ("srv-name-host-is-target", {"/skydns/local/svc/ext/a": {"host": "db.example.com", "port": 5432}},
+     ("ext.svc.local", "SRV"), NOERROR, ["ext.svc.local. 30 IN SRV 10 100 5432 db.example.com."], [], []),
+    ("srv-name-host-in-zone-glue",
+     {"/skydns/local/svc/alias/a": {"host": "db.svc.local", "port": 5432},
+      "/skydns/local/svc/db": {"host": "10.5.5.5"}},
+     ("alias.svc.local", "SRV"), NOERROR, ["alias.svc.local. 30 IN SRV 10 100 5432 db.svc.local."], [],
+     ["db.svc.local. 30 IN A 10.5.5.5"]),
+    ("srv-targetstrip", {"/skydns/local/svc/ts/x1": {"host": "10.0.0.1", "port": 80, "targetstrip": 1}},
+     ("ts.svc.local", "SRV"), NOERROR, ["ts.svc.local. 30 IN SRV 10 100 80 ts.svc.local."], [],
+     ["ts.svc.local. 30 IN A 10.0.0.1"]),
+    ("srv-targetstrip-2", {"/skydns/local/svc/ts/x1": {"host": "10.0.0.1", "port": 80, "targetstrip": 2}},
+     ("ts.svc.local", "SRV"), NOERROR, ["ts.svc.local. 30 IN SRV 10 100 80 svc.local."], [],
+     ["svc.local. 30 IN A 10.0.0.1"]),
+    ("srv-one-instance", hello(2), ("i1.hello.svc.local", "SRV"), NOERROR,
+     ["i1.hello.svc.local. 30 IN SRV 10 100 8080 i1.hello.svc.local."], [],
+     ["i1.hello.svc.local. 30 IN A 10.0.0.1"]),
+    # ---- TXT
+    ("txt", {"/skydns/local/svc/t/a": {"text": "hello world"}}, ("t.svc.local", "TXT"), NOERROR,
+     ['t.svc.local. 30 IN TXT "hello world"'], [], []),
+    ("txt-with-address-host", {"/skydns/local/svc/t/a": {"host": "10.0.0.1", "text": "v=1"}},
+     ("t.svc.local", "TXT"), NOERROR, ['t.svc.local. 30 IN TXT "v=1"'], [], []),
+    ("txt-with-name-host", {"/skydns/local/svc/t": {"host": "other.example.com", "text": "v=2"}},
+     ("t.svc.local", "TXT"), NOERROR, ['t.svc.local. 30 IN TXT "v=2"'], [], []),
+    # a CNAME owns its name alone (RFC 1034 3.6.2): a name host beside text, a port or the
+    # mail flag is no alias, and the name answers NODATA for the types it does not hold
+    ("txt-with-name-host-no-cname", {"/skydns/local/svc/t": {"host": "other.example.com", "text": "v=2"}},
+     ("t.svc.local", "A"), NOERROR, [], [soa()], []),
+    ("txt-with-name-host-cname-qtype-nodata", {"/skydns/local/svc/t": {"host": "other.example.com", "text": "v=2"}},
+     ("t.svc.local", "CNAME"), NOERROR, [], [soa()], []),
+    ("name-host-with-port-a-nodata", {"/skydns/local/svc/ext/a": {"host": "db.example.com", "port": 5432}},
+     ("ext.svc.local", "A"), NOERROR, [], [soa()], []),
+    ("name-host-with-mail-a-nodata", {"/skydns/local/svc/m/a": {"host": "mail.example.com", "mail": True}},
+     ("m.svc.local", "A"), NOERROR, [], [soa()], []),
+    ("bare-name-host-beside-text-instance", {"/skydns/local/svc/w/a": {"host": "x.example.com"},
+                                             "/skydns/local/svc/w/b": {"text": "v=1"}},
+     ("w.svc.local", "A"), NOERROR, [], [soa()], []),
+    ("apex-never-cname", {"/skydns/local/svc/x": {"host": "other.example.com"}},
+     ("svc.local", "A"), NOERROR, [], [soa()], []),
+    ("apex-never-cname-soa", {"/skydns/local/svc/x": {"host": "other.example.com"}},
+     ("svc.local", "SOA"), NOERROR, [soa(ttl=30)], [], []),
+    ("apex-never-cname-cname", {"/skydns/local/svc/x": {"host": "other.example.com"}},
+     ("svc.local", "CNAME"), NOERROR, [], [soa()], []),
+    ("below-apex-child-is-cname", {"/skydns/local/svc/x": {"host": "other.example.com"}},
+     ("x.svc.local", "A"), NOERROR, ["x.svc.local. 30 IN CNAME other.example.com."], [], []),
+    # ---- no duplicate records in an RRset (RFC 2181 5)
+    ("txt-duplicate-once", {"/skydns/local/svc/t/a": {"text": "same"}, "/skydns/local/svc/t/b": {"text": "same", "ttl": 9}},
+     ("t.svc.local", "TXT"), NOERROR, ['t.svc.local. 9 IN TXT "same"'], [], []),
+    ("srv-duplicate-once", {"/skydns/local/svc/s/a": {"host": "db.example.com", "port": 5432},
+                            "/skydns/local/svc/s/b": {"host": "db.example.com", "port": 5432}},
+     ("s.svc.local", "SRV"), NOERROR, ["s.svc.local. 30 IN SRV 10 100 5432 db.example.com."], [], []),
+    ("mx-duplicate-once", {"/skydns/local/svc/m/a": {"host": "mail.example.com", "mail": True},
+                           "/skydns/local/svc/m/b": {"host": "mail.example.com", "mail": True}},
+     ("m.svc.local", "MX"), NOERROR, ["m.svc.local. 30 IN MX 10 mail.example.com."], [], []),
+    ("aaaa-duplicate-once", {"/skydns/local/svc/v6/a": {"host": "fd00::1"}, "/skydns/local/svc/v6/b": {"host": "FD00:0::1"}},
+     ("v6.svc.local", "AAAA"), NOERROR, ["v6.svc.local. 30 IN AAAA fd00::1"], [], []),
+    # ---- RFC 2782 names answer from the service's instances, without extra keys
+    ("rfc2782-srv", hello(2), ("_http._tcp.hello.svc.local", "SRV"), NOERROR,
+     ["_http._tcp.hello.svc.local. 30 IN SRV 10 100 8080 i1.hello.svc.local.",
+      "_http._tcp.hello.svc.local. 30 IN SRV 10 100 8080 i2.hello.svc.local."], [],
+     ["i1.hello.svc.local. 30 IN A 10.0.0.1", "i2.hello.svc.local. 30 IN A 10.0.0.2"]),
+    ("rfc2782-a-nodata", hello(2), ("_http._tcp.hello.svc.local", "A"), NOERROR, [], [soa()], []),
+    ("rfc2782-proto-ent", hello(2), ("_tcp.hello.svc.local", "SRV"), NOERROR, [], [soa()], []),
+    ("rfc2782-no-service", hello(2), ("_http._tcp.nope.svc.local", "SRV"), NXDOMAIN, [], [soa()], []),
+    ("rfc2782-no-ports", {"/skydns/local/svc/p0/a": {"host": "10.0.0.1"}}, ("_http._tcp.p0.svc.local", "SRV"),
+     NXDOMAIN, [], [soa()], []),
+    # ---- labels are octets: an escaped dot never splits a label (RFC 2181 11)
+    ("escaped-dot-outside-zones", hello(1), ("hello\\.svc.local", "A"), REFUSED, [], [], []),
+    ("escaped-dot-instance", hello(1), ("i1\\.hello.svc.local", "A"), NXDOMAIN, [], [soa()], []),
+    ("escaped-dot-instance-srv", hello(1), ("i1\\.hello.svc.local", "SRV"), NXDOMAIN, [], [soa()], []),
+    ("escaped-dot-zone-label", hello(1), ("hello.svc\\.local", "A"), REFUSED, [], [], []),
+    ("txt-only-a-nodata", {"/skydns/local/svc/t": {"text": "v=2"}}, ("t.svc.local", "A"), NOERROR,
+     [], [soa()], []),
+    ("txt-long-split", {"/skydns/local/svc/t": {"text": "x" * 300}}, ("t.svc.local", "TXT"), NOERROR,
+     ['t.svc.local. 30 IN TXT "' + "x" * 255 + '" "' + "x" * 45 + '"'], [], []),
+    # ---- CNAME
+    ("cname-followed", {"/skydns/local/svc/web": {"host": "hello.svc.local"}, **hello(2)},
+     ("web.svc.local", "A"), NOERROR,
+     ["hello.svc.local. 30 IN A 10.0.0.1", "hello.svc.local. 30 IN A 10.0.0.2",
+      "web.svc.local. 30 IN CNAME hello.svc.local."], [], []),
+    ("cname-chain", {"/skydns/local/svc/a": {"host": "b.svc.local"}, "/skydns/local/svc/b": {"host": "c.svc.local"},
+                     "/skydns/local/svc/c": {"host": "10.3.3.3"}},
+     ("a.svc.local", "A"), NOERROR,
+     ["a.svc.local. 30 IN CNAME b.svc.local.", "b.svc.local. 30 IN CNAME c.svc.local.",
+      "c.svc.local. 30 IN A 10.3.3.3"], [], []),
+    ("cname-target-nodata", {"/skydns/local/svc/web": {"host": "hello.svc.local"}, **hello(1)},
+     ("web.svc.local", "AAAA"), NOERROR, ["web.svc.local. 30 IN CNAME hello.svc.local."], [soa()], []),
+    ("cname-target-nxdomain", {"/skydns/local/svc/web": {"host": "gone.svc.local"}},
+     ("web.svc.local", "A"), NXDOMAIN, ["web.svc.local. 30 IN CNAME gone.svc.local."], [soa()], []),
+    ("cname-loop", {"/skydns/local/svc/a": {"host": "b.svc.local"}, "/skydns/local/svc/b": {"host": "a.svc.local"}},
+     ("a.svc.local", "A"), NOERROR,
+     ["a.svc.local. 30 IN CNAME b.svc.local.", "b.svc.local. 30 IN CNAME a.svc.local."], [], []),
+    ("cname-self-loop", {"/skydns/local/svc/a": {"host": "a.svc.local"}},
+     ("a.svc.local", "A"), NOERROR, ["a.svc.local. 30 IN CNAME a.svc.local."], [], []),
+    ("cname-out-of-zone", {"/skydns/local/svc/ext": {"host": "www.example.com"}},
+     ("ext.svc.local", "A"), NOERROR, ["ext.svc.local. 30 IN CNAME www.example.com."], [], []),
+    ("cname-qtype-cname", {"/skydns/local/svc/web": {"host": "hello.svc.local"}, **hello(1)},
+     ("web.svc.local", "CNAME"), NOERROR, ["web.svc.local. 30 IN CNAME hello.svc.local."], [], []),
+    ("cname-ttl", {"/skydns/local/svc/web": {"host": "hello.svc.local", "ttl": 90}, **hello(1, ttl=20)},
+     ("web.svc.local", "A"), NOERROR,
+     ["hello.svc.local. 20 IN A 10.0.0.1", "web.svc.local. 90 IN CNAME hello.svc.local."], [], []),
+    # ---- MX
+    ("mx-name-host", {"/skydns/local/svc/m/a": {"host": "mail.example.com", "mail": True, "priority": 5}},
+     ("m.svc.local", "MX"), NOERROR, ["m.svc.local. 30 IN MX 5 mail.example.com."], [], []),
+    ("mx-address-host-glue", {"/skydns/local/svc/m/mx1": {"host": "10.0.0.25", "mail": True}},
+     ("m.svc.local", "MX"), NOERROR, ["m.svc.local. 30 IN MX 10 mx1.m.svc.local."], [],
+     ["mx1.m.svc.local. 30 IN A 10.0.0.25"]),
+    ("mx-not-mail", {"/skydns/local/svc/m/a": {"host": "10.0.0.25", "mail": False}},
+     ("m.svc.local", "MX"), NOERROR, [], [soa()], []),
+    # ---- TTL
+    ("ttl-record", hello(1, ttl=120), ("hello.svc.local", "A"), NOERROR, ["hello.svc.local. 120 IN A 10.0.0.1"], [], []),
+    ("ttl-zero-when-set", hello(1, ttl=0), ("hello.svc.local", "A"), NOERROR, ["hello.svc.local. 0 IN A 10.0.0.1"], [], []),
+    ("ttl-zone-default", hello(1), ("hello.svc.local", "A"), NOERROR, ["hello.svc.local. 45 IN A 10.0.0.1"], [], [],
+     (ZoneConfig("svc.local", ttl=45),)),
+    ("ttl-rrset-uniform", {"/skydns/local/svc/hello/a": {"host": "10.0.0.1", "ttl": 60},
+                           "/skydns/local/svc/hello/b": {"host": "10.0.0.2", "ttl": 20}},
+     ("hello.svc.local", "A"), NOERROR, ["hello.svc.local. 20 IN A 10.0.0.1", "hello.svc.local. 20 IN A 10.0.0.2"], [], []),
+    # ---- SOA and NS at the apex
+    ("soa-apex", hello(1), ("svc.local", "SOA"), NOERROR, [soa(ttl=30)], [], []),
+    ("soa-not-apex-nodata", hello(1), ("hello.svc.local", "SOA"), NOERROR, [], [soa()], []),
+    ("ns-default", {}, ("svc.local", "NS"), NOERROR, ["svc.local. 30 IN NS ns.dns.svc.local."], [], []),
+    ("ns-from-etcd-with-glue",
+     {"/skydns/local/svc/dns/ns/ns1": {"host": "10.0.0.53"}, "/skydns/local/svc/dns/ns/ns2": {"host": "fd00::53"}},
+     ("svc.local", "NS"), NOERROR,
+     ["svc.local. 30 IN NS ns1.ns.dns.svc.local.", "svc.local. 30 IN NS ns2.ns.dns.svc.local."], [],
+     ["ns1.ns.dns.svc.local. 30 IN A 10.0.0.53", "ns2.ns.dns.svc.local. 30 IN AAAA fd00::53"]),
+    ("ns-default-own-addresses", {}, ("svc.local", "NS"), NOERROR, ["svc.local. 30 IN NS ns.dns.svc.local."], [],
+     ["ns.dns.svc.local. 30 IN A 127.0.0.53", "ns.dns.svc.local. 30 IN AAAA ::1"],
+     (ZoneConfig("svc.local", ns_addresses=("127.0.0.53", "::1")),)),
+    ("ns-default-name-answers-a", {}, ("ns.dns.svc.local", "A"), NOERROR, ["ns.dns.svc.local. 30 IN A 127.0.0.53"],
+     [], [], (ZoneConfig("svc.local", ns_addresses=("127.0.0.53",)),)),
+    ("ns-default-name-aaaa-nodata", {}, ("ns.dns.svc.local", "AAAA"), NOERROR, [], [soa()], [],
+     (ZoneConfig("svc.local", ns_addresses=("127.0.0.53",)),)),
+    ("ns-default-parent-ent", {}, ("dns.svc.local", "A"), NOERROR, [], [soa()], [],
+     (ZoneConfig("svc.local", ns_addresses=("127.0.0.53",)),)),
+    ("ns-name-host", {"/skydns/local/svc/dns/ns/ns1": {"host": "ns.example.net"}},
+     ("svc.local", "NS"), NOERROR, ["svc.local. 30 IN NS ns.example.net."], [], []),
+    ("ns-host-address-answers-a", {"/skydns/local/svc/dns/ns/ns1": {"host": "10.0.0.53"}},
+     ("ns1.ns.dns.svc.local", "A"), NOERROR, ["ns1.ns.dns.svc.local. 30 IN A 10.0.0.53"], [], []),
+    ("ns-not-apex-nodata", hello(1), ("hello.svc.local", "NS"), NOERROR, [], [soa()], []),
+    # ---- PTR
+    ("ptr-automatic", hello(1), ("1.0.0.10.in-addr.arpa", "PTR"), NOERROR,
+     ["1.0.0.10.in-addr.arpa. 30 IN PTR i1.hello.svc.local."], [], [], ("svc.local", "in-addr.arpa")),
+    ("ptr-automatic-record-ttl", hello(1, ttl=77), ("1.0.0.10.in-addr.arpa", "PTR"), NOERROR,
+     ["1.0.0.10.in-addr.arpa. 77 IN PTR i1.hello.svc.local."], [], [], ("svc.local", "in-addr.arpa")),
+    ("ptr-automatic-v6", {"/skydns/local/svc/v6/a": {"host": "fd00::1"}},
+     ("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa", "PTR"), NOERROR,
+     ["1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa. 30 IN PTR a.v6.svc.local."],
+     [], [], ("svc.local", "ip6.arpa")),
+    ("ptr-two-names", {"/skydns/local/svc/x/a": {"host": "10.0.0.1"}, "/skydns/local/svc/y/b": {"host": "10.0.0.1"}},
+     ("1.0.0.10.in-addr.arpa", "PTR"), NOERROR,
+     ["1.0.0.10.in-addr.arpa. 30 IN PTR a.x.svc.local.", "1.0.0.10.in-addr.arpa. 30 IN PTR b.y.svc.local."],
+     [], [], ("svc.local", "in-addr.arpa")),
+    ("ptr-stored", {"/skydns/arpa/in-addr/10/0/0/9": {"host": "stored.svc.local"}},
+     ("9.0.0.10.in-addr.arpa", "PTR"), NOERROR, ["9.0.0.10.in-addr.arpa. 30 IN PTR stored.svc.local."], [], [],
+     ("svc.local", "in-addr.arpa")),
+    ("ptr-unknown-nxdomain", hello(1), ("2.0.0.10.in-addr.arpa", "PTR"), NXDOMAIN, [],
+     [soa("in-addr.arpa")], [], ("svc.local", "in-addr.arpa")),
+    ("ptr-name-other-type-nodata", hello(1), ("1.0.0.10.in-addr.arpa", "A"), NOERROR, [],
+     [soa("in-addr.arpa")], [], ("svc.local", "in-addr.arpa")),
+    ("ptr-ent-nodata", hello(1), ("0.0.10.in-addr.arpa", "PTR"), NOERROR, [],
+     [soa("in-addr.arpa")], [], ("svc.local", "in-addr.arpa")),
+    # reverse lookups of registered addresses work without a reverse zone
+    ("ptr-zone-not-served", hello(1), ("1.0.0.10.in-addr.arpa", "PTR"), NOERROR,
+     ["1.0.0.10.in-addr.arpa. 30 IN PTR i1.hello.svc.local."], [], []),
+    ("ptr-zone-not-served-unknown", hello(1), ("2.0.0.10.in-addr.arpa", "PTR"), REFUSED, [], [], []),
+    ("ptr-zone-not-served-other-type", hello(1), ("1.0.0.10.in-addr.arpa", "A"), REFUSED, [], [], []),
+    ("ptr-stored-wins", {**hello(1), "/skydns/arpa/in-addr/10/0/0/1": {"host": "web.example.com"}},
+     ("1.0.0.10.in-addr.arpa", "PTR"), NOERROR, ["1.0.0.10.in-addr.arpa. 30 IN PTR web.example.com."], [], [],
+     ("svc.local", "in-addr.arpa")),
+    ("ptr-stored-below-is-not-an-instance", {"/skydns/arpa/in-addr/10/77/0/5": {"host": "stored.svc.local"}},
+     ("0.77.10.in-addr.arpa", "PTR"), NOERROR, [], [soa("in-addr.arpa")], [], ("svc.local", "in-addr.arpa")),
+    ("ptr-stored-wins-no-zone", {**hello(1), "/skydns/arpa/in-addr/10/0/0/1": {"host": "web.example.com"}},
+     ("1.0.0.10.in-addr.arpa", "PTR"), NOERROR, ["1.0.0.10.in-addr.arpa. 30 IN PTR web.example.com."], [], []),
+    # ---- ANY (RFC 8482: one RRset)
+    ("any-prefers-addresses", {"/skydns/local/svc/t/a": {"host": "10.0.0.1", "text": "v=1", "port": 80}},
+     ("t.svc.local", "ANY"), NOERROR, ["t.svc.local. 30 IN A 10.0.0.1"], [], []),
+    ("any-txt-only", {"/skydns/local/svc/t": {"text": "v=1"}}, ("t.svc.local", "ANY"), NOERROR,
+     ['t.svc.local. 30 IN TXT "v=1"'], [], []),
+    ("any-nxdomain", {}, ("nope.svc.local", "ANY"), NXDOMAIN, [], [soa()], []),
+    # ---- outside our zones
+    ("refused-outside", hello(1), ("hello.example.com", "A"), REFUSED, [], [], []),
+    ("refused-parent-of-zone", hello(1), ("local", "A"), REFUSED, [], [], []),
+    ("refused-suffix-not-label", hello(1), ("xsvc.local", "A"), REFUSED, [], [], []),
+]
+
+
+def _case_params():
+    for case in CASES:
+        cid, records, (qname, qtype), rcode, ans, auth, add, *rest = case
+        zones = rest[0] if rest else ("svc.local",)
+        yield pytest.param(records, qname, qtype, rcode, ans, auth, add, zones, id=cid)
+
+
+@pytest.mark.parametrize("records,qname,qtype,rcode,ans,auth,add,zones", list(_case_params()))
+@pytest.mark.parametrize("path", ["wire-udp-edns", "wire-tcp"])
+def test_rules(path, records, qname, qtype, rcode, ans, auth, add, zones):
+    snap = make_snapshot(records, zones)
+    query = make_query(qname, qtype, edns=0 if path == "wire-udp-edns" else None)
+    wire_q = query.to_wire()
+    msg = via_wire(snap, wire_q, "udp" if path == "wire-udp-edns" else "tcp")
+    assert dns.rcode.to_text(msg.rcode()) == rcode
+    assert msg.id == query.id
+    assert msg.question == query.question
+    assert lines(msg.answer) == sorted(ans)
+    assert lines(msg.authority) == sorted(auth)
+    assert lines(msg.additional) == sorted(add)
+    assert not msg.flags & dns.flags.RA
+    assert not msg.flags & dns.flags.TC
+    assert bool(msg.flags & dns.flags.AA) == (rcode != REFUSED)
+    assert bool(msg.flags & dns.flags.RD) == bool(query.flags & dns.flags.RD)
+    if path == "wire-udp-edns":
+        assert msg.edns == 0 and msg.payload == UDP_PAYLOAD
+    else:
+        assert msg.edns == -1
+
+
+# ----------------------------------------------------------------- rules outside the table
+
+def _answer(snap, q: dns.message.Message, forwarding: bool = False):
+    """The rules' Answer to the query's question (the responder's input to the encoder)."""
+    question = q.question[0]
+    return resolver.answer(snap, question.name.canonicalize().to_wire(), question.rdtype, question.rdclass,
+                           forwarding=forwarding)
+
+
+@pytest.mark.parametrize("spelling", ["HELLO.SVC.LOCAL", "Hello.Svc.Local.", "hElLo.svc.LOCAL"])
+def test_letter_case_echoed_and_matched(spelling):
+    snap = make_snapshot(hello(1))
+    for msg in (via_resolver(snap, make_query(spelling).to_wire()), via_wire(snap, make_query(spelling).to_wire(), "udp")):
+        assert msg.question[0].name.to_text() == spelling.rstrip(".") + "."
+        assert msg.answer[0].name.to_text() == spelling.rstrip(".") + "."
+        assert [r.to_text() for r in msg.answer[0]] == ["10.0.0.1"]
+
+
+def test_bad_values_do_not_hide_others():
+    records = {**hello(2), "/skydns/local/svc/hello/bad1": b"{oops", "/skydns/local/svc/hello/bad2": {"host": "10.0.0.300"},
+               "/skydns/local/svc/hello/bad3": {"host": "10.0.0.3", "port": 70000},
+               "/skydns/local/svc/hello/x.y": {"host": "10.0.0.4"}}
+    snap = make_snapshot(records)
+    assert sorted(k for k, _ in snap.rejected) == sorted(k for k in records if "bad" in k or "x.y" in k)
+    for key, message in snap.rejected:
+        assert key in message
+    msg = via_wire(snap, make_query("hello.svc.local").to_wire())
+    assert lines(msg.answer) == ["hello.svc.local. 30 IN A 10.0.0.1", "hello.svc.local. 30 IN A 10.0.0.2"]
+
+
+def test_soa_serial_follows_revision():
+    for revision in (1, 99, 123456):
+        snap = make_snapshot(hello(1), revision=revision)
+        msg = via_resolver(snap, make_query("svc.local", "SOA").to_wire())
+        assert msg.answer[0][0].serial == revision
+        msg = via_resolver(snap, make_query("nope.svc.local").to_wire())
+        assert msg.authority[0][0].serial == revision and msg.authority[0][0].minimum == 5
+
+
+def test_long_cname_chain_ends():
+    records = {f"/skydns/local/svc/c{i}": {"host": f"c{i + 1}.svc.local"} for i in range(30)}
+    msg = via_resolver(make_snapshot(records), make_query("c0.svc.local").to_wire())
+    assert msg.rcode() == dns.rcode.NOERROR
+    assert 1 <= len(msg.answer) <= resolver.MAX_CHAIN + 1
+    assert all(rrset.rdtype == dns.rdatatype.CNAME for rrset in msg.answer)
+
+
+@pytest.mark.parametrize("mutate,rcode", [
+    (lambda q: q.set_opcode(dns.opcode.NOTIFY), dns.rcode.NOTIMP),
+    (lambda q: (q.set_opcode(dns.opcode.UPDATE), q.find_rrset(q.question, q.question[0].name, dns.rdataclass.IN,
+                                                              dns.rdatatype.SOA, create=True), q.question.pop(0)),
+     dns.rcode.NOTIMP),
+    (lambda q: q.question.clear(), dns.rcode.FORMERR),
+    (lambda q: q.use_edns(1), dns.rcode.BADVERS),
+])
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_error_rcodes_from_the_message(mutate, rcode, transport):
+    q = make_query("hello.svc.local")
+    mutate(q)
+    responder = Responder(make_snapshot(hello(1)))
+    for _ in range(2):                    # never cached: the second is answered the same way
+        msg = dns.message.from_wire(responder.handle(q.to_wire(), transport, CLIENT))
+        assert msg.rcode() == rcode and msg.id == q.id and not msg.answer
+    assert not len(responder.cache)
+
+
+@pytest.mark.parametrize("qtype", ["AXFR", "IXFR"])
+def test_transfers_refused_by_the_rules(qtype):
+    """A transfer request net.transfer did not take (no --transfer-allow) is refused."""
+    ans = _answer(make_snapshot(hello(1)), make_query("svc.local", qtype))
+    assert ans.rcode == dns.rcode.REFUSED and not ans.cacheable
+
+
+def test_in_zone_flag_and_depends():
+    snap = make_snapshot({"/skydns/local/svc/web": {"host": "hello.svc.local"}, **hello(1)})
+    outside = _answer(snap, make_query("www.example.com"))
+    assert outside.in_zone is False and outside.rcode == dns.rcode.REFUSED
+    chaos = _answer(snap, make_query("hello.svc.local", "TXT", rdclass="CH"))
+    assert chaos.rcode == dns.rcode.REFUSED
+    web = _answer(snap, make_query("web.svc.local"))
+    assert {"web.svc.local", "hello.svc.local"} <= web.depends
+
+
+def test_ra_set_only_when_forwarding():
+    snap = make_snapshot(hello(1))
+    forwarding = Responder(snap, forwarder=object())     # in-zone names never reach the forwarder
+    assert forwarding.handle(make_query("hello.svc.local").to_wire(), "udp", CLIENT)[3] & 0x80
+    assert not Responder(snap).handle(make_query("hello.svc.local").to_wire(), "udp", CLIENT)[3] & 0x80
+
+
+def test_ttl_never_zero_unless_set():
+    records = {f"/skydns/local/svc/s/i{i}": {"host": f"10.0.0.{i}", "port": 80, "text": "t", "mail": True,
+                                             **({"ttl": i * 10} if i % 2 else {})} for i in range(1, 5)}
+    snap = make_snapshot(records)
+    for qtype in ("A", "SRV", "TXT", "MX"):
+        msg = via_resolver(snap, make_query("s.svc.local", qtype).to_wire())
+        assert msg.answer and all(rrset.ttl > 0 for rrset in msg.answer + msg.additional)
+
+
+def test_ptr_only_in_reverse_zones_and_alias_elsewhere():
+    """A PTR question in a forward zone follows the alias instead of inventing a PTR."""
+    snap = make_snapshot({"/skydns/local/svc/web": {"host": "hello.svc.local"}, **hello(1)},
+                         zones=("svc.local", "in-addr.arpa"))
+    for reply in (via_resolver(snap, make_query("web.svc.local", "PTR").to_wire()),
+                  via_wire(snap, make_query("web.svc.local", "PTR").to_wire())):
+        assert lines(reply.answer) == ["web.svc.local. 30 IN CNAME hello.svc.local."]
+    for reply in (via_resolver(snap, make_query("1.0.0.10.in-addr.arpa", "PTR").to_wire()),
+                  via_wire(snap, make_query("1.0.0.10.in-addr.arpa", "PTR").to_wire())):
+        assert lines(reply.answer) == ["1.0.0.10.in-addr.arpa. 30 IN PTR i1.hello.svc.local."]
+
+
+def test_unknown_reverse_names_are_left_to_forwarding():
+    """With forwarding on, a reverse name we do not hold is not answered NXDOMAIN by us."""
+    snap = make_snapshot(hello(1), zones=("svc.local", "in-addr.arpa"))
+    q = make_query("8.8.8.8.in-addr.arpa", "PTR")
+    forwarded = _answer(snap, q, forwarding=True)
+    assert not forwarded.in_zone and not forwarded.cacheable
+    alone = _answer(snap, q, forwarding=False)
+    assert alone.in_zone and alone.rcode == dns.rcode.NXDOMAIN
+    held = _answer(snap, make_query("1.0.0.10.in-addr.arpa", "PTR"), forwarding=True)
+    assert held.in_zone and len(held.answer) == 1
+
+
+# ----------------------------------------------------------------- labels are octets (RFC 2181 11)
+
+@pytest.mark.parametrize("qtype", ["A", "AAAA", "SRV", "TXT", "MX", "PTR", "NS", "SOA", "CNAME", "ANY"])
+@pytest.mark.parametrize("edns", [None, 0])
+@pytest.mark.parametrize("labels,rcode", [
+    ([b"caf\xe9", b"svc", b"local"], NXDOMAIN),                 # an octet past ASCII, in our zone
+    ([b"i1", b"\xff\x80", b"svc", b"local"], NXDOMAIN),
+    ([b"caf\xe9", b"example", b"com"], REFUSED),                # outside every zone
+    ([b"hello", b"svc\xe9", b"local"], REFUSED),
+    ([b"hello.svc", b"local"], REFUSED),                        # an escaped dot: not svc.local
+    ([b"i1.hello", b"svc", b"local"], NXDOMAIN),
+])
+def test_any_octet_in_a_label_is_an_absent_name(labels, rcode, qtype, edns):
+    """A name with octets no stored name holds gets what any absent name gets, for every type,
+    with the OPT echoed when the query had one (never FORMERR)."""
+    import dns.name
+    snap = make_snapshot(hello(1))
+    q = make_query(dns.name.Name(labels + [b""]), qtype, edns=edns)
+    for transport in ("udp", "tcp"):
+        msg = via_wire(snap, q.to_wire(), transport)
+        assert dns.rcode.to_text(msg.rcode()) == rcode
+        assert msg.question == q.question and not msg.answer
+        assert msg.edns == (-1 if edns is None else 0)
+        if rcode == NXDOMAIN:
+            assert lines(msg.authority) == [soa()] and msg.flags & dns.flags.AA
+
+
+# ----------------------------------------------------------------- messages (RFC 6891 6.1, RFC 6840 5.9)
+
+def _opt_with_options(q: dns.message.Message, rdata: bytes) -> bytes:
+    """The query's wire form with its OPT record's data replaced by `rdata` (maybe malformed)."""
+    wire = q.to_wire()
+    assert wire.endswith(b"\x00\x00")                       # an OPT with no options is last
+    return wire[:-2] + struct.pack("!H", len(rdata)) + rdata
+
+
+@pytest.mark.parametrize("rdata", [
+    b"\x00\x0a\x00\x08abc",            # option length past the end of the OPT data
+    b"\x00\x0a\x00",                   # a short option header
+    b"\x00\x0a\x00\x02ab\x00",         # a good option, then a cut one
+])
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_malformed_edns_options_get_formerr_with_opt(rdata, transport):
+    q = make_query("hello.svc.local", edns=0)
+    msg = via_wire(make_snapshot(hello(1)), _opt_with_options(q, rdata), transport)
+    assert msg.rcode() == dns.rcode.FORMERR and msg.id == q.id
+    assert msg.edns == 0 and not msg.answer
+
+
+def test_opt_outside_the_additional_section_gets_formerr_with_opt():
+    q = make_query("hello.svc.local", edns=0)
+    wire = bytearray(q.to_wire())
+    # move the OPT from the additional section to the authority section: same bytes, other counts
+    struct.pack_into("!HH", wire, 8, 1, 0)
+    msg = via_wire(make_snapshot(hello(1)), bytes(wire))
+    assert msg.rcode() == dns.rcode.FORMERR and msg.edns == 0
+
+
+@pytest.mark.parametrize("opcode", [dns.opcode.NOTIFY, dns.opcode.STATUS, dns.opcode.UPDATE, 3])
+def test_cd_is_not_copied_into_replies_to_other_opcodes(opcode):
+    q = make_query("svc.local", "SOA", edns=0)
+    q.flags |= dns.flags.CD
+    q.set_opcode(opcode)
+    msg = via_wire(make_snapshot(hello(1)), q.to_wire(), "udp")
+    assert msg.rcode() == dns.rcode.NOTIMP and not msg.flags & dns.flags.CD
+    plain = make_query("hello.svc.local", edns=0)
+    plain.flags |= dns.flags.CD
+    assert via_wire(make_snapshot(hello(1)), plain.to_wire(), "udp").flags & dns.flags.CD
+
+
+@pytest.mark.parametrize("records,qname,qtype,count", [
+    ({"/skydns/local/svc/t/a": {"text": "same"}, "/skydns/local/svc/t/b": {"text": "same"}}, "t.svc.local", "TXT", 1),
+    ({"/skydns/local/svc/s/a": {"host": "db.example.com", "port": 5432},
+      "/skydns/local/svc/s/b": {"host": "db.example.com", "port": 5432}}, "s.svc.local", "SRV", 1),
+    ({"/skydns/local/svc/m/a": {"host": "mx.example.com", "mail": True},
+      "/skydns/local/svc/m/b": {"host": "mx.example.com", "mail": True}}, "m.svc.local", "MX", 1),
+    ({"/skydns/local/svc/a/x": {"host": "10.0.0.1"}, "/skydns/local/svc/a/y": {"host": "10.0.0.1"}}, "a.svc.local", "A", 1),
+    ({"/skydns/arpa/in-addr/10/0/0/1": {"host": "web.example.com"},
+      "/skydns/arpa/in-addr/10/0/0/1/x": {"host": "web.example.com"}}, "1.0.0.10.in-addr.arpa", "PTR", 1),
+])
+@pytest.mark.parametrize("path", ["udp", "tcp"])
+def test_rrsets_hold_no_duplicates_on_the_wire(records, qname, qtype, count, path):
+    """Counted in the raw message: dnspython merges duplicate records when it parses, so the
+    table above cannot see them (RFC 2181 5)."""
+    snap = make_snapshot(records, zones=("svc.local", "in-addr.arpa"))
+    wire_q = make_query(qname, qtype).to_wire()
+    raw = Responder(snap).handle(wire_q, path, CLIENT)
+    assert struct.unpack_from("!H", raw, 6)[0] == count
+
+
+@pytest.mark.parametrize("records,qname,qtype,rcode,ans,auth,add,zones", list(_case_params()))
+@pytest.mark.parametrize("transport,edns", [("udp", 0), ("udp", None), ("tcp", None)])
+def test_every_rule_cached_and_first_answers_byte_identical(transport, edns, records, qname, qtype, rcode, ans, auth,
+                                                            add, zones):
+    """Every case of the table: the first answer, the cached one and the exact-repeat one are
+    the same bytes but the id (or, for an RRset that rotates, the same records)."""
+    snap = make_snapshot(records, zones)
+    responder = Responder(snap)
+    q = make_query(qname, qtype, edns=edns)
+    replies = []
+    for qid in (1, 2, 3):
+        q.id = qid
+        replies.append(responder.handle(q.to_wire(), transport, CLIENT))
+    # rotation may reorder a multi-record RRset between answers: compare as records then
+    first, cached, repeat = (dns.message.from_wire(bytes(r)) for r in replies)
+    for msg in (cached, repeat):
+        assert msg.rcode() == first.rcode() and msg.flags == first.flags
+        for section in ("answer", "authority", "additional"):
+            assert lines(getattr(msg, section)) == lines(getattr(first, section))
+    if not any(len(rrset) > 1 for rrset in first.answer):
+        assert replies[1][2:] == replies[0][2:] and replies[2][2:] == replies[0][2:]
+
+
+# ----------------------------------------------------------------- weighted A/AAAA order
+
+@pytest.mark.parametrize("count,shares,firsts", [
+    (1, None, {0: 1}),
+    (3, None, {0: 1, 1: 1, 2: 1}),                                   # even: each first in turn
+    (3, [(100, 10)] * 3, {0: 1, 1: 1, 2: 1}),                        # equal weights: even
+    (2, [(100, 10), (200, 10)], {0: 1, 1: 2}),                       # twice the weight, twice as often
+    (3, [(1, 10), (2, 10), (5, 10)], {0: 1, 1: 2, 2: 5}),
+    (2, [(100, 10), (0, 10)], {0: 1}),                               # weight 0: never first
+    (3, [(100, 20), (100, 10), (300, 10)], {1: 1, 2: 3}),            # only the lowest priority leads
+    (2, [(0, 10), (0, 20)], {0: 1, 1: 1}),                           # all weigh 0: even
+    (2, [(100, 20), (100, 10)], {0: 1, 1: 1}),                       # equal weights: priorities ignored
+])
+def test_answer_orders_shares(count, shares, firsts):
+    orders = resolver.answer_orders(count, shares)
+    counted = {}
+    for order in orders:
+        assert sorted(order) == list(range(count))                   # every record, once
+        counted[order[0]] = counted.get(order[0], 0) + 1
+    total = sum(firsts.values())
+    assert {i: n / len(orders) for i, n in counted.items()} == pytest.approx({i: n / total for i, n in firsts.items()})
+
+
+def test_answer_orders_track_odd_weights_within_a_thirty_second():
+    shares = [(37, 10), (61, 10), (2, 10)]
+    orders = resolver.answer_orders(3, shares)
+    assert len(orders) == resolver.WEIGHTED_TURNS
+    for i, (weight, _p) in enumerate(shares):
+        share = sum(order[0] == i for order in orders) / len(orders)
+        assert abs(share - weight / 100) <= 1 / resolver.WEIGHTED_TURNS
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("qname", ["web.svc.local", "svc.local", "WEB.svc.local"])
+def test_weighted_rotation_over_ten_thousand_answers(qname, transport):
+    """Instances' weights shape which address comes first (below the apex and at it, 0x20
+    repeats too), within 5% of the weights over 10,000 answers."""
+    weights = {"10.0.0.1": 100, "10.0.0.2": 200, "10.0.0.3": 700}
+    base = "/skydns/local/svc/web" if qname.lower() != "svc.local" else "/skydns/local/svc"
+    records = {f"{base}/i{n}": {"host": host, "weight": w} for n, (host, w) in enumerate(weights.items())}
+    responder = Responder(make_snapshot(records))
+    firsts = {}
+    q = make_query(qname, "A")
+    wire_q = q.to_wire()
+    at = len(wire_q) + 12                 # the first answer's address: after the question, a pointer and 10 octets
+    assert dns.message.from_wire(responder.handle(wire_q, transport, CLIENT)).answer[0].rdtype == dns.rdatatype.A
+    for qid in range(10_000):
+        reply = responder.handle(struct.pack("!H", qid) + wire_q[2:], transport, CLIENT)
+        first = socket.inet_ntoa(reply[at:at + 4])
+        firsts[first] = firsts.get(first, 0) + 1
+    for host, weight in weights.items():
+        assert firsts[host] / 10_000 == pytest.approx(weight / 1000, rel=0.05)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_an_address_in_both_the_zone_file_and_etcd_is_answered_once(transport):
+    """RFC 2181 5: the zone file's A and etcd's A for the same address make one record."""
+    snap = make_snapshot(hello(2), zone_text="hello 60 IN A 10.0.0.1\nhello 60 IN A 10.0.0.9\n")
+    raw = Responder(snap).handle(make_query("hello.svc.local").to_wire(), transport, CLIENT)
+    assert struct.unpack_from("!H", raw, 6)[0] == 3
+    assert lines(dns.message.from_wire(raw).answer) == [f"hello.svc.local. 30 IN A 10.0.0.{i}" for i in (1, 2, 9)]
