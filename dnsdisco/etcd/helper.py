@@ -1,17 +1,16 @@
 """The etcd list and watch of `serve`, run by a helper process.
 
 Why: under gevent, gRPC hands each watch message to the event loop through a native thread
-pool, one message per round trip. While the loop is busy answering queries a round trip
-takes milliseconds, so a burst of 1,000 puts per second fell behind by up to 2 s at 60,000
-qps (measured: server-side arrival lag after the put, p50 1.7-2.2 s; 0.1 ms without query
-load). The helper runs gRPC in plain threads and writes each batch to a socket the moment it
+pool, one message per round trip. While the loop is busy answering queries every round trip
+waits for it, so a burst of puts fell far behind the etcd revision under query load (the
+freshness and burst figures of docs/benchmarks.md). The helper runs gRPC in plain threads and writes each batch to a socket the moment it
 arrives; the loop reads whatever has arrived in one go and applies it as one batch.
 
 `ProcessKV` is the parent's side, with the KV's `list_prefix`, `watch_prefix` and
-`check_read` signatures, results and exceptions, so the Syncer and etcdconf.check_access are
-the same either way. Only the helper (`python -m dnsdisco.etcd.helper FD`) imports gRPC (`kv`):
-the parent's side needs no more than `kvtypes`, so `serve`'s main process never loads it
-(gRPC costs about 20 MiB of memory once a channel exists). The helper gets its settings over
+`check_read` signatures, results and exceptions, so the Syncer and etcd.settings.check_access are
+the same either way. Only the helper (`python -m dnsdisco.etcd.helper FD`) imports gRPC
+(etcd.client): the parent's side needs no more than etcd.types, so `serve`'s main process never
+loads it (gRPC's memory stays in the helper; docs/benchmarks.md has the breakdown). The helper gets its settings over
 its socket, never on the command line or in the environment, and exits when the parent's end
 closes. Messages are a 4-octet length and a pickle; both ends are this package.
 """
