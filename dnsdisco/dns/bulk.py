@@ -122,14 +122,7 @@ class Builder:
                 run_lengths.append(1)
                 in_run = True
             if rec[2] == "ipv4" or rec[2] == "ipv6":
-                host = rec[1]
-                held = ptrs.setdefault(host, name)
-                if held is not name:
-                    if type(held) is str:
-                        ptrs[host] = [held, name]
-                        shared.add(host)
-                    else:
-                        held.append(name)
+                _add_owner(ptrs, shared, rec[1], name)
 
     def page(self, pairs) -> None:
         """One page of a listing handed over as it arrives: (key, value) pairs, or bytes of
@@ -206,6 +199,7 @@ class Builder:
                 run_parents.append(par)
                 run_lengths.append(1)
                 in_run = True
+            # snapshot._add_owner, written out: this loop runs once per plain key of a full listing
             held = ptrs.setdefault(host, name)
             if held is not name:
                 if type(held) is str:

@@ -177,6 +177,22 @@ def classify_host(key: str, host: str) -> tuple[str, str]:
     return name, "name"
 
 
+def _plain_record(key: str, name: str, host: str, port: int, keep_key: bool) -> Record | None:
+    """The record of a plain value ({"host": IPv4, "port": n}, as registrars write it), or
+    None when the host is not a strict dotted IPv4 address (no spaces, octal or short forms)
+    or the port is out of range: the general parse judges those."""
+    if not 0 <= port <= 65535:
+        return None
+    try:
+        _inet_pton(_AF_INET, host)
+    except OSError:
+        return None
+    port = _PORTS.setdefault(port, port)
+    if keep_key:
+        return Record(key, name, host, "ipv4", port)
+    return _new(Record, (name, host, "ipv4", port))
+
+
 def parse(key: str, name: str, value: bytes | str, keep_key: bool = True) -> Record:
     """Parse one etcd value stored at `key` (owner `name`); `keep_key` False leaves the
     record's key empty (the caller knows it is the name's own key)."""
@@ -186,18 +202,9 @@ def parse(key: str, name: str, value: bytes | str, keep_key: bool = True) -> Rec
             # {"host": IPv4, "port": n} exactly as registrars write it: what json.loads and the
             # checks below would make of it, without them (a full sync reads millions)
             host, port = plain.groups()
-            port = int(port)
-            if port <= 65535:
-                host = host.decode()
-                try:
-                    _inet_pton(_AF_INET, host)
-                except OSError:
-                    pass
-                else:
-                    port = _PORTS.setdefault(port, port)
-                    if keep_key:
-                        return Record(key, name, host, "ipv4", port)
-                    return _new(Record, (name, host, "ipv4", port))
+            rec = _plain_record(key, name, host.decode(), int(port), keep_key)
+            if rec is not None:
+                return rec
     if isinstance(value, bytes):
         try:
             value = value.decode("utf-8")
@@ -210,16 +217,10 @@ def parse(key: str, name: str, value: bytes | str, keep_key: bool = True) -> Rec
     if type(data) is dict and data.keys() <= _PLAIN:
         # the shape registrars write ({"host": IPv4, "port": n}): the checks below in short
         host, port = data.get("host"), data.get("port", 0)
-        if type(host) is str and type(port) is int and 0 <= port <= 65535:
-            try:
-                _inet_pton(_AF_INET, host)      # strict: no spaces, octal or short forms
-            except OSError:
-                pass
-            else:
-                port = _PORTS.setdefault(port, port)
-                if keep_key:
-                    return Record(key, name, host, "ipv4", port)
-                return _new(Record, (name, host, "ipv4", port))
+        if type(host) is str and type(port) is int:
+            rec = _plain_record(key, name, host, port, keep_key)
+            if rec is not None:
+                return rec
     if not isinstance(data, dict):
         raise BadValue(f"{key}: value must be a JSON object, got {type(data).__name__}")
     host, kind = classify_host(key, _str_field(key, data, "host"))

@@ -182,21 +182,11 @@ def badkey_reply(data: bytes) -> bytes | None:
     time and fudge with an empty MAC, the original id and the error; the question is echoed
     when it holds no compression pointer."""
     try:
-        qid, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", data)
-        if flags & 0x8000 or not ar:
+        qid, flags, qd = struct.unpack_from("!HHH", data)
+        start = None if flags & 0x8000 else tsig_start(data)
+        if start is None:
             return None
-        pos = 12
-        for _ in range(qd):
-            pos = skip_wire_name(data, pos) + 4
-        start = None
-        for _ in range(an + ns + ar):
-            start = pos
-            pos = skip_wire_name(data, pos)
-            rtype, _rclass, _ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
-            rdata = pos + 10
-            pos = rdata + rdlen
-        if start is None or rtype != T_TSIG or pos > len(data):
-            return None
+        rdata = skip_wire_name(data, start) + 10
         owner = data[start:skip_wire_name(data, start)]
         algorithm_end = skip_wire_name(data, rdata)
         algorithm = data[rdata:algorithm_end]
@@ -225,3 +215,27 @@ def _label_starts(data: bytes, pos: int, end: int):
         if data[pos] >= 64:
             return
         pos += data[pos] + 1
+
+
+def tsig_start(data: bytes) -> int | None:
+    """The offset of the TSIG record when it is the message's last record, else None
+    (also for bytes that do not parse)."""
+    try:
+        qd, an, ns, ar = struct.unpack_from("!HHHH", data, 4)
+        if ar == 0:
+            return None
+        pos = 12
+        for _ in range(qd):
+            pos = skip_wire_name(data, pos) + 4
+        start = None
+        for _ in range(an + ns + ar):
+            start = pos
+            pos = skip_wire_name(data, pos)
+            rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
+            pos += 10 + rdlen
+        if pos > len(data) or start is None:
+            return None
+        at = skip_wire_name(data, start)
+        return start if struct.unpack_from("!H", data, at)[0] == T_TSIG else None
+    except (IndexError, struct.error, ValueError):
+        return None

@@ -24,6 +24,7 @@ import dns.rdtypes.ANY.TSIG
 import dns.tsig
 
 from dnsdisco.dns.constants import BADKEY, BADSIG, BADTIME, T_TSIG
+from dnsdisco.dns.wire import tsig_start
 from dnsdisco.dns.names import skip_wire_name
 
 FUDGE = 300                     # seconds of clock difference accepted (RFC 8945 10)
@@ -90,29 +91,6 @@ def secrets_of(keys: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------- reading a signed message
-
-def tsig_start(data: bytes) -> int | None:
-    """The offset of the TSIG record when it is the message's last record, else None
-    (also for bytes that do not parse)."""
-    try:
-        qd, an, ns, ar = struct.unpack_from("!HHHH", data, 4)
-        if ar == 0:
-            return None
-        pos = 12
-        for _ in range(qd):
-            pos = skip_wire_name(data, pos) + 4
-        start = None
-        for _ in range(an + ns + ar):
-            start = pos
-            pos = skip_wire_name(data, pos)
-            rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
-            pos += 10 + rdlen
-        if pos > len(data) or start is None:
-            return None
-        at = skip_wire_name(data, start)
-        return start if struct.unpack_from("!H", data, at)[0] == T_TSIG else None
-    except (IndexError, struct.error, ValueError):
-        return None
 
 
 @dataclass
