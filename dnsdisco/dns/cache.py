@@ -87,9 +87,6 @@ class _Entry:
             if len(held) == 1:
                 self.exacts = held[0]
 
-    def exact_list(self) -> list:
-        held = self.exacts
-        return [] if held is None else held if type(held) is list else [held]
 
     def kill(self) -> None:
         """The entry is dropped: the exact-table entries made from it must not answer again."""

@@ -18,20 +18,11 @@ def serial_of(revision: int) -> int:
     return max(1, revision) % MOD
 
 
-def serial_add(serial: int, n: int) -> int:
-    """RFC 1982 3.1: addition of 0 <= n < 2^31."""
-    if not 0 <= n < HALF:
-        raise ValueError(f"serial addition of {n} is outside 0..2^31-1 (RFC 1982 3.1)")
-    return (serial + n) % MOD
-
 
 def serial_lt(a: int, b: int) -> bool:
     """RFC 1982 3.2: whether serial `a` is older than `b` (undefined at distance 2^31: False)."""
     return a != b and ((a < b and b - a < HALF) or (a > b and a - b > HALF))
 
-
-def serial_gt(a: int, b: int) -> bool:
-    return serial_lt(b, a)
 
 
 def revision_of(serial: int, current: int) -> int | None:

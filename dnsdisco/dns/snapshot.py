@@ -307,11 +307,6 @@ class Snapshot:
                 out.append(rec)
         return tuple(out)
 
-    def static_for(self, name: str) -> tuple:
-        zone = self.zone_of(name)
-        if zone is None:
-            return ()
-        return zone.static.get(name, ())
 
     def exists(self, name: str) -> bool:
         """The name has records, static records, or descendants (an empty non-terminal)."""

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from dnsdisco.net.journal import Journal, changes_between, parse_size
-from dnsdisco.dns.serial import MOD, revision_of, serial_add, serial_gt, serial_lt, serial_of
+from dnsdisco.dns.serial import MOD, revision_of, serial_lt, serial_of
+from tests.support.serials import serial_add, serial_gt
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from dnsdisco.dns.zonedata import zone_rrsets
 
