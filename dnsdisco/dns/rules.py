@@ -114,7 +114,7 @@ def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, forward
     if qtype == T_AXFR or qtype == T_IXFR:
         # transfers are net.transfer's; one that reaches the rules is not allowed (RFC 5936 4.2)
         return refused(name=name)
-    if forwarding and zone.name in REVERSE_ZONES and not snap.exists(name):
+    if forwarding and zone.name in REVERSE_ZONES and not snap.exists(name, zone):
         # we serve in-addr.arpa / ip6.arpa only for our own addresses; every other reverse
         # name belongs to someone else and goes upstream. Not cached: the REFUSED a client
         # outside --allow gets must not be handed to a client that may forward.
@@ -503,7 +503,7 @@ class _Lookup(Answer):
         static data at or below it, as the apex, as the default NS name or one of its parents,
         and as an RFC 2782 name of a service."""
         self.negative = zone
-        if self.snap.exists(name) or name == zone.name:
+        if self.snap.exists(name, zone):
             return NOERROR
         if zone.ns_addresses:
             ns_name = default_ns_name(zone)
