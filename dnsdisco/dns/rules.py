@@ -284,6 +284,14 @@ def alias_of(name: str, recs, zone: ZoneConfig) -> Record | None:
     return recs[0]             # records_for gives the name's own value, then instances by id
 
 
+# records.Record's layout: name, host, host_kind, port, then (key, priority, weight, text,
+# ttl, mail, targetstrip, group) as a fifth item only when one of them is not its default.
+# address_rrset reads the items directly, since its properties run Python code per field.
+_EXTRA_AT = 4
+_PLAIN = Record("", "x")
+_PLAIN_SHARE = (_PLAIN.weight, _PLAIN.priority)
+
+
 def address_rrset(recs, kind: str, zone: ZoneConfig) -> tuple[list[str], int | None, list[tuple[int, int]]]:
     """The distinct addresses of `kind` ("ipv4" or "ipv6") among `recs` in record order, the
     RRset's TTL (the lowest, RFC 2181 5.2), and each address's (weight, priority): instances
@@ -295,20 +303,27 @@ def address_rrset(recs, kind: str, zone: ZoneConfig) -> tuple[list[str], int | N
     index = hosts if len(recs) <= 16 else {}
     ttl = None
     for r in recs:
-        if r.host_kind != kind:
+        if r[2] != kind:                         # r.host_kind
             continue
-        rec_ttl = zone.ttl if r.ttl is None else r.ttl
+        if len(r) > _EXTRA_AT:                   # a record with a field off its default
+            extra = r[_EXTRA_AT]
+            rec_ttl = zone.ttl if extra[4] is None else extra[4]
+            share = (extra[2], extra[1])         # (weight, priority)
+        else:
+            rec_ttl = zone.ttl
+            share = _PLAIN_SHARE
         if ttl is None or rec_ttl < ttl:
             ttl = rec_ttl
-        if r.host not in index:
+        host = r[1]
+        if host not in index:
             if index is not hosts:
-                index[r.host] = len(hosts)
-            hosts.append(r.host)
-            shares.append((r.weight, r.priority))
+                index[host] = len(hosts)
+            hosts.append(host)
+            shares.append(share)
         else:
-            at = hosts.index(r.host) if index is hosts else index[r.host]
+            at = hosts.index(host) if index is hosts else index[host]
             weight, priority = shares[at]
-            shares[at] = (weight + r.weight, min(priority, r.priority))
+            shares[at] = (weight + share[0], min(priority, share[1]))
     return hosts, ttl, shares
 
 
