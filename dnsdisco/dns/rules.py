@@ -404,13 +404,21 @@ class _Lookup(Answer):
         self.zone = zone
         self.name = name
         self.answer: list = []
-        self.additional: list = []
+        # additional stays the class's empty tuple until a rule adds to it (glue): most
+        # answers have none, and every first answer makes a _Lookup
 
     # -------------------------------------------------------------- helpers
 
     def records(self, name: str, zone: ZoneConfig | None = None) -> tuple[Record, ...]:
         self.consult(name)
         return self.snap.records_for(name, zone)
+
+    def glue_list(self) -> list:
+        """The additional section as a list to add to (made on the first addition)."""
+        held = self.additional
+        if type(held) is not list:
+            held = self.additional = list(held)
+        return held
 
     def consult(self, name: str) -> None:
         held = self.consulted
@@ -454,8 +462,8 @@ class _Lookup(Answer):
         recs = self.records(target, zone)
         own = [r for r in recs if r.name == target] or list(recs)
         for qtype in (T_A, T_AAAA):
-            self.additional.extend(self.addresses(target, own, qtype, zone))
-            self.additional.extend(self.static(target, qtype, zone))
+            self.glue_list().extend(self.addresses(target, own, qtype, zone))
+            self.glue_list().extend(self.static(target, qtype, zone))
 
     # -------------------------------------------------------------- the walk
 
@@ -586,7 +594,7 @@ class _Lookup(Answer):
 
     def address_target(self, r: Record, target: str, zone: ZoneConfig) -> str:
         """`target` as the SRV/MX/NS target of an address record, its address as glue."""
-        self.additional.append((target, T_A if r.host_kind == "ipv4" else T_AAAA, ttl_of(r, zone), r.host))
+        self.glue_list().append((target, T_A if r.host_kind == "ipv4" else T_AAAA, ttl_of(r, zone), r.host))
         return target
 
     def srv(self, owner: str, recs, zone: ZoneConfig) -> list:
@@ -595,7 +603,7 @@ class _Lookup(Answer):
         (RFC 2782)."""
         out = []
         named = []
-        glue = self.additional
+        glue = self.glue_list()
         for r in recs:
             if r.port <= 0 or not r.host:
                 continue
@@ -672,7 +680,7 @@ class _Lookup(Answer):
             out.append((name, T_NS, zone.ttl, zone.soa_mname))
             if zone.soa_mname == default_ns_name(zone):
                 for qtype in (T_A, T_AAAA):
-                    self.additional.extend(_own_addresses(zone.soa_mname, zone, qtype))
+                    self.glue_list().extend(_own_addresses(zone.soa_mname, zone, qtype))
         return out
 
     def any(self, name: str, recs, zone: ZoneConfig) -> list:
