@@ -126,7 +126,13 @@ class ReplyCache:
         entry = _Entry(tuple(variants), serial_offsets, depends, revision)
         self.entries[key] = entry
         by_name = self.by_name
-        for name in entry.names():
+        if type(depends) is str:               # most answers read one name
+            held = by_name.get(depends)
+            if held is None:
+                by_name[depends] = key
+                return entry
+            depends = (depends,)
+        for name in depends:
             held = by_name.get(name)
             if held is None:
                 by_name[name] = key            # most names: one key, no set

@@ -486,13 +486,13 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
         # a negative answer: the zone's SOA, its owner a suffix of the question's name
         soa = authority[0]
         apex = soa[0]
-        if len(text) > len(apex) and text.endswith(apex) and text[-len(apex) - 1] == "." and soa[1] == T_SOA:
-            at = 12 + len(question)
-            chunk, serial_at = _soa_chunk(soa, 12 + len(text) - len(apex))
-            opt = (_OPT_DO if do else _OPT) if edns else b""
-            if at + len(chunk) + len(opt) <= limit:
-                return ([_HEAD.pack(flags, 1, 0, 1, 1 if edns else 0) + question + chunk + opt],
-                        [(at + serial_at - 2,)])
+        cut = len(text) - len(apex) - 1        # where the dot before the apex is, if it is a suffix
+        if cut >= 0 and text[cut] == "." and text.endswith(apex) and soa[1] == T_SOA:
+            chunk, serial_at = _soa_chunk(soa, 13 + cut)
+            reply = (_HEAD.pack(flags, 1, 0, 1, 1 if edns else 0) + question + chunk
+                     + ((_OPT_DO if do else _OPT) if edns else b""))
+            if len(reply) + 2 <= limit:          # the id, written by the caches, is the 2 more
+                return [reply], [(12 + len(question) + serial_at - 2,)]
     if answers and not authority and answers[0][0] == text:
         first = answers[0][1]
         if (first == T_A or first == T_AAAA) and not ans.additional:

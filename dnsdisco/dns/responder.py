@@ -263,7 +263,10 @@ class Responder:
                 rcode = first[1] & 0xF
                 cell = self.metrics.cell_for(qtype, rcode, transport) if self.metrics else None
                 exact = _Exact(replies, turn + 1, revision, cell, qtype, len(qname), entry, table, asked)
-                entry.attach(exact)
+                if entry.exacts is None:               # entry.attach, for the usual first spelling
+                    entry.exacts = exact
+                else:
+                    entry.attach(exact)
                 table[asked] = exact
         return data[:2] + replies[turn % count]
 

@@ -114,7 +114,7 @@ def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, forward
     if qtype == T_AXFR or qtype == T_IXFR:
         # transfers are net.transfer's; one that reaches the rules is not allowed (RFC 5936 4.2)
         return refused(name=name)
-    if forwarding and zone.name in REVERSE_ZONES and not snap.exists(name):
+    if forwarding and zone.name in REVERSE_ZONES and not snap.exists(name, zone):
         # we serve in-addr.arpa / ip6.arpa only for our own addresses; every other reverse
         # name belongs to someone else and goes upstream. Not cached: the REFUSED a client
         # outside --allow gets must not be handed to a client that may forward.
@@ -284,6 +284,14 @@ def alias_of(name: str, recs, zone: ZoneConfig) -> Record | None:
     return recs[0]             # records_for gives the name's own value, then instances by id
 
 
+# records.Record's layout: name, host, host_kind, port, then (key, priority, weight, text,
+# ttl, mail, targetstrip, group) as a fifth item only when one of them is not its default.
+# address_rrset reads the items directly, since its properties run Python code per field.
+_EXTRA_AT = 4
+_PLAIN = Record("", "x")
+_PLAIN_SHARE = (_PLAIN.weight, _PLAIN.priority)
+
+
 def address_rrset(recs, kind: str, zone: ZoneConfig) -> tuple[list[str], int | None, list[tuple[int, int]]]:
     """The distinct addresses of `kind` ("ipv4" or "ipv6") among `recs` in record order, the
     RRset's TTL (the lowest, RFC 2181 5.2), and each address's (weight, priority): instances
@@ -295,20 +303,27 @@ def address_rrset(recs, kind: str, zone: ZoneConfig) -> tuple[list[str], int | N
     index = hosts if len(recs) <= 16 else {}
     ttl = None
     for r in recs:
-        if r.host_kind != kind:
+        if r[2] != kind:                         # r.host_kind
             continue
-        rec_ttl = zone.ttl if r.ttl is None else r.ttl
+        if len(r) > _EXTRA_AT:                   # a record with a field off its default
+            extra = r[_EXTRA_AT]
+            rec_ttl = zone.ttl if extra[4] is None else extra[4]
+            share = (extra[2], extra[1])         # (weight, priority)
+        else:
+            rec_ttl = zone.ttl
+            share = _PLAIN_SHARE
         if ttl is None or rec_ttl < ttl:
             ttl = rec_ttl
-        if r.host not in index:
+        host = r[1]
+        if host not in index:
             if index is not hosts:
-                index[r.host] = len(hosts)
-            hosts.append(r.host)
-            shares.append((r.weight, r.priority))
+                index[host] = len(hosts)
+            hosts.append(host)
+            shares.append(share)
         else:
-            at = hosts.index(r.host) if index is hosts else index[r.host]
+            at = hosts.index(host) if index is hosts else index[host]
             weight, priority = shares[at]
-            shares[at] = (weight + r.weight, min(priority, r.priority))
+            shares[at] = (weight + share[0], min(priority, share[1]))
     return hosts, ttl, shares
 
 
@@ -389,13 +404,21 @@ class _Lookup(Answer):
         self.zone = zone
         self.name = name
         self.answer: list = []
-        self.additional: list = []
+        # additional stays the class's empty tuple until a rule adds to it (glue): most
+        # answers have none, and every first answer makes a _Lookup
 
     # -------------------------------------------------------------- helpers
 
     def records(self, name: str, zone: ZoneConfig | None = None) -> tuple[Record, ...]:
         self.consult(name)
         return self.snap.records_for(name, zone)
+
+    def glue_list(self) -> list:
+        """The additional section as a list to add to (made on the first addition)."""
+        held = self.additional
+        if type(held) is not list:
+            held = self.additional = list(held)
+        return held
 
     def consult(self, name: str) -> None:
         held = self.consulted
@@ -439,8 +462,8 @@ class _Lookup(Answer):
         recs = self.records(target, zone)
         own = [r for r in recs if r.name == target] or list(recs)
         for qtype in (T_A, T_AAAA):
-            self.additional.extend(self.addresses(target, own, qtype, zone))
-            self.additional.extend(self.static(target, qtype, zone))
+            self.glue_list().extend(self.addresses(target, own, qtype, zone))
+            self.glue_list().extend(self.static(target, qtype, zone))
 
     # -------------------------------------------------------------- the walk
 
@@ -503,7 +526,7 @@ class _Lookup(Answer):
         static data at or below it, as the apex, as the default NS name or one of its parents,
         and as an RFC 2782 name of a service."""
         self.negative = zone
-        if self.snap.exists(name) or name == zone.name:
+        if self.snap.exists(name, zone):
             return NOERROR
         if zone.ns_addresses:
             ns_name = default_ns_name(zone)
@@ -571,7 +594,7 @@ class _Lookup(Answer):
 
     def address_target(self, r: Record, target: str, zone: ZoneConfig) -> str:
         """`target` as the SRV/MX/NS target of an address record, its address as glue."""
-        self.additional.append((target, T_A if r.host_kind == "ipv4" else T_AAAA, ttl_of(r, zone), r.host))
+        self.glue_list().append((target, T_A if r.host_kind == "ipv4" else T_AAAA, ttl_of(r, zone), r.host))
         return target
 
     def srv(self, owner: str, recs, zone: ZoneConfig) -> list:
@@ -580,7 +603,7 @@ class _Lookup(Answer):
         (RFC 2782)."""
         out = []
         named = []
-        glue = self.additional
+        glue = self.glue_list()
         for r in recs:
             if r.port <= 0 or not r.host:
                 continue
@@ -657,7 +680,7 @@ class _Lookup(Answer):
             out.append((name, T_NS, zone.ttl, zone.soa_mname))
             if zone.soa_mname == default_ns_name(zone):
                 for qtype in (T_A, T_AAAA):
-                    self.additional.extend(_own_addresses(zone.soa_mname, zone, qtype))
+                    self.glue_list().extend(_own_addresses(zone.soa_mname, zone, qtype))
         return out
 
     def any(self, name: str, recs, zone: ZoneConfig) -> list:

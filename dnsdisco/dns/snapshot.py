@@ -7,10 +7,11 @@ a change costs time proportional to the change, not to the 100,000 records besid
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from dnsdisco.dns.names import (address_of_reverse, ancestors, is_subdomain, key_for, name_for, parent,
+from dnsdisco.dns.names import (address_of_reverse, ancestors, key_for, name_for, parent,
                                 reverse_name)
 from dnsdisco.dns.records import BadValue, Record, parse, wire_problem
 
@@ -21,15 +22,26 @@ MAX_VALUE_BYTES = 65536        # hostile-data caps for names outside every zone;
 MAX_RECORDS_PER_NAME = 1000    # carry their own (serve's --max-value-bytes etc.)
 
 
+def _layered_get(over: dict, base: dict, key, default=None):
+    value = over.get(key, _MISSING)
+    if value is _MISSING:
+        return base.get(key, default)
+    return default if value is _DELETED else value
+
+
 class Layered:
     """A read-only mapping: a base dict shared between snapshots plus a small overlay."""
 
-    __slots__ = ("_base", "_over", "_size")
+    __slots__ = ("_base", "_over", "_size", "find")
 
     def __init__(self, base: dict | None = None, over: dict | None = None, size: int | None = None):
         self._base = base if base is not None else {}
         self._over = over if over is not None else {}
         self._size = len(self._base) if size is None else size
+        # `get` for the query path: with no overlay (a full sync, or just folded) the base
+        # dict's own get, which runs no Python code of ours. Never the bound self.get: that
+        # cycle would leave a dropped snapshot's dicts to the cyclic collector.
+        self.find = functools.partial(_layered_get, self._over, self._base) if self._over else self._base.get
 
     def get(self, key, default=None):
         value = self._over.get(key, _MISSING)
@@ -281,44 +293,58 @@ class Snapshot:
         return self.zone_of(name) or _NO_ZONE
 
     def zone_of(self, name: str) -> ZoneConfig | None:
-        best = None
-        for zone in self.zones:
-            if is_subdomain(name, zone.name) and (best is None or len(zone.name) > len(best.name)):
-                best = zone
-        return best
+        """The longest zone holding `name` (label-wise, like names.is_subdomain)."""
+        for zone_name, dotted, zone in self._zone_suffixes:     # longest first
+            if name.endswith(dotted) or name == zone_name:
+                return zone
+        return None
+
+    @functools.cached_property
+    def _zone_suffixes(self) -> tuple:
+        """(name, "." + name, zone) per zone, longest name first (of two zones of one name, the
+        first listed); the root zone's suffix is "", which every name ends with."""
+        ordered = sorted(self.zones, key=lambda zone: -len(zone.name))
+        return tuple((zone.name, "." + zone.name if zone.name else "", zone) for zone in ordered)
 
     def record_at(self, name: str) -> Record | None:
-        return self.records.get(name)
+        return self.records.find(name)
 
     def records_for(self, name: str, zone: ZoneConfig | None = None) -> tuple[Record, ...]:
         """The value at the name itself and its instances one label below (never deeper).
         `zone` is the name's zone when the caller knows it already (saves a lookup)."""
-        records = self.records
-        own = records.get(name)
+        find = self.records.find
+        own = find(name)
         out = [] if own is None else [own]
-        children = self.children.get(name, ())
+        children = self.children.find(name, ())
         if len(children) > 1:
             cap = (zone or self._limits(name)).max_records_per_name
             if len(children) > cap:           # the first N by key (instance id); see `capped`
                 children = sorted(children, key=lambda child: child.partition(".")[0])[:cap]
         for child in children:
-            rec = records.get(child)
+            rec = find(child)
             if rec is not None:
                 out.append(rec)
         return tuple(out)
 
 
-    def exists(self, name: str) -> bool:
-        """The name has records, static records, or descendants (an empty non-terminal)."""
-        if self.record_at(name) is not None or self.below.get(name, 0) > 0 or self.ptr_names(name):
+    def exists(self, name: str, zone: ZoneConfig | None = None) -> bool:
+        """The name has records, static records, or descendants (an empty non-terminal).
+        `zone` is the name's zone when the caller knows it already (saves a lookup)."""
+        if self.records.find(name) is not None or self.below.find(name, 0) > 0 or self.ptr_names(name):
             return True
-        zone = self.zone_of(name)
         if zone is None:
+            zone = self.zone_of(name)
+            if zone is None:
+                return False
+        if name == zone.name:
+            return True
+        static = zone.static
+        if not static:
             return False
-        if name == zone.name or name in zone.static:
+        if name in static:
             return True
         suffix = "." + name
-        return any(owner.endswith(suffix) for owner in zone.static)
+        return any(owner.endswith(suffix) for owner in static)
 
     def ptr_names(self, rname: str) -> tuple[str, ...]:
         """Names whose address reverses to `rname` (the automatic PTR records), capped like

@@ -657,3 +657,39 @@ def test_an_address_in_both_the_zone_file_and_etcd_is_answered_once(transport):
     raw = Responder(snap).handle(make_query("hello.svc.local").to_wire(), transport, CLIENT)
     assert struct.unpack_from("!H", raw, 6)[0] == 3
     assert lines(dns.message.from_wire(raw).answer) == [f"hello.svc.local. 30 IN A 10.0.0.{i}" for i in (1, 2, 9)]
+
+
+# address_rrset reads records.Record's items by position (its extra fields are properties):
+# the same records read through the properties must give the same RRset, for records with
+# and without fields off their defaults.
+def _rrset_by_properties(recs, kind, zone):
+    hosts, shares, ttl = [], [], None
+    for r in recs:
+        if r.host_kind != kind:
+            continue
+        rec_ttl = zone.ttl if r.ttl is None else r.ttl
+        ttl = rec_ttl if ttl is None else min(ttl, rec_ttl)
+        if r.host in hosts:
+            at = hosts.index(r.host)
+            shares[at] = (shares[at][0] + r.weight, min(shares[at][1], r.priority))
+        else:
+            hosts.append(r.host)
+            shares.append((r.weight, r.priority))
+    return hosts, ttl, shares
+
+
+@pytest.mark.parametrize("fields", [
+    [{}],
+    [{"ttl": 7}, {}],
+    [{"weight": 3, "priority": 5}, {"weight": 9, "priority": 1, "host": "10.0.0.1"}],
+    [{"text": "t", "key": "/k"}, {"ttl": 0, "mail": True, "weight": 0}],
+    [{"host": "fd00::1", "host_kind": "ipv6", "ttl": 60}, {"targetstrip": 1}],
+    [{"host": f"10.0.0.{i % 5}", "weight": i, "priority": i % 3, "ttl": 100 - i} for i in range(20)],
+])
+@pytest.mark.parametrize("kind", ["ipv4", "ipv6"])
+def test_address_rrset_matches_record_fields(fields, kind):
+    from dnsdisco.dns.records import Record
+    zone = ZoneConfig("svc.local", ttl=30)
+    recs = [Record(**{"name": f"i{i}.s.svc.local", "host": "10.0.0.1", "host_kind": "ipv4", "port": 80, **f})
+            for i, f in enumerate(fields)]
+    assert resolver.address_rrset(recs, kind, zone) == _rrset_by_properties(recs, kind, zone)
