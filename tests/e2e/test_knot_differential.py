@@ -23,7 +23,7 @@ import pytest
 from dnsdisco.etcd.client import KV
 from tests.support.harness import ServeProcess, wait_for
 from tests.support.refservers import BindServer, KnotServer, ask, diff, rrs, signature, zone_text
-from tests.unit.dns.test_rules import CASES as RULE_CASES
+from tests.support.rule_cases import CASES as RULE_CASES
 
 PREFIX = "/knotdiff"
 
