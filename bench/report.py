@@ -285,7 +285,7 @@ is why the goal ratio is a median of rounds run back to back.
   which hands each watch message to the event loop through a native thread pool, one round
   trip per message; with the loop busy answering queries, a burst of 1,000 puts/s arrived in
   the server 1.7-2.2 s late (p50) at 60,000 qps and 50-545 ms late at 20,000 qps. Two changes:
-  the list and watch run in a helper process (`dnsdisco/kvproc.py`) that forwards each batch
+  the list and watch run in a helper process (`dnsdisco/etcd/helper.py`) that forwards each batch
   over a socket, and the loop reads what has arrived and applies it as one batch; and a busy
   UDP loop now yields by waiting on its own socket's watcher instead of `gevent.sleep(0)`,
   which only runs gevent's callback queue (checking the clock every 50 callbacks), so under

@@ -119,7 +119,7 @@ class KV:
     def __init__(self, endpoints: list[str] | str, *, timeout: float = 5.0,
                  ca: str | None = None, cert: str | None = None, key: str | None = None,
                  user: str | None = None, password: str | None = None):
-        # what another process needs to open the same KV (serve's watch helper, kvproc.py)
+        # what another process needs to open the same KV (serve's watch helper, etcd/helper.py)
         self.settings, pems = checked_settings(endpoints, timeout=timeout, ca=ca, cert=cert, key=key,
                                                user=user, password=password)
         endpoints, self.timeout = self.settings["endpoints"], self.settings["timeout"]

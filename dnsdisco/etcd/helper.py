@@ -117,15 +117,15 @@ class ProcessKV:
     """list_prefix, watch_prefix and check_read answered by the helper process (started on
     first use and again after it exits). One call or watch at a time, as the Syncer makes them.
 
-    `settings` are KV(**settings), checked beforehand (kvtypes.check_settings). `timeout`
-    bounds check_read and may be lowered for it, as etcdconf.check_access does; list and
+    `settings` are KV(**settings), checked beforehand (etcd.types.check_settings). `timeout`
+    bounds check_read and may be lowered for it, as etcd.settings.check_access does; list and
     watch keep the settings' timeout.
     """
 
     def __init__(self, settings: dict, *, log: logging.Logger | None = None):
         self._settings = dict(settings)     # KV(**settings): endpoints, timeout, ca, cert, key, user, password
         self.timeout = float(settings.get("timeout", 5.0))
-        self._password = settings.get("password")       # etcdconf removes it from error messages
+        self._password = settings.get("password")       # etcd.settings removes it from error messages
         self._log = log or logging.getLogger("dnsdisco.etcd")
         self._proc: subprocess.Popen | None = None
         self._sock = None
@@ -411,7 +411,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda _sig, _frame: os._exit(0))
     logging.basicConfig(level=logging.WARNING, format="dnsdisco etcd helper: %(message)s")
-    # as etcdconf does for the other commands: no gRPC core line per failed TLS handshake
+    # as etcd.settings does for the other commands: no gRPC core line per failed TLS handshake
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     sock = socket.socket(fileno=int(argv[0]))
     sock.setblocking(True)        # a gevent parent made the shared descriptor non-blocking

@@ -22,7 +22,7 @@ from dnsdisco.dns.records import to_value
 from dnsdisco.dns.bulk import Builder
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 
-if TYPE_CHECKING:           # a KV or a kvproc.ProcessKV; importing kv would load gRPC
+if TYPE_CHECKING:           # a KV or a helper.ProcessKV; importing etcd.client would load gRPC
     from dnsdisco.etcd.client import KV
 
 BACKOFF_MIN = 0.05

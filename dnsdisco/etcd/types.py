@@ -1,10 +1,10 @@
 """The parts of the etcd adapter that need no gRPC: its exceptions, WatchBatch, and the check
 of its settings (endpoint URLs, TLS files, user and password).
 
-`kv.py` builds on these and re-exports them. Code that only handles the adapter's results
-and errors, or checks its settings, imports them from here, so that importing it does not
-load gRPC: `serve`'s main process never does (its list and watch run in the helper process
-of kvproc.py, which imports `kv`).
+`etcd/client.py` builds on these and re-exports them. Code that only handles the adapter's
+results and errors, or checks its settings, imports them from here, so that importing it does
+not load gRPC: `serve`'s main process never does (its list and watch run in the helper process
+of etcd/helper.py, which imports etcd.client).
 """
 from __future__ import annotations
 
