@@ -37,7 +37,7 @@ import struct
 
 from dnsdisco.dns.constants import T_A, T_AAAA, T_CNAME, T_MX, T_NS, T_OPT, T_PTR, T_SOA, T_SRV, T_TXT, UDP_PAYLOAD
 from dnsdisco.dns.rules import answer_orders
-from dnsdisco.dns.wire import edns_of, labels_wire, name_labels, wire_to_name
+from dnsdisco.dns.wire import edns_of, labels_wire, name_labels, plain_question, wire_to_name
 
 _RR = struct.Struct("!HHIH")          # type, class, ttl, rdlength
 _OWNED = struct.Struct("!HHHIH")      # the same after an owner that is a pointer
@@ -117,15 +117,8 @@ def formerr_for(data: bytes) -> bytes | None:
 def formerr_with_opt(data: bytes, ra: bool) -> bytes:
     """FORMERR for a query whose EDNS is malformed: the header and question echoed, and an
     OPT record, since the client spoke EDNS (RFC 6891 7)."""
-    qid, flags, qd = struct.unpack_from("!HHH", data)
-    question = None
-    if qd == 1:
-        pos = 12
-        while pos < len(data) and 0 < data[pos] < 64:      # echoed only when it holds no pointer
-            pos += data[pos] + 1
-        if pos < len(data) and data[pos] == 0 and pos + 5 <= len(data):
-            question = data[12:pos + 5]
-    return data[:2] + error_reply(flags & 0x7900, question, 1, edns=True, ra=ra)
+    flags = struct.unpack_from("!H", data, 2)[0]
+    return data[:2] + error_reply(flags & 0x7900, plain_question(data), 1, edns=True, ra=ra)
 
 
 def _question_names(qname: bytes, text: str | None) -> dict:

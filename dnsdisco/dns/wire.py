@@ -182,12 +182,13 @@ def badkey_reply(data: bytes) -> bytes | None:
     time and fudge with an empty MAC, the original id and the error; the question is echoed
     when it holds no compression pointer."""
     try:
-        qid, flags, qd = struct.unpack_from("!HHH", data)
+        qid, flags = struct.unpack_from("!HH", data)
         start = None if flags & 0x8000 else tsig_start(data)
         if start is None:
             return None
-        rdata = skip_wire_name(data, start) + 10
-        owner = data[start:skip_wire_name(data, start)]
+        owner_end = skip_wire_name(data, start)
+        owner = data[start:owner_end]
+        rdata = owner_end + 10                 # past type, class, TTL and rdlength
         algorithm_end = skip_wire_name(data, rdata)
         algorithm = data[rdata:algorithm_end]
         time_fudge = data[algorithm_end:algorithm_end + 8]
@@ -197,24 +198,12 @@ def badkey_reply(data: bytes) -> bytes | None:
             return None                  # compressed names in a TSIG are not allowed (RFC 8945 4.2)
     except (struct.error, ValueError, IndexError):
         return None
-    question = b""
-    if qd == 1:
-        end = skip_wire_name(data, 12)
-        if all(0 < data[i] < 64 for i in _label_starts(data, 12, end)):
-            question = data[12:end + 4]
+    question = plain_question(data) or b""
     tsig_rdata = algorithm + time_fudge + b"\x00\x00" + original_id + struct.pack("!HH", BADKEY, 0)
     tsig = owner + struct.pack("!HHIH", T_TSIG, C_ANY, 0, len(tsig_rdata)) + tsig_rdata
     reply_flags = 0x8000 | (flags & 0x7900) | NOTAUTH
     return struct.pack("!HHHHHH", qid, reply_flags, 1 if question else 0, 0, 0, 1) + question + tsig
 
-
-def _label_starts(data: bytes, pos: int, end: int):
-    """The offsets of the length octets of the name from `pos` to `end` (its root octet left out)."""
-    while pos < end - 1:
-        yield pos
-        if data[pos] >= 64:
-            return
-        pos += data[pos] + 1
 
 
 def tsig_start(data: bytes) -> int | None:
@@ -239,3 +228,17 @@ def tsig_start(data: bytes) -> int | None:
         return start if struct.unpack_from("!H", data, at)[0] == T_TSIG else None
     except (IndexError, struct.error, ValueError):
         return None
+
+
+def plain_question(data: bytes) -> bytes | None:
+    """The question of a one-question message (name, type and class) as it can be echoed in a
+    reply of our own: only when its name holds no compression pointer (it would point into
+    the query) and the message holds all of it; None otherwise."""
+    if len(data) < 12 or struct.unpack_from("!H", data, 4)[0] != 1:
+        return None
+    pos = 12
+    while pos < len(data) and 0 < data[pos] < 64:
+        pos += data[pos] + 1
+    if pos < len(data) and data[pos] == 0 and pos + 5 <= len(data):
+        return data[12:pos + 5]
+    return None
