@@ -389,7 +389,7 @@ def _reporting_caps(on_swap, metrics):
             zone = snap.zone_of(name)
             cap = zone.max_records_per_name if zone else MAX_RECORDS_PER_NAME
             log.warning("%s has %d instances, over the limit of %d (--max-records-per-name); "
-                        "serving the first %d by key", name, len(snap.children.get(name, ())), cap, cap)
+                        "serving the first %d by key", name, len(snap.instance_names(name)), cap, cap)
             metrics.capped("records_per_name")
     return swapped
 

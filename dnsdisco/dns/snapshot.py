@@ -356,6 +356,31 @@ class Snapshot:
         cap = self._limits(rname).max_records_per_name
         return names[:cap] if len(names) > cap else names
 
+    def named_records(self):
+        """Every (name, Record), in no set order: the one way outside this module to walk
+        the records, so their layout here stays this module's own business."""
+        return self.records.items()
+
+    def instance_names(self, name: str) -> tuple[str, ...]:
+        """The names one label below `name` that hold a record, sorted (uncapped)."""
+        return self.children.find(name, ())
+
+    def parents(self):
+        """Every (name, instance names) of a name with records one label below it."""
+        return self.children.items()
+
+    @property
+    def parent_count(self) -> int:
+        return len(self.children)
+
+    def count_below(self, name: str) -> int:
+        """Record keys and PTR names strictly below `name` (0 for none)."""
+        return self.below.find(name, 0)
+
+    def ptr_items(self):
+        """Every (address, owner names) of the PTR index, in no set order."""
+        return ((address, _owners(held)) for address, held in self.ptrs.items())
+
     def key_of(self, rec: Record) -> str:
         """The etcd key a record was read from."""
         return rec.key or key_for(self.prefix, rec.name)

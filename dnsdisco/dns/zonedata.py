@@ -64,14 +64,14 @@ def candidate_names(snap: Snapshot, zone: ZoneConfig) -> set[str]:
     holds nothing costs a query and adds nothing."""
     zname = zone.name
     names = {zname, zone.soa_mname}
-    for name, _rec in snap.records.items():
+    for name, _rec in snap.named_records():
         if is_subdomain(name, zname):
             names.add(name)
             if name != zname:
                 names.add(parent(name))
     names.update(zone.static)
     if zname.endswith("arpa"):
-        for address, _owners in snap.ptrs.items():     # the PTR index is keyed by address
+        for address, _owners in snap.ptr_items():     # the PTR index is keyed by address
             rname = reverse_name(address)
             if is_subdomain(rname, zname):
                 names.add(rname)

@@ -81,8 +81,8 @@ class ChangeLog:
         not deliver. Walks both snapshots, so only for re-lists, never for the first sync."""
         if not self._log.isEnabledFor(logging.INFO):
             return
-        keys = [new.key_of(rec) for name, rec in new.records.items() if old.record_at(name) != rec]
-        keys += [old.key_of(rec) for name, rec in old.records.items() if new.record_at(name) is None]
+        keys = [new.key_of(rec) for name, rec in new.named_records() if old.record_at(name) != rec]
+        keys += [old.key_of(rec) for name, rec in old.named_records() if new.record_at(name) is None]
         self.applied(old, new, [(key, None) for key in keys])
 
     def _one(self, what: str, name: str, key: str, rec, was) -> None:
@@ -287,7 +287,7 @@ class Syncer:
                     if self.guard.holds:
                         self._log.info("mass expiry guard: the re-listing ends the hold of %s",
                                        ", ".join(sorted(self.guard.holds)))
-                    self.guard.reset({z.name: snap.below.get(z.name, 0) + (snap.record_at(z.name) is not None)
+                    self.guard.reset({z.name: snap.count_below(z.name) + (snap.record_at(z.name) is not None)
                                       for z in snap.zones})
                     self._held_metric(0)
                 self._swap(snap, None)
@@ -309,7 +309,7 @@ class Syncer:
             # a service is a name with records one label below it: the children map's keys
             # (walking two million names for their parents held readiness back by seconds)
             self._log.info("synced %d record(s) of %d service(s) from %s at revision %d%s",
-                           snap.record_count, len(snap.children), self.watch_prefix, revision,
+                           snap.record_count, snap.parent_count, self.watch_prefix, revision,
                            f" ({len(self._bad_keys)} bad value(s) skipped)" if self._bad_keys else "")
             self.ready.set()
         else:

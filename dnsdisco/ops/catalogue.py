@@ -59,16 +59,16 @@ def is_service(snap, name: str) -> bool:
     zone = snap.zone_of(name)
     if zone is None or name == zone.name:
         return False
-    if snap.children.get(name):
+    if snap.instance_names(name):
         return True
-    return parent(name) == zone.name and snap.records.get(name) is not None
+    return parent(name) == zone.name and snap.record_at(name) is not None
 
 
 def service_names(snap) -> list[str]:
     """Every service of `snap`, sorted by name."""
     apexes = {zone.name for zone in snap.zones}
     candidates = set()
-    for name, kids in snap.children.items():
+    for name, kids in snap.parents():
         candidates.add(name)
         if name in apexes:
             candidates.update(kids)

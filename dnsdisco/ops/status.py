@@ -64,7 +64,7 @@ def describe(snap, name: str | None = None) -> dict:
     zone = snap.zone_of(name)
     answering = snap.records_for(name)
     own_key = key_for(snap.prefix, name)
-    deeper = sum(1 for rec_name, _rec in snap.records.items()      # a count: no need to sort by key
+    deeper = sum(1 for rec_name, _rec in snap.named_records()      # a count: no need to sort by key
                  if rec_name.endswith("." + name) and parent(rec_name) != name)
     if zone is None:
         result = "REFUSED"

@@ -67,7 +67,7 @@ def questions(i: int, snap: Snapshot) -> list[tuple[str, str]]:
     asked += [(f"i0.{name}", "A"), (f"i1.{name}", "AAAA"), (f"I0.{name}", "A"), (f"db.{name}", "A"),
               (f"v6.{name}", "AAAA"), (f"bad.{name}", "A"), (f"twin.{name}", "A"), (f"nx.{name}", "A"),
               (f"_http._tcp.{name}", "SRV"), (f"_tcp.{name}", "A"), (f"x._http._tcp.{name}", "A")]
-    for child in snap.children.get(name, ()):
+    for child in snap.instance_names(name):
         rec = snap.record_at(child)
         if rec is not None and rec.host_kind == "ipv4":
             asked.append((".".join(reversed(rec.host.split("."))) + ".in-addr.arpa", "PTR"))
