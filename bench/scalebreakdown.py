@@ -105,13 +105,13 @@ def sync_phases(endpoint: str, etcd_pid: int | None) -> list[tuple]:
             builder = Builder(dataset.PREFIX, zones())
             revision, _ = pkv.list_prefix(dataset.PREFIX + "/", pages=builder.page)
             built["builder"], built["revision"] = builder, revision
-            return f"{len(builder.records):,} records"
-        measure("range + transfer + Builder.page (records, children, PTR lists)", build, helper)
+            return f"{builder.pending:,} records"
+        measure("range + transfer + Builder.page (labels, packed values, runs, PTR)", build, helper)
 
         def finish():
             snap = built.pop("builder").finish(built["revision"])
             return f"{snap.record_count:,} records"
-        measure("Builder.finish (sorted children, below, PTR tuples)", finish)
+        measure("Builder.finish (nodes, below, PTR tuples)", finish)
         pkv.close()
     finally:
         gc.enable()
@@ -151,8 +151,8 @@ def build_in_process(ds: dataset.Dataset, traced_too: bool):
         gc.enable()
     del pages
     return snap, [("(bench side: generate the dataset, pack it as the helper does)", packed),
-                  ("Builder.page: parse values, records, children lists, PTR", added),
-                  ("Builder.finish: sorted children, below, PTR tuples", finished)], traced
+                  ("Builder.page: parse values, labels, packed values, runs, PTR", added),
+                  ("Builder.finish: nodes, below, PTR tuples", finished)], traced
 
 
 def memory_rows(snap) -> list[tuple[str, int, int]]:
@@ -171,36 +171,50 @@ def memory_rows(snap) -> list[tuple[str, int, int]]:
     def layered(label, mapping):
         return once(mapping._base) + once(mapping._over)
 
-    records = snap.records
-    rows.append(("records map (dict)", len(records), layered("records", records)))
-    recs = names = hosts = extras = 0
-    for name, rec in records.items():
-        names += once(name)
-        recs += once(rec)
-        hosts += once(rec.host)
-        if len(rec) > 4:
-            extras += once(rec[4])
-    rows.append(("Record tuples", len(records), recs))
-    rows.append(("  rare fields (key, ttl, text, ...)", 0, extras))
-    rows.append(("owner names (str)", len(records), names))
-    rows.append(("host strings", len(records), hosts))
-    kids = parents = 0
-    for par, children in snap.children.items():
+    nodes = snap.nodes
+    rows.append(("nodes map (dict: parent -> node)", len(nodes), layered("nodes", nodes)))
+    tuples = dicts = parents = labels = ints = recs = rec_strings = extras = 0
+    small = big = packed = other = 0
+    for par, node in nodes.items():
         parents += once(par)
-        kids += once(children)
-    rows.append(("children map (dict)", len(snap.children), layered("children", snap.children)))
-    rows.append(("  children tuples", len(snap.children), kids))
-    rows.append(("  parent names (str)", len(snap.children), parents))
+        if type(node) is tuple:
+            small += 1
+            tuples += once(node)
+        else:
+            big += 1
+            dicts += once(node)
+        for label, value in (zip(node[::2], node[1::2]) if type(node) is tuple else node.items()):
+            labels += once(label)
+            if type(value) is int:
+                packed += 1
+                ints += once(value)
+            else:
+                other += 1
+                recs += once(value)
+                rec_strings += once(value[0]) + once(value[1])
+                if len(value) > 4:
+                    extras += once(value[4])
+    rows.append(("  node tuples (label, value, ...)", small, tuples))
+    rows.append(("  node dicts (parents of more than nodes.BIG)", big, dicts))
+    rows.append(("  parent names (str)", len(nodes), parents))
+    rows.append(("  labels (str, interned)", 0, labels))
+    rows.append(("  packed values (int: IPv4 address and port)", packed, ints))
+    rows.append(("  other values (Record tuples)", other, recs))
+    rows.append(("    their name and host strings", 0, rec_strings))
+    rows.append(("    their rare fields (key, ttl, text, ...)", 0, extras))
     below_keys = 0
     for name, _count in snap.below.items():
         below_keys += once(name)
-    rows.append(("below map (dict; empty non-terminals)", len(snap.below), layered("below", snap.below)))
+    rows.append(("below map (dict; counts two labels down and reverse ENTs)", len(snap.below),
+                 layered("below", snap.below)))
     rows.append(("  its names not held above", 0, below_keys))
-    owners = 0
+    keys = owners = 0
     for address, held in snap.ptrs.items():
-        owners += once(address) + once(held)
-    rows.append(("PTR index (dict)", len(snap.ptrs), layered("ptrs", snap.ptrs)))
-    rows.append(("  owner tuples (shared addresses)", 0, owners))
+        keys += once(address)
+        owners += once(held)
+    rows.append(("PTR index (dict: address -> parent)", len(snap.ptrs), layered("ptrs", snap.ptrs)))
+    rows.append(("  address keys (int for IPv4, str for IPv6)", len(snap.ptrs), keys))
+    rows.append(("  owner tuples and parent names not held above", 0, owners))
     return rows
 
 

@@ -2,7 +2,8 @@
 
 Apart from snapshot.py (what a snapshot is, and how a watch batch makes the next one) because
 its only concern is speed at millions of keys: the short paths for the common key and value,
-and indexes built from runs of siblings instead of a list per parent. `Snapshot.build` uses it;
+which make one int per record (dns/nodes.py) and no string, and nodes built from runs of
+siblings instead of a list per parent. `Snapshot.build` uses it;
 tests/e2e/test_snapshot_million.py holds it to what `Snapshot.apply` makes of the same keys.
 """
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import gc
 import re
 from contextlib import contextmanager
-from itertools import islice
 from typing import Iterable, Sequence
 
-from dnsdisco.dns.names import MAX_NAME, parent
+from dnsdisco.dns.names import MAX_NAME, key_for, parent
+from dnsdisco.dns.nodes import (add_owner, finish_indexes, holds, intern, items, lookup, make, owners, pack,
+                                ptr_key, size)
 from dnsdisco.dns.records import _AF_INET, _PORTS, BadValue, Record, _inet_pton, parse
-from dnsdisco.dns.snapshot import (_NO_ZONE, Layered, Snapshot, ZoneConfig, _add_owner, _finish_indexes, _indexes,
-                                   serves_reverse)
+from dnsdisco.dns.snapshot import _NO_ZONE, Layered, Snapshot, ZoneConfig, serves_reverse
+
 
 @contextmanager
 def _no_collection():
@@ -41,45 +43,65 @@ class Builder:
     (pages of one listing in any order), `restart()` when the listing starts over, then
     `finish(revision)`. Equal to applying the pairs in key order to an empty snapshot.
 
-    The common key (lower case, plain labels, under a parent seen in the key just before)
-    takes a short path: its name is its label and the shared parent string, its value limit
-    that parent's zone's; every other key goes through `Snapshot._parse_changes`, as
-    watch events do. Two keys for one name (they differ in letter case) are settled as a
-    listing in key order settles them: the larger key wins."""
+    The common key (lower case, plain labels, not a zone's apex) takes a short path: its
+    label and value go on a flat list, its parent once per run of siblings; no name is built.
+    Every other key goes through `Snapshot._parse_changes`, as watch events do, and is
+    settled by name at `finish`: two keys for one name (they differ in letter case) are
+    settled as a listing in key order settles them, the larger key wins. A short-path key
+    is its name's own key, so two of them never share a name."""
 
     def __init__(self, prefix: str, zones: Sequence[ZoneConfig]):
         self._empty = Snapshot.empty(prefix, zones)
         self._base = self._empty.prefix + "/"
-        self._zone_names = frozenset(zone.name for zone in self._empty.zones)
+        # the labels under each parent that are zone apexes: their value limits are their own zone's
+        self._apexes: dict[str, set] = {}
+        for zone in self._empty.zones:
+            if zone.name:
+                label, _dot, par = zone.name.partition(".")
+                self._apexes.setdefault(par, set()).add(label)
         self.restart()
 
     def restart(self) -> None:
-        self.records: dict[str, Record] = {}
         self.rejected: list[tuple[str, str]] = []
-        # the records map holds names in the order they came: a run of siblings is its parent
-        # and their count, so no list per parent is built only to be thrown away
+        # the short path's records in the order they came: a run of siblings is its parent
+        # and their count, their labels and values one flat list
+        self._flat: list = []
         self._run_parents: list[str] = []
         self._run_lengths: list[int] = []
-        self._ptrs: dict[str, object] = {}      # address -> owner name, or a list of several
-        self._shared: set[str] = set()          # addresses with a list of owners
-        self._bad: dict[str, str] = {}          # name -> key of the bad value that holds it
-        self._settled = False                   # two keys met for one name: rebuild the indexes
+        self._ptrs: dict = {}                   # address -> parent, or a list of several
+        self._shared: set = set()               # addresses with a list of parents
+        self._long: dict[str, tuple] = {}       # name -> (key, Record or None) off the short path
         self._plain_lines = None
+
+    @property
+    def pending(self) -> int:
+        """Records added so far (before names off the short path are settled)."""
+        return len(self._flat) // 2 + len(self._long)
+
+    def _head(self, head: str):
+        """The parent name of a key's directory part, its value limit, the longest label that
+        fits under it and the labels under it that are zone apexes."""
+        labels = head.split("/")
+        labels.reverse()
+        par = ".".join(labels)
+        return (par, self._empty._limits(par).max_value_bytes, MAX_NAME - len(par) - 1,
+                self._apexes.get(par, ()))
 
     def add(self, pairs: Iterable[tuple[str | bytes, bytes]]) -> None:
         with _no_collection():
             self._add(pairs)
 
     def _add(self, pairs: Iterable[tuple[str | bytes, bytes]]) -> None:
-        records, ptrs, shared = self.records, self._ptrs, self._shared
+        flat, ptrs, shared = self._flat, self._ptrs, self._shared
         run_parents, run_lengths = self._run_parents, self._run_lengths
-        base, zone_names = self._base, self._zone_names
+        base = self._base
         cut_at = len(base)
         plain = _LIST_KEY.fullmatch
         last_head = None
         in_run = False
         par = ""
-        limit = 0
+        limit = room = 0
+        apex = ()
         for key, value in pairs:
             if type(key) is bytes:
                 key = key.decode("utf-8", "replace")
@@ -93,36 +115,32 @@ class Builder:
             head = rest[:cut]
             if head != last_head:
                 last_head = head
-                labels = head.split("/")
-                labels.reverse()
-                par = ".".join(labels)
+                par, limit, room, apex = self._head(head)
                 in_run = False
-                limit = self._empty._limits(par).max_value_bytes
-            name = rest[cut + 1:] + "." + par
-            if len(value) > limit or name in zone_names:
+            label = rest[cut + 1:]
+            if len(value) > limit or label in apex or len(label) > room:
                 self._one(key, value)
                 in_run = False
                 continue
+            name = label + "." + par
             try:
-                rec = parse(key, name, value, keep_key=False)
+                value = pack(parse(key, name, value, keep_key=False))
             except BadValue as exc:
                 self.rejected.append((key, str(exc)))
                 self._settle(key, name, None)
                 in_run = False
                 continue
-            if name in records or name in self._bad:
-                self._settle(key, name, rec)
-                in_run = False
-                continue
-            records[name] = rec
+            flat.append(intern(label))
+            flat.append(value)
             if in_run:
                 run_lengths[-1] += 1
             else:
                 run_parents.append(par)
                 run_lengths.append(1)
                 in_run = True
-            if rec[2] == "ipv4" or rec[2] == "ipv6":
-                _add_owner(ptrs, shared, rec[1], name)
+            address = ptr_key(value)
+            if address is not None:
+                add_owner(ptrs, shared, address, par)
 
     def page(self, pairs) -> None:
         """One page of a listing handed over as it arrives: (key, value) pairs, or bytes of
@@ -155,14 +173,15 @@ class Builder:
                 rf'^(?:{base}((?:[a-z0-9_-]{{1,63}}/)*[a-z0-9_-]{{1,63}})/([a-z0-9_-]{{1,63}})\t'
                 rf'\{{ ?"host" ?: ?"([0-9.]{{7,15}})" ?, ?"port" ?: ?(0|[1-9][0-9]{{0,4}}) ?\}}|(.*))$',
                 re.M).findall
-        records, bad, zone_names, ports, base = self.records, self._bad, self._zone_names, _PORT_TEXT, self._base
-        ptrs, shared = self._ptrs, self._shared
+        ports, base = _PORT_TEXT, self._base
+        flat, ptrs, shared = self._flat, self._ptrs, self._shared
         run_parents, run_lengths = self._run_parents, self._run_lengths
-        pton, inet, new = _inet_pton, _AF_INET, tuple.__new__
+        pton, inet, from_bytes = _inet_pton, _AF_INET, int.from_bytes
         last_head = None
         in_run = False
-        par = dot_par = ""
-        limit = 0
+        par = ""
+        limit = room = 0
+        apex = ()
         others: list[tuple[str, bytes]] = []    # lines for `add`, after the plain ones (the
         # larger key wins whatever the order, and `add` keeps its own runs of siblings)
         for head, label, host, port, other in self._plain_lines(text):
@@ -172,41 +191,36 @@ class Builder:
                 continue
             if head != last_head:
                 last_head = head
-                labels = head.split("/")
-                labels.reverse()
-                par = ".".join(labels)
-                dot_par = "." + par
+                par, limit, room, apex = self._head(head)
                 in_run = False
-                limit = self._empty._limits(par).max_value_bytes
-            name = label + dot_par
             number = ports.get(port)
             if number is None:
                 number = int(port)
                 if number <= 65535:
                     number = ports.setdefault(port, _PORTS.setdefault(number, number))
             try:
-                pton(inet, host)
+                address = from_bytes(pton(inet, host), "big")
             except OSError:
-                number = None
-            if (number is None or number > 65535 or len(name) > MAX_NAME or limit < _PLAIN_MAX
-                    or name in records or name in zone_names or name in bad):
+                number = 65536
+            if number > 65535 or limit < _PLAIN_MAX or len(label) > room or label in apex:
                 others.append((f"{base}{head}/{label}", f'{{"host":"{host}","port":{port}}}'.encode()))
                 continue
-            records[name] = new(Record, (name, host, "ipv4", number))
+            flat.append(intern(label))
+            flat.append(address << 16 | number)       # nodes.pack, written out
             if in_run:
                 run_lengths[-1] += 1
             else:
                 run_parents.append(par)
                 run_lengths.append(1)
                 in_run = True
-            # snapshot._add_owner, written out: this loop runs once per plain key of a full listing
-            held = ptrs.setdefault(host, name)
-            if held is not name:
+            # nodes.add_owner, written out: this loop runs once per plain key of a full listing
+            held = ptrs.setdefault(address, par)
+            if held is not par and held != par:
                 if type(held) is str:
-                    ptrs[host] = [held, name]
-                    shared.add(host)
-                else:
-                    held.append(name)
+                    ptrs[address] = [held, par]
+                    shared.add(address)
+                elif par not in held:
+                    held.append(par)
         if others:
             self.add(others)
 
@@ -218,33 +232,10 @@ class Builder:
             self._settle(key, name, rec)
 
     def _settle(self, key: str, name: str, rec: Record | None) -> None:
-        """Record `rec` (None: a bad value) for `name` unless a larger key already holds it."""
-        held = self.records.get(name)
-        if held is not None:
-            held_key = self._empty.key_of(held)
-        else:
-            held_key = self._bad.get(name)
-        if held_key is not None:
-            if key < held_key:
-                return
-            self._settled = True
-        self._bad.pop(name, None)
-        if rec is None:
-            self.records.pop(name, None)
-            self._bad[name] = key
-            return
-        self.records[name] = rec
-        if held_key is None:
-            self._run_parents.append(parent(name))
-            self._run_lengths.append(1)
-            if rec.is_address:
-                _add_owner(self._ptrs, self._shared, rec.host, name)
-
-    def _runs(self):
-        """(parent, names) of each run of siblings, from the records map's order."""
-        names = iter(self.records)
-        for par, length in zip(self._run_parents, self._run_lengths):
-            yield par, list(islice(names, length))
+        """Hold `rec` (None: a bad value) for `name` unless a larger key already holds it."""
+        held = self._long.get(name)
+        if held is None or key > held[0]:
+            self._long[name] = (key, rec)
 
     def finish(self, revision: int) -> Snapshot:
         """The snapshot of everything added, at `revision`. The builder is spent."""
@@ -252,15 +243,89 @@ class Builder:
             return self._finish(revision)
 
     def _finish(self, revision: int) -> Snapshot:
-        empty, records = self._empty, self.records
-        reverse_ents = serves_reverse(empty.zones)
-        if self._settled:      # a name changed hands: its index entries are rebuilt from the records
-            children, below, ptr_map = _indexes(records.items(), reverse_ents)
-        else:
-            children, below, ptr_map = _finish_indexes(self._runs(), self._ptrs, self._shared, reverse_ents)
-        self._run_parents = self._run_lengths = self._ptrs = None
+        empty = self._empty
+        flat, ptrs, shared = self._flat, self._ptrs, self._shared
+        nodes: dict = {}
+        pos = 0
+        for par, length in zip(self._run_parents, self._run_lengths):
+            end = pos + 2 * length
+            if length == 1:
+                node = (flat[pos], flat[pos + 1])
+            elif length == 2 and flat[pos] < flat[pos + 2] and not flat[pos + 2].startswith(flat[pos]):
+                node = (flat[pos], flat[pos + 1], flat[pos + 2], flat[pos + 3])   # in name order already
+            else:
+                node = make(par, dict(zip(flat[pos:end:2], flat[pos + 1:end:2])))
+            pos = end
+            held = nodes.get(par)
+            if held is not None:       # the parent's siblings came in two runs (two pages, or deeper keys between)
+                merged = dict(items(held))
+                merged.update(items(node))
+                node = make(par, merged)
+            nodes[par] = node
+        self._flat = self._run_parents = self._run_lengths = None
+        if self._long:
+            self._settle_long(nodes, ptrs, shared)
         floor = min((z.max_records_per_name for z in empty.zones), default=_NO_ZONE.max_records_per_name)
-        capped = sorted(name for name, kids in children.items()
-                        if len(kids) > floor and len(kids) > empty._limits(name).max_records_per_name)
-        return Snapshot(empty.prefix, empty.zones, revision, Layered(records), Layered(children), Layered(below),
-                        Layered(ptr_map), tuple(self.rejected), tuple(capped))
+        level: dict[str, int] = {}
+        count = 0
+        over = []
+        last_par = up = None
+        for par, node in nodes.items():
+            length = size(node)
+            count += length
+            if length > floor:
+                over.append(par)
+            if par:
+                if par is not last_par:
+                    last_par, up = par, parent(par)
+                level[up] = level.get(up, 0) + length
+        below, ptr_map = finish_indexes(level, ptrs, shared, serves_reverse(empty.zones))
+        self._ptrs = self._shared = None
+        capped = sorted(name for name in over if size(nodes[name]) > empty._limits(name).max_records_per_name)
+        return Snapshot(empty.prefix, empty.zones, revision, Layered(nodes), Layered(below), Layered(ptr_map),
+                        count, tuple(self.rejected), tuple(capped))
+
+    def _settle_long(self, nodes: dict, ptrs: dict, shared: set) -> None:
+        """Put the records off the short path into `nodes` and the PTR index: a name a
+        short-path key holds too goes to the larger key (the short one is the name's own)."""
+        prefix = self._empty.prefix
+        edits: dict[str, dict] = {}
+        replaced = set()       # addresses of short-path records a larger key took over
+        for name, (key, rec) in self._long.items():
+            label, _dot, par = name.partition(".")
+            node = nodes.get(par)
+            old = None if node is None else lookup(node, label)
+            if old is not None:
+                if key < key_for(prefix, name):
+                    continue
+                address = ptr_key(old)
+                if address is not None:
+                    replaced.add(address)
+            edits.setdefault(par, {})[intern(label)] = None if rec is None else pack(rec)
+        for par, changes in edits.items():
+            node = nodes.get(par)
+            held = {} if node is None else dict(items(node))
+            for label, value in changes.items():
+                if value is None:
+                    held.pop(label, None)
+                else:
+                    held[label] = value
+                    address = ptr_key(value)
+                    if address is not None:
+                        add_owner(ptrs, shared, address, par)
+            node = make(par, held)
+            if node is None:
+                nodes.pop(par, None)
+            else:
+                nodes[par] = node
+        for address in replaced:
+            still = [par for par in owners(ptrs.get(address)) if holds(nodes.get(par), address)]
+            if not still:
+                ptrs.pop(address, None)
+                shared.discard(address)
+            elif len(still) == 1:
+                ptrs[address] = still[0]
+                shared.discard(address)
+            else:
+                ptrs[address] = still
+                shared.add(address)

@@ -4,15 +4,19 @@ A snapshot is never modified: `apply()` returns a new one and the server swaps a
 reference, so a query sees either the old set or the new one, never half of a change.
 Maps are layered (a shared base plus a small overlay of recent changes) so that applying
 a change costs time proportional to the change, not to the 100,000 records beside it.
+Records are held per parent name, the common value packed in an int (dns/nodes.py); the
+read methods below give Records and names, so no caller depends on that layout.
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Iterable, Sequence
 
-from dnsdisco.dns.names import (address_of_reverse, ancestors, key_for, name_for, parent,
-                                reverse_name)
+from dnsdisco.dns.names import address_of_reverse, ancestors, key_for, name_for, reverse_name
+from dnsdisco.dns.nodes import (address_key, address_text, holds, indexes, intern, items, labels, lookup, make,
+                                owner_names, owners, pack, packed_owners, ptr_key, record, size)
 from dnsdisco.dns.records import BadValue, Record, parse, wire_problem
 
 _MISSING = object()
@@ -127,10 +131,12 @@ class Snapshot:
     prefix: str
     zones: tuple[ZoneConfig, ...]
     revision: int
-    records: Layered            # name -> Record
-    children: Layered           # name -> tuple of child names that hold a record
-    below: Layered              # name -> number of record keys and PTR names strictly below it
-    ptrs: Layered               # address (normalised) -> the name with it, or a tuple of several (_owners)
+    nodes: Layered              # parent name -> node: the records one label below it (dns/nodes.py)
+    below: Layered              # name -> records two or more labels below it, plus the reverse names
+    #                             with PTRs below it while a reverse zone is served (only counts > 0;
+    #                             the records one label below are its node's size)
+    ptrs: Layered               # address (nodes.ptr_key) -> the parent holding records with it, or a tuple of several
+    record_count: int = 0
     rejected: tuple = ()        # (key, message) of values skipped in the change that made this
     capped: tuple = ()          # names this change left with over max_records_per_name instances
 
@@ -138,7 +144,7 @@ class Snapshot:
 
     @classmethod
     def empty(cls, prefix: str, zones: Sequence[ZoneConfig]) -> "Snapshot":
-        return cls(prefix.rstrip("/"), tuple(zones), 0, Layered(), Layered(), Layered(), Layered())
+        return cls(prefix.rstrip("/"), tuple(zones), 0, Layered(), Layered(), Layered())
 
     @classmethod
     def build(cls, prefix: str, zones: Sequence[ZoneConfig], revision: int,
@@ -192,101 +198,93 @@ class Snapshot:
         in one pass."""
         zones = tuple(zones)
         if serves_reverse(zones) == serves_reverse(self.zones):
-            return Snapshot(self.prefix, zones, self.revision, self.records, self.children,
-                            self.below, self.ptrs, (), ())
-        children, below, ptrs = _indexes(self.records.items(), serves_reverse(zones))
-        return Snapshot(self.prefix, zones, self.revision, self.records, Layered(children),
-                        Layered(below), Layered(ptrs), (), ())
+            return Snapshot(self.prefix, zones, self.revision, self.nodes, self.below, self.ptrs,
+                            self.record_count)
+        below, ptrs = indexes(self.nodes.items(), serves_reverse(zones))
+        return Snapshot(self.prefix, zones, self.revision, self.nodes, Layered(below), Layered(ptrs),
+                        self.record_count)
 
     def apply(self, revision: int, changes: Sequence[tuple[str, bytes | None]]):
         """Apply etcd events in order; returns (snapshot, touched names, rejected (key, message))."""
         rec_changes, rejected = self._parse_changes(changes)
 
-        child_edits: dict[str, dict[str, bool]] = {}   # parent -> {child name: present}
-        below_delta: dict[str, int] = {}
-        ptr_edits: dict[str, dict[str, bool]] = {}
+        node_edits: dict[str, dict] = {}            # parent -> {label: new value or None}
+        deep: dict[str, int] = {}                   # name -> change of its `below` count
+        ptr_edits: dict[object, set] = {}           # address -> parents whose records with it changed
         touched: set[str] = set()
-        record_updates: dict[str, Record | None] = {}
-        reverse_ents = serves_reverse(self.zones)
-
-        for name, new in rec_changes.items():
-            old = self.records.get(name)
-            if old is None and new is None:
-                continue
+        count = self.record_count
+        find = self.nodes.get
+        for name, rec in rec_changes.items():
+            label, _dot, par = name.partition(".")
+            node = find(par)
+            old = None if node is None else lookup(node, label)
+            new = None if rec is None else pack(rec)
             if old == new:
                 continue
-            record_updates[name] = new
+            node_edits.setdefault(par, {})[intern(label)] = new
             name_ancestors = ancestors(name)
             touched.add(name)
             touched.update(name_ancestors)
             if (old is None) != (new is None):
-                present = new is not None
-                child_edits.setdefault(name_ancestors[0], {})[name] = present
-                step = 1 if present else -1
-                for anc in name_ancestors:
-                    below_delta[anc] = below_delta.get(anc, 0) + step
-            for rec, present in ((old, False), (new, True)):
-                if rec is not None and rec.is_address:
-                    ptr_edits.setdefault(rec.host, {})[rec.name] = present
-        # a record removed and re-added in one batch nets out: recompute from the final state
-        records = self.records.with_changes(record_updates) if record_updates else self.records
-
-        children_changes = {}
-        for par, edits in child_edits.items():
-            current = set(self.children.get(par, ()))
-            for child, _ in edits.items():
-                # the final presence comes from the records map, not the edit order
-                if records.get(child) is not None:
-                    current.add(child)
+                step = 1 if new is not None else -1
+                count += step
+                for anc in name_ancestors[1:]:      # one label below is the parent's node size
+                    deep[anc] = deep.get(anc, 0) + step
+            for value in (old, new):
+                if value is not None:
+                    key = ptr_key(value)
+                    if key is not None:
+                        ptr_edits.setdefault(key, set()).add(par)
+        node_changes = {}
+        for par, edits in node_edits.items():       # a node is replaced whole
+            node = find(par)
+            held = {} if node is None else dict(items(node))
+            for label, value in edits.items():
+                if value is None:
+                    held.pop(label, None)
                 else:
-                    current.discard(child)
-            children_changes[par] = tuple(sorted(current)) or None
+                    held[label] = value
+            node_changes[par] = make(par, held)
+        nodes = self.nodes.with_changes(node_changes) if node_changes else self.nodes
+
+        reverse_ents = serves_reverse(self.zones)
         ptr_changes = {}
-        for address, edits in ptr_edits.items():
-            before = _owners(self.ptrs.get(address))
-            current = set(before)
-            for owner in edits:
-                rec = records.get(owner)
-                if rec is not None and rec.is_address and rec.host == address:
-                    current.add(owner)
-                else:
-                    current.discard(owner)
-            if current == set(before):
-                continue
-            ptr_changes[address] = _packed(sorted(current))
-            rname = reverse_name(address)
-            touched.add(rname)
-            # inside a served reverse zone, a reverse name with PTRs makes its ancestors empty
-            # non-terminals (NODATA, not NXDOMAIN)
-            if reverse_ents and bool(current) != bool(before):
-                step = 1 if current else -1
-                for anc in ancestors(rname):
-                    below_delta[anc] = below_delta.get(anc, 0) + step
-                    touched.add(anc)
+        for key, pars in ptr_edits.items():
+            before = owners(self.ptrs.get(key))
+            after = sorted({par for par in before if par not in pars} |
+                           {par for par in pars if holds(nodes.get(par), key)})
+            if owner_names(self.nodes, before, key) != owner_names(nodes, after, key):
+                rname = reverse_name(address_text(key))
+                touched.add(rname)
+                # inside a served reverse zone, a reverse name with PTRs makes its ancestors
+                # empty non-terminals (NODATA, not NXDOMAIN)
+                if reverse_ents and bool(after) != bool(before):
+                    step = 1 if after else -1
+                    for anc in ancestors(rname):
+                        deep[anc] = deep.get(anc, 0) + step
+                        touched.add(anc)
+            if tuple(after) != before:
+                ptr_changes[key] = packed_owners(after)
         below_changes = {}
-        for anc, delta in below_delta.items():
-            count = self.below.get(anc, 0) + delta
-            below_changes[anc] = count if count > 0 else None
+        for anc, delta in deep.items():
+            if delta:
+                total = self.below.get(anc, 0) + delta
+                below_changes[anc] = total if total > 0 else None
 
-        children = self.children.with_changes(children_changes) if children_changes else self.children
         # every touched name still over the cap, so a reporter can tell "still capped" from "fixed"
         floor = min((z.max_records_per_name for z in self.zones), default=_NO_ZONE.max_records_per_name)
         capped = sorted(name for name in touched
-                        if len(children.get(name, ())) > floor
-                        and len(children.get(name, ())) > self._limits(name).max_records_per_name)
+                        if size(nodes.get(name, ())) > floor
+                        and size(nodes.get(name, ())) > self._limits(name).max_records_per_name)
         snap = Snapshot(
-            self.prefix, self.zones, max(revision, self.revision), records, children,
+            self.prefix, self.zones, max(revision, self.revision), nodes,
             self.below.with_changes(below_changes) if below_changes else self.below,
             self.ptrs.with_changes(ptr_changes) if ptr_changes else self.ptrs,
-            tuple(rejected), tuple(capped),
+            count, tuple(rejected), tuple(capped),
         )
         return snap, frozenset(touched), tuple(rejected)
 
     # ------------------------------------------------------------ reading
-
-    @property
-    def record_count(self) -> int:
-        return len(self.records)
 
     def _limits(self, name: str) -> ZoneConfig:
         """The zone whose hostile-data caps apply to `name` (defaults outside every zone)."""
@@ -306,31 +304,42 @@ class Snapshot:
         ordered = sorted(self.zones, key=lambda zone: -len(zone.name))
         return tuple((zone.name, "." + zone.name if zone.name else "", zone) for zone in ordered)
 
+    def _value_at(self, name: str):
+        label, _dot, par = name.partition(".")
+        node = self.nodes.find(par)
+        return None if node is None else lookup(node, label)
+
     def record_at(self, name: str) -> Record | None:
-        return self.records.find(name)
+        label, _dot, par = name.partition(".")
+        node = self.nodes.find(par)
+        if node is None:
+            return None
+        value = lookup(node, label)
+        return None if value is None else record(name, value)
 
     def records_for(self, name: str, zone: ZoneConfig | None = None) -> tuple[Record, ...]:
-        """The value at the name itself and its instances one label below (never deeper).
-        `zone` is the name's zone when the caller knows it already (saves a lookup)."""
-        find = self.records.find
-        own = find(name)
+        """The value at the name itself and its instances one label below (never deeper),
+        sorted by name. `zone` is the name's zone when the caller knows it already."""
+        own = self.record_at(name)
         out = [] if own is None else [own]
-        children = self.children.find(name, ())
-        if len(children) > 1:
-            cap = (zone or self._limits(name)).max_records_per_name
-            if len(children) > cap:           # the first N by key (instance id); see `capped`
-                children = sorted(children, key=lambda child: child.partition(".")[0])[:cap]
-        for child in children:
-            rec = find(child)
-            if rec is not None:
-                out.append(rec)
+        node = self.nodes.find(name)
+        if node is not None:
+            pairs = items(node)
+            count = size(node)
+            if count > 1:
+                cap = (zone or self._limits(name)).max_records_per_name
+                if count > cap:           # the first N by key (instance id); see `capped`
+                    pairs = sorted(pairs, key=itemgetter(0))[:cap]
+            dot = "." + name if name else ""
+            for label, value in pairs:
+                out.append(record(label + dot, value))
         return tuple(out)
-
 
     def exists(self, name: str, zone: ZoneConfig | None = None) -> bool:
         """The name has records, static records, or descendants (an empty non-terminal).
         `zone` is the name's zone when the caller knows it already (saves a lookup)."""
-        if self.records.find(name) is not None or self.below.find(name, 0) > 0 or self.ptr_names(name):
+        if (self._value_at(name) is not None or self.nodes.find(name) is not None
+                or self.below.find(name, 0) > 0 or self.ptr_names(name)):
             return True
         if zone is None:
             zone = self.zone_of(name)
@@ -352,34 +361,44 @@ class Snapshot:
         if not rname.endswith(".arpa"):
             return ()
         address = address_of_reverse(rname)
-        names = _owners(self.ptrs.get(address)) if address is not None else ()
+        if address is None:
+            return ()
+        key = address_key(address)
+        names = owner_names(self.nodes, owners(self.ptrs.get(key)), key)
         cap = self._limits(rname).max_records_per_name
         return names[:cap] if len(names) > cap else names
 
     def named_records(self):
         """Every (name, Record), in no set order: the one way outside this module to walk
         the records, so their layout here stays this module's own business."""
-        return self.records.items()
+        for par, node in self.nodes.items():
+            dot = "." + par if par else ""
+            for label, value in items(node):
+                name = label + dot
+                yield name, record(name, value)
 
     def instance_names(self, name: str) -> tuple[str, ...]:
         """The names one label below `name` that hold a record, sorted (uncapped)."""
-        return self.children.find(name, ())
+        node = self.nodes.find(name)
+        return () if node is None else _children(name, node)
 
     def parents(self):
         """Every (name, instance names) of a name with records one label below it."""
-        return self.children.items()
+        return ((par, _children(par, node)) for par, node in self.nodes.items())
 
     @property
     def parent_count(self) -> int:
-        return len(self.children)
+        return len(self.nodes)
 
     def count_below(self, name: str) -> int:
         """Record keys and PTR names strictly below `name` (0 for none)."""
-        return self.below.find(name, 0)
+        node = self.nodes.find(name)
+        return (0 if node is None else size(node)) + self.below.find(name, 0)
 
     def ptr_items(self):
         """Every (address, owner names) of the PTR index, in no set order."""
-        return ((address, _owners(held)) for address, held in self.ptrs.items())
+        nodes = self.nodes
+        return ((address_text(key), owner_names(nodes, owners(held), key)) for key, held in self.ptrs.items())
 
     def key_of(self, rec: Record) -> str:
         """The etcd key a record was read from."""
@@ -387,7 +406,7 @@ class Snapshot:
 
     def all_records(self):
         """Every record, for `dnsdisco status`; order by key."""
-        return sorted((rec for _key, rec in self.records.items()), key=self.key_of)
+        return sorted((rec for _name, rec in self.named_records()), key=self.key_of)
 
 
 _NO_ZONE = ZoneConfig("")
@@ -401,81 +420,9 @@ def serves_reverse(zones: Sequence[ZoneConfig]) -> bool:
     return any(zone.name == "arpa" or zone.name.endswith(".arpa") for zone in zones)
 
 
-def _owners(value) -> tuple[str, ...]:
-    """The names of a PTR index entry: one name is stored as itself (two million addresses
-    with one owner each would otherwise hold two million one-name tuples)."""
-    if value is None:
-        return ()
-    return (value,) if type(value) is str else value
-
-
-def _packed(names: list[str]):
-    """The PTR index entry of sorted `names` (None for none)."""
-    if not names:
-        return None
-    return names[0] if len(names) == 1 else tuple(names)
-
-
-def _indexes(records, reverse_ents: bool):
-    """children, below and PTR maps of a full record set ((name, Record) pairs)."""
-    kids: dict[str, list] = {}
-    ptrs: dict[str, object] = {}
-    shared: set[str] = set()
-    for name, rec in records:
-        kids.setdefault(parent(name), []).append(name)
-        if rec.is_address:
-            _add_owner(ptrs, shared, rec.host, name)
-    return _finish_indexes(kids.items(), ptrs, shared, reverse_ents)
-
-
-def _add_owner(ptrs: dict, shared: set, address: str, name: str) -> None:
-    held = ptrs.setdefault(address, name)
-    if held is not name:
-        if type(held) is str:
-            ptrs[address] = [held, name]
-            shared.add(address)
-        else:
-            held.append(name)
-
-
-def _finish_indexes(kids, ptrs: dict, shared: set, reverse_ents: bool):
-    """children (parent -> sorted names), below (name -> records and PTR names strictly
-    below) and the PTR index, from (parent, names) pairs (a parent may come more than once)
-    and the owners of each address (a list where `shared` says several)."""
-    children: dict[str, tuple] = {}
-    below: dict[str, int] = {}
-    level: dict[str, int] = {}        # counts still to go up to the ancestors
-    for par, names in kids:
-        if not names:
-            continue
-        count = len(names)
-        if count > 1:
-            names.sort()
-        held = children.get(par)
-        if held is not None:
-            names = sorted(held + tuple(names))
-        children[par] = tuple(names)
-        below[par] = below.get(par, 0) + count
-        if par:
-            up = parent(par)
-            level[up] = level.get(up, 0) + count
-    for address in shared:
-        ptrs[address] = tuple(sorted(ptrs[address]))
-    if reverse_ents:     # a reverse name with PTRs exists: its ancestors are empty non-terminals
-        for address in ptrs:
-            up = parent(reverse_name(address))
-            level[up] = level.get(up, 0) + 1
-    # each count goes up to every ancestor; a level at a time, so a service's count meets its
-    # siblings' at their shared parent and goes on up as one sum
-    while level:
-        above: dict[str, int] = {}
-        for name, count in level.items():
-            below[name] = below.get(name, 0) + count
-            if name:
-                up = parent(name)
-                above[up] = above.get(up, 0) + count
-        level = above
-    return children, below, ptrs
+def _children(par: str, node) -> tuple[str, ...]:
+    dot = "." + par if par else ""
+    return tuple(label + dot for label in labels(node))
 
 
 def judge(prefix: str, key: str, value: bytes) -> Record:

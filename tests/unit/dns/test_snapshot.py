@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dnsdisco.dns import snapshot as snapshot_mod
-from dnsdisco.dns.names import name_for
+from dnsdisco.dns.names import ancestors, name_for, reverse_name
 from dnsdisco.dns.snapshot import FOLD_AT, Layered, Snapshot, ZoneConfig
 
 PREFIX = "/skydns"
@@ -25,14 +25,28 @@ def build(items, revision=1, zones=ZONES):
 
 
 def state(snap: Snapshot):
-    """Everything a snapshot serves from, as plain dicts."""
+    """Everything a snapshot serves from, as plain dicts, read through its public methods:
+    records, instance names, PTR owners, and the count below every name that has one."""
+    records = dict(snap.named_records())
+    ptrs = dict(snap.ptr_items())
+    names = set()
+    for name in list(records) + [reverse_name(address) for address in ptrs]:
+        names.update(ancestors(name))
+    below = {name: snap.count_below(name) for name in names if snap.count_below(name)}
     return {
-        "records": dict(snap.records.items()),
-        "children": dict(snap.children.items()),
-        "below": dict(snap.below.items()),
-        "ptrs": dict(snap.ptrs.items()),
-        "sizes": (len(snap.records), len(snap.children), len(snap.below), len(snap.ptrs)),
+        "records": records,
+        "children": dict(snap.parents()),
+        "below": below,
+        "ptrs": ptrs,
+        "sizes": (snap.record_count, snap.parent_count, len(ptrs)),
+        "layout": _layout(snap),
     }
+
+
+def _layout(snap: Snapshot):
+    """How the records are held, so two ways to one set of records also hold it alike (a
+    plain value packed, whichever path it came by)."""
+    return {name: type(snap._value_at(name)).__name__ for name, _rec in snap.named_records()}
 
 
 def test_build_indexes():
@@ -44,11 +58,11 @@ def test_build_indexes():
     ], revision=12)
     assert snap.revision == 12
     assert snap.record_count == 4
-    assert snap.children.get("hello.svc.local") == ("a.hello.svc.local", "b.hello.svc.local")
-    assert snap.children.get("_tcp.hello.svc.local") is None          # no record one level below
-    assert snap.children.get("_http._tcp.hello.svc.local") == ("x._http._tcp.hello.svc.local",)
-    assert snap.below.get("hello.svc.local") == 3
-    assert snap.below.get("svc.local") == 4
+    assert snap.instance_names("hello.svc.local") == ("a.hello.svc.local", "b.hello.svc.local")
+    assert snap.instance_names("_tcp.hello.svc.local") == ()         # no record one level below
+    assert snap.instance_names("_http._tcp.hello.svc.local") == ("x._http._tcp.hello.svc.local",)
+    assert snap.count_below("hello.svc.local") == 3
+    assert snap.count_below("svc.local") == 4
     assert snap.exists("_tcp.hello.svc.local")                       # empty non-terminal
     assert snap.exists("hello.svc.local")
     assert not snap.exists("nope.svc.local")
@@ -123,7 +137,7 @@ def test_ptr_index_follows_puts_and_deletes():
     assert not none.exists("0.10.in-addr.arpa")
     assert none.ptr_names("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa") == ("b.y.svc.local",)
     name_host, _, _ = none.apply(4, [("/skydns/local/svc/y/b", val(host="db.example.com"))])
-    assert dict(name_host.ptrs.items()) == {}
+    assert dict(name_host.ptr_items()) == {}
 
 
 @pytest.mark.parametrize("key,value,fragment", [
@@ -228,7 +242,7 @@ def test_many_single_changes_fold_and_match_a_fresh_build():
             etcd[key] = value
             change = (key, value)
         snap, _touched, _ = snap.apply(step + 2, [change])
-    assert len(snap.records._over) < FOLD_AT and len(snap.below._over) < FOLD_AT
+    assert len(snap.nodes._over) < FOLD_AT and len(snap.below._over) < FOLD_AT   # folded on the way
     assert state(snap) == state(build(list(etcd.items())))
     for key in etcd:
         assert snap.record_at(name_for(PREFIX, key)) is not None
@@ -244,7 +258,7 @@ def test_many_single_changes_fold_and_match_a_fresh_build():
 ])
 def test_record_keys_are_held_only_when_the_name_does_not_give_them(prefix, key, kept):
     snap = Snapshot.build(prefix, ZONES, 1, [(key, val(host="10.0.0.1"))])
-    (rec,) = [rec for _name, rec in snap.records.items()]
+    (rec,) = [rec for _name, rec in snap.named_records()]
     assert rec.key == (key if kept else "")
     assert snap.key_of(rec) == key
     assert [snap.key_of(r) for r in snap.all_records()] == [key]

@@ -1,0 +1,202 @@
+"""How a snapshot holds its records (issue 23): per parent name, with the common value packed.
+
+A million services with two instances each are two million records. Held as one Record
+tuple each, with its own name and host strings and a slot in a map by name, they cost more
+than the rest of serve together. Here a record costs no string and no tuple of its own:
+
+- a *node* holds the records one label below a parent name, in the order of their names:
+  a flat tuple (label, value, label, value, ...), or a dict label -> value once a parent has
+  more than BIG of them (a zone apex with thousands of services, where a scan would be slow).
+  Labels are interned, so "i0" is one string across every service.
+- a *value* is an int for the record registrars write (an IPv4 address, a port and no other
+  field): address << 16 | port. Any other record stays a Record, name included (they are few).
+
+`record(name, value)` makes the Record the rules read, on demand; the reply cache makes
+that a cost of first answers only. Pure: snapshot.py and bulk.py build and read nodes
+through these functions only.
+"""
+from __future__ import annotations
+
+import socket
+import sys
+
+from dnsdisco.dns.names import parent, reverse_name
+from dnsdisco.dns.records import Record
+
+BIG = 8           # entries above which a node is a dict (a tuple is scanned)
+_pton, _ntoa, _AF_INET, _new = socket.inet_pton, socket.inet_ntoa, socket.AF_INET, tuple.__new__
+intern = sys.intern
+
+
+def pack(rec: Record):
+    """The value held for `rec`: an int for a plain IPv4 record, else the Record itself."""
+    if len(rec) == 4 and rec[2] == "ipv4":
+        return int.from_bytes(_pton(_AF_INET, rec[1]), "big") << 16 | rec[3]
+    return rec
+
+
+def record(name: str, value) -> Record:
+    """The Record of a held value at `name` (the inverse of `pack`)."""
+    if type(value) is int:
+        return _new(Record, (name, _ntoa((value >> 16).to_bytes(4, "big")), "ipv4", value & 0xFFFF))
+    return value
+
+
+def ptr_key(value):
+    """The PTR index key of a held value: an int for an IPv4 address (the packed value's
+    high bits), the address text for IPv6, None for a record without an address."""
+    if type(value) is int:
+        return value >> 16
+    kind = value[2]
+    if kind == "ipv4":
+        return int.from_bytes(_pton(_AF_INET, value[1]), "big")
+    return value[1] if kind == "ipv6" else None
+
+
+def address_key(address: str):
+    """The PTR index key of a normalised address (as names.address_of_reverse gives it)."""
+    return address if ":" in address else int.from_bytes(_pton(_AF_INET, address), "big")
+
+
+def address_text(key) -> str:
+    """The address of a PTR index key."""
+    return key if type(key) is str else _ntoa(key.to_bytes(4, "big"))
+
+
+def order(par: str):
+    """The sort key of labels under `par` that orders them as their whole names: "a-b" sorts
+    before "a" as "a-b.x" does before "a.x". Under the root a name is its label."""
+    return _dotted if par else None
+
+
+def _dotted(label: str) -> str:
+    return label + "."
+
+
+def lookup(node, label: str):
+    """The value held for `label` in `node`, or None."""
+    if type(node) is tuple:
+        # a node's values are never strings, so `in` and `index` find labels only
+        return node[node.index(label) + 1] if label in node else None
+    return node.get(label)
+
+
+def size(node) -> int:
+    return len(node) // 2 if type(node) is tuple else len(node)
+
+
+def labels(node):
+    """The labels of `node`, in name order."""
+    return node[::2] if type(node) is tuple else tuple(node)
+
+
+def items(node):
+    """(label, value) pairs of `node`, in name order."""
+    return zip(node[::2], node[1::2]) if type(node) is tuple else node.items()
+
+
+def make(par: str, held: dict):
+    """The node of `held` (label -> value) under `par`, None when empty."""
+    if not held:
+        return None
+    ordered = sorted(held, key=order(par)) if len(held) > 1 else list(held)
+    if len(ordered) > BIG:
+        return {label: held[label] for label in ordered}
+    flat = []
+    for label in ordered:
+        flat.append(label)
+        flat.append(held[label])
+    return tuple(flat)
+
+
+# ------------------------------------------------------------ the PTR index and counts below
+
+def owners(value) -> tuple[str, ...]:
+    """The parents of a PTR index entry: one is stored as itself (two million addresses
+    with one owner each would otherwise hold two million one-name tuples)."""
+    if value is None:
+        return ()
+    return (value,) if type(value) is str else value
+
+
+def packed_owners(parents: list[str]):
+    """The PTR index entry of sorted `parents` (None for none)."""
+    if not parents:
+        return None
+    return parents[0] if len(parents) == 1 else tuple(parents)
+
+
+def holds(node, key) -> bool:
+    """Whether `node` holds a record whose address is `key`."""
+    return node is not None and any(ptr_key(value) == key for _label, value in items(node))
+
+
+def owner_names(nodes, parents, key) -> tuple[str, ...]:
+    """The sorted names of the records with address `key` under `parents` (`nodes` maps a
+    parent to its node)."""
+    found = []
+    for par in parents:
+        node = nodes.get(par)
+        if node is not None:
+            dot = "." + par if par else ""
+            found.extend(label + dot for label, value in items(node) if ptr_key(value) == key)
+    if len(found) > 1:
+        found.sort()
+    return tuple(found)
+
+
+def add_owner(ptrs: dict, shared: set, key, par: str) -> None:
+    """Note `par` as holding a record with address `key` (a list where `shared` says several)."""
+    held = ptrs.setdefault(key, par)
+    if held is not par and held != par:
+        if type(held) is str:
+            ptrs[key] = [held, par]
+            shared.add(key)
+        elif par not in held:
+            held.append(par)
+
+
+def indexes(node_items, reverse_ents: bool):
+    """below and PTR maps of a full set of (parent, node) pairs."""
+    ptrs: dict = {}
+    shared: set = set()
+    level: dict[str, int] = {}
+    for par, node in node_items:
+        if par:
+            up = parent(par)
+            level[up] = level.get(up, 0) + size(node)
+        for _label, value in items(node):
+            key = ptr_key(value)
+            if key is not None:
+                add_owner(ptrs, shared, key, par)
+    return finish_indexes(level, ptrs, shared, reverse_ents)
+
+
+def finish_indexes(level: dict, ptrs: dict, shared: set, reverse_ents: bool):
+    """below (from `level`: name -> records two labels below it, each node's size counted at
+    its parent's parent) and the PTR index (a list of owners where `shared` says several)."""
+    for key in shared:
+        ptrs[key] = tuple(sorted(ptrs[key]))
+    if reverse_ents:     # a reverse name with PTRs exists: its ancestors are empty non-terminals
+        nets: dict[int, int] = {}
+        for key in ptrs:
+            if type(key) is int:      # IPv4: counted per /24, whose name is the parent of each
+                nets[key >> 8] = nets.get(key >> 8, 0) + 1
+            else:
+                up = parent(reverse_name(key))
+                level[up] = level.get(up, 0) + 1
+        for net, count in nets.items():
+            up = f"{net & 255}.{net >> 8 & 255}.{net >> 16}.in-addr.arpa"
+            level[up] = level.get(up, 0) + count
+    # each count goes up to every ancestor; a level at a time, so a service's count meets its
+    # siblings' at their shared parent and goes on up as one sum
+    below: dict[str, int] = {}
+    while level:
+        above: dict[str, int] = {}
+        for name, count in level.items():
+            below[name] = below.get(name, 0) + count
+            if name:
+                up = parent(name)
+                above[up] = above.get(up, 0) + count
+        level = above
+    return below, ptrs
