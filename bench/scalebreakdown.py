@@ -208,12 +208,18 @@ def memory_rows(snap) -> list[tuple[str, int, int]]:
     rows.append(("below map (dict; counts two labels down and reverse ENTs)", len(snap.below),
                  layered("below", snap.below)))
     rows.append(("  its names not held above", 0, below_keys))
-    keys = owners = 0
-    for address, held in snap.ptrs.items():
-        keys += once(address)
+    keys = entries = owners = addresses = 0
+    from dnsdisco.dns.nodes import ptr_entries
+    for key, entry in snap.ptrs.items():
+        keys += once(key)
+        entries += once(entry)
+    for _address, held in ptr_entries(snap.ptrs):
+        addresses += 1
         owners += once(held)
-    rows.append(("PTR index (dict: address -> parent)", len(snap.ptrs), layered("ptrs", snap.ptrs)))
-    rows.append(("  address keys (int for IPv4, str for IPv6)", len(snap.ptrs), keys))
+    rows.append((f"PTR index (dict: IPv4 /24 or IPv6 address -> entry; {addresses:,} addresses)", len(snap.ptrs),
+                 layered("ptrs", snap.ptrs)))
+    rows.append(("  keys (int /24, str IPv6)", len(snap.ptrs), keys))
+    rows.append(("  /24 entries (256 slots, or octet/owner pairs)", 0, entries))
     rows.append(("  owner tuples and parent names not held above", 0, owners))
     return rows
 

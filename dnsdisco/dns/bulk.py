@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from typing import Iterable, Sequence
 
 from dnsdisco.dns.names import MAX_NAME, key_for, parent
-from dnsdisco.dns.nodes import (add_owner, finish_indexes, holds, intern, items, lookup, make, owners, pack,
-                                ptr_key, size)
+from dnsdisco.dns.nodes import (add_owner, building_owners, finish_indexes, holds, intern, items, lookup, make,
+                                pack, ptr_key, set_owners, size)
 from dnsdisco.dns.records import _AF_INET, _PORTS, BadValue, Record, _inet_pton, parse
 from dnsdisco.dns.snapshot import _NO_ZONE, Layered, Snapshot, ZoneConfig, serves_reverse
 
@@ -68,7 +68,7 @@ class Builder:
         self._flat: list = []
         self._run_parents: list[str] = []
         self._run_lengths: list[int] = []
-        self._ptrs: dict = {}                   # address -> parent, or a list of several
+        self._ptrs: dict = {}                   # the PTR index being built (nodes.add_owner)
         self._shared: set = set()               # addresses with a list of parents
         self._long: dict[str, tuple] = {}       # name -> (key, Record or None) off the short path
         self._plain_lines = None
@@ -214,13 +214,14 @@ class Builder:
                 run_lengths.append(1)
                 in_run = True
             # nodes.add_owner, written out: this loop runs once per plain key of a full listing
-            held = ptrs.setdefault(address, par)
-            if held is not par and held != par:
-                if type(held) is str:
-                    ptrs[address] = [held, par]
-                    shared.add(address)
-                elif par not in held:
-                    held.append(par)
+            slots = ptrs.get(address >> 8)
+            if slots is None:
+                slots = ptrs[address >> 8] = [None] * 256
+            held = slots[address & 255]
+            if held is None:
+                slots[address & 255] = par
+            elif held is not par and held != par:
+                add_owner(ptrs, shared, address, par)
         if others:
             self.add(others)
 
@@ -319,13 +320,5 @@ class Builder:
             else:
                 nodes[par] = node
         for address in replaced:
-            still = [par for par in owners(ptrs.get(address)) if holds(nodes.get(par), address)]
-            if not still:
-                ptrs.pop(address, None)
-                shared.discard(address)
-            elif len(still) == 1:
-                ptrs[address] = still[0]
-                shared.discard(address)
-            else:
-                ptrs[address] = still
-                shared.add(address)
+            set_owners(ptrs, shared, address,
+                       [par for par in building_owners(ptrs, address) if holds(nodes.get(par), address)])

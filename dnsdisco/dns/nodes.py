@@ -145,15 +145,137 @@ def owner_names(nodes, parents, key) -> tuple[str, ...]:
     return tuple(found)
 
 
+# The PTR index: an IPv6 address (text) -> its owners; an IPv4 /24 (address >> 8, an int) ->
+# the owners of each address in it, one entry per /24: a flat (octet, owners, ...) tuple while
+# it holds at most DENSE_AT addresses, else a 256-slot tuple indexed by the last octet. Owners
+# are the parent names holding records with the address (one as itself, several as a sorted
+# tuple). Addresses come in dense /24s (a pool, a node's pod range): two million of them are
+# then some 8,000 entries, not two million int keys and dict slots.
+DENSE_AT = 64
+
+
+def _slot(entry, octet: int):
+    if len(entry) == 256:
+        return entry[octet]
+    # octets are the only ints in a flat entry (owners are strings or tuples)
+    return entry[entry.index(octet) + 1] if octet in entry else None
+
+
+def ptr_owners(ptrs, key) -> tuple[str, ...]:
+    """The parents holding records with address `key` (nodes.ptr_key) in PTR index `ptrs`."""
+    if type(key) is int:
+        entry = ptrs.get(key >> 8)
+        return () if entry is None else owners(_slot(entry, key & 255))
+    return owners(ptrs.get(key))
+
+
+def size_of_entry(entry) -> int:
+    """Addresses in a /24 entry."""
+    return 256 - entry.count(None) if len(entry) == 256 else len(entry) // 2
+
+
+def _entry_items(entry):
+    """(octet, owners) of a /24 entry."""
+    if entry is None:
+        return ()
+    if len(entry) == 256:
+        return ((octet, held) for octet, held in enumerate(entry) if held is not None)
+    return zip(entry[::2], entry[1::2])
+
+
+def _entry(slots: dict):
+    """The /24 entry of {octet: owners} (None for none)."""
+    if not slots:
+        return None
+    if len(slots) > DENSE_AT:
+        return tuple(slots.get(octet) for octet in range(256))
+    flat = []
+    for octet in sorted(slots):
+        flat.append(octet)
+        flat.append(slots[octet])
+    return tuple(flat)
+
+
+def ptr_entries(ptrs):
+    """(address key, owners entry) of every address in PTR index `ptrs` (a mapping)."""
+    for key, entry in ptrs.items():
+        if type(key) is int:
+            net = key << 8
+            for octet, held in _entry_items(entry):
+                yield net | octet, held
+        else:
+            yield key, entry
+
+
+def ptr_changes(ptrs, changes: dict) -> dict:
+    """The changes to PTR index `ptrs` (for Layered.with_changes) that give each address in
+    `changes` its new owners entry (None: none)."""
+    out = {}
+    nets: dict[int, dict] = {}
+    for key, held in changes.items():
+        if type(key) is int:
+            nets.setdefault(key >> 8, {})[key & 255] = held
+        else:
+            out[key] = held
+    for net, edits in nets.items():      # a /24's entry is replaced whole
+        slots = dict(_entry_items(ptrs.get(net)))
+        for octet, held in edits.items():
+            if held is None:
+                slots.pop(octet, None)
+            else:
+                slots[octet] = held
+        out[net] = _entry(slots)
+    return out
+
+
+# While a listing is built, the index is a dict: /24 -> a list of 256 slots, IPv6 address ->
+# owners; a slot or IPv6 entry with several owners holds a list, its address in `shared`.
+
 def add_owner(ptrs: dict, shared: set, key, par: str) -> None:
-    """Note `par` as holding a record with address `key` (a list where `shared` says several)."""
-    held = ptrs.setdefault(key, par)
+    """Note `par` as holding a record with address `key` in a PTR index being built."""
+    if type(key) is int:
+        slots = ptrs.get(key >> 8)
+        if slots is None:
+            slots = ptrs[key >> 8] = [None] * 256
+        index = key & 255
+        held = slots[index]
+        if held is None:
+            slots[index] = par
+            return
+    else:
+        slots, index = ptrs, key
+        held = ptrs.setdefault(key, par)
     if held is not par and held != par:
         if type(held) is str:
-            ptrs[key] = [held, par]
+            slots[index] = [held, par]
             shared.add(key)
         elif par not in held:
             held.append(par)
+
+
+def set_owners(ptrs: dict, shared: set, key, parents: list) -> None:
+    """Set the owners of `key` in a PTR index being built to `parents` (none: removed)."""
+    slots, index = (ptrs.get(key >> 8), key & 255) if type(key) is int else (ptrs, key)
+    shared.discard(key)
+    if not parents:
+        if slots is ptrs:
+            ptrs.pop(key, None)
+        elif slots is not None:
+            slots[index] = None
+        return
+    if slots is None:
+        slots = ptrs[key >> 8] = [None] * 256
+    slots[index] = parents[0] if len(parents) == 1 else list(parents)
+    if len(parents) > 1:
+        shared.add(key)
+
+
+def building_owners(ptrs: dict, key):
+    """The owners of `key` in a PTR index being built."""
+    if type(key) is int:
+        slots = ptrs.get(key >> 8)
+        return () if slots is None else owners(slots[key & 255])
+    return owners(ptrs.get(key))
 
 
 def indexes(node_items, reverse_ents: bool):
@@ -174,20 +296,19 @@ def indexes(node_items, reverse_ents: bool):
 
 def finish_indexes(level: dict, ptrs: dict, shared: set, reverse_ents: bool):
     """below (from `level`: name -> records two labels below it, each node's size counted at
-    its parent's parent) and the PTR index (a list of owners where `shared` says several)."""
+    its parent's parent) and the PTR index, from one being built (`add_owner`)."""
     for key in shared:
-        ptrs[key] = tuple(sorted(ptrs[key]))
-    if reverse_ents:     # a reverse name with PTRs exists: its ancestors are empty non-terminals
-        nets: dict[int, int] = {}
-        for key in ptrs:
-            if type(key) is int:      # IPv4: counted per /24, whose name is the parent of each
-                nets[key >> 8] = nets.get(key >> 8, 0) + 1
-            else:
-                up = parent(reverse_name(key))
-                level[up] = level.get(up, 0) + 1
-        for net, count in nets.items():
-            up = f"{net & 255}.{net >> 8 & 255}.{net >> 16}.in-addr.arpa"
-            level[up] = level.get(up, 0) + count
+        slots, index = (ptrs[key >> 8], key & 255) if type(key) is int else (ptrs, key)
+        slots[index] = tuple(sorted(slots[index]))
+    for key, slots in ptrs.items():
+        if type(key) is int:
+            ptrs[key] = _entry({octet: held for octet, held in enumerate(slots) if held is not None})
+            if reverse_ents:    # the reverse names with PTRs in a /24 are children of its name
+                up = f"{key & 255}.{key >> 8 & 255}.{key >> 16}.in-addr.arpa"
+                level[up] = level.get(up, 0) + size_of_entry(ptrs[key])
+        elif reverse_ents:      # a reverse name with PTRs exists: its ancestors are empty non-terminals
+            up = parent(reverse_name(key))
+            level[up] = level.get(up, 0) + 1
     # each count goes up to every ancestor; a level at a time, so a service's count meets its
     # siblings' at their shared parent and goes on up as one sum
     below: dict[str, int] = {}

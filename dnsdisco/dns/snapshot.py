@@ -16,7 +16,9 @@ from typing import Iterable, Sequence
 
 from dnsdisco.dns.names import address_of_reverse, ancestors, key_for, name_for, reverse_name
 from dnsdisco.dns.nodes import (address_key, address_text, holds, indexes, intern, items, labels, lookup, make,
-                                owner_names, owners, pack, packed_owners, ptr_key, record, size)
+                                owner_names, owners, pack, packed_owners, ptr_entries, ptr_key, ptr_owners, record,
+                                size)
+from dnsdisco.dns.nodes import ptr_changes as ptr_entry_changes
 from dnsdisco.dns.records import BadValue, Record, parse, wire_problem
 
 _MISSING = object()
@@ -135,7 +137,7 @@ class Snapshot:
     below: Layered              # name -> records two or more labels below it, plus the reverse names
     #                             with PTRs below it while a reverse zone is served (only counts > 0;
     #                             the records one label below are its node's size)
-    ptrs: Layered               # address (nodes.ptr_key) -> the parent holding records with it, or a tuple of several
+    ptrs: Layered               # IPv4 /24 or IPv6 address -> the parents holding records with its addresses (nodes.py)
     record_count: int = 0
     rejected: tuple = ()        # (key, message) of values skipped in the change that made this
     capped: tuple = ()          # names this change left with over max_records_per_name instances
@@ -250,7 +252,7 @@ class Snapshot:
         reverse_ents = serves_reverse(self.zones)
         ptr_changes = {}
         for key, pars in ptr_edits.items():
-            before = owners(self.ptrs.get(key))
+            before = ptr_owners(self.ptrs, key)
             after = sorted({par for par in before if par not in pars} |
                            {par for par in pars if holds(nodes.get(par), key)})
             if owner_names(self.nodes, before, key) != owner_names(nodes, after, key):
@@ -279,7 +281,7 @@ class Snapshot:
         snap = Snapshot(
             self.prefix, self.zones, max(revision, self.revision), nodes,
             self.below.with_changes(below_changes) if below_changes else self.below,
-            self.ptrs.with_changes(ptr_changes) if ptr_changes else self.ptrs,
+            self.ptrs.with_changes(ptr_entry_changes(self.ptrs, ptr_changes)) if ptr_changes else self.ptrs,
             count, tuple(rejected), tuple(capped),
         )
         return snap, frozenset(touched), tuple(rejected)
@@ -364,7 +366,7 @@ class Snapshot:
         if address is None:
             return ()
         key = address_key(address)
-        names = owner_names(self.nodes, owners(self.ptrs.get(key)), key)
+        names = owner_names(self.nodes, ptr_owners(self.ptrs, key), key)
         cap = self._limits(rname).max_records_per_name
         return names[:cap] if len(names) > cap else names
 
@@ -398,7 +400,7 @@ class Snapshot:
     def ptr_items(self):
         """Every (address, owner names) of the PTR index, in no set order."""
         nodes = self.nodes
-        return ((address_text(key), owner_names(nodes, owners(held), key)) for key, held in self.ptrs.items())
+        return ((address_text(key), owner_names(nodes, owners(held), key)) for key, held in ptr_entries(self.ptrs))
 
     def key_of(self, rec: Record) -> str:
         """The etcd key a record was read from."""

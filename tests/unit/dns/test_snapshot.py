@@ -352,3 +352,25 @@ def test_builder_starts_over_when_the_listing_does():
     builder.page(None)
     builder.page(lines_of([("/skydns/local/svc/z/i0", b'{"host":"10.1.1.1","port":1}')]))
     assert state(builder.finish(1)) == state(build([("/skydns/local/svc/z/i0", b'{"host":"10.1.1.1","port":1}')]))
+
+
+def test_ptr_index_of_a_dense_network_follows_changes_both_ways():
+    """A /24 holding more than nodes.DENSE_AT addresses is held as 256 slots, fewer as pairs:
+    changes across that line, one at a time and in one batch, give a fresh build's state."""
+    from dnsdisco.dns.nodes import DENSE_AT
+    etcd = {f"/skydns/local/svc/s{i % 7}/i{i}": val(host=f"10.1.2.{i}", port=i) for i in range(DENSE_AT + 3)}
+    etcd["/skydns/local/svc/twin/a"] = val(host="10.1.2.5")          # a second owner in the dense /24
+    snap = build(list(etcd.items()))
+    assert snap.ptr_names("5.2.1.10.in-addr.arpa") == ("a.twin.svc.local", "i5.s5.svc.local")
+    assert snap.count_below("2.1.10.in-addr.arpa") == DENSE_AT + 3
+    for step, key in enumerate(sorted(etcd)[:6]):               # down across the line, one by one
+        snap, touched, _ = snap.apply(step + 2, [(key, None)])
+        del etcd[key]
+        assert state(snap) == state(build(list(etcd.items())))
+    batch = [(f"/skydns/local/svc/n/i{i}", val(host=f"10.1.2.{i}")) for i in range(100, 200)]
+    snap, touched, _ = snap.apply(20, batch)                      # and up again in one batch
+    etcd.update(batch)
+    assert "150.2.1.10.in-addr.arpa" in touched
+    assert state(snap) == state(build(list(etcd.items())))
+    assert snap.ptr_names("150.2.1.10.in-addr.arpa") == ("i150.n.svc.local",)
+    assert snap.ptr_names("250.2.1.10.in-addr.arpa") == ()
