@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 from dnsdisco.dns.names import MAX_NAME, key_for, parent
 from dnsdisco.dns.nodes import (add_owner, building_owners, finish_indexes, holds, intern, items, lookup, make,
                                 pack, ptr_key, set_owners, size)
-from dnsdisco.dns.records import _AF_INET, _PORTS, BadValue, Record, _inet_pton, parse
+from dnsdisco.dns.records import _AF_INET, _PORTS, BadValue, Record, _inet_pton, _plain_value, parse
 from dnsdisco.dns.snapshot import _NO_ZONE, Layered, Snapshot, ZoneConfig, serves_reverse
 
 
@@ -96,7 +96,8 @@ class Builder:
         run_parents, run_lengths = self._run_parents, self._run_lengths
         base = self._base
         cut_at = len(base)
-        plain = _LIST_KEY.fullmatch
+        plain, plain_value = _LIST_KEY.fullmatch, _plain_value
+        pton, inet, from_bytes = _inet_pton, _AF_INET, int.from_bytes
         last_head = None
         in_run = False
         par = ""
@@ -122,14 +123,27 @@ class Builder:
                 self._one(key, value)
                 in_run = False
                 continue
-            name = label + "." + par
-            try:
-                value = pack(parse(key, name, value, keep_key=False))
-            except BadValue as exc:
-                self.rejected.append((key, str(exc)))
-                self._settle(key, name, None)
-                in_run = False
-                continue
+            found = plain_value(value) if type(value) is bytes else None
+            if found is not None:      # records.parse's own short path, without the Record
+                host, port = found.groups()
+                number = int(port)
+                try:
+                    address = from_bytes(pton(inet, host.decode()), "big")
+                except OSError:
+                    number = 65536
+                if number > 65535:
+                    found = None
+                else:
+                    value = address << 16 | number
+            if found is None:
+                name = label + "." + par
+                try:
+                    value = pack(parse(key, name, value, keep_key=False))
+                except BadValue as exc:
+                    self.rejected.append((key, str(exc)))
+                    self._settle(key, name, None)
+                    in_run = False
+                    continue
             flat.append(intern(label))
             flat.append(value)
             if in_run:
@@ -246,8 +260,11 @@ class Builder:
     def _finish(self, revision: int) -> Snapshot:
         empty = self._empty
         flat, ptrs, shared = self._flat, self._ptrs, self._shared
+        floor = min((z.max_records_per_name for z in empty.zones), default=_NO_ZONE.max_records_per_name)
         nodes: dict = {}
-        pos = 0
+        level: dict[str, int] = {}      # name -> records two labels below it (finish_indexes)
+        over: list[str] = []            # parents that may be over their cap
+        count = pos = 0
         for par, length in zip(self._run_parents, self._run_lengths):
             end = pos + 2 * length
             if length == 1:
@@ -263,34 +280,29 @@ class Builder:
                 merged.update(items(node))
                 node = make(par, merged)
             nodes[par] = node
-        self._flat = self._run_parents = self._run_lengths = None
-        if self._long:
-            self._settle_long(nodes, ptrs, shared)
-        floor = min((z.max_records_per_name for z in empty.zones), default=_NO_ZONE.max_records_per_name)
-        level: dict[str, int] = {}
-        count = 0
-        over = []
-        last_par = up = None
-        for par, node in nodes.items():
-            length = size(node)
             count += length
-            if length > floor:
+            if length > floor or held is not None:
                 over.append(par)
             if par:
-                if par is not last_par:
-                    last_par, up = par, parent(par)
+                up = par.partition(".")[2]
                 level[up] = level.get(up, 0) + length
+        self._flat = self._run_parents = self._run_lengths = None
+        if self._long:
+            count += self._settle_long(nodes, ptrs, shared, level, over)
         below, ptr_map = finish_indexes(level, ptrs, shared, serves_reverse(empty.zones))
         self._ptrs = self._shared = None
-        capped = sorted(name for name in over if size(nodes[name]) > empty._limits(name).max_records_per_name)
+        capped = sorted({name for name in over if name in nodes and size(nodes[name]) > floor
+                         and size(nodes[name]) > empty._limits(name).max_records_per_name})
         return Snapshot(empty.prefix, empty.zones, revision, Layered(nodes), Layered(below), Layered(ptr_map),
                         count, tuple(self.rejected), tuple(capped))
 
-    def _settle_long(self, nodes: dict, ptrs: dict, shared: set) -> None:
-        """Put the records off the short path into `nodes` and the PTR index: a name a
-        short-path key holds too goes to the larger key (the short one is the name's own)."""
+    def _settle_long(self, nodes: dict, ptrs: dict, shared: set, level: dict, over: list) -> int:
+        """Put the records off the short path into `nodes`, the PTR index and the counts:
+        a name a short-path key holds too goes to the larger key (the short one is the
+        name's own). Returns the change in the number of records."""
         prefix = self._empty.prefix
         edits: dict[str, dict] = {}
+        added = 0
         replaced = set()       # addresses of short-path records a larger key took over
         for name, (key, rec) in self._long.items():
             label, _dot, par = name.partition(".")
@@ -314,11 +326,18 @@ class Builder:
                     address = ptr_key(value)
                     if address is not None:
                         add_owner(ptrs, shared, address, par)
+            delta = len(held) - (0 if node is None else size(node))
+            added += delta
+            if par:
+                up = parent(par)
+                level[up] = level.get(up, 0) + delta
             node = make(par, held)
             if node is None:
                 nodes.pop(par, None)
             else:
                 nodes[par] = node
+                over.append(par)
         for address in replaced:
             set_owners(ptrs, shared, address,
                        [par for par in building_owners(ptrs, address) if holds(nodes.get(par), address)])
+        return added

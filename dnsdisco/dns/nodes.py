@@ -169,11 +169,6 @@ def ptr_owners(ptrs, key) -> tuple[str, ...]:
     return owners(ptrs.get(key))
 
 
-def size_of_entry(entry) -> int:
-    """Addresses in a /24 entry."""
-    return 256 - entry.count(None) if len(entry) == 256 else len(entry) // 2
-
-
 def _entry_items(entry):
     """(octet, owners) of a /24 entry."""
     if entry is None:
@@ -302,13 +297,17 @@ def finish_indexes(level: dict, ptrs: dict, shared: set, reverse_ents: bool):
         slots[index] = tuple(sorted(slots[index]))
     for key, slots in ptrs.items():
         if type(key) is int:
-            ptrs[key] = _entry({octet: held for octet, held in enumerate(slots) if held is not None})
+            held = 256 - slots.count(None)
+            ptrs[key] = (tuple(slots) if held > DENSE_AT else
+                         _entry({octet: owned for octet, owned in enumerate(slots) if owned is not None}))
             if reverse_ents:    # the reverse names with PTRs in a /24 are children of its name
                 up = f"{key & 255}.{key >> 8 & 255}.{key >> 16}.in-addr.arpa"
-                level[up] = level.get(up, 0) + size_of_entry(ptrs[key])
+                level[up] = level.get(up, 0) + held
         elif reverse_ents:      # a reverse name with PTRs exists: its ancestors are empty non-terminals
             up = parent(reverse_name(key))
             level[up] = level.get(up, 0) + 1
+    for key in [key for key, entry in ptrs.items() if entry is None]:    # every owner was replaced
+        del ptrs[key]
     # each count goes up to every ancestor; a level at a time, so a service's count meets its
     # siblings' at their shared parent and goes on up as one sum
     below: dict[str, int] = {}

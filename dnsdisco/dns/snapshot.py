@@ -10,6 +10,7 @@ read methods below give Records and names, so no caller depends on that layout.
 from __future__ import annotations
 
 import functools
+import socket
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Iterable, Sequence
@@ -20,6 +21,8 @@ from dnsdisco.dns.nodes import (address_key, address_text, holds, indexes, inter
                                 size)
 from dnsdisco.dns.nodes import ptr_changes as ptr_entry_changes
 from dnsdisco.dns.records import BadValue, Record, parse, wire_problem
+
+_new, _ntoa = tuple.__new__, socket.inet_ntoa
 
 _MISSING = object()
 _DELETED = object()
@@ -322,19 +325,27 @@ class Snapshot:
     def records_for(self, name: str, zone: ZoneConfig | None = None) -> tuple[Record, ...]:
         """The value at the name itself and its instances one label below (never deeper),
         sorted by name. `zone` is the name's zone when the caller knows it already."""
-        own = self.record_at(name)
-        out = [] if own is None else [own]
-        node = self.nodes.find(name)
+        find = self.nodes.find
+        label, _dot, par = name.partition(".")
+        node = find(par)
+        out = []
+        if node is not None:       # nodes.lookup and nodes.record, inline: every first answer passes here
+            value = (node[node.index(label) + 1] if label in node else None) if type(node) is tuple else node.get(label)
+            if value is not None:
+                out.append(_new(Record, (name, _ntoa((value >> 16).to_bytes(4, "big")), "ipv4", value & 0xFFFF))
+                           if type(value) is int else value)
+        node = find(name)
         if node is not None:
-            pairs = items(node)
-            count = size(node)
+            pairs = zip(node[::2], node[1::2]) if type(node) is tuple else node.items()
+            count = len(node) // 2 if type(node) is tuple else len(node)
             if count > 1:
                 cap = (zone or self._limits(name)).max_records_per_name
                 if count > cap:           # the first N by key (instance id); see `capped`
                     pairs = sorted(pairs, key=itemgetter(0))[:cap]
             dot = "." + name if name else ""
             for label, value in pairs:
-                out.append(record(label + dot, value))
+                out.append(_new(Record, (label + dot, _ntoa((value >> 16).to_bytes(4, "big")), "ipv4", value & 0xFFFF))
+                           if type(value) is int else value)
         return tuple(out)
 
     def exists(self, name: str, zone: ZoneConfig | None = None) -> bool:

@@ -374,3 +374,33 @@ def test_ptr_index_of_a_dense_network_follows_changes_both_ways():
     assert state(snap) == state(build(list(etcd.items())))
     assert snap.ptr_names("150.2.1.10.in-addr.arpa") == ("i150.n.svc.local",)
     assert snap.ptr_names("250.2.1.10.in-addr.arpa") == ()
+
+
+_listing_keys = st.builds(lambda par, label, variant: f"/skydns/local/svc/{par}/{variant(label)}",
+                          st.sampled_from(["a", "b", "a/_tcp"]), st.sampled_from(["i0", "i1", "x-y", "x"]),
+                          st.sampled_from([str, str.upper, lambda label: " " + label, lambda label: "\u00a0" + label]))
+_listing_values = st.one_of(
+    st.builds(lambda a, p: b'{"host":"10.0.%d.%d","port":%d}' % (a // 4, a, p), st.integers(1, 6), st.integers(0, 2)),
+    st.builds(lambda a: val(host=f"10.0.0.{a}", ttl=5), st.integers(1, 3)),
+    st.just(b'{"host":"10.0.0.300","port":1}'),
+    st.just(val(text="t")),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(_listing_keys, _listing_values, max_size=14), st.integers(1, 4), st.randoms())
+def test_builder_pages_equal_applying_the_listing_in_key_order(listing, split, rnd):
+    """Short-path keys, keys of one name in other letter case or with a leading space that
+    name_for strips (a no-break space makes a key larger than the name's own), bad and other values, in pages of any order: the
+    Builder's snapshot is the one applying the listing in key order makes."""
+    from dnsdisco.dns.bulk import Builder
+    pairs = sorted(listing.items())
+    applied = Snapshot.empty(PREFIX, ZONES)
+    for key, value in pairs:
+        applied, _touched, _ = applied.apply(1, [(key, value)])
+    pages = [pairs[i:i + split] for i in range(0, len(pairs), split)]
+    rnd.shuffle(pages)
+    builder = Builder(PREFIX, ZONES)
+    for page in pages:
+        builder.page(lines_of(page))
+    assert state(builder.finish(1)) == state(applied)
