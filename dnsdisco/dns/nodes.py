@@ -139,7 +139,11 @@ def owner_names(nodes, parents, key) -> tuple[str, ...]:
         node = nodes.get(par)
         if node is not None:
             dot = "." + par if par else ""
-            found.extend(label + dot for label, value in items(node) if ptr_key(value) == key)
+            if type(key) is int:     # the usual IPv4 owner: its packed value holds the address
+                found.extend(label + dot for label, value in items(node)
+                             if (value >> 16 == key if type(value) is int else ptr_key(value) == key))
+            else:
+                found.extend(label + dot for label, value in items(node) if ptr_key(value) == key)
     if len(found) > 1:
         found.sort()
     return tuple(found)

@@ -312,15 +312,22 @@ class Snapshot:
     def _value_at(self, name: str):
         label, _dot, par = name.partition(".")
         node = self.nodes.find(par)
-        return None if node is None else lookup(node, label)
+        if node is None:
+            return None
+        if type(node) is tuple:      # nodes.lookup, inline
+            return node[node.index(label) + 1] if label in node else None
+        return node.get(label)
 
     def record_at(self, name: str) -> Record | None:
         label, _dot, par = name.partition(".")
         node = self.nodes.find(par)
         if node is None:
             return None
-        value = lookup(node, label)
-        return None if value is None else record(name, value)
+        # nodes.lookup and nodes.record, inline: the rules ask this of every name they meet
+        value = (node[node.index(label) + 1] if label in node else None) if type(node) is tuple else node.get(label)
+        if type(value) is int:
+            return _new(Record, (name, _ntoa((value >> 16).to_bytes(4, "big")), "ipv4", value & 0xFFFF))
+        return value
 
     def records_for(self, name: str, zone: ZoneConfig | None = None) -> tuple[Record, ...]:
         """The value at the name itself and its instances one label below (never deeper),
