@@ -121,8 +121,10 @@ def test_the_helper_hands_lines_that_build_the_same_snapshot(etcd, kv, prefix, s
     rev2, items = kv.list_prefix(prefix)
     assert rev2 == rev
     direct = Snapshot.build(prefix.rstrip("/"), ZONES, rev, items)
-    for field in ("records", "children", "below", "ptrs"):
-        assert dict(getattr(built, field).items()) == dict(getattr(direct, field).items()), field
+    for read in ("named_records", "parents", "ptr_items"):      # the snapshot's public reads
+        assert dict(getattr(built, read)()) == dict(getattr(direct, read)()), read
+    assert [built.count_below(name) for name, _kids in direct.parents()] == \
+        [direct.count_below(name) for name, _kids in direct.parents()]
     assert sorted(built.rejected) == sorted(direct.rejected) and built.rejected
 
 
