@@ -173,17 +173,22 @@ def memory_rows(snap) -> list[tuple[str, int, int]]:
 
     nodes = snap.nodes
     rows.append(("nodes map (dict: parent -> node)", len(nodes), layered("nodes", nodes)))
-    tuples = dicts = parents = labels = ints = recs = rec_strings = extras = 0
-    small = big = packed = other = 0
+    from dnsdisco.dns.nodes import items
+    tuples = dicts = packed_nodes = parents = labels = ints = recs = rec_strings = extras = 0
+    small = big = nbytes = packed = other = 0
     for par, node in nodes.items():
         parents += once(par)
+        if type(node) is bytes:        # labels and values inside: nothing more to count
+            nbytes += 1
+            packed_nodes += once(node)
+            continue
         if type(node) is tuple:
             small += 1
             tuples += once(node)
         else:
             big += 1
             dicts += once(node)
-        for label, value in (zip(node[::2], node[1::2]) if type(node) is tuple else node.items()):
+        for label, value in items(node):
             labels += once(label)
             if type(value) is int:
                 packed += 1
@@ -194,14 +199,15 @@ def memory_rows(snap) -> list[tuple[str, int, int]]:
                 rec_strings += once(value[0]) + once(value[1])
                 if len(value) > 4:
                     extras += once(value[4])
+    rows.append(("  bytes nodes (plain values: count, 6 octets each, labels)", nbytes, packed_nodes))
     rows.append(("  node tuples (label, value, ...)", small, tuples))
     rows.append(("  node dicts (parents of more than nodes.BIG)", big, dicts))
     rows.append(("  parent names (str)", len(nodes), parents))
-    rows.append(("  labels (str, interned)", 0, labels))
-    rows.append(("  packed values (int: IPv4 address and port)", packed, ints))
-    rows.append(("  other values (Record tuples)", other, recs))
-    rows.append(("    their name and host strings", 0, rec_strings))
-    rows.append(("    their rare fields (key, ttl, text, ...)", 0, extras))
+    rows.append(("  labels of tuple and dict nodes (str, interned)", 0, labels))
+    rows.append(("  their packed values (int: IPv4 address and port)", packed, ints))
+    rows.append(("  their other values (Record tuples)", other, recs))
+    rows.append(("    name and host strings of those", 0, rec_strings))
+    rows.append(("    rare fields of those (key, ttl, text, ...)", 0, extras))
     below_keys = 0
     for name, _count in snap.below.items():
         below_keys += once(name)

@@ -267,10 +267,14 @@ class Builder:
         count = pos = 0
         for par, length in zip(self._run_parents, self._run_lengths):
             end = pos + 2 * length
-            if length == 1:
-                node = (flat[pos], flat[pos + 1])
-            elif length == 2 and flat[pos] < flat[pos + 2] and not flat[pos + 2].startswith(flat[pos]):
-                node = (flat[pos], flat[pos + 1], flat[pos + 2], flat[pos + 3])   # in name order already
+            # nodes.make, written out for the usual service: one or two plain values (the short
+            # path of add_lines makes only ints of plain labels), two of them in name order
+            if length == 1 and type(flat[pos + 1]) is int:
+                node = b"\x01" + flat[pos + 1].to_bytes(6, "big") + flat[pos].encode()
+            elif (length == 2 and type(flat[pos + 1]) is int and type(flat[pos + 3]) is int
+                  and flat[pos] < flat[pos + 2] and not flat[pos + 2].startswith(flat[pos])):
+                node = b"".join((b"\x02", flat[pos + 1].to_bytes(6, "big"), flat[pos + 3].to_bytes(6, "big"),
+                                 flat[pos].encode(), b"/", flat[pos + 2].encode()))
             else:
                 node = make(par, dict(zip(flat[pos:end:2], flat[pos + 1:end:2])))
             pos = end

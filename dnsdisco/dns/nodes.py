@@ -2,18 +2,21 @@
 
 A million services with two instances each are two million records. Held as one Record
 tuple each, with its own name and host strings and a slot in a map by name, they cost more
-than the rest of serve together. Here a record costs no string and no tuple of its own:
+than the rest of serve together. Here a record costs no string, tuple or int of its own:
 
-- a *node* holds the records one label below a parent name, in the order of their names:
-  a flat tuple (label, value, label, value, ...), or a dict label -> value once a parent has
-  more than BIG of them (a zone apex with thousands of services, where a scan would be slow).
-  Labels are interned, so "i0" is one string across every service.
 - a *value* is an int for the record registrars write (an IPv4 address, a port and no other
   field): address << 16 | port. Any other record stays a Record, name included (they are few).
+- a *node* holds the records one label below a parent name, in the order of their names:
+  - when every value is such an int (the usual service): one bytes object, the count, each
+    value in 6 octets (address and port, big-endian: the int's own octets), then the labels
+    joined by "/" (a label never holds one: labels come from the parts of etcd keys);
+  - else a flat tuple (label, value, label, value, ...), labels interned;
+  - past BIG entries either way, a dict label -> value (a zone apex with thousands of
+    services, where a scan would be slow).
 
 `record(name, value)` makes the Record the rules read, on demand; the reply cache makes
 that a cost of first answers only. Pure: snapshot.py and bulk.py build and read nodes
-through these functions only.
+through these functions (snapshot.py inlines the tuple and dict cases of `lookup`).
 """
 from __future__ import annotations
 
@@ -75,24 +78,59 @@ def _dotted(label: str) -> str:
 
 def lookup(node, label: str):
     """The value held for `label` in `node`, or None."""
-    if type(node) is tuple:
+    kind = type(node)
+    if kind is tuple:
         # a node's values are never strings, so `in` and `index` find labels only
         return node[node.index(label) + 1] if label in node else None
-    return node.get(label)
+    if kind is dict:
+        return node.get(label)
+    start = 1 + 6 * node[0]
+    names = node[start:].split(b"/")
+    if not label.isascii():
+        return None
+    key = label.encode()
+    if key not in names:
+        return None
+    at = 1 + 6 * names.index(key)
+    return int.from_bytes(node[at:at + 6], "big")
 
 
 def size(node) -> int:
-    return len(node) // 2 if type(node) is tuple else len(node)
+    kind = type(node)
+    return len(node) // 2 if kind is tuple else node[0] if kind is bytes else len(node)
 
 
 def labels(node):
     """The labels of `node`, in name order."""
-    return node[::2] if type(node) is tuple else tuple(node)
+    kind = type(node)
+    if kind is tuple:
+        return node[::2]
+    if kind is bytes:
+        return tuple(node[1 + 6 * node[0]:].decode().split("/"))
+    return tuple(node)
 
 
 def items(node):
     """(label, value) pairs of `node`, in name order."""
-    return zip(node[::2], node[1::2]) if type(node) is tuple else node.items()
+    kind = type(node)
+    if kind is tuple:
+        return zip(node[::2], node[1::2])
+    if kind is bytes:
+        count = node[0]
+        return zip(node[1 + 6 * count:].decode().split("/"),
+                   [int.from_bytes(node[at:at + 6], "big") for at in range(1, 1 + 6 * count, 6)])
+    return node.items()
+
+
+def packable(label: str, value) -> bool:
+    """Whether a (label, value) can go in a bytes node."""
+    return type(value) is int and label.isascii() and "/" not in label
+
+
+def packed(labels, values) -> bytes:
+    """The bytes node of labels and their int values (at most BIG, in name order)."""
+    return (bytes((len(values),)) + b"".join(value.to_bytes(6, "big") for value in values)
+            + "/".join(labels).encode())
 
 
 def make(par: str, held: dict):
@@ -102,6 +140,8 @@ def make(par: str, held: dict):
     ordered = sorted(held, key=order(par)) if len(held) > 1 else list(held)
     if len(ordered) > BIG:
         return {label: held[label] for label in ordered}
+    if all(packable(label, held[label]) for label in ordered):
+        return packed(ordered, [held[label] for label in ordered])
     flat = []
     for label in ordered:
         flat.append(label)

@@ -314,18 +314,15 @@ class Snapshot:
         node = self.nodes.find(par)
         if node is None:
             return None
-        if type(node) is tuple:      # nodes.lookup, inline
-            return node[node.index(label) + 1] if label in node else None
-        return node.get(label)
+        return lookup(node, label)
 
     def record_at(self, name: str) -> Record | None:
         label, _dot, par = name.partition(".")
         node = self.nodes.find(par)
         if node is None:
             return None
-        # nodes.lookup and nodes.record, inline: the rules ask this of every name they meet
-        value = (node[node.index(label) + 1] if label in node else None) if type(node) is tuple else node.get(label)
-        if type(value) is int:
+        value = lookup(node, label)
+        if type(value) is int:      # nodes.record, inline: the rules ask this of every name they meet
             return _new(Record, (name, _ntoa((value >> 16).to_bytes(4, "big")), "ipv4", value & 0xFFFF))
         return value
 
@@ -336,15 +333,15 @@ class Snapshot:
         label, _dot, par = name.partition(".")
         node = find(par)
         out = []
-        if node is not None:       # nodes.lookup and nodes.record, inline: every first answer passes here
-            value = (node[node.index(label) + 1] if label in node else None) if type(node) is tuple else node.get(label)
+        if node is not None:       # nodes.record, inline: every first answer passes here
+            value = lookup(node, label)
             if value is not None:
                 out.append(_new(Record, (name, _ntoa((value >> 16).to_bytes(4, "big")), "ipv4", value & 0xFFFF))
                            if type(value) is int else value)
         node = find(name)
         if node is not None:
-            pairs = zip(node[::2], node[1::2]) if type(node) is tuple else node.items()
-            count = len(node) // 2 if type(node) is tuple else len(node)
+            pairs = items(node)
+            count = size(node)
             if count > 1:
                 cap = (zone or self._limits(name)).max_records_per_name
                 if count > cap:           # the first N by key (instance id); see `capped`

@@ -45,8 +45,9 @@ def state(snap: Snapshot):
 
 def _layout(snap: Snapshot):
     """How the records are held, so two ways to one set of records also hold it alike (a
-    plain value packed, whichever path it came by)."""
-    return {name: type(snap._value_at(name)).__name__ for name, _rec in snap.named_records()}
+    plain value packed, a service's node in bytes, whichever path they came by)."""
+    values = {name: type(snap._value_at(name)).__name__ for name, _rec in snap.named_records()}
+    return values, {par: type(node).__name__ for par, node in snap.nodes.items()}
 
 
 def test_build_indexes():
