@@ -84,14 +84,10 @@ def lookup(node, label: str):
         return node[node.index(label) + 1] if label in node else None
     if kind is dict:
         return node.get(label)
-    start = 1 + 6 * node[0]
-    names = node[start:].split(b"/")
-    if not label.isascii():
+    names = node[1 + 6 * node[0]:].decode().split("/")
+    if label not in names:
         return None
-    key = label.encode()
-    if key not in names:
-        return None
-    at = 1 + 6 * names.index(key)
+    at = 1 + 6 * names.index(label)
     return int.from_bytes(node[at:at + 6], "big")
 
 
@@ -120,6 +116,26 @@ def items(node):
         return zip(node[1 + 6 * count:].decode().split("/"),
                    [int.from_bytes(node[at:at + 6], "big") for at in range(1, 1 + 6 * count, 6)])
     return node.items()
+
+
+def bytes_records(node: bytes, dot: str) -> list:
+    """The Records of a bytes node whose parent is `dot` without its first character: the
+    host text made straight from each value's address octets (`items` and `record` in one)."""
+    out = []
+    at = 1
+    for label in node[1 + 6 * node[0]:].decode().split("/"):
+        out.append(_new(Record, (label + dot, _ntoa(node[at:at + 4]), "ipv4", node[at + 4] << 8 | node[at + 5])))
+        at += 6
+    return out
+
+
+def bytes_record(node: bytes, label: str, name: str):
+    """The Record of `label` (named `name`) in a bytes node, or None."""
+    names = node[1 + 6 * node[0]:].decode().split("/")
+    if label not in names:
+        return None
+    at = 1 + 6 * names.index(label)
+    return _new(Record, (name, _ntoa(node[at:at + 4]), "ipv4", node[at + 4] << 8 | node[at + 5]))
 
 
 def packable(label: str, value) -> bool:

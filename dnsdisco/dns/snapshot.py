@@ -16,9 +16,9 @@ from operator import itemgetter
 from typing import Iterable, Sequence
 
 from dnsdisco.dns.names import address_of_reverse, ancestors, key_for, name_for, reverse_name
-from dnsdisco.dns.nodes import (address_key, address_text, holds, indexes, intern, items, labels, lookup, make,
-                                owner_names, owners, pack, packed_owners, ptr_entries, ptr_key, ptr_owners, record,
-                                size)
+from dnsdisco.dns.nodes import (address_key, address_text, bytes_record, bytes_records, holds, indexes, intern, items,
+                                labels, lookup, make, owner_names, owners, pack, packed_owners, ptr_entries, ptr_key,
+                                ptr_owners, record, size)
 from dnsdisco.dns.nodes import ptr_changes as ptr_entry_changes
 from dnsdisco.dns.records import BadValue, Record, parse, wire_problem
 
@@ -321,6 +321,8 @@ class Snapshot:
         node = self.nodes.find(par)
         if node is None:
             return None
+        if type(node) is bytes:         # the usual service's node
+            return bytes_record(node, label, name)
         value = lookup(node, label)
         if type(value) is int:      # nodes.record, inline: the rules ask this of every name they meet
             return _new(Record, (name, _ntoa((value >> 16).to_bytes(4, "big")), "ipv4", value & 0xFFFF))
@@ -329,28 +331,23 @@ class Snapshot:
     def records_for(self, name: str, zone: ZoneConfig | None = None) -> tuple[Record, ...]:
         """The value at the name itself and its instances one label below (never deeper),
         sorted by name. `zone` is the name's zone when the caller knows it already."""
-        find = self.nodes.find
-        label, _dot, par = name.partition(".")
-        node = find(par)
-        out = []
-        if node is not None:       # nodes.record, inline: every first answer passes here
-            value = lookup(node, label)
-            if value is not None:
-                out.append(_new(Record, (name, _ntoa((value >> 16).to_bytes(4, "big")), "ipv4", value & 0xFFFF))
-                           if type(value) is int else value)
-        node = find(name)
-        if node is not None:
-            pairs = items(node)
-            count = size(node)
-            if count > 1:
-                cap = (zone or self._limits(name)).max_records_per_name
-                if count > cap:           # the first N by key (instance id); see `capped`
-                    pairs = sorted(pairs, key=itemgetter(0))[:cap]
-            dot = "." + name if name else ""
-            for label, value in pairs:
-                out.append(_new(Record, (label + dot, _ntoa((value >> 16).to_bytes(4, "big")), "ipv4", value & 0xFFFF))
-                           if type(value) is int else value)
-        return tuple(out)
+        own = self.record_at(name)
+        node = self.nodes.find(name)
+        if node is None:
+            return () if own is None else (own,)
+        dot = "." + name if name else ""
+        count = size(node)
+        if count > 1:
+            cap = (zone or self._limits(name)).max_records_per_name
+            if count > cap:           # the first N by key (instance id); see `capped`
+                pairs = sorted(items(node), key=itemgetter(0))[:cap]
+                out = [record(label + dot, value) for label, value in pairs]
+                return tuple(out) if own is None else (own, *out)
+        if type(node) is bytes:
+            out = bytes_records(node, dot)
+        else:
+            out = [record(label + dot, value) for label, value in items(node)]
+        return tuple(out) if own is None else (own, *out)
 
     def exists(self, name: str, zone: ZoneConfig | None = None) -> bool:
         """The name has records, static records, or descendants (an empty non-terminal).
