@@ -1,9 +1,10 @@
 """A snapshot of a full listing built as its pages arrive (serve's first sync and re-lists).
 
 Apart from snapshot.py (what a snapshot is, and how a watch batch makes the next one) because
-its only concern is speed at millions of keys: the short paths for the common key and value,
-which make one int per record (dns/nodes.py) and no string, and nodes built from runs of
-siblings instead of a list per parent. `Snapshot.build` uses it;
+its only concern is speed and memory at millions of keys: the short paths for the common key
+and value, which make a parent's node (dns/nodes.py) from a run of siblings and leave no
+object behind per record (a build that made two million objects and dropped them would keep
+their memory: the allocator seldom gives it back). `Snapshot.build` uses it;
 tests/e2e/test_snapshot_million.py holds it to what `Snapshot.apply` makes of the same keys.
 """
 from __future__ import annotations
@@ -13,10 +14,10 @@ import re
 from contextlib import contextmanager
 from typing import Iterable, Sequence
 
-from dnsdisco.dns.names import MAX_NAME, key_for, parent
+from dnsdisco.dns.names import MAX_NAME, key_for
 from dnsdisco.dns.nodes import (add_owner, building_owners, finish_indexes, holds, intern, items, lookup, make,
                                 pack, ptr_key, set_owners, size)
-from dnsdisco.dns.records import _AF_INET, _PORTS, BadValue, Record, _inet_pton, _plain_value, parse
+from dnsdisco.dns.records import _AF_INET, BadValue, Record, _inet_pton, _plain_value, parse
 from dnsdisco.dns.snapshot import _NO_ZONE, Layered, Snapshot, ZoneConfig, serves_reverse
 
 
@@ -34,7 +35,7 @@ def _no_collection():
 
 
 _LIST_KEY = re.compile(r"(?:[a-z0-9_-]{1,63}/)*[a-z0-9_-]{1,63}")
-_PORT_TEXT: dict[str, int] = {}     # "8080" -> 8080, the int shared with records._PORTS
+_PORT_OCTETS: dict[str, bytes] = {}  # "8080" -> b"\x1f\x90"
 _PLAIN_MAX = 64                     # octets a plain value can take at most
 
 
@@ -43,12 +44,14 @@ class Builder:
     (pages of one listing in any order), `restart()` when the listing starts over, then
     `finish(revision)`. Equal to applying the pairs in key order to an empty snapshot.
 
-    The common key (lower case, plain labels, not a zone's apex) takes a short path: its
-    label and value go on a flat list, its parent once per run of siblings; no name is built.
-    Every other key goes through `Snapshot._parse_changes`, as watch events do, and is
-    settled by name at `finish`: two keys for one name (they differ in letter case) are
-    settled as a listing in key order settles them, the larger key wins. A short-path key
-    is its name's own key, so two of them never share a name."""
+    The common key (lower case, plain labels, not a zone's apex) takes a short path: in
+    `add_lines` with a plain value, its label and the octets of its value join the run of
+    its siblings, which becomes their parent's node when the run ends; in `add`, its label
+    and value go on a flat list, its parent once per run. No name is built. Every other key
+    goes through `Snapshot._parse_changes`, as watch events do, and is settled by name at
+    `finish`: two keys for one name (they differ in letter case) are settled as a listing in
+    key order settles them, the larger key wins. A short-path key is its name's own key, so
+    two of them never share a name."""
 
     def __init__(self, prefix: str, zones: Sequence[ZoneConfig]):
         self._empty = Snapshot.empty(prefix, zones)
@@ -63,8 +66,9 @@ class Builder:
 
     def restart(self) -> None:
         self.rejected: list[tuple[str, str]] = []
-        # the short path's records in the order they came: a run of siblings is its parent
-        # and their count, their labels and values one flat list
+        self._nodes: dict = {}                  # parent -> node, of the plain runs of add_lines
+        # the short path of `add` in the order it came: a run of siblings is its parent and
+        # their count, their labels and values one flat list
         self._flat: list = []
         self._run_parents: list[str] = []
         self._run_lengths: list[int] = []
@@ -76,7 +80,7 @@ class Builder:
     @property
     def pending(self) -> int:
         """Records added so far (before names off the short path are settled)."""
-        return len(self._flat) // 2 + len(self._long)
+        return len(self._flat) // 2 + len(self._long) + sum(size(node) for node in self._nodes.values())
 
     def _head(self, head: str):
         """The parent name of a key's directory part, its value limit, the longest label that
@@ -187,15 +191,17 @@ class Builder:
                 rf'^(?:{base}((?:[a-z0-9_-]{{1,63}}/)*[a-z0-9_-]{{1,63}})/([a-z0-9_-]{{1,63}})\t'
                 rf'\{{ ?"host" ?: ?"([0-9.]{{7,15}})" ?, ?"port" ?: ?(0|[1-9][0-9]{{0,4}}) ?\}}|(.*))$',
                 re.M).findall
-        ports, base = _PORT_TEXT, self._base
-        flat, ptrs, shared = self._flat, self._ptrs, self._shared
-        run_parents, run_lengths = self._run_parents, self._run_lengths
+        ports, base = _PORT_OCTETS, self._base
+        ptrs, shared = self._ptrs, self._shared
         pton, inet, from_bytes = _inet_pton, _AF_INET, int.from_bytes
         last_head = None
-        in_run = False
         par = ""
         limit = room = 0
         apex = ()
+        # the run of siblings under one parent so far: its node is made when the run ends, so
+        # a record leaves no object of its own behind (nodes.make, written out)
+        run_labels: list[str] = []
+        run_octets: list[bytes] = []
         others: list[tuple[str, bytes]] = []    # lines for `add`, after the plain ones (the
         # larger key wins whatever the order, and `add` keeps its own runs of siblings)
         for head, label, host, port, other in self._plain_lines(text):
@@ -204,40 +210,56 @@ class Builder:
                 others.append((key, value.encode()))
                 continue
             if head != last_head:
+                if run_labels:
+                    self._run_node(par, run_labels, run_octets)
+                    run_labels, run_octets = [], []
                 last_head = head
                 par, limit, room, apex = self._head(head)
-                in_run = False
-            number = ports.get(port)
-            if number is None:
+            octets = ports.get(port)
+            if octets is None:
                 number = int(port)
-                if number <= 65535:
-                    number = ports.setdefault(port, _PORTS.setdefault(number, number))
+                octets = ports.setdefault(port, number.to_bytes(2, "big")) if number <= 65535 else None
             try:
-                address = from_bytes(pton(inet, host), "big")
+                address = pton(inet, host)
             except OSError:
-                number = 65536
-            if number > 65535 or limit < _PLAIN_MAX or len(label) > room or label in apex:
+                octets = None
+            if octets is None or limit < _PLAIN_MAX or len(label) > room or label in apex:
                 others.append((f"{base}{head}/{label}", f'{{"host":"{host}","port":{port}}}'.encode()))
                 continue
-            flat.append(intern(label))
-            flat.append(address << 16 | number)       # nodes.pack, written out
-            if in_run:
-                run_lengths[-1] += 1
-            else:
-                run_parents.append(par)
-                run_lengths.append(1)
-                in_run = True
+            run_labels.append(label)
+            run_octets.append(address)
+            run_octets.append(octets)
             # nodes.add_owner, written out: this loop runs once per plain key of a full listing
-            slots = ptrs.get(address >> 8)
+            key = from_bytes(address, "big")
+            slots = ptrs.get(key >> 8)
             if slots is None:
-                slots = ptrs[address >> 8] = [None] * 256
-            held = slots[address & 255]
+                slots = ptrs[key >> 8] = [None] * 256
+            held = slots[key & 255]
             if held is None:
-                slots[address & 255] = par
+                slots[key & 255] = par
             elif held is not par and held != par:
-                add_owner(ptrs, shared, address, par)
+                add_owner(ptrs, shared, key, par)
+        if run_labels:
+            self._run_node(par, run_labels, run_octets)
         if others:
             self.add(others)
+
+    def _run_node(self, par: str, run_labels: list, run_octets: list) -> None:
+        """Hold a run of plain siblings from `add_lines` (labels in key order, and the address
+        and port octets of each) as `par`'s node, merged with what it holds already."""
+        count = len(run_labels)
+        if count == 1 or (count == 2 and run_labels[0] < run_labels[1] and not run_labels[1].startswith(run_labels[0])):
+            node = b"".join((bytes((count,)), *run_octets, "/".join(run_labels).encode()))
+        else:
+            values = [int.from_bytes(run_octets[i] + run_octets[i + 1], "big") for i in range(0, 2 * count, 2)]
+            node = make(par, dict(zip(run_labels, values)))
+        nodes = self._nodes
+        held = nodes.get(par)
+        if held is not None:       # the parent's siblings came in two runs (two pages, or deeper keys between)
+            merged = dict(items(held))
+            merged.update(items(node))
+            node = make(par, merged)
+        nodes[par] = node
 
     def _one(self, key: str, value) -> None:
         """A key off the short path, parsed as a watch event is."""
@@ -260,53 +282,42 @@ class Builder:
     def _finish(self, revision: int) -> Snapshot:
         empty = self._empty
         flat, ptrs, shared = self._flat, self._ptrs, self._shared
-        floor = min((z.max_records_per_name for z in empty.zones), default=_NO_ZONE.max_records_per_name)
-        nodes: dict = {}
-        level: dict[str, int] = {}      # name -> records two labels below it (finish_indexes)
-        over: list[str] = []            # parents that may be over their cap
-        count = pos = 0
-        for par, length in zip(self._run_parents, self._run_lengths):
+        nodes = self._nodes
+        pos = 0
+        for par, length in zip(self._run_parents, self._run_lengths):     # the runs of `add`
             end = pos + 2 * length
-            # nodes.make, written out for the usual service: one or two plain values (the short
-            # path of add_lines makes only ints of plain labels), two of them in name order
-            if length == 1 and type(flat[pos + 1]) is int:
-                node = b"\x01" + flat[pos + 1].to_bytes(6, "big") + flat[pos].encode()
-            elif (length == 2 and type(flat[pos + 1]) is int and type(flat[pos + 3]) is int
-                  and flat[pos] < flat[pos + 2] and not flat[pos + 2].startswith(flat[pos])):
-                node = b"".join((b"\x02", flat[pos + 1].to_bytes(6, "big"), flat[pos + 3].to_bytes(6, "big"),
-                                 flat[pos].encode(), b"/", flat[pos + 2].encode()))
-            else:
-                node = make(par, dict(zip(flat[pos:end:2], flat[pos + 1:end:2])))
+            held = dict(zip(flat[pos:end:2], flat[pos + 1:end:2]))
             pos = end
-            held = nodes.get(par)
-            if held is not None:       # the parent's siblings came in two runs (two pages, or deeper keys between)
-                merged = dict(items(held))
-                merged.update(items(node))
-                node = make(par, merged)
-            nodes[par] = node
+            node = nodes.get(par)
+            if node is not None:       # the parent's siblings came in two runs (two pages, or deeper keys between)
+                held.update(items(node))
+            nodes[par] = make(par, held)
+        self._flat = self._run_parents = self._run_lengths = self._nodes = None
+        if self._long:
+            self._settle_long(nodes, ptrs, shared)
+        floor = min((z.max_records_per_name for z in empty.zones), default=_NO_ZONE.max_records_per_name)
+        level: dict[str, int] = {}      # name -> records two labels below it (finish_indexes)
+        over: list[str] = []            # parents over the smallest cap
+        count = 0
+        for par, node in nodes.items():
+            length = node[0] if type(node) is bytes else size(node)
             count += length
-            if length > floor or held is not None:
+            if length > floor:
                 over.append(par)
             if par:
                 up = par.partition(".")[2]
                 level[up] = level.get(up, 0) + length
-        self._flat = self._run_parents = self._run_lengths = None
-        if self._long:
-            count += self._settle_long(nodes, ptrs, shared, level, over)
         below, ptr_map = finish_indexes(level, ptrs, shared, serves_reverse(empty.zones))
         self._ptrs = self._shared = None
-        capped = sorted({name for name in over if name in nodes and size(nodes[name]) > floor
-                         and size(nodes[name]) > empty._limits(name).max_records_per_name})
+        capped = sorted(name for name in over if size(nodes[name]) > empty._limits(name).max_records_per_name)
         return Snapshot(empty.prefix, empty.zones, revision, Layered(nodes), Layered(below), Layered(ptr_map),
                         count, tuple(self.rejected), tuple(capped))
 
-    def _settle_long(self, nodes: dict, ptrs: dict, shared: set, level: dict, over: list) -> int:
-        """Put the records off the short path into `nodes`, the PTR index and the counts:
-        a name a short-path key holds too goes to the larger key (the short one is the
-        name's own). Returns the change in the number of records."""
+    def _settle_long(self, nodes: dict, ptrs: dict, shared: set) -> None:
+        """Put the records off the short path into `nodes` and the PTR index: a name a
+        short-path key holds too goes to the larger key (the short one is the name's own)."""
         prefix = self._empty.prefix
         edits: dict[str, dict] = {}
-        added = 0
         replaced = set()       # addresses of short-path records a larger key took over
         for name, (key, rec) in self._long.items():
             label, _dot, par = name.partition(".")
@@ -330,18 +341,11 @@ class Builder:
                     address = ptr_key(value)
                     if address is not None:
                         add_owner(ptrs, shared, address, par)
-            delta = len(held) - (0 if node is None else size(node))
-            added += delta
-            if par:
-                up = parent(par)
-                level[up] = level.get(up, 0) + delta
             node = make(par, held)
             if node is None:
                 nodes.pop(par, None)
             else:
                 nodes[par] = node
-                over.append(par)
         for address in replaced:
             set_owners(ptrs, shared, address,
                        [par for par in building_owners(ptrs, address) if holds(nodes.get(par), address)])
-        return added
