@@ -106,16 +106,25 @@ def sync_phases(endpoint: str, etcd_pid: int | None) -> list[tuple]:
             revision, _ = pkv.list_prefix(dataset.PREFIX + "/", pages=builder.page)
             built["builder"], built["revision"] = builder, revision
             return f"{builder.pending:,} records"
-        measure("range + transfer + Builder.page (labels, packed values, runs, PTR)", build, helper)
+        measure("range + transfer + Builder.page (nodes of runs of siblings, PTR)", build, helper)
 
         def finish():
             snap = built.pop("builder").finish(built["revision"])
             return f"{snap.record_count:,} records"
-        measure("Builder.finish (nodes, below, PTR tuples)", finish)
+        measure("Builder.finish (merged runs, off-path names, below, PTR entries)", finish)
         pkv.close()
     finally:
         gc.enable()
     return rows
+
+
+def rss_mib() -> float:
+    """This process's resident memory."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def build_in_process(ds: dataset.Dataset, traced_too: bool):
@@ -123,6 +132,8 @@ def build_in_process(ds: dataset.Dataset, traced_too: bool):
     t0 = time.process_time()
     pages = helper_pages(ds, 5000)
     packed = time.process_time() - t0
+    gc.collect()
+    with_pages = rss_mib()
     gc.collect()
     gc.disable()
     try:
@@ -135,6 +146,7 @@ def build_in_process(ds: dataset.Dataset, traced_too: bool):
         snap = builder.finish(1)
         finished = time.process_time() - t0
         del builder
+        grown = rss_mib() - with_pages     # what the build left resident (freed objects' arenas too)
         traced = None
         if traced_too:      # again, traced: tracemalloc slows every allocation, so not timed
             snap = None
@@ -151,8 +163,9 @@ def build_in_process(ds: dataset.Dataset, traced_too: bool):
         gc.enable()
     del pages
     return snap, [("(bench side: generate the dataset, pack it as the helper does)", packed),
-                  ("Builder.page: parse values, labels, packed values, runs, PTR", added),
-                  ("Builder.finish: nodes, below, PTR tuples", finished)], traced
+                  ("Builder.page: parse values, runs of siblings made into nodes, PTR", added),
+                  ("Builder.finish: merged runs, off-path names, below, PTR entries", finished),
+                  ("(RSS MiB this process grew by in the build, not CPU s)", grown)], traced
 
 
 def memory_rows(snap) -> list[tuple[str, int, int]]:
