@@ -37,6 +37,7 @@ def _no_collection():
 _LIST_KEY = re.compile(r"(?:[a-z0-9_-]{1,63}/)*[a-z0-9_-]{1,63}")
 _PORT_OCTETS: dict[str, bytes] = {}  # "8080" -> b"\x1f\x90"
 _PLAIN_MAX = 64                     # octets a plain value can take at most
+_COUNTS = [bytes((count,)) for count in range(3)]    # the first octet of a bytes node
 
 
 class Builder:
@@ -62,6 +63,8 @@ class Builder:
             if zone.name:
                 label, _dot, par = zone.name.partition(".")
                 self._apexes.setdefault(par, set()).add(label)
+        self._zone_names = frozenset(zone.name for zone in self._empty.zones)
+        self._memo_cut, self._memo_dir, self._memo_limit = -2, "", 0     # see _head
         self.restart()
 
     def restart(self) -> None:
@@ -88,8 +91,17 @@ class Builder:
         labels = head.split("/")
         labels.reverse()
         par = ".".join(labels)
-        return (par, self._empty._limits(par).max_value_bytes, MAX_NAME - len(par) - 1,
-                self._apexes.get(par, ()))
+        cut = head.rfind("/")
+        # a parent's zone is its directory's unless it is a zone apex itself: siblings' parents
+        # (one per service) share their directory's limit, found once
+        if par in self._zone_names:
+            limit = self._empty._limits(par).max_value_bytes
+        elif cut == self._memo_cut and head.startswith(self._memo_dir):
+            limit = self._memo_limit
+        else:
+            limit = self._memo_limit = self._empty._limits(par).max_value_bytes
+            self._memo_cut, self._memo_dir = cut, head[:cut + 1]
+        return par, limit, MAX_NAME - len(par) - 1, self._apexes.get(par, ())
 
     def add(self, pairs: Iterable[tuple[str | bytes, bytes]]) -> None:
         with _no_collection():
@@ -192,7 +204,7 @@ class Builder:
                 rf'\{{ ?"host" ?: ?"([0-9.]{{7,15}})" ?, ?"port" ?: ?(0|[1-9][0-9]{{0,4}}) ?\}}|(.*))$',
                 re.M).findall
         ports, base = _PORT_OCTETS, self._base
-        ptrs, shared = self._ptrs, self._shared
+        ptrs, shared, nodes = self._ptrs, self._shared, self._nodes
         pton, inet, from_bytes = _inet_pton, _AF_INET, int.from_bytes
         last_head = None
         par = ""
@@ -211,8 +223,16 @@ class Builder:
                 continue
             if head != last_head:
                 if run_labels:
-                    self._run_node(par, run_labels, run_octets)
-                    run_labels, run_octets = [], []
+                    # _run_node, written out for the usual service: a new parent, one or two
+                    # siblings in name order
+                    count = len(run_labels)
+                    if par not in nodes and (count == 1 or (count == 2 and run_labels[0] < run_labels[1]
+                                                            and not run_labels[1].startswith(run_labels[0]))):
+                        nodes[par] = b"".join((_COUNTS[count], *run_octets, "/".join(run_labels).encode()))
+                    else:
+                        self._run_node(par, run_labels, run_octets)
+                    run_labels.clear()
+                    run_octets.clear()
                 last_head = head
                 par, limit, room, apex = self._head(head)
             octets = ports.get(port)
@@ -249,7 +269,7 @@ class Builder:
         and port octets of each) as `par`'s node, merged with what it holds already."""
         count = len(run_labels)
         if count == 1 or (count == 2 and run_labels[0] < run_labels[1] and not run_labels[1].startswith(run_labels[0])):
-            node = b"".join((bytes((count,)), *run_octets, "/".join(run_labels).encode()))
+            node = b"".join((_COUNTS[count], *run_octets, "/".join(run_labels).encode()))
         else:
             values = [int.from_bytes(run_octets[i] + run_octets[i + 1], "big") for i in range(0, 2 * count, 2)]
             node = make(par, dict(zip(run_labels, values)))

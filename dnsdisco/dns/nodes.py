@@ -26,7 +26,7 @@ import sys
 from dnsdisco.dns.names import parent, reverse_name
 from dnsdisco.dns.records import Record
 
-BIG = 8           # entries above which a node is a dict (a tuple is scanned)
+BIG = 8           # entries above which a node is a dict (a tuple or bytes node is scanned)
 _pton, _ntoa, _AF_INET, _new = socket.inet_pton, socket.inet_ntoa, socket.AF_INET, tuple.__new__
 intern = sys.intern
 
