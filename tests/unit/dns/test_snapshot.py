@@ -405,3 +405,32 @@ def test_builder_pages_equal_applying_the_listing_in_key_order(listing, split, r
     for page in pages:
         builder.page(lines_of(page))
     assert state(builder.finish(1)) == state(applied)
+
+
+_LIMITED_ZONES = (ZoneConfig("svc.local", max_value_bytes=64), ZoneConfig("big.svc.local", max_value_bytes=200),
+                  ZoneConfig("local", max_value_bytes=100), ZoneConfig("zz.big.svc.local", max_value_bytes=64))
+
+
+@pytest.mark.parametrize("paths, refused", [
+    (("svc/a/x", "svc/big/x", "svc/big/b/x", "svc/c/x", "other/x", "svc/x", "big/x"), {"svc/a/x", "svc/c/x", "svc/x"}),
+    (("svc/big/b/x", "svc/big/x", "svc/bih/d/x"), {"svc/bih/d/x"}),       # beside a directory of another zone
+    (("svc/big/b/x", "svc/big/x", "svc/big/zz/q/x"), {"svc/big/zz/q/x"}),  # below it, in a zone of its own
+])
+def test_builder_gives_each_parent_its_own_zones_value_limit(paths, refused):
+    """A parent's value limit is its zone's; siblings' parents share their directory's, but
+    a parent that is a zone apex, beside the directory or below it in another zone has its own."""
+    from dnsdisco.dns.bulk import Builder
+    long = b'{"host":"10.0.0.1","port":1,   "weight":5}' + b" " * 40         # 82 octets
+    pairs = sorted([(f"/skydns/local/{path}", long) for path in paths]
+                   + [("/skydns/local/svc/big/a/y", b'{"host":"10.0.0.2","port":2}')])
+    applied = Snapshot.empty(PREFIX, _LIMITED_ZONES)
+    rejected = []
+    for key, value in pairs:
+        applied, _touched, skipped = applied.apply(1, [(key, value)])
+        rejected += skipped
+    builder = Builder(PREFIX, _LIMITED_ZONES)
+    builder.page(lines_of(pairs))
+    built = builder.finish(1)
+    assert state(built) == state(applied)
+    assert sorted(built.rejected) == sorted(rejected)
+    assert {key[len("/skydns/local/"):] for key, _message in rejected} == refused
