@@ -168,7 +168,7 @@ class Builder:
                 run_parents.append(par)
                 run_lengths.append(1)
                 in_run = True
-            address = ptr_key(value)
+            address = value >> 16 if type(value) is int else ptr_key(value)
             if address is not None:
                 add_owner(ptrs, shared, address, par)
 
@@ -249,15 +249,13 @@ class Builder:
             run_labels.append(label)
             run_octets.append(address)
             run_octets.append(octets)
-            # nodes.add_owner, written out: this loop runs once per plain key of a full listing
+            # nodes.add_owner, written out for a dense /24 (this loop runs once per plain key
+            # of a full listing); a new /24 or a sparse one, and shared addresses, take the call
             key = from_bytes(address, "big")
             slots = ptrs.get(key >> 8)
-            if slots is None:
-                slots = ptrs[key >> 8] = [None] * 256
-            held = slots[key & 255]
-            if held is None:
+            if type(slots) is list and slots[key & 255] is None:
                 slots[key & 255] = par
-            elif held is not par and held != par:
+            else:
                 add_owner(ptrs, shared, key, par)
         if run_labels:
             self._run_node(par, run_labels, run_octets)
@@ -306,12 +304,26 @@ class Builder:
         pos = 0
         for par, length in zip(self._run_parents, self._run_lengths):     # the runs of `add`
             end = pos + 2 * length
-            held = dict(zip(flat[pos:end:2], flat[pos + 1:end:2]))
+            # nodes.make, written out for the usual service: one or two plain values under a
+            # new parent, two in name order (the short path takes plain labels only)
+            if par in nodes or type(flat[pos + 1]) is not int:
+                node = None
+            elif length == 1:
+                node = b"".join((_COUNTS[1], flat[pos + 1].to_bytes(6, "big"), flat[pos].encode()))
+            elif (length == 2 and type(flat[pos + 3]) is int and flat[pos] < flat[pos + 2]
+                  and not flat[pos + 2].startswith(flat[pos])):
+                node = b"".join((_COUNTS[2], flat[pos + 1].to_bytes(6, "big"), flat[pos + 3].to_bytes(6, "big"),
+                                 flat[pos].encode(), b"/", flat[pos + 2].encode()))
+            else:
+                node = None
+            if node is None:
+                held = dict(zip(flat[pos:end:2], flat[pos + 1:end:2]))
+                node = nodes.get(par)
+                if node is not None:   # the parent's siblings came in two runs (two pages, or deeper keys between)
+                    held.update(items(node))
+                node = make(par, held)
+            nodes[par] = node
             pos = end
-            node = nodes.get(par)
-            if node is not None:       # the parent's siblings came in two runs (two pages, or deeper keys between)
-                held.update(items(node))
-            nodes[par] = make(par, held)
         self._flat = self._run_parents = self._run_lengths = self._nodes = None
         if self._long:
             self._settle_long(nodes, ptrs, shared)

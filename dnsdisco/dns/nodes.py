@@ -283,19 +283,31 @@ def ptr_changes(ptrs, changes: dict) -> dict:
     return out
 
 
-# While a listing is built, the index is a dict: /24 -> a list of 256 slots, IPv6 address ->
-# owners; a slot or IPv6 entry with several owners holds a list, its address in `shared`.
+# While a listing is built, the index is a dict: /24 -> its slots, IPv6 address -> owners. A
+# /24's slots are a dict octet -> owners while it holds at most DENSE_AT addresses (scattered
+# addresses cost no 256 slots each), then a list of 256. A slot or IPv6 entry with several
+# owners holds a list, its address in `shared`.
+
+def _dense(slots: dict) -> list:
+    dense = [None] * 256
+    for octet, held in slots.items():
+        dense[octet] = held
+    return dense
+
 
 def add_owner(ptrs: dict, shared: set, key, par: str) -> None:
     """Note `par` as holding a record with address `key` in a PTR index being built."""
     if type(key) is int:
+        index = key & 255
         slots = ptrs.get(key >> 8)
         if slots is None:
-            slots = ptrs[key >> 8] = [None] * 256
-        index = key & 255
-        held = slots[index]
+            ptrs[key >> 8] = {index: par}
+            return
+        held = slots[index] if type(slots) is list else slots.get(index)
         if held is None:
             slots[index] = par
+            if type(slots) is dict and len(slots) > DENSE_AT:
+                ptrs[key >> 8] = _dense(slots)
             return
     else:
         slots, index = ptrs, key
@@ -310,16 +322,19 @@ def add_owner(ptrs: dict, shared: set, key, par: str) -> None:
 
 def set_owners(ptrs: dict, shared: set, key, parents: list) -> None:
     """Set the owners of `key` in a PTR index being built to `parents` (none: removed)."""
-    slots, index = (ptrs.get(key >> 8), key & 255) if type(key) is int else (ptrs, key)
     shared.discard(key)
+    if type(key) is int:
+        slots, index = ptrs.get(key >> 8), key & 255
+        if slots is None:
+            slots = ptrs[key >> 8] = {}
+    else:
+        slots, index = ptrs, key
     if not parents:
-        if slots is ptrs:
-            ptrs.pop(key, None)
-        elif slots is not None:
+        if type(slots) is list:
             slots[index] = None
+        else:
+            slots.pop(index, None)
         return
-    if slots is None:
-        slots = ptrs[key >> 8] = [None] * 256
     slots[index] = parents[0] if len(parents) == 1 else list(parents)
     if len(parents) > 1:
         shared.add(key)
@@ -329,7 +344,9 @@ def building_owners(ptrs: dict, key):
     """The owners of `key` in a PTR index being built."""
     if type(key) is int:
         slots = ptrs.get(key >> 8)
-        return () if slots is None else owners(slots[key & 255])
+        if slots is None:
+            return ()
+        return owners(slots[key & 255] if type(slots) is list else slots.get(key & 255))
     return owners(ptrs.get(key))
 
 
@@ -357,16 +374,20 @@ def finish_indexes(level: dict, ptrs: dict, shared: set, reverse_ents: bool):
         slots[index] = tuple(sorted(slots[index]))
     for key, slots in ptrs.items():
         if type(key) is int:
-            held = 256 - slots.count(None)
-            ptrs[key] = (tuple(slots) if held > DENSE_AT else
-                         _entry({octet: owned for octet, owned in enumerate(slots) if owned is not None}))
+            if type(slots) is dict:
+                held = len(slots)
+                ptrs[key] = _entry(slots)
+            else:
+                held = 256 - slots.count(None)
+                ptrs[key] = (tuple(slots) if held > DENSE_AT else     # unless owners were taken away
+                             _entry({octet: owned for octet, owned in enumerate(slots) if owned is not None}))
             if reverse_ents:    # the reverse names with PTRs in a /24 are children of its name
                 up = f"{key & 255}.{key >> 8 & 255}.{key >> 16}.in-addr.arpa"
                 level[up] = level.get(up, 0) + held
         elif reverse_ents:      # a reverse name with PTRs exists: its ancestors are empty non-terminals
             up = parent(reverse_name(key))
             level[up] = level.get(up, 0) + 1
-    for key in [key for key, entry in ptrs.items() if entry is None]:    # every owner was replaced
+    for key in [key for key, entry in ptrs.items() if entry is None]:    # every owner was taken away
         del ptrs[key]
     # each count goes up to every ancestor; a level at a time, so a service's count meets its
     # siblings' at their shared parent and goes on up as one sum

@@ -362,6 +362,11 @@ def test_ptr_index_of_a_dense_network_follows_changes_both_ways():
     etcd = {f"/skydns/local/svc/s{i % 7}/i{i}": val(host=f"10.1.2.{i}", port=i) for i in range(DENSE_AT + 3)}
     etcd["/skydns/local/svc/twin/a"] = val(host="10.1.2.5")          # a second owner in the dense /24
     snap = build(list(etcd.items()))
+    from dnsdisco.dns.bulk import Builder
+    builder = Builder(PREFIX, ZONES)
+    builder.page(lines_of(sorted((key, b'{"host":"%s","port":1}' % json.loads(value)["host"].encode())
+                                 for key, value in etcd.items())))
+    assert dict(builder.finish(1).ptr_items()) == dict(snap.ptr_items())      # helper lines: the other path
     assert snap.ptr_names("5.2.1.10.in-addr.arpa") == ("a.twin.svc.local", "i5.s5.svc.local")
     assert snap.count_below("2.1.10.in-addr.arpa") == DENSE_AT + 3
     for step, key in enumerate(sorted(etcd)[:6]):               # down across the line, one by one
