@@ -280,6 +280,7 @@ def idle_tcp(sup, a, ds, res, live_srv, qfiles):
 
 COLD_PASS = 50_000        # questions in the cold pass: half the reply cache's default size, so
                           # the pass and its repeat fit beside what the mixed file's runs left
+COLD_PASS_MIN = 1_000
 EVERY_LIMIT_S = 60        # bound on the every-question pass (100,000 services: ~700,000 queries)
 
 
@@ -344,7 +345,8 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
     mixed = dataset.mixed_queries(ds, a.query_lines)
     qpath = write_queries(tmp / f"mixed-{n}.txt", mixed)
     cold_lines = dataset.cold_questions(ds, COLD_PASS, mixed)
-    cold = write_queries(tmp / f"cold-{n}.txt", cold_lines) if cold_lines else None
+    # too few names left unasked at small sizes for a pass that measures anything
+    cold = write_queries(tmp / f"cold-{n}.txt", cold_lines) if len(cold_lines) >= COLD_PASS_MIN else None
     every = write_queries(tmp / f"every-{n}.txt", list(dataset.every_question(ds)))
     for name in a.live:
         row = {"target": name, "services": n}
@@ -373,7 +375,7 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
             if refs and None not in refs:
                 row["repeat_ratios"] = [r.qps / q for r, q in zip(repeats, refs)]
             # a pass over names never asked before, then the same pass again: what a first answer
-            # costs against a repeat, with nothing else in the file (none left at small sizes)
+            # costs against a repeat, with nothing else in the file
             if cold:
                 first_pass = dnsperf.run(srv.port, cold, EVERY_LIMIT_S, a.clients, passes=1, cpus=a.load_cpus)
                 second_pass = dnsperf.run(srv.port, cold, EVERY_LIMIT_S, a.clients, passes=1, cpus=a.load_cpus)
