@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from dnsdisco.dns import snapshot
-from dnsdisco.dns.snapshot import Layered
+from dnsdisco.dns import layered
+from dnsdisco.dns.layered import Layered
 
 
 def _read(m: Layered, keys) -> dict:
@@ -23,8 +23,8 @@ def _read(m: Layered, keys) -> dict:
     (1024, 16, 50, 5),   # the real fold size: the overlay alone
 ])
 def test_any_change_sequence_reads_as_a_dict(monkeypatch, fold_at, share, base_size, seed):
-    monkeypatch.setattr(snapshot, "FOLD_AT", fold_at)
-    monkeypatch.setattr(snapshot, "MIDDLE_SHARE", share)
+    monkeypatch.setattr(layered, "FOLD_AT", fold_at)
+    monkeypatch.setattr(layered, "MIDDLE_SHARE", share)
     rng = random.Random(seed)
     keys = [f"k{i}" for i in range(base_size + 60)]
     truth = {key: i for i, key in enumerate(keys[:base_size])}
@@ -58,8 +58,8 @@ def test_any_change_sequence_reads_as_a_dict(monkeypatch, fold_at, share, base_s
 
 
 def test_the_base_is_copied_only_when_the_middle_tier_reaches_its_share(monkeypatch):
-    monkeypatch.setattr(snapshot, "FOLD_AT", 4)
-    monkeypatch.setattr(snapshot, "MIDDLE_SHARE", 4)
+    monkeypatch.setattr(layered, "FOLD_AT", 4)
+    monkeypatch.setattr(layered, "MIDDLE_SHARE", 4)
     m = Layered({f"b{i}": i for i in range(64)})
     base = m._base
     copies = 0
