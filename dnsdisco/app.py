@@ -123,6 +123,14 @@ def run_serve(cfg, args=None) -> int:
         except StartupError as exc:
             return abort(str(exc))
     on_swap = _freezing(_reporting_caps(responder.on_swap, metrics))
+    packing = None
+    if cfg.precompute_budget:      # packing answers ahead after every full sync
+        from dnsdisco.dns.precompute import MIB, Packer
+        packer = Packer(responder, cfg.precompute_budget * MIB)
+        metrics.track_precompute(lambda: packer.added, lambda: packer.used,
+                                 lambda: int(packer.state == packer.RUNNING))
+        full_sync = Event()
+        on_swap = _waking(on_swap, full_sync)
     catalogue = None
     if cfg.http:   # the live catalogue page sees every swap (catalogue.py)
         from dnsdisco.ops.catalogue import Catalogue
@@ -175,6 +183,8 @@ def run_serve(cfg, args=None) -> int:
     gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(reload))
 
     sync_greenlet = gevent.spawn(syncer.run)
+    if cfg.precompute_budget:
+        packing = gevent.spawn(_pack_ahead, packer, full_sync, metrics)
     supervisor = None
     if embedded is not None and embedded.started:
         supervisor = gevent.spawn(_supervise, embedded, metrics, stopping)
@@ -189,6 +199,8 @@ def run_serve(cfg, args=None) -> int:
         if responder.xfr.notifier is not None:
             responder.xfr.notifier.stop()
         syncer.stop()
+        if packing is not None:
+            packing.kill(block=True, timeout=0.1)
         if supervisor is not None:
             supervisor.kill(block=True, timeout=0.1)
         sync_greenlet.kill(block=True, timeout=_left(deadline, 0.1))
@@ -213,6 +225,60 @@ def _yield_to_io() -> None:
     if now - _yielded[0] >= YIELD_EVERY:
         gevent.sleep(0.0005)
         _yielded[0] = time.monotonic()
+
+
+BUSY_PAUSE = (0.005, 0.1)   # packing ahead waits this long, doubling, while queries arrive
+
+
+def _pack_ahead(packer, full_sync, metrics) -> None:
+    """The greenlet that packs answers ahead (dns/precompute.py) after every full sync, a
+    short batch at a time. Between batches the sockets get their turn (a timed sleep at least
+    every YIELD_EVERY, so the loop polls them and the sync's own greenlet runs); while queries
+    arrive it pauses, longer each time, so a busy server spends almost nothing on it. A new
+    full sync starts it over on the new snapshot."""
+    import gc
+
+    import gevent
+    from dnsdisco.dns.precompute import MIB
+    while True:
+        full_sync.wait()
+        full_sync.clear()
+        packer.begin()
+        started = polled = time.monotonic()
+        pause = 0.0
+        seen = metrics.queries_answered()
+        while packer.step():
+            if full_sync.is_set():
+                break
+            answered = metrics.queries_answered()
+            if answered != seen:
+                pause = min(BUSY_PAUSE[1], max(BUSY_PAUSE[0], pause * 2))
+                gevent.sleep(pause)
+                seen = metrics.queries_answered()
+                polled = time.monotonic()
+                continue
+            pause = 0.0
+            now = time.monotonic()
+            if now - polled >= YIELD_EVERY:
+                gevent.sleep(0.0005)
+                polled = time.monotonic()
+            else:
+                gevent.sleep(0)
+        if packer.state == packer.DONE:
+            gc.freeze()          # as after a full sync: collections need not walk these answers
+            log.info("packed %d answers ahead (~%.1f MiB, stopped by %s) in %.1f s", packer.added,
+                     packer.used / MIB, {"all": "the end of the list", "budget": "--precompute-budget",
+                                         "cache": "7/8 of --cache-size"}[packer.why],
+                     time.monotonic() - started)
+
+
+def _waking(on_swap, event):
+    """on_swap that also sets `event` after a full sync (touched None)."""
+    def swapped(snap, touched):
+        on_swap(snap, touched)
+        if touched is None:
+            event.set()
+    return swapped
 
 
 def _tsig_keys(cfg) -> dict:

@@ -32,6 +32,8 @@ _now = time.perf_counter
 XFR_QTYPES = frozenset((T_IXFR, T_AXFR))   # handed to `xfr` (net.transfer.Transfers)
 NOT_MINE = object()   # what `xfr.handle` returns for a message the usual path answers
 _SERIAL = struct.Struct("!I")
+_PLAIN_HEADER = struct.pack("!HHHHHH", 0, 0x0100, 1, 0, 0, 0)   # id 0, RD, one question
+_QUESTION_TAIL = struct.Struct("!HH")
 
 
 class _NoTransfers:
@@ -120,7 +122,7 @@ class Responder:
     def _may_forward(self, client, data: bytes) -> bool:
         """Whether this query goes upstream: forwarding is on, the client is allowed, and it
         asked for recursion (RD); without RD a name outside our zones is REFUSED."""
-        return (self.forwarder is not None and data[2] & 0x01
+        return (self.forwarder is not None and data[2] & 0x01 and client is not None
                 and (self.acl is None or self.acl.allows(client[0])))
 
     def handle(self, data: bytes, transport: str, client) -> bytes | list | None:
@@ -203,6 +205,35 @@ class Responder:
             qtype_seen = fq[2] if isinstance(fq, tuple) else 0
             self.metrics.query(qtype_seen, reply[3] & 0xF, transport, _now() - started, hit)
         return reply
+
+    def prepare(self, lname: bytes, qtype: int) -> _Entry | None:
+        """Pack ahead the reply to a plain query (RD set, no EDNS, as glibc and dnsperf send
+        it) for `lname` (lower-case wire) and `qtype`, on the path a first query takes, so the
+        cache holds the entry that query would have left there. Its exact-query entry is
+        left for the first real query to make (it would double what an answer packed ahead
+        costs), and the answer order is left at its start, so clients see the same rotation
+        as without it; no query is counted. The new cache entry, or None when there is none
+        to add (not ready, already cached, outside our zones, or not cacheable)."""
+        if not self.ready or (self.forwarder is not None and not self._in_zone(lname)):
+            return None
+        limit = udp_limit(False, 0)
+        key = cache_key(lname, qtype, 1, False, False, limit)
+        if key in self.cache.entries:
+            return None
+        data = _PLAIN_HEADER + lname + _QUESTION_TAIL.pack(qtype, 1)
+        # client None: never forwarded (a CNAME out of our zones is then not cached either)
+        self._first(data, "udp", None, lname, lname, qtype, 1, False, False, limit, key)
+        entry = self.cache.entries.get(key)
+        if entry is None:
+            return None
+        entry.turn = 0
+        table = self._exact["udp"]
+        exact = table.get(data[2:])
+        if exact is not None and exact.entry is entry:
+            del table[data[2:]]
+            entry.detach(exact)
+        self.cache.put_ahead(key)
+        return entry
 
     @staticmethod
     def _patched(variant: bytes, data: bytes, qname: bytes) -> bytes:
