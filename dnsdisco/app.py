@@ -228,12 +228,14 @@ def _yield_to_io() -> None:
 
 
 BUSY_PAUSE = (0.005, 0.1)   # packing ahead waits this long, doubling, while queries arrive
+PACK_POLL_EVERY = 0.001     # seconds of packing ahead between two polls of the sockets
 
 
 def _pack_ahead(packer, full_sync, metrics) -> None:
     """The greenlet that packs answers ahead (dns/precompute.py) after every full sync, a
     short batch at a time. Between batches the sockets get their turn (a timed sleep at least
-    every YIELD_EVERY, so the loop polls them and the sync's own greenlet runs); while queries
+    every PACK_POLL_EVERY, so the loop polls them and the sync's own greenlet runs: gevent
+    runs sleep(0)'s callbacks for up to its switch interval without polling); while queries
     arrive it pauses, longer each time, so a busy server spends almost nothing on it. A new
     full sync starts it over on the new snapshot."""
     import gc
@@ -259,8 +261,8 @@ def _pack_ahead(packer, full_sync, metrics) -> None:
                 continue
             pause = 0.0
             now = time.monotonic()
-            if now - polled >= YIELD_EVERY:
-                gevent.sleep(0.0005)
+            if now - polled >= PACK_POLL_EVERY:
+                gevent.sleep(0.0001)
                 polled = time.monotonic()
             else:
                 gevent.sleep(0)

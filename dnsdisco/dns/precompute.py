@@ -34,11 +34,12 @@ HEADROOM = 8          # stop at (HEADROOM - 1) / HEADROOM of the cache's size
 # What one packed-ahead answer holds besides its reply octets: the cache entry (a slotted
 # object), its dict slot and key, its slot in the name index, the variants tuple and its key
 # in the eviction order. Measured with tracemalloc over the answers packed ahead at 100,000
-# services of the bench dataset by bench/precompute_cost.py (python -m bench.precompute_cost),
-# less the replies' own octets, and rounded up.
-ENTRY_OVERHEAD = 340
+# services of the bench dataset by bench/precompute_cost.py (python -m bench.precompute_cost,
+# at the default --cache-size and at --cache-size 500000),
+# less the replies' own octets (354 and 373 octets), and rounded up.
+ENTRY_OVERHEAD = 370
 REPLY_OVERHEAD = 33   # a bytes object's header (sys.getsizeof(b"")), per packed reply variant
-NAME_OVERHEAD = 2     # the name appears in both keys: each holds it once more
+NAME_OVERHEAD = 1     # the cache key holds the name once more
 
 
 def questions(snapshot) -> Iterator[tuple[bytes, int]]:

@@ -94,9 +94,9 @@ def test_budget_stops_at_its_octets_or_seven_eighths_of_the_cache(octets, cache_
 
 
 @pytest.mark.parametrize("lname, variants, expected", [
-    (b"\x01a\x00", (b"x" * 100,), ENTRY_OVERHEAD + 2 * 3 + 100 + REPLY_OVERHEAD),
-    (b"\x01a\x00", (b"x" * 100, b"y" * 100), ENTRY_OVERHEAD + 2 * 3 + 2 * (100 + REPLY_OVERHEAD)),
-    (b"\x03abc\x01b\x00", (b"",), ENTRY_OVERHEAD + 2 * 7 + REPLY_OVERHEAD),
+    (b"\x01a\x00", (b"x" * 100,), ENTRY_OVERHEAD + 3 + 100 + REPLY_OVERHEAD),
+    (b"\x01a\x00", (b"x" * 100, b"y" * 100), ENTRY_OVERHEAD + 3 + 2 * (100 + REPLY_OVERHEAD)),
+    (b"\x03abc\x01b\x00", (b"",), ENTRY_OVERHEAD + 7 + REPLY_OVERHEAD),
 ])
 def test_entry_cost_counts_the_replies_and_the_name(lname, variants, expected):
     assert entry_cost(lname, variants) == expected
