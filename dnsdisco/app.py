@@ -227,43 +227,42 @@ def _yield_to_io() -> None:
         _yielded[0] = time.monotonic()
 
 
-BUSY_PAUSE = (0.005, 0.1)   # packing ahead waits this long, doubling, while queries arrive
 PACK_POLL_EVERY = 0.001     # seconds of packing ahead between two polls of the sockets
 
 
 def _pack_ahead(packer, full_sync, metrics) -> None:
     """The greenlet that packs answers ahead (dns/precompute.py) after every full sync, a
-    short batch at a time. Between batches the sockets get their turn (a timed sleep at least
-    every PACK_POLL_EVERY, so the loop polls them and the sync's own greenlet runs: gevent
-    runs sleep(0)'s callbacks for up to its switch interval without polling); while queries
-    arrive it pauses, longer each time, so a busy server spends almost nothing on it. A new
-    full sync starts it over on the new snapshot."""
+    short batch at a time. Between batches the sockets get their turn: a timed sleep at least
+    every PACK_POLL_EVERY makes the loop poll them and run the sync's greenlet (gevent runs
+    sleep(0)'s callbacks for up to its switch interval without polling). When queries were
+    answered since the last batch, the process's CPU time over that gap says how busy the
+    server is, and the next batch waits so that packing takes only the idle share
+    (precompute.pause_after). A new full sync starts it over on the new snapshot."""
     import gc
 
     import gevent
-    from dnsdisco.dns.precompute import MIB
+    from dnsdisco.dns.precompute import MIB, pause_after
+    clock, cpu = time.monotonic, time.process_time
     while True:
         full_sync.wait()
         full_sync.clear()
         packer.begin()
-        started = polled = time.monotonic()
-        pause = 0.0
+        started = polled = clock()
         seen = metrics.queries_answered()
-        while packer.step():
-            if full_sync.is_set():
-                break
-            answered = metrics.queries_answered()
-            if answered != seen:
-                pause = min(BUSY_PAUSE[1], max(BUSY_PAUSE[0], pause * 2))
-                gevent.sleep(pause)
-                seen = metrics.queries_answered()
-                polled = time.monotonic()
-                continue
-            pause = 0.0
-            now = time.monotonic()
-            if now - polled >= PACK_POLL_EVERY:
+        while packer.step() and not full_sync.is_set():
+            ended = clock()
+            if ended - polled >= PACK_POLL_EVERY:
+                worked, gap_cpu = ended - polled, cpu()
                 gevent.sleep(0.0001)
-                polled = time.monotonic()
+                polled = clock()
+                answered = metrics.queries_answered()
+                if answered != seen:            # queries came: wait by how busy the gap was
+                    seen = answered
+                    busy = (cpu() - gap_cpu) / max(polled - ended, 1e-6)
+                    pause = pause_after(worked, busy)
+                    if pause:
+                        gevent.sleep(pause)
+                        polled = clock()
             else:
                 gevent.sleep(0)
         if packer.state == packer.DONE:
@@ -271,7 +270,7 @@ def _pack_ahead(packer, full_sync, metrics) -> None:
             log.info("packed %d answers ahead (~%.1f MiB, stopped by %s) in %.1f s", packer.added,
                      packer.used / MIB, {"all": "the end of the list", "budget": "--precompute-budget",
                                          "cache": "7/8 of --cache-size"}[packer.why],
-                     time.monotonic() - started)
+                     clock() - started)
 
 
 def _waking(on_swap, event):

@@ -30,13 +30,15 @@ from dnsdisco.dns.wire import encode_name
 MIB = 1 << 20
 BATCH = 32            # questions per step: a step is one short turn of the event loop
 HEADROOM = 8          # stop at (HEADROOM - 1) / HEADROOM of the cache's size
+MIN_IDLE = 0.02       # a saturated server still gives packing this share, so it ends some day
+LONGEST_PAUSE = 0.1   # seconds, at most, between two batches
 
 # What one packed-ahead answer holds besides its reply octets: the cache entry (a slotted
 # object), its dict slot and key, its slot in the name index, the variants tuple and its key
 # in the eviction order. Measured with tracemalloc over the answers packed ahead at 100,000
 # services of the bench dataset by bench/precompute_cost.py (python -m bench.precompute_cost,
 # at the default --cache-size and at --cache-size 500000),
-# less the replies' own octets (354 and 373 octets), and rounded up.
+# less the replies' own octets, and rounded up to the larger of the two.
 ENTRY_OVERHEAD = 370
 REPLY_OVERHEAD = 33   # a bytes object's header (sys.getsizeof(b"")), per packed reply variant
 NAME_OVERHEAD = 1     # the cache key holds the name once more
@@ -54,6 +56,17 @@ def questions(snapshot) -> Iterator[tuple[bytes, int]]:
         if snapshot.zone_of(name) is not None:
             for instance in instances:
                 yield encode_name(instance), T_A
+
+
+def pause_after(batch_seconds: float, busy: float) -> float:
+    """Seconds to wait after a batch that took `batch_seconds`, when the server spent the
+    share `busy` (0 to 1) of the time since the batch before on anything else (answering
+    queries, applying etcd changes): packing ahead takes only the idle share of the time,
+    and at least MIN_IDLE of it, so a busy server spends almost nothing on it."""
+    busy = min(max(busy, 0.0), 1.0)
+    if busy <= 0.0:
+        return 0.0
+    return min(LONGEST_PAUSE, batch_seconds * busy / max(1.0 - busy, MIN_IDLE))
 
 
 def entry_cost(lname: bytes, variants) -> int:

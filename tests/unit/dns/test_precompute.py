@@ -9,8 +9,8 @@ import struct
 import pytest
 
 from dnsdisco.dns.constants import T_A, T_SRV
-from dnsdisco.dns.precompute import (ENTRY_OVERHEAD, HEADROOM, REPLY_OVERHEAD, Budget, Packer, entry_cost,
-                                     questions)
+from dnsdisco.dns.precompute import (ENTRY_OVERHEAD, HEADROOM, LONGEST_PAUSE, MIN_IDLE, REPLY_OVERHEAD, Budget,
+                                     Packer, entry_cost, pause_after, questions)
 from dnsdisco.dns.responder import Responder
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from dnsdisco.dns.wire import encode_name
@@ -100,6 +100,20 @@ def test_budget_stops_at_its_octets_or_seven_eighths_of_the_cache(octets, cache_
 ])
 def test_entry_cost_counts_the_replies_and_the_name(lname, variants, expected):
     assert entry_cost(lname, variants) == expected
+
+
+@pytest.mark.parametrize("batch, busy, pause", [
+    (0.001, 0.0, 0.0),                        # idle: the next batch at once
+    (0.001, -0.5, 0.0),                       # a clock step back reads as idle, not as a negative wait
+    (0.001, 0.5, 0.001),                      # half busy: packing gets the other half
+    (0.001, 0.75, 0.003),
+    (0.001, 0.9, 0.009),
+    (0.001, 1.0, 0.001 / MIN_IDLE),           # saturated: packing gets MIN_IDLE of the time
+    (0.001, 3.0, 0.001 / MIN_IDLE),           # CPU time over wall time can exceed 1 (other threads)
+    (0.01, 1.0, LONGEST_PAUSE),               # never longer than this between batches
+])
+def test_pause_after_a_batch_leaves_packing_the_idle_share(batch, busy, pause):
+    assert pause_after(batch, busy) == pytest.approx(pause)
 
 
 # ---------------------------------------------------------------- packing through the responder
