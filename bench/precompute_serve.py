@@ -5,7 +5,8 @@
 For each budget, on one etcd loaded with the bench dataset: start serve, wait until it answers
 the last-loaded name (ready), then wait until /metrics says the packing ahead is done (`idle`:
 no query meanwhile), and report the seconds that took, RSS (serve and its etcd helper), then
-dnsperf over the mixed file once (first pass, -n 1) and again (repeat), and their ratio.
+dnsperf over the mixed file once (first pass, -n 1) and again (repeat), their ratio, and RSS
+after both.
 With `--no-idle` the first pass starts at ready, as bench.run's scale table does: the packing
 then backs off under dnsperf's load and the first pass is nearly a cold one.
 """
@@ -38,6 +39,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="dnsperf -l: the bound of one pass")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--no-idle", action="store_true", help="start the first pass at ready")
+    parser.add_argument("--rounds", type=int, default=1, help="run the budgets this many times, in turn")
     args = parser.parse_args(argv)
     ds = dataset.Dataset(args.services)
     with servers.Supervisor() as sup:
@@ -48,8 +50,9 @@ def main(argv=None) -> int:
         print(f"loaded {count:,} keys in {secs:.1f} s")
         queries = str(Path(sup.root) / "mixed.txt")
         Path(queries).write_text(dataset.query_file_text(dataset.mixed_queries(ds, 100_000)))
-        print("budget MiB | ready s | packed in s | answers | RSS MiB | first qps | repeat qps | first/repeat")
-        for budget in [int(b) for b in args.budgets.split(",")]:
+        print("budget MiB | ready s | packed in s | answers | RSS MiB | first qps | repeat qps | first/repeat "
+              "| RSS after MiB")
+        for budget in [int(b) for b in args.budgets.split(",")] * args.rounds:
             http = servers.free_port()
             extra = ["--precompute-budget", str(budget), "--http", f"127.0.0.1:{http}"]
             if args.cache_size:
@@ -68,7 +71,7 @@ def main(argv=None) -> int:
                 first = dnsperf.run(srv.port, queries, args.seconds, args.clients, passes=1)
                 repeat = dnsperf.run(srv.port, queries, args.seconds, args.clients, passes=1)
                 print(f"{budget} | {ready:.1f} | {packed_s:.1f} | {answers:,.0f} | {rss:.0f} | {first.qps:,.0f} | "
-                      f"{repeat.qps:,.0f} | {first.qps / repeat.qps:.2f}")
+                      f"{repeat.qps:,.0f} | {first.qps / repeat.qps:.2f} | {srv.rss_mib():.0f}", flush=True)
             finally:
                 sup.stop(srv)
     return 0

@@ -8,6 +8,7 @@ import json
 import socket
 import urllib.request
 
+import dns.flags
 import dns.message
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,10 +36,12 @@ def metric(port: int, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def raw(port: int, name: str, rdtype: str, qid: int) -> bytes:
-    """The reply bytes to a plain query (RD, no EDNS, as glibc sends it)."""
+def raw(port: int, name: str, rdtype: str, qid: int, rd: bool = True) -> bytes:
+    """The reply bytes to a query without EDNS, as glibc (RD set) and dnsperf (RD clear) send it."""
     msg = dns.message.make_query(name, rdtype, use_edns=False)
     msg.id = qid
+    if not rd:
+        msg.flags &= ~dns.flags.RD
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(2.0)
         sock.sendto(msg.to_wire(), ("127.0.0.1", port))
@@ -82,7 +85,9 @@ def test_packed_ahead_answers_are_cache_hits_and_the_same_bytes(loaded):
         samples += [(f"i{j}.s{i:05d}.svc.local", "A") for i in (3, 15_000) for j in (0, 1)]
         for name, rdtype in samples:
             for turn in range(3):                                   # the rotation too
-                assert raw(warm.port, name, rdtype, turn) == raw(cold.port, name, rdtype, turn), (name, rdtype)
+                rd = turn != 1
+                assert raw(warm.port, name, rdtype, turn, rd) == raw(cold.port, name, rdtype, turn, rd), \
+                    (name, rdtype, rd)
 
 
 def test_a_put_while_packing_ahead_is_served_at_once(loaded):

@@ -33,9 +33,10 @@ def build(items, revision=3, zones=ZONES):
     return Snapshot.build(PREFIX, zones, revision, items)
 
 
-def plain(name: str, qtype: int, qid: int = 4242) -> bytes:
-    """A query as glibc and dnsperf send it: RD, no EDNS."""
-    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + encode_name(name) + struct.pack("!HH", qtype, 1)
+def plain(name: str, qtype: int, qid: int = 4242, rd: bool = True) -> bytes:
+    """A query without EDNS, as glibc (RD set) and dnsperf (RD clear) send it."""
+    return (struct.pack("!HHHHHH", qid, 0x0100 if rd else 0, 1, 0, 0, 0) + encode_name(name)
+            + struct.pack("!HH", qtype, 1))
 
 
 def run(packer: Packer) -> int:
@@ -118,7 +119,8 @@ def test_pause_after_a_batch_leaves_packing_the_idle_share(batch, busy, pause):
 
 # ---------------------------------------------------------------- packing through the responder
 
-def test_packed_answers_are_the_bytes_and_rotation_a_first_query_gets():
+@pytest.mark.parametrize("rd", [True, False])
+def test_packed_answers_are_the_bytes_and_rotation_a_first_query_gets(rd):
     snap = build(services(20, per=3))
     cold, warm = Responder(snap), Responder(snap)
     packer = Packer(warm, 1 << 30)
@@ -128,8 +130,8 @@ def test_packed_answers_are_the_bytes_and_rotation_a_first_query_gets():
     for name, qtype in [(f"s{i:04d}.svc.local", t) for i in range(20) for t in (T_A, T_SRV)] + \
                        [(f"i{j}.s{i:04d}.svc.local", T_A) for i in range(20) for j in range(3)]:
         for turn in range(4):                 # the rotation goes on the same way
-            assert warm.handle(plain(name, qtype, turn), "udp", CLIENT) == \
-                   cold.handle(plain(name, qtype, turn), "udp", CLIENT), (name, qtype, turn)
+            assert warm.handle(plain(name, qtype, turn, rd), "udp", CLIENT) == \
+                   cold.handle(plain(name, qtype, turn, rd), "udp", CLIENT), (name, qtype, turn)
     assert len(warm.cache) == len(cold.cache) == 100
 
 
