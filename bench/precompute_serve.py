@@ -8,7 +8,9 @@ no query meanwhile), and report the seconds that took, RSS (serve and its etcd h
 dnsperf over the mixed file once (first pass, -n 1) and again (repeat), their ratio, and RSS
 after both.
 With `--no-idle` the first pass starts at ready, as bench.run's scale table does: the packing
-then backs off under dnsperf's load and the first pass is nearly a cold one.
+then backs off under dnsperf's load and the first pass is nearly a cold one. With `--burst`,
+put -> served latency under a burst of 1,000 puts/s started at ready (bench.live.burst, as
+in the scale table), while the answers are being packed.
 """
 from __future__ import annotations
 
@@ -40,13 +42,14 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--no-idle", action="store_true", help="start the first pass at ready")
     parser.add_argument("--rounds", type=int, default=1, help="run the budgets this many times, in turn")
+    parser.add_argument("--burst", action="store_true", help="instead of dnsperf: put -> served under a "
+                        "burst of 1,000 puts/s started at ready, while the answers are being packed")
     args = parser.parse_args(argv)
     ds = dataset.Dataset(args.services)
     with servers.Supervisor() as sup:
         etcd = servers.start_etcd(sup)
         client = live.etcd_client(etcd.extra["endpoint"])
         count, secs = live.load(client, ds.etcd_items())
-        client.close()
         print(f"loaded {count:,} keys in {secs:.1f} s")
         queries = str(Path(sup.root) / "mixed.txt")
         Path(queries).write_text(dataset.query_file_text(dataset.mixed_queries(ds, 100_000)))
@@ -61,6 +64,14 @@ def main(argv=None) -> int:
             try:
                 servers.wait_dns(srv, ds.last_name(), 300)
                 ready = time.monotonic() - srv.extra["t0"]
+                if args.burst:
+                    burst = live.burst(client, srv.port, puts=1000, rate=1000).summary()
+                    packing = (f"packing running after it: {_metric(http, 'dnsdisco_precompute_running'):.0f}, "
+                               f"{_metric(http, 'dnsdisco_precomputed_answers'):,.0f} answers" if budget else "")
+                    print(f"{budget} MiB: ready {ready:.1f} s; burst {burst['n']} served, p50 {burst['p50']:.2f} "
+                          f"ms, p99 {burst['p99']:.2f} ms, max {burst['max']:.2f} ms, {burst['timeouts']} "
+                          f"timeouts; {packing}", flush=True)
+                    continue
                 packed_s = 0.0
                 if budget and not args.no_idle:
                     packed_s = servers.wait_until(lambda: _metric(http, "dnsdisco_precompute_running") == 0
@@ -74,6 +85,7 @@ def main(argv=None) -> int:
                       f"{repeat.qps:,.0f} | {first.qps / repeat.qps:.2f} | {srv.rss_mib():.0f}", flush=True)
             finally:
                 sup.stop(srv)
+        client.close()
     return 0
 
 

@@ -227,16 +227,13 @@ def _yield_to_io() -> None:
         _yielded[0] = time.monotonic()
 
 
-PACK_POLL_EVERY = 0.001     # seconds of packing ahead between two polls of the sockets
-
-
 def _pack_ahead(packer, full_sync, metrics) -> None:
     """The greenlet that packs answers ahead (dns/precompute.py) after every full sync, a
-    short batch at a time. Between batches the sockets get their turn: a timed sleep at least
-    every PACK_POLL_EVERY makes the loop poll them and run the sync's greenlet (gevent runs
-    sleep(0)'s callbacks for up to its switch interval without polling). When queries were
-    answered since the last batch, the process's CPU time over that gap says how busy the
-    server is, and the next batch waits so that packing takes only the idle share
+    short batch at a time. After each batch the sockets get their turn: a timed sleep makes
+    the loop poll them and run the sync's greenlet (gevent runs sleep(0)'s callbacks for up to
+    its switch interval without polling), so an etcd change waits for one batch at most.
+    When queries were answered meanwhile, the process's CPU time over that turn says how busy
+    the server is, and the next batch waits so that packing takes only the idle share
     (precompute.pause_after). A new full sync starts it over on the new snapshot."""
     import gc
 
@@ -247,24 +244,21 @@ def _pack_ahead(packer, full_sync, metrics) -> None:
         full_sync.wait()
         full_sync.clear()
         packer.begin()
-        started = polled = clock()
+        started = clock()
         seen = metrics.queries_answered()
-        while packer.step() and not full_sync.is_set():
-            ended = clock()
-            if ended - polled >= PACK_POLL_EVERY:
-                worked, gap_cpu = ended - polled, cpu()
-                gevent.sleep(0.0001)
-                polled = clock()
-                answered = metrics.queries_answered()
-                if answered != seen:            # queries came: wait by how busy the gap was
-                    seen = answered
-                    busy = (cpu() - gap_cpu) / max(polled - ended, 1e-6)
-                    pause = pause_after(worked, busy)
-                    if pause:
-                        gevent.sleep(pause)
-                        polled = clock()
-            else:
-                gevent.sleep(0)
+        while True:
+            began = clock()
+            if not packer.step() or full_sync.is_set():
+                break
+            ended, gap_cpu = clock(), cpu()
+            gevent.sleep(0.0001)
+            answered = metrics.queries_answered()
+            if answered != seen:                # queries came: wait by how busy that turn was
+                seen = answered
+                busy = (cpu() - gap_cpu) / max(clock() - ended, 1e-6)
+                pause = pause_after(ended - began, busy)
+                if pause:
+                    gevent.sleep(pause)
         if packer.state == packer.DONE:
             gc.freeze()          # as after a full sync: collections need not walk these answers
             log.info("packed %d answers ahead (~%.1f MiB, stopped by %s) in %.1f s", packer.added,

@@ -28,7 +28,7 @@ from dnsdisco.dns.constants import T_A, T_SRV
 from dnsdisco.dns.wire import encode_name
 
 MIB = 1 << 20
-BATCH = 32            # questions per step: a step is one short turn of the event loop
+BATCH = 16            # questions per step: a step is one short turn of the event loop
 HEADROOM = 8          # stop at (HEADROOM - 1) / HEADROOM of the cache's size
 MIN_IDLE = 0.02       # a saturated server still gives packing this share, so it ends some day
 LONGEST_PAUSE = 0.1   # seconds, at most, between two batches
