@@ -11,12 +11,14 @@ reply cache ends up holding exactly what those queries would have left there:
 2. SRV of the same names,
 3. A of every instance name,
 
-each as a plain query (RD, no EDNS: what glibc and dnsperf send). Names outside the served
-zones are left out (forwarded or refused, never packed ahead).
+each as a plain query (no EDNS; RD set, as glibc sends it: a query with RD clear, as
+dnsperf's, is served from the same entry). Names outside the served zones are left out
+(forwarded or refused, never packed ahead).
 
 It stops when the plan is done, when the estimated octets it added reach the budget, or when
-the reply cache holds 7/8 of --cache-size: the cache evicts its oldest eighth when full, and
-packing ahead must never push out what real queries put there.
+the reply cache holds 7/8 of --cache-size: the cache evicts an eighth when full, and packing
+ahead must never push out what real queries put there (the cache also evicts the packed
+answers no query has used before any other, ReplyCache.ahead).
 
 Pure: no I/O and no clock; the greenlet that runs `Packer.step` in idle time is app.py's.
 """
@@ -45,15 +47,15 @@ NAME_OVERHEAD = 1     # the cache key holds the name once more
 
 
 def questions(snapshot) -> Iterator[tuple[bytes, int]]:
-    """(lower-case wire name, qtype) in the order they are worth packing (the module's list)."""
-    in_zone = [name for name, _instances in snapshot.parents() if snapshot.zone_of(name) is not None]
-    for name in in_zone:
-        yield encode_name(name), T_A
-    for name in in_zone:
-        yield encode_name(name), T_SRV
-    del in_zone
+    """(lower-case wire name, qtype) in the order they are worth packing (the module's list).
+    Lazy, a name at a time: a step must stay short at a million services."""
+    zone_of = snapshot.zone_of
+    for qtype in (T_A, T_SRV):
+        for name, _instances in snapshot.parents():
+            if zone_of(name) is not None:
+                yield encode_name(name), qtype
     for name, instances in snapshot.parents():
-        if snapshot.zone_of(name) is not None:
+        if zone_of(name) is not None:
             for instance in instances:
                 yield encode_name(instance), T_A
 
