@@ -209,11 +209,11 @@ class Responder:
     def prepare(self, lname: bytes, qtype: int) -> _Entry | None:
         """Pack ahead the reply to a plain query (RD set, no EDNS, as glibc and dnsperf send
         it) for `lname` (lower-case wire) and `qtype`, on the path a first query takes, so the
-        cache holds the entry that query would have left there. Its exact-query entry is
-        left for the first real query to make (it would double what an answer packed ahead
-        costs), and the answer order is left at its start, so clients see the same rotation
-        as without it; no query is counted. The new cache entry, or None when there is none
-        to add (not ready, already cached, outside our zones, or not cacheable)."""
+        cache holds the entry that query would have left there, with its answer order at the
+        start, so clients see the same rotation as without it. Its exact-query entry is left
+        for the first real query to make (it would double what an answer packed ahead costs);
+        no query is counted. The new cache entry, or None when there is none to add (not
+        ready, already cached, outside our zones, or not cacheable)."""
         if not self.ready or (self.forwarder is not None and not self._in_zone(lname)):
             return None
         limit = udp_limit(False, 0)
@@ -222,18 +222,8 @@ class Responder:
             return None
         data = _PLAIN_HEADER + lname + _QUESTION_TAIL.pack(qtype, 1)
         # client None: never forwarded (a CNAME out of our zones is then not cached either)
-        self._first(data, "udp", None, lname, lname, qtype, 1, False, False, limit, key)
-        entry = self.cache.entries.get(key)
-        if entry is None:
-            return None
-        entry.turn = 0
-        table = self._exact["udp"]
-        exact = table.get(data[2:])
-        if exact is not None and exact.entry is entry:
-            del table[data[2:]]
-            entry.detach(exact)
-        self.cache.put_ahead(key)
-        return entry
+        self._first(data, "udp", None, lname, lname, qtype, 1, False, False, limit, key, ahead=True)
+        return self.cache.entries.get(key)
 
     @staticmethod
     def _patched(variant: bytes, data: bytes, qname: bytes) -> bytes:
@@ -330,9 +320,10 @@ class Responder:
         return error_for(query, SERVFAIL, forwarding=forwarding)
 
     def _first(self, data: bytes, transport: str, client, qname: bytes, lname: bytes, qtype: int, qclass: int,
-               edns: bool, do: bool, limit: int, key: bytes | None) -> bytes | None:
+               edns: bool, do: bool, limit: int, key: bytes | None, ahead: bool = False) -> bytes | None:
         """A question not answered before (or not cacheable): the rules answer it, the
-        encoder writes it, and with a cache `key` the cache keeps the bytes."""
+        encoder writes it, and with a cache `key` the cache keeps the bytes. `ahead`: packed
+        ahead (`prepare`), so only the cache entry is made and nothing is sent."""
         snap = self.snapshot
         generation = self.cache.generation
         forwarding = self.forwarder is not None
@@ -356,6 +347,9 @@ class Responder:
         variants, offsets = encode(ans, lname, qtype, qclass, flags, edns, do, limit)
         if key is not None and ans.cacheable and generation == self.cache.generation:
             entry = self.cache.put(key, variants, ans.depends, offsets, snap.revision)
+            if ahead:
+                self.cache.put_ahead(key)
+                return None
             # served like a hit, so a repeat of these exact bytes is an id-only write from now on
             return self._from_entry(entry, data, qname, lname, transport, qtype)
         return data[:2] + self._patched(variants[0], data, qname)
