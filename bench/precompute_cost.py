@@ -5,14 +5,16 @@
 
 Builds the bench dataset's snapshot, then for a Responder without and one with answers packed
 ahead (dnsdisco.dns.precompute.Packer, run to its end), times the first and a repeated pass of
-the mixed query file (bench.dataset.mixed_queries) through `Responder.handle`. The packing is
-run twice on fresh responders: once timed, once under tracemalloc, whose traced octets per
-answer (less the replies' own octets) are the source of precompute.ENTRY_OVERHEAD.
+the mixed query file (bench.dataset.mixed_queries) through `Responder.handle`, `--rounds`
+times in turn (medians shown). The packing is timed on those responders and run once more
+under tracemalloc, whose traced octets per answer (less the replies' own octets) are the
+source of precompute.ENTRY_OVERHEAD.
 """
 from __future__ import annotations
 
 import argparse
 import gc
+import statistics
 import struct
 import time
 import tracemalloc
@@ -55,6 +57,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE)
     parser.add_argument("--budget", type=float, default=256.0, help="MiB (the packing's budget)")
     parser.add_argument("--queries", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3, help="without and with, in turn; medians are shown")
     args = parser.parse_args(argv)
 
     ds = dataset.Dataset(args.services)
@@ -65,18 +68,21 @@ def main(argv=None) -> int:
     gc.freeze()
     packets = [_packet(line, i & 0xFFFF) for i, line in enumerate(dataset.mixed_queries(ds, args.queries))]
 
-    cold = Responder(snap, cache_size=args.cache_size)
-    first_cold, repeat_cold = _pass(cold.handle, packets), _pass(cold.handle, packets)
-    del cold
-    gc.collect()
-
-    warm = Responder(snap, cache_size=args.cache_size)
-    started = time.perf_counter()
-    packer = _pack(warm, args.budget)
-    took = time.perf_counter() - started
-    first_warm, repeat_warm = _pass(warm.handle, packets), _pass(warm.handle, packets)
-    del warm
-    gc.collect()
+    runs = {"without": [], "with": []}
+    took = []
+    for _ in range(args.rounds):      # in turn, so load from other processes falls on both alike
+        cold = Responder(snap, cache_size=args.cache_size)
+        runs["without"].append((_pass(cold.handle, packets), _pass(cold.handle, packets)))
+        del cold
+        gc.collect()
+        warm = Responder(snap, cache_size=args.cache_size)
+        started = time.perf_counter()
+        packer = _pack(warm, args.budget)
+        took.append(time.perf_counter() - started)
+        runs["with"].append((_pass(warm.handle, packets), _pass(warm.handle, packets)))
+        del warm
+        gc.collect()
+    took = statistics.median(took)
 
     traced = Responder(snap, cache_size=args.cache_size)
     tracemalloc.start()
@@ -94,9 +100,13 @@ def main(argv=None) -> int:
     print(f"tracemalloc: {octets / MIB:.1f} MiB for {added:,} answers = {octets / max(1, added):.0f} octets each; "
           f"replies {replies / max(1, added):.0f}, so the overhead is "
           f"{(octets - replies - names) / max(1, added):.0f} octets each; estimate/traced {estimated / max(1, octets):.2f}")
-    print(f"mixed file ({args.queries:,} queries, cache {args.cache_size:,}): us/query first, repeat, first/repeat")
-    print(f"  without: {first_cold:6.2f} {repeat_cold:6.2f}  {repeat_cold / first_cold:.2f}")
-    print(f"  with   : {first_warm:6.2f} {repeat_warm:6.2f}  {repeat_warm / first_warm:.2f}")
+    print(f"mixed file ({args.queries:,} queries, cache {args.cache_size:,}): us/query first, repeat, "
+          f"first/repeat rate (medians of {args.rounds}; each round's first passes in brackets)")
+    for name, pairs in runs.items():
+        first = statistics.median(f for f, _ in pairs)
+        repeat = statistics.median(r for _, r in pairs)
+        print(f"  {name:7s}: {first:6.2f} {repeat:6.2f}  {repeat / first:.2f}  "
+              f"[{', '.join(f'{f:.2f}' for f, _ in pairs)}]")
     return 0
 
 
