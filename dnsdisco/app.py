@@ -229,9 +229,11 @@ def _yield_to_io() -> None:
 
 def _pack_ahead(packer, full_sync, metrics) -> None:
     """The greenlet that packs answers ahead (dns/precompute.py) after every full sync, a
-    short batch at a time. After each batch the sockets get their turn: a timed sleep makes
-    the loop poll them and run the sync's greenlet (gevent runs sleep(0)'s callbacks for up to
-    its switch interval without polling), so an etcd change waits for one batch at most.
+    short batch at a time. After each batch the sockets get their turn: gevent.idle() returns
+    once the loop has polled them and run what they woke (queries, the sync's greenlet), so an
+    etcd change waits for one batch at most (sleep(0) would not poll them: gevent runs its
+    callbacks for up to its switch interval first; a timed sleep waits out the poll's
+    millisecond resolution each time).
     When queries were answered meanwhile, the process's CPU time over that turn says how busy
     the server is, and the next batch waits so that packing takes only the idle share
     (precompute.pause_after). A new full sync starts it over on the new snapshot."""
@@ -251,7 +253,7 @@ def _pack_ahead(packer, full_sync, metrics) -> None:
             if not packer.step() or full_sync.is_set():
                 break
             ended, gap_cpu = clock(), cpu()
-            gevent.sleep(0.0001)
+            gevent.idle()
             answered = metrics.queries_answered()
             if answered != seen:                # queries came: wait by how busy that turn was
                 seen = answered
