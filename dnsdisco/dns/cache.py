@@ -202,16 +202,9 @@ class ReplyCache:
 
 
 def _unused(entry: _Entry) -> bool:
-    """No query was answered from `entry` yet (a repeat through the exact table turns only
-    the _Exact's counter)."""
-    if entry.turn:
-        return False
-    held = entry.exacts
-    if held is None:
-        return True
-    if type(held) is list:
-        return all(not exact.turn for exact in held)
-    return not held.turn
+    """No query was answered from `entry` yet: every answer from the cache turns it (an
+    exact-query entry is only made by such an answer)."""
+    return not entry.turn
 
 
 def _same_but_name(asked: bytes, folded: bytes, qlen: int) -> bool:
