@@ -205,6 +205,24 @@ def every_question(ds: Dataset) -> Iterator[str]:
                 yield f"{inst.name} AAAA"
 
 
+def cold_questions(ds: Dataset, count: int, asked: list[str]) -> list[str]:
+    """Up to `count` questions for the names of the dataset, service by service (the service
+    name, then each instance's name, with the type its address has) and none of `asked` (in
+    any letter case): a pass that is all first answers even after the mixed file's runs."""
+    seen = {line.lower() for line in asked}
+    out = []
+    for i in range(ds.services):
+        svc = service_label(i)
+        lines = [f"{svc}.{ZONE} A"]
+        lines += [f"{inst.name} {'AAAA' if inst.is_v6 else 'A'}" for inst in instances_of(i)]
+        for line in lines:
+            if line.lower() not in seen:
+                out.append(line)
+                if len(out) == count:
+                    return out
+    return out
+
+
 def single_queries(ds: Dataset) -> list[str]:
     return [f"{service_label(0)}.{ZONE} A"]
 

@@ -278,6 +278,9 @@ def idle_tcp(sup, a, ds, res, live_srv, qfiles):
         say(f"  {before.qps:,.0f} / {with_.qps:,.0f} / {after.qps:,.0f} qps")
 
 
+COLD_PASS = 50_000        # questions in the cold pass: half the reply cache's default size, so
+                          # the pass and its repeat fit beside what the mixed file's runs left
+COLD_PASS_MIN = 1_000
 EVERY_LIMIT_S = 60        # bound on the every-question pass (100,000 services: ~700,000 queries)
 
 
@@ -339,7 +342,11 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
     client = live.etcd_client(etcd.extra["endpoint"])
     count, secs = live.load(client, ds.etcd_items())
     say(f"  loaded {count:,} keys in {secs:.1f} s")
-    qpath = write_queries(tmp / f"mixed-{n}.txt", dataset.mixed_queries(ds, a.query_lines))
+    mixed = dataset.mixed_queries(ds, a.query_lines)
+    qpath = write_queries(tmp / f"mixed-{n}.txt", mixed)
+    cold_lines = dataset.cold_questions(ds, COLD_PASS, mixed)
+    # too few names left unasked at small sizes for a pass that measures anything
+    cold = write_queries(tmp / f"cold-{n}.txt", cold_lines) if len(cold_lines) >= COLD_PASS_MIN else None
     every = write_queries(tmp / f"every-{n}.txt", list(dataset.every_question(ds)))
     for name in a.live:
         row = {"target": name, "services": n}
@@ -367,6 +374,12 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
                 row["qps_reference"] = statistics.median(refs_ok)
             if refs and None not in refs:
                 row["repeat_ratios"] = [r.qps / q for r, q in zip(repeats, refs)]
+            # a pass over names never asked before, then the same pass again: what a first answer
+            # costs against a repeat, with nothing else in the file
+            if cold:
+                first_pass = dnsperf.run(srv.port, cold, EVERY_LIMIT_S, a.clients, passes=1, cpus=a.load_cpus)
+                second_pass = dnsperf.run(srv.port, cold, EVERY_LIMIT_S, a.clients, passes=1, cpus=a.load_cpus)
+                row.update(cold_qps=first_pass.qps, cold_repeat_qps=second_pass.qps, cold_sent=first_pass.sent)
             burst = live.burst(client, srv.port, puts=1000, rate=1000)
             row["burst"] = burst.summary()
             # then every question of the zone once: more than the reply cache holds, so the
@@ -379,7 +392,8 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
             sup.stop(srv)
         if "status" not in row:
             say(f"  {name}: ready {ready:.2f} s, {row['qps']:,.0f} qps first run, {row['qps_repeat']:,.0f} "
-                f"repeated, {row.get('qps_reference', 0):,.0f} reference, rss {row['rss_mib']:.0f} MiB "
+                f"repeated, {row.get('qps_reference', 0):,.0f} reference, cold pass {row.get('cold_qps', 0):,.0f} against "
+                f"{row.get('cold_repeat_qps', 0):,.0f} repeated, rss {row['rss_mib']:.0f} MiB "
                 f"({row['rss_every_mib']:.0f} after {row['every_sent']:,} questions), "
                 f"burst p99 {row['burst']['p99']}")
         res["scale"].append(row)

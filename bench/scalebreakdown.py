@@ -182,7 +182,7 @@ def memory_rows(snap) -> list[tuple[str, int, int]]:
     rows = []
 
     def layered(label, mapping):
-        return once(mapping._base) + once(mapping._over)
+        return once(mapping._base) + once(mapping._middle) + once(mapping._over)
 
     nodes = snap.nodes
     rows.append(("nodes map (dict: parent -> node)", len(nodes), layered("nodes", nodes)))

@@ -123,6 +123,14 @@ def run_serve(cfg, args=None) -> int:
         except StartupError as exc:
             return abort(str(exc))
     on_swap = _freezing(_reporting_caps(responder.on_swap, metrics))
+    packing = None
+    if cfg.precompute_budget:      # packing answers ahead after every full sync
+        from dnsdisco.dns.precompute import MIB, Packer
+        packer = Packer(responder, cfg.precompute_budget * MIB)
+        metrics.track_precompute(lambda: packer.added, lambda: packer.used,
+                                 lambda: int(packer.state == packer.RUNNING))
+        full_sync = Event()
+        on_swap = _waking(on_swap, full_sync)
     catalogue = None
     if cfg.http:   # the live catalogue page sees every swap (catalogue.py)
         from dnsdisco.ops.catalogue import Catalogue
@@ -175,6 +183,8 @@ def run_serve(cfg, args=None) -> int:
     gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(reload))
 
     sync_greenlet = gevent.spawn(syncer.run)
+    if cfg.precompute_budget:
+        packing = gevent.spawn(_pack_ahead, packer, full_sync, metrics)
     supervisor = None
     if embedded is not None and embedded.started:
         supervisor = gevent.spawn(_supervise, embedded, metrics, stopping)
@@ -189,6 +199,8 @@ def run_serve(cfg, args=None) -> int:
         if responder.xfr.notifier is not None:
             responder.xfr.notifier.stop()
         syncer.stop()
+        if packing is not None:
+            packing.kill(block=True, timeout=0.1)
         if supervisor is not None:
             supervisor.kill(block=True, timeout=0.1)
         sync_greenlet.kill(block=True, timeout=_left(deadline, 0.1))
@@ -213,6 +225,57 @@ def _yield_to_io() -> None:
     if now - _yielded[0] >= YIELD_EVERY:
         gevent.sleep(0.0005)
         _yielded[0] = time.monotonic()
+
+
+def _pack_ahead(packer, full_sync, metrics) -> None:
+    """The greenlet that packs answers ahead (dns/precompute.py) after every full sync, a
+    short batch at a time. After each batch the sockets get their turn: gevent.idle() returns
+    once the loop has polled them and run what they woke (queries, the sync's greenlet), so an
+    etcd change waits for one batch at most (sleep(0) would not poll them: gevent runs its
+    callbacks for up to its switch interval first; a timed sleep waits out the poll's
+    millisecond resolution each time).
+    When queries were answered meanwhile, the process's CPU time over that turn says how busy
+    the server is, and the next batch waits so that packing takes only the idle share
+    (precompute.pause_after). A new full sync starts it over on the new snapshot."""
+    import gc
+
+    import gevent
+    from dnsdisco.dns.precompute import MIB, pause_after
+    clock, cpu = time.monotonic, time.process_time
+    while True:
+        full_sync.wait()
+        full_sync.clear()
+        packer.begin()
+        started = clock()
+        seen = metrics.queries_answered()
+        while True:
+            began = clock()
+            if not packer.step() or full_sync.is_set():
+                break
+            ended, gap_cpu = clock(), cpu()
+            gevent.idle()
+            answered = metrics.queries_answered()
+            if answered != seen:                # queries came: wait by how busy that turn was
+                seen = answered
+                busy = (cpu() - gap_cpu) / max(clock() - ended, 1e-6)
+                pause = pause_after(ended - began, busy)
+                if pause:
+                    gevent.sleep(pause)
+        if packer.state == packer.DONE:
+            gc.freeze()          # as after a full sync: collections need not walk these answers
+            log.info("packed %d answers ahead (~%.1f MiB, stopped by %s) in %.1f s", packer.added,
+                     packer.used / MIB, {"all": "the end of the list", "budget": "--precompute-budget",
+                                         "cache": "7/8 of --cache-size"}[packer.why],
+                     clock() - started)
+
+
+def _waking(on_swap, event):
+    """on_swap that also sets `event` after a full sync (touched None)."""
+    def swapped(snap, touched):
+        on_swap(snap, touched)
+        if touched is None:
+            event.set()
+    return swapped
 
 
 def _tsig_keys(cfg) -> dict:

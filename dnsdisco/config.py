@@ -219,6 +219,10 @@ SECTIONS: list[Section] = [
         Option("cache_size", parse_int(1000, 10_000_000), 100_000, "distinct questions whose packed replies "
                "are kept for repeats (about 1 KB of memory each; the oldest eighth goes when full)", SERVE,
                metavar="N"),
+        Option("precompute_budget", parse_int(0, 1_000_000), 0, "MiB of replies packed ahead in idle time "
+               "after each full sync (A and SRV of every service, A of every instance), so first queries "
+               "are cache hits; it stops earlier at 7/8 of --cache-size, so raise both (0 = off)", SERVE,
+               metavar="MIB"),
         Option("tcp_idle_timeout", parse_float(0.1), 10.0, "seconds an idle TCP connection is kept open", SERVE, metavar="SECONDS"),
         Option("tcp_max_conns", parse_int(1), 1000, "open TCP connections at most", SERVE, metavar="N"),
         Option("tcp_max_per_client", parse_int(0), 64, "open TCP connections at most per client address "

@@ -3,8 +3,8 @@ and the exact-query table that answers a repeat of the same bytes by writing onl
 """
 from __future__ import annotations
 
-import itertools
 import struct
+from collections import deque
 
 DEFAULT_CACHE_SIZE = 100_000   # cached questions (serve --cache-size)
 
@@ -108,6 +108,9 @@ class ReplyCache:
     touch anything (touched None) drops them all. When full, the oldest eighth is evicted.
     Variants are replies without their 2-octet id, so one tuple can also serve the exact-query
     table; when an entry is dropped, the exact-table entries made from it are marked dead.
+    Entries packed ahead (dns/precompute.py) are listed in `ahead`, and those no query has
+    been answered from yet go first when the cache is full, so packing ahead never costs a
+    real query's entry its place.
     """
 
     def __init__(self, max_entries: int = 100_000):
@@ -115,6 +118,11 @@ class ReplyCache:
         self.entries: dict[bytes, _Entry] = {}
         self.by_name: dict[str, bytes | set] = {}   # name -> the one key, or a set of keys
         self.generation = 0
+        self.ahead: deque[bytes] = deque()           # keys packed ahead, oldest first
+
+    def put_ahead(self, key: bytes) -> None:
+        """The entry at `key` was packed ahead: evict it before the others until it is used."""
+        self.ahead.append(key)
 
     def put(self, key: bytes, variants, depends, serial_offsets=None, revision=None) -> _Entry:
         if len(self.entries) >= self.max_entries:
@@ -143,8 +151,19 @@ class ReplyCache:
         return entry
 
     def _evict(self, count: int) -> None:
-        oldest = list(itertools.islice(self.entries, count))
-        for key in oldest:
+        victims: dict[bytes, None] = {}
+        ahead, entries = self.ahead, self.entries
+        while ahead and len(victims) < count:
+            key = ahead.popleft()
+            entry = entries.get(key)
+            if entry is not None and _unused(entry):
+                victims[key] = None
+        if len(victims) < count:
+            for key in entries:                   # then the oldest
+                victims[key] = None
+                if len(victims) >= count:
+                    break
+        for key in victims:
             entry = self.entries.pop(key)
             entry.kill()
             for name in entry.names():
@@ -161,6 +180,7 @@ class ReplyCache:
             entry.kill()
         self.entries.clear()
         self.by_name.clear()
+        self.ahead.clear()
 
     def invalidate(self, touched) -> None:
         """Drop what a snapshot change may have altered; `touched` None means everything."""
@@ -179,6 +199,12 @@ class ReplyCache:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+def _unused(entry: _Entry) -> bool:
+    """No query was answered from `entry` yet: every answer from the cache turns it (an
+    exact-query entry is only made by such an answer)."""
+    return not entry.turn
 
 
 def _same_but_name(asked: bytes, folded: bytes, qlen: int) -> bool:

@@ -32,6 +32,8 @@ _now = time.perf_counter
 XFR_QTYPES = frozenset((T_IXFR, T_AXFR))   # handed to `xfr` (net.transfer.Transfers)
 NOT_MINE = object()   # what `xfr.handle` returns for a message the usual path answers
 _SERIAL = struct.Struct("!I")
+_PLAIN_HEADER = struct.pack("!HHHHHH", 0, 0x0100, 1, 0, 0, 0)   # id 0, RD, one question
+_QUESTION_TAIL = struct.Struct("!HH")
 
 
 class _NoTransfers:
@@ -120,7 +122,7 @@ class Responder:
     def _may_forward(self, client, data: bytes) -> bool:
         """Whether this query goes upstream: forwarding is on, the client is allowed, and it
         asked for recursion (RD); without RD a name outside our zones is REFUSED."""
-        return (self.forwarder is not None and data[2] & 0x01
+        return (self.forwarder is not None and data[2] & 0x01 and client is not None
                 and (self.acl is None or self.acl.allows(client[0])))
 
     def handle(self, data: bytes, transport: str, client) -> bytes | list | None:
@@ -203,6 +205,25 @@ class Responder:
             qtype_seen = fq[2] if isinstance(fq, tuple) else 0
             self.metrics.query(qtype_seen, reply[3] & 0xF, transport, _now() - started, hit)
         return reply
+
+    def prepare(self, lname: bytes, qtype: int) -> _Entry | None:
+        """Pack ahead the reply to a plain query (RD set, no EDNS, as glibc and dnsperf send
+        it) for `lname` (lower-case wire) and `qtype`, on the path a first query takes, so the
+        cache holds the entry that query would have left there, with its answer order at the
+        start, so clients see the same rotation as without it. Its exact-query entry is left
+        for the first real query to make (it would double what an answer packed ahead costs);
+        no query is counted. The new cache entry, or None when there is none to add (not
+        ready, already cached, outside our zones, or not cacheable)."""
+        if not self.ready or (self.forwarder is not None and not self._in_zone(lname)):
+            return None
+        limit = udp_limit(False, 0)
+        key = cache_key(lname, qtype, 1, False, False, limit)
+        if key in self.cache.entries:
+            return None
+        data = _PLAIN_HEADER + lname + _QUESTION_TAIL.pack(qtype, 1)
+        # client None: never forwarded (a CNAME out of our zones is then not cached either)
+        self._first(data, "udp", None, lname, lname, qtype, 1, False, False, limit, key, ahead=True)
+        return self.cache.entries.get(key)
 
     @staticmethod
     def _patched(variant: bytes, data: bytes, qname: bytes) -> bytes:
@@ -299,9 +320,10 @@ class Responder:
         return error_for(query, SERVFAIL, forwarding=forwarding)
 
     def _first(self, data: bytes, transport: str, client, qname: bytes, lname: bytes, qtype: int, qclass: int,
-               edns: bool, do: bool, limit: int, key: bytes | None) -> bytes | None:
+               edns: bool, do: bool, limit: int, key: bytes | None, ahead: bool = False) -> bytes | None:
         """A question not answered before (or not cacheable): the rules answer it, the
-        encoder writes it, and with a cache `key` the cache keeps the bytes."""
+        encoder writes it, and with a cache `key` the cache keeps the bytes. `ahead`: packed
+        ahead (`prepare`), so only the cache entry is made and nothing is sent."""
         snap = self.snapshot
         generation = self.cache.generation
         forwarding = self.forwarder is not None
@@ -325,6 +347,9 @@ class Responder:
         variants, offsets = encode(ans, lname, qtype, qclass, flags, edns, do, limit)
         if key is not None and ans.cacheable and generation == self.cache.generation:
             entry = self.cache.put(key, variants, ans.depends, offsets, snap.revision)
+            if ahead:
+                self.cache.put_ahead(key)
+                return None
             # served like a hit, so a repeat of these exact bytes is an id-only write from now on
             return self._from_entry(entry, data, qname, lname, transport, qtype)
         return data[:2] + self._patched(variants[0], data, qname)

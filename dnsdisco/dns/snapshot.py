@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Iterable, Sequence
 
+from dnsdisco.dns.layered import FOLD_AT, Layered  # noqa: F401 - FOLD_AT: the snapshot's fold size, read by tests
 from dnsdisco.dns.names import address_of_reverse, ancestors, key_for, name_for, reverse_name
 from dnsdisco.dns.nodes import (address_key, address_text, bytes_record, bytes_records, holds, indexes, intern, items,
                                 labels, lookup, make, owner_names, owners, pack, packed_owners, ptr_entries, ptr_key,
@@ -24,81 +25,8 @@ from dnsdisco.dns.records import BadValue, Record, parse, wire_problem
 
 _new, _ntoa = tuple.__new__, socket.inet_ntoa
 
-_MISSING = object()
-_DELETED = object()
-FOLD_AT = 1024  # overlay size at which it is folded into a fresh base
 MAX_VALUE_BYTES = 65536        # hostile-data caps for names outside every zone; zones
 MAX_RECORDS_PER_NAME = 1000    # carry their own (serve's --max-value-bytes etc.)
-
-
-def _layered_get(over: dict, base: dict, key, default=None):
-    value = over.get(key, _MISSING)
-    if value is _MISSING:
-        return base.get(key, default)
-    return default if value is _DELETED else value
-
-
-class Layered:
-    """A read-only mapping: a base dict shared between snapshots plus a small overlay."""
-
-    __slots__ = ("_base", "_over", "_size", "find")
-
-    def __init__(self, base: dict | None = None, over: dict | None = None, size: int | None = None):
-        self._base = base if base is not None else {}
-        self._over = over if over is not None else {}
-        self._size = len(self._base) if size is None else size
-        # `get` for the query path: with no overlay (a full sync, or just folded) the base
-        # dict's own get, which runs no Python code of ours. Never the bound self.get: that
-        # cycle would leave a dropped snapshot's dicts to the cyclic collector.
-        self.find = functools.partial(_layered_get, self._over, self._base) if self._over else self._base.get
-
-    def get(self, key, default=None):
-        value = self._over.get(key, _MISSING)
-        if value is _MISSING:
-            return self._base.get(key, default)
-        return default if value is _DELETED else value
-
-    def __contains__(self, key) -> bool:
-        return self.get(key, _MISSING) is not _MISSING
-
-    def __len__(self) -> int:
-        return self._size
-
-    def items(self):
-        for key, value in self._over.items():
-            if value is not _DELETED:
-                yield key, value
-        over = self._over
-        for key, value in self._base.items():
-            if key not in over:
-                yield key, value
-
-    def with_changes(self, changes: dict) -> "Layered":
-        """A new mapping with `changes` applied (value None deletes)."""
-        if not self._size and not self._over:   # a full sync: build the base in one go
-            base = {key: value for key, value in changes.items() if value is not None}
-            return Layered(base, {}, len(base))
-        size = self._size
-        over = dict(self._over)
-        for key, value in changes.items():
-            existed = key in self
-            if value is None:
-                if existed:
-                    size -= 1
-                    over[key] = _DELETED
-            else:
-                if not existed:
-                    size += 1
-                over[key] = value
-        if len(over) < FOLD_AT:
-            return Layered(self._base, over, size)
-        base = dict(self._base)
-        for key, value in over.items():
-            if value is _DELETED:
-                base.pop(key, None)
-            else:
-                base[key] = value
-        return Layered(base, {}, size)
 
 
 @dataclass(frozen=True)

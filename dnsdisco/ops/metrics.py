@@ -21,6 +21,9 @@ Metric names (all prefixed `dnsdisco_`):
   bad_values_total                        etcd values skipped as invalid
   records                                 records in the live snapshot
   cached_questions                        questions with packed replies in the cache (--cache-size)
+  precomputed_answers                     answers packed ahead since the last full sync (--precompute-budget)
+  precomputed_bytes                       their estimated octets
+  precompute_running                      1 while answers are being packed ahead
   etcd_watch_connected                    1 while the etcd watch stream is up
   etcd_revision                           etcd revision of the live snapshot
   resyncs_total{reason}                   full re-lists of the prefix
@@ -271,6 +274,14 @@ class Metrics:
         Gauge("cached_questions", "questions with packed replies in the cache (at most --cache-size)",
               namespace=NAMESPACE, registry=self.registry).set_function(size)
 
+    def track_precompute(self, added, octets, running) -> None:
+        """Read the packing ahead's progress at scrape time (each argument a function)."""
+        for name, doc, read in (
+                ("precomputed_answers", "answers packed ahead in idle time since the last full sync", added),
+                ("precomputed_bytes", "estimated octets of the answers packed ahead", octets),
+                ("precompute_running", "1 while answers are being packed ahead, 0 when done or off", running)):
+            Gauge(name, doc, namespace=NAMESPACE, registry=self.registry).set_function(read)
+
     # ------------------------------------------------------------ exposition
 
     def render(self) -> bytes:
@@ -336,6 +347,9 @@ class NullMetrics:
         pass
 
     def track_cache(self, size) -> None:
+        pass
+
+    def track_precompute(self, added, octets, running) -> None:
         pass
 
     def render(self) -> bytes:

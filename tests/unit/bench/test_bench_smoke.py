@@ -85,6 +85,17 @@ def test_every_question_asks_each_name_once_per_type():
     assert "v6.s000050.svc.local A" not in lines
 
 
+def test_cold_questions_ask_each_name_once_and_nothing_asked_before():
+    ds = dataset.Dataset(100)
+    asked = ["S000000.svc.local A", "i1.s000001.svc.local A", "s000002.svc.local SRV"]
+    lines = dataset.cold_questions(ds, 10_000, asked)
+    assert len(lines) == len(set(lines)) == 100 + 200 + 2 - 2
+    assert "s000000.svc.local A" not in lines and "i1.s000001.svc.local A" not in lines
+    assert "s000002.svc.local A" in lines and "v6.s000050.svc.local AAAA" in lines
+    assert lines[:3] == ["i0.s000000.svc.local A", "i1.s000000.svc.local A", "v6.s000000.svc.local AAAA"]
+    assert dataset.cold_questions(ds, 5, asked) == lines[:5]
+
+
 def test_zone_file_parses_and_holds_the_same_records():
     ds = dataset.Dataset(60)
     zone = dns.zone.from_text(dataset.zone_file(ds), origin="svc.local.", relativize=False)
@@ -178,18 +189,21 @@ def test_percentiles_and_report_render():
          "repeat_ratios": [1.10, 1.02, 1.05]},
         {"target": "dnsdisco", "services": 100_000, "qps": 50_000.0, "qps_repeat": 99_000.0, "lost": 3,
          "lost_repeat": 0, "ready_s": 2.8, "rss_mib": 257.0, "burst": burst, "qps_reference": 110_000.0,
-         "rss_every_mib": 281.0, "every_sent": 704_000},
+         "rss_every_mib": 281.0, "every_sent": 704_000, "cold_qps": 30_000.0, "cold_repeat_qps": 120_000.0,
+         "cold_sent": 50_000},
         {"target": "floor", "services": 10, "status": "floor: not available (no etcd)"},
     ]
     text = report.markdown(res)
     assert "dnsdisco: not available" in text and "103,296" in text
     assert "## What limits the figure" in text
     scale_row = next(line for line in text.splitlines() if line.startswith("| dnsdisco | 100,000 |"))
-    assert scale_row.split(" | ")[2:11] == ["50,000", "99,000", "110,000", "0.45", "0.90", "3/0", "2.80", "257",
+    assert scale_row.split(" | ")[2:13] == ["50,000", "99,000", "110,000", "0.51", "0.45", "0.90",
+                                            "30,000 / 120,000 = 0.25 (50,000)", "3/0", "2.80", "257",
                                             "281 (704,000)"]
     small_row = next(line for line in text.splitlines() if line.startswith("| dnsdisco | 10 |"))
-    assert small_row.split(" | ")[10] == "—"
-    assert small_row.split(" | ")[6] == "1.05 (1.02–1.10)"          # median of the paired runs
+    assert small_row.split(" | ")[12] == "—"
+    assert small_row.split(" | ")[8] == "–"                          # no cold pass measured
+    assert small_row.split(" | ")[7] == "1.05 (1.02–1.10)"          # median of the paired runs
     assert "QPS 10 services (reference)" in text
     assert "CPUs: pinned: servers on CPU 0, dnsperf on CPU 1 (`--pin`" in text
     assert "floor: not available (no etcd)" in text
