@@ -187,15 +187,22 @@ def holds(node, key) -> bool:
     return node is not None and any(ptr_key(value) == key for _label, value in items(node))
 
 
-def owner_names(nodes, parents, key) -> tuple[str, ...]:
-    """The sorted names of the records with address `key` under `parents` (`nodes` maps a
-    parent to its node)."""
+def owner_names(find, parents, key) -> tuple[str, ...]:
+    """The sorted names of the records with address `key` under `parents` (`find` gives a
+    parent's node)."""
     found = []
     for par in parents:
-        node = nodes.get(par)
+        node = find(par)
         if node is not None:
             dot = "." + par if par else ""
-            if type(key) is int:     # the usual IPv4 owner: its packed value holds the address
+            if type(node) is bytes:  # the usual service: compare the address octets in place
+                octets = key.to_bytes(4, "big") if type(key) is int else None
+                at = 1
+                for label in node[1 + 6 * node[0]:].decode().split("/"):
+                    if node[at:at + 4] == octets:
+                        found.append(label + dot)
+                    at += 6
+            elif type(key) is int:   # a packed value holds the address in its high bits
                 found.extend(label + dot for label, value in items(node)
                              if (value >> 16 == key if type(value) is int else ptr_key(value) == key))
             else:
@@ -221,12 +228,13 @@ def _slot(entry, octet: int):
     return entry[entry.index(octet) + 1] if octet in entry else None
 
 
-def ptr_owners(ptrs, key) -> tuple[str, ...]:
-    """The parents holding records with address `key` (nodes.ptr_key) in PTR index `ptrs`."""
+def ptr_owners(find, key) -> tuple[str, ...]:
+    """The parents holding records with address `key` (nodes.ptr_key) in a PTR index, read
+    with `find` (its get)."""
     if type(key) is int:
-        entry = ptrs.get(key >> 8)
+        entry = find(key >> 8)
         return () if entry is None else owners(_slot(entry, key & 255))
-    return owners(ptrs.get(key))
+    return owners(find(key))
 
 
 def _entry_items(entry):

@@ -183,10 +183,10 @@ class Snapshot:
         reverse_ents = serves_reverse(self.zones)
         ptr_changes = {}
         for key, pars in ptr_edits.items():
-            before = ptr_owners(self.ptrs, key)
+            before = ptr_owners(self.ptrs.find, key)
             after = sorted({par for par in before if par not in pars} |
                            {par for par in pars if holds(nodes.get(par), key)})
-            if owner_names(self.nodes, before, key) != owner_names(nodes, after, key):
+            if owner_names(self.nodes.find, before, key) != owner_names(nodes.find, after, key):
                 rname = reverse_name(address_text(key))
                 touched.add(rname)
                 # inside a served reverse zone, a reverse name with PTRs makes its ancestors
@@ -306,7 +306,7 @@ class Snapshot:
         if address is None:
             return ()
         key = address_key(address)
-        names = owner_names(self.nodes, ptr_owners(self.ptrs, key), key)
+        names = owner_names(self.nodes.find, ptr_owners(self.ptrs.find, key), key)
         cap = self._limits(rname).max_records_per_name
         return names[:cap] if len(names) > cap else names
 
@@ -339,8 +339,8 @@ class Snapshot:
 
     def ptr_items(self):
         """Every (address, owner names) of the PTR index, in no set order."""
-        nodes = self.nodes
-        return ((address_text(key), owner_names(nodes, owners(held), key)) for key, held in ptr_entries(self.ptrs))
+        find = self.nodes.find
+        return ((address_text(key), owner_names(find, owners(held), key)) for key, held in ptr_entries(self.ptrs))
 
     def key_of(self, rec: Record) -> str:
         """The etcd key a record was read from."""
