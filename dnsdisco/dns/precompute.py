@@ -51,7 +51,7 @@ def questions(snapshot) -> Iterator[tuple[bytes, int]]:
     Lazy, a name at a time: a step must stay short at a million services."""
     zone_of = snapshot.zone_of
     for qtype in (T_A, T_SRV):
-        for name, _instances in snapshot.parents():
+        for name in snapshot.parent_names():
             if zone_of(name) is not None:
                 yield encode_name(name), qtype
     for name, instances in snapshot.parents():

@@ -324,9 +324,17 @@ class Snapshot:
         node = self.nodes.find(name)
         return () if node is None else _children(name, node)
 
+    def has_instances(self, name: str) -> bool:
+        """Whether a record is held one label below `name` (instance_names without the names)."""
+        return self.nodes.find(name) is not None
+
     def parents(self):
         """Every (name, instance names) of a name with records one label below it."""
         return ((par, _children(par, node)) for par, node in self.nodes.items())
+
+    def parent_names(self):
+        """Every name with records one label below it, without building their names."""
+        return (par for par, _node in self.nodes.items())
 
     @property
     def parent_count(self) -> int:

@@ -59,7 +59,7 @@ def is_service(snap, name: str) -> bool:
     zone = snap.zone_of(name)
     if zone is None or name == zone.name:
         return False
-    if snap.instance_names(name):
+    if snap.has_instances(name):
         return True
     return parent(name) == zone.name and snap.record_at(name) is not None
 
@@ -68,10 +68,10 @@ def service_names(snap) -> list[str]:
     """Every service of `snap`, sorted by name."""
     apexes = {zone.name for zone in snap.zones}
     candidates = set()
-    for name, kids in snap.parents():
+    for name in snap.parent_names():
         candidates.add(name)
         if name in apexes:
-            candidates.update(kids)
+            candidates.update(snap.instance_names(name))
     return sorted(name for name in candidates if is_service(snap, name))
 
 

@@ -33,9 +33,12 @@ def state(snap: Snapshot):
     for name in list(records) + [reverse_name(address) for address in ptrs]:
         names.update(ancestors(name))
     below = {name: snap.count_below(name) for name in names if snap.count_below(name)}
+    children = dict(snap.parents())
+    assert sorted(snap.parent_names()) == sorted(children)          # the same parents, names or not
+    assert all(snap.has_instances(name) == bool(children.get(name)) for name in names | set(records))
     return {
         "records": records,
-        "children": dict(snap.parents()),
+        "children": children,
         "below": below,
         "ptrs": ptrs,
         "sizes": (snap.record_count, snap.parent_count, len(ptrs)),
