@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Iterable, Sequence
 
 from dnsdisco.dns.names import MAX_NAME, key_for
-from dnsdisco.dns.nodes import (add_owner, building_owners, finish_indexes, holds, intern, items, lookup, make,
+from dnsdisco.dns.nodes import (add_owner, building_owners, finish_indexes, edited, holds, intern, items, lookup, make,
                                 pack, ptr_key, set_owners, size)
 from dnsdisco.dns.records import _AF_INET, BadValue, Record, _inet_pton, _plain_value, parse
 from dnsdisco.dns.snapshot import _NO_ZONE, Layered, Snapshot, ZoneConfig, serves_reverse
@@ -363,17 +363,11 @@ class Builder:
                     replaced.add(address)
             edits.setdefault(par, {})[intern(label)] = None if rec is None else pack(rec)
         for par, changes in edits.items():
-            node = nodes.get(par)
-            held = {} if node is None else dict(items(node))
-            for label, value in changes.items():
-                if value is None:
-                    held.pop(label, None)
-                else:
-                    held[label] = value
-                    address = ptr_key(value)
-                    if address is not None:
-                        add_owner(ptrs, shared, address, par)
-            node = make(par, held)
+            for value in changes.values():
+                address = None if value is None else ptr_key(value)
+                if address is not None:
+                    add_owner(ptrs, shared, address, par)
+            node = make(par, edited(nodes.get(par), changes))
             if node is None:
                 nodes.pop(par, None)
             else:

@@ -138,6 +138,18 @@ def bytes_record(node: bytes, label: str, name: str):
     return _new(Record, (name, _ntoa(node[at:at + 4]), "ipv4", node[at + 4] << 8 | node[at + 5]))
 
 
+def edited(node, edits: dict) -> dict:
+    """label -> value of `node` (None: an empty node) with `edits` applied (value None
+    removes the label): what `make` turns into the node that replaces it whole."""
+    held = {} if node is None else dict(items(node))
+    for label, value in edits.items():
+        if value is None:
+            held.pop(label, None)
+        else:
+            held[label] = value
+    return held
+
+
 def packable(label: str, value) -> bool:
     """Whether a (label, value) can go in a bytes node."""
     return type(value) is int and label.isascii() and "/" not in label

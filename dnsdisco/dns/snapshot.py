@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Iterable, Sequence
 
-from dnsdisco.dns.layered import FOLD_AT, Layered  # noqa: F401 - FOLD_AT: the snapshot's fold size, read by tests
+from dnsdisco.dns.layered import Layered
 from dnsdisco.dns.names import address_of_reverse, ancestors, key_for, name_for, reverse_name
-from dnsdisco.dns.nodes import (address_key, address_text, bytes_record, bytes_records, holds, indexes, intern, items,
+from dnsdisco.dns.nodes import (address_key, address_text, bytes_record, bytes_records, edited, holds, indexes, intern, items,
                                 labels, lookup, make, owner_names, owners, pack, packed_owners, ptr_entries, ptr_key,
                                 ptr_owners, record, size)
 from dnsdisco.dns.nodes import ptr_changes as ptr_entry_changes
@@ -170,14 +170,7 @@ class Snapshot:
                         ptr_edits.setdefault(key, set()).add(par)
         node_changes = {}
         for par, edits in node_edits.items():       # a node is replaced whole
-            node = find(par)
-            held = {} if node is None else dict(items(node))
-            for label, value in edits.items():
-                if value is None:
-                    held.pop(label, None)
-                else:
-                    held[label] = value
-            node_changes[par] = make(par, held)
+            node_changes[par] = make(par, edited(find(par), edits))
         nodes = self.nodes.with_changes(node_changes) if node_changes else self.nodes
 
         reverse_ents = serves_reverse(self.zones)

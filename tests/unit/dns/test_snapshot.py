@@ -8,9 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnsdisco.dns import snapshot as snapshot_mod
+from dnsdisco.dns import layered as layered_mod
 from dnsdisco.dns.names import ancestors, name_for, reverse_name
-from dnsdisco.dns.snapshot import FOLD_AT, Layered, Snapshot, ZoneConfig
+from dnsdisco.dns.layered import FOLD_AT, Layered
+from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 
 PREFIX = "/skydns"
 ZONES = (ZoneConfig("svc.local"), ZoneConfig("in-addr.arpa"))
@@ -286,8 +287,9 @@ _batches = st.lists(st.lists(st.tuples(_keys, _values), min_size=1, max_size=6),
 @given(_batches, st.integers(2, 40))
 def test_incremental_equals_build(batches, fold_at):
     """Any sequence of batches gives the same snapshot as building the final etcd state."""
-    saved = snapshot_mod.FOLD_AT
-    snapshot_mod.FOLD_AT = fold_at      # fold often so both layouts are exercised
+    saved = layered_mod.FOLD_AT, layered_mod.MIDDLE_SHARE
+    # fold often, into the middle tier and on into the base, so every layout is exercised
+    layered_mod.FOLD_AT, layered_mod.MIDDLE_SHARE = fold_at, 2
     try:
         snap = build([])
         etcd: dict[str, bytes] = {}
@@ -305,7 +307,7 @@ def test_incremental_equals_build(batches, fold_at):
             assert snap.exists(name) == fresh.exists(name)
             assert snap.records_for(name) == fresh.records_for(name)
     finally:
-        snapshot_mod.FOLD_AT = saved
+        layered_mod.FOLD_AT, layered_mod.MIDDLE_SHARE = saved
 
 
 # ------------------------------------------------------------------ bulk.Builder: serve's first sync
