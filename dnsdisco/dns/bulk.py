@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Iterable, Sequence
 
 from dnsdisco.dns.names import MAX_NAME, key_for
-from dnsdisco.dns.nodes import (add_owner, building_owners, finish_indexes, edited, holds, intern, items, lookup, make,
+from dnsdisco.dns.nodes import (add_owner, building_owners, edited, finish_indexes, holds, intern, items, lookup, make,
                                 pack, ptr_key, set_owners, size)
 from dnsdisco.dns.records import _AF_INET, BadValue, Record, _inet_pton, _plain_value, parse
 from dnsdisco.dns.snapshot import _NO_ZONE, Layered, Snapshot, ZoneConfig, serves_reverse

@@ -2,10 +2,11 @@
 
 A snapshot is never modified: `apply()` returns a new one and the server swaps a single
 reference, so a query sees either the old set or the new one, never half of a change.
-Maps are layered (a shared base plus a small overlay of recent changes) so that applying
-a change costs time proportional to the change, not to the 100,000 records beside it.
-Records are held per parent name, the common value packed in an int (dns/nodes.py); the
-read methods below give Records and names, so no caller depends on that layout.
+Maps are layered (dns/layered.py: a shared base, a middle tier and a small overlay of recent
+changes) so that applying a change costs time proportional to the change, not to the million
+records beside it. Records are held per parent name, the usual service's values packed in one
+bytes object (dns/nodes.py); the read methods below give Records and names, so no caller
+depends on that layout.
 """
 from __future__ import annotations
 
@@ -358,8 +359,8 @@ _NO_ZONE = ZoneConfig("")
 def serves_reverse(zones: Sequence[ZoneConfig]) -> bool:
     """Whether any zone holds reverse names: only then are the ancestors of the reverse names
     of our addresses empty non-terminals (NODATA) worth indexing. The address -> names index
-    itself is always kept (one entry per address, no reverse name built), since PTR questions
-    for registered addresses are answered with or without a reverse zone."""
+    itself is always kept (one entry per IPv4 /24, no reverse name built: nodes.py), since PTR
+    questions for registered addresses are answered with or without a reverse zone."""
     return any(zone.name == "arpa" or zone.name.endswith(".arpa") for zone in zones)
 
 

@@ -306,7 +306,7 @@ class Syncer:
                 self._metrics.resync(reason)
         self._set_revision(revision)
         if not self.ready.is_set():
-            # a service is a name with records one label below it: the children map's keys
+            # a service is a name with records one label below it: one node each (parent_count)
             # (walking two million names for their parents held readiness back by seconds)
             self._log.info("synced %d record(s) of %d service(s) from %s at revision %d%s",
                            snap.record_count, snap.parent_count, self.watch_prefix, revision,
