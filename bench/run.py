@@ -63,6 +63,10 @@ def parse_args(argv):
                     help="scale table: run the server under test and its reference on the first CPU "
                          "this process may use and dnsperf on the others (taskset), so the scheduler "
                          "neither moves the server nor runs dnsperf on its core [on]")
+    ap.add_argument("--pin-start", action=argparse.BooleanOptionalAction, default=False,
+                    help="scale table: pin the server from its start, so its etcd helper lists on the "
+                         "server's core while the server builds; by default a size's server starts "
+                         "unpinned (nothing else runs then) and is pinned with its helper once ready [off]")
     ap.add_argument("--idle-tcp", type=int, default=800, help="idle TCP connections to hold [800]")
     ap.add_argument("--ready-timeout", type=float, default=60, help="seconds to wait for a server to be ready [60]")
     ap.add_argument("--dnsdisco-arg", action="append", default=[],
@@ -307,6 +311,7 @@ def scale(sup, a, res, tmp: Path):
     res["scale"] = []
     res["scale_duration"] = a.scale_duration
     res["scale_pinning"] = a.pinning
+    res["scale_pin_start"] = bool(a.server_cpus) and a.pin_start
     say(f"scale: {a.pinning}")
     smallest = min(a.scales)
     reference = {}                                   # live target -> (server, query file)
@@ -351,8 +356,11 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
     for name in a.live:
         row = {"target": name, "services": n}
         try:
-            srv, ready = start_live(sup, name, etcd.extra["endpoint"], a, ds, cpus=a.server_cpus)
-        except (servers.StartError, OSError) as exc:
+            srv, ready = start_live(sup, name, etcd.extra["endpoint"], a, ds,
+                                    cpus=a.server_cpus if a.pin_start else None)
+            if a.server_cpus and not a.pin_start:
+                servers.pin_running(srv, a.server_cpus)
+        except (servers.StartError, OSError, subprocess.SubprocessError) as exc:
             row["status"] = unavailable(name, exc)
             res["scale"].append(row)
             say(row["status"])

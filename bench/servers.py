@@ -245,6 +245,21 @@ def pinned(cmd: list[str], cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus, *cmd] if cpus else list(cmd)
 
 
+def pin_running(srv: Server, cpus: str) -> None:
+    """Move a running server, every thread of it and of its child processes (dnsdisco's etcd
+    helper), onto `cpus`: what `pinned` does at start, for a process that started unpinned."""
+    pids = [srv.pid]
+    seen = set()
+    while pids:
+        pid = pids.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, timeout=10,
+                       stdout=subprocess.DEVNULL)
+        pids += children_of(pid)
+
+
 def start_dnsdisco(sup: Supervisor, etcd_endpoint: str, *, extra_args=(), name="dnsdisco",
                    cpus: str | None = None, tree: str | None = None) -> Server:
     """`python -m dnsdisco serve` from this checkout, or from `tree` (another checkout, for a

@@ -64,6 +64,34 @@ def test_pinned_commands_run_on_the_cpus_given():
     assert run.parse_args(["--no-pin"]).pinning == "not pinned (--no-pin)"
 
 
+@pytest.mark.skipif(not shutil.which("taskset") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs taskset (util-linux) and two CPUs to move a process between")
+def test_a_running_server_and_its_children_are_pinned_with_every_thread(tmp_path):
+    """The scale table pins a server once it is ready: the server, each of its threads, and
+    its child process (dnsdisco's etcd helper) must all end up on the CPUs given."""
+    last = max(os.sched_getaffinity(0))
+    script = ("import subprocess, sys, threading, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+              "print(child.pid, flush=True)\n"
+              "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(proc.stdout.readline())
+        srv = servers.Server("probe", 0, proc, tmp_path / "log", tmp_path)
+        servers.pin_running(srv, str(last))
+        tasks = [t for pid in (proc.pid, child) for t in os.listdir(f"/proc/{pid}/task")]
+        assert len(tasks) >= 3
+        for pid in (proc.pid, child):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                assert os.sched_getaffinity(int(task)) == {last}, (pid, task)
+    finally:
+        for pid in servers.children_of(proc.pid):
+            os.kill(pid, 9)
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def test_etcd_items_use_the_skydns_key_format():
     ds = dataset.Dataset(100)
     items = dict(ds.etcd_items())
