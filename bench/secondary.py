@@ -176,7 +176,7 @@ def _ms(value) -> str:
 
 
 def report(a, res: dict) -> str:
-    lines = [f"## Secondaries: Knot fed by NOTIFY + IXFR (issue 20)", "",
+    lines = ["## Secondaries: Knot fed by NOTIFY + IXFR (issue 20)", "",
              f"`python -m bench.secondary{' --quick' if a.quick else ''}`: {a.services} services, a Knot "
              f"secondary with a TSIG key, dnsdisco `--notify` to it.", "",
              f"- Knot loaded the zone by AXFR in {res['axfr_load_s']:.2f} s.",

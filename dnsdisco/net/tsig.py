@@ -25,7 +25,6 @@ import dns.tsig
 
 from dnsdisco.dns.constants import BADKEY, BADSIG, BADTIME, T_TSIG
 from dnsdisco.dns.wire import tsig_start
-from dnsdisco.dns.names import skip_wire_name
 
 FUDGE = 300                     # seconds of clock difference accepted (RFC 8945 10)
 ALGORITHMS = {

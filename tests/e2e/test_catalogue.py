@@ -208,7 +208,7 @@ def test_the_page_in_chromium_follows_etcd_without_a_reload(etcd, kv, record_pro
 
         # a put in etcd shows up on the open page, without a reload
         etcd.etcdctl("put", f"{p}/web/four", json.dumps({"host": "10.0.0.44", "port": 9090}))
-        page.wait_for(f"document.querySelector('[data-instance=\"four.web.svc.local\"]') !== null",
+        page.wait_for("document.querySelector('[data-instance=\"four.web.svc.local\"]') !== null",
                       timeout=30, what="the new instance")
         assert row(page, "four.web.svc.local")[:3] == ["four", "10.0.0.44", "9090"]
         assert page.evaluate("window.__loaded_once") is True

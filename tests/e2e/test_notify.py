@@ -4,7 +4,6 @@ when unanswered, and counted in the metrics. Knot and BIND receiving them is tes
 """
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time

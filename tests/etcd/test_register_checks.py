@@ -4,7 +4,6 @@ listeners, several checks that must all pass in a real registration. The parts w
 from __future__ import annotations
 
 import socket
-import threading
 from concurrent import futures
 
 import pytest
