@@ -54,6 +54,9 @@ _V4, _V6 = socket.AF_INET, socket.AF_INET6
 _COMPRESSED = frozenset((T_CNAME, T_NS, T_PTR))
 # the orders depend only on the count and the shares, which most services repeat
 _orders = functools.lru_cache(maxsize=4096)(answer_orders)
+# False in tests only: every reply is then written the general way, which the short ways
+# must equal byte for byte (tests/unit/dns/test_plain_way.py)
+SHORT_WAYS = True
 
 
 def opt_record(do: bool, ext_rcode: int = 0) -> bytes:
@@ -475,6 +478,8 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
     answers = ans.answer
     authority = ans.authority
     text = ans.name
+    if not SHORT_WAYS:
+        return _general(ans, qname, question, flags, edns, do, limit)
     if not answers and len(authority) == 1 and text and not ans.additional:
         # a negative answer: the zone's SOA, its owner a suffix of the question's name
         soa = authority[0]
@@ -506,6 +511,18 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
             single = None
         if single is not None:
             return single
+        # a short way that gave up (over the limit) has put the names it wrote in the table,
+        # where the general way would point at them: it starts from a fresh one
+        table = None
+    return _general(ans, qname, question, flags, edns, do, limit, table)
+
+
+def _general(ans, qname: bytes, question: bytes, flags: int, edns: bool, do: bool, limit: int,
+             table: dict | None = None) -> tuple[list[bytes], list[tuple[int, ...]] | None]:
+    """encode's general way: any answer, record by record."""
+    if table is None:
+        table = _question_names(qname, ans.name)
+    answers = ans.answer
     chunks: list = []            # each record's bytes
     fixes: dict = {}             # chunk -> [(offset in it, (target chunk, offset in that))]
     serials: list = []           # (chunk, offset of its serial)
@@ -532,12 +549,14 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
             for i in range(index, end):
                 starts.append(at)
                 at = _write(answers[i], table, chunks, fixes, serials, at, held)
+            # one order only, the records as written: they do not move. Weights that leave
+            # one record first give one order too, which may move them
+            moves = len(orders) > 1 or orders[0] != _rotations(end - index)[0]
             if at < _POINTER:    # names inside it: pointed at through a patch, once it is whole
                 for suffix, place in held:
                     if suffix not in table:
-                        # one order only (weights that leave one record first): it does not move
-                        table[suffix] = place if len(orders) > 1 else starts[place[0] - first] + place[1]
-            if len(orders) > 1:
+                        table[suffix] = place if moves else starts[place[0] - first] + place[1]
+            if moves:
                 sets.append((first, len(chunks), orders))
         index = end
     an_end = len(chunks)

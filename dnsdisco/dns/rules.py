@@ -16,6 +16,7 @@ method) each, so that the table in docs/architecture.md can name one place per r
 from __future__ import annotations
 
 import math
+import socket
 
 from dnsdisco.dns.constants import (BADVERS, C_IN, FORMERR, MAX_CHAIN, MAX_ROTATIONS, NOERROR, NOTIMP, NXDOMAIN,
                                     REFUSED, T_A, T_AAAA, T_ANY, T_AXFR, T_CNAME, T_IXFR, T_MX, T_NS, T_PTR, T_SOA,
@@ -119,6 +120,10 @@ def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, forward
         # name belongs to someone else and goes upstream. Not cached: the REFUSED a client
         # outside --allow gets must not be handed to a client that may forward.
         return refused(in_zone=False, name=name)
+    if (qtype == T_A or qtype == T_AAAA or qtype == T_SRV) and not zone.static and PLAIN_WAY:
+        plain = _plain(snap, zone, name, qtype)
+        if plain is not None:
+            return plain
     ans = _Lookup(snap, zone, name)
     ans.rcode = ans.run(name, qtype)
     if not ans.distinct and len(ans.answer) > 1:
@@ -131,6 +136,93 @@ def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, forward
         ans.authority = [soa_rr(snap, ans.negative, True)]
     if ans.consulted is not None:
         ans.depends = ans.consulted
+    return ans
+
+
+# False in tests only: every question then takes the walk of _Lookup, the answers _plain
+# gives must equal (tests/unit/dns/test_plain_way.py)
+PLAIN_WAY = True
+_ntoa = socket.inet_ntoa
+
+
+def _answered(rcode: int, answer: list, name: str) -> Answer:
+    """An Answer of `rcode` and `answer`, depending on `name` alone, the rest the class's:
+    Answer() without its keyword handling, since every first answer of _plain makes one."""
+    ans = _new_answer(Answer)
+    ans.rcode = rcode
+    ans.answer = answer
+    ans.depends = name
+    ans.name = name
+    return ans
+
+
+_new_answer = object.__new__
+
+
+def _plain(snap: Snapshot, zone: ZoneConfig, name: str, qtype: int) -> Answer | None:
+    """A, AAAA or SRV at a name whose records are all plain IPv4 ones (Snapshot.plain_records)
+    in a zone without a zone file: the answer _Lookup's walk gives, reached without making a
+    Record or walking a rule that cannot apply (no alias, TXT, weight, TTL or target of its
+    own can be held). None for any other name, which then takes the walk. The same rules:
+    addresses once each in record order, weights added up for a shared address
+    (address_rrset); SRV from every record with a port, its name as target and its address
+    as glue (_Lookup.srv); NODATA for a name that exists, NXDOMAIN otherwise, with the SOA."""
+    if not name:
+        return None
+    held = snap.plain_records(name, zone)
+    if held is None:
+        return None
+    values, labels = held
+    if not values:
+        # no record at the name: RFC 2782 names, the apex and the default NS name are the
+        # walk's (negative_answer); any other name is NXDOMAIN unless it has names below it
+        if name[:1] == "_" or name == zone.name:
+            return None
+        if zone.ns_addresses:
+            ns_name = default_ns_name(zone)
+            if name == ns_name or ns_name.endswith("." + name):
+                return None
+        ans = _answered(NOERROR if snap.exists(name, zone) else NXDOMAIN, [], name)
+        ans.authority = [soa_rr(snap, zone, True)]
+        return ans
+    ttl = zone.ttl
+    if qtype == T_A:
+        if len(values) == 6:
+            return _answered(NOERROR, [(name, T_A, ttl, _ntoa(values[:4]))], name)
+        hosts: list[str] = []
+        shares: list[tuple[int, int]] = []
+        for at in range(0, len(values), 6):
+            host = _ntoa(values[at:at + 4])
+            if host in hosts:                    # instances that share an address add their weights
+                i = hosts.index(host)
+                shares[i] = (shares[i][0] + _PLAIN_SHARE[0], _PLAIN_SHARE[1])
+            else:
+                hosts.append(host)
+                shares.append(_PLAIN_SHARE)
+        ans = _answered(NOERROR, [(name, T_A, ttl, host) for host in hosts], name)
+        if len(hosts) > 1:
+            ans.weights = {(name, T_A): tuple(shares)}
+        return ans
+    if qtype == T_SRV:
+        targets = [label + "." + name for label in labels]
+        if len(targets) * 6 < len(values):        # the name's own record comes first
+            targets.insert(0, name)
+        srv = []
+        glue = []
+        at = 0
+        for target in targets:
+            port = values[at + 4] << 8 | values[at + 5]
+            if port:                             # a record without a port is no service
+                srv.append((name, T_SRV, ttl, (_PLAIN_PRIORITY, _PLAIN_WEIGHT, port, target)))
+                glue.append((target, T_A, ttl, _ntoa(values[at:at + 4])))
+            at += 6
+        if srv:
+            ans = _answered(NOERROR, srv, name)
+            ans.additional = glue
+            return ans
+    # AAAA of IPv4 records, SRV of records without a port: NODATA
+    ans = _answered(NOERROR, [], name)
+    ans.authority = [soa_rr(snap, zone, True)]
     return ans
 
 
@@ -290,6 +382,7 @@ def alias_of(name: str, recs, zone: ZoneConfig) -> Record | None:
 _EXTRA_AT = 4
 _PLAIN = Record("", "x")
 _PLAIN_SHARE = (_PLAIN.weight, _PLAIN.priority)
+_PLAIN_PRIORITY, _PLAIN_WEIGHT = _PLAIN.priority, _PLAIN.weight
 
 
 def address_rrset(recs, kind: str, zone: ZoneConfig) -> tuple[list[str], int | None, list[tuple[int, int]]]:
