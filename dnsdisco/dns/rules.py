@@ -169,10 +169,10 @@ def _plain(snap: Snapshot, zone: ZoneConfig, name: str, qtype: int) -> Answer | 
     as glue (_Lookup.srv); NODATA for a name that exists, NXDOMAIN otherwise, with the SOA."""
     if not name:
         return None
-    held = snap.plain_records(name, zone)
+    held = snap.plain_records(name, zone, qtype == T_SRV)
     if held is None:
         return None
-    values, labels = held
+    values = held[0]
     if not values:
         # no record at the name: RFC 2782 names, the apex and the default NS name are the
         # walk's (negative_answer); any other name is NXDOMAIN unless it has names below it
@@ -189,30 +189,38 @@ def _plain(snap: Snapshot, zone: ZoneConfig, name: str, qtype: int) -> Answer | 
     if qtype == T_A:
         if len(values) == 6:
             return _answered(NOERROR, [(name, T_A, ttl, _ntoa(values[:4]))], name)
-        hosts: list[str] = []
+        if len(values) == 12 and values[:4] != values[6:10]:     # the usual service: two instances
+            return _answered(NOERROR, [(name, T_A, ttl, _ntoa(values[:4])), (name, T_A, ttl, _ntoa(values[6:10]))],
+                             name)
+        hosts = [_ntoa(values[at:at + 4]) for at in range(0, len(values), 6)]
+        if len(set(hosts)) == len(hosts):
+            # each address once and every weight alike: the even orders (answer_orders), so
+            # no weights to keep
+            return _answered(NOERROR, [(name, T_A, ttl, host) for host in hosts], name)
+        distinct: list[str] = []
         shares: list[tuple[int, int]] = []
-        for at in range(0, len(values), 6):
-            host = _ntoa(values[at:at + 4])
-            if host in hosts:                    # instances that share an address add their weights
-                i = hosts.index(host)
+        for host in hosts:
+            if host in distinct:                 # instances that share an address add their weights
+                i = distinct.index(host)
                 shares[i] = (shares[i][0] + _PLAIN_SHARE[0], _PLAIN_SHARE[1])
             else:
-                hosts.append(host)
+                distinct.append(host)
                 shares.append(_PLAIN_SHARE)
-        ans = _answered(NOERROR, [(name, T_A, ttl, host) for host in hosts], name)
-        if len(hosts) > 1:
+        ans = _answered(NOERROR, [(name, T_A, ttl, host) for host in distinct], name)
+        if len(distinct) > 1:
             ans.weights = {(name, T_A): tuple(shares)}
         return ans
     if qtype == T_SRV:
-        targets = [label + "." + name for label in labels]
-        if len(targets) * 6 < len(values):        # the name's own record comes first
-            targets.insert(0, name)
+        labels = held[1]
         srv = []
         glue = []
         at = 0
-        for target in targets:
+        if len(values) > 6 * len(labels):      # the name's own record comes first
+            labels.insert(0, None)
+        for label in labels:
             port = values[at + 4] << 8 | values[at + 5]
             if port:                             # a record without a port is no service
+                target = name if label is None else label + "." + name
                 srv.append((name, T_SRV, ttl, (_PLAIN_PRIORITY, _PLAIN_WEIGHT, port, target)))
                 glue.append((target, T_A, ttl, _ntoa(values[at:at + 4])))
             at += 6

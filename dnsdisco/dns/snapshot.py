@@ -271,13 +271,14 @@ class Snapshot:
             out = [record(label + dot, value) for label, value in items(node)]
         return tuple(out) if own is None else (own, *out)
 
-    def plain_records(self, name: str, zone: ZoneConfig) -> tuple[bytes, list[str] | tuple] | None:
+    def plain_records(self, name: str, zone: ZoneConfig, named: bool = False) -> tuple[bytes, list[str] | None] | None:
         """`records_for(name, zone)` without making a Record, when every record there is a
         plain IPv4 one (an address and a port, each other field its default, as registrars
         write them): their values in the same order, 6 octets each (the address, then the
-        port), and the labels of the instances among them; the name's own record, when it
-        has one, is the first value and has no label. None when any record is otherwise or
-        the name is over its zone's max-records cap: the caller reads `records_for`."""
+        port), and with `named` the labels of the instances among them (else None); the
+        name's own record, when it has one, is the first value and has no label. None when
+        any record is otherwise or the name is over its zone's max-records cap: the caller
+        reads `records_for`."""
         label, _dot, par = name.partition(".")
         find = self.nodes.find
         above = find(par)
@@ -296,14 +297,14 @@ class Snapshot:
                     own = value.to_bytes(6, "big")
         node = find(name)
         if node is None:
-            return own, ()
+            return own, [] if named else None
         if type(node) is not bytes:
             return None
         count = node[0]
         if count > 1 and count > zone.max_records_per_name:
             return None
         end = 1 + 6 * count
-        return (own + node[1:end] if own else node[1:end]), node[end:].decode().split("/")
+        return (own + node[1:end] if own else node[1:end]), node[end:].decode().split("/") if named else None
 
     def exists(self, name: str, zone: ZoneConfig | None = None) -> bool:
         """The name has records, static records, or descendants (an empty non-terminal).
