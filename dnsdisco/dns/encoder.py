@@ -306,14 +306,6 @@ def _addresses(records: list, rtype: int, question: bytes, flags: int, edns: boo
     pointer to the question and its address. None for anything else: _one_rrset then."""
     opt = (_OPT_DO if do else _OPT) if edns else b""
     count = len(records)
-    if count == 1:                       # an instance: one record, one order
-        rr = records[0]
-        if rr[1] != rtype:
-            return None
-        data = _inet_pton(_V4 if rtype == T_A else _V6, rr[3])
-        reply = (_HEAD.pack(flags, 1, 1, 0, 1 if edns else 0) + question
-                 + _OWNED.pack(0xC00C, rtype, 1, rr[2], len(data)) + data + opt)
-        return ([reply], None) if len(reply) + 2 <= limit else None
     owner = records[0][0]
     family = _V4 if rtype == T_A else _V6
     chunks = []
@@ -341,14 +333,11 @@ def _services(records: list, glue: list, owner: str, qname: bytes, question: byt
     its target inside the SRV record, wherever the order puts that. None for anything else."""
     srv = []
     rests = []
-    tail = "." + owner
-    cut = -len(tail)
     for rr, address in zip(records, glue):
         rdata = rr[3]
         target = rdata[3]
-        label = target[:cut]
-        if (rr[1] != T_SRV or rr[0] != owner or address[0] != target or not target.endswith(tail)
-                or not label or "." in label or not label.isascii()):
+        label, _, rest = target.partition(".")
+        if rr[1] != T_SRV or rr[0] != owner or rest != owner or address[0] != target or not label.isascii():
             return None
         label = label.encode("ascii")
         wire = _LENGTH[len(label)] + label + qname
@@ -506,6 +495,13 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
             first = answers[0][1]
             if first == T_A or first == T_AAAA:
                 if not ans.additional:
+                    if len(answers) == 1:        # an instance: one record, one order
+                        data = _inet_pton(_V4 if first == T_A else _V6, answers[0][3])
+                        reply = (_HEAD.pack(flags, 1, 1, 0, 1 if edns else 0) + question
+                                 + _OWNED.pack(0xC00C, first, 1, answers[0][2], len(data)) + data
+                                 + ((_OPT_DO if do else _OPT) if edns else b""))
+                        if len(reply) + 2 <= limit:          # the id, written by the caches, is the 2 more
+                            return [reply], None
                     single = _addresses(answers, first, question, flags, edns, do, limit, ans.weights)
                     if single is not None:
                         return single

@@ -45,6 +45,7 @@ class Answer:
 
     rcode = NOERROR
     aa = True
+    answer: tuple | list = ()     # a list where a rule may still add to it (a CNAME chain)
     authority: tuple | list = ()
     additional: tuple | list = ()
     # the names it was computed from (one name, or a collection of them). The SOA serial is
@@ -145,15 +146,32 @@ PLAIN_WAY = True
 _ntoa = socket.inet_ntoa
 
 
-def _answered(rcode: int, answer: list, name: str) -> Answer:
-    """An Answer of `rcode` and `answer`, depending on `name` alone, the rest the class's:
-    Answer() without its keyword handling, since every first answer of _plain makes one."""
+def _answered(rcode: int, answer: tuple | list, name: str, authority: tuple = ()) -> Answer:
+    """An Answer of `rcode`, `answer` and `authority`, depending on `name` alone, the rest
+    the class's: Answer() without its keyword handling, since every first answer of _plain
+    makes one. Its sections are tuples where it can (nothing is added to them: no CNAME to
+    chase), which the collector need not keep looking at once their records are made."""
     ans = _new_answer(Answer)
     ans.rcode = rcode
     ans.answer = answer
     ans.depends = name
     ans.name = name
+    if authority:
+        ans.authority = authority
     return ans
+
+
+def _negative(snap: Snapshot, zone: ZoneConfig) -> tuple:
+    """The authority section of a negative answer: the zone's negative SOA alone, the same
+    tuple while the SOA record is (soa_rr gives one per zone and revision)."""
+    soa = soa_rr(snap, zone, True)
+    held = _NEGATIVE_SECTION[0]
+    if held is None or held[0] is not soa:
+        held = _NEGATIVE_SECTION[0] = (soa,)
+    return held
+
+
+_NEGATIVE_SECTION: list = [None]
 
 
 _new_answer = object.__new__
@@ -182,21 +200,19 @@ def _plain(snap: Snapshot, zone: ZoneConfig, name: str, qtype: int) -> Answer | 
             ns_name = default_ns_name(zone)
             if name == ns_name or ns_name.endswith("." + name):
                 return None
-        ans = _answered(NOERROR if snap.exists(name, zone) else NXDOMAIN, [], name)
-        ans.authority = [soa_rr(snap, zone, True)]
-        return ans
+        return _answered(NOERROR if snap.exists(name, zone) else NXDOMAIN, (), name, _negative(snap, zone))
     ttl = zone.ttl
     if qtype == T_A:
         if len(values) == 6:
-            return _answered(NOERROR, [(name, T_A, ttl, _ntoa(values[:4]))], name)
+            return _answered(NOERROR, ((name, T_A, ttl, _ntoa(values[:4])),), name)
         if len(values) == 12 and values[:4] != values[6:10]:     # the usual service: two instances
-            return _answered(NOERROR, [(name, T_A, ttl, _ntoa(values[:4])), (name, T_A, ttl, _ntoa(values[6:10]))],
+            return _answered(NOERROR, ((name, T_A, ttl, _ntoa(values[:4])), (name, T_A, ttl, _ntoa(values[6:10]))),
                              name)
         hosts = [_ntoa(values[at:at + 4]) for at in range(0, len(values), 6)]
         if len(set(hosts)) == len(hosts):
             # each address once and every weight alike: the even orders (answer_orders), so
             # no weights to keep
-            return _answered(NOERROR, [(name, T_A, ttl, host) for host in hosts], name)
+            return _answered(NOERROR, tuple([(name, T_A, ttl, host) for host in hosts]), name)
         distinct: list[str] = []
         shares: list[tuple[int, int]] = []
         for host in hosts:
@@ -206,7 +222,7 @@ def _plain(snap: Snapshot, zone: ZoneConfig, name: str, qtype: int) -> Answer | 
             else:
                 distinct.append(host)
                 shares.append(_PLAIN_SHARE)
-        ans = _answered(NOERROR, [(name, T_A, ttl, host) for host in distinct], name)
+        ans = _answered(NOERROR, tuple([(name, T_A, ttl, host) for host in distinct]), name)
         if len(distinct) > 1:
             ans.weights = {(name, T_A): tuple(shares)}
         return ans
@@ -225,13 +241,11 @@ def _plain(snap: Snapshot, zone: ZoneConfig, name: str, qtype: int) -> Answer | 
                 glue.append((target, T_A, ttl, _ntoa(values[at:at + 4])))
             at += 6
         if srv:
-            ans = _answered(NOERROR, srv, name)
-            ans.additional = glue
+            ans = _answered(NOERROR, tuple(srv), name)
+            ans.additional = tuple(glue)
             return ans
     # AAAA of IPv4 records, SRV of records without a port: NODATA
-    ans = _answered(NOERROR, [], name)
-    ans.authority = [soa_rr(snap, zone, True)]
-    return ans
+    return _answered(NOERROR, (), name, _negative(snap, zone))
 
 
 def rrset_rules(rrs: list) -> list:
