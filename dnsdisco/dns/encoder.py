@@ -25,7 +25,8 @@ an SRV target) is patched for each order. Truncation cuts the same suffix in eve
 because every name's first answer passes here: the addresses of the asked name
 (`_addresses`), the asked service's instances with their addresses as glue (`_services`), one
 RRset alone (`_one_rrset`), and a negative answer's SOA, made once per zone, serial and place
-(`_soa_chunk`). Anything else, or a short way's reply over the limit, takes the general way.
+(`_soa_chunk`). Anything else, or a short way's reply over the limit, takes the general way
+(`_general`), whose bytes each short way's must be (tests/unit/dns/test_plain_way.py).
 The module is over 500 lines for that reason: the general writer and its short ways belong
 together, so that a change to how a record is written is made in one file.
 """
@@ -35,7 +36,8 @@ import functools
 import socket
 import struct
 
-from dnsdisco.dns.constants import MAX_ROTATIONS, T_A, T_AAAA, T_CNAME, T_MX, T_NS, T_OPT, T_PTR, T_SOA, T_SRV, T_TXT, UDP_PAYLOAD
+from dnsdisco.dns.constants import (MAX_ROTATIONS, T_A, T_AAAA, T_CNAME, T_MX, T_NS, T_OPT, T_PTR, T_SOA, T_SRV, T_TXT,
+                                    UDP_PAYLOAD)
 from dnsdisco.dns.rules import answer_orders
 from dnsdisco.dns.wire import edns_of, labels_wire, name_labels, plain_question, wire_to_name
 

@@ -295,11 +295,20 @@ class Snapshot:
                     if type(value) is not int:
                         return None
                     own = value.to_bytes(6, "big")
-        node = find(name)
+        # a node at the name holds records two labels below its parent: none when `below`
+        # counts none there (a small map, where the map of nodes is as large as the zone)
+        node = find(name) if self.below.find(par, 0) else None
         if node is None:
             return own, [] if named else None
-        if type(node) is not bytes:
-            return None
+        if type(node) is not bytes:        # a tuple node, or a dict one past nodes.BIG
+            count = size(node)
+            if count > 1 and count > zone.max_records_per_name:
+                return None
+            pairs = list(items(node))
+            if any(type(value) is not int for _label, value in pairs):
+                return None
+            return (own + b"".join([value.to_bytes(6, "big") for _label, value in pairs]),
+                    [label for label, _value in pairs] if named else None)
         count = node[0]
         if count > 1 and count > zone.max_records_per_name:
             return None

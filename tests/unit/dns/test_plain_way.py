@@ -140,3 +140,29 @@ def test_the_switches_choose_the_way(monkeypatch, name, qtype):
     monkeypatch.setattr(encoder, "SHORT_WAYS", False)
     encode(answer(snap, wire, qtype), wire, qtype, 1, 0x8400, False, False, 512)
     assert walked and general_writes
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots())
+def test_plain_records_are_records_for_packed(made):
+    """Snapshot.plain_records gives the records of records_for, in its order, whenever they
+    are all plain IPv4 ones; and None only when one is not, or the cap applies."""
+    import socket
+    snap, names = made
+    for name in names:
+        zone = snap.zone_of(name)
+        recs = snap.records_for(name, zone)
+        held = snap.plain_records(name, zone, True)
+        plain = all(len(r) == 4 and r.host_kind == "ipv4" for r in recs)
+        node_count = len(snap.instance_names(name))
+        capped = node_count > 1 and node_count > zone.max_records_per_name
+        if held is None:
+            assert not plain or capped, name
+            continue
+        values, labels = held
+        assert plain and not capped, name
+        got = [(socket.inet_ntoa(values[at:at + 4]), values[at + 4] << 8 | values[at + 5])
+               for at in range(0, len(values), 6)]
+        assert got == [(r.host, r.port) for r in recs], name
+        own = [name] if len(values) > 6 * len(labels) else []
+        assert own + [label + "." + name for label in labels] == [r.name for r in recs], name
