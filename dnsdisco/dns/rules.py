@@ -10,6 +10,12 @@ record's data as `Raw` bytes (zone-file and upstream records only). `depends` li
 whose change can alter the answer, so the reply cache drops exactly the entries an etcd change
 touches.
 
+The questions most first answers are made for (A, AAAA or SRV of a name whose records are
+all plain IPv4 ones, as registrars write them) are answered by `_plain` from the records'
+packed values, without a Record or the walk of `_Lookup`: the same rules where nothing else
+can apply, and the walk wherever anything else is held (PLAIN_WAY = False, in tests only,
+sends every question through the walk so that the two can be compared).
+
 Over 500 lines: every rule of DESIGN.md section 3 lives here, one function (or `_Lookup`
 method) each, so that the table in docs/architecture.md can name one place per rule.
 """
@@ -144,6 +150,7 @@ def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, forward
 # gives must equal (tests/unit/dns/test_plain_way.py)
 PLAIN_WAY = True
 _ntoa = socket.inet_ntoa
+_new_answer = object.__new__
 
 
 def _answered(rcode: int, answer: tuple | list, name: str, authority: tuple = ()) -> Answer:
@@ -172,9 +179,6 @@ def _negative(snap: Snapshot, zone: ZoneConfig) -> tuple:
 
 
 _NEGATIVE_SECTION: list = [None]
-
-
-_new_answer = object.__new__
 
 
 def _plain(snap: Snapshot, zone: ZoneConfig, name: str, qtype: int) -> Answer | None:
