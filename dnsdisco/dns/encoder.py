@@ -25,7 +25,8 @@ an SRV target) is patched for each order. Truncation cuts the same suffix in eve
 because every name's first answer passes here: the addresses of the asked name
 (`_addresses`), the asked service's instances with their addresses as glue (`_services`), one
 RRset alone (`_one_rrset`), and a negative answer's SOA, made once per zone, serial and place
-(`_soa_chunk`). Anything else, or a short way's reply over the limit, takes the general way.
+(`_soa_chunk`). Anything else, or a short way's reply over the limit, takes the general way
+(`_general`), whose bytes each short way's must be (tests/unit/dns/test_plain_way.py).
 The module is over 500 lines for that reason: the general writer and its short ways belong
 together, so that a change to how a record is written is made in one file.
 """
@@ -35,7 +36,8 @@ import functools
 import socket
 import struct
 
-from dnsdisco.dns.constants import T_A, T_AAAA, T_CNAME, T_MX, T_NS, T_OPT, T_PTR, T_SOA, T_SRV, T_TXT, UDP_PAYLOAD
+from dnsdisco.dns.constants import (MAX_ROTATIONS, T_A, T_AAAA, T_CNAME, T_MX, T_NS, T_OPT, T_PTR, T_SOA, T_SRV, T_TXT,
+                                    UDP_PAYLOAD)
 from dnsdisco.dns.rules import answer_orders
 from dnsdisco.dns.wire import edns_of, labels_wire, name_labels, plain_question, wire_to_name
 
@@ -54,6 +56,9 @@ _V4, _V6 = socket.AF_INET, socket.AF_INET6
 _COMPRESSED = frozenset((T_CNAME, T_NS, T_PTR))
 # the orders depend only on the count and the shares, which most services repeat
 _orders = functools.lru_cache(maxsize=4096)(answer_orders)
+# False in tests only: every reply is then written the general way, which the short ways
+# must equal byte for byte (tests/unit/dns/test_plain_way.py)
+SHORT_WAYS = True
 
 
 def opt_record(do: bool, ext_rcode: int = 0) -> bytes:
@@ -301,6 +306,8 @@ def _addresses(records: list, rtype: int, question: bytes, flags: int, edns: boo
                weights) -> tuple | None:
     """The commonest reply: addresses of the asked name and nothing else, each record a
     pointer to the question and its address. None for anything else: _one_rrset then."""
+    opt = (_OPT_DO if do else _OPT) if edns else b""
+    count = len(records)
     owner = records[0][0]
     family = _V4 if rtype == T_A else _V6
     chunks = []
@@ -309,16 +316,16 @@ def _addresses(records: list, rtype: int, question: bytes, flags: int, edns: boo
             return None
         data = _inet_pton(family, rr[3])
         chunks.append(_OWNED.pack(0xC00C, rtype, 1, rr[2], len(data)) + data)
-    opt = (_OPT_DO if do else _OPT) if edns else b""
-    count = len(chunks)
-    if 12 + len(question) + (len(chunks[0]) if count == 1 else sum(map(len, chunks))) + len(opt) > limit:
-        return None
     head = _HEAD.pack(flags, 1, count, 0, 1 if edns else 0) + question
-    if count == 1:
-        return [head + chunks[0] + opt], None
+    if len(head) + 2 + sum(map(len, chunks)) + len(opt) > limit:
+        return None
     shares = weights.get((owner, rtype)) if weights else None
-    orders = _orders(count, shares if shares is not None and len(shares) == count else None)
-    return [b"".join([head, *[chunks[i] for i in order], opt]) for order in orders], None
+    if shares is None or len(shares) != count or shares.count(shares[0]) == count:   # even
+        if count == 2:                   # a service of two instances: each first in turn
+            first, second = chunks
+            return [head + first + second + opt, head + second + first + opt], None
+        shares = None
+    return [b"".join([head, *[chunks[i] for i in order], opt]) for order in _orders(count, shares)], None
 
 
 def _services(records: list, glue: list, owner: str, qname: bytes, question: bytes, flags: int, edns: bool,
@@ -326,7 +333,6 @@ def _services(records: list, glue: list, owner: str, qname: bytes, question: byt
     """The commonest SRV reply: the asked name's instances as targets (one label below it),
     each target's address as glue in the same order, nothing else. Each glue owner points at
     its target inside the SRV record, wherever the order puts that. None for anything else."""
-    count = len(records)
     srv = []
     rests = []
     for rr, address in zip(records, glue):
@@ -335,33 +341,43 @@ def _services(records: list, glue: list, owner: str, qname: bytes, question: byt
         label, _, rest = target.partition(".")
         if rr[1] != T_SRV or rr[0] != owner or rest != owner or address[0] != target or not label.isascii():
             return None
-        wire = _LENGTH[len(label)] + label.encode("ascii") + qname
+        label = label.encode("ascii")
+        wire = _LENGTH[len(label)] + label + qname
         srv.append(_OWNED_SRV.pack(0xC00C, T_SRV, 1, rr[2], 6 + len(wire), rdata[0], rdata[1], rdata[2]) + wire)
         rtype = address[1]
-        if rtype != T_A and rtype != T_AAAA:
+        if rtype == T_A:
+            data = _inet_pton(_V4, address[3])
+        elif rtype == T_AAAA:
+            data = _inet_pton(_V6, address[3])
+        else:
             return None
-        data = _inet_pton(_V4 if rtype == T_A else _V6, address[3])
         rests.append(_RR.pack(rtype, 1, address[2], len(data)) + data)
+    count = len(srv)
     opt = (_OPT_DO if do else _OPT) if edns else b""
     at = 12 + len(question)
-    sums = [0]
-    for chunk in srv:
-        sums.append(sums[-1] + len(chunk))
-    total = sums.pop()
-    end = at + total + sum(map(len, rests)) + 2 * count + len(opt)
+    end = at + sum(map(len, srv)) + sum(map(len, rests)) + 2 * count + len(opt)
     if end > limit or end > _POINTER:
         return None
     head = _HEAD.pack(flags, 1, count, 0, count + (1 if edns else 0)) + question
-    twice = srv + srv
-    rotations = _rotations(count)
+    pointer = _POINTER_TO
+    target = at + 18          # where the first record's target is: pointer, type to rdlength, SRV fields
+    if count == 1:
+        return [b"".join((head, srv[0], pointer[target], rests[0], opt))], None
+    if count == 2:            # a service of two instances: each first in turn
+        first, second = srv
+        after_first, after_second = target + len(first), target + len(second)
+        return [b"".join((head, first, second, pointer[target], rests[0], pointer[after_first], rests[1], opt)),
+                b"".join((head, second, first, pointer[after_second], rests[0], pointer[target], rests[1], opt))], None
     variants = []
-    for order in _orders(count, None):
-        shift = order[0]
-        if order != rotations[shift]:
-            return None
-        # record j starts (sums[j] - sums[shift]) mod total after the answer's start; its target 18 after that
-        glue_records = [_POINTER_TO[at + (sums[j] - sums[shift]) % total + 18] + rests[j] for j in range(count)]
-        variants.append(b"".join([head, *twice[shift:shift + count], *glue_records, opt]))
+    targets = [0] * count
+    for shift in range(min(count, MAX_ROTATIONS)):     # the even orders (rules.answer_orders)
+        order = srv[shift:] + srv[:shift]
+        place = target
+        for j in range(count):
+            k = (shift + j) % count
+            targets[k] = place
+            place += len(srv[k])
+        variants.append(b"".join([head, *order, *[pointer[targets[j]] + rests[j] for j in range(count)], opt]))
     return variants, None
 
 
@@ -473,29 +489,43 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
     case."""
     question = qname + _TYPECLASS.pack(qtype, qclass)
     answers = ans.answer
-    authority = ans.authority
     text = ans.name
-    if not answers and len(authority) == 1 and text and not ans.additional:
-        # a negative answer: the zone's SOA, its owner a suffix of the question's name
-        soa = authority[0]
-        apex = soa[0]
-        cut = len(text) - len(apex) - 1        # where the dot before the apex is, if it is a suffix
-        if cut >= 0 and text[cut] == "." and text.endswith(apex) and soa[1] == T_SOA:
-            chunk, serial_at = _soa_chunk(soa, 13 + cut)
-            reply = (_HEAD.pack(flags, 1, 0, 1, 1 if edns else 0) + question + chunk
-                     + ((_OPT_DO if do else _OPT) if edns else b""))
-            if len(reply) + 2 <= limit:          # the id, written by the caches, is the 2 more
-                return [reply], [(12 + len(question) + serial_at - 2,)]
-    if answers and not authority and answers[0][0] == text:
-        first = answers[0][1]
-        if (first == T_A or first == T_AAAA) and not ans.additional:
-            single = _addresses(answers, first, question, flags, edns, do, limit, ans.weights)
-            if single is not None:
-                return single
-        elif first == T_SRV and ans.additional and len(ans.additional) == len(answers) and not authority:
-            single = _services(answers, ans.additional, text, qname, question, flags, edns, do, limit)
-            if single is not None:
-                return single
+    if not SHORT_WAYS:
+        return _general(ans, qname, question, flags, edns, do, limit)
+    if answers:
+        if answers[0][0] == text and not ans.authority:
+            first = answers[0][1]
+            if first == T_A or first == T_AAAA:
+                if not ans.additional:
+                    if len(answers) == 1:        # an instance: one record, one order
+                        data = _inet_pton(_V4 if first == T_A else _V6, answers[0][3])
+                        reply = (_HEAD.pack(flags, 1, 1, 0, 1 if edns else 0) + question
+                                 + _OWNED.pack(0xC00C, first, 1, answers[0][2], len(data)) + data
+                                 + ((_OPT_DO if do else _OPT) if edns else b""))
+                        if len(reply) + 2 <= limit:          # the id, written by the caches, is the 2 more
+                            return [reply], None
+                    single = _addresses(answers, first, question, flags, edns, do, limit, ans.weights)
+                    if single is not None:
+                        return single
+            elif first == T_SRV:
+                glue = ans.additional
+                if len(glue) == len(answers):
+                    single = _services(answers, glue, text, qname, question, flags, edns, do, limit)
+                    if single is not None:
+                        return single
+    elif text and not ans.additional:
+        authority = ans.authority
+        if len(authority) == 1:
+            # a negative answer: the zone's SOA, its owner a suffix of the question's name
+            soa = authority[0]
+            apex = soa[0]
+            cut = len(text) - len(apex) - 1        # where the dot before the apex is, if it is a suffix
+            if cut >= 0 and text[cut] == "." and text.endswith(apex) and soa[1] == T_SOA:
+                chunk, serial_at = _soa_chunk(soa, 13 + cut)
+                reply = (_HEAD.pack(flags, 1, 0, 1, 1 if edns else 0) + question + chunk
+                         + ((_OPT_DO if do else _OPT) if edns else b""))
+                if len(reply) + 2 <= limit:          # the id, written by the caches, is the 2 more
+                    return [reply], [(12 + len(question) + serial_at - 2,)]
     table = _question_names(qname, text)
     if not ans.additional:
         if not ans.authority:
@@ -506,6 +536,18 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
             single = None
         if single is not None:
             return single
+        # a short way that gave up (over the limit) has put the names it wrote in the table,
+        # where the general way would point at them: it starts from a fresh one
+        table = None
+    return _general(ans, qname, question, flags, edns, do, limit, table)
+
+
+def _general(ans, qname: bytes, question: bytes, flags: int, edns: bool, do: bool, limit: int,
+             table: dict | None = None) -> tuple[list[bytes], list[tuple[int, ...]] | None]:
+    """encode's general way: any answer, record by record."""
+    if table is None:
+        table = _question_names(qname, ans.name)
+    answers = ans.answer
     chunks: list = []            # each record's bytes
     fixes: dict = {}             # chunk -> [(offset in it, (target chunk, offset in that))]
     serials: list = []           # (chunk, offset of its serial)
@@ -532,12 +574,14 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
             for i in range(index, end):
                 starts.append(at)
                 at = _write(answers[i], table, chunks, fixes, serials, at, held)
+            # one order only, the records as written: they do not move. Weights that leave
+            # one record first give one order too, which may move them
+            moves = len(orders) > 1 or orders[0] != _rotations(end - index)[0]
             if at < _POINTER:    # names inside it: pointed at through a patch, once it is whole
                 for suffix, place in held:
                     if suffix not in table:
-                        # one order only (weights that leave one record first): it does not move
-                        table[suffix] = place if len(orders) > 1 else starts[place[0] - first] + place[1]
-            if len(orders) > 1:
+                        table[suffix] = place if moves else starts[place[0] - first] + place[1]
+            if moves:
                 sets.append((first, len(chunks), orders))
         index = end
     an_end = len(chunks)

@@ -10,12 +10,19 @@ record's data as `Raw` bytes (zone-file and upstream records only). `depends` li
 whose change can alter the answer, so the reply cache drops exactly the entries an etcd change
 touches.
 
+The questions most first answers are made for (A, AAAA or SRV of a name whose records are
+all plain IPv4 ones, as registrars write them) are answered by `_plain` from the records'
+packed values, without a Record or the walk of `_Lookup`: the same rules where nothing else
+can apply, and the walk wherever anything else is held (PLAIN_WAY = False, in tests only,
+sends every question through the walk so that the two can be compared).
+
 Over 500 lines: every rule of DESIGN.md section 3 lives here, one function (or `_Lookup`
 method) each, so that the table in docs/architecture.md can name one place per rule.
 """
 from __future__ import annotations
 
 import math
+import socket
 
 from dnsdisco.dns.constants import (BADVERS, C_IN, FORMERR, MAX_CHAIN, MAX_ROTATIONS, NOERROR, NOTIMP, NXDOMAIN,
                                     REFUSED, T_A, T_AAAA, T_ANY, T_AXFR, T_CNAME, T_IXFR, T_MX, T_NS, T_PTR, T_SOA,
@@ -44,6 +51,7 @@ class Answer:
 
     rcode = NOERROR
     aa = True
+    answer: tuple | list = ()     # a list where a rule may still add to it (a CNAME chain)
     authority: tuple | list = ()
     additional: tuple | list = ()
     # the names it was computed from (one name, or a collection of them). The SOA serial is
@@ -119,6 +127,10 @@ def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, forward
         # name belongs to someone else and goes upstream. Not cached: the REFUSED a client
         # outside --allow gets must not be handed to a client that may forward.
         return refused(in_zone=False, name=name)
+    if (qtype == T_A or qtype == T_AAAA or qtype == T_SRV) and not zone.static and PLAIN_WAY:
+        plain = _plain(snap, zone, name, qtype)
+        if plain is not None:
+            return plain
     ans = _Lookup(snap, zone, name)
     ans.rcode = ans.run(name, qtype)
     if not ans.distinct and len(ans.answer) > 1:
@@ -132,6 +144,112 @@ def answer(snap: Snapshot, qname: bytes, qtype: int, qclass: int = C_IN, forward
     if ans.consulted is not None:
         ans.depends = ans.consulted
     return ans
+
+
+# False in tests only: every question then takes the walk of _Lookup, the answers _plain
+# gives must equal (tests/unit/dns/test_plain_way.py)
+PLAIN_WAY = True
+_ntoa = socket.inet_ntoa
+_new_answer = object.__new__
+
+
+def _answered(rcode: int, answer: tuple | list, name: str, authority: tuple = ()) -> Answer:
+    """An Answer of `rcode`, `answer` and `authority`, depending on `name` alone, the rest
+    the class's: Answer() without its keyword handling, since every first answer of _plain
+    makes one. Its sections are tuples where it can (nothing is added to them: no CNAME to
+    chase), which the collector need not keep looking at once their records are made."""
+    ans = _new_answer(Answer)
+    ans.rcode = rcode
+    ans.answer = answer
+    ans.depends = name
+    ans.name = name
+    if authority:
+        ans.authority = authority
+    return ans
+
+
+def _negative(snap: Snapshot, zone: ZoneConfig) -> tuple:
+    """The authority section of a negative answer: the zone's negative SOA alone, the same
+    tuple while the SOA record is (soa_rr gives one per zone and revision)."""
+    soa = soa_rr(snap, zone, True)
+    held = _NEGATIVE_SECTION[0]
+    if held is None or held[0] is not soa:
+        held = _NEGATIVE_SECTION[0] = (soa,)
+    return held
+
+
+_NEGATIVE_SECTION: list = [None]
+
+
+def _plain(snap: Snapshot, zone: ZoneConfig, name: str, qtype: int) -> Answer | None:
+    """A, AAAA or SRV at a name whose records are all plain IPv4 ones (Snapshot.plain_records)
+    in a zone without a zone file: the answer _Lookup's walk gives, reached without making a
+    Record or walking a rule that cannot apply (no alias, TXT, weight, TTL or target of its
+    own can be held). None for any other name, which then takes the walk. The same rules:
+    addresses once each in record order, weights added up for a shared address
+    (address_rrset); SRV from every record with a port, its name as target and its address
+    as glue (_Lookup.srv); NODATA for a name that exists, NXDOMAIN otherwise, with the SOA."""
+    if not name:
+        return None
+    held = snap.plain_records(name, zone, qtype == T_SRV)
+    if held is None:
+        return None
+    values = held[0]
+    if not values:
+        # no record at the name: RFC 2782 names, the apex and the default NS name are the
+        # walk's (negative_answer); any other name is NXDOMAIN unless it has names below it
+        if name[:1] == "_" or name == zone.name:
+            return None
+        if zone.ns_addresses:
+            ns_name = default_ns_name(zone)
+            if name == ns_name or ns_name.endswith("." + name):
+                return None
+        return _answered(NOERROR if snap.exists(name, zone) else NXDOMAIN, (), name, _negative(snap, zone))
+    ttl = zone.ttl
+    if qtype == T_A:
+        if len(values) == 6:
+            return _answered(NOERROR, ((name, T_A, ttl, _ntoa(values[:4])),), name)
+        if len(values) == 12 and values[:4] != values[6:10]:     # the usual service: two instances
+            return _answered(NOERROR, ((name, T_A, ttl, _ntoa(values[:4])), (name, T_A, ttl, _ntoa(values[6:10]))),
+                             name)
+        hosts = [_ntoa(values[at:at + 4]) for at in range(0, len(values), 6)]
+        if len(set(hosts)) == len(hosts):
+            # each address once and every weight alike: the even orders (answer_orders), so
+            # no weights to keep
+            return _answered(NOERROR, tuple([(name, T_A, ttl, host) for host in hosts]), name)
+        distinct: list[str] = []
+        shares: list[tuple[int, int]] = []
+        for host in hosts:
+            if host in distinct:                 # instances that share an address add their weights
+                i = distinct.index(host)
+                shares[i] = (shares[i][0] + _PLAIN_SHARE[0], _PLAIN_SHARE[1])
+            else:
+                distinct.append(host)
+                shares.append(_PLAIN_SHARE)
+        ans = _answered(NOERROR, tuple([(name, T_A, ttl, host) for host in distinct]), name)
+        if len(distinct) > 1:
+            ans.weights = {(name, T_A): tuple(shares)}
+        return ans
+    if qtype == T_SRV:
+        labels = held[1]
+        srv = []
+        glue = []
+        at = 0
+        if len(values) > 6 * len(labels):      # the name's own record comes first
+            labels.insert(0, None)
+        for label in labels:
+            port = values[at + 4] << 8 | values[at + 5]
+            if port:                             # a record without a port is no service
+                target = name if label is None else label + "." + name
+                srv.append((name, T_SRV, ttl, (_PLAIN_PRIORITY, _PLAIN_WEIGHT, port, target)))
+                glue.append((target, T_A, ttl, _ntoa(values[at:at + 4])))
+            at += 6
+        if srv:
+            ans = _answered(NOERROR, tuple(srv), name)
+            ans.additional = tuple(glue)
+            return ans
+    # AAAA of IPv4 records, SRV of records without a port: NODATA
+    return _answered(NOERROR, (), name, _negative(snap, zone))
 
 
 def rrset_rules(rrs: list) -> list:
@@ -290,6 +408,7 @@ def alias_of(name: str, recs, zone: ZoneConfig) -> Record | None:
 _EXTRA_AT = 4
 _PLAIN = Record("", "x")
 _PLAIN_SHARE = (_PLAIN.weight, _PLAIN.priority)
+_PLAIN_PRIORITY, _PLAIN_WEIGHT = _PLAIN.priority, _PLAIN.weight
 
 
 def address_rrset(recs, kind: str, zone: ZoneConfig) -> tuple[list[str], int | None, list[tuple[int, int]]]:

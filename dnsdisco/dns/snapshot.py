@@ -271,6 +271,50 @@ class Snapshot:
             out = [record(label + dot, value) for label, value in items(node)]
         return tuple(out) if own is None else (own, *out)
 
+    def plain_records(self, name: str, zone: ZoneConfig, named: bool = False) -> tuple[bytes, list[str] | None] | None:
+        """`records_for(name, zone)` without making a Record, when every record there is a
+        plain IPv4 one (an address and a port, each other field its default, as registrars
+        write them): their values in the same order, 6 octets each (the address, then the
+        port), and with `named` the labels of the instances among them (else None); the
+        name's own record, when it has one, is the first value and has no label. None when
+        any record is otherwise or the name is over its zone's max-records cap: the caller
+        reads `records_for`."""
+        label, _dot, par = name.partition(".")
+        find = self.nodes.find
+        above = find(par)
+        own = b""
+        if above is not None:
+            if type(above) is bytes:       # the usual service's node: compare labels in place
+                names = above[1 + 6 * above[0]:].decode().split("/")
+                if label in names:
+                    at = 1 + 6 * names.index(label)
+                    own = above[at:at + 6]
+            else:
+                value = lookup(above, label)
+                if value is not None:
+                    if type(value) is not int:
+                        return None
+                    own = value.to_bytes(6, "big")
+        # a node at the name holds records two labels below its parent: none when `below`
+        # counts none there (a small map, where the map of nodes is as large as the zone)
+        node = find(name) if self.below.find(par, 0) else None
+        if node is None:
+            return own, [] if named else None
+        if type(node) is not bytes:        # a tuple node, or a dict one past nodes.BIG
+            count = size(node)
+            if count > 1 and count > zone.max_records_per_name:
+                return None
+            pairs = list(items(node))
+            if any(type(value) is not int for _label, value in pairs):
+                return None
+            return (own + b"".join([value.to_bytes(6, "big") for _label, value in pairs]),
+                    [label for label, _value in pairs] if named else None)
+        count = node[0]
+        if count > 1 and count > zone.max_records_per_name:
+            return None
+        end = 1 + 6 * count
+        return (own + node[1:end] if own else node[1:end]), node[end:].decode().split("/") if named else None
+
     def exists(self, name: str, zone: ZoneConfig | None = None) -> bool:
         """The name has records, static records, or descendants (an empty non-terminal).
         `zone` is the name's zone when the caller knows it already (saves a lookup)."""

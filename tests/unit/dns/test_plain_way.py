@@ -1,0 +1,168 @@
+"""The short ways give what the general ones give (issue 23, cold answers).
+
+`rules.answer` answers names whose records are all plain IPv4 ones (`_plain`) without
+walking `_Lookup`, and `encoder.encode` writes the commonest replies (addresses, services
+with glue, one RRset, a negative answer's SOA) without its general writer. Both keep a
+switch, for these tests only, that sends every question the general way. Random snapshots
+(bytes nodes, tuple nodes, dict nodes past nodes.BIG, zone files, CNAMEs, underscored
+names, caps, default NS addresses, changes applied over a build) are asked every name and
+type both ways: the replies must be the same bytes, in every order, with the same serial
+offsets, and the answers the same rcode and dependencies.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dnsdisco.dns import encoder, rules, zonefile
+from dnsdisco.dns.constants import T_A, T_AAAA, T_ANY, T_CNAME, T_MX, T_NS, T_PTR, T_SOA, T_SRV, T_TXT
+from dnsdisco.dns.encoder import encode, reply_flags
+from dnsdisco.dns.rules import answer
+from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
+from dnsdisco.dns.wire import encode_name
+
+PREFIX = "/skydns"
+ZONE = "svc.local"
+QTYPES = (T_A, T_AAAA, T_SRV, T_TXT, T_CNAME, T_MX, T_PTR, T_ANY, T_SOA, T_NS)
+ZONE_TEXT = """
+@ 60 IN NS ns1.svc.local.
+ns1 60 IN A 192.0.2.53
+web 60 IN A 10.0.0.1
+web 60 IN TXT "from the file"
+alias 60 IN CNAME web.svc.local.
+deep.down 60 IN A 10.9.9.9
+"""
+
+labels = st.sampled_from(["a", "b", "web", "api", "i0", "i1", "i2", "x-1", "_http", "_tcp", "db", "ns", "dns"])
+ipv4 = st.sampled_from(["10.0.0.1", "10.0.0.2", "10.0.0.3", "192.0.2.7", "127.0.0.53"])
+plain = st.builds(lambda host, port: {"host": host, "port": port} if port else {"host": host},
+                  ipv4, st.sampled_from([0, 80, 443, 8080]))
+other = st.one_of(
+    st.fixed_dictionaries({"host": ipv4, "port": st.sampled_from([0, 80])},
+                          optional={"ttl": st.sampled_from([0, 7, 300]), "weight": st.sampled_from([0, 1, 5, 100]),
+                                    "priority": st.sampled_from([0, 10, 20]), "text": st.just("hi"),
+                                    "mail": st.booleans(), "targetstrip": st.sampled_from([0, 1])}),
+    st.builds(lambda host, port: {"host": host, "port": port}, st.sampled_from(["2001:db8::1", "::1"]),
+              st.sampled_from([0, 80])),
+    st.builds(lambda host: {"host": host}, st.sampled_from(["web.svc.local", "a.b.svc.local", "example.org",
+                                                             "i0.web.svc.local"])),
+)
+value = st.one_of(plain, plain, plain, other)
+# names of 1 to 3 labels under the zone; the last label picked below
+paths = st.lists(labels, min_size=1, max_size=3)
+
+
+def _key(path: list[str]) -> str:
+    return PREFIX + "/local/svc/" + "/".join(reversed(path))
+
+
+@st.composite
+def snapshots(draw):
+    entries = draw(st.lists(st.tuples(paths, value), max_size=24))
+    crowd = draw(st.sampled_from([0, 0, 3, 12]))      # past nodes.BIG instances under one name: a dict node
+    for i in range(crowd):
+        entries.append(([f"i{i}", "big"], {"host": f"10.1.0.{i % 4 + 1}", "port": 80 + i % 2}))
+    zone = ZoneConfig(ZONE, max_records_per_name=draw(st.sampled_from([1000, 1000, 2, 5])),
+                      ns_addresses=draw(st.sampled_from([(), ("127.0.0.53",), ("127.0.0.53", "::1")])))
+    if draw(st.booleans()) and draw(st.booleans()):
+        zone = zonefile.parse_zone_text(zone, ZONE_TEXT)
+    zones = [zone]
+    if draw(st.booleans()):
+        zones.append(ZoneConfig("b." + ZONE))             # a zone inside the first
+    items = [(_key(path), json.dumps(val).encode()) for path, val in entries]
+    split = draw(st.integers(0, len(items)))
+    snap = Snapshot.build(PREFIX, zones, 10, items[:split])
+    if split < len(items):                              # the rest applied as changes: an overlay
+        snap, _touched, _rejected = snap.apply(11, items[split:])
+    names = {ZONE, "nx." + ZONE, "_http._tcp.web." + ZONE, "_tcp.web." + ZONE, "ns.dns." + ZONE,
+             "dns." + ZONE, "down." + ZONE}
+    for path, _val in entries:
+        for cut in range(len(path)):
+            names.add(".".join(path[cut:]) + "." + ZONE)
+        names.add("_http._tcp." + ".".join(path) + "." + ZONE)
+        names.add("zz." + ".".join(path) + "." + ZONE)
+    return snap, sorted(names)
+
+
+def _both(snap, name: str, qtype: int, monkeypatch, edns: bool, limit: int):
+    out = []
+    for short in (True, False):
+        monkeypatch.setattr(rules, "PLAIN_WAY", short)
+        monkeypatch.setattr(encoder, "SHORT_WAYS", short)
+        wire = encode_name(name)
+        ans = answer(snap, wire, qtype)
+        depends = ans.depends
+        depends = {depends} if type(depends) is str else set(depends)
+        flags = reply_flags(0x0100, ans.rcode, ans.aa, False)
+        out.append(((ans.rcode, ans.aa, depends, ans.cacheable, ans.in_zone, ans.chase),
+                    encode(ans, wire, qtype, 1, flags, edns, edns, limit)))
+    return out
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                     HealthCheck.function_scoped_fixture])
+@given(snapshots(), st.sampled_from([(False, 512), (True, 1232), (True, 65535), (False, 60), (True, 100)]))
+def test_short_ways_answer_as_the_general_ones(monkeypatch, made, size):
+    snap, names = made
+    edns, limit = size
+    for name in names:
+        for qtype in QTYPES:
+            short, general = _both(snap, name, qtype, monkeypatch, edns, limit)
+            assert short == general, (name, qtype, snap.records_for(name))
+
+
+# The switches are real: forced the general way, a question of each common shape takes it
+# (a short way that raised or gave other bytes would fail the test above, not be skipped).
+@pytest.mark.parametrize("name, qtype", [("i0.web." + ZONE, T_A), ("web." + ZONE, T_A), ("web." + ZONE, T_SRV),
+                                         ("i0.web." + ZONE, T_AAAA), ("nx." + ZONE, T_A)])
+def test_the_switches_choose_the_way(monkeypatch, name, qtype):
+    items = [(_key(["web", f"i{i}"]), json.dumps({"host": f"10.0.0.{i + 1}", "port": 80}).encode())
+             for i in range(2)]
+    snap = Snapshot.build(PREFIX, [ZoneConfig(ZONE)], 10, items)
+    walked = []
+    real = rules._Lookup.run
+
+    def run(self, *args):
+        walked.append(args)
+        return real(self, *args)
+
+    monkeypatch.setattr(rules._Lookup, "run", run)
+    general_writes = []
+    real_general = encoder._general
+    monkeypatch.setattr(encoder, "_general", lambda *a, **k: general_writes.append(1) or real_general(*a, **k))
+    wire = encode_name(name)
+    encode(answer(snap, wire, qtype), wire, qtype, 1, 0x8400, False, False, 512)
+    assert not walked and not general_writes
+    monkeypatch.setattr(rules, "PLAIN_WAY", False)
+    monkeypatch.setattr(encoder, "SHORT_WAYS", False)
+    encode(answer(snap, wire, qtype), wire, qtype, 1, 0x8400, False, False, 512)
+    assert walked and general_writes
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots())
+def test_plain_records_are_records_for_packed(made):
+    """Snapshot.plain_records gives the records of records_for, in its order, whenever they
+    are all plain IPv4 ones; and None only when one is not, or the cap applies."""
+    import socket
+    snap, names = made
+    for name in names:
+        zone = snap.zone_of(name)
+        recs = snap.records_for(name, zone)
+        held = snap.plain_records(name, zone, True)
+        plain = all(len(r) == 4 and r.host_kind == "ipv4" for r in recs)
+        node_count = len(snap.instance_names(name))
+        capped = node_count > 1 and node_count > zone.max_records_per_name
+        if held is None:
+            assert not plain or capped, name
+            continue
+        values, labels = held
+        assert plain and not capped, name
+        got = [(socket.inet_ntoa(values[at:at + 4]), values[at + 4] << 8 | values[at + 5])
+               for at in range(0, len(values), 6)]
+        assert got == [(r.host, r.port) for r in recs], name
+        own = [name] if len(values) > 6 * len(labels) else []
+        assert own + [label + "." + name for label in labels] == [r.name for r in recs], name
