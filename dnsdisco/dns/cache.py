@@ -24,6 +24,7 @@ _KEY_TAIL = struct.Struct("!HHBH")   # qtype, qclass, EDNS/DO bits, size limit a
 _PLAIN_TAIL = struct.Struct("!HH")   # qtype, qclass after the name
 # the octets after the id of a plain query: RD set, one question, no other records
 PLAIN = b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+_new = object.__new__
 MAX_SHAPES = 32    # key shapes an own-name entry may use; entries of any other shape are indexed by name
 
 
@@ -66,13 +67,6 @@ class _Entry:
 
     __slots__ = ("replies", "turn", "stamp", "cell", "qlen")
     offsets = None     # where each reply's SOA serial sits: only a _SoaEntry has any
-
-    def __init__(self, replies, stamp):
-        self.replies = replies
-        self.turn = 0
-        self.stamp = stamp
-        self.cell = None
-        self.qlen = 0
 
     @property
     def variants(self) -> tuple:
@@ -152,12 +146,17 @@ class ReplyCache:
             self._evict(self.max_entries // 8)
         if key in entries:                     # answered again while a chain was forwarded
             self._drop(key)
-        replies = variants[0] if len(variants) == 1 else tuple(variants)
         if serial_offsets is None:
-            entry = _Entry(replies, None)
+            entry = _new(_Entry)                 # no __init__ call: a first answer makes one
+            entry.stamp = None
         else:
-            entry = _SoaEntry(replies, revision)
+            entry = _new(_SoaEntry)
+            entry.stamp = revision
             entry.offsets = serial_offsets
+        entry.replies = variants[0] if len(variants) == 1 else tuple(variants)
+        entry.turn = 0
+        entry.cell = None
+        entry.qlen = 0
         entries[key] = entry
         if type(depends) is not str:
             depends = tuple(depends)

@@ -205,7 +205,8 @@ class Responder:
                 reply = self._from_entry(entry, key, data, qname, lname, transport, qtype)
                 hit = True
             else:
-                reply = self._first(data, transport, client, qname, lname, qtype, qclass, edns, do, limit, key)
+                reply = self._first(data, transport, client, qname, lname, qtype, qclass, edns, do, limit, key,
+                                    own=key is asked)
                 hit = False
         if self.rrl is not None and transport == "udp" and reply is not None and type(fq) is tuple:
             reply = self._rate_limited(reply, data, fq, client)     # response rate limiting
@@ -289,12 +290,8 @@ class Responder:
             else:
                 if known is not None and type(known) is _Exact and known.stamp != DEAD:
                     self.cache.detach(known)             # its entry was replaced under the same key
-                most = self._exact_max[transport]
-                if len(table) >= most:                   # full: forget the oldest eighth
-                    for old in list(itertools.islice(table, most // 8)):
-                        forgotten = table.pop(old)
-                        if type(forgotten) is _Exact and forgotten.stamp != DEAD:
-                            self.cache.detach(forgotten)
+                if len(table) >= self._exact_max[transport]:
+                    self._make_room(table, transport)
                 cell = self.metrics.cell_for(qtype, first[1] & 0xF, transport) if self.metrics else None
                 if same and asked == key:                # keyed on these octets: the entry answers them
                     entry.cell = cell
@@ -305,6 +302,13 @@ class Responder:
                     self.cache.attach(exact)
                     table[asked] = exact
         return data[:2] + (mine if single else mine[turn % len(mine)])
+
+    def _make_room(self, table: dict, transport: str) -> None:
+        """The exact table is full: forget its oldest eighth (their cache entries stay)."""
+        for old in list(itertools.islice(table, self._exact_max[transport] // 8)):
+            forgotten = table.pop(old)
+            if type(forgotten) is _Exact and forgotten.stamp != DEAD:
+                self.cache.detach(forgotten)
 
     # -- response rate limiting (UDP only; see rrl.py). `rrl` is a RateLimiter set by serve
     # when --rrl-rate is given; None keeps the query path free of it.
@@ -335,10 +339,12 @@ class Responder:
         return error_for(query, SERVFAIL, forwarding=forwarding)
 
     def _first(self, data: bytes, transport: str, client, qname: bytes, lname: bytes, qtype: int, qclass: int,
-               edns: bool, do: bool, limit: int, key: bytes | None, ahead: bool = False) -> bytes | None:
+               edns: bool, do: bool, limit: int, key: bytes | None, ahead: bool = False,
+               own: bool = False) -> bytes | None:
         """A question not answered before (or not cacheable): the rules answer it, the
         encoder writes it, and with a cache `key` the cache keeps the bytes. `ahead`: packed
-        ahead (`prepare`), so only the cache entry is made and nothing is sent."""
+        ahead (`prepare`), so only the cache entry is made and nothing is sent. `own`: `key`
+        is the query's own octets after the id (a plain query, `plain_key`)."""
         snap = self.snapshot
         generation = self.cache.generation
         forwarding = self.forwarder is not None
@@ -365,6 +371,18 @@ class Responder:
             if ahead:
                 self.cache.put_ahead(key)
                 return None
+            if own and (self.forwarder is None or self._in_zone(lname)):
+                # the usual first answer: written with this query's flags and name, so the entry
+                # answers a repeat of these octets from the UDP exact table as they are
+                first = variants[0]
+                entry.turn = 1
+                entry.cell = self.metrics.cell_for(qtype, first[1] & 0xF, transport) if self.metrics else None
+                entry.qlen = len(qname)
+                table = self._exact[transport]
+                if len(table) >= self._exact_max[transport]:
+                    self._make_room(table, transport)
+                table[key] = entry
+                return data[:2] + first
             # served like a hit, so a repeat of these exact bytes is an id-only write from now on
             return self._from_entry(entry, key, data, qname, lname, transport, qtype)
         return data[:2] + self._patched(variants[0], data, qname)
