@@ -7,7 +7,7 @@ bytes after the id (`plain_key`), so the same bytes object is the cache key and 
 table's key, and the table maps it straight to the cache entry. Only another spelling of the
 question (RD clear, EDNS options, TCP) makes a separate `_Exact`. An entry that depends only on
 its own name (the usual answer) is found again from the names an etcd change touches by
-building its key (`shapes`), so it holds no name string and no slot in a name index.
+building its key (the shapes), so it holds no name string and no slot in a name index.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ _PLAIN_TAIL = struct.Struct("!HH")   # qtype, qclass after the name
 # the octets after the id of a plain query: RD set, one question, no other records
 PLAIN = b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
 _new = object.__new__
-MAX_SHAPES = 32    # key shapes an own-name entry may use; entries of any other shape are indexed by name
+MAX_SHAPES = 32    # key tails own-name entries may use; entries with any other are indexed by name
 
 
 def cache_key(lname: bytes, qtype: int, qclass: int, edns: bool, do: bool, limit: int) -> bytes:
@@ -47,13 +47,6 @@ def key_name(key: bytes) -> bytes:
     if len(key) > 10 and key.startswith(PLAIN):
         return key[10:-4]
     return key[:-7]
-
-
-def _shape(key: bytes) -> tuple[bytes, bytes]:
-    """What a key holds besides the name, before it and after it."""
-    if len(key) > 10 and key.startswith(PLAIN):
-        return PLAIN, key[-4:]
-    return b"", key[-7:]
 
 
 class _Entry:
@@ -114,10 +107,10 @@ class ReplyCache:
 
     An etcd change drops the entries of the names it touched; a change that may touch anything
     (touched None) drops them all. An entry that depends on its own name only is found by
-    building its key from a touched name in each of the `shapes` own-name entries were cached
-    in (a handful: the query types and EDNS sizes clients use; at most MAX_SHAPES, so hostile
-    queries cannot make an update slow); any other entry's names are in `depends` and indexed
-    in `by_name`. When full, the oldest eighth is evicted. A dropped entry is stamped DEAD and
+    building its key from a touched name with each tail after the name that own-name entries'
+    keys were made with (`plain_shapes`, `other_shapes`: a handful, the query types and EDNS
+    sizes clients use; at most MAX_SHAPES in all, so hostile queries cannot make an update
+    slow); any other entry's names are in `depends` and indexed in `by_name`. When full, the oldest eighth is evicted. A dropped entry is stamped DEAD and
     leaves the exact tables with its other spellings (`spellings`). Entries packed ahead
     (dns/precompute.py) are listed in `ahead`, and those no query has been answered from yet go
     first when the cache is full, so packing ahead never costs a real query's entry its place.
@@ -127,8 +120,10 @@ class ReplyCache:
         self.max_entries = max(8, max_entries)
         self.entries: dict[bytes, _Entry] = {}
         self.by_name: dict[str, bytes | set] = {}    # name -> the one key, or a set of keys
-        self.depends: dict[bytes, str | tuple] = {}  # key -> names, for entries not in `shapes`
-        self.shapes: dict[tuple[bytes, bytes], None] = {}
+        self.depends: dict[bytes, str | tuple] = {}  # key -> names, for entries not found by shape
+        # the tails own-name entries' keys end with, after the name: plain keys, other keys
+        self.plain_shapes: dict[bytes, None] = {}
+        self.other_shapes: dict[bytes, None] = {}
         self.spellings: dict[bytes, _Exact | list] = {}
         self.exact: dict[str, dict[bytes, _Entry | _Exact]] = {"udp": {}, "tcp": {}}
         self.generation = 0
@@ -144,34 +139,35 @@ class ReplyCache:
         entries = self.entries
         if len(entries) >= self.max_entries:
             self._evict(self.max_entries // 8)
-        if key in entries:                     # answered again while a chain was forwarded
-            self._drop(key)
         if serial_offsets is None:
-            entry = _new(_Entry)                 # no __init__ call: a first answer makes one
+            entry = _new(_Entry)                 # no __init__ call: every first answer makes one
             entry.stamp = None
         else:
             entry = _new(_SoaEntry)
             entry.stamp = revision
             entry.offsets = serial_offsets
         entry.replies = variants[0] if len(variants) == 1 else tuple(variants)
-        entry.turn = 0
-        entry.cell = None
-        entry.qlen = 0
-        entries[key] = entry
+        entry.turn = 0                           # `cell` and `qlen` are set when it enters a table
+        if entries.setdefault(key, entry) is not entry:     # a key put twice: the first one goes
+            self._drop(key)
+            entries[key] = entry
         if type(depends) is not str:
             depends = tuple(depends)
             if len(depends) == 1:
                 depends = depends[0]
-        if type(depends) is str and (depends is own or depends == own):
-            plain = len(key) > 10 and key.startswith(PLAIN)
+        if depends is own or (type(depends) is str and depends == own):
             # the name reads back as the key's octets (no escapes): its length tells
-            if len(depends) + (16 if plain else 9) == len(key):
-                shapes = self.shapes
-                shape = (PLAIN, key[-4:]) if plain else (b"", key[-7:])
-                if shape in shapes:
+            if key[:10] == PLAIN and len(depends) + 16 == len(key):
+                shapes, tail = self.plain_shapes, key[-4:]
+            elif len(depends) + 9 == len(key):
+                shapes, tail = self.other_shapes, key[-7:]
+            else:
+                shapes = tail = None
+            if shapes is not None:
+                if tail in shapes:
                     return entry
-                if len(shapes) < MAX_SHAPES:
-                    shapes[shape] = None
+                if len(self.plain_shapes) + len(self.other_shapes) < MAX_SHAPES:
+                    shapes[tail] = None
                     return entry
         self.depends[key] = depends
         by_name = self.by_name
@@ -265,7 +261,8 @@ class ReplyCache:
         self.entries.clear()
         self.by_name.clear()
         self.depends.clear()
-        self.shapes.clear()
+        self.plain_shapes.clear()
+        self.other_shapes.clear()
         self.spellings.clear()
         self.ahead.clear()
 
@@ -275,19 +272,19 @@ class ReplyCache:
         if touched is None:
             self.clear()
             return
-        entries, depends, shapes, by_name = self.entries, self.depends, self.shapes, self.by_name
+        entries, depends, by_name = self.entries, self.depends, self.by_name
+        plain_shapes, other_shapes = self.plain_shapes, self.other_shapes
         for name in touched:
             held = by_name.get(name)
             if held is not None:
                 for key in list(held) if type(held) is set else (held,):
                     self._drop(key)
-            if shapes and entries:
+            if (plain_shapes or other_shapes) and entries:
                 try:
                     wire = encode_name(name)
                 except Exception:       # a name no query can ask: no own-name entry holds it
                     continue
-                for before, after in shapes:
-                    key = before + wire + after
+                for key in [PLAIN + wire + tail for tail in plain_shapes] + [wire + tail for tail in other_shapes]:
                     if key in entries and key not in depends:
                         self._drop(key)
 

@@ -17,8 +17,8 @@ import time
 
 from dnslib import DNSRecord
 
-from dnsdisco.dns.cache import (DEAD, DEFAULT_CACHE_SIZE, ReplyCache, _Entry, _Exact, _same_but_name, cache_key,
-                                 plain_key)
+from dnsdisco.dns.cache import (DEAD, DEFAULT_CACHE_SIZE, PLAIN, ReplyCache, _Entry, _Exact, _same_but_name,
+                                 cache_key, plain_key)
 from dnsdisco.dns.constants import NOERROR, NXDOMAIN, REFUSED, SERVFAIL, T_AXFR, T_IXFR, T_PTR, TCP_LIMIT
 from dnsdisco.dns.encoder import (encode, error_for, error_reply, formerr_for, formerr_with_opt, opt_record,
                                   reply_flags)
@@ -197,9 +197,10 @@ class Responder:
                 key = cache_key(lname, qtype, qclass, edns, do, limit)
             else:                            # plain: keyed on the query's own octets when it can be
                 limit = 512
-                key = plain_key(lname, qtype, qclass)
-                if key == asked:
-                    key = asked
+                if qname == lname and len(asked) == 14 + len(qname) and asked[:10] == PLAIN:
+                    key = asked                  # == plain_key(lname, qtype, qclass)
+                else:
+                    key = plain_key(lname, qtype, qclass)
             entry = self.cache.entries.get(key)
             if entry is not None:
                 reply = self._from_entry(entry, key, data, qname, lname, transport, qtype)

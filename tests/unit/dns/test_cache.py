@@ -148,7 +148,7 @@ def test_past_max_shapes_entries_are_indexed_by_name_and_still_dropped():
     r = Responder(snap)
     for qtype in range(100, 100 + MAX_SHAPES + 4):          # a query type each: a shape each
         r.handle(query("s1.svc.local", qtype), "udp", CLIENT)
-    assert len(r.cache.shapes) == MAX_SHAPES and len(r.cache.depends) == 4
+    assert len(r.cache.plain_shapes) == MAX_SHAPES and r.cache.other_shapes == {} and len(r.cache.depends) == 4
     assert r.cache.by_name == {"s1.svc.local": set(r.cache.depends)}
     changed, touched, _ = snap.apply(4, [("/skydns/local/svc/s1", val(host="10.7.7.7"))])
     r.on_swap(changed, touched)
@@ -162,7 +162,7 @@ def test_a_name_that_reads_back_otherwise_is_indexed_by_name():
     lname = b"\x03a.b\x03svc\x05local\x00"
     key = plain_key(lname, 1, 1)
     cache.put(key, [b"reply"], "a\\.b.svc.local", own="a\\.b.svc.local")
-    assert cache.depends == {key: "a\\.b.svc.local"} and cache.shapes == {}
+    assert cache.depends == {key: "a\\.b.svc.local"} and cache.plain_shapes == cache.other_shapes == {}
     cache.invalidate({"a\\.b.svc.local"})
     assert len(cache) == 0
 
