@@ -294,7 +294,7 @@ class Responder:
                 if len(table) >= self._exact_max[transport]:
                     self._make_room(table, transport)
                 cell = self.metrics.cell_for(qtype, first[1] & 0xF, transport) if self.metrics else None
-                if same and asked == key:                # keyed on these octets: the entry answers them
+                if same and asked == key and transport == "udp":   # keyed on these octets: the entry answers them
                     entry.cell = cell
                     entry.qlen = len(qname)
                     table[key] = entry
