@@ -151,7 +151,7 @@ class ReplyCache:
         if entries.setdefault(key, entry) is not entry:     # a key put twice: the first one goes
             self._drop(key)
             entries[key] = entry
-        if type(depends) is not str:
+        if depends is not own and type(depends) is not str:     # the rules' usual answer reads its own name
             depends = tuple(depends)
             if len(depends) == 1:
                 depends = depends[0]

@@ -67,6 +67,7 @@ class Responder:
         self._exact: dict[str, dict[bytes, _Entry | _Exact]] = self.cache.exact
         # a cap per table: UDP's as large as the cache, TCP's (rarer) an eighth of it
         self._exact_max = {"udp": max(1024, cache_size), "tcp": max(1024, cache_size // 8)}
+        self._udp, self._udp_most = self._exact["udp"], self._exact_max["udp"]   # for a plain query's first answer
         self._revision = snapshot.revision      # what an _Exact with an SOA must have been written at
         self.rrl = None
         self._zone_suffixes = self._suffixes(snapshot)
@@ -377,11 +378,11 @@ class Responder:
                 # answers a repeat of these octets from the UDP exact table as they are
                 first = variants[0]
                 entry.turn = 1
-                entry.cell = self.metrics.cell_for(qtype, first[1] & 0xF, transport) if self.metrics else None
+                entry.cell = self.metrics.cell_for(qtype, first[1] & 0xF, "udp") if self.metrics else None
                 entry.qlen = len(qname)
-                table = self._exact[transport]
-                if len(table) >= self._exact_max[transport]:
-                    self._make_room(table, transport)
+                table = self._udp
+                if len(table) >= self._udp_most:
+                    self._make_room(table, "udp")
                 table[key] = entry
                 return data[:2] + first
             # served like a hit, so a repeat of these exact bytes is an id-only write from now on
