@@ -2,10 +2,11 @@
 and the exact-query tables that answer a repeat of the same bytes by writing only its id.
 
 Every cached question holds one object in the usual case, because at 100,000 names every one
-of them is held: a plain query (UDP, no EDNS, RD set, name in lower case) is keyed on its own
-bytes after the id (`plain_key`), so the same bytes object is the cache key and the UDP exact
-table's key, and the table maps it straight to the cache entry. Only another spelling of the
-question (RD clear, EDNS options, TCP) makes a separate `_Exact`. An entry that depends only on
+of them is held: a plain query over UDP (RD set, name in lower case, no EDNS or a bare OPT
+record) is keyed on its own bytes after the id (`plain_key`, `edns_key`), so the same bytes
+object is the cache key and the UDP exact table's key, and the table maps it straight to the
+cache entry. Only another spelling of the question (RD clear, EDNS options, a UDP size above
+the one we serve, TCP) makes a separate `_Exact`. An entry that depends only on
 its own name (the usual answer) is found again from the names an etcd change touches by
 building its key (the shapes), so it holds no name string and no slot in a name index.
 """
@@ -22,8 +23,11 @@ DEFAULT_CACHE_SIZE = 100_000   # cached questions (serve --cache-size)
 DEAD = -1          # the stamp of an entry or _Exact once dropped: equals no snapshot revision
 _KEY_TAIL = struct.Struct("!HHBH")   # qtype, qclass, EDNS/DO bits, size limit after the name
 _PLAIN_TAIL = struct.Struct("!HH")   # qtype, qclass after the name
+_EDNS_TAIL = struct.Struct("!HHBHHBBHH")   # qtype, qclass, then the OPT: root, 41, size, rcode, version, DO, no data
 # the octets after the id of a plain query: RD set, one question, no other records
 PLAIN = b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+EDNS = b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01"     # the same with one more record: the OPT
+_TAILS = {PLAIN: 4, EDNS: 15}          # octets after the name in a key that starts so
 _new = object.__new__
 MAX_SHAPES = 32    # key tails own-name entries may use; entries with any other are indexed by name
 
@@ -31,8 +35,9 @@ MAX_SHAPES = 32    # key tails own-name entries may use; entries with any other 
 def cache_key(lname: bytes, qtype: int, qclass: int, edns: bool, do: bool, limit: int) -> bytes:
     """The reply cache's key for a question that is not a plain UDP query: one bytes object,
     not a tuple, because at 100,000 names every cached question's key is held. It cannot equal
-    a `plain_key`: one that starts with PLAIN's first three octets holds the name b"\\x01\\x00\\x00"
-    (a one-octet label, then the root), so it is 10 octets long, and a plain key is 15 or more."""
+    a `plain_key` or an `edns_key`: one that starts with their first three octets holds the name
+    b"\\x01\\x00\\x00" (a one-octet label, then the root), so it is 10 octets long, and theirs
+    are 15 or more."""
     return lname + _KEY_TAIL.pack(qtype, qclass, (edns << 1) | do, limit)
 
 
@@ -42,11 +47,16 @@ def plain_key(lname: bytes, qtype: int, qclass: int) -> bytes:
     return PLAIN + lname + _PLAIN_TAIL.pack(qtype, qclass)
 
 
+def edns_key(lname: bytes, qtype: int, qclass: int, do: bool, limit: int) -> bytes:
+    """The key of a UDP query with EDNS: the query's own octets after the id when the client
+    sent RD set, the name in lower case and a bare OPT record asking for `limit` octets."""
+    return EDNS + lname + _EDNS_TAIL.pack(qtype, qclass, 0, 41, limit, 0, 0, do << 15, 0)
+
+
 def key_name(key: bytes) -> bytes:
     """The lower-case wire name a cache key was made from."""
-    if len(key) > 10 and key.startswith(PLAIN):
-        return key[10:-4]
-    return key[:-7]
+    cut = _TAILS.get(key[:10]) if len(key) > 10 else None
+    return key[:-7] if cut is None else key[10:-cut]
 
 
 class _Entry:
@@ -108,7 +118,7 @@ class ReplyCache:
     An etcd change drops the entries of the names it touched; a change that may touch anything
     (touched None) drops them all. An entry that depends on its own name only is found by
     building its key from a touched name with each tail after the name that own-name entries'
-    keys were made with (`plain_shapes`, `other_shapes`: a handful, the query types and EDNS
+    keys were made with (`shapes`, by the key's first ten octets: a handful, the query types and EDNS
     sizes clients use; at most MAX_SHAPES in all, so hostile queries cannot make an update
     slow); any other entry's names are in `depends` and indexed in `by_name`. When full, the oldest eighth is evicted. A dropped entry is stamped DEAD and
     leaves the exact tables with its other spellings (`spellings`). Entries packed ahead
@@ -122,8 +132,8 @@ class ReplyCache:
         self.by_name: dict[str, bytes | set] = {}    # name -> the one key, or a set of keys
         self.depends: dict[bytes, str | tuple] = {}  # key -> names, for entries not found by shape
         # the tails own-name entries' keys end with, after the name: plain keys, other keys
-        self.plain_shapes: dict[bytes, None] = {}
-        self.other_shapes: dict[bytes, None] = {}
+        self.shapes: dict[bytes, dict[bytes, None]] = {PLAIN: {}, EDNS: {}, b"": {}}
+        self._held = 0                                # tails in `shapes`
         self.spellings: dict[bytes, _Exact | list] = {}
         self.exact: dict[str, dict[bytes, _Entry | _Exact]] = {"udp": {}, "tcp": {}}
         self.generation = 0
@@ -157,17 +167,18 @@ class ReplyCache:
                 depends = depends[0]
         if depends is own or (type(depends) is str and depends == own):
             # the name reads back as the key's octets (no escapes): its length tells
-            if key[:10] == PLAIN and len(depends) + 16 == len(key):
-                shapes, tail = self.plain_shapes, key[-4:]
-            elif len(depends) + 9 == len(key):
-                shapes, tail = self.other_shapes, key[-7:]
-            else:
-                shapes = tail = None
-            if shapes is not None:
-                if tail in shapes:
+            head = key[:10]
+            cut = _TAILS.get(head)
+            if cut is None:
+                head, cut = b"", 7
+            if len(depends) + 2 + len(head) + cut == len(key):
+                tails = self.shapes[head]
+                tail = key[-cut:]
+                if tail in tails:
                     return entry
-                if len(self.plain_shapes) + len(self.other_shapes) < MAX_SHAPES:
-                    shapes[tail] = None
+                if self._held < MAX_SHAPES:
+                    tails[tail] = None
+                    self._held += 1
                     return entry
         self.depends[key] = depends
         by_name = self.by_name
@@ -261,8 +272,9 @@ class ReplyCache:
         self.entries.clear()
         self.by_name.clear()
         self.depends.clear()
-        self.plain_shapes.clear()
-        self.other_shapes.clear()
+        for tails in self.shapes.values():
+            tails.clear()
+        self._held = 0
         self.spellings.clear()
         self.ahead.clear()
 
@@ -273,18 +285,18 @@ class ReplyCache:
             self.clear()
             return
         entries, depends, by_name = self.entries, self.depends, self.by_name
-        plain_shapes, other_shapes = self.plain_shapes, self.other_shapes
+        shapes = [(head, tails) for head, tails in self.shapes.items() if tails]
         for name in touched:
             held = by_name.get(name)
             if held is not None:
                 for key in list(held) if type(held) is set else (held,):
                     self._drop(key)
-            if (plain_shapes or other_shapes) and entries:
+            if shapes and entries:
                 try:
                     wire = encode_name(name)
                 except Exception:       # a name no query can ask: no own-name entry holds it
                     continue
-                for key in [PLAIN + wire + tail for tail in plain_shapes] + [wire + tail for tail in other_shapes]:
+                for key in [head + wire + tail for head, tails in shapes for tail in tails]:
                     if key in entries and key not in depends:
                         self._drop(key)
 

@@ -18,7 +18,7 @@ import time
 from dnslib import DNSRecord
 
 from dnsdisco.dns.cache import (DEAD, DEFAULT_CACHE_SIZE, PLAIN, ReplyCache, _Entry, _Exact, _same_but_name,
-                                 cache_key, plain_key)
+                                 cache_key, edns_key, plain_key)
 from dnsdisco.dns.constants import NOERROR, NXDOMAIN, REFUSED, SERVFAIL, T_AXFR, T_IXFR, T_PTR, TCP_LIMIT
 from dnsdisco.dns.encoder import (encode, error_for, error_reply, formerr_for, formerr_with_opt, opt_record,
                                   reply_flags)
@@ -193,9 +193,11 @@ class Responder:
             if transport == "tcp":
                 limit = TCP_LIMIT
                 key = cache_key(lname, qtype, qclass, edns, do, limit)
-            elif edns:
+            elif edns:                       # keyed on the query's own octets when it can be
                 limit = udp_limit(edns, udp)
-                key = cache_key(lname, qtype, qclass, edns, do, limit)
+                key = edns_key(lname, qtype, qclass, do, limit)
+                if key == asked:
+                    key = asked
             else:                            # plain: keyed on the query's own octets when it can be
                 limit = 512
                 if qname == lname and len(asked) == 14 + len(qname) and asked[:10] == PLAIN:

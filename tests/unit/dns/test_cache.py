@@ -11,8 +11,8 @@ import dns.message
 import dns.rcode
 import pytest
 
-from dnsdisco.dns.cache import (DEAD, MAX_SHAPES, PLAIN, ReplyCache, _Entry, _Exact, _SoaEntry, cache_key, key_name,
-                                plain_key)
+from dnsdisco.dns.cache import (DEAD, EDNS, MAX_SHAPES, PLAIN, ReplyCache, _Entry, _Exact, _SoaEntry, cache_key,
+                                edns_key, key_name, plain_key)
 from dnsdisco.dns.responder import Responder
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from dnsdisco.dns.wire import encode_name
@@ -30,9 +30,9 @@ def build(count=10, revision=3, extra=()):
     return Snapshot.build("/skydns", ZONES, revision, items + list(extra))
 
 
-def query(name, qtype=1, *, qid=7, rd=True, edns=None):
+def query(name, qtype=1, *, qid=7, rd=True, edns=None, do=False):
     flags = 0x0100 if rd else 0
-    opt = b"" if edns is None else b"\x00" + struct.pack("!HHIH", 41, edns, 0, 0)
+    opt = b"" if edns is None else b"\x00" + struct.pack("!HHIH", 41, edns, 0x8000 if do else 0, 0)
     return (struct.pack("!HHHHHH", qid, flags, 1, 0, 0, 0 if edns is None else 1)
             + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
             + struct.pack("!HH", qtype, 1) + opt)
@@ -51,11 +51,12 @@ def addresses(reply) -> list[str]:
     (b"\x01\x00\x00", 1, True, False, 4096),
     (b"\x00", 6, False, False, 65535),
 ])
-def test_the_two_key_forms_never_meet_and_give_their_name_back(lname, qtype, edns, do, limit):
+def test_the_three_key_forms_never_meet_and_give_their_name_back(lname, qtype, edns, do, limit):
     other = cache_key(lname, qtype, 1, edns, do, limit)
     plain = plain_key(lname, qtype, 1)
-    assert other != plain and len(plain) >= 15 and plain.startswith(PLAIN)
-    assert key_name(other) == lname and key_name(plain) == lname
+    opt = edns_key(lname, qtype, 1, do, limit)
+    assert len({other, plain, opt}) == 3 and len(plain) >= 15 and plain.startswith(PLAIN) and opt.startswith(EDNS)
+    assert key_name(other) == key_name(plain) == key_name(opt) == lname
 
 
 def test_a_plain_query_is_keyed_on_its_own_octets_and_answered_by_its_entry():
@@ -70,11 +71,26 @@ def test_a_plain_query_is_keyed_on_its_own_octets_and_answered_by_its_entry():
     assert entry.turn == 2
 
 
+@pytest.mark.parametrize("do", [False, True])
+def test_a_query_with_a_bare_opt_is_keyed_on_its_own_octets_too(do):
+    r = Responder(build())
+    data = query("s1.svc.local", edns=1232, do=do)
+    reply = r.handle(data, "udp", CLIENT)
+    assert dns.message.from_wire(reply).edns == 0
+    entry = r.cache.entries[data[2:]]
+    assert data[2:] == edns_key(encode_name("s1.svc.local"), 1, 1, do, 1232)
+    assert r._exact["udp"] == {data[2:]: entry} and r.cache.spellings == {}
+    assert r.handle(query("s1.svc.local", qid=9, edns=1232, do=do), "udp", CLIENT)[2:] == reply[2:]
+    bigger = query("s1.svc.local", edns=4096, do=do)       # the same question and limit: the same entry
+    assert r.handle(bigger, "udp", CLIENT)[2:] == reply[2:] and len(r.cache) == 1
+    assert [type(held) for held in r._exact["udp"].values()] == [_Entry, _Exact]
+
+
 # ---------------------------------------------------------------- spellings and transports
 
 @pytest.mark.parametrize("second, transport", [
     (dict(rd=False), "udp"),              # dnsperf's flags
-    (dict(edns=1232), "udp"),             # another key: its own entry, its own-octets spelling an _Exact
+    (dict(edns=4096), "udp"),             # another key (limit 1232), not its octets: an _Exact
     ({}, "tcp"),
 ])
 def test_a_second_spelling_is_an_exact_of_its_own_and_dies_with_its_entry(second, transport):
@@ -148,7 +164,7 @@ def test_past_max_shapes_entries_are_indexed_by_name_and_still_dropped():
     r = Responder(snap)
     for qtype in range(100, 100 + MAX_SHAPES + 4):          # a query type each: a shape each
         r.handle(query("s1.svc.local", qtype), "udp", CLIENT)
-    assert len(r.cache.plain_shapes) == MAX_SHAPES and r.cache.other_shapes == {} and len(r.cache.depends) == 4
+    assert len(r.cache.shapes[PLAIN]) == MAX_SHAPES and len(r.cache.depends) == 4
     assert r.cache.by_name == {"s1.svc.local": set(r.cache.depends)}
     changed, touched, _ = snap.apply(4, [("/skydns/local/svc/s1", val(host="10.7.7.7"))])
     r.on_swap(changed, touched)
@@ -162,7 +178,7 @@ def test_a_name_that_reads_back_otherwise_is_indexed_by_name():
     lname = b"\x03a.b\x03svc\x05local\x00"
     key = plain_key(lname, 1, 1)
     cache.put(key, [b"reply"], "a\\.b.svc.local", own="a\\.b.svc.local")
-    assert cache.depends == {key: "a\\.b.svc.local"} and cache.plain_shapes == cache.other_shapes == {}
+    assert cache.depends == {key: "a\\.b.svc.local"} and cache.shapes == {PLAIN: {}, EDNS: {}, b"": {}}
     cache.invalidate({"a\\.b.svc.local"})
     assert len(cache) == 0
 
