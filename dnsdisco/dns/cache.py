@@ -6,7 +6,7 @@ of them is held: a plain query over UDP (RD set, name in lower case, no EDNS or 
 record) is keyed on its own bytes after the id (`plain_key`, `edns_key`), so the same bytes
 object is the cache key and the UDP exact table's key, and the table maps it straight to the
 cache entry. Only another spelling of the question (RD clear, EDNS options, a UDP size above
-the one we serve, TCP) makes a separate `_Exact`. An entry that depends only on
+the one we serve, TCP) makes a separate object (`spelling`). An entry that depends only on
 its own name (the usual answer) is found again from the names an etcd change touches by
 building its key (the shapes), so it holds no name string and no slot in a name index.
 """
@@ -20,7 +20,7 @@ from dnsdisco.dns.wire import encode_name
 DEFAULT_CACHE_SIZE = 100_000   # cached questions (serve --cache-size)
 
 
-DEAD = -1          # the stamp of an entry or _Exact once dropped: equals no snapshot revision
+DEAD = -1          # the stamp of an entry or spelling once dropped: equals no snapshot revision
 _KEY_TAIL = struct.Struct("!HHBH")   # qtype, qclass, EDNS/DO bits, size limit after the name
 _PLAIN_TAIL = struct.Struct("!HH")   # qtype, qclass after the name
 _EDNS_TAIL = struct.Struct("!HHBHHBBHH")   # qtype, qclass, then the OPT: root, 41, size, rcode, version, DO, no data
@@ -60,16 +60,17 @@ def key_name(key: bytes) -> bytes:
 
 
 class _Entry:
-    """One cached question. `replies`: the replies without their id, one per answer order (a
+    """One cached question, or another spelling of one in an exact table: one class for both,
+    so the query path that reads them stays specialised to one type (CPython's attribute
+    caches are per type). `replies`: the replies without their id, one per answer order (a
     tuple), or the one reply itself when there is one order; `turn`: the next order; `stamp`:
     None when the replies hold no SOA (good at any revision), else the revision their SOA
-    serials were written at, DEAD once the entry is dropped. An entry keyed on its own query
-    octets answers them from the UDP exact table itself: `cell` (that kind of answer's metrics
-    counters) and `qlen` (the name's length) are set then. The exact tables hold entries and
-    _Exacts alike, and the query path reads the same five slots of either."""
+    serials were written at, DEAD once dropped. `cell` (that kind of answer's metrics
+    counters) and `qlen` (the name's length) are set when it enters an exact table. `extra`:
+    for a cache entry, where each reply's SOA serial sits (a tuple per reply) or None; for
+    another spelling, its `_Link`."""
 
-    __slots__ = ("replies", "turn", "stamp", "cell", "qlen")
-    offsets = None     # where each reply's SOA serial sits: only a _SoaEntry has any
+    __slots__ = ("replies", "turn", "stamp", "cell", "qlen", "extra")
 
     @property
     def variants(self) -> tuple:
@@ -78,37 +79,42 @@ class _Entry:
         return (replies,) if type(replies) is bytes else replies
 
 
-class _SoaEntry(_Entry):
-    """An entry whose replies hold the zone's SOA (negative answers, SOA and NS questions):
-    `offsets` says where each reply's serial sits, one tuple per reply, rewritten per revision."""
+class _Link:
+    """Where another spelling of a cached question (RD clear, EDNS options, TCP) is held and
+    whose it is: `owner` is its entry's cache key, `table` and `key` its place, so a dropped
+    entry takes its spellings out of the table at once (left in, they would keep the dead
+    replies alive until the table's own eviction)."""
 
-    __slots__ = ("offsets",)
+    __slots__ = ("owner", "table", "key")
 
-
-class _Exact:
-    """Another spelling of a cached question (RD clear, EDNS options, TCP) and what a repeat of
-    its exact octets (all but the id) is sent. `owner` is its entry's cache key; `table` and
-    `key` say where it is held, so a dropped entry takes its _Exacts out of the table at once
-    (left in, they would keep the dead replies alive until the table's own eviction)."""
-
-    __slots__ = ("replies", "turn", "stamp", "cell", "qlen", "owner", "table", "key")
-
-    def __init__(self, replies, turn, stamp, cell, qlen, owner, table, key):
-        self.replies = replies
-        self.turn = turn
-        self.stamp = stamp
-        self.cell = cell
-        self.qlen = qlen
+    def __init__(self, owner, table, key):
         self.owner = owner
         self.table = table
         self.key = key
 
-    def forget(self) -> None:
-        """Dead: answer nothing again, and leave the table if it still holds this one."""
-        self.stamp = DEAD
-        table = self.table
-        if table.get(self.key) is self:
-            del table[self.key]
+
+def spelling(replies, turn, stamp, cell, qlen, owner: bytes, table: dict, key: bytes) -> _Entry:
+    """Another spelling of the entry at `owner`, held in `table` at `key`."""
+    made = _new(_Entry)
+    made.replies = replies
+    made.turn = turn
+    made.stamp = stamp
+    made.cell = cell
+    made.qlen = qlen
+    made.extra = _Link(owner, table, key)
+    return made
+
+
+def is_spelling(held: _Entry) -> bool:
+    return type(held.extra) is _Link
+
+
+def forget(held: _Entry) -> None:
+    """A spelling is dead: it answers nothing again, and leaves its table if still there."""
+    held.stamp = DEAD
+    link = held.extra
+    if link.table.get(link.key) is held:
+        del link.table[link.key]
 
 
 class ReplyCache:
@@ -134,8 +140,8 @@ class ReplyCache:
         # the tails own-name entries' keys end with, after the name: plain keys, other keys
         self.shapes: dict[bytes, dict[bytes, None]] = {PLAIN: {}, EDNS: {}, b"": {}}
         self._held = 0                                # tails in `shapes`
-        self.spellings: dict[bytes, _Exact | list] = {}
-        self.exact: dict[str, dict[bytes, _Entry | _Exact]] = {"udp": {}, "tcp": {}}
+        self.spellings: dict[bytes, _Entry | list] = {}
+        self.exact: dict[str, dict[bytes, _Entry]] = {"udp": {}, "tcp": {}}
         self.generation = 0
         self.ahead: deque[bytes] = deque()           # keys packed ahead, oldest first
 
@@ -149,13 +155,9 @@ class ReplyCache:
         entries = self.entries
         if len(entries) >= self.max_entries:
             self._evict(self.max_entries // 8)
-        if serial_offsets is None:
-            entry = _new(_Entry)                 # no __init__ call: every first answer makes one
-            entry.stamp = None
-        else:
-            entry = _new(_SoaEntry)
-            entry.stamp = revision
-            entry.offsets = serial_offsets
+        entry = _new(_Entry)                     # no __init__ call: every first answer makes one
+        entry.stamp = None if serial_offsets is None else revision
+        entry.extra = serial_offsets
         entry.replies = variants[0] if len(variants) == 1 else tuple(variants)
         entry.turn = 0                           # `cell` and `qlen` are set when it enters a table
         if entries.setdefault(key, entry) is not entry:     # a key put twice: the first one goes
@@ -192,30 +194,30 @@ class ReplyCache:
                 by_name[name] = {held, key}
         return entry
 
-    def attach(self, exact: _Exact) -> None:
-        """Another spelling of the entry at `exact.owner` entered an exact table."""
-        spellings = self.spellings
-        held = spellings.get(exact.owner)
+    def attach(self, exact: _Entry) -> None:
+        """Another spelling (`spelling`) of the entry at its owner key entered an exact table."""
+        spellings, owner = self.spellings, exact.extra.owner
+        held = spellings.get(owner)
         if held is None:
-            spellings[exact.owner] = exact
+            spellings[owner] = exact
         elif type(held) is list:
             held.append(exact)
         else:
-            spellings[exact.owner] = [held, exact]
+            spellings[owner] = [held, exact]
 
-    def detach(self, exact: _Exact) -> None:
-        """`exact` left its table (evicted, or replaced)."""
-        spellings = self.spellings
-        held = spellings.get(exact.owner)
+    def detach(self, exact: _Entry) -> None:
+        """A spelling left its table (evicted, or replaced)."""
+        spellings, owner = self.spellings, exact.extra.owner
+        held = spellings.get(owner)
         if held is exact:
-            del spellings[exact.owner]
+            del spellings[owner]
         elif type(held) is list and exact in held:
             held.remove(exact)
             if len(held) == 1:
-                spellings[exact.owner] = held[0]
+                spellings[owner] = held[0]
 
     def spelled(self, key: bytes) -> list:
-        """The _Exacts made from the entry at `key` (for tests and counts)."""
+        """The spellings made from the entry at `key` (for tests and counts)."""
         held = self.spellings.get(key)
         return [] if held is None else list(held) if type(held) is list else [held]
 
@@ -231,7 +233,7 @@ class ReplyCache:
             held = self.spellings.pop(key, None)
             if held is not None:
                 for exact in held if type(held) is list else (held,):
-                    exact.forget()
+                    forget(exact)
         if self.depends:
             names = self.depends.pop(key, None)
             if names is not None:

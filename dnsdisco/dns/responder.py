@@ -17,8 +17,8 @@ import time
 
 from dnslib import DNSRecord
 
-from dnsdisco.dns.cache import (DEAD, DEFAULT_CACHE_SIZE, PLAIN, ReplyCache, _Entry, _Exact, _same_but_name,
-                                 cache_key, edns_key, plain_key)
+from dnsdisco.dns.cache import (DEAD, DEFAULT_CACHE_SIZE, PLAIN, ReplyCache, _Entry, _Link, _same_but_name,
+                                 cache_key, edns_key, plain_key, spelling)
 from dnsdisco.dns.constants import NOERROR, NXDOMAIN, REFUSED, SERVFAIL, T_AXFR, T_IXFR, T_PTR, TCP_LIMIT
 from dnsdisco.dns.encoder import (encode, error_for, error_reply, formerr_for, formerr_with_opt, opt_record,
                                   reply_flags)
@@ -63,12 +63,12 @@ class Responder:
         # False until the first full sync: SERVFAIL then, so no client caches a false NXDOMAIN
         self.ready = ready
         self._zone_memo: dict[bytes, bool] = {}
-        # per transport: exact query bytes (id left out) -> the _Entry keyed on them, or an _Exact
-        self._exact: dict[str, dict[bytes, _Entry | _Exact]] = self.cache.exact
+        # per transport: exact query bytes (id left out) -> the _Entry keyed on them, or a spelling
+        self._exact: dict[str, dict[bytes, _Entry]] = self.cache.exact
         # a cap per table: UDP's as large as the cache, TCP's (rarer) an eighth of it
         self._exact_max = {"udp": max(1024, cache_size), "tcp": max(1024, cache_size // 8)}
         self._udp, self._udp_most = self._exact["udp"], self._exact_max["udp"]   # for a plain query's first answer
-        self._revision = snapshot.revision      # what an _Exact with an SOA must have been written at
+        self._revision = snapshot.revision      # what a table member with an SOA must have been written at
         self.rrl = None
         self._zone_suffixes = self._suffixes(snapshot)
         # AXFR/IXFR and TSIG: serve hands in net.transfer.Transfers (app.py)
@@ -252,7 +252,7 @@ class Responder:
                     qtype: int) -> bytes:
         turn = entry.turn
         entry.turn = turn + 1
-        offsets = entry.offsets
+        offsets = entry.extra
         if offsets is not None:                  # replies with an SOA: its serial is the revision
             revision = self.snapshot.revision
             if entry.stamp != revision:          # rewrite the serials once per revision
@@ -287,12 +287,13 @@ class Responder:
             known = table.get(asked)
             if known is entry:
                 pass                                     # it answers its own octets already
-            elif known is not None and type(known) is _Exact and known.owner == key and known.stamp != DEAD:
+            elif (known is not None and type(known.extra) is _Link and known.extra.owner == key
+                  and known.stamp != DEAD):
                 known.replies = mine                     # the same entry at a new revision
                 known.stamp = entry.stamp
                 known.turn = turn + 1
             else:
-                if known is not None and type(known) is _Exact and known.stamp != DEAD:
+                if known is not None and type(known.extra) is _Link and known.stamp != DEAD:
                     self.cache.detach(known)             # its entry was replaced under the same key
                 if len(table) >= self._exact_max[transport]:
                     self._make_room(table, transport)
@@ -302,7 +303,7 @@ class Responder:
                     entry.qlen = len(qname)
                     table[key] = entry
                 else:
-                    exact = _Exact(mine, turn + 1, entry.stamp, cell, len(qname), key, table, asked)
+                    exact = spelling(mine, turn + 1, entry.stamp, cell, len(qname), key, table, asked)
                     self.cache.attach(exact)
                     table[asked] = exact
         return data[:2] + (mine if single else mine[turn % len(mine)])
@@ -311,7 +312,7 @@ class Responder:
         """The exact table is full: forget its oldest eighth (their cache entries stay)."""
         for old in list(itertools.islice(table, self._exact_max[transport] // 8)):
             forgotten = table.pop(old)
-            if type(forgotten) is _Exact and forgotten.stamp != DEAD:
+            if type(forgotten.extra) is _Link and forgotten.stamp != DEAD:
                 self.cache.detach(forgotten)
 
     # -- response rate limiting (UDP only; see rrl.py). `rrl` is a RateLimiter set by serve

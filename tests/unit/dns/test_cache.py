@@ -1,6 +1,6 @@
 """dns/cache.py's layout: a plain query keyed on its own octets and answered from the UDP exact
 table by its cache entry itself, own-name entries found again by building their keys, other
-spellings as _Exacts; eviction, drops by the names a change touches, SOA serials per revision,
+other spellings as objects of their own; eviction, drops by the names a change touches, SOA serials per revision,
 TCP beside UDP. What a client is sent is tested in test_wire.py; these check the structure."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import dns.message
 import dns.rcode
 import pytest
 
-from dnsdisco.dns.cache import (DEAD, EDNS, MAX_SHAPES, PLAIN, ReplyCache, _Entry, _Exact, _SoaEntry, cache_key,
-                                edns_key, key_name, plain_key)
+from dnsdisco.dns.cache import (DEAD, EDNS, MAX_SHAPES, PLAIN, ReplyCache, cache_key, edns_key, is_spelling,
+                                key_name, plain_key)
 from dnsdisco.dns.responder import Responder
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from dnsdisco.dns.wire import encode_name
@@ -64,7 +64,7 @@ def test_a_plain_query_is_keyed_on_its_own_octets_and_answered_by_its_entry():
     data = query("s1.svc.local")
     r.handle(data, "udp", CLIENT)
     entry = r.cache.entries[data[2:]]
-    assert type(entry) is _Entry and r._exact["udp"] == {data[2:]: entry}
+    assert not is_spelling(entry) and r._exact["udp"] == {data[2:]: entry}
     assert r.cache.depends == {} and r.cache.by_name == {} and r.cache.spellings == {}
     assert type(entry.replies) is bytes and entry.variants == (entry.replies,)
     assert addresses(r.handle(query("s1.svc.local", qid=9), "udp", CLIENT)) == ["10.2.0.2"]
@@ -83,7 +83,7 @@ def test_a_query_with_a_bare_opt_is_keyed_on_its_own_octets_too(do):
     assert r.handle(query("s1.svc.local", qid=9, edns=1232, do=do), "udp", CLIENT)[2:] == reply[2:]
     bigger = query("s1.svc.local", edns=4096, do=do)       # the same question and limit: the same entry
     assert r.handle(bigger, "udp", CLIENT)[2:] == reply[2:] and len(r.cache) == 1
-    assert [type(held) for held in r._exact["udp"].values()] == [_Entry, _Exact]
+    assert [is_spelling(held) for held in r._exact["udp"].values()] == [False, True]
 
 
 # ---------------------------------------------------------------- spellings and transports
@@ -101,8 +101,8 @@ def test_a_second_spelling_is_an_exact_of_its_own_and_dies_with_its_entry(second
     for qid in (1, 2):
         assert addresses(r.handle(data[:0] + struct.pack("!H", qid) + data[2:], transport, CLIENT)) == ["10.2.0.2"]
     exact = r._exact[transport][data[2:]]
-    assert type(exact) is _Exact and exact in r.cache.spelled(exact.owner)
-    assert exact.owner in r.cache.entries
+    assert is_spelling(exact) and exact in r.cache.spelled(exact.extra.owner)
+    assert exact.extra.owner in r.cache.entries
     changed, touched, _ = snap.apply(4, [("/skydns/local/svc/s1", val(host="10.8.8.8"))])
     r.on_swap(changed, touched)
     assert exact.stamp == DEAD and r._exact == {"udp": {}, "tcp": {}} and len(r.cache) == 0
@@ -210,7 +210,7 @@ def test_a_full_exact_table_forgets_spellings_but_keeps_the_entries():
     table = r._exact["udp"]
     assert len(table) <= 2048 and len(r.cache) == 1100
     spelled = sum(len(r.cache.spelled(key)) for key in r.cache.entries)
-    assert spelled == sum(type(held) is _Exact for held in table.values())
+    assert spelled == sum(is_spelling(held) for held in table.values())
     assert addresses(r.handle(query("s0.svc.local", rd=False), "udp", CLIENT)) == ["10.2.0.1"]
 
 
@@ -222,12 +222,15 @@ def test_a_negative_entry_rewrites_its_serial_once_per_revision_in_place():
     data = query("nothing.svc.local")
     r.handle(data, "udp", CLIENT)
     entry = r.cache.entries[data[2:]]
-    assert type(entry) is _SoaEntry and entry.stamp == 10 and r._exact["udp"][data[2:]] is entry
+    (at,), = entry.extra                                         # where the one reply's serial sits
+    assert entry.replies[at:at + 4] == struct.pack("!I", 10)
+    assert entry.stamp == 10 and r._exact["udp"][data[2:]] is entry
     changed, touched, _ = snap.apply(11, [("/skydns/local/svc/other", val(host="10.0.0.9"))])
     r.on_swap(changed, touched)
     assert r.cache.entries[data[2:]] is entry                   # untouched: kept, serial stale
     reply = r.handle(data, "udp", CLIENT)
     assert entry.stamp == 11 and r._exact["udp"][data[2:]] is entry
+    assert entry.replies[at:at + 4] == struct.pack("!I", 11)
     assert dns.message.from_wire(reply).authority[0][0].serial == 11
     assert reply == Responder(changed).handle(data, "udp", CLIENT)
     assert r.handle(data, "udp", CLIENT) == reply                # the table again, same serial

@@ -15,7 +15,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from dnsdisco.dns.cache import DEAD, _Entry, _Exact
+from dnsdisco.dns.cache import DEAD, is_spelling
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from dnsdisco.dns.responder import Responder
 from dnsdisco.dns.wire import parse_fast, udp_limit
@@ -596,8 +596,8 @@ def test_exact_table_eviction_keeps_entries_consistent():
     assert len(table) <= 1024 and len(r.cache) == 700
     entries = r.cache.entries
     for key, held in table.items():              # the entry itself (RD set), or an _Exact (RD clear)
-        if isinstance(held, _Exact):
-            assert held in r.cache.spelled(held.owner) and held.owner in entries
+        if is_spelling(held):
+            assert held in r.cache.spelled(held.extra.owner) and held.extra.owner in entries
         else:
             assert entries[key] is held
     for key in entries:
@@ -636,8 +636,8 @@ def test_a_dropped_entry_takes_its_exact_queries_out_of_the_table():
     assert len(table) == 10
     for key, held in table.items():
         assert held.stamp != DEAD
-        assert (r.cache.entries[key] is held if isinstance(held, _Entry)
-                else held in r.cache.spelled(held.owner))
+        assert (r.cache.entries[key] is held if not is_spelling(held)
+                else held in r.cache.spelled(held.extra.owner))
     for i in range(10):
         reply = parse(r.handle(query(f"s{i}.svc.local", qid=i, rd=False), "udp", CLIENT))
         assert [d.to_text() for rr in reply.answer for d in rr] == ["10.3.3.3" if i < 5 else f"10.2.0.{i + 1}"]
