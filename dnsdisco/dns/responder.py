@@ -349,7 +349,7 @@ class Responder:
         """A question not answered before (or not cacheable): the rules answer it, the
         encoder writes it, and with a cache `key` the cache keeps the bytes. `ahead`: packed
         ahead (`prepare`), so only the cache entry is made and nothing is sent. `own`: `key`
-        is the query's own octets after the id (a plain query, `plain_key`)."""
+        is the query's own octets after the id (`plain_key`, `edns_key`: UDP only)."""
         snap = self.snapshot
         generation = self.cache.generation
         forwarding = self.forwarder is not None
