@@ -35,13 +35,14 @@ HEADROOM = 8          # stop at (HEADROOM - 1) / HEADROOM of the cache's size
 MIN_IDLE = 0.02       # a saturated server still gives packing this share, so it ends some day
 LONGEST_PAUSE = 0.1   # seconds, at most, between two batches
 
-# What one packed-ahead answer holds besides its reply octets: the cache entry (a slotted
-# object), its dict slot and key, its slot in the name index, the variants tuple and its key
-# in the eviction order. Measured with tracemalloc over the answers packed ahead at 100,000
-# services of the bench dataset by bench/precompute_cost.py (python -m bench.precompute_cost,
-# at the default --cache-size and at --cache-size 500000),
-# less the replies' own octets, and rounded up to the larger of the two.
-ENTRY_OVERHEAD = 370
+# What one packed-ahead answer holds besides its reply octets: the cache entry (one slotted
+# object), its dict slot and key (the plain query's own octets), the replies tuple when there
+# are several answer orders, and its key's place in the eviction order. Measured with
+# tracemalloc over the answers packed ahead at 100,000 services of the bench dataset by
+# bench/precompute_cost.py (python -m bench.precompute_cost, at the default --cache-size and at
+# --cache-size 500000), less the replies' own octets and the name (that script still counts a
+# key as the name and 7 octets, 7 fewer than a plain key holds), and rounded up to the larger.
+ENTRY_OVERHEAD = 250
 REPLY_OVERHEAD = 33   # a bytes object's header (sys.getsizeof(b"")), per packed reply variant
 NAME_OVERHEAD = 1     # the cache key holds the name once more
 

@@ -17,7 +17,8 @@ import time
 
 from dnslib import DNSRecord
 
-from dnsdisco.dns.cache import DEAD, DEFAULT_CACHE_SIZE, ReplyCache, _Entry, _Exact, _same_but_name, cache_key
+from dnsdisco.dns.cache import (DEAD, DEFAULT_CACHE_SIZE, PLAIN, ReplyCache, _Entry, _Link, _same_but_name,
+                                 cache_key, edns_key, plain_key, spelling)
 from dnsdisco.dns.constants import NOERROR, NXDOMAIN, REFUSED, SERVFAIL, T_AXFR, T_IXFR, T_PTR, TCP_LIMIT
 from dnsdisco.dns.encoder import (encode, error_for, error_reply, formerr_for, formerr_with_opt, opt_record,
                                   reply_flags)
@@ -62,11 +63,12 @@ class Responder:
         # False until the first full sync: SERVFAIL then, so no client caches a false NXDOMAIN
         self.ready = ready
         self._zone_memo: dict[bytes, bool] = {}
-        # per transport: exact query bytes (id left out) -> _Exact
-        self._exact: dict[str, dict[bytes, _Exact]] = {"udp": {}, "tcp": {}}
+        # per transport: exact query bytes (id left out) -> the _Entry keyed on them, or a spelling
+        self._exact: dict[str, dict[bytes, _Entry]] = self.cache.exact
         # a cap per table: UDP's as large as the cache, TCP's (rarer) an eighth of it
         self._exact_max = {"udp": max(1024, cache_size), "tcp": max(1024, cache_size // 8)}
-        self._revision = snapshot.revision      # what an _Exact with an SOA must have been written at
+        self._udp, self._udp_most = self._exact["udp"], self._exact_max["udp"]   # for a plain query's first answer
+        self._revision = snapshot.revision      # what a table member with an SOA must have been written at
         self.rrl = None
         self._zone_suffixes = self._suffixes(snapshot)
         # AXFR/IXFR and TSIG: serve hands in net.transfer.Transfers (app.py)
@@ -87,10 +89,7 @@ class Responder:
             self._zone_suffixes = self._suffixes(snapshot)
         self.snapshot = snapshot
         self._revision = snapshot.revision
-        self.cache.invalidate(touched)
-        if touched is None:            # every entry died: free the exact tables' references too
-            for table in self._exact.values():
-                table.clear()
+        self.cache.invalidate(touched)     # touched None: the exact tables are emptied too
         self.ready = True
         # after the swap, so answering the change never waits for the IXFR journal
         try:
@@ -142,17 +141,20 @@ class Responder:
                     exact = None
         else:
             folded = None
-        if exact is not None and (exact.revision is None or exact.revision == self._revision):
+        if exact is not None and (exact.stamp is None or exact.stamp == self._revision):
             turn = exact.turn
             exact.turn = turn + 1
-            variant = exact.replies[turn % exact.count]
+            variant = exact.replies
+            if type(variant) is not bytes:   # one reply per answer order
+                variant = variant[turn % len(variant)]
             if folded is None:
                 reply = data[:2] + variant
             else:                            # the client's spelling of the name
                 end = 12 + exact.qlen
                 reply = data[:2] + variant[:10] + data[12:end] + variant[end - 2:]
             if self.rrl is not None and transport == "udp":
-                reply = self._rate_limited(reply, data, (None, data[12:12 + exact.qlen], exact.qtype), client)
+                end = 12 + exact.qlen
+                reply = self._rate_limited(reply, data, (None, data[12:end], (data[end] << 8) | data[end + 1]), client)
                 if reply is None:
                     return None
             cell = exact.cell                # this kind of answer's counters, added to directly
@@ -188,14 +190,27 @@ class Responder:
                     self.metrics.query(qtype, reply[3] & 0xF if reply else SERVFAIL, transport,
                                        _now() - started, False)
                 return reply
-            limit = TCP_LIMIT if transport == "tcp" else udp_limit(edns, udp)
-            key = cache_key(lname, qtype, qclass, edns, do, limit)
+            if transport == "tcp":
+                limit = TCP_LIMIT
+                key = cache_key(lname, qtype, qclass, edns, do, limit)
+            elif edns:                       # keyed on the query's own octets when it can be
+                limit = udp_limit(edns, udp)
+                key = edns_key(lname, qtype, qclass, do, limit)
+                if key == asked:
+                    key = asked
+            else:                            # plain: keyed on the query's own octets when it can be
+                limit = 512
+                if qname == lname and len(asked) == 14 + len(qname) and asked[:10] == PLAIN:
+                    key = asked                  # == plain_key(lname, qtype, qclass)
+                else:
+                    key = plain_key(lname, qtype, qclass)
             entry = self.cache.entries.get(key)
             if entry is not None:
-                reply = self._from_entry(entry, data, qname, lname, transport, qtype)
+                reply = self._from_entry(entry, key, data, qname, lname, transport, qtype)
                 hit = True
             else:
-                reply = self._first(data, transport, client, qname, lname, qtype, qclass, edns, do, limit, key)
+                reply = self._first(data, transport, client, qname, lname, qtype, qclass, edns, do, limit, key,
+                                    own=key is asked)
                 hit = False
         if self.rrl is not None and transport == "udp" and reply is not None and type(fq) is tuple:
             reply = self._rate_limited(reply, data, fq, client)     # response rate limiting
@@ -216,13 +231,12 @@ class Responder:
         ready, already cached, outside our zones, or not cacheable)."""
         if not self.ready or (self.forwarder is not None and not self._in_zone(lname)):
             return None
-        limit = udp_limit(False, 0)
-        key = cache_key(lname, qtype, 1, False, False, limit)
+        data = _PLAIN_HEADER + lname + _QUESTION_TAIL.pack(qtype, 1)
+        key = data[2:]                       # plain_key(lname, qtype, 1)
         if key in self.cache.entries:
             return None
-        data = _PLAIN_HEADER + lname + _QUESTION_TAIL.pack(qtype, 1)
         # client None: never forwarded (a CNAME out of our zones is then not cached either)
-        self._first(data, "udp", None, lname, lname, qtype, 1, False, False, limit, key, ahead=True)
+        self._first(data, "udp", None, lname, lname, qtype, 1, False, False, udp_limit(False, 0), key, ahead=True)
         return self.cache.entries.get(key)
 
     @staticmethod
@@ -234,62 +248,72 @@ class Responder:
         out[10:10 + len(qname)] = qname
         return bytes(out)
 
-    def _from_entry(self, entry: _Entry, data: bytes, qname: bytes, lname: bytes, transport: str,
+    def _from_entry(self, entry: _Entry, key: bytes, data: bytes, qname: bytes, lname: bytes, transport: str,
                     qtype: int) -> bytes:
         turn = entry.turn
         entry.turn = turn + 1
-        revision = None
-        if entry.offsets is not None:            # replies with an SOA: its serial is the revision
+        offsets = entry.extra
+        if offsets is not None:                  # replies with an SOA: its serial is the revision
             revision = self.snapshot.revision
-            if entry.revision != revision:       # rewrite the serials once per revision
+            if entry.stamp != revision:          # rewrite the serials once per revision
                 serial = soa_serial(self.snapshot)
                 fresh = []
-                for variant, offsets in zip(entry.variants, entry.offsets):
+                for variant, at in zip(entry.variants, offsets):
                     out = bytearray(variant)
-                    for offset in offsets:
+                    for offset in at:
                         _SERIAL.pack_into(out, offset, serial)
                     fresh.append(bytes(out))
-                entry.variants = tuple(fresh)
-                entry.revision = revision
-        variants = entry.variants
-        count = len(variants)
-        first = variants[0]
-        if lname == qname and not (first[0] ^ data[2]) & 0x01 and not (first[1] ^ data[3]) & 0x10:
-            replies = variants                   # the usual case: only the id differs
-        elif lname == qname:
-            replies = tuple(self._patched(variant, data, qname) for variant in variants)
+                entry.replies = fresh[0] if len(fresh) == 1 else tuple(fresh)
+                entry.stamp = revision
+        replies = entry.replies
+        single = type(replies) is bytes
+        first = replies if single else replies[0]
+        same = lname == qname
+        if same and not (first[0] ^ data[2]) & 0x01 and not (first[1] ^ data[3]) & 0x10:
+            mine = replies                       # the usual case: only the id differs
+        elif same:
+            mine = (self._patched(replies, data, qname) if single
+                    else tuple(self._patched(variant, data, qname) for variant in replies))
+            same = False
         else:
             # a name in mixed case: 0x20-randomised queries never repeat byte for byte, so
             # they stay out of the exact-query table (a lower-case twin there answers them)
-            return data[:2] + self._patched(variants[turn % count], data, qname)
+            return data[:2] + self._patched(first if single else replies[turn % len(replies)], data, qname)
         # remember these exact query bytes, so next time only the id is written (while the
         # entry lives and, for replies with an SOA, while the revision is the same)
         if self.forwarder is None or self._in_zone(lname):
             table = self._exact[transport]
             asked = data[2:]
             known = table.get(asked)
-            if known is not None and known.entry is entry:
-                known.replies = replies              # the same entry at a new revision
-                known.revision = revision
+            if known is entry:
+                pass                                     # it answers its own octets already
+            elif (known is not None and type(known.extra) is _Link and known.extra.owner == key
+                  and known.stamp != DEAD):
+                known.replies = mine                     # the same entry at a new revision
+                known.stamp = entry.stamp
                 known.turn = turn + 1
             else:
-                if known is not None and known.revision != DEAD:
-                    known.entry.detach(known)          # its entry was replaced under the same key
-                most = self._exact_max[transport]
-                if len(table) >= most:                 # full: forget the oldest eighth
-                    for old in list(itertools.islice(table, most // 8)):
-                        forgotten = table.pop(old)
-                        if forgotten.revision != DEAD:
-                            forgotten.entry.detach(forgotten)
-                rcode = first[1] & 0xF
-                cell = self.metrics.cell_for(qtype, rcode, transport) if self.metrics else None
-                exact = _Exact(replies, turn + 1, revision, cell, qtype, len(qname), entry, table, asked)
-                if entry.exacts is None:               # entry.attach, for the usual first spelling
-                    entry.exacts = exact
+                if known is not None and type(known.extra) is _Link and known.stamp != DEAD:
+                    self.cache.detach(known)             # its entry was replaced under the same key
+                if len(table) >= self._exact_max[transport]:
+                    self._make_room(table, transport)
+                cell = self.metrics.cell_for(qtype, first[1] & 0xF, transport) if self.metrics else None
+                if same and asked == key and transport == "udp":   # keyed on these octets: the entry answers them
+                    entry.cell = cell
+                    entry.qlen = len(qname)
+                    table[key] = entry
                 else:
-                    entry.attach(exact)
-                table[asked] = exact
-        return data[:2] + replies[turn % count]
+                    exact = spelling(mine, turn + 1, entry.stamp, cell, len(qname), key, table, asked)
+                    self.cache.attach(exact)
+                    table[asked] = exact
+        return data[:2] + (mine if single else mine[turn % len(mine)])
+
+    def _make_room(self, table: dict, transport: str) -> None:
+        """The exact table is full: forget its oldest eighth (their cache entries stay)."""
+        for old in list(itertools.islice(table, self._exact_max[transport] // 8)):
+            forgotten = table.pop(old)
+            if type(forgotten.extra) is _Link and forgotten.stamp != DEAD:
+                self.cache.detach(forgotten)
 
     # -- response rate limiting (UDP only; see rrl.py). `rrl` is a RateLimiter set by serve
     # when --rrl-rate is given; None keeps the query path free of it.
@@ -320,10 +344,12 @@ class Responder:
         return error_for(query, SERVFAIL, forwarding=forwarding)
 
     def _first(self, data: bytes, transport: str, client, qname: bytes, lname: bytes, qtype: int, qclass: int,
-               edns: bool, do: bool, limit: int, key: bytes | None, ahead: bool = False) -> bytes | None:
+               edns: bool, do: bool, limit: int, key: bytes | None, ahead: bool = False,
+               own: bool = False) -> bytes | None:
         """A question not answered before (or not cacheable): the rules answer it, the
         encoder writes it, and with a cache `key` the cache keeps the bytes. `ahead`: packed
-        ahead (`prepare`), so only the cache entry is made and nothing is sent."""
+        ahead (`prepare`), so only the cache entry is made and nothing is sent. `own`: `key`
+        is the query's own octets after the id (`plain_key`, `edns_key`: UDP only)."""
         snap = self.snapshot
         generation = self.cache.generation
         forwarding = self.forwarder is not None
@@ -346,12 +372,24 @@ class Responder:
         flags = reply_flags(qflags, ans.rcode, ans.aa, forwarding)
         variants, offsets = encode(ans, lname, qtype, qclass, flags, edns, do, limit)
         if key is not None and ans.cacheable and generation == self.cache.generation:
-            entry = self.cache.put(key, variants, ans.depends, offsets, snap.revision)
+            entry = self.cache.put(key, variants, ans.depends, offsets, snap.revision, ans.name)
             if ahead:
                 self.cache.put_ahead(key)
                 return None
+            if own and (self.forwarder is None or self._in_zone(lname)):
+                # the usual first answer: written with this query's flags and name, so the entry
+                # answers a repeat of these octets from the UDP exact table as they are
+                first = variants[0]
+                entry.turn = 1
+                entry.cell = self.metrics.cell_for(qtype, first[1] & 0xF, "udp") if self.metrics else None
+                entry.qlen = len(qname)
+                table = self._udp
+                if len(table) >= self._udp_most:
+                    self._make_room(table, "udp")
+                table[key] = entry
+                return data[:2] + first
             # served like a hit, so a repeat of these exact bytes is an id-only write from now on
-            return self._from_entry(entry, data, qname, lname, transport, qtype)
+            return self._from_entry(entry, key, data, qname, lname, transport, qtype)
         return data[:2] + self._patched(variants[0], data, qname)
 
     def _finish_chain(self, ans, tcp: bool) -> None:

@@ -15,6 +15,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
+from dnsdisco.dns.cache import DEAD, is_spelling
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from dnsdisco.dns.responder import Responder
 from dnsdisco.dns.wire import parse_fast, udp_limit
@@ -593,10 +594,14 @@ def test_exact_table_eviction_keeps_entries_consistent():
                 r.handle(query(f"s{i}.svc.local", qid=i, rd=rd), "udp", CLIENT)
     table = r._exact["udp"]
     assert len(table) <= 1024 and len(r.cache) == 700
-    for exact in table.values():
-        assert exact in _exacts(exact.entry)
-    for entry in r.cache.entries.values():
-        assert len(_exacts(entry)) <= 2           # one per flag spelling, never piling up
+    entries = r.cache.entries
+    for key, held in table.items():              # the entry itself (RD set), or an _Exact (RD clear)
+        if is_spelling(held):
+            assert held in r.cache.spelled(held.extra.owner) and held.extra.owner in entries
+        else:
+            assert entries[key] is held
+    for key in entries:
+        assert len(r.cache.spelled(key)) <= 1     # one for the other flag spelling, never piling up
     changed, touched, _ = snap.apply(4, [(f"/skydns/local/svc/s{i}", val(host="10.9.9.9")) for i in range(0, 700, 7)])
     r.on_swap(changed, touched)
     for i in range(0, 700, 7):
@@ -629,7 +634,10 @@ def test_a_dropped_entry_takes_its_exact_queries_out_of_the_table():
     changed, touched, _ = snap.apply(4, [(f"/skydns/local/svc/s{i}", val(host="10.3.3.3")) for i in range(5)])
     r.on_swap(changed, touched)
     assert len(table) == 10
-    assert all(exact.revision != -1 and exact.entry.exacts is not None for exact in table.values())
+    for key, held in table.items():
+        assert held.stamp != DEAD
+        assert (r.cache.entries[key] is held if not is_spelling(held)
+                else held in r.cache.spelled(held.extra.owner))
     for i in range(10):
         reply = parse(r.handle(query(f"s{i}.svc.local", qid=i, rd=False), "udp", CLIENT))
         assert [d.to_text() for rr in reply.answer for d in rr] == ["10.3.3.3" if i < 5 else f"10.2.0.{i + 1}"]
@@ -777,8 +785,3 @@ def test_unsigned_and_broken_messages_carry_no_badkey():
     assert badkey_reply(plain[:-3]) is None          # cut short inside the OPT
     assert badkey_reply(b"\x00" * 5) is None
 
-
-def _exacts(entry) -> list:
-    """The exact-table entries made from a cache entry (it holds none, one, or a list)."""
-    held = entry.exacts
-    return [] if held is None else held if type(held) is list else [held]
