@@ -20,7 +20,7 @@ import time
 import tracemalloc
 
 from bench import dataset
-from dnsdisco.dns.cache import DEFAULT_CACHE_SIZE
+from dnsdisco.dns.cache import DEFAULT_CACHE_SIZE, key_name
 from dnsdisco.dns.precompute import MIB, NAME_OVERHEAD, REPLY_OVERHEAD, Packer, entry_cost
 from dnsdisco.dns.responder import Responder
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
@@ -91,8 +91,8 @@ def main(argv=None) -> int:
     octets = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     replies = sum(sum(len(v) + REPLY_OVERHEAD for v in e.variants) for e in traced.cache.entries.values())
-    names = sum(NAME_OVERHEAD * (len(key) - 7) for key in traced.cache.entries)   # key: name + 7 octets
-    estimated = sum(entry_cost(key[:-7], e.variants) for key, e in traced.cache.entries.items())
+    names = sum(NAME_OVERHEAD * len(key_name(key)) for key in traced.cache.entries)
+    estimated = sum(entry_cost(key_name(key), e.variants) for key, e in traced.cache.entries.items())
     added = measured.added
 
     print(f"packed {packer.added:,} answers ahead in {took:.2f} s ({took / max(1, packer.added) * 1e6:.1f} us each), "
