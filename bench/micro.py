@@ -134,19 +134,26 @@ def _measure(keys: int, repeat: int) -> dict[str, float]:
 # the parent: runs children, prints the table ---------------------------------------------------
 
 def _run_tree(tree: str, keys: int, repeat: int) -> dict[str, float]:
-    """The rows for `tree`, measured in a child that imports dnsdisco from it. The child runs
-    this file as a script from the tree itself: with `-m` from this checkout, Python would put
-    this checkout first on the path and every column would measure the same code."""
+    """The rows for `tree`, measured in a child that imports dnsdisco from it."""
+    return run_child(__file__, tree, ["--keys", str(keys), "--repeat", str(repeat)])
+
+
+def run_child(script: str, tree: str, args: list[str]) -> dict[str, float]:
+    """What `script --child ARGS` prints (JSON, with "dnsdisco imported from") when run with
+    dnsdisco imported from `tree`. The child runs the script by its path from the tree itself:
+    with `-m` from this checkout, Python would put this checkout first on the path and every
+    column would measure the same code."""
     tree = os.path.abspath(tree)
     env = dict(os.environ, PYTHONPATH=tree)
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "--keys", str(keys),
-                          "--repeat", str(repeat)], env=env, cwd=tree, capture_output=True, text=True, timeout=900)
+    name = os.path.basename(script)
+    out = subprocess.run([sys.executable, os.path.abspath(script), "--child", *args], env=env, cwd=tree,
+                         capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
-        raise SystemExit(f"bench.micro: the run for {tree} failed:\n{out.stderr[-2000:]}")
+        raise SystemExit(f"bench {name}: the run for {tree} failed:\n{out.stderr[-2000:]}")
     rows = json.loads(out.stdout.strip().splitlines()[-1])
     imported = rows.pop("dnsdisco imported from")
     if not imported.startswith(tree + os.sep):
-        raise SystemExit(f"bench.micro: the run for {tree} imported dnsdisco from {imported}")
+        raise SystemExit(f"bench {name}: the run for {tree} imported dnsdisco from {imported}")
     return rows
 
 
@@ -179,7 +186,7 @@ def main(argv=None) -> int:
         print(json.dumps({**_measure(args.keys, args.repeat), "dnsdisco imported from": dnsdisco.__file__}))
         return 0
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    trees = {f"this checkout ({_commit(here)})": here, **{f"{tree} ({_commit(tree)})": tree for tree in args.tree}}
+    trees = {f"this checkout ({commit_of(here)})": here, **{f"{tree} ({commit_of(tree)})": tree for tree in args.tree}}
     columns: dict[str, dict[str, float]] = {name: {} for name in trees}
     load = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -196,7 +203,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _commit(tree: str) -> str:
+def commit_of(tree: str) -> str:
     try:
         return subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               timeout=10).stdout.strip() or "?"

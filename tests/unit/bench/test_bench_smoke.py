@@ -314,3 +314,21 @@ def test_burst_poller_counts_a_server_that_refuses_as_timeouts():
         port = s.getsockname()[1]                       # closed again: nothing listens there
     with _poller(port) as poller:
         assert _report(poller, f"7 gone.svc.local 10.0.0.9 {time.monotonic()!r}\n") == {"ms": {}, "timeouts": [7]}
+
+
+def test_firstpass_measures_this_checkout_in_a_child_and_says_where_each_column_came_from(capsys):
+    """bench.firstpass at a tiny size: every row is a positive figure, the mixed file's
+    repeats are cheaper than its first answers, and the column names this checkout's commit."""
+    from bench import firstpass
+    assert firstpass.main(["--services", "300", "--queries", "2000", "--cold", "200", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 2 and cells[1].replace(".", "").isdigit():
+            rows[cells[0]] = float(cells[1])
+    assert "this checkout (" in out
+    assert {"mixed file, first pass", "mixed file, repeat pass", "rules.answer per distinct question",
+            "encoder.encode per distinct question", "octets per cached question (not µs)"} <= set(rows)
+    assert all(value > 0 for value in rows.values())
+    assert rows["mixed file, repeat pass"] < rows["mixed file, first pass"]
