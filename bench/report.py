@@ -213,6 +213,8 @@ def scale_section(res: dict) -> str:
                "Each size's server starts unpinned, since nothing else runs while it lists and builds, and is "
                "pinned with its etcd helper once ready (`--pin-start` pins it from the start instead). "
                if res.get("scale_pinning", "").startswith("pinned") else "")
+            + (f"Rows `baseline` are the checkout `{res['baseline']}` (`--baseline`), started and measured right "
+               "after dnsdisco at each size on the same etcd. " if res.get("baseline") else "")
             + "Goals (issue 23): "
             "at 1,000,000 services ready ≤ 10 s, RSS ≤ 600 MiB (≤ 700 after every question), first / repeat ≥ 0.9, "
             f"cold pass ≥ 0.5 of its repeat, repeat ≥ 0.95 of the {smallest:,}-service reference, burst p99 ≤ 10 ms; "

@@ -304,6 +304,15 @@ def scale_cpus(a) -> tuple[str | None, str | None, str]:
     return server, load, f"pinned: servers on CPU {server}, dnsperf on CPU {load}"
 
 
+def scale_targets(a) -> list[str]:
+    """The servers of the scale table: --live, and the --baseline checkout right after dnsdisco,
+    so each size holds the code before a change beside the code after it."""
+    names = list(a.live)
+    if a.baseline and "dnsdisco" in names:
+        names.insert(names.index("dnsdisco") + 1, "baseline")
+    return names
+
+
 def scale(sup, a, res, tmp: Path):
     """Each size on a fresh etcd, a first run then repeats, each repeat followed by the same
     dnsperf run on a reference server holding the smallest size, so every size is compared
@@ -322,7 +331,7 @@ def scale(sup, a, res, tmp: Path):
     live.load(ref_client, ref_ds.etcd_items())
     ref_client.close()
     ref_queries = write_queries(tmp / "mixed-reference.txt", dataset.mixed_queries(ref_ds, a.query_lines))
-    for name in a.live:
+    for name in scale_targets(a):
         try:
             srv, _ = start_live(sup, name, ref_etcd.extra["endpoint"], a, ref_ds, cpus=a.server_cpus)
             dnsperf.run(srv.port, ref_queries, min(2.0, a.scale_duration), a.clients,   # everything asked once
@@ -353,7 +362,7 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
     # too few names left unasked at small sizes for a pass that measures anything
     cold = write_queries(tmp / f"cold-{n}.txt", cold_lines) if len(cold_lines) >= COLD_PASS_MIN else None
     every = write_queries(tmp / f"every-{n}.txt", list(dataset.every_question(ds)))
-    for name in a.live:
+    for name in scale_targets(a):
         row = {"target": name, "services": n}
         try:
             srv, ready = start_live(sup, name, etcd.extra["endpoint"], a, ds,

@@ -92,6 +92,15 @@ def test_a_running_server_and_its_children_are_pinned_with_every_thread(tmp_path
         proc.wait(timeout=10)
 
 
+def test_the_scale_table_holds_the_baseline_right_after_dnsdisco(tmp_path):
+    (tmp_path / "dnsdisco").mkdir()
+    (tmp_path / "dnsdisco" / "__init__.py").write_text("")
+    assert run.scale_targets(run.parse_args(["--sections", "scale"])) == ["dnsdisco"]
+    with_baseline = run.parse_args(["--sections", "scale", "--baseline", str(tmp_path)])
+    assert run.scale_targets(with_baseline) == ["dnsdisco", "baseline"]
+    assert with_baseline.live == ["dnsdisco"]          # the live sections keep their own list
+
+
 def test_etcd_items_use_the_skydns_key_format():
     ds = dataset.Dataset(100)
     items = dict(ds.etcd_items())
