@@ -1,0 +1,76 @@
+"""First run and repeats of the mixed file on several checkouts at once, on one etcd.
+
+    python -m bench.repeatpair --services 1000000 /path/to/before /path/to/after
+
+Loads a private etcd once with `--services` services (bench/dataset.py), starts every
+checkout's `python -m dnsdisco serve` on it (its own code: PYTHONPATH is the checkout), pins
+each with its etcd helper to the first CPU once ready and runs dnsperf on the others, then
+sends each the scale table's mixed query file once (the first run: mostly first answers) and
+then `--rounds` repeats, taking the servers in turn and the order turned around every round,
+so that whatever else the machine does falls on all of them alike. The scale table
+(bench/run.py) compares each size with a 10-service server; this compares checkouts with
+each other on the same keys and the same seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from pathlib import Path
+
+from . import dataset, dnsperf, live, servers
+from .micro import commit_of
+from .run import write_queries
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.repeatpair", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--services", type=int, default=100_000, help="services (2 instances each) [100000]")
+    ap.add_argument("--rounds", type=int, default=6, help="repeats of the mixed file per checkout [6]")
+    ap.add_argument("--seconds", type=float, default=5.0, help="seconds per dnsperf run [5]")
+    ap.add_argument("--queries", type=int, default=100_000, help="lines of the mixed query file [100000]")
+    ap.add_argument("--ready-timeout", type=float, default=180)
+    ap.add_argument("trees", nargs="+", help="checkouts of dnsdisco to start side by side")
+    a = ap.parse_args(argv)
+    if a.services < 2 or a.rounds < 1 or a.seconds <= 0:
+        ap.error("--services must be at least 2, --rounds at least 1, --seconds above 0")
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, load_cpus = (str(cpus[0]), ",".join(map(str, cpus[1:]))) if len(cpus) > 1 else (None, None)
+    ds = dataset.Dataset(a.services)
+    names = [f"{tree} ({commit_of(tree)})" for tree in a.trees]
+    with servers.Supervisor(keep=False) as sup:
+        etcd = servers.start_etcd(sup, name="etcd-repeatpair")
+        client = live.etcd_client(etcd.extra["endpoint"])
+        count, secs = live.load(client, ds.etcd_items())
+        client.close()
+        print(f"loaded {count:,} keys in {secs:.1f} s", file=sys.stderr)
+        queries = write_queries(Path(sup.workdir("queries")) / "mixed.txt", dataset.mixed_queries(ds, a.queries))
+        started = []
+        for i, tree in enumerate(a.trees):
+            srv = servers.start_dnsdisco(sup, etcd.extra["endpoint"], name=f"checkout{i}", tree=tree,
+                                         extra_args=["--tcp-idle-timeout", "600"])
+            servers.wait_dns(srv, ds.last_name(), a.ready_timeout)
+            if server_cpu:
+                servers.pin_running(srv, server_cpu)
+            started.append(srv)
+        first = [dnsperf.run(srv.port, queries, a.seconds, 4, cpus=load_cpus).qps for srv in started]
+        repeats: list[list[float]] = [[] for _ in started]
+        for round_no in range(a.rounds):
+            order = range(len(started)) if round_no % 2 == 0 else reversed(range(len(started)))
+            for i in order:
+                repeats[i].append(dnsperf.run(started[i].port, queries, a.seconds, 4, cpus=load_cpus).qps)
+        rss = [srv.rss_mib() for srv in started]
+    print(f"{a.services:,} services, mixed file of {a.queries:,} lines, dnsperf -c 4 -l {a.seconds:g}, "
+          f"{'servers on CPU ' + server_cpu + ', dnsperf on ' + load_cpus if server_cpu else 'not pinned'}")
+    print("| checkout | QPS first run | QPS repeat (median) | repeats | first / repeat | RSS MiB after |")
+    print("|---|---|---|---|---|---|")
+    for name, one, again, mib in zip(names, first, repeats, rss):
+        median = statistics.median(again)
+        print(f"| {name} | {one:,.0f} | {median:,.0f} | {', '.join(f'{q:,.0f}' for q in again)} | "
+              f"{one / median:.2f} | {mib:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
