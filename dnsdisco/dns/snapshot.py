@@ -180,7 +180,10 @@ class Snapshot:
             before = ptr_owners(self.ptrs.find, key)
             after = sorted({par for par in before if par not in pars} |
                            {par for par in pars if holds(nodes.get(par), key)})
-            if owner_names(self.nodes.find, before, key) != owner_names(nodes.find, after, key):
+            # names are label + parent, so only the edited parents' names can differ: comparing
+            # theirs alone keeps a change O(its own records), however many services share the
+            # address (one host's IP under hundreds of services)
+            if owner_names(self.nodes.find, pars, key) != owner_names(nodes.find, pars, key):
                 rname = reverse_name(address_text(key))
                 touched.add(rname)
                 # inside a served reverse zone, a reverse name with PTRs makes its ancestors

@@ -444,3 +444,31 @@ def test_builder_gives_each_parent_its_own_zones_value_limit(paths, refused):
     assert state(built) == state(applied)
     assert sorted(built.rejected) == sorted(rejected)
     assert {key[len("/skydns/local/"):] for key, _message in rejected} == refused
+
+
+@pytest.mark.parametrize("change, reverse_touched, names_after", [
+    # a shared address gains an owner under a third service
+    (("/skydns/local/svc/three/x", val(host="10.0.0.7", port=80)), True,
+     ("a.one.svc.local", "b.two.svc.local", "x.three.svc.local")),
+    # one of its owners goes
+    (("/skydns/local/svc/one/a", None), True, ("b.two.svc.local",)),
+    # an owner moves to another address
+    (("/skydns/local/svc/two/b", val(host="10.0.0.8", port=80)), True, ("a.one.svc.local",)),
+    # a service holding the address changes a record with another address: its names stay
+    (("/skydns/local/svc/one/other", val(host="10.0.0.9", port=80)), False, ("a.one.svc.local", "b.two.svc.local")),
+    # the port changes, the address does not: the PTR names are the same
+    (("/skydns/local/svc/one/a", val(host="10.0.0.7", port=81)), False, ("a.one.svc.local", "b.two.svc.local")),
+])
+def test_a_shared_address_touches_its_reverse_name_only_when_its_names_change(change, reverse_touched, names_after):
+    """Many services often register one host's address; a change is compared on the edited
+    services' names alone, so the reverse name is touched (its cached answers dropped) exactly
+    when the set of names holding the address changes."""
+    items = [("/skydns/local/svc/one/a", val(host="10.0.0.7", port=80)),
+             ("/skydns/local/svc/two/b", val(host="10.0.0.7", port=80))]
+    items += [(f"/skydns/local/svc/s{i}/i", val(host="10.0.0.7", port=80)) for i in range(40)]
+    snap = build(items)
+    after, touched, _ = snap.apply(2, [change])
+    assert ("7.0.0.10.in-addr.arpa" in touched) is reverse_touched
+    assert set(names_after) <= set(after.ptr_names("7.0.0.10.in-addr.arpa"))
+    fresh = build([item for item in items if item[0] != change[0]] + ([change] if change[1] else []), revision=2)
+    assert after.ptr_names("7.0.0.10.in-addr.arpa") == fresh.ptr_names("7.0.0.10.in-addr.arpa")
