@@ -90,7 +90,7 @@ def test_a_query_with_a_bare_opt_is_keyed_on_its_own_octets_too(do):
 
 @pytest.mark.parametrize("second, transport", [
     (dict(rd=False), "udp"),              # dnsperf's flags
-    (dict(edns=4096), "udp"),             # another key (limit 1232), not its octets: an _Exact
+    (dict(edns=4096), "udp"),             # another key (limit 1232), not its octets: a spelling
     ({}, "tcp"),
 ])
 def test_a_second_spelling_is_an_exact_of_its_own_and_dies_with_its_entry(second, transport):

@@ -595,7 +595,7 @@ def test_exact_table_eviction_keeps_entries_consistent():
     table = r._exact["udp"]
     assert len(table) <= 1024 and len(r.cache) == 700
     entries = r.cache.entries
-    for key, held in table.items():              # the entry itself (RD set), or an _Exact (RD clear)
+    for key, held in table.items():              # the entry itself (RD set), or another spelling (RD clear)
         if is_spelling(held):
             assert held in r.cache.spelled(held.extra.owner) and held.extra.owner in entries
         else:
