@@ -200,7 +200,9 @@ class Builder:
         if self._plain_lines is None:
             base = re.escape(self._base)
             self._plain_lines = re.compile(
-                rf'^(?:{base}((?:[a-z0-9_-]{{1,63}}/)*[a-z0-9_-]{{1,63}})/([a-z0-9_-]{{1,63}})\t'
+                # the directory part keeps its last "/": with it in the repeated group, the
+                # label after it is found without the regular expression giving a label back
+                rf'^(?:{base}((?:[a-z0-9_-]{{1,63}}/)+)([a-z0-9_-]{{1,63}})\t'
                 rf'\{{ ?"host" ?: ?"([0-9.]{{7,15}})" ?, ?"port" ?: ?(0|[1-9][0-9]{{0,4}}) ?\}}|(.*))$',
                 re.M).findall
         ports, base = _PORT_OCTETS, self._base
@@ -234,7 +236,7 @@ class Builder:
                     run_labels.clear()
                     run_octets.clear()
                 last_head = head
-                par, limit, room, apex = self._head(head)
+                par, limit, room, apex = self._head(head[:-1])
             octets = ports.get(port)
             if octets is None:
                 number = int(port)
@@ -244,7 +246,7 @@ class Builder:
             except OSError:
                 octets = None
             if octets is None or limit < _PLAIN_MAX or len(label) > room or label in apex:
-                others.append((f"{base}{head}/{label}", f'{{"host":"{host}","port":{port}}}'.encode()))
+                others.append((f"{base}{head}{label}", f'{{"host":"{host}","port":{port}}}'.encode()))
                 continue
             run_labels.append(label)
             run_octets.append(address)
