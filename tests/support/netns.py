@@ -14,8 +14,10 @@ test fails: the processes started in the namespace, the namespace, and /etc/netn
 """
 from __future__ import annotations
 
+import collections
 import functools
 import os
+import random
 import secrets
 import shlex
 import shutil
@@ -223,20 +225,44 @@ def dnsmasq_command(*, port: int, workdir: str | os.PathLike, listen: str = "127
     return cmd + list(extra)
 
 
+def _below_ephemeral() -> tuple[int, int]:
+    """Ports under the kernel's range for outgoing connections: a server restarted on its
+    port (etcd in the restart tests) must find it free, and a port in that range may have
+    been handed meanwhile to a client's connection (a thousand registrars reconnecting)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(1024, low - 12000), low - 1
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free for both UDP and TCP on `host` right now."""
+    """A port that is free for both UDP and TCP on `host` right now, outside the range the
+    kernel gives outgoing connections (_below_ephemeral)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
+    first, last = _below_ephemeral()
+    for attempt in range(200):
+        port = random.randint(first, last) if last > first and attempt < 150 else 0
+        if port in _given:               # handed out already, maybe not bound yet (etcd's two ports)
+            continue
         with socket.socket(family, socket.SOCK_DGRAM) as udp:
-            udp.bind((host, 0))
+            try:
+                udp.bind((host, port))
+            except OSError:
+                continue
             port = udp.getsockname()[1]
             with socket.socket(family, socket.SOCK_STREAM) as tcp:
                 try:
                     tcp.bind((host, port))
                 except OSError:
                     continue
+                _given.append(port)
                 return port
     raise RuntimeError(f"no free UDP+TCP port on {host}")
+
+
+_given: collections.deque = collections.deque(maxlen=2000)     # the ports free_port returned last
 
 
 def dns_answers(host: str, port: int, name: str = "example.test", timeout: float = 0.3) -> bool:
