@@ -168,19 +168,6 @@ def _answered(rcode: int, answer: tuple | list, name: str, authority: tuple = ()
     return ans
 
 
-def _negative(snap: Snapshot, zone: ZoneConfig) -> tuple:
-    """The authority section of a negative answer: the zone's negative SOA alone, the same
-    tuple while the SOA record is (soa_rr gives one per zone and revision)."""
-    soa = soa_rr(snap, zone, True)
-    held = _NEGATIVE_SECTION[0]
-    if held is None or held[0] is not soa:
-        held = _NEGATIVE_SECTION[0] = (soa,)
-    return held
-
-
-_NEGATIVE_SECTION: list = [None]
-
-
 def _plain(snap: Snapshot, zone: ZoneConfig, name: str, qtype: int) -> Answer | None:
     """A, AAAA or SRV at a name whose records are all plain IPv4 ones (Snapshot.plain_records)
     in a zone without a zone file: the answer _Lookup's walk gives, reached without making a
@@ -204,7 +191,7 @@ def _plain(snap: Snapshot, zone: ZoneConfig, name: str, qtype: int) -> Answer | 
             ns_name = default_ns_name(zone)
             if name == ns_name or ns_name.endswith("." + name):
                 return None
-        return _answered(NOERROR if snap.exists(name, zone) else NXDOMAIN, (), name, _negative(snap, zone))
+        return _answered(NOERROR if snap.exists(name, zone) else NXDOMAIN, (), name, (soa_rr(snap, zone, True),))
     ttl = zone.ttl
     if qtype == T_A:
         if len(values) == 6:
@@ -249,7 +236,7 @@ def _plain(snap: Snapshot, zone: ZoneConfig, name: str, qtype: int) -> Answer | 
             ans.additional = tuple(glue)
             return ans
     # AAAA of IPv4 records, SRV of records without a port: NODATA
-    return _answered(NOERROR, (), name, _negative(snap, zone))
+    return _answered(NOERROR, (), name, (soa_rr(snap, zone, True),))
 
 
 def rrset_rules(rrs: list) -> list:
