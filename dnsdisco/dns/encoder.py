@@ -319,6 +319,8 @@ def _addresses(records: list, rtype: int, question: bytes, flags: int, edns: boo
     head = _HEAD.pack(flags, 1, count, 0, 1 if edns else 0) + question
     if len(head) + 2 + sum(map(len, chunks)) + len(opt) > limit:
         return None
+    if count == 1:                       # an instance: one record, one order
+        return [head + chunks[0] + opt], None
     shares = weights.get((owner, rtype)) if weights else None
     if shares is None or len(shares) != count or shares.count(shares[0]) == count:   # even
         if count == 2:                   # a service of two instances: each first in turn
@@ -497,13 +499,6 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
             first = answers[0][1]
             if first == T_A or first == T_AAAA:
                 if not ans.additional:
-                    if len(answers) == 1:        # an instance: one record, one order
-                        data = _inet_pton(_V4 if first == T_A else _V6, answers[0][3])
-                        reply = (_HEAD.pack(flags, 1, 1, 0, 1 if edns else 0) + question
-                                 + _OWNED.pack(0xC00C, first, 1, answers[0][2], len(data)) + data
-                                 + ((_OPT_DO if do else _OPT) if edns else b""))
-                        if len(reply) + 2 <= limit:          # the id, written by the caches, is the 2 more
-                            return [reply], None
                     single = _addresses(answers, first, question, flags, edns, do, limit, ans.weights)
                     if single is not None:
                         return single
