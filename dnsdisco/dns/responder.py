@@ -17,8 +17,8 @@ import time
 
 from dnslib import DNSRecord
 
-from dnsdisco.dns.cache import (DEAD, DEFAULT_CACHE_SIZE, PLAIN, ReplyCache, _Entry, _Link, _same_but_name,
-                                 cache_key, edns_key, plain_key, spelling)
+from dnsdisco.dns.cache import (DEAD, DEFAULT_CACHE_SIZE, PLAIN, ReplyCache, _Entry, _same_but_name, cache_key,
+                                 edns_key, is_spelling, plain_key, spelling)
 from dnsdisco.dns.constants import NOERROR, NXDOMAIN, REFUSED, SERVFAIL, T_AXFR, T_IXFR, T_PTR, TCP_LIMIT
 from dnsdisco.dns.encoder import (encode, error_for, error_reply, formerr_for, formerr_with_opt, opt_record,
                                   reply_flags)
@@ -287,32 +287,40 @@ class Responder:
             known = table.get(asked)
             if known is entry:
                 pass                                     # it answers its own octets already
-            elif (known is not None and type(known.extra) is _Link and known.extra.owner == key
+            elif (known is not None and is_spelling(known) and known.extra.owner == key
                   and known.stamp != DEAD):
                 known.replies = mine                     # the same entry at a new revision
                 known.stamp = entry.stamp
                 known.turn = turn + 1
             else:
-                if known is not None and type(known.extra) is _Link and known.stamp != DEAD:
+                if known is not None and is_spelling(known) and known.stamp != DEAD:
                     self.cache.detach(known)             # its entry was replaced under the same key
-                if len(table) >= self._exact_max[transport]:
-                    self._make_room(table, transport)
-                cell = self.metrics.cell_for(qtype, first[1] & 0xF, transport) if self.metrics else None
                 if same and asked == key and transport == "udp":   # keyed on these octets: the entry answers them
-                    entry.cell = cell
-                    entry.qlen = len(qname)
-                    table[key] = entry
+                    self._answers_own_octets(entry, key, qtype, first, len(qname))
                 else:
+                    if len(table) >= self._exact_max[transport]:
+                        self._make_room(table, transport)
+                    cell = self.metrics.cell_for(qtype, first[1] & 0xF, transport) if self.metrics else None
                     exact = spelling(mine, turn + 1, entry.stamp, cell, len(qname), key, table, asked)
                     self.cache.attach(exact)
                     table[asked] = exact
         return data[:2] + (mine if single else mine[turn % len(mine)])
 
+    def _answers_own_octets(self, entry: _Entry, key: bytes, qtype: int, reply: bytes, qlen: int) -> None:
+        """A cache entry keyed on a plain UDP query's own octets enters the UDP exact table
+        itself, so a repeat of those octets is an id-only write."""
+        table = self._udp
+        if len(table) >= self._udp_most:
+            self._make_room(table, "udp")
+        entry.cell = self.metrics.cell_for(qtype, reply[1] & 0xF, "udp") if self.metrics else None
+        entry.qlen = qlen
+        table[key] = entry
+
     def _make_room(self, table: dict, transport: str) -> None:
         """The exact table is full: forget its oldest eighth (their cache entries stay)."""
         for old in list(itertools.islice(table, self._exact_max[transport] // 8)):
             forgotten = table.pop(old)
-            if type(forgotten.extra) is _Link and forgotten.stamp != DEAD:
+            if is_spelling(forgotten) and forgotten.stamp != DEAD:
                 self.cache.detach(forgotten)
 
     # -- response rate limiting (UDP only; see rrl.py). `rrl` is a RateLimiter set by serve
@@ -381,12 +389,7 @@ class Responder:
                 # answers a repeat of these octets from the UDP exact table as they are
                 first = variants[0]
                 entry.turn = 1
-                entry.cell = self.metrics.cell_for(qtype, first[1] & 0xF, "udp") if self.metrics else None
-                entry.qlen = len(qname)
-                table = self._udp
-                if len(table) >= self._udp_most:
-                    self._make_room(table, "udp")
-                table[key] = entry
+                self._answers_own_octets(entry, key, qtype, first, len(qname))
                 return data[:2] + first
             # served like a hit, so a repeat of these exact bytes is an id-only write from now on
             return self._from_entry(entry, key, data, qname, lname, transport, qtype)
