@@ -53,10 +53,17 @@ def edns_key(lname: bytes, qtype: int, qclass: int, do: bool, limit: int) -> byt
     return EDNS + lname + _EDNS_TAIL.pack(qtype, qclass, 0, 41, limit, 0, 0, do << 15, 0)
 
 
+def _key_form(key: bytes) -> tuple[bytes, int]:
+    """(the octets before the name, the count after it) of a cache key: a plain or EDNS
+    query's own octets start with their header, a `cache_key` with the name itself."""
+    cut = _TAILS.get(key[:10]) if len(key) > 10 else None
+    return (b"", 7) if cut is None else (key[:10], cut)
+
+
 def key_name(key: bytes) -> bytes:
     """The lower-case wire name a cache key was made from."""
-    cut = _TAILS.get(key[:10]) if len(key) > 10 else None
-    return key[:-7] if cut is None else key[10:-cut]
+    head, cut = _key_form(key)
+    return key[len(head):-cut]
 
 
 class _Entry:
@@ -169,10 +176,7 @@ class ReplyCache:
                 depends = depends[0]
         if depends is own or (type(depends) is str and depends == own):
             # the name reads back as the key's octets (no escapes): its length tells
-            head = key[:10]
-            cut = _TAILS.get(head)
-            if cut is None:
-                head, cut = b"", 7
+            head, cut = _key_form(key)
             if len(depends) + 2 + len(head) + cut == len(key):
                 tails = self.shapes[head]
                 tail = key[-cut:]
