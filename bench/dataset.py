@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
+import struct
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -229,3 +230,17 @@ def single_queries(ds: Dataset) -> list[str]:
 
 def query_file_text(lines: list[str]) -> str:
     return "\n".join(lines) + "\n"
+
+
+QUERY_TYPES = {"A": 1, "AAAA": 28, "SRV": 33}      # the types the query files ask
+
+
+def wire_name(name: str) -> bytes:
+    """A name of the dataset (plain ASCII labels) in wire form."""
+    return b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
+
+
+def query_packet(line: str, qid: int) -> bytes:
+    """The query dnsperf sends for a line of a query file: RD set, no EDNS."""
+    name, qtype = line.split()
+    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + wire_name(name) + struct.pack("!HH", QUERY_TYPES[qtype], 1)

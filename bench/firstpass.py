@@ -26,7 +26,6 @@ import argparse
 import gc
 import json
 import os
-import struct
 import sys
 import time
 
@@ -44,20 +43,8 @@ def _dataset():
     spec.loader.exec_module(module)
     return module
 
-QTYPES = {"A": 1, "AAAA": 28, "SRV": 33}
-
-
-def _wire(name: str) -> bytes:
-    return b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
-
-
-def _packet(line: str, qid: int) -> bytes:
-    """The query dnsperf sends for a line of a query file: RD set, no EDNS."""
-    name, qtype = line.split()
-    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + _wire(name) + struct.pack("!HH", QTYPES[qtype], 1)
-
-
-def _pass(handle, packets: list[bytes]) -> float:
+def pass_micros(handle, packets: list[bytes]) -> float:
+    """Mean microseconds per query over one pass of `packets` through `handle` (Responder.handle)."""
     client = ("127.0.0.1", 5353)
     started = time.perf_counter()
     for packet in packets:
@@ -79,21 +66,21 @@ def _measure(services: int, queries: int, cold_count: int) -> dict[str, float]:
     gc.collect()
     gc.freeze()                          # as serve does after its first sync
     mixed = dataset.mixed_queries(ds, queries)
-    packets = [_packet(line, i & 0xFFFF) for i, line in enumerate(mixed)]
-    cold = [_packet(line, i & 0xFFFF) for i, line in enumerate(dataset.cold_questions(ds, cold_count, mixed))]
+    packets = [dataset.query_packet(line, i & 0xFFFF) for i, line in enumerate(mixed)]
+    cold = [dataset.query_packet(line, i & 0xFFFF) for i, line in enumerate(dataset.cold_questions(ds, cold_count, mixed))]
     rows: dict[str, float] = {}
 
     responder = Responder(snap)
-    rows["mixed file, first pass"] = _pass(responder.handle, packets)
-    rows["mixed file, repeat pass"] = _pass(responder.handle, packets)
+    rows["mixed file, first pass"] = pass_micros(responder.handle, packets)
+    rows["mixed file, repeat pass"] = pass_micros(responder.handle, packets)
     if cold:
-        rows[f"cold pass ({len(cold):,} names never asked), first"] = _pass(responder.handle, cold)
-        rows["cold pass, repeat"] = _pass(responder.handle, cold)
+        rows[f"cold pass ({len(cold):,} names never asked), first"] = pass_micros(responder.handle, cold)
+        rows["cold pass, repeat"] = pass_micros(responder.handle, cold)
     del responder
     gc.collect()
 
-    distinct = list(dict.fromkeys((line.split()[0].lower(), QTYPES[line.split()[1]]) for line in mixed))
-    wires = [(_wire(name), qtype) for name, qtype in distinct]
+    distinct = list(dict.fromkeys((line.split()[0].lower(), dataset.QUERY_TYPES[line.split()[1]]) for line in mixed))
+    wires = [(dataset.wire_name(name), qtype) for name, qtype in distinct]
     started = time.perf_counter()
     answers = [answer(snap, wire, qtype) for wire, qtype in wires]
     rows["rules.answer per distinct question"] = (time.perf_counter() - started) / len(wires) * 1e6
@@ -107,7 +94,7 @@ def _measure(services: int, queries: int, cold_count: int) -> dict[str, float]:
     traced = Responder(snap)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    _pass(traced.handle, packets)
+    pass_micros(traced.handle, packets)
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()

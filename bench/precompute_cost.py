@@ -15,32 +15,15 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import struct
 import time
 import tracemalloc
 
 from bench import dataset
+from bench.firstpass import pass_micros
 from dnsdisco.dns.cache import DEFAULT_CACHE_SIZE, key_name
 from dnsdisco.dns.precompute import MIB, NAME_OVERHEAD, REPLY_OVERHEAD, Packer, entry_cost
 from dnsdisco.dns.responder import Responder
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
-
-QTYPES = {"A": 1, "AAAA": 28, "SRV": 33}
-
-
-def _packet(line: str, qid: int) -> bytes:
-    name, qtype = line.split()
-    wire = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
-    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + wire + struct.pack("!HH", QTYPES[qtype], 1)
-
-
-def _pass(handle, packets) -> float:
-    """Mean microseconds per query over one pass."""
-    client = ("127.0.0.1", 5353)
-    started = time.perf_counter()
-    for packet in packets:
-        handle(packet, "udp", client)
-    return (time.perf_counter() - started) / len(packets) * 1e6
 
 
 def _pack(responder, budget_mib: float) -> Packer:
@@ -66,20 +49,20 @@ def main(argv=None) -> int:
     print(f"snapshot of {args.services:,} services built in {time.perf_counter() - started:.1f} s")
     gc.collect()
     gc.freeze()
-    packets = [_packet(line, i & 0xFFFF) for i, line in enumerate(dataset.mixed_queries(ds, args.queries))]
+    packets = [dataset.query_packet(line, i & 0xFFFF) for i, line in enumerate(dataset.mixed_queries(ds, args.queries))]
 
     runs = {"without": [], "with": []}
     took = []
     for _ in range(args.rounds):      # in turn, so load from other processes falls on both alike
         cold = Responder(snap, cache_size=args.cache_size)
-        runs["without"].append((_pass(cold.handle, packets), _pass(cold.handle, packets)))
+        runs["without"].append((pass_micros(cold.handle, packets), pass_micros(cold.handle, packets)))
         del cold
         gc.collect()
         warm = Responder(snap, cache_size=args.cache_size)
         started = time.perf_counter()
         packer = _pack(warm, args.budget)
         took.append(time.perf_counter() - started)
-        runs["with"].append((_pass(warm.handle, packets), _pass(warm.handle, packets)))
+        runs["with"].append((pass_micros(warm.handle, packets), pass_micros(warm.handle, packets)))
         del warm
         gc.collect()
     took = statistics.median(took)
