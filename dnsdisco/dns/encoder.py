@@ -38,7 +38,7 @@ import struct
 
 from dnsdisco.dns.constants import (MAX_ROTATIONS, T_A, T_AAAA, T_CNAME, T_MX, T_NS, T_OPT, T_PTR, T_SOA, T_SRV, T_TXT,
                                     UDP_PAYLOAD)
-from dnsdisco.dns.rules import answer_orders
+from dnsdisco.dns.rules import PLAIN_SRV, answer_orders
 from dnsdisco.dns.wire import edns_of, labels_wire, name_labels, plain_question, wire_to_name
 
 _RR = struct.Struct("!HHIH")          # type, class, ttl, rdlength
@@ -319,15 +319,22 @@ def _addresses(records: list, rtype: int, question: bytes, flags: int, edns: boo
     head = _HEAD.pack(flags, 1, count, 0, 1 if edns else 0) + question
     if len(head) + 2 + sum(map(len, chunks)) + len(opt) > limit:
         return None
-    if count == 1:                       # an instance: one record, one order
-        return [head + chunks[0] + opt], None
-    shares = weights.get((owner, rtype)) if weights else None
-    if shares is None or len(shares) != count or shares.count(shares[0]) == count:   # even
-        if count == 2:                   # a service of two instances: each first in turn
-            first, second = chunks
-            return [head + first + second + opt, head + second + first + opt], None
+    shares = weights.get((owner, rtype)) if weights and count > 1 else None
+    if shares is not None and (len(shares) != count or shares.count(shares[0]) == count):   # even
         shares = None
-    return [b"".join([head, *[chunks[i] for i in order], opt]) for order in _orders(count, shares)], None
+    return _address_orders(head, chunks, opt, shares), None
+
+
+def _address_orders(head: bytes, chunks: list, opt: bytes, shares) -> list[bytes]:
+    """The address replies, one per answer order: `chunks` (one record each) after `head`
+    (header and question), in the even orders or those of `shares` (rules.answer_orders)."""
+    count = len(chunks)
+    if count == 1:                       # an instance: one record, one order
+        return [head + chunks[0] + opt]
+    if count == 2 and shares is None:    # a service of two instances: each first in turn
+        first, second = chunks
+        return [head + first + second + opt, head + second + first + opt]
+    return [b"".join([head, *[chunks[i] for i in order], opt]) for order in _orders(count, shares)]
 
 
 def _services(records: list, glue: list, owner: str, qname: bytes, question: bytes, flags: int, edns: bool,
@@ -354,6 +361,15 @@ def _services(records: list, glue: list, owner: str, qname: bytes, question: byt
         else:
             return None
         rests.append(_RR.pack(rtype, 1, address[2], len(data)) + data)
+    return _service_orders(srv, rests, question, flags, edns, do, limit)
+
+
+def _service_orders(srv: list, rests: list, question: bytes, flags: int, edns: bool, do: bool,
+                    limit: int) -> tuple | None:
+    """The services replies, one per answer order: the SRV records `srv` (each a pointer to
+    the question, then its target in full) and, as glue in the same order, each target's
+    address record without its owner (`rests`), which points at the target wherever the order
+    put it. None over the limit."""
     count = len(srv)
     opt = (_OPT_DO if do else _OPT) if edns else b""
     at = 12 + len(question)
@@ -482,6 +498,61 @@ def _write(rr: tuple, table: dict, chunks: list, fixes: dict, serials: list, at:
     return at + len(buf)
 
 
+def _negative(soa: tuple, text: str, question: bytes, flags: int, edns: bool, do: bool,
+              limit: int) -> tuple | None:
+    """A negative answer's reply: the zone's SOA alone in the authority section, its owner
+    pointing at the apex's place in the question. None when the apex is not a suffix of the
+    question's name `text`, or over the limit."""
+    apex = soa[0]
+    cut = len(text) - len(apex) - 1        # where the dot before the apex is, if it is a suffix
+    if cut < 0 or text[cut] != "." or not text.endswith(apex) or soa[1] != T_SOA:
+        return None
+    chunk, serial_at = _soa_chunk(soa, 13 + cut)
+    reply = (_HEAD.pack(flags, 1, 0, 1, 1 if edns else 0) + question + chunk
+             + ((_OPT_DO if do else _OPT) if edns else b""))
+    if len(reply) + 2 > limit:             # the id, written by the caches, is the 2 more
+        return None
+    return [reply], [(12 + len(question) + serial_at - 2,)]
+
+
+def packed_reply(held: tuple, qtype: int, text: str, qname: bytes, flags: int, edns: bool, do: bool,
+                 limit: int) -> tuple | None:
+    """What `encode` writes for the answer rules._plain gives, written straight from the
+    records' packed octets that rules.packed found (`held`), with no Answer or record tuple
+    made: the addresses of the asked name, its instances with their addresses as glue, or a
+    NODATA's SOA. `text` is the question's name as the snapshot holds it, `qname` its wire
+    form. The same bytes and serial offsets as encode's (tests/unit/dns/test_plain_way.py);
+    None over the limit (the usual way then gives the truncated reply)."""
+    ttl, values, labels, soa = held
+    question = qname + _TYPECLASS.pack(qtype, 1)
+    if soa is not None:
+        return _negative(soa, text, question, flags, edns, do, limit)
+    if labels is None:                  # A: a pointer to the question and the address, each
+        owned = _OWNED.pack(0xC00C, T_A, 1, ttl, 4)
+        chunks = [owned + values[at:at + 4] for at in range(0, len(values), 6)]
+        opt = (_OPT_DO if do else _OPT) if edns else b""
+        head = _HEAD.pack(flags, 1, len(chunks), 0, 1 if edns else 0) + question
+        if len(head) + 2 + 16 * len(chunks) + len(opt) > limit:
+            return None
+        return _address_orders(head, chunks, opt, None), None
+    srv = []
+    rests = []
+    at = 0
+    glue = _RR.pack(T_A, 1, ttl, 4)
+    priority, weight = PLAIN_SRV
+    for label in labels:                # the instances, one label below the name
+        port = values[at + 4] << 8 | values[at + 5]
+        if port:                        # a record without a port is no service
+            if "." in label or not label.isascii():
+                return None
+            label = label.encode("ascii")
+            wire = _LENGTH[len(label)] + label + qname
+            srv.append(_OWNED_SRV.pack(0xC00C, T_SRV, 1, ttl, 6 + len(wire), priority, weight, port) + wire)
+            rests.append(glue + values[at:at + 4])
+        at += 6
+    return _service_orders(srv, rests, question, flags, edns, do, limit)
+
+
 def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, do: bool,
            limit: int) -> tuple[list[bytes], list[tuple[int, ...]] | None]:
     """The reply to a question in every answer order, without the 2-octet id (the caches write
@@ -512,15 +583,9 @@ def encode(ans, qname: bytes, qtype: int, qclass: int, flags: int, edns: bool, d
         authority = ans.authority
         if len(authority) == 1:
             # a negative answer: the zone's SOA, its owner a suffix of the question's name
-            soa = authority[0]
-            apex = soa[0]
-            cut = len(text) - len(apex) - 1        # where the dot before the apex is, if it is a suffix
-            if cut >= 0 and text[cut] == "." and text.endswith(apex) and soa[1] == T_SOA:
-                chunk, serial_at = _soa_chunk(soa, 13 + cut)
-                reply = (_HEAD.pack(flags, 1, 0, 1, 1 if edns else 0) + question + chunk
-                         + ((_OPT_DO if do else _OPT) if edns else b""))
-                if len(reply) + 2 <= limit:          # the id, written by the caches, is the 2 more
-                    return [reply], [(12 + len(question) + serial_at - 2,)]
+            single = _negative(authority[0], text, question, flags, edns, do, limit)
+            if single is not None:
+                return single
     table = _question_names(qname, text)
     if not ans.additional:
         if not ans.authority:

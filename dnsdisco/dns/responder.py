@@ -19,13 +19,14 @@ from dnslib import DNSRecord
 
 from dnsdisco.dns.cache import (DEAD, DEFAULT_CACHE_SIZE, PLAIN, ReplyCache, _Entry, _same_but_name, cache_key,
                                  edns_key, is_spelling, plain_key, spelling)
-from dnsdisco.dns.constants import NOERROR, NXDOMAIN, REFUSED, SERVFAIL, T_AXFR, T_IXFR, T_PTR, TCP_LIMIT
+from dnsdisco.dns.constants import (C_IN, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, T_A, T_AAAA, T_AXFR, T_IXFR, T_PTR,
+                                    T_SRV, TCP_LIMIT)
 from dnsdisco.dns.encoder import (encode, error_for, error_reply, formerr_for, formerr_with_opt, opt_record,
-                                  reply_flags)
-from dnsdisco.dns.rules import answer, from_dnslib, message_rcode, soa_serial
+                                  packed_reply, reply_flags)
+from dnsdisco.dns.rules import answer, from_dnslib, message_rcode, packed, soa_serial
 from dnsdisco.dns.snapshot import Snapshot
 from dnsdisco.dns.wire import (DROP, SLOW, badkey_reply, edns_of, edns_problem, encode_name, labels_wire, parse_fast, slip_reply,
-                               udp_limit)
+                               udp_limit, wire_to_name)
 
 log = logging.getLogger("dnsdisco.responder")
 _now = time.perf_counter
@@ -35,6 +36,10 @@ NOT_MINE = object()   # what `xfr.handle` returns for a message the usual path a
 _SERIAL = struct.Struct("!I")
 _PLAIN_HEADER = struct.pack("!HHHHHH", 0, 0x0100, 1, 0, 0, 0)   # id 0, RD, one question
 _QUESTION_TAIL = struct.Struct("!HH")
+_PACKED_QTYPES = frozenset((T_A, T_AAAA, T_SRV))    # the questions _packed_first may answer
+# False in tests only: every first answer then takes _first, whose replies and cache entries
+# _packed_first's must equal (tests/unit/dns/test_plain_way.py)
+PACKED_WAY = True
 
 
 class _NoTransfers:
@@ -209,8 +214,12 @@ class Responder:
                 reply = self._from_entry(entry, key, data, qname, lname, transport, qtype)
                 hit = True
             else:
-                reply = self._first(data, transport, client, qname, lname, qtype, qclass, edns, do, limit, key,
-                                    own=key is asked)
+                reply = None
+                if key is asked and qtype in _PACKED_QTYPES and qclass == C_IN and PACKED_WAY:
+                    reply = self._packed_first(data, key, qname, qtype, edns, do, limit)
+                if reply is None:
+                    reply = self._first(data, transport, client, qname, lname, qtype, qclass, edns, do, limit, key,
+                                        own=key is asked)
                 hit = False
         if self.rrl is not None and transport == "udp" and reply is not None and type(fq) is tuple:
             reply = self._rate_limited(reply, data, fq, client)     # response rate limiting
@@ -385,15 +394,41 @@ class Responder:
                 self.cache.put_ahead(key)
                 return None
             if own and (self.forwarder is None or self._in_zone(lname)):
-                # the usual first answer: written with this query's flags and name, so the entry
-                # answers a repeat of these octets from the UDP exact table as they are
-                first = variants[0]
-                entry.turn = 1
-                self._answers_own_octets(entry, key, qtype, first, len(qname))
-                return data[:2] + first
+                return self._own_first(entry, key, data, qtype, variants[0], len(qname))
             # served like a hit, so a repeat of these exact bytes is an id-only write from now on
             return self._from_entry(entry, key, data, qname, lname, transport, qtype)
         return data[:2] + self._patched(variants[0], data, qname)
+
+    def _packed_first(self, data: bytes, key: bytes, qname: bytes, qtype: int, edns: bool, do: bool,
+                      limit: int) -> bytes | None:
+        """The first answer to A, AAAA or SRV of a name whose records are all plain, from a
+        UDP query keyed on its own octets (lower case): the reply _first would give, written
+        straight from the packed octets (rules.packed, encoder.packed_reply), since most first
+        answers are these. None for anything else, which _first then answers."""
+        if self.forwarder is not None and not self._in_zone(qname):
+            return None
+        name = wire_to_name(qname)
+        if name is None:
+            return None
+        snap = self.snapshot
+        forwarding = self.forwarder is not None
+        held = packed(snap, name, qtype, forwarding)
+        if held is None:
+            return None
+        flags = reply_flags((data[2] << 8) | data[3], NOERROR, True, forwarding)
+        written = packed_reply(held, qtype, name, qname, flags, edns, do, limit)
+        if written is None:
+            return None
+        variants, offsets = written
+        entry = self.cache.put(key, variants, name, offsets, snap.revision, name)
+        return self._own_first(entry, key, data, qtype, variants[0], len(qname))
+
+    def _own_first(self, entry: _Entry, key: bytes, data: bytes, qtype: int, first: bytes, qlen: int) -> bytes:
+        """The usual first answer, written with this query's flags and name: its entry then
+        answers a repeat of these octets from the UDP exact table as they are."""
+        entry.turn = 1
+        self._answers_own_octets(entry, key, qtype, first, qlen)
+        return data[:2] + first
 
     def _finish_chain(self, ans, tcp: bool) -> None:
         """Append the upstream answer for a CNAME target outside our zones (stub resolvers

@@ -168,6 +168,42 @@ def _answered(rcode: int, answer: tuple | list, name: str, authority: tuple = ()
     return ans
 
 
+def packed(snap: Snapshot, name: str, qtype: int, forwarding: bool = False) -> tuple | None:
+    """What _plain answers A, AAAA or SRV (class IN) of `name` from, when the encoder can write
+    that reply straight from the packed octets (encoder.packed_reply), so a first answer makes
+    no Answer and no record tuple: (ttl, values, labels, soa), the name's packed values
+    (Snapshot.plain_records), for SRV the instances' labels (else None), and for a NODATA
+    (AAAA of IPv4 records) the SOA (else None). None for every other answer, which `answer`
+    gives: no records at the name, the name's own record among an SRV's, addresses shared by
+    instances (their weights add up), SRV without a port, NODATA at the apex, and all _plain
+    leaves to the walk."""
+    if not name or not PLAIN_WAY:
+        return None
+    zone = snap.zone_of(name)
+    if zone is None or zone.static or (forwarding and zone.name in REVERSE_ZONES):
+        return None
+    named = qtype == T_SRV
+    held = snap.plain_records(name, zone, named)
+    if held is None:
+        return None
+    values, labels = held
+    if not values:
+        return None
+    if qtype == T_A:
+        count = len(values) // 6
+        if count == 2:
+            if values[:4] == values[6:10]:
+                return None
+        elif count > 2 and len({values[at:at + 4] for at in range(0, len(values), 6)}) != count:
+            return None
+        return zone.ttl, values, None, None
+    if qtype == T_AAAA:             # at the apex the SOA's owner is the question's own name: encode's
+        return None if name == zone.name else (zone.ttl, values, None, soa_rr(snap, zone, True))
+    if len(values) != 6 * len(labels) or not any(values[at + 4] or values[at + 5] for at in range(0, len(values), 6)):
+        return None
+    return zone.ttl, values, labels, None
+
+
 def _plain(snap: Snapshot, zone: ZoneConfig, name: str, qtype: int) -> Answer | None:
     """A, AAAA or SRV at a name whose records are all plain IPv4 ones (Snapshot.plain_records)
     in a zone without a zone file: the answer _Lookup's walk gives, reached without making a
@@ -396,6 +432,7 @@ _EXTRA_AT = 4
 _PLAIN = Record("", "x")
 _PLAIN_SHARE = (_PLAIN.weight, _PLAIN.priority)
 _PLAIN_PRIORITY, _PLAIN_WEIGHT = _PLAIN.priority, _PLAIN.weight
+PLAIN_SRV = (_PLAIN_PRIORITY, _PLAIN_WEIGHT)     # an SRV record's priority and weight from a plain value
 
 
 def address_rrset(recs, kind: str, zone: ZoneConfig) -> tuple[list[str], int | None, list[tuple[int, int]]]:

@@ -12,14 +12,17 @@ offsets, and the answers the same rcode and dependencies.
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dnsdisco.dns import encoder, rules, zonefile
+from dnsdisco.dns import responder as responder_module
 from dnsdisco.dns.constants import T_A, T_AAAA, T_ANY, T_CNAME, T_MX, T_NS, T_PTR, T_SOA, T_SRV, T_TXT
 from dnsdisco.dns.encoder import encode, reply_flags
+from dnsdisco.dns.responder import Responder
 from dnsdisco.dns.rules import answer
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from dnsdisco.dns.wire import encode_name
@@ -63,8 +66,9 @@ def _key(path: list[str]) -> str:
 def snapshots(draw):
     entries = draw(st.lists(st.tuples(paths, value), max_size=24))
     crowd = draw(st.sampled_from([0, 0, 3, 12]))      # past nodes.BIG instances under one name: a dict node
+    hosts = draw(st.sampled_from([1, 2, 4, 12]))       # how many addresses they share
     for i in range(crowd):
-        entries.append(([f"i{i}", "big"], {"host": f"10.1.0.{i % 4 + 1}", "port": 80 + i % 2}))
+        entries.append(([f"i{i}", "big"], {"host": f"10.1.0.{i % hosts + 1}", "port": 80 + i % 2}))
     zone = ZoneConfig(ZONE, max_records_per_name=draw(st.sampled_from([1000, 1000, 2, 5])),
                       ns_addresses=draw(st.sampled_from([(), ("127.0.0.53",), ("127.0.0.53", "::1")])))
     if draw(st.booleans()) and draw(st.booleans()):
@@ -119,7 +123,7 @@ def test_short_ways_answer_as_the_general_ones(monkeypatch, made, size):
 @pytest.mark.parametrize("name, qtype", [("i0.web." + ZONE, T_A), ("web." + ZONE, T_A), ("web." + ZONE, T_SRV),
                                          ("i0.web." + ZONE, T_AAAA), ("nx." + ZONE, T_A)])
 def test_the_switches_choose_the_way(monkeypatch, name, qtype):
-    items = [(_key(["web", f"i{i}"]), json.dumps({"host": f"10.0.0.{i + 1}", "port": 80}).encode())
+    items = [(_key([f"i{i}", "web"]), json.dumps({"host": f"10.0.0.{i + 1}", "port": 80}).encode())
              for i in range(2)]
     snap = Snapshot.build(PREFIX, [ZoneConfig(ZONE)], 10, items)
     walked = []
@@ -166,3 +170,123 @@ def test_plain_records_are_records_for_packed(made):
         assert got == [(r.host, r.port) for r in recs], name
         own = [name] if len(values) > 6 * len(labels) else []
         assert own + [label + "." + name for label in labels] == [r.name for r in recs], name
+
+
+# -- the responder's packed way (rules.packed, encoder.packed_reply, Responder._packed_first)
+
+def _query(name: str, qtype: int, qid: int, edns: bool, do: bool, size: int) -> bytes:
+    """A query as stub resolvers send it: RD set, one question, and an OPT when `edns`."""
+    opt = b"\x00" + struct.pack("!HHIH", 41, size, 0x8000 if do else 0, 0) if edns else b""
+    return (struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 1 if edns else 0) + encode_name(name)
+            + struct.pack("!HH", qtype, 1) + opt)
+
+
+def _cache_state(responder) -> tuple:
+    """What a responder's caches hold: each entry's replies, serial offsets and stamp, what
+    drops it, and which octets its exact tables answer."""
+    cache = responder.cache
+    entries = {key: (entry.variants, entry.extra, entry.stamp) for key, entry in cache.entries.items()}
+    shapes = {head: set(tails) for head, tails in cache.shapes.items()}
+    exact = {transport: sorted(table) for transport, table in responder._exact.items()}
+    return entries, dict(cache.depends), dict(cache.by_name), shapes, exact
+
+
+class _NoForwarder:
+    """Forwarding on (RA set, reverse zones checked) for names that are all ours: never asked."""
+
+    def forward(self, data, tcp):
+        raise AssertionError("a name in our zones was forwarded")
+
+
+FORMS = [(False, False, 512), (True, True, 1232), (True, False, 100)]   # sizes: test_packed_replies_are_...
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                     HealthCheck.function_scoped_fixture])
+@given(snapshots(), st.booleans())
+def test_packed_first_answers_are_the_usual_ones(monkeypatch, made, forwarding):
+    """A responder whose first answers may take the packed way gives, query after query (the
+    answer orders turning), the bytes of one whose first answers all take _first, and its
+    caches end up holding the same entries, dependencies and exact-table keys; after a change
+    to the snapshot too."""
+    snap, names = made
+    both = [Responder(snap, forwarder=_NoForwarder() if forwarding else None) for _ in range(2)]
+    client = ("127.0.0.1", 5353)
+
+    def ask_all(qid: int):
+        for name in names:
+            for qtype in (T_A, T_AAAA, T_SRV, T_TXT):
+                for edns, do, size in FORMS:
+                    packet = _query(name, qtype, qid, edns, do, size)
+                    replies = []
+                    for packed_way, responder in zip((True, False), both):
+                        monkeypatch.setattr(responder_module, "PACKED_WAY", packed_way)
+                        replies.append([responder.handle(packet, "udp", client) for _ in range(3)])
+                    assert replies[0] == replies[1], (name, qtype, edns, do, size)
+
+    ask_all(7)
+    assert _cache_state(both[0]) == _cache_state(both[1])
+    changed, _touched, _rejected = snap.apply(snap.revision + 1, [
+        (_key(["i0", "web"]), json.dumps({"host": "10.0.0.9", "port": 80}).encode()),
+        (_key(["db"]), None)])
+    for responder in both:
+        responder.on_swap(changed, _touched)
+    ask_all(8)
+    assert _cache_state(both[0]) == _cache_state(both[1])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots())
+def test_packed_replies_are_encoded_answers(made):
+    """encoder.packed_reply writes from rules.packed what encode writes from rules.answer, at
+    every size limit; it gives None only for a reply over the limit, which encode then cuts."""
+    snap, names = made
+    for name in names:
+        wire = encode_name(name)
+        for qtype in (T_A, T_AAAA, T_SRV):
+            for forwarding in (False, True):
+                held = rules.packed(snap, name, qtype, forwarding)
+                if held is None:
+                    continue
+                ans = answer(snap, wire, qtype, 1, forwarding)
+                flags = reply_flags(0x0100, ans.rcode, ans.aa, forwarding)
+                forms = [(False, False, 512), (True, True, 1232), (False, False, 60), (True, False, 100)]
+                for edns in (False, True):      # and limits around the reply's own size (with the id)
+                    size = len(encode(ans, wire, qtype, 1, flags, edns, False, 65535)[0][0]) + 2
+                    forms += [(edns, False, size + step) for step in (-2, -1, 0, 1)]
+                for edns, do, limit in forms:
+                    usual = encode(ans, wire, qtype, 1, flags, edns, do, limit)
+                    written = encoder.packed_reply(held, qtype, name, wire, flags, edns, do, limit)
+                    if written is None:       # the reply does not fit: the encoder's rules cut it
+                        whole = encode(ans, wire, qtype, 1, flags, edns, do, 65535)[0][0]
+                        assert len(whole) + 2 > limit and usual[0][0] != whole, (name, qtype, limit)
+                    else:
+                        assert written == usual, (name, qtype, edns, limit)
+
+
+@pytest.mark.parametrize("name, qtype, taken", [
+    ("web." + ZONE, T_A, True), ("i0.web." + ZONE, T_A, True), ("web." + ZONE, T_SRV, True),
+    ("i0.web." + ZONE, T_AAAA, True), ("nx." + ZONE, T_A, False), ("web." + ZONE, T_TXT, False),
+    ("shared." + ZONE, T_A, False)])
+def test_the_packed_way_is_taken(monkeypatch, name, qtype, taken):
+    """The comparison above is not empty: the commonest first answers take the packed way
+    (and, switched off, none does); the rest take _first."""
+    items = [(_key([f"i{i}", "web"]), json.dumps({"host": f"10.0.0.{i + 1}", "port": 80}).encode())
+             for i in range(2)]
+    items += [(_key([f"i{i}", "shared"]), json.dumps({"host": "10.0.0.5", "port": 80}).encode()) for i in range(2)]
+    snap = Snapshot.build(PREFIX, [ZoneConfig(ZONE)], 10, items)
+    for switched_on in (True, False):
+        monkeypatch.setattr(responder_module, "PACKED_WAY", switched_on)
+        responder = Responder(snap)
+        written = []
+        real = responder_module.packed_reply
+
+        def counting(*args, **kwargs):
+            written.append(1)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(responder_module, "packed_reply", counting)
+        reply = responder.handle(_query(name, qtype, 1, False, False, 512), "udp", ("127.0.0.1", 5353))
+        monkeypatch.setattr(responder_module, "packed_reply", real)
+        assert reply[3] & 0xF == (3 if name.startswith("nx.") else 0)
+        assert bool(written) == (taken and switched_on), (name, qtype, switched_on)
