@@ -515,6 +515,9 @@ def _negative(soa: tuple, text: str, question: bytes, flags: int, edns: bool, do
     return [reply], [(12 + len(question) + serial_at - 2,)]
 
 
+_IN_TAILS = {qtype: _TYPECLASS.pack(qtype, 1) for qtype in (T_A, T_AAAA, T_SRV)}   # after the question's name
+
+
 def packed_reply(held: tuple, qtype: int, text: str, qname: bytes, flags: int, edns: bool, do: bool,
                  limit: int) -> tuple | None:
     """What `encode` writes for the answer rules._plain gives, written straight from the
@@ -524,12 +527,18 @@ def packed_reply(held: tuple, qtype: int, text: str, qname: bytes, flags: int, e
     form. The same bytes and serial offsets as encode's (tests/unit/dns/test_plain_way.py);
     None over the limit (the usual way then gives the truncated reply)."""
     ttl, values, labels, soa = held
-    question = qname + _TYPECLASS.pack(qtype, 1)
+    question = qname + _IN_TAILS[qtype]
     if soa is not None:
         return _negative(soa, text, question, flags, edns, do, limit)
     if labels is None:                  # A: a pointer to the question and the address, each
         owned = _OWNED.pack(0xC00C, T_A, 1, ttl, 4)
-        chunks = [owned + values[at:at + 4] for at in range(0, len(values), 6)]
+        size = len(values)
+        if size == 12:                  # the usual service: two instances
+            chunks = [owned + values[:4], owned + values[6:10]]
+        elif size == 6:                 # an instance
+            chunks = [owned + values[:4]]
+        else:
+            chunks = [owned + values[at:at + 4] for at in range(0, size, 6)]
         opt = (_OPT_DO if do else _OPT) if edns else b""
         head = _HEAD.pack(flags, 1, len(chunks), 0, 1 if edns else 0) + question
         if len(head) + 2 + 16 * len(chunks) + len(opt) > limit:

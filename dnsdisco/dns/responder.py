@@ -40,6 +40,9 @@ _PACKED_QTYPES = frozenset((T_A, T_AAAA, T_SRV))    # the questions _packed_firs
 # False in tests only: every first answer then takes _first, whose replies and cache entries
 # _packed_first's must equal (tests/unit/dns/test_plain_way.py)
 PACKED_WAY = True
+# a reply's flags to a query keyed on its own octets (RD set, nothing else: cache.PLAIN, cache.EDNS)
+# answered from our zones, without forwarding and with it
+_OWN_KEY_FLAGS = (reply_flags(0x0100, NOERROR, True, False), reply_flags(0x0100, NOERROR, True, True))
 
 
 class _NoTransfers:
@@ -415,8 +418,7 @@ class Responder:
         held = packed(snap, name, qtype, forwarding)
         if held is None:
             return None
-        flags = reply_flags((data[2] << 8) | data[3], NOERROR, True, forwarding)
-        written = packed_reply(held, qtype, name, qname, flags, edns, do, limit)
+        written = packed_reply(held, qtype, name, qname, _OWN_KEY_FLAGS[forwarding], edns, do, limit)
         if written is None:
             return None
         variants, offsets = written

@@ -27,16 +27,16 @@ def parse_fast(data: bytes):
         return SLOW
     pos = 12
     end = len(data)
-    while True:
-        if pos >= end:
-            return SLOW
-        length = data[pos]
-        if length == 0:
-            pos += 1
-            break
-        if length > 63:
-            return SLOW
-        pos += length + 1
+    try:
+        length = data[12]
+        while length:
+            if length > 63:
+                return SLOW
+            pos += length + 1
+            length = data[pos]
+    except IndexError:                   # the name runs past the message
+        return SLOW
+    pos += 1
     if pos - 12 > 255 or pos + 4 > end:
         return SLOW
     qtype, qclass = _TYPECLASS.unpack_from(data, pos)
