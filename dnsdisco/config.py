@@ -217,7 +217,7 @@ SECTIONS: list[Section] = [
                "[::1]:5300 for IPv6; status: gives the default NS its addresses, as in serve)", SERVE + STATUS, many=True,
                metavar="HOST:PORT"),
         Option("cache_size", parse_int(1000, 10_000_000), 100_000, "distinct questions whose packed replies "
-               "are kept for repeats (about 0.5 KB of memory each; the oldest eighth goes when full)", SERVE,
+               "are kept for repeats (about 0.5 KB of memory each; the oldest go 1,024 at a time when full)", SERVE,
                metavar="N"),
         Option("precompute_budget", parse_int(0, 1_000_000), 0, "MiB of replies packed ahead in idle time "
                "after each full sync (A and SRV of every service, A of every instance), so first queries "

@@ -30,6 +30,14 @@ EDNS = b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01"     # the same with one more 
 _TAILS = {PLAIN: 4, EDNS: 15}          # octets after the name in a key that starts so
 _new = object.__new__
 MAX_SHAPES = 32    # key tails own-name entries may use; entries with any other are indexed by name
+EVICT_MOST = 1024  # entries a full table drops at once: the query that finds it full waits for them
+
+
+def eviction_batch(capacity: int) -> int:
+    """How many of the oldest entries a full table of `capacity` drops: an eighth, so the work
+    is done once per many insertions, but never more than EVICT_MOST, since the query that
+    found the table full (and every query queued behind it) waits while they go."""
+    return max(1, min(capacity // 8, EVICT_MOST))
 
 
 def cache_key(lname: bytes, qtype: int, qclass: int, edns: bool, do: bool, limit: int) -> bytes:
@@ -133,9 +141,9 @@ class ReplyCache:
     building its key from a touched name with each tail after the name that own-name entries'
     keys were made with (`shapes`, by the key's first ten octets: a handful, the query types and EDNS
     sizes clients use; at most MAX_SHAPES in all, so hostile queries cannot make an update
-    slow); any other entry's names are in `depends` and indexed in `by_name`. When full, the oldest eighth is evicted. A dropped entry is stamped DEAD and
-    leaves the exact tables with its other spellings (`spellings`). Entries packed ahead
-    (dns/precompute.py) are listed in `ahead`, and those no query has been answered from yet go
+    slow); any other entry's names are in `depends` and indexed in `by_name`. When full, the
+    oldest go (`eviction_batch`). A dropped entry is stamped DEAD and leaves the exact tables
+    with its other spellings (`spellings`). Entries packed ahead (dns/precompute.py) are listed in `ahead`, and those no query has been answered from yet go
     first when the cache is full, so packing ahead never costs a real query's entry its place.
     """
 
@@ -161,7 +169,7 @@ class ReplyCache:
         drops it, `own` is the question's own name (lower-case presentation)."""
         entries = self.entries
         if len(entries) >= self.max_entries:
-            self._evict(self.max_entries // 8)
+            self._evict(eviction_batch(self.max_entries))
         entry = _new(_Entry)                     # no __init__ call: every first answer makes one
         entry.stamp = None if serial_offsets is None else revision
         entry.extra = serial_offsets

@@ -18,7 +18,7 @@ import time
 from dnslib import DNSRecord
 
 from dnsdisco.dns.cache import (DEAD, DEFAULT_CACHE_SIZE, PLAIN, ReplyCache, _Entry, _same_but_name, cache_key,
-                                 edns_key, is_spelling, plain_key, spelling)
+                                 edns_key, eviction_batch, is_spelling, plain_key, spelling)
 from dnsdisco.dns.constants import (C_IN, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, T_A, T_AAAA, T_AXFR, T_IXFR, T_PTR,
                                     T_SRV, TCP_LIMIT)
 from dnsdisco.dns.encoder import (encode, error_for, error_reply, formerr_for, formerr_with_opt, opt_record,
@@ -329,8 +329,8 @@ class Responder:
         table[key] = entry
 
     def _make_room(self, table: dict, transport: str) -> None:
-        """The exact table is full: forget its oldest eighth (their cache entries stay)."""
-        for old in list(itertools.islice(table, self._exact_max[transport] // 8)):
+        """The exact table is full: forget its oldest (cache.eviction_batch; their cache entries stay)."""
+        for old in list(itertools.islice(table, eviction_batch(self._exact_max[transport]))):
             forgotten = table.pop(old)
             if is_spelling(forgotten) and forgotten.stamp != DEAD:
                 self.cache.detach(forgotten)
