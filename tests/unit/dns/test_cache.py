@@ -11,8 +11,8 @@ import dns.message
 import dns.rcode
 import pytest
 
-from dnsdisco.dns.cache import (DEAD, EDNS, MAX_SHAPES, PLAIN, ReplyCache, cache_key, edns_key, is_spelling,
-                                key_name, plain_key)
+from dnsdisco.dns.cache import (DEAD, EDNS, EVICT_MOST, MAX_SHAPES, PLAIN, ReplyCache, cache_key, edns_key,
+                                eviction_batch, is_spelling, key_name, plain_key)
 from dnsdisco.dns.responder import Responder
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 from dnsdisco.dns.wire import encode_name
@@ -199,6 +199,22 @@ def test_eviction_takes_the_oldest_eighth_out_of_the_cache_and_the_exact_table()
     r.on_swap(changed, touched)
     assert len(r.cache) == 14 and plain_key(encode_name("s5.svc.local"), 1, 1) not in r.cache.entries
     assert addresses(r.handle(query("s0.svc.local"), "udp", CLIENT)) == ["10.7.7.7"]
+
+
+@pytest.mark.parametrize("capacity, dropped", [(1, 1), (16, 2), (1024, 128), (8192, 1024), (8200, 1024),
+                                               (100_000, EVICT_MOST)])
+def test_a_full_table_drops_an_eighth_but_never_more_than_evict_most(capacity, dropped):
+    assert eviction_batch(capacity) == dropped
+
+
+def test_a_large_full_cache_drops_evict_most_of_its_oldest():
+    """The query that finds a large cache full waits for EVICT_MOST drops, not an eighth of it."""
+    cache = ReplyCache(max_entries=10_000)
+    keys = [b"k%05d" % i for i in range(10_001)]
+    for key in keys:
+        cache.put(key, [b"reply"], ("n" + key.decode(),))
+    assert list(cache.entries) == keys[EVICT_MOST:]
+    assert set(cache.by_name) == {"n" + key.decode() for key in keys[EVICT_MOST:]}
 
 
 def test_a_full_exact_table_forgets_spellings_but_keeps_the_entries():
