@@ -418,10 +418,19 @@ def _left(deadline: float, at_least: float) -> float:
 
 
 
+# Generation-1 collections per full collection once serving (CPython's default is 10). A full
+# collection walks every reply the cache holds (100,000 at the default --cache-size) while
+# answers wait, and finds nothing there: answering and applying changes make no cyclic garbage
+# (tests/unit/dns/test_no_cycles.py). Young collections still run as often as before; the full
+# one comes once per ~700,000 objects made and kept, not once per ~70,000.
+FULL_COLLECTION_EVERY = 100
+
+
 def _freezing(on_swap):
     """After a full sync, move what exists out of the garbage collector's sight (a full
     collection would walk every record of the snapshot while answers wait; frozen objects are
-    not walked) and hand the pages the listing used back to the system."""
+    not walked), make full collections rare (FULL_COLLECTION_EVERY), and hand the pages the
+    listing used back to the system."""
     import gc
 
     from dnsdisco.etcd.heap import trim as trim_heap
@@ -430,6 +439,8 @@ def _freezing(on_swap):
         on_swap(snap, touched)
         if touched is None:
             gc.freeze()
+            young, middle, _full = gc.get_threshold()
+            gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
             trim_heap()
     return swapped
 
