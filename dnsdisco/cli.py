@@ -1,16 +1,21 @@
-"""Command line: `dnsdisco serve | register | status`, built from config.OPTIONS."""
+"""Command line: `dnsdisco serve | register | status`, built from config.OPTIONS.
+
+Importing this module loads little besides argparse: the settings table (config), the log
+setup and the rest are imported once `main` runs, after it holds Ctrl-C (StartupInterrupt),
+so that a Ctrl-C in the first moments of a start-up ends it as quietly as a later one.
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
 import signal
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from dnsdisco import __version__
-from dnsdisco.config import SECTIONS, ConfigError, Option, load, options_for, secret_values
-from dnsdisco.dns.names import format_hostport
-from dnsdisco.ops import logs
+
+if TYPE_CHECKING:
+    from dnsdisco.config import Option
 
 DESCRIPTION = """\
 dnsdisco answers DNS for services registered in etcd (CoreDNS/SkyDNS key format).
@@ -128,11 +133,13 @@ def _add_option(parser, opt: Option) -> None:
 
 def _show(value) -> str:
     if isinstance(value, tuple) and len(value) == 2:
+        from dnsdisco.dns.names import format_hostport
         return format_hostport(*value)
     return str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dnsdisco.config import SECTIONS
     parser = argparse.ArgumentParser(prog="dnsdisco", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"dnsdisco {__version__}")
@@ -233,6 +240,8 @@ def stopped_by_ctrl_c() -> int:
 
 
 def _main(argv: list[str] | None, ctrl_c: StartupInterrupt) -> int:
+    from dnsdisco.config import ConfigError, load, options_for, secret_values
+    from dnsdisco.ops import logs
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
