@@ -20,7 +20,9 @@ RELOADABLE = {"zones_dir", "ttl", "neg_ttl", "log_level", "log_format", "max_val
               "max_records_per_name", "rrl_rate", "rrl_slip", "rrl_exempt"}
 
 
-def run_serve(cfg, args=None) -> int:
+def run_serve(cfg, args=None, ctrl_c=None) -> int:
+    """`ctrl_c`: cli.StartupInterrupt, holding a Ctrl-C that came while serve started, until
+    gevent's handler below takes SIGINT over."""
     # gevent must be set up before any socket exists. No gRPC here: the etcd calls run in a
     # helper process (etcd/helper.py), which is the only one to load it.
     from gevent import monkey
@@ -82,6 +84,9 @@ def run_serve(cfg, args=None) -> int:
     stopping = Event()
     gevent.signal_handler(signal.SIGTERM, stopping.set)
     gevent.signal_handler(signal.SIGINT, stopping.set)
+    if ctrl_c is not None and ctrl_c.hand_over(stopping.set):
+        log.info("stopping")     # Ctrl-C while starting: nothing is bound or running yet
+        return 0
     cleanups: list = []      # what a failed start-up must undo, in start order
 
     def abort(message: str, code: int = 1) -> int:

@@ -1,15 +1,21 @@
-"""Command line: `dnsdisco serve | register | status`, built from config.OPTIONS."""
+"""Command line: `dnsdisco serve | register | status`, built from config.OPTIONS.
+
+Importing this module loads little besides argparse: the settings table (config), the log
+setup and the rest are imported once `main` runs, after it holds Ctrl-C (StartupInterrupt),
+so that a Ctrl-C in the first moments of a start-up ends it as quietly as a later one.
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from dnsdisco import __version__
-from dnsdisco.config import SECTIONS, ConfigError, Option, load, options_for, secret_values
-from dnsdisco.dns.names import format_hostport
-from dnsdisco.ops import logs
+
+if TYPE_CHECKING:
+    from dnsdisco.config import Option
 
 DESCRIPTION = """\
 dnsdisco answers DNS for services registered in etcd (CoreDNS/SkyDNS key format).
@@ -127,11 +133,13 @@ def _add_option(parser, opt: Option) -> None:
 
 def _show(value) -> str:
     if isinstance(value, tuple) and len(value) == 2:
+        from dnsdisco.dns.names import format_hostport
         return format_hostport(*value)
     return str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dnsdisco.config import SECTIONS
     parser = argparse.ArgumentParser(prog="dnsdisco", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"dnsdisco {__version__}")
@@ -159,17 +167,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class StartupInterrupt:
+    """A Ctrl-C while a command starts (settings, imports, gevent's patching), held until the
+    command can act on it where it is safe: serve once gevent handles SIGINT (`hand_over`),
+    the other commands just before they run (`release`).
+
+    Why not Python's own KeyboardInterrupt: it is raised between any two bytecodes of whatever
+    runs, and two such places during serve's start-up made a quiet stop impossible:
+    - code that exec() or eval() runs from a string (collections.namedtuple and dataclasses
+      build their methods so while modules are imported, e.g. ssl's when gevent patches it):
+      CPython 3.11 then records the interrupt as unhandled for good (pythonrun.c run_mod), and
+      after main caught it and returned 0 the interpreter killed itself with SIGINT at exit
+      (exit status -2, nothing printed);
+    - gevent's monkey.patch_all: _thread replaced but threading not yet, and the interpreter's
+      exit hung in threading._shutdown.
+    A SIGINT that is ignored (SIG_IGN, as for a background job) stays ignored, and outside the
+    main thread (main called from a thread) nothing is held: signal handlers cannot be set there.
+    """
+
+    def __init__(self):
+        self.pressed = False
+        self._then = None
+        self._previous = None
+        self._held = False
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            return
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._press)
+        except ValueError:          # not the main thread
+            return
+        self._held = True
+
+    def _press(self, _signum, _frame) -> None:
+        self.pressed = True
+        if self._then is not None:
+            self._then()
+
+    def hand_over(self, then: Callable[[], None]) -> bool:
+        """The command handles SIGINT itself from now on (serve: gevent's handler, installed
+        before this call). True when Ctrl-C was pressed already. A press whose handler had not
+        run yet when the command's own replaced it still counts: it calls `then`."""
+        self._held = False
+        self._then = then
+        return self.pressed
+
+    def release(self) -> bool:
+        """Python's own handler (KeyboardInterrupt) again, unless the command took SIGINT over;
+        True when Ctrl-C was pressed while it was held."""
+        if self._held:
+            self._held = False
+            # None: the handler before was not set from Python (an embedding program's)
+            signal.signal(signal.SIGINT, signal.SIG_DFL if self._previous is None else self._previous)
+        return self.pressed
+
+
 def main(argv: list[str] | None = None) -> int:
+    ctrl_c = StartupInterrupt()
     try:
-        return _main(argv)
+        return _main(argv, ctrl_c)
     except KeyboardInterrupt:
-        # Ctrl-C before a command set up its own handling (while importing or connecting):
+        # Ctrl-C after a command started running but before it set up its own handling:
         # the user asked to stop, which is not an error worth a traceback
-        print("", file=sys.stderr)
-        return 0
+        return stopped_by_ctrl_c()
+    finally:
+        ctrl_c.release()
 
 
-def _main(argv: list[str] | None = None) -> int:
+def stopped_by_ctrl_c() -> int:
+    """Ctrl-C before a command was running: a line end after the terminal's ^C, and exit 0."""
+    print("", file=sys.stderr)
+    return 0
+
+
+def _main(argv: list[str] | None, ctrl_c: StartupInterrupt) -> int:
+    from dnsdisco.config import ConfigError, load, options_for, secret_values
+    from dnsdisco.ops import logs
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -196,10 +268,16 @@ def _main(argv: list[str] | None = None) -> int:
         return logs.fail(args.command, str(exc), 2)
     if getattr(args, "check_config", False):
         from dnsdisco.app import check_config
+        if ctrl_c.release():
+            return stopped_by_ctrl_c()
         return check_config(cfg, args)
     from dnsdisco.etcd import settings  # noqa: F401  sets GRPC_VERBOSITY before any command loads gRPC
     module, function, *_ = COMMANDS[args.command]
     run = getattr(importlib.import_module(module), function)
+    if args.command == "serve":      # serve takes a held Ctrl-C over once gevent handles SIGINT
+        return int(run(cfg, args, ctrl_c=ctrl_c) or 0)
+    if ctrl_c.release():
+        return stopped_by_ctrl_c()
     return int(run(cfg, args) or 0)
 
 
