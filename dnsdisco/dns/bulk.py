@@ -12,9 +12,12 @@ from __future__ import annotations
 import gc
 import re
 from contextlib import contextmanager
+from itertools import chain, compress, repeat
+from operator import add, ne
+from socket import inet_ntoa as _ntoa
 from typing import Iterable, Sequence
 
-from dnsdisco.dns.names import MAX_NAME, key_for
+from dnsdisco.dns.names import MAX_LABEL, MAX_NAME, key_for
 from dnsdisco.dns.nodes import (add_owner, building_owners, edited, finish_indexes, holds, intern, items, lookup, make,
                                 pack, ptr_key, set_owners, size)
 from dnsdisco.dns.records import _AF_INET, BadValue, Record, _inet_pton, _plain_value, parse
@@ -35,9 +38,19 @@ def _no_collection():
 
 
 _LIST_KEY = re.compile(r"(?:[a-z0-9_-]{1,63}/)*[a-z0-9_-]{1,63}")
-_PORT_OCTETS: dict[str, bytes] = {}  # "8080" -> b"\x1f\x90"
+# b"8080" -> b"\x1f\x90", False past 65535; b"" (a line of another shape) -> two octets never read
+_PORT_OCTETS: dict[bytes, bytes | bool] = {b"": b"\0\0"}
+_PLAIN_ROOM = MAX_NAME - MAX_LABEL - 1   # the longest parent every plain label fits under
 _PLAIN_MAX = 64                     # octets a plain value can take at most
 _COUNTS = [bytes((count,)) for count in range(3)]    # the first octet of a bytes node
+
+
+def _address(host: str):
+    """The four octets of an IPv4 address, or None."""
+    try:
+        return _inet_pton(_AF_INET, host)
+    except OSError:
+        return None
 
 
 class Builder:
@@ -191,88 +204,135 @@ class Builder:
             self._add_lines(lines)
 
     def _add_lines(self, lines: bytes) -> None:
-        try:
-            text = lines.decode("utf-8")
-        except UnicodeDecodeError:            # a key or value that is not UTF-8: say which
-            self.add((key.decode("utf-8", "replace"), value)
-                     for key, _tab, value in (line.partition(b"\t") for line in lines.split(b"\n")))
-            return
         if self._plain_lines is None:
-            base = re.escape(self._base)
+            base = re.escape(self._base.encode())
             self._plain_lines = re.compile(
                 # the directory part keeps its last "/": with it in the repeated group, the
                 # label after it is found without the regular expression giving a label back
-                rf'^(?:{base}((?:[a-z0-9_-]{{1,63}}/)+)([a-z0-9_-]{{1,63}})\t'
-                rf'\{{ ?"host" ?: ?"([0-9.]{{7,15}})" ?, ?"port" ?: ?(0|[1-9][0-9]{{0,4}}) ?\}}|(.*))$',
+                rb'^(?:' + base + rb'((?:[a-z0-9_-]{1,63}/)+)([a-z0-9_-]{1,63})\t'
+                rb'\{ ?"host" ?: ?"([0-9.]{7,15})" ?, ?"port" ?: ?(0|[1-9][0-9]{0,4}) ?\}|(.*))$',
                 re.M).findall
-        ports, base = _PORT_OCTETS, self._base
-        ptrs, shared, nodes = self._ptrs, self._shared, self._nodes
-        pton, inet, from_bytes = _inet_pton, _AF_INET, int.from_bytes
-        last_head = None
-        par = ""
-        limit = room = 0
-        apex = ()
-        # the run of siblings under one parent so far: its node is made when the run ends, so
-        # a record leaves no object of its own behind (nodes.make, written out)
-        run_labels: list[str] = []
-        run_octets: list[bytes] = []
-        others: list[tuple[str, bytes]] = []    # lines for `add`, after the plain ones (the
-        # larger key wins whatever the order, and `add` keeps its own runs of siblings)
-        for head, label, host, port, other in self._plain_lines(text):
-            if other or not head:
-                key, _tab, value = other.partition("\t")
-                others.append((key, value.encode()))
+        rows = self._plain_lines(lines)
+        if not rows:
+            return
+        # A page is taken a column at a time: the C loops of map and zip do each record's own
+        # work (its address and port octets), and the Python loop below runs once per run of
+        # siblings (a parent). A line of any other shape has the empty head; its key and
+        # value go to `add`, after the plain ones (the larger key wins whatever the order, and
+        # `add` keeps its own runs of siblings). Plain lines are ASCII: only those others are
+        # decoded, as `add` would (a key that is not UTF-8 is read with replacements).
+        heads, labels, hosts, ports, others = zip(*rows)
+        del rows
+        count = len(heads)
+        hosts = b"\n".join(hosts).decode().split("\n")
+        if b"" in heads:
+            hosts = [host or "0.0.0.0" for host in hosts]
+        try:
+            addresses = list(map(_inet_pton, repeat(_AF_INET, count), hosts))
+        except OSError:                       # a plain line's host is not an IPv4 address
+            addresses = list(map(_address, hosts))
+        octets = list(map(_PORT_OCTETS.get, ports))
+        if None in octets:
+            for port in set(ports).difference(_PORT_OCTETS):
+                _PORT_OCTETS[port] = int(port).to_bytes(2, "big") if int(port) <= 65535 else False
+            octets = list(map(_PORT_OCTETS.get, ports))
+        if None in addresses or False in octets:     # such lines go to `add`, as any other shape
+            heads, others = list(heads), list(others)
+            for at in range(count):
+                if addresses[at] is None or octets[at] is False:
+                    others[at] = b'%s%s%s\t{"host":"%s","port":%s}' % (
+                        self._base.encode(), heads[at], labels[at], hosts[at].encode(), ports[at])
+                    heads[at], addresses[at], octets[at] = b"", b"\0\0\0\0", b"\0\0"
+        values = list(map(add, addresses, octets))          # each record's 6 octets
+        keys = list(map(int.from_bytes, addresses, repeat("big", count)))
+        del addresses, octets, hosts, ports
+        starts = list(compress(range(count), map(ne, heads, chain((b"",), heads))))
+        if not heads[0]:
+            starts.insert(0, 0)
+        ends = starts[1:]
+        ends.append(count)
+        nodes, ptrs, shared = self._nodes, self._ptrs, self._shared
+        find = ptrs.get
+        pending = []
+        directory = None
+        par = suffix = ""
+        special = ()
+        careful = True
+        for start, end in zip(starts, ends):
+            head = heads[start]
+            if not head:
+                for line in others[start:end]:
+                    key, _tab, value = line.partition(b"\t")
+                    pending.append((key.decode("utf-8", "replace"), value))
                 continue
-            if head != last_head:
-                if run_labels:
-                    # _run_node, written out for the usual service: a new parent, one or two
-                    # siblings in name order
-                    count = len(run_labels)
-                    if par not in nodes and (count == 1 or (count == 2 and run_labels[0] < run_labels[1]
-                                                            and not run_labels[1].startswith(run_labels[0]))):
-                        nodes[par] = b"".join((_COUNTS[count], *run_octets, "/".join(run_labels).encode()))
-                    else:
-                        self._run_node(par, run_labels, run_octets)
-                    run_labels.clear()
-                    run_octets.clear()
-                last_head = head
-                par, limit, room, apex = self._head(head[:-1])
-            octets = ports.get(port)
-            if octets is None:
-                number = int(port)
-                octets = ports.setdefault(port, number.to_bytes(2, "big")) if number <= 65535 else None
-            try:
-                address = pton(inet, host)
-            except OSError:
-                octets = None
-            if octets is None or limit < _PLAIN_MAX or len(label) > room or label in apex:
-                others.append((f"{base}{head}{label}", f'{{"host":"{host}","port":{port}}}'.encode()))
+            cut = head.rfind(b"/", 0, -1) + 1
+            if head[:cut] != directory:
+                directory = head[:cut]
+                suffix, limit, special = self._directory(directory.decode())
+                careful = limit < _PLAIN_MAX
+            label = head[cut:-1]
+            par = label.decode() + suffix
+            if careful or label in special or len(par) > _PLAIN_ROOM:
+                self._careful_run(par, head, limit, labels[start:end], values[start:end], keys[start:end], pending)
                 continue
-            run_labels.append(label)
-            run_octets.append(address)
-            run_octets.append(octets)
-            # nodes.add_owner, written out for a dense /24 (this loop runs once per plain key
-            # of a full listing); a new /24 or a sparse one, and shared addresses, take the call
-            key = from_bytes(address, "big")
-            slots = ptrs.get(key >> 8)
-            if type(slots) is list and slots[key & 255] is None:
-                slots[key & 255] = par
+            if end - start == 1:
+                node = b"".join((_COUNTS[1], values[start], labels[start]))
             else:
-                add_owner(ptrs, shared, key, par)
-        if run_labels:
-            self._run_node(par, run_labels, run_octets)
-        if others:
-            self.add(others)
+                first, second = labels[start], labels[start + 1]
+                node = (b"".join((_COUNTS[2], values[start], values[start + 1], first, b"/", second))
+                        if end - start == 2 and first < second and not second.startswith(first) else None)
+            if node is None or par in nodes:
+                self._run_node(par, labels[start:end], values[start:end])
+            else:
+                nodes[par] = node
+            # nodes.add_owner, written out for a dense /24 (this runs once per plain key of
+            # a full listing); a new /24 or a sparse one, and shared addresses, take the call
+            for key in keys[start:end]:
+                slots = find(key >> 8)
+                if type(slots) is list and slots[key & 255] is None:
+                    slots[key & 255] = par
+                else:
+                    add_owner(ptrs, shared, key, par)
+        if pending:
+            self.add(pending)
 
-    def _run_node(self, par: str, run_labels: list, run_octets: list) -> None:
-        """Hold a run of plain siblings from `add_lines` (labels in key order, and the address
-        and port octets of each) as `par`'s node, merged with what it holds already."""
-        count = len(run_labels)
-        if count == 1 or (count == 2 and run_labels[0] < run_labels[1] and not run_labels[1].startswith(run_labels[0])):
-            node = b"".join((_COUNTS[count], *run_octets, "/".join(run_labels).encode()))
-        else:
-            values = [int.from_bytes(run_octets[i] + run_octets[i + 1], "big") for i in range(0, 2 * count, 2)]
-            node = make(par, dict(zip(run_labels, values)))
+    def _directory(self, directory: str):
+        """What the parents under a key's directory part ("local/svc/") share: the suffix of
+        their names (".svc.local"), their value limit, and the labels (as bytes) of those that
+        take `_careful_run` (a zone apex, or a parent of one: their limits or labels are their own)."""
+        dotted = ".".join(reversed(directory[:-1].split("/"))) if directory else ""
+        suffix = "." + dotted if dotted else ""
+        special = set()
+        for name in self._zone_names | self._apexes.keys():
+            label = name[:len(name) - len(suffix)]
+            if name.endswith(suffix) and label and "." not in label:
+                special.add(label.encode())
+        return suffix, self._empty._limits(dotted).max_value_bytes, special
+
+    def _careful_run(self, par: str, head: bytes, limit: int, labels, values, keys, pending: list) -> None:
+        """A run of plain siblings under a parent whose limit, room or apexes may turn some
+        away (to `add`, as `_add` would take them): the checks of `_head`, record by record."""
+        if par in self._zone_names:
+            limit = self._empty._limits(par).max_value_bytes
+        room = MAX_NAME - len(par) - 1
+        apex = self._apexes.get(par, ())
+        kept_labels, kept_values = [], []
+        for label, value, key in zip(labels, values, keys):
+            text = label.decode()
+            if limit < _PLAIN_MAX or len(text) > room or text in apex:
+                host, port = _ntoa(value[:4]), int.from_bytes(value[4:], "big")
+                pending.append((f"{self._base}{head.decode()}{text}", f'{{"host":"{host}","port":{port}}}'.encode()))
+            else:
+                kept_labels.append(label)
+                kept_values.append(value)
+                add_owner(self._ptrs, self._shared, key, par)
+        if kept_labels:
+            self._run_node(par, kept_labels, kept_values)
+
+    def _run_node(self, par: str, run_labels, run_values) -> None:
+        """Hold a run of plain siblings from `add_lines` (labels as bytes in key order, and
+        the six value octets of each) as `par`'s node, merged with what it holds already."""
+        node = make(par, dict(zip(map(bytes.decode, run_labels), map(int.from_bytes, run_values, repeat("big")))))
         nodes = self._nodes
         held = nodes.get(par)
         if held is not None:       # the parent's siblings came in two runs (two pages, or deeper keys between)
