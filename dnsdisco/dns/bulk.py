@@ -12,8 +12,8 @@ from __future__ import annotations
 import gc
 import re
 from contextlib import contextmanager
-from itertools import chain, compress, repeat
-from operator import add, ne
+from itertools import chain, compress, groupby, repeat
+from operator import add, gt, itemgetter, ne
 from socket import inet_ntoa as _ntoa
 from typing import Iterable, Sequence
 
@@ -390,17 +390,20 @@ class Builder:
         if self._long:
             self._settle_long(nodes, ptrs, shared)
         floor = min((z.max_records_per_name for z in empty.zones), default=_NO_ZONE.max_records_per_name)
+        # a node's size, and its parent's name (where finish_indexes counts it), in C loops;
+        # nodes come in listing order, so siblings' parents are summed a group at a time
+        lengths = [node[0] if type(node) is bytes else size(node) for node in nodes.values()]
+        count = sum(lengths)
+        over = list(compress(nodes, map(gt, lengths, repeat(floor))))     # parents over the smallest cap
         level: dict[str, int] = {}      # name -> records two labels below it (finish_indexes)
-        over: list[str] = []            # parents over the smallest cap
-        count = 0
-        for par, node in nodes.items():
-            length = node[0] if type(node) is bytes else size(node)
-            count += length
-            if length > floor:
-                over.append(par)
-            if par:
-                up = par.partition(".")[2]
-                level[up] = level.get(up, 0) + length
+        ups = map(itemgetter(2), map(str.partition, nodes, repeat(".")))
+        for up, group in groupby(zip(ups, lengths), itemgetter(0)):
+            level[up] = level.get(up, 0) + sum(map(itemgetter(1), group))
+        root = nodes.get("")
+        if root is not None:            # the root's records are below no name
+            level[""] -= size(root)
+            if not level[""]:
+                del level[""]
         below, ptr_map = finish_indexes(level, ptrs, shared, serves_reverse(empty.zones))
         self._ptrs = self._shared = None
         capped = sorted(name for name in over if size(nodes[name]) > empty._limits(name).max_records_per_name)
