@@ -206,94 +206,120 @@ class Builder:
     def _add_lines(self, lines: bytes) -> None:
         if self._plain_lines is None:
             base = re.escape(self._base.encode())
+            label = rb'([a-z0-9_-]{1,63})'
+            value = rb'\t\{ ?"host" ?: ?"([0-9.]{7,15})" ?, ?"port" ?: ?(0|[1-9][0-9]{0,4}) ?\}'
             self._plain_lines = re.compile(
-                # the directory part keeps its last "/": with it in the repeated group, the
-                # label after it is found without the regular expression giving a label back
-                rb'^(?:' + base + rb'((?:[a-z0-9_-]{1,63}/)+)([a-z0-9_-]{1,63})\t'
-                rb'\{ ?"host" ?: ?"([0-9.]{7,15})" ?, ?"port" ?: ?(0|[1-9][0-9]{0,4}) ?\}|(.*))$',
-                re.M).findall
+                # a plain line, and the next one too when it is its sibling (the usual service):
+                # its directory part up to the parent's label, the parent's label, and of each
+                # line the label, host and port; any other line is the last group
+                rb'^(?:' + base + rb'((?:[a-z0-9_-]{1,63}/)*)' + label + b'/' + label + value +
+                rb'(?:\n' + base + rb'\1\2/' + label + value + rb')?|(.*))$', re.M).findall
         rows = self._plain_lines(lines)
         if not rows:
             return
         # A page is taken a column at a time: the C loops of map and zip do each record's own
-        # work (its address and port octets), and the Python loop below runs once per run of
-        # siblings (a parent). A line of any other shape has the empty head; its key and
+        # work (its address and port octets), and the Python loop runs once per row (a line
+        # or two siblings). A line of any other shape has the empty parent label; its key and
         # value go to `add`, after the plain ones (the larger key wins whatever the order, and
         # `add` keeps its own runs of siblings). Plain lines are ASCII: only those others are
         # decoded, as `add` would (a key that is not UTF-8 is read with replacements).
-        heads, labels, hosts, ports, others = zip(*rows)
+        dirs, parents, firsts, hosts, ports, seconds, hosts2, ports2, others = zip(*rows)
         del rows
-        count = len(heads)
-        hosts = b"\n".join(hosts).decode().split("\n")
-        if b"" in heads:
-            hosts = [host or "0.0.0.0" for host in hosts]
+        count = len(dirs)
+        hosts = b"\n".join(hosts + hosts2).decode().split("\n")
+        hosts = [host or "0.0.0.0" for host in hosts]          # no host: no second line, or another shape
         try:
-            addresses = list(map(_inet_pton, repeat(_AF_INET, count), hosts))
+            addresses = list(map(_inet_pton, repeat(_AF_INET, 2 * count), hosts))
         except OSError:                       # a plain line's host is not an IPv4 address
             addresses = list(map(_address, hosts))
+        ports += ports2
         octets = list(map(_PORT_OCTETS.get, ports))
         if None in octets:
             for port in set(ports).difference(_PORT_OCTETS):
                 _PORT_OCTETS[port] = int(port).to_bytes(2, "big") if int(port) <= 65535 else False
             octets = list(map(_PORT_OCTETS.get, ports))
-        if None in addresses or False in octets:     # such lines go to `add`, as any other shape
-            heads, others = list(heads), list(others)
-            for at in range(count):
-                if addresses[at] is None or octets[at] is False:
-                    others[at] = b'%s%s%s\t{"host":"%s","port":%s}' % (
-                        self._base.encode(), heads[at], labels[at], hosts[at].encode(), ports[at])
-                    heads[at], addresses[at], octets[at] = b"", b"\0\0\0\0", b"\0\0"
+        bad = ()
+        if None in addresses or False in octets:
+            bad = {at for at in range(2 * count) if addresses[at] is None or octets[at] is False}
+            for at in bad:
+                addresses[at], octets[at] = b"\0\0\0\0", b"\0\0"
         values = list(map(add, addresses, octets))          # each record's 6 octets
-        keys = list(map(int.from_bytes, addresses, repeat("big", count)))
-        del addresses, octets, hosts, ports
-        starts = list(compress(range(count), map(ne, heads, chain((b"",), heads))))
-        if not heads[0]:
-            starts.insert(0, 0)
-        ends = starts[1:]
-        ends.append(count)
+        keys = list(map(int.from_bytes, addresses, repeat("big", 2 * count)))
+        rows = zip(dirs, parents, firsts, seconds, values, values[count:], keys, keys[count:], others)
+        pending: list = []
+        if bad:       # a host or port out of range: that line goes to `add` as one of any other shape
+            rows = list(rows)
+            base = self._base
+            for at in sorted({at % count for at in bad}):
+                where, label, first, second, value, value2, key, key2, other = rows[at]
+                kept = []
+                for index, name, octets6, number in ((at, first, value, key), (at + count, second, value2, key2)):
+                    if not name:
+                        continue
+                    if index in bad:
+                        pending.append((f"{base}{where.decode()}{label.decode()}/{name.decode()}",
+                                        b'{"host":"%s","port":%s}' % (hosts[index].encode(), ports[index])))
+                    else:
+                        kept.append((name, octets6, number))
+                if kept:
+                    (first, value, key), (second, value2, key2) = kept[0], kept[1] if len(kept) > 1 else (b"", b"", 0)
+                    rows[at] = (where, label, first, second, value, value2, key, key2, other)
+                else:
+                    rows[at] = None
+            rows = [row for row in rows if row is not None]
+        self._rows(rows, pending)
+
+    def _rows(self, rows, pending: list) -> None:
+        """Rows of plain siblings, one or two (directory part, parent label, first label,
+        second label or empty, their value octets and address keys), or a line of another
+        shape (the last item), made into their parents' nodes and PTR index entries; then
+        `pending` pairs and those other lines go to `add`."""
         nodes, ptrs, shared = self._nodes, self._ptrs, self._shared
         find = ptrs.get
-        pending = []
         directory = None
-        par = suffix = ""
+        suffix = ""
+        limit = 0
         special = ()
         careful = True
-        for start, end in zip(starts, ends):
-            head = heads[start]
-            if not head:
-                for line in others[start:end]:
-                    key, _tab, value = line.partition(b"\t")
-                    pending.append((key.decode("utf-8", "replace"), value))
+        for where, label, first, second, value, value2, key, key2, other in rows:
+            if not label:
+                key, _tab, value = other.partition(b"\t")
+                pending.append((key.decode("utf-8", "replace"), value))
                 continue
-            cut = head.rfind(b"/", 0, -1) + 1
-            if head[:cut] != directory:
-                directory = head[:cut]
+            if where != directory:
+                directory = where
                 suffix, limit, special = self._directory(directory.decode())
                 careful = limit < _PLAIN_MAX
-            label = head[cut:-1]
             par = label.decode() + suffix
             if careful or label in special or len(par) > _PLAIN_ROOM:
-                self._careful_run(par, head, limit, labels[start:end], values[start:end], keys[start:end], pending)
+                run = (first, second) if second else (first,)
+                self._careful_run(par, where + label + b"/", limit, run, (value, value2), (key, key2), pending)
                 continue
-            if end - start == 1:
-                node = b"".join((_COUNTS[1], values[start], labels[start]))
+            if not second:
+                node = b"".join((_COUNTS[1], value, first))
+            elif first < second and not second.startswith(first):
+                node = b"".join((_COUNTS[2], value, value2, first, b"/", second))
             else:
-                first, second = labels[start], labels[start + 1]
-                node = (b"".join((_COUNTS[2], values[start], values[start + 1], first, b"/", second))
-                        if end - start == 2 and first < second and not second.startswith(first) else None)
-            if node is None or par in nodes:
-                self._run_node(par, labels[start:end], values[start:end])
-            else:
-                nodes[par] = node
+                node = None
+            if node is None or nodes.setdefault(par, node) is not node:
+                # not in name order, or the parent's siblings came in more than one row (more
+                # than two, other lines between, or two pages)
+                self._run_node(par, (first, second) if second else (first,), (value, value2))
             # nodes.add_owner, written out for a dense /24 (this runs once per plain key of
             # a full listing); a new /24 or a sparse one, and shared addresses, take the call
-            for key in keys[start:end]:
-                slots = find(key >> 8)
-                if type(slots) is list and slots[key & 255] is None:
-                    slots[key & 255] = par
+            slots = find(key >> 8)
+            if type(slots) is list and slots[key & 255] is None:
+                slots[key & 255] = par
+            else:
+                add_owner(ptrs, shared, key, par)
+            if second:
+                slots = find(key2 >> 8)
+                if type(slots) is list and slots[key2 & 255] is None:
+                    slots[key2 & 255] = par
                 else:
-                    add_owner(ptrs, shared, key, par)
+                    add_owner(ptrs, shared, key2, par)
         if pending:
+            pending.sort()         # in key order, as the lines came (the order of `rejected`)
             self.add(pending)
 
     def _directory(self, directory: str):
