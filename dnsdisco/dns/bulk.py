@@ -12,8 +12,8 @@ from __future__ import annotations
 import gc
 import re
 from contextlib import contextmanager
-from itertools import chain, compress, groupby, repeat
-from operator import add, gt, itemgetter, ne
+from itertools import compress, groupby, repeat
+from operator import add, gt, itemgetter
 from socket import inet_ntoa as _ntoa
 from typing import Iterable, Sequence
 
