@@ -14,7 +14,6 @@ import re
 from contextlib import contextmanager
 from itertools import compress, groupby, repeat
 from operator import add, gt, itemgetter
-from socket import inet_ntoa as _ntoa
 from typing import Iterable, Sequence
 
 from dnsdisco.dns.names import MAX_LABEL, MAX_NAME, key_for
@@ -51,6 +50,22 @@ def _address(host: str):
         return _inet_pton(_AF_INET, host)
     except OSError:
         return None
+
+
+class _Source:
+    """The key and value of a line of a page, by its key, as `add` takes them: for the few
+    plain lines that go there (a value out of range, a limit of their own), whose value is
+    the line's own octets (a limit counts them, spaces included)."""
+
+    def __init__(self, lines: bytes):
+        self._lines = lines
+        self._values: dict | None = None
+
+    def pair(self, key: bytes) -> tuple[str, bytes]:
+        if self._values is None:
+            self._values = {line_key: value for line_key, _tab, value in
+                            (line.partition(b"\t") for line in self._lines.split(b"\n"))}
+        return key.decode(), self._values[key]
 
 
 class Builder:
@@ -247,9 +262,10 @@ class Builder:
         keys = list(map(int.from_bytes, addresses, repeat("big", 2 * count)))
         rows = zip(dirs, parents, firsts, seconds, values, values[count:], keys, keys[count:], others)
         pending: list = []
+        source = _Source(lines)
         if bad:       # a host or port out of range: that line goes to `add` as one of any other shape
             rows = list(rows)
-            base = self._base
+            base = self._base.encode()
             for at in sorted({at % count for at in bad}):
                 where, label, first, second, value, value2, key, key2, other = rows[at]
                 kept = []
@@ -257,8 +273,7 @@ class Builder:
                     if not name:
                         continue
                     if index in bad:
-                        pending.append((f"{base}{where.decode()}{label.decode()}/{name.decode()}",
-                                        b'{"host":"%s","port":%s}' % (hosts[index].encode(), ports[index])))
+                        pending.append(source.pair(base + where + label + b"/" + name))
                     else:
                         kept.append((name, octets6, number))
                 if kept:
@@ -267,9 +282,9 @@ class Builder:
                 else:
                     rows[at] = None
             rows = [row for row in rows if row is not None]
-        self._rows(rows, pending)
+        self._rows(rows, pending, source)
 
-    def _rows(self, rows, pending: list) -> None:
+    def _rows(self, rows, pending: list, source: "_Source") -> None:
         """Rows of plain siblings, one or two (directory part, parent label, first label,
         second label or empty, their value octets and address keys), or a line of another
         shape (the last item), made into their parents' nodes and PTR index entries; then
@@ -293,7 +308,7 @@ class Builder:
             par = label.decode() + suffix
             if careful or label in special or len(par) > _PLAIN_ROOM:
                 run = (first, second) if second else (first,)
-                self._careful_run(par, where + label + b"/", limit, run, (value, value2), (key, key2), pending)
+                self._careful_run(par, where + label + b"/", limit, run, (value, value2), (key, key2), pending, source)
                 continue
             if not second:
                 node = b"".join((_COUNTS[1], value, first))
@@ -335,7 +350,7 @@ class Builder:
                 special.add(label.encode())
         return suffix, self._empty._limits(dotted).max_value_bytes, special
 
-    def _careful_run(self, par: str, head: bytes, limit: int, labels, values, keys, pending: list) -> None:
+    def _careful_run(self, par: str, head: bytes, limit: int, labels, values, keys, pending: list, source) -> None:
         """A run of plain siblings under a parent whose limit, room or apexes may turn some
         away (to `add`, as `_add` would take them): the checks of `_head`, record by record."""
         if par in self._zone_names:
@@ -346,8 +361,7 @@ class Builder:
         for label, value, key in zip(labels, values, keys):
             text = label.decode()
             if limit < _PLAIN_MAX or len(text) > room or text in apex:
-                host, port = _ntoa(value[:4]), int.from_bytes(value[4:], "big")
-                pending.append((f"{self._base}{head.decode()}{text}", f'{{"host":"{host}","port":{port}}}'.encode()))
+                pending.append(source.pair(self._base.encode() + head + label))
             else:
                 kept_labels.append(label)
                 kept_values.append(value)

@@ -474,6 +474,24 @@ def test_builder_rows_of_siblings_equal_applying_the_listing(listing, split):
     assert sorted(built.rejected) == sorted(rejected)
 
 
+@pytest.mark.parametrize("limit", [30, 35, 40, 64])
+def test_builder_counts_a_plain_value_as_its_line_holds_it(limit):
+    """A zone's value limit counts a value's own octets, the spaces JSON allows included: a
+    plain line the limit turns away is refused as applying it refuses it."""
+    from dnsdisco.dns.bulk import Builder
+    zones = (ZoneConfig("svc.local", max_value_bytes=limit),)
+    pairs = [("/skydns/local/svc/a/i0", b'{ "host" : "10.0.0.1" , "port" : 80 }'),        # 37 octets
+             ("/skydns/local/svc/a/i1", b'{"host":"10.0.0.2","port":80}'),                # 29 octets
+             ("/skydns/local/svc/b/i0", b'{"host" : "10.0.0.3","port":1234}')]            # 33 octets
+    applied = Snapshot.empty(PREFIX, zones)
+    applied, _touched, rejected = applied.apply(1, pairs)
+    builder = Builder(PREFIX, zones)
+    builder.page(lines_of(pairs))
+    built = builder.finish(1)
+    assert state(built) == state(applied)
+    assert sorted(built.rejected) == sorted(rejected)
+
+
 _LIMITED_ZONES = (ZoneConfig("svc.local", max_value_bytes=64), ZoneConfig("big.svc.local", max_value_bytes=200),
                   ZoneConfig("local", max_value_bytes=100), ZoneConfig("zz.big.svc.local", max_value_bytes=64))
 
