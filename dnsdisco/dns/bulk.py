@@ -37,8 +37,8 @@ def _no_collection():
 
 
 _LIST_KEY = re.compile(r"(?:[a-z0-9_-]{1,63}/)*[a-z0-9_-]{1,63}")
-# b"8080" -> b"\x1f\x90", False past 65535; b"" (a line of another shape) -> two octets never read
-_PORT_OCTETS: dict[bytes, bytes | bool] = {b"": b"\0\0"}
+# b"8080" -> b"\x1f\x90", b"" past 65535; b"" (a line of another shape) -> two octets never read
+_PORT_OCTETS: dict[bytes, bytes] = {b"": b"\0\0"}
 _PLAIN_ROOM = MAX_NAME - MAX_LABEL - 1   # the longest parent every plain label fits under
 _PLAIN_MAX = 64                     # octets a plain value can take at most
 _COUNTS = [bytes((count,)) for count in range(3)]    # the first octet of a bytes node
@@ -243,19 +243,21 @@ class Builder:
         count = len(dirs)
         hosts = b"\n".join(hosts + hosts2).decode().split("\n")
         hosts = [host or "0.0.0.0" for host in hosts]          # no host: no second line, or another shape
+        bad = ()
         try:
             addresses = list(map(_inet_pton, repeat(_AF_INET, 2 * count), hosts))
         except OSError:                       # a plain line's host is not an IPv4 address
             addresses = list(map(_address, hosts))
+            bad = {at for at in range(2 * count) if addresses[at] is None}
         ports += ports2
-        octets = list(map(_PORT_OCTETS.get, ports))
-        if None in octets:
+        octets = list(map(_PORT_OCTETS.get, ports, repeat(b"")))
+        if b"" in octets:                     # a port not met before, or one out of range
             for port in set(ports).difference(_PORT_OCTETS):
-                _PORT_OCTETS[port] = int(port).to_bytes(2, "big") if int(port) <= 65535 else False
+                _PORT_OCTETS[port] = int(port).to_bytes(2, "big") if int(port) <= 65535 else b""
             octets = list(map(_PORT_OCTETS.get, ports))
-        bad = ()
-        if None in addresses or False in octets:
-            bad = {at for at in range(2 * count) if addresses[at] is None or octets[at] is False}
+            if b"" in octets:
+                bad = {*bad, *(at for at in range(2 * count) if not octets[at])}
+        if bad:
             for at in bad:
                 addresses[at], octets[at] = b"\0\0\0\0", b"\0\0"
         values = list(map(add, addresses, octets))          # each record's 6 octets
@@ -293,9 +295,7 @@ class Builder:
         find = ptrs.get
         directory = None
         suffix = ""
-        limit = 0
-        special = ()
-        careful = True
+        limit = longest = 0
         for where, label, first, second, value, value2, key, key2, other in rows:
             if not label:
                 key, _tab, value = other.partition(b"\t")
@@ -304,9 +304,11 @@ class Builder:
             if where != directory:
                 directory = where
                 suffix, limit, special = self._directory(directory.decode())
-                careful = limit < _PLAIN_MAX
+                # a parent name longer than this takes `_careful_run`: every one in a directory
+                # whose limit is low or that holds zone apexes or their parents
+                longest = -1 if limit < _PLAIN_MAX or special else _PLAIN_ROOM
             par = label.decode() + suffix
-            if careful or label in special or len(par) > _PLAIN_ROOM:
+            if len(par) > longest:
                 run = (first, second) if second else (first,)
                 self._careful_run(par, where + label + b"/", limit, run, (value, value2), (key, key2), pending, source)
                 continue
