@@ -222,7 +222,10 @@ class Builder:
         if self._plain_lines is None:
             base = re.escape(self._base.encode())
             label = rb'([a-z0-9_-]{1,63})'
-            value = rb'\t\{ ?"host" ?: ?"([0-9.]{7,15})" ?, ?"port" ?: ?(0|[1-9][0-9]{0,4}) ?\}'
+            # {"host": IPv4, "port": n}, at most one space around the tokens; the common
+            # spelling without spaces written as its own alternative, which sre reads faster
+            value = (rb'\t\{(?:"host":"| ?"host" ?: ?")([0-9.]{7,15})(?:","port":|" ?, ?"port" ?: ?)'
+                     rb'(0|[1-9][0-9]{0,4})(?:\}| \})')
             self._plain_lines = re.compile(
                 # a plain line, and the next one too when it is its sibling (the usual service):
                 # its directory part up to the parent's label, the parent's label, and of each
