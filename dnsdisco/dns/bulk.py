@@ -13,7 +13,7 @@ import gc
 import re
 from contextlib import contextmanager
 from itertools import compress, groupby, repeat
-from operator import add, gt, itemgetter
+from operator import gt, itemgetter
 from typing import Iterable, Sequence
 
 from dnsdisco.dns.names import MAX_LABEL, MAX_NAME, key_for
@@ -263,27 +263,28 @@ class Builder:
         if bad:
             for at in bad:
                 addresses[at], octets[at] = b"\0\0\0\0", b"\0\0"
-        values = list(map(add, addresses, octets))          # each record's 6 octets
         keys = list(map(int.from_bytes, addresses, repeat("big", 2 * count)))
-        rows = zip(dirs, parents, firsts, seconds, values, values[count:], keys, keys[count:], others)
+        rows = zip(dirs, parents, firsts, seconds, addresses, octets, addresses[count:], octets[count:],
+                   keys, keys[count:], others)
         pending: list = []
         source = _Source(lines)
         if bad:       # a host or port out of range: that line goes to `add` as one of any other shape
             rows = list(rows)
             base = self._base.encode()
             for at in sorted({at % count for at in bad}):
-                where, label, first, second, value, value2, key, key2, other = rows[at]
+                where, label, first, second, address, port, address2, port2, key, key2, other = rows[at]
                 kept = []
-                for index, name, octets6, number in ((at, first, value, key), (at + count, second, value2, key2)):
+                for index, name, *record in ((at, first, address, port, key), (at + count, second, address2, port2, key2)):
                     if not name:
                         continue
                     if index in bad:
                         pending.append(source.pair(base + where + label + b"/" + name))
                     else:
-                        kept.append((name, octets6, number))
+                        kept.append((name, *record))
                 if kept:
-                    (first, value, key), (second, value2, key2) = kept[0], kept[1] if len(kept) > 1 else (b"", b"", 0)
-                    rows[at] = (where, label, first, second, value, value2, key, key2, other)
+                    (first, address, port, key), (second, address2, port2, key2) = (
+                        kept[0], kept[1] if len(kept) > 1 else (b"", b"", b"", 0))
+                    rows[at] = (where, label, first, second, address, port, address2, port2, key, key2, other)
                 else:
                     rows[at] = None
             rows = [row for row in rows if row is not None]
@@ -291,15 +292,15 @@ class Builder:
 
     def _rows(self, rows, pending: list, source: "_Source") -> None:
         """Rows of plain siblings, one or two (directory part, parent label, first label,
-        second label or empty, their value octets and address keys), or a line of another
-        shape (the last item), made into their parents' nodes and PTR index entries; then
-        `pending` pairs and those other lines go to `add`."""
+        second label or empty, the address and port octets of each, their address keys), or
+        a line of another shape (the last item), made into their parents' nodes and PTR index
+        entries; then `pending` pairs and those other lines go to `add`."""
         nodes, ptrs, shared = self._nodes, self._ptrs, self._shared
         find = ptrs.get
         directory = None
         suffix = ""
         limit = longest = 0
-        for where, label, first, second, value, value2, key, key2, other in rows:
+        for where, label, first, second, address, port, address2, port2, key, key2, other in rows:
             if not label:
                 key, _tab, value = other.partition(b"\t")
                 pending.append((key.decode("utf-8", "replace"), value))
@@ -313,18 +314,19 @@ class Builder:
             par = label.decode() + suffix
             if len(par) > longest:
                 run = (first, second) if second else (first,)
-                self._careful_run(par, where + label + b"/", limit, run, (value, value2), (key, key2), pending, source)
+                self._careful_run(par, where + label + b"/", limit, run, (address + port, address2 + port2),
+                                  (key, key2), pending, source)
                 continue
             if not second:
-                node = b"".join((_COUNTS[1], value, first))
+                node = b"".join((_COUNTS[1], address, port, first))
             elif first < second and not second.startswith(first):
-                node = b"".join((_COUNTS[2], value, value2, first, b"/", second))
+                node = b"".join((_COUNTS[2], address, port, address2, port2, first, b"/", second))
             else:
                 node = None
             if node is None or nodes.setdefault(par, node) is not node:
                 # not in name order, or the parent's siblings came in more than one row (more
                 # than two, other lines between, or two pages)
-                self._run_node(par, (first, second) if second else (first,), (value, value2))
+                self._run_node(par, (first, second) if second else (first,), (address + port, address2 + port2))
             # nodes.add_owner, written out for a dense /24 (this runs once per plain key of
             # a full listing); a new /24 or a sparse one, and shared addresses, take the call
             slots = find(key >> 8)
