@@ -52,6 +52,11 @@ def _address(host: str):
         return None
 
 
+def _plain_directory(where: bytes) -> bool:
+    """Whether a directory part ("local/svc/") is labels of 1 to 63 octets, each with its "/"."""
+    return all(0 < len(label) <= MAX_LABEL for label in where[:-1].split(b"/"))
+
+
 class _Source:
     """The key and value of a line of a page, by its key, as `add` takes them: for the few
     plain lines that go there (a value out of range, a limit of their own), whose value is
@@ -229,8 +234,10 @@ class Builder:
             self._plain_lines = re.compile(
                 # a plain line, and the next one too when it is its sibling (the usual service):
                 # its directory part up to the parent's label, the parent's label, and of each
-                # line the label, host and port; any other line is the last group
-                rb'^(?:' + base + rb'((?:[a-z0-9_-]{1,63}/)*)' + label + b'/' + label + value +
+                # line the label, host and port; any other line is the last group. The
+                # directory part is one run of its characters (sre reads that faster than a
+                # repeated label); its labels are checked once per page (_plain_directory)
+                rb'^(?:' + base + rb'([a-z0-9_/-]*/|)' + label + b'/' + label + value +
                 rb'(?:\n' + base + rb'\1\2/' + label + value + rb')?|(.*))$', re.M).findall
         rows = self._plain_lines(lines)
         if not rows:
@@ -246,12 +253,17 @@ class Builder:
         count = len(dirs)
         hosts = b"\n".join(hosts + hosts2).decode().split("\n")
         hosts = [host or "0.0.0.0" for host in hosts]          # no host: no second line, or another shape
-        bad = ()
+        bad: set | tuple = ()
+        wheres = set(dirs)
+        wheres.discard(b"")
+        odd = [where for where in wheres if not _plain_directory(where)]
+        if odd:                               # an empty or long label: as a line of another shape
+            bad = {at + half for at, where in enumerate(dirs) if where in odd for half in (0, count)}
         try:
             addresses = list(map(_inet_pton, repeat(_AF_INET, 2 * count), hosts))
         except OSError:                       # a plain line's host is not an IPv4 address
             addresses = list(map(_address, hosts))
-            bad = {at for at in range(2 * count) if addresses[at] is None}
+            bad = {*bad, *(at for at in range(2 * count) if addresses[at] is None)}
         ports += ports2
         octets = list(map(_PORT_OCTETS.get, ports, repeat(b"")))
         if b"" in octets:                     # a port not met before, or one out of range

@@ -449,6 +449,10 @@ _LONG = "/".join(["p" * 60] * 3)      # a directory whose parents leave a label 
     # parents with no room for a long label, and with room for a short one
     [(f"/skydns/local/svc/{_LONG}/q/{'l' * 63}", _plain("10.0.0.1")), (f"/skydns/local/svc/{_LONG}/q/i0", _plain("10.0.0.2")),
      (f"/skydns/local/svc/{_LONG}/r/{'l' * 9}", _plain("10.0.0.3"))],
+    # directory parts with an empty label or one longer than 63 octets, beside a plain one
+    [("/skydns//local/svc/a/i0", _plain("10.0.0.1")), ("/skydns//local/svc/a/i1", _plain("10.0.0.2")),
+     ("/skydns/local//svc/a/i0", _plain("10.0.0.3")), (f"/skydns/local/{'v' * 64}/a/i0", _plain("10.0.0.4")),
+     (f"/skydns/local/{'v' * 63}/a/i0", _plain("10.0.0.5")), ("/skydns/local/svc/a/i0", _plain("10.0.0.6"))],
     # port 0, a dense /24 (more than nodes.DENSE_AT addresses) with a shared address
     [(f"/skydns/local/svc/s{n // 2}/i{n % 2}", _plain(f"10.1.1.{n}", 0)) for n in range(90)]
     + [("/skydns/local/svc/twin/a", _plain("10.1.1.7")), ("/skydns/local/svc/twin/b", _plain("10.1.1.7"))],
