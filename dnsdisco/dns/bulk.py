@@ -20,6 +20,7 @@ from dnsdisco.dns.names import MAX_LABEL, MAX_NAME, key_for
 from dnsdisco.dns.nodes import (add_owner, building_owners, edited, finish_indexes, holds, intern, items, lookup, make,
                                 pack, ptr_key, set_owners, size)
 from dnsdisco.dns.records import _AF_INET, BadValue, Record, _inet_pton, _plain_value, parse
+from dnsdisco.dns.pagelines import PageReader, Source
 from dnsdisco.dns.snapshot import _NO_ZONE, Layered, Snapshot, ZoneConfig, serves_reverse
 
 
@@ -37,40 +38,9 @@ def _no_collection():
 
 
 _LIST_KEY = re.compile(r"(?:[a-z0-9_-]{1,63}/)*[a-z0-9_-]{1,63}")
-# b"8080" -> b"\x1f\x90", b"" past 65535; b"" (a line of another shape) -> two octets never read
-_PORT_OCTETS: dict[bytes, bytes] = {b"": b"\0\0"}
 _PLAIN_ROOM = MAX_NAME - MAX_LABEL - 1   # the longest parent every plain label fits under
 _PLAIN_MAX = 64                     # octets a plain value can take at most
 _COUNTS = [bytes((count,)) for count in range(3)]    # the first octet of a bytes node
-
-
-def _address(host: str):
-    """The four octets of an IPv4 address, or None."""
-    try:
-        return _inet_pton(_AF_INET, host)
-    except OSError:
-        return None
-
-
-def _plain_directory(where: bytes) -> bool:
-    """Whether a directory part ("local/svc/") is labels of 1 to 63 octets, each with its "/"."""
-    return all(0 < len(label) <= MAX_LABEL for label in where[:-1].split(b"/"))
-
-
-class _Source:
-    """The key and value of a line of a page, by its key, as `add` takes them: for the few
-    plain lines that go there (a value out of range, a limit of their own), whose value is
-    the line's own octets (a limit counts them, spaces included)."""
-
-    def __init__(self, lines: bytes):
-        self._lines = lines
-        self._values: dict | None = None
-
-    def pair(self, key: bytes) -> tuple[str, bytes]:
-        if self._values is None:
-            self._values = {line_key: value for line_key, _tab, value in
-                            (line.partition(b"\t") for line in self._lines.split(b"\n"))}
-        return key.decode(), self._values[key]
 
 
 class Builder:
@@ -98,6 +68,7 @@ class Builder:
                 self._apexes.setdefault(par, set()).add(label)
         self._zone_names = frozenset(zone.name for zone in self._empty.zones)
         self._memo_cut, self._memo_dir, self._memo_limit = -2, "", 0     # see _head
+        self._reader: PageReader | None = None
         self.restart()
 
     def restart(self) -> None:
@@ -111,7 +82,6 @@ class Builder:
         self._ptrs: dict = {}                   # the PTR index being built (nodes.add_owner)
         self._shared: set = set()               # addresses with a list of parents
         self._long: dict[str, tuple] = {}       # name -> (key, Record or None) off the short path
-        self._plain_lines = None
 
     @property
     def pending(self) -> int:
@@ -224,85 +194,15 @@ class Builder:
             self._add_lines(lines)
 
     def _add_lines(self, lines: bytes) -> None:
-        if self._plain_lines is None:
-            base = re.escape(self._base.encode())
-            label = rb'([a-z0-9_-]{1,63})'
-            # {"host": IPv4, "port": n}, at most one space around the tokens; the common
-            # spelling without spaces written as its own alternative, which sre reads faster
-            value = (rb'\t\{(?:"host":"| ?"host" ?: ?")([0-9.]{7,15})(?:","port":|" ?, ?"port" ?: ?)'
-                     rb'(0|[1-9][0-9]{0,4})(?:\}| \})')
-            self._plain_lines = re.compile(
-                # a plain line, and the next one too when it is its sibling (the usual service):
-                # its directory part up to the parent's label, the parent's label, and of each
-                # line the label, host and port; any other line is the last group. The
-                # directory part is one run of its characters (sre reads that faster than a
-                # repeated label); its labels are checked once per page (_plain_directory)
-                rb'^(?:' + base + rb'([a-z0-9_/-]*/|)' + label + b'/' + label + value +
-                rb'(?:\n' + base + rb'\1\2/' + label + value + rb')?|(.*))$', re.M).findall
-        rows = self._plain_lines(lines)
-        if not rows:
-            return
-        # A page is taken a column at a time: the C loops of map and zip do each record's own
-        # work (its address and port octets), and the Python loop runs once per row (a line
-        # or two siblings). A line of any other shape has the empty parent label; its key and
-        # value go to `add`, after the plain ones (the larger key wins whatever the order, and
-        # `add` keeps its own runs of siblings). Plain lines are ASCII: only those others are
-        # decoded, as `add` would (a key that is not UTF-8 is read with replacements).
-        dirs, parents, firsts, hosts, ports, seconds, hosts2, ports2, others = zip(*rows)
-        del rows
-        count = len(dirs)
-        hosts = b"\n".join(hosts + hosts2).decode().split("\n")
-        hosts = [host or "0.0.0.0" for host in hosts]          # no host: no second line, or another shape
-        bad: set | tuple = ()
-        wheres = set(dirs)
-        wheres.discard(b"")
-        odd = [where for where in wheres if not _plain_directory(where)]
-        if odd:                               # an empty or long label: as a line of another shape
-            bad = {at + half for at, where in enumerate(dirs) if where in odd for half in (0, count)}
-        try:
-            addresses = list(map(_inet_pton, repeat(_AF_INET, 2 * count), hosts))
-        except OSError:                       # a plain line's host is not an IPv4 address
-            addresses = list(map(_address, hosts))
-            bad = {*bad, *(at for at in range(2 * count) if addresses[at] is None)}
-        ports += ports2
-        octets = list(map(_PORT_OCTETS.get, ports, repeat(b"")))
-        if b"" in octets:                     # a port not met before, or one out of range
-            for port in set(ports).difference(_PORT_OCTETS):
-                _PORT_OCTETS[port] = int(port).to_bytes(2, "big") if int(port) <= 65535 else b""
-            octets = list(map(_PORT_OCTETS.get, ports))
-            if b"" in octets:
-                bad = {*bad, *(at for at in range(2 * count) if not octets[at])}
-        if bad:
-            for at in bad:
-                addresses[at], octets[at] = b"\0\0\0\0", b"\0\0"
-        keys = list(map(int.from_bytes, addresses, repeat("big", 2 * count)))
-        rows = zip(dirs, parents, firsts, seconds, addresses, octets, addresses[count:], octets[count:],
-                   keys, keys[count:], others)
-        pending: list = []
-        source = _Source(lines)
-        if bad:       # a host or port out of range: that line goes to `add` as one of any other shape
-            rows = list(rows)
-            base = self._base.encode()
-            for at in sorted({at % count for at in bad}):
-                where, label, first, second, address, port, address2, port2, key, key2, other = rows[at]
-                kept = []
-                for index, name, *record in ((at, first, address, port, key), (at + count, second, address2, port2, key2)):
-                    if not name:
-                        continue
-                    if index in bad:
-                        pending.append(source.pair(base + where + label + b"/" + name))
-                    else:
-                        kept.append((name, *record))
-                if kept:
-                    (first, address, port, key), (second, address2, port2, key2) = (
-                        kept[0], kept[1] if len(kept) > 1 else (b"", b"", b"", 0))
-                    rows[at] = (where, label, first, second, address, port, address2, port2, key, key2, other)
-                else:
-                    rows[at] = None
-            rows = [row for row in rows if row is not None]
-        self._rows(rows, pending, source)
+        if self._reader is None:
+            self._reader = PageReader(self._base)
+        # a line of any other shape goes to `add`, after the plain ones (the larger key wins
+        # whatever the order, and `add` keeps its own runs of siblings); plain lines are
+        # ASCII, the others are decoded as `add` would (a key that is not UTF-8 is read with
+        # replacements)
+        self._rows(*self._reader.read(lines))
 
-    def _rows(self, rows, pending: list, source: "_Source") -> None:
+    def _rows(self, rows, pending: list, source: Source) -> None:
         """Rows of plain siblings, one or two (directory part, parent label, first label,
         second label or empty, the address and port octets of each, their address keys), or
         a line of another shape (the last item), made into their parents' nodes and PTR index
