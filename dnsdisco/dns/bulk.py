@@ -49,8 +49,8 @@ class Builder:
     `finish(revision)`. Equal to applying the pairs in key order to an empty snapshot.
 
     The common key (lower case, plain labels, not a zone's apex) takes a short path: in
-    `add_lines` with a plain value, its label and the octets of its value join the run of
-    its siblings, which becomes their parent's node when the run ends; in `add`, its label
+    `add_lines` with a plain value, it comes in a row with its next sibling (dns/pagelines)
+    and the row is its parent's node (merged when the siblings took several rows); in `add`, its label
     and value go on a flat list, its parent once per run. No name is built. Every other key
     goes through `Snapshot._parse_changes`, as watch events do, and is settled by name at
     `finish`: two keys for one name (they differ in letter case) are settled as a listing in
@@ -188,8 +188,8 @@ class Builder:
 
     def add_lines(self, lines: bytes) -> None:
         """A page of `key TAB value` lines. Lines of plain keys with plain values ({"host":
-        IPv4, "port": n}, at most one space around the tokens) are cut apart by one regular
-        expression over the whole page, in C; any other line goes through `add`'s own path."""
+        IPv4, "port": n}, at most one space around the tokens) are read in rows of siblings
+        (pagelines.PageReader); any other line goes through `add`'s own path."""
         with _no_collection():
             self._add_lines(lines)
 
