@@ -12,12 +12,15 @@ from __future__ import annotations
 import gc
 import re
 from contextlib import contextmanager
+from itertools import compress, groupby, repeat
+from operator import gt, itemgetter
 from typing import Iterable, Sequence
 
-from dnsdisco.dns.names import MAX_NAME, key_for
+from dnsdisco.dns.names import MAX_LABEL, MAX_NAME, key_for
 from dnsdisco.dns.nodes import (add_owner, building_owners, edited, finish_indexes, holds, intern, items, lookup, make,
                                 pack, ptr_key, set_owners, size)
 from dnsdisco.dns.records import _AF_INET, BadValue, Record, _inet_pton, _plain_value, parse
+from dnsdisco.dns.pagelines import PageReader, Source
 from dnsdisco.dns.snapshot import _NO_ZONE, Layered, Snapshot, ZoneConfig, serves_reverse
 
 
@@ -35,7 +38,7 @@ def _no_collection():
 
 
 _LIST_KEY = re.compile(r"(?:[a-z0-9_-]{1,63}/)*[a-z0-9_-]{1,63}")
-_PORT_OCTETS: dict[str, bytes] = {}  # "8080" -> b"\x1f\x90"
+_PLAIN_ROOM = MAX_NAME - MAX_LABEL - 1   # the longest parent every plain label fits under
 _PLAIN_MAX = 64                     # octets a plain value can take at most
 _COUNTS = [bytes((count,)) for count in range(3)]    # the first octet of a bytes node
 
@@ -46,8 +49,8 @@ class Builder:
     `finish(revision)`. Equal to applying the pairs in key order to an empty snapshot.
 
     The common key (lower case, plain labels, not a zone's apex) takes a short path: in
-    `add_lines` with a plain value, its label and the octets of its value join the run of
-    its siblings, which becomes their parent's node when the run ends; in `add`, its label
+    `add_lines` with a plain value, it comes in a row with its next sibling (dns/pagelines)
+    and the row is its parent's node (merged when the siblings took several rows); in `add`, its label
     and value go on a flat list, its parent once per run. No name is built. Every other key
     goes through `Snapshot._parse_changes`, as watch events do, and is settled by name at
     `finish`: two keys for one name (they differ in letter case) are settled as a listing in
@@ -65,6 +68,7 @@ class Builder:
                 self._apexes.setdefault(par, set()).add(label)
         self._zone_names = frozenset(zone.name for zone in self._empty.zones)
         self._memo_cut, self._memo_dir, self._memo_limit = -2, "", 0     # see _head
+        self._reader: PageReader | None = None
         self.restart()
 
     def restart(self) -> None:
@@ -78,7 +82,6 @@ class Builder:
         self._ptrs: dict = {}                   # the PTR index being built (nodes.add_owner)
         self._shared: set = set()               # addresses with a list of parents
         self._long: dict[str, tuple] = {}       # name -> (key, Record or None) off the short path
-        self._plain_lines = None
 
     @property
     def pending(self) -> int:
@@ -185,94 +188,110 @@ class Builder:
 
     def add_lines(self, lines: bytes) -> None:
         """A page of `key TAB value` lines. Lines of plain keys with plain values ({"host":
-        IPv4, "port": n}, at most one space around the tokens) are cut apart by one regular
-        expression over the whole page, in C; any other line goes through `add`'s own path."""
+        IPv4, "port": n}, at most one space around the tokens) are read in rows of siblings
+        (pagelines.PageReader); any other line goes through `add`'s own path."""
         with _no_collection():
             self._add_lines(lines)
 
     def _add_lines(self, lines: bytes) -> None:
-        try:
-            text = lines.decode("utf-8")
-        except UnicodeDecodeError:            # a key or value that is not UTF-8: say which
-            self.add((key.decode("utf-8", "replace"), value)
-                     for key, _tab, value in (line.partition(b"\t") for line in lines.split(b"\n")))
-            return
-        if self._plain_lines is None:
-            base = re.escape(self._base)
-            self._plain_lines = re.compile(
-                # the directory part keeps its last "/": with it in the repeated group, the
-                # label after it is found without the regular expression giving a label back
-                rf'^(?:{base}((?:[a-z0-9_-]{{1,63}}/)+)([a-z0-9_-]{{1,63}})\t'
-                rf'\{{ ?"host" ?: ?"([0-9.]{{7,15}})" ?, ?"port" ?: ?(0|[1-9][0-9]{{0,4}}) ?\}}|(.*))$',
-                re.M).findall
-        ports, base = _PORT_OCTETS, self._base
-        ptrs, shared, nodes = self._ptrs, self._shared, self._nodes
-        pton, inet, from_bytes = _inet_pton, _AF_INET, int.from_bytes
-        last_head = None
-        par = ""
-        limit = room = 0
-        apex = ()
-        # the run of siblings under one parent so far: its node is made when the run ends, so
-        # a record leaves no object of its own behind (nodes.make, written out)
-        run_labels: list[str] = []
-        run_octets: list[bytes] = []
-        others: list[tuple[str, bytes]] = []    # lines for `add`, after the plain ones (the
-        # larger key wins whatever the order, and `add` keeps its own runs of siblings)
-        for head, label, host, port, other in self._plain_lines(text):
-            if other or not head:
-                key, _tab, value = other.partition("\t")
-                others.append((key, value.encode()))
+        if self._reader is None:
+            self._reader = PageReader(self._base)
+        # a line of any other shape goes to `add`, after the plain ones (the larger key wins
+        # whatever the order, and `add` keeps its own runs of siblings); plain lines are
+        # ASCII, the others are decoded as `add` would (a key that is not UTF-8 is read with
+        # replacements)
+        self._rows(*self._reader.read(lines))
+
+    def _rows(self, rows, pending: list, source: Source) -> None:
+        """Rows of plain siblings, one or two (directory part, parent label, first label,
+        second label or empty, the address and port octets of each, their address keys), or
+        a line of another shape (the last item), made into their parents' nodes and PTR index
+        entries; then `pending` pairs and those other lines go to `add`."""
+        nodes, ptrs, shared = self._nodes, self._ptrs, self._shared
+        find = ptrs.get
+        directory = None
+        suffix = ""
+        limit = longest = 0
+        for where, label, first, second, address, port, address2, port2, key, key2, other in rows:
+            if not label:
+                key, _tab, value = other.partition(b"\t")
+                pending.append((key.decode("utf-8", "replace"), value))
                 continue
-            if head != last_head:
-                if run_labels:
-                    # _run_node, written out for the usual service: a new parent, one or two
-                    # siblings in name order
-                    count = len(run_labels)
-                    if par not in nodes and (count == 1 or (count == 2 and run_labels[0] < run_labels[1]
-                                                            and not run_labels[1].startswith(run_labels[0]))):
-                        nodes[par] = b"".join((_COUNTS[count], *run_octets, "/".join(run_labels).encode()))
-                    else:
-                        self._run_node(par, run_labels, run_octets)
-                    run_labels.clear()
-                    run_octets.clear()
-                last_head = head
-                par, limit, room, apex = self._head(head[:-1])
-            octets = ports.get(port)
-            if octets is None:
-                number = int(port)
-                octets = ports.setdefault(port, number.to_bytes(2, "big")) if number <= 65535 else None
-            try:
-                address = pton(inet, host)
-            except OSError:
-                octets = None
-            if octets is None or limit < _PLAIN_MAX or len(label) > room or label in apex:
-                others.append((f"{base}{head}{label}", f'{{"host":"{host}","port":{port}}}'.encode()))
+            if where != directory:
+                directory = where
+                suffix, limit, special = self._directory(directory.decode())
+                # a parent name longer than this takes `_careful_run`: every one in a directory
+                # whose limit is low or that holds zone apexes or their parents
+                longest = -1 if limit < _PLAIN_MAX or special else _PLAIN_ROOM
+            par = label.decode() + suffix
+            if len(par) > longest:
+                run = (first, second) if second else (first,)
+                self._careful_run(par, where + label + b"/", limit, run, (address + port, address2 + port2),
+                                  (key, key2), pending, source)
                 continue
-            run_labels.append(label)
-            run_octets.append(address)
-            run_octets.append(octets)
-            # nodes.add_owner, written out for a dense /24 (this loop runs once per plain key
-            # of a full listing); a new /24 or a sparse one, and shared addresses, take the call
-            key = from_bytes(address, "big")
-            slots = ptrs.get(key >> 8)
+            if not second:
+                node = b"".join((_COUNTS[1], address, port, first))
+            elif first < second and not second.startswith(first):
+                node = b"".join((_COUNTS[2], address, port, address2, port2, first, b"/", second))
+            else:
+                node = None
+            if node is None or nodes.setdefault(par, node) is not node:
+                # not in name order, or the parent's siblings came in more than one row (more
+                # than two, other lines between, or two pages)
+                self._run_node(par, (first, second) if second else (first,), (address + port, address2 + port2))
+            # nodes.add_owner, written out for a dense /24 (this runs once per plain key of
+            # a full listing); a new /24 or a sparse one, and shared addresses, take the call
+            slots = find(key >> 8)
             if type(slots) is list and slots[key & 255] is None:
                 slots[key & 255] = par
             else:
                 add_owner(ptrs, shared, key, par)
-        if run_labels:
-            self._run_node(par, run_labels, run_octets)
-        if others:
-            self.add(others)
+            if second:
+                slots = find(key2 >> 8)
+                if type(slots) is list and slots[key2 & 255] is None:
+                    slots[key2 & 255] = par
+                else:
+                    add_owner(ptrs, shared, key2, par)
+        if pending:
+            pending.sort()         # in key order, as the lines came (the order of `rejected`)
+            self.add(pending)
 
-    def _run_node(self, par: str, run_labels: list, run_octets: list) -> None:
-        """Hold a run of plain siblings from `add_lines` (labels in key order, and the address
-        and port octets of each) as `par`'s node, merged with what it holds already."""
-        count = len(run_labels)
-        if count == 1 or (count == 2 and run_labels[0] < run_labels[1] and not run_labels[1].startswith(run_labels[0])):
-            node = b"".join((_COUNTS[count], *run_octets, "/".join(run_labels).encode()))
-        else:
-            values = [int.from_bytes(run_octets[i] + run_octets[i + 1], "big") for i in range(0, 2 * count, 2)]
-            node = make(par, dict(zip(run_labels, values)))
+    def _directory(self, directory: str):
+        """What the parents under a key's directory part ("local/svc/") share: the suffix of
+        their names (".svc.local"), their value limit, and the labels (as bytes) of those that
+        take `_careful_run` (a zone apex, or a parent of one: their limits or labels are their own)."""
+        dotted = ".".join(reversed(directory[:-1].split("/"))) if directory else ""
+        suffix = "." + dotted if dotted else ""
+        special = set()
+        for name in self._zone_names | self._apexes.keys():
+            label = name[:len(name) - len(suffix)]
+            if name.endswith(suffix) and label and "." not in label:
+                special.add(label.encode())
+        return suffix, self._empty._limits(dotted).max_value_bytes, special
+
+    def _careful_run(self, par: str, head: bytes, limit: int, labels, values, keys, pending: list, source) -> None:
+        """A run of plain siblings under a parent whose limit, room or apexes may turn some
+        away (to `add`, as `_add` would take them): the checks of `_head`, record by record."""
+        if par in self._zone_names:
+            limit = self._empty._limits(par).max_value_bytes
+        room = MAX_NAME - len(par) - 1
+        apex = self._apexes.get(par, ())
+        kept_labels, kept_values = [], []
+        for label, value, key in zip(labels, values, keys):
+            text = label.decode()
+            if limit < _PLAIN_MAX or len(text) > room or text in apex:
+                pending.append(source.pair(self._base.encode() + head + label))
+            else:
+                kept_labels.append(label)
+                kept_values.append(value)
+                add_owner(self._ptrs, self._shared, key, par)
+        if kept_labels:
+            self._run_node(par, kept_labels, kept_values)
+
+    def _run_node(self, par: str, run_labels, run_values) -> None:
+        """Hold a run of plain siblings from `add_lines` (labels as bytes in key order, and
+        the six value octets of each) as `par`'s node, merged with what it holds already."""
+        node = make(par, dict(zip(map(bytes.decode, run_labels), map(int.from_bytes, run_values, repeat("big")))))
         nodes = self._nodes
         held = nodes.get(par)
         if held is not None:       # the parent's siblings came in two runs (two pages, or deeper keys between)
@@ -330,17 +349,20 @@ class Builder:
         if self._long:
             self._settle_long(nodes, ptrs, shared)
         floor = min((z.max_records_per_name for z in empty.zones), default=_NO_ZONE.max_records_per_name)
+        # a node's size, and its parent's name (where finish_indexes counts it), in C loops;
+        # nodes come in listing order, so siblings' parents are summed a group at a time
+        lengths = [node[0] if type(node) is bytes else size(node) for node in nodes.values()]
+        count = sum(lengths)
+        over = list(compress(nodes, map(gt, lengths, repeat(floor))))     # parents over the smallest cap
         level: dict[str, int] = {}      # name -> records two labels below it (finish_indexes)
-        over: list[str] = []            # parents over the smallest cap
-        count = 0
-        for par, node in nodes.items():
-            length = node[0] if type(node) is bytes else size(node)
-            count += length
-            if length > floor:
-                over.append(par)
-            if par:
-                up = par.partition(".")[2]
-                level[up] = level.get(up, 0) + length
+        ups = map(itemgetter(2), map(str.partition, nodes, repeat(".")))
+        for up, group in groupby(zip(ups, lengths), itemgetter(0)):
+            level[up] = level.get(up, 0) + sum(map(itemgetter(1), group))
+        root = nodes.get("")
+        if root is not None:            # the root's records are below no name
+            level[""] -= size(root)
+            if not level[""]:
+                del level[""]
         below, ptr_map = finish_indexes(level, ptrs, shared, serves_reverse(empty.zones))
         self._ptrs = self._shared = None
         capped = sorted(name for name in over if size(nodes[name]) > empty._limits(name).max_records_per_name)

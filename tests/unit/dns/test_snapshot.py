@@ -417,6 +417,85 @@ def test_builder_pages_equal_applying_the_listing_in_key_order(listing, split, r
     assert state(builder.finish(1)) == state(applied)
 
 
+def _plain(host: str, port: int = 1) -> bytes:
+    return b'{"host":"%s","port":%d}' % (host.encode(), port)
+
+
+_LONG = "/".join(["p" * 60] * 3)      # a directory whose parents leave a label less than 63 octets of room
+
+
+@pytest.mark.parametrize("listing", [
+    # two plain siblings on consecutive lines: one row of the page's regular expression
+    [("/skydns/local/svc/a/i0", _plain("10.0.0.1")), ("/skydns/local/svc/a/i1", _plain("10.0.0.2"))],
+    # the second of two siblings, the first, or both out of range (a host, a port)
+    [("/skydns/local/svc/a/i0", _plain("10.0.0.1")), ("/skydns/local/svc/a/i1", _plain("10.0.0.2", 65536))],
+    [("/skydns/local/svc/a/i0", _plain("10.0.0.256")), ("/skydns/local/svc/a/i1", _plain("10.0.0.2"))],
+    [("/skydns/local/svc/a/i0", _plain("10.0.0.256")), ("/skydns/local/svc/a/i1", _plain("10.0.0.2", 99999)),
+     ("/skydns/local/svc/b/i0", _plain("10.0.0.3"))],
+    # three and five siblings: rows of two and one under one parent
+    [(f"/skydns/local/svc/a/i{n}", _plain(f"10.0.0.{n + 1}", n)) for n in range(3)],
+    [(f"/skydns/local/svc/a/i{n}", _plain(f"10.0.0.{n + 1}", n)) for n in range(5)],
+    # siblings whose key order is not their name order ("x" < "x-y", but x-y.a sorts before x.a)
+    [("/skydns/local/svc/a/x", _plain("10.0.0.1")), ("/skydns/local/svc/a/x-y", _plain("10.0.0.2"))],
+    # a line of another shape between two siblings, and after them
+    [("/skydns/local/svc/a/i0", _plain("10.0.0.1")), ("/skydns/local/svc/a/i00", val(host="::1")),
+     ("/skydns/local/svc/a/i1", _plain("10.0.0.2")), ("/skydns/local/svc/a/z", val(text="t"))],
+    # siblings of two parents on consecutive lines, and parents of two directories
+    [("/skydns/local/svc/a/i0", _plain("10.0.0.1")), ("/skydns/local/svc/b/i0", _plain("10.0.0.1")),
+     ("/skydns/local/svc/b/_tcp/x", _plain("10.0.0.2")), ("/skydns/local/svc/c/i0", _plain("10.0.0.3"))],
+    # an empty directory part, a parent that is a zone apex, a parent a zone apex is under
+    [("/skydns/local/x", _plain("10.0.0.1")), ("/skydns/local/svc/x", _plain("10.0.0.2")),
+     ("/skydns/arpa/in-addr/x", _plain("10.0.0.3")), ("/skydns/arpa/y", _plain("10.0.0.4"))],
+    # parents with no room for a long label, and with room for a short one
+    [(f"/skydns/local/svc/{_LONG}/q/{'l' * 63}", _plain("10.0.0.1")), (f"/skydns/local/svc/{_LONG}/q/i0", _plain("10.0.0.2")),
+     (f"/skydns/local/svc/{_LONG}/r/{'l' * 9}", _plain("10.0.0.3"))],
+    # directory parts with an empty label or one longer than 63 octets, beside a plain one
+    [("/skydns//local/svc/a/i0", _plain("10.0.0.1")), ("/skydns//local/svc/a/i1", _plain("10.0.0.2")),
+     ("/skydns/local//svc/a/i0", _plain("10.0.0.3")), (f"/skydns/local/{'v' * 64}/a/i0", _plain("10.0.0.4")),
+     (f"/skydns/local/{'v' * 63}/a/i0", _plain("10.0.0.5")), ("/skydns/local/svc/a/i0", _plain("10.0.0.6"))],
+    # port 0, a dense /24 (more than nodes.DENSE_AT addresses) with a shared address
+    [(f"/skydns/local/svc/s{n // 2}/i{n % 2}", _plain(f"10.1.1.{n}", 0)) for n in range(90)]
+    + [("/skydns/local/svc/twin/a", _plain("10.1.1.7")), ("/skydns/local/svc/twin/b", _plain("10.1.1.7"))],
+])
+@pytest.mark.parametrize("split", [1, 2, 3, 1000])
+def test_builder_rows_of_siblings_equal_applying_the_listing(listing, split):
+    """The helper's lines of the usual service (one or two plain siblings) are read a row at a
+    time; siblings in any number of rows, out of name order, between other lines, with values
+    out of range, or under a parent a zone gives limits of its own make the snapshot that
+    applying the listing in key order makes, in pages of any size and order."""
+    from dnsdisco.dns.bulk import Builder
+    pairs = sorted(listing)
+    applied = Snapshot.empty(PREFIX, ZONES)
+    rejected = []
+    for key, value in pairs:
+        applied, _touched, skipped = applied.apply(1, [(key, value)])
+        rejected += skipped
+    builder = Builder(PREFIX, ZONES)
+    for page in reversed([pairs[i:i + split] for i in range(0, len(pairs), split)]):
+        builder.page(lines_of(page))
+    built = builder.finish(1)
+    assert state(built) == state(applied)
+    assert sorted(built.rejected) == sorted(rejected)
+
+
+@pytest.mark.parametrize("limit", [30, 35, 40, 64])
+def test_builder_counts_a_plain_value_as_its_line_holds_it(limit):
+    """A zone's value limit counts a value's own octets, the spaces JSON allows included: a
+    plain line the limit turns away is refused as applying it refuses it."""
+    from dnsdisco.dns.bulk import Builder
+    zones = (ZoneConfig("svc.local", max_value_bytes=limit),)
+    pairs = [("/skydns/local/svc/a/i0", b'{ "host" : "10.0.0.1" , "port" : 80 }'),        # 37 octets
+             ("/skydns/local/svc/a/i1", b'{"host":"10.0.0.2","port":80}'),                # 29 octets
+             ("/skydns/local/svc/b/i0", b'{"host" : "10.0.0.3","port":1234}')]            # 33 octets
+    applied = Snapshot.empty(PREFIX, zones)
+    applied, _touched, rejected = applied.apply(1, pairs)
+    builder = Builder(PREFIX, zones)
+    builder.page(lines_of(pairs))
+    built = builder.finish(1)
+    assert state(built) == state(applied)
+    assert sorted(built.rejected) == sorted(rejected)
+
+
 _LIMITED_ZONES = (ZoneConfig("svc.local", max_value_bytes=64), ZoneConfig("big.svc.local", max_value_bytes=200),
                   ZoneConfig("local", max_value_bytes=100), ZoneConfig("zz.big.svc.local", max_value_bytes=64))
 
