@@ -40,9 +40,6 @@ _PACKED_QTYPES = frozenset((T_A, T_AAAA, T_SRV))    # the questions _packed_firs
 # False in tests only: every first answer then takes _first, whose replies and cache entries
 # _packed_first's must equal (tests/unit/dns/test_plain_way.py)
 PACKED_WAY = True
-# a reply's flags to a query keyed on its own octets (RD set, nothing else: cache.PLAIN, cache.EDNS)
-# answered from our zones, without forwarding and with it
-_OWN_KEY_FLAGS = (reply_flags(0x0100, NOERROR, True, False), reply_flags(0x0100, NOERROR, True, True))
 
 
 class _NoTransfers:
@@ -218,8 +215,9 @@ class Responder:
                 hit = True
             else:
                 reply = None
-                if key is asked and qtype in _PACKED_QTYPES and qclass == C_IN and PACKED_WAY:
-                    reply = self._packed_first(data, key, qname, qtype, edns, do, limit)
+                if qtype in _PACKED_QTYPES and qclass == C_IN and PACKED_WAY:
+                    reply = self._packed_first(data, transport, key, qname, lname, qtype, edns, do, limit,
+                                               own=key is asked)
                 if reply is None:
                     reply = self._first(data, transport, client, qname, lname, qtype, qclass, edns, do, limit, key,
                                         own=key is asked)
@@ -402,28 +400,33 @@ class Responder:
             return self._from_entry(entry, key, data, qname, lname, transport, qtype)
         return data[:2] + self._patched(variants[0], data, qname)
 
-    def _packed_first(self, data: bytes, key: bytes, qname: bytes, qtype: int, edns: bool, do: bool,
-                      limit: int) -> bytes | None:
-        """The first answer to A, AAAA or SRV of a name whose records are all plain, from a
-        UDP query keyed on its own octets (lower case): the reply _first would give, written
+    def _packed_first(self, data: bytes, transport: str, key: bytes, qname: bytes, lname: bytes, qtype: int,
+                      edns: bool, do: bool, limit: int, own: bool) -> bytes | None:
+        """The first answer to A, AAAA or SRV (class IN) of a name whose records are all
+        plain: the reply _first would give, and the cache entry it would leave, written
         straight from the packed octets (rules.packed, encoder.packed_reply), since most first
         answers are these. None for anything else, which _first then answers."""
-        if self.forwarder is not None and not self._in_zone(qname):
+        forwarding = self.forwarder is not None
+        if forwarding and not self._in_zone(lname):
             return None
-        name = wire_to_name(qname)
+        name = wire_to_name(lname)
         if name is None:
             return None
         snap = self.snapshot
-        forwarding = self.forwarder is not None
         held = packed(snap, name, qtype, forwarding)
         if held is None:
             return None
-        written = packed_reply(held, qtype, name, qname, _OWN_KEY_FLAGS[forwarding], edns, do, limit)
+        flags = reply_flags((data[2] << 8) | data[3], NOERROR, True, forwarding)
+        written = packed_reply(held, qtype, name, lname, flags, edns, do, limit)
         if written is None:
             return None
         variants, offsets = written
         entry = self.cache.put(key, variants, name, offsets, snap.revision, name)
-        return self._own_first(entry, key, data, qtype, variants[0], len(qname))
+        if own:
+            return self._own_first(entry, key, data, qtype, variants[0], len(qname))
+        # another spelling of the question (RD clear, as resolvers and dnsperf ask; a name in
+        # mixed case; TCP): served like a hit, as _first serves it
+        return self._from_entry(entry, key, data, qname, lname, transport, qtype)
 
     def _own_first(self, entry: _Entry, key: bytes, data: bytes, qtype: int, first: bytes, qlen: int) -> bytes:
         """The usual first answer, written with this query's flags and name: its entry then

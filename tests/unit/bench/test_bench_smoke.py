@@ -341,3 +341,16 @@ def test_firstpass_measures_this_checkout_in_a_child_and_says_where_each_column_
             "encoder.encode per distinct question", "octets per cached question (not µs)"} <= set(rows)
     assert all(value > 0 for value in rows.values())
     assert rows["mixed file, repeat pass"] < rows["mixed file, first pass"]
+
+
+def test_pauses_measures_both_policies_of_collector_and_eviction(capsys):
+    """bench.pauses at a tiny size: both collector rows and both eviction rows, and the
+    eviction rows drop what cache.eviction_batch says (an eighth of a small cache both ways)."""
+    from bench import pauses
+    assert pauses.main(["--services", "300", "--queries", "2000", "--passes", "1", "--cache-size", "400"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| collector")
+            and not line.startswith("| eviction")]
+    assert len(rows) == 4, out
+    assert rows[0].startswith("| serve's: a full pass per") and rows[1].startswith("| CPython's defaults")
+    assert rows[2].split("|")[2].strip() == rows[3].split("|")[2].strip() == "50"

@@ -174,10 +174,13 @@ def test_plain_records_are_records_for_packed(made):
 
 # -- the responder's packed way (rules.packed, encoder.packed_reply, Responder._packed_first)
 
-def _query(name: str, qtype: int, qid: int, edns: bool, do: bool, size: int) -> bytes:
-    """A query as stub resolvers send it: RD set, one question, and an OPT when `edns`."""
+def _query(name: str, qtype: int, qid: int, edns: bool, do: bool, size: int, rd: bool = True,
+           cd: bool = False) -> bytes:
+    """A query as stub resolvers send it (RD set, one question, an OPT when `edns`), or as
+    resolvers and dnsperf do (RD clear), CD set, the name as spelled."""
     opt = b"\x00" + struct.pack("!HHIH", 41, size, 0x8000 if do else 0, 0) if edns else b""
-    return (struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 1 if edns else 0) + encode_name(name)
+    flags = (0x0100 if rd else 0) | (0x0010 if cd else 0)
+    return (struct.pack("!HHHHHH", qid, flags, 1, 0, 0, 1 if edns else 0) + encode_name(name)
             + struct.pack("!HH", qtype, 1) + opt)
 
 
@@ -199,30 +202,36 @@ class _NoForwarder:
 
 
 FORMS = [(False, False, 512), (True, True, 1232), (True, False, 100)]   # sizes: test_packed_replies_are_...
+# (RD, CD, name in mixed case, transport): the first answer may come through any of them
+SPELLINGS = [(True, False, False, "udp"), (False, False, False, "udp"), (True, True, False, "udp"),
+             (True, False, True, "udp"), (True, False, False, "tcp")]
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                     HealthCheck.function_scoped_fixture])
+                                                                    HealthCheck.function_scoped_fixture])
 @given(snapshots(), st.booleans())
 def test_packed_first_answers_are_the_usual_ones(monkeypatch, made, forwarding):
     """A responder whose first answers may take the packed way gives, query after query (the
-    answer orders turning), the bytes of one whose first answers all take _first, and its
-    caches end up holding the same entries, dependencies and exact-table keys; after a change
-    to the snapshot too."""
+    answer orders turning), the bytes of one whose first answers all take _first, whatever
+    spelling asks first, and its caches end up holding the same entries, dependencies and
+    exact-table keys; after a change to the snapshot too."""
     snap, names = made
     both = [Responder(snap, forwarder=_NoForwarder() if forwarding else None) for _ in range(2)]
     client = ("127.0.0.1", 5353)
 
     def ask_all(qid: int):
-        for name in names:
+        for at, name in enumerate(names):
             for qtype in (T_A, T_AAAA, T_SRV, T_TXT):
-                for edns, do, size in FORMS:
-                    packet = _query(name, qtype, qid, edns, do, size)
+                for turn in range(len(SPELLINGS)):         # a different spelling first for each name
+                    rd, cd, mixed, transport = SPELLINGS[(at + turn) % len(SPELLINGS)]
+                    edns, do, size = FORMS[(at + turn) % len(FORMS)]
+                    spelled = name.upper() if mixed else name
+                    packet = _query(spelled, qtype, qid, edns, do, size, rd, cd)
                     replies = []
                     for packed_way, responder in zip((True, False), both):
                         monkeypatch.setattr(responder_module, "PACKED_WAY", packed_way)
-                        replies.append([responder.handle(packet, "udp", client) for _ in range(3)])
-                    assert replies[0] == replies[1], (name, qtype, edns, do, size)
+                        replies.append([responder.handle(packet, transport, client) for _ in range(3)])
+                    assert replies[0] == replies[1], (name, qtype, rd, cd, mixed, transport, edns, size)
 
     ask_all(7)
     assert _cache_state(both[0]) == _cache_state(both[1])
