@@ -59,8 +59,10 @@ def _stalls(responder, packets: list[bytes]) -> list[float]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.pauses", description=__doc__.split("\n")[0])
     ap.add_argument("--services", type=int, default=100_000, help="services (2 instances each) [100000]")
-    ap.add_argument("--queries", type=int, default=100_000, help="lines of the mixed query file [100000]")
-    ap.add_argument("--passes", type=int, default=4, help="passes over the mixed file per responder [4]")
+    ap.add_argument("--queries", type=int, default=450_000,
+                    help="lines of the mixed query file [450000: what the scale table's 5 s first run asks]")
+    ap.add_argument("--passes", type=int, default=1, help="passes over the mixed file per responder [1]")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds, each policy once per round in turn [2]")
     ap.add_argument("--cache-size", type=int, default=None,
                     help="the reply cache's size in the eviction rows [serve's default]")
     a = ap.parse_args(argv)
@@ -86,8 +88,9 @@ def main(argv=None) -> int:
     print(f"| collector ({a.passes} passes of {len(mixed):,} mixed queries) | CPU s | full collections: n, "
           "total ms, longest ms | young collections (generations 0 and 1): n, total ms, longest ms |")
     print("|---|---:|---|---|")
-    for label, full in ((f"serve's: a full pass per {app.FULL_COLLECTION_EVERY} young ones", app.FULL_COLLECTION_EVERY),
-                        (f"CPython's defaults {defaults}", defaults[2])):
+    policies = ((f"serve's: a full pass per {app.FULL_COLLECTION_EVERY} young ones", app.FULL_COLLECTION_EVERY),
+                (f"CPython's defaults {defaults}", defaults[2]))
+    for label, full in [policies[(turn + at) % 2] for turn in range(a.rounds) for at in range(2)]:
         gc.set_threshold(defaults[0], defaults[1], full)
         got = _collections(Responder(snap), mixed, a.passes)
         gc.collect()

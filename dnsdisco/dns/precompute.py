@@ -11,8 +11,8 @@ reply cache ends up holding exactly what those queries would have left there:
 2. SRV of the same names,
 3. A of every instance name,
 
-each as a plain query (no EDNS; RD set, as glibc sends it: a query with RD clear, as
-dnsperf's, is served from the same entry). Names outside the served zones are left out
+each as a plain query (no EDNS; RD set, as glibc and dnsperf send it: a query with RD
+clear, as resolvers send it, is served from the same entry). Names outside the served zones are left out
 (forwarded or refused, never packed ahead).
 
 It stops when the plan is done, when the estimated octets it added reach the budget, or when

@@ -347,7 +347,7 @@ def test_pauses_measures_both_policies_of_collector_and_eviction(capsys):
     """bench.pauses at a tiny size: both collector rows and both eviction rows, and the
     eviction rows drop what cache.eviction_batch says (an eighth of a small cache both ways)."""
     from bench import pauses
-    assert pauses.main(["--services", "300", "--queries", "2000", "--passes", "1", "--cache-size", "400"]) == 0
+    assert pauses.main(["--services", "300", "--queries", "2000", "--rounds", "1", "--cache-size", "400"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| collector")
             and not line.startswith("| eviction")]
