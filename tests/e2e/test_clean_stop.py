@@ -19,6 +19,15 @@ import pytest
 from tests.support.harness import child_env, dnsdisco_cmd, free_port, query, wait_for
 
 
+def _as_a_foreground_job() -> None:
+    """SIGINT and SIGQUIT back to their default actions, as a terminal's foreground job has
+    them: a test run started in the background (`cmd &` without job control, as CI scripts
+    may start it) has them ignored, which its children inherit and keep (a Ctrl-C never
+    reaches a background job, and serve leaves an ignored SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 class Group:
     """A command started in a process group of its own (like a terminal's foreground job),
     with stdout and stderr in one file."""
@@ -26,7 +35,8 @@ class Group:
     def __init__(self, *args: str, env: dict | None = None):
         self.out = tempfile.NamedTemporaryFile(prefix="dnsdisco-stop-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(dnsdisco_cmd(*args), env=env or child_env(), stdout=self.out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_as_a_foreground_job)
 
     def text(self) -> str:
         self.out.flush()
