@@ -417,6 +417,17 @@ def test_builder_pages_equal_applying_the_listing_in_key_order(listing, split, r
     assert state(builder.finish(1)) == state(applied)
 
 
+def _applied_one_by_one(pairs: list, zones) -> tuple:
+    """The snapshot applying `pairs` one at a time to an empty one makes (as watch events
+    would), and what it rejected: what a Builder given the same listing must make."""
+    applied = Snapshot.empty(PREFIX, zones)
+    rejected = []
+    for key, value in pairs:
+        applied, _touched, skipped = applied.apply(1, [(key, value)])
+        rejected += skipped
+    return applied, rejected
+
+
 def _plain(host: str, port: int = 1) -> bytes:
     return b'{"host":"%s","port":%d}' % (host.encode(), port)
 
@@ -465,11 +476,7 @@ def test_builder_rows_of_siblings_equal_applying_the_listing(listing, split):
     applying the listing in key order makes, in pages of any size and order."""
     from dnsdisco.dns.bulk import Builder
     pairs = sorted(listing)
-    applied = Snapshot.empty(PREFIX, ZONES)
-    rejected = []
-    for key, value in pairs:
-        applied, _touched, skipped = applied.apply(1, [(key, value)])
-        rejected += skipped
+    applied, rejected = _applied_one_by_one(pairs, ZONES)
     builder = Builder(PREFIX, ZONES)
     for page in reversed([pairs[i:i + split] for i in range(0, len(pairs), split)]):
         builder.page(lines_of(page))
@@ -512,11 +519,7 @@ def test_builder_gives_each_parent_its_own_zones_value_limit(paths, refused):
     long = b'{"host":"10.0.0.1","port":1,   "weight":5}' + b" " * 40         # 82 octets
     pairs = sorted([(f"/skydns/local/{path}", long) for path in paths]
                    + [("/skydns/local/svc/big/a/y", b'{"host":"10.0.0.2","port":2}')])
-    applied = Snapshot.empty(PREFIX, _LIMITED_ZONES)
-    rejected = []
-    for key, value in pairs:
-        applied, _touched, skipped = applied.apply(1, [(key, value)])
-        rejected += skipped
+    applied, rejected = _applied_one_by_one(pairs, _LIMITED_ZONES)
     builder = Builder(PREFIX, _LIMITED_ZONES)
     builder.page(lines_of(pairs))
     built = builder.finish(1)
