@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     gc.disable()                                   # the collector's own passes are measured above
     batch = cache.EVICT_MOST
     try:
-        for label, most in (("serve's (cache.eviction_batch)", cache.EVICT_MOST), ("an eighth of the cache", sys.maxsize)):
+        for label, most in (("serve's (cache.eviction_batch)", batch), ("an eighth of the cache", sys.maxsize)):
             cache.EVICT_MOST = most
             responder = Responder(snap, cache_size=size)
             times = sorted(_stalls(responder, cold)[size:])

@@ -143,8 +143,9 @@ class ReplyCache:
     sizes clients use; at most MAX_SHAPES in all, so hostile queries cannot make an update
     slow); any other entry's names are in `depends` and indexed in `by_name`. When full, the
     oldest go (`eviction_batch`). A dropped entry is stamped DEAD and leaves the exact tables
-    with its other spellings (`spellings`). Entries packed ahead (dns/precompute.py) are listed in `ahead`, and those no query has been answered from yet go
-    first when the cache is full, so packing ahead never costs a real query's entry its place.
+    with its other spellings (`spellings`). Entries packed ahead (dns/precompute.py) are listed
+    in `ahead`, and those no query has been answered from yet go first when the cache is full,
+    so packing ahead never costs a real query's entry its place.
     """
 
     def __init__(self, max_entries: int = 100_000):

@@ -424,8 +424,8 @@ class Responder:
         entry = self.cache.put(key, variants, name, offsets, snap.revision, name)
         if own:
             return self._own_first(entry, key, data, qtype, variants[0], len(qname))
-        # another spelling of the question (RD clear, as resolvers and dnsperf ask; a name in
-        # mixed case; TCP): served like a hit, as _first serves it
+        # another spelling of the question (RD clear, as resolvers ask; CD set; a name in mixed
+        # case; TCP): served like a hit, as _first serves it
         return self._from_entry(entry, key, data, qname, lname, transport, qtype)
 
     def _own_first(self, entry: _Entry, key: bytes, data: bytes, qtype: int, first: bytes, qlen: int) -> bytes:

@@ -197,7 +197,7 @@ def packed(snap: Snapshot, name: str, qtype: int, forwarding: bool = False) -> t
         elif count > 2 and len({values[at:at + 4] for at in range(0, len(values), 6)}) != count:
             return None
         return zone.ttl, values, None, None
-    if qtype == T_AAAA:             # at the apex the SOA's owner is the question's own name: encode's
+    if qtype == T_AAAA:             # at the apex the SOA's owner is the question's name: encode writes that
         return None if name == zone.name else (zone.ttl, values, None, soa_rr(snap, zone, True))
     if len(values) != 6 * len(labels) or not any(values[at + 4] or values[at + 5] for at in range(0, len(values), 6)):
         return None
