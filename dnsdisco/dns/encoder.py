@@ -27,6 +27,8 @@ because every name's first answer passes here: the addresses of the asked name
 RRset alone (`_one_rrset`), and a negative answer's SOA, made once per zone, serial and place
 (`_soa_chunk`). Anything else, or a short way's reply over the limit, takes the general way
 (`_general`), whose bytes each short way's must be (tests/unit/dns/test_plain_way.py).
+`packed_reply` writes the same replies for rules.packed's octets, without an Answer, through the
+same order and SOA functions.
 The module is over 500 lines for that reason: the general writer and its short ways belong
 together, so that a change to how a record is written is made in one file.
 """
@@ -366,7 +368,7 @@ def _services(records: list, glue: list, owner: str, qname: bytes, question: byt
 
 def _service_orders(srv: list, rests: list, question: bytes, flags: int, edns: bool, do: bool,
                     limit: int) -> tuple | None:
-    """The services replies, one per answer order: the SRV records `srv` (each a pointer to
+    """The service replies, one per answer order: the SRV records `srv` (each a pointer to
     the question, then its target in full) and, as glue in the same order, each target's
     address record without its owner (`rests`), which points at the target wherever the order
     put it. None over the limit."""
@@ -525,7 +527,8 @@ def packed_reply(held: tuple, qtype: int, text: str, qname: bytes, flags: int, e
     made: the addresses of the asked name, its instances with their addresses as glue, or a
     NODATA's SOA. `text` is the question's name as the snapshot holds it, `qname` its wire
     form. The same bytes and serial offsets as encode's (tests/unit/dns/test_plain_way.py);
-    None over the limit (the usual way then gives the truncated reply)."""
+    None over the limit or for a label it cannot write as it is (a dot, not ASCII): the usual
+    way then gives the reply, cut to the limit."""
     ttl, values, labels, soa = held
     question = qname + _IN_TAILS[qtype]
     if soa is not None:
