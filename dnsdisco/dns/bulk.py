@@ -241,17 +241,12 @@ class Builder:
                 self._run_node(par, (first, second) if second else (first,), (address + port, address2 + port2))
             # nodes.add_owner, written out for a dense /24 (this runs once per plain key of
             # a full listing); a new /24 or a sparse one, and shared addresses, take the call
-            slots = find(key >> 8)
-            if type(slots) is list and slots[key & 255] is None:
-                slots[key & 255] = par
-            else:
-                add_owner(ptrs, shared, key, par)
-            if second:
-                slots = find(key2 >> 8)
-                if type(slots) is list and slots[key2 & 255] is None:
-                    slots[key2 & 255] = par
+            for owned in (key, key2) if second else (key,):
+                slots = find(owned >> 8)
+                if type(slots) is list and slots[owned & 255] is None:
+                    slots[owned & 255] = par
                 else:
-                    add_owner(ptrs, shared, key2, par)
+                    add_owner(ptrs, shared, owned, par)
         if pending:
             pending.sort()         # in key order, as the lines came (the order of `rejected`)
             self.add(pending)
