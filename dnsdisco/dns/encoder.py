@@ -529,7 +529,7 @@ def packed_reply(held: tuple, qtype: int, text: str, qname: bytes, flags: int, e
     form. The same bytes and serial offsets as encode's (tests/unit/dns/test_plain_way.py);
     None over the limit or for a label it cannot write as it is (a dot, not ASCII): the usual
     way then gives the reply, cut to the limit."""
-    ttl, values, labels, soa = held
+    ttl, values, labels, soa, _rcode = held
     question = qname + _IN_TAILS[qtype]
     if soa is not None:
         return _negative(soa, text, question, flags, edns, do, limit)

@@ -37,6 +37,7 @@ _SERIAL = struct.Struct("!I")
 _PLAIN_HEADER = struct.pack("!HHHHHH", 0, 0x0100, 1, 0, 0, 0)   # id 0, RD, one question
 _QUESTION_TAIL = struct.Struct("!HH")
 _PACKED_QTYPES = frozenset((T_A, T_AAAA, T_SRV))    # the questions _packed_first may answer
+_FLAGS: dict[int, int] = {}     # _packed_first's reply_flags, by query flags, rcode and forwarding (under 2**21)
 # False in tests only: every first answer then takes _first, whose replies and cache entries
 # _packed_first's must equal (tests/unit/dns/test_plain_way.py)
 PACKED_WAY = True
@@ -216,8 +217,15 @@ class Responder:
             else:
                 reply = None
                 if qtype in _PACKED_QTYPES and qclass == C_IN and PACKED_WAY:
-                    reply = self._packed_first(data, transport, key, qname, lname, qtype, edns, do, limit,
-                                               own=key is asked)
+                    own = key is asked
+                    reply = self._packed_first(data, transport, key, qname, lname, qtype, edns, do, limit, own)
+                    if own and reply is not None and self.rrl is None:
+                        # counted as its repeats will be, on the counters its exact-table entry holds
+                        cell = self._udp[key].cell
+                        if cell is not None:
+                            cell[0] += 1
+                            self.metrics.latency(_now() - started)
+                            return reply
                 if reply is None:
                     reply = self._first(data, transport, client, qname, lname, qtype, qclass, edns, do, limit, key,
                                         own=key is asked)
@@ -416,7 +424,11 @@ class Responder:
         held = packed(snap, name, qtype, forwarding)
         if held is None:
             return None
-        flags = reply_flags((data[2] << 8) | data[3], NOERROR, True, forwarding)
+        # the header word: one of a few, kept by the query's flags, the rcode and forwarding
+        known = ((data[2] << 8 | data[3]) << 5) | (held[4] << 1) | forwarding
+        flags = _FLAGS.get(known)
+        if flags is None:
+            flags = _FLAGS[known] = reply_flags(known >> 5, held[4], True, forwarding)
         written = packed_reply(held, qtype, name, lname, flags, edns, do, limit)
         if written is None:
             return None

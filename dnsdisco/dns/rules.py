@@ -171,12 +171,12 @@ def _answered(rcode: int, answer: tuple | list, name: str, authority: tuple = ()
 def packed(snap: Snapshot, name: str, qtype: int, forwarding: bool = False) -> tuple | None:
     """What _plain answers A, AAAA or SRV (class IN) of `name` from, when the encoder can write
     that reply straight from the packed octets (encoder.packed_reply), so a first answer makes
-    no Answer and no record tuple: (ttl, values, labels, soa), the name's packed values
-    (Snapshot.plain_records), for SRV the instances' labels (else None), and for a NODATA
-    (AAAA of IPv4 records) the SOA (else None). None for every other answer, which `answer`
-    gives: no records at the name, the name's own record among an SRV's, addresses shared by
-    instances (their weights add up), SRV without a port, NODATA at the apex, and all _plain
-    leaves to the walk."""
+    no Answer and no record tuple: (ttl, values, labels, soa, rcode), the name's packed values
+    (Snapshot.plain_records), for SRV the instances' labels (else None), for a negative answer
+    (AAAA of IPv4 records; a name without records, as _plain answers it) the SOA (else None),
+    and the reply's rcode. None for every other answer, which `answer` gives: the name's own
+    record among an SRV's, addresses shared by instances (their weights add up), SRV without
+    a port, NODATA at the apex, and all _plain leaves to the walk."""
     if not name or not PLAIN_WAY:
         return None
     zone = snap.zone_of(name)
@@ -188,7 +188,8 @@ def packed(snap: Snapshot, name: str, qtype: int, forwarding: bool = False) -> t
         return None
     values, labels = held
     if not values:
-        return None
+        rcode = _negative_rcode(snap, zone, name)
+        return None if rcode is None else (zone.ttl, values, None, soa_rr(snap, zone, True), rcode)
     if qtype == T_A:
         count = len(values) // 6
         if count == 2:
@@ -196,12 +197,25 @@ def packed(snap: Snapshot, name: str, qtype: int, forwarding: bool = False) -> t
                 return None
         elif count > 2 and len({values[at:at + 4] for at in range(0, len(values), 6)}) != count:
             return None
-        return zone.ttl, values, None, None
+        return zone.ttl, values, None, None, NOERROR
     if qtype == T_AAAA:             # at the apex the SOA's owner is the question's name: encode writes that
-        return None if name == zone.name else (zone.ttl, values, None, soa_rr(snap, zone, True))
+        return None if name == zone.name else (zone.ttl, values, None, soa_rr(snap, zone, True), NOERROR)
     if len(values) != 6 * len(labels) or not any(values[at + 4] or values[at + 5] for at in range(0, len(values), 6)):
         return None
-    return zone.ttl, values, labels, None
+    return zone.ttl, values, labels, None, NOERROR
+
+
+def _negative_rcode(snap: Snapshot, zone: ZoneConfig, name: str) -> int | None:
+    """The rcode of a name without records of its own, for _plain and `packed`: NODATA when
+    it has names below it, NXDOMAIN otherwise; None for the names the walk answers
+    (negative_answer): RFC 2782 names, the apex, and the default NS name or a name above it."""
+    if name[:1] == "_" or name == zone.name:
+        return None
+    if zone.ns_addresses:
+        ns_name = default_ns_name(zone)
+        if name == ns_name or ns_name.endswith("." + name):
+            return None
+    return NOERROR if snap.exists(name, zone) else NXDOMAIN
 
 
 def _plain(snap: Snapshot, zone: ZoneConfig, name: str, qtype: int) -> Answer | None:
@@ -219,15 +233,8 @@ def _plain(snap: Snapshot, zone: ZoneConfig, name: str, qtype: int) -> Answer | 
         return None
     values = held[0]
     if not values:
-        # no record at the name: RFC 2782 names, the apex and the default NS name are the
-        # walk's (negative_answer); any other name is NXDOMAIN unless it has names below it
-        if name[:1] == "_" or name == zone.name:
-            return None
-        if zone.ns_addresses:
-            ns_name = default_ns_name(zone)
-            if name == ns_name or ns_name.endswith("." + name):
-                return None
-        return _answered(NOERROR if snap.exists(name, zone) else NXDOMAIN, (), name, (soa_rr(snap, zone, True),))
+        rcode = _negative_rcode(snap, zone, name)
+        return None if rcode is None else _answered(rcode, (), name, (soa_rr(snap, zone, True),))
     ttl = zone.ttl
     if qtype == T_A:
         if len(values) == 6:

@@ -258,6 +258,7 @@ def test_packed_replies_are_encoded_answers(made):
                 if held is None:
                     continue
                 ans = answer(snap, wire, qtype, 1, forwarding)
+                assert held[4] == ans.rcode, (name, qtype)
                 flags = reply_flags(0x0100, ans.rcode, ans.aa, forwarding)
                 forms = [(False, False, 512), (True, True, 1232), (False, False, 60), (True, False, 100)]
                 for edns in (False, True):      # and limits around the reply's own size (with the id)
@@ -275,8 +276,9 @@ def test_packed_replies_are_encoded_answers(made):
 
 @pytest.mark.parametrize("name, qtype, taken", [
     ("web." + ZONE, T_A, True), ("i0.web." + ZONE, T_A, True), ("web." + ZONE, T_SRV, True),
-    ("i0.web." + ZONE, T_AAAA, True), ("nx." + ZONE, T_A, False), ("web." + ZONE, T_TXT, False),
-    ("shared." + ZONE, T_A, False)])
+    ("i0.web." + ZONE, T_AAAA, True), ("nx." + ZONE, T_A, True), ("nx." + ZONE, T_SRV, True),
+    ("web." + ZONE, T_TXT, False), ("shared." + ZONE, T_A, False), (ZONE, T_A, False),
+    ("_http._tcp.web." + ZONE, T_SRV, False)])
 def test_the_packed_way_is_taken(monkeypatch, name, qtype, taken):
     """The comparison above is not empty: the commonest first answers take the packed way
     (and, switched off, none does); the rest take _first."""
