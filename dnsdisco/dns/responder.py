@@ -6,6 +6,11 @@ with the question in lower case, so the client's id, RD/CD bits and spelling of 
 written over it. dnslib only parses the rare query the fast reader declines.
 Transfers, rate limiting and forwarding are handed in (`xfr`, `rrl`, `forwarder`): this
 package does not import the network side.
+
+Over 500 lines: the ways a query takes (the exact-query table, the plain lane, a cache hit,
+the packed way, the rules' way, dnslib's) are the one class's methods, since each reads and
+fills the same caches and counters and is read beside the others; the rules, the encoder,
+the caches and the wire reader they call live in their own modules.
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ from dnsdisco.dns.encoder import (encode, error_for, error_reply, formerr_for, f
                                   packed_reply, reply_flags)
 from dnsdisco.dns.rules import answer, from_dnslib, message_rcode, packed, soa_serial
 from dnsdisco.dns.snapshot import Snapshot
-from dnsdisco.dns.wire import (DROP, SLOW, badkey_reply, edns_of, edns_problem, encode_name, labels_wire, parse_fast, slip_reply,
+from dnsdisco.dns.wire import (DROP, SLOW, badkey_reply, edns_of, edns_problem, encode_name, labels_wire, parse_fast,
+                               plain_query_name, slip_reply,
                                udp_limit, wire_to_name)
 
 log = logging.getLogger("dnsdisco.responder")
@@ -37,6 +43,7 @@ _SERIAL = struct.Struct("!I")
 _PLAIN_HEADER = struct.pack("!HHHHHH", 0, 0x0100, 1, 0, 0, 0)   # id 0, RD, one question
 _QUESTION_TAIL = struct.Struct("!HH")
 _PACKED_QTYPES = frozenset((T_A, T_AAAA, T_SRV))    # the questions _packed_first may answer
+_PLAIN_FLAGS = {rcode: reply_flags(0x0100, rcode, True, False) for rcode in (NOERROR, NXDOMAIN)}   # _plain_first's
 _FLAGS: dict[int, int] = {}     # _packed_first's reply_flags, by query flags, rcode and forwarding (under 2**21)
 # False in tests only: every first answer then takes _first, whose replies and cache entries
 # _packed_first's must equal (tests/unit/dns/test_plain_way.py)
@@ -170,6 +177,11 @@ class Responder:
                 if not turn & 15:
                     self.metrics.latency(_now() - started)
             return reply
+        if (folded == asked and transport == "udp" and asked[:10] == PLAIN and PACKED_WAY and self.rrl is None
+                and self.forwarder is None and self.ready):
+            reply = self._plain_first(data, asked, started)
+            if reply is not None:
+                return reply
         fq = parse_fast(data)
         if fq is DROP:
             if self.metrics:
@@ -439,6 +451,38 @@ class Responder:
         # another spelling of the question (RD clear, as resolvers ask; CD set; a name in mixed
         # case; TCP): served like a hit, as _first serves it
         return self._from_entry(entry, key, data, qname, lname, transport, qtype)
+
+    def _plain_first(self, data: bytes, asked: bytes, started: float) -> bytes | None:
+        """The commonest first question, answered before parse_fast reads it: a plain UDP
+        query (RD alone, one question and nothing else, so its octets after the id are its
+        cache key) in lower case, for A, AAAA or SRV in class IN, not cached yet, with neither
+        forwarding nor rate limiting on. Its name is read once, straight into the text the
+        snapshot holds (wire.plain_query_name), answered the packed way as _packed_first
+        answers it, and counted on its exact-table cell. None for anything else, which
+        handle's usual path then answers."""
+        qtype = data[-4] << 8 | data[-3]
+        if qtype not in _PACKED_QTYPES or asked in self.cache.entries:
+            return None
+        name = plain_query_name(data)
+        if name is None:
+            return None
+        snap = self.snapshot
+        held = packed(snap, name, qtype)
+        if held is None:
+            return None
+        written = packed_reply(held, qtype, name, data[12:-4], _PLAIN_FLAGS[held[4]], False, False, 512)
+        if written is None:
+            return None
+        variants, offsets = written
+        entry = self.cache.put(asked, variants, name, offsets, snap.revision, name)
+        first = variants[0]
+        entry.turn = 1
+        self._answers_own_octets(entry, asked, qtype, first, len(data) - 16)
+        cell = entry.cell
+        if cell is not None:                 # counted as its repeats will be
+            cell[0] += 1
+            self.metrics.latency(_now() - started)
+        return data[:2] + first
 
     def _own_first(self, entry: _Entry, key: bytes, data: bytes, qtype: int, first: bytes, qlen: int) -> bytes:
         """The usual first answer, written with this query's flags and name: its entry then

@@ -99,6 +99,29 @@ def wire_to_name(wire: bytes) -> str | None:
     return from_labels(read_wire_name(wire, 0)[0])
 
 
+def plain_query_name(data: bytes) -> str | None:
+    """The question's name of a query whose header the caller has read (one question and
+    nothing after it), as wire_to_name writes it, read off the message in one walk that
+    writes a dot over each length octet; the letters as spelled (the caller asks in lower
+    case). None, for the usual reader to decide, when the question is not class IN, its name
+    does not end in the root right before the type and class (a label of 0 or over 63
+    octets, a compression pointer, a length running past it), is over 255 octets, or holds a
+    label wire_to_name would not write as it is (a dot, a backslash, non-ASCII)."""
+    if len(data) < 18 or data[-2] or data[-1] != 1 or data[-5] or not 0 < data[12] < 64:
+        return None
+    text = bytearray(data[13:-5])        # the name after its first length octet, less the root
+    end = len(text)
+    if end > 253 or 46 in text or 92 in text or not text.isascii():
+        return None
+    pos = data[12]
+    while pos < end:                     # a dot over every length octet after the first
+        length = text[pos]
+        text[pos] = 46
+        pos += _LABEL_STEP[length]       # a length of 0 or over 63 steps past the end
+    return text.decode() if pos == end else None
+
+
+_LABEL_STEP = tuple(length + 1 if 0 < length < 64 else 1024 for length in range(256))
 _LENGTH = [bytes((n,)) for n in range(256)]
 
 

@@ -301,3 +301,108 @@ def test_the_packed_way_is_taken(monkeypatch, name, qtype, taken):
         monkeypatch.setattr(responder_module, "packed_reply", real)
         assert reply[3] & 0xF == (3 if name.startswith("nx.") else 0)
         assert bool(written) == (taken and switched_on), (name, qtype, switched_on)
+
+
+def _raw(name_wire: bytes, qtype: int = T_A, qclass: int = 1, tail: bytes = b"") -> bytes:
+    return struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0) + name_wire + struct.pack("!HH", qtype, qclass) + tail
+
+
+_WEB = b"\x03web\x03svc\x05local"
+
+
+@pytest.mark.parametrize("data", [
+    _raw(b"\x02i0" + _WEB + b"\x00"),                      # the lane's own case
+    _raw(_WEB + b"\x00", T_SRV), _raw(b"\x02nx\x03svc\x05local\x00", T_AAAA),
+    _raw(b"\x00"),                                         # the root
+    _raw(b"\x03svc\x05local\x00"),                         # the apex (its NS and SOA names: the walk's)
+    _raw(b"\x02i0\x03web\x00\x03svc\x05local\x00"),        # a root in the middle: the rest is not the question
+    _raw(b"\x02i0\x00\x03svc\x05local\x00"),               # an empty label
+    _raw(b"\x40" + b"a" * 64 + b"\x03svc\x05local\x00"),   # a label over 63 octets
+    _raw(b"\x3f" + b"a" * 63 + b"\x03svc\x05local\x00"),   # one of 63
+    _raw(b"\x02i0\xc0\x0c"),                               # a compression pointer
+    _raw(b"\x02i0\x03web\x03svc\x06local\x00"),            # a length running past the root
+    _raw(b"\x02i0\x03web\x03svc\x04local\x00"),            # one stopping short of it
+    _raw((b"\x3f" + b"a" * 63) * 3 + b"\x33" + b"a" * 51 + b"\x03svc\x05local\x00"),     # 255 octets
+    _raw((b"\x3f" + b"a" * 63) * 3 + b"\x34" + b"a" * 52 + b"\x03svc\x05local\x00"),     # 256: FORMERR
+    _raw(b"\x03a.b" + _WEB + b"\x00"), _raw(b"\x03a\\b" + _WEB + b"\x00"),  # a dot, a backslash in a label
+    _raw(b"\x03a\xc3\xa9" + _WEB + b"\x00"),               # not ASCII
+    _raw(b"\x02I0" + _WEB + b"\x00"),                      # upper case: the usual path's
+    _raw(b"\x2e" + b"x" * 46 + _WEB + b"\x00"),            # a length octet that reads as a dot
+    _raw(b"\x02i0" + _WEB + b"\x00", T_A, 3),              # class CH
+    _raw(b"\x02i0" + _WEB + b"\x00", T_TXT),
+    _raw(b"\x02i0" + _WEB + b"\x00", tail=b"\x00"),        # an octet after the question
+    _raw(b"\x02i0" + _WEB + b"\x00")[:-1],                 # the class cut short
+    _raw(b"\x02i0" + _WEB),                                # no root at all
+    _raw(b"\x02i0" + _WEB + b"\x04"),                      # a last label that reads as type and class
+    _raw(b"")[:12], _raw(b"")[:13], _raw(b"\x00")[:16], _raw(b"\x01a\x00", T_A)[:17],   # cut short
+])
+def test_the_plain_lane_answers_as_the_usual_path(monkeypatch, data):
+    """Responder._plain_first reads a plain query's name itself, before parse_fast: on names
+    it must decline (malformed, too long, labels written with escapes) and on those it takes,
+    the reply and what the caches keep are those of the usual path."""
+    items = [(_key([f"i{i}", "web"]), json.dumps({"host": f"10.0.0.{i + 1}", "port": 80}).encode()) for i in range(2)]
+    items.append((_key(["a" * 63]), json.dumps({"host": "10.0.1.1"}).encode()))
+    snap = Snapshot.build(PREFIX, [ZoneConfig(ZONE)], 10, items)
+    replies, states = [], []
+    for lane in (True, False):
+        monkeypatch.setattr(responder_module, "PACKED_WAY", lane)
+        responder = Responder(snap)
+        replies.append([responder.handle(data, "udp", ("127.0.0.1", 5353)) for _ in range(2)])
+        states.append(_cache_state(responder))
+    assert replies[0] == replies[1]
+    assert states[0] == states[1]
+
+
+@pytest.mark.parametrize("data, taken", [
+    (_raw(b"\x02i0" + _WEB + b"\x00"), True), (_raw(_WEB + b"\x00", T_SRV), True),
+    (_raw(b"\x02nx\x03svc\x05local\x00", T_AAAA), True), (_raw(b"\x02I0" + _WEB + b"\x00"), False),
+    (_raw(b"\x02i0" + _WEB + b"\x00", T_TXT), False), (_raw(b"\x02i0\x00\x03svc\x05local\x00"), False)])
+def test_the_plain_lane_is_taken(monkeypatch, data, taken):
+    """The comparison above is not empty: a plain lower-case query for A, AAAA or SRV is
+    answered without parse_fast; the rest go on to it."""
+    items = [(_key([f"i{i}", "web"]), json.dumps({"host": f"10.0.0.{i + 1}", "port": 80}).encode()) for i in range(2)]
+    responder = Responder(Snapshot.build(PREFIX, [ZoneConfig(ZONE)], 10, items))
+    parsed = []
+    real = responder_module.parse_fast
+    monkeypatch.setattr(responder_module, "parse_fast", lambda data: parsed.append(1) or real(data))
+    assert responder.handle(data, "udp", ("127.0.0.1", 5353)) is not None
+    assert bool(parsed) == (not taken)
+
+
+_LABELS = st.lists(st.binary(min_size=0, max_size=70) | st.sampled_from([b"i0", b"web", b"svc", b"local", b"a" * 63]),
+                   min_size=0, max_size=6)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_LABELS, st.lists(st.tuples(st.integers(0, 80), st.integers(0, 255)), max_size=3),
+       st.binary(max_size=3), st.sampled_from([1, 3, 255]), st.booleans())
+def test_plain_query_name_reads_what_parse_fast_reads(labels, lies, junk, qclass, rooted):
+    """wire.plain_query_name gives the name parse_fast and wire_to_name give for a plain
+    query in class IN (None when either declines it), on names with any octets, lengths
+    that lie (`lies` writes octets over the name), and octets after the question."""
+    from dnsdisco.dns.wire import SLOW, parse_fast, plain_query_name, wire_to_name
+    name = bytearray(b"".join(bytes((len(label) % 256,)) + label for label in labels) + (b"\x00" if rooted else b""))
+    for at, octet in lies:
+        if at < len(name):
+            name[at] = octet
+    data = _raw(bytes(name), T_A, qclass) + junk
+    text = plain_query_name(data)
+    parsed = parse_fast(data)
+    usual = None if parsed is SLOW or parsed[3] != 1 else wire_to_name(parsed[1])
+    if text is not None:                # as spelled: wire_to_name writes lower case
+        assert text.lower() == usual
+    elif usual is not None and usual != "":
+        # declined although the usual reader takes it: only labels with octets wire_to_name
+        # escapes or reads through names.from_labels (a dot, a backslash, not ASCII)
+        assert any(46 in label or 92 in label or not label.isascii() for label in labels), labels
+
+
+def test_plain_query_name_reads_the_usual_names():
+    from dnsdisco.dns.wire import plain_query_name
+    assert plain_query_name(_raw(b"\x02i0" + _WEB + b"\x00")) == "i0.web.svc.local"
+    assert plain_query_name(_raw(b"\x02I0" + _WEB + b"\x00")) == "I0.web.svc.local"    # as spelled
+    assert plain_query_name(_raw(b"\x01a\x00")) == "a"
+    assert plain_query_name(_raw(b"\x00")) is None                                      # the root: the usual path's
+    assert plain_query_name(_raw(b"\x02i0" + _WEB + b"\x04")) is None     # type and class read as a label
+    assert plain_query_name(_raw(b"\x03a\\b" + _WEB + b"\x00")) is None   # wire_to_name escapes a backslash
+    assert plain_query_name(_raw(b"\x03a.b" + _WEB + b"\x00")) is None    # and a dot
