@@ -213,6 +213,10 @@ def scale_section(res: dict) -> str:
                "Each size's server starts unpinned, since nothing else runs while it lists and builds, and is "
                "pinned with its etcd helper once ready (`--pin-start` pins it from the start instead). "
                if res.get("scale_pinning", "").startswith("pinned") else "")
+            + "Before the first server of a size, a throwaway start of this checkout lists the keys once: the first "
+              "listing after a load is slower than the later ones, and a restart meets an etcd that has served "
+              "before. Every server starts once etcd has settled (under 5% of a CPU for a second, at most 60 s: done "
+              "persisting the load or the last server's burst), so its start is not measured against etcd's own work. "
             + (f"Rows `baseline` are the checkout `{res['baseline']}` (`--baseline`), started and measured right "
                "after dnsdisco at each size on the same etcd. " if res.get("baseline") else "")
             + "Goals (issue 23): "

@@ -362,8 +362,15 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
     # too few names left unasked at small sizes for a pass that measures anything
     cold = write_queries(tmp / f"cold-{n}.txt", cold_lines) if len(cold_lines) >= COLD_PASS_MIN else None
     every = write_queries(tmp / f"every-{n}.txt", list(dataset.every_question(ds)))
+    servers.wait_idle(etcd.pid)
+    say(f"  etcd warmed by a throwaway start, ready in {servers.warm_etcd(sup, etcd.extra['endpoint'], ds.last_name()):.2f} s")
     for name in scale_targets(a):
         row = {"target": name, "services": n}
+        # a start measured while etcd still persists the load (or the last server's burst)
+        # would count etcd's own work as the server's
+        settled = servers.wait_idle(etcd.pid)
+        if settled > 1.5:
+            say(f"  etcd settled in {settled:.1f} s before {name} started")
         try:
             srv, ready = start_live(sup, name, etcd.extra["endpoint"], a, ds,
                                     cpus=a.server_cpus if a.pin_start else None)

@@ -3,7 +3,8 @@
     python -m bench.startpair --services 1000000 /path/to/before /path/to/after /path/to/before
 
 Loads a private etcd once with `--services` services (bench/dataset.py), then for each checkout
-in turn starts its `python -m dnsdisco serve` (its own code: PYTHONPATH is the checkout), waits
+in turn, once etcd has settled (servers.wait_idle: done persisting the load or the burst before),
+starts its `python -m dnsdisco serve` (its own code: PYTHONPATH is the checkout), waits
 until the last-loaded name answers, reads the resident memory of serve and its helper, sends a
 burst of 1,000 puts at 1,000/s (bench/live.py: put → served latency) and stops it. Checkouts
 measured back to back on the same keys see the same machine within minutes, which the full
@@ -34,8 +35,12 @@ def main(argv=None) -> int:
         client = live.etcd_client(etcd.extra["endpoint"])
         count, secs = live.load(client, ds.etcd_items())
         print(f"loaded {count:,} keys in {secs:.1f} s", file=sys.stderr)
+        servers.wait_idle(etcd.pid)
+        print(f"etcd warmed by a throwaway start, ready in "
+              f"{servers.warm_etcd(sup, etcd.extra['endpoint'], ds.last_name(), a.ready_timeout):.1f} s", file=sys.stderr)
         for tree in a.trees:
             servers.REPO_ROOT = Path(tree).resolve()     # start_dnsdisco runs the checkout's code
+            servers.wait_idle(etcd.pid)         # etcd done persisting the load and the last burst
             srv = servers.start_dnsdisco(sup, etcd.extra["endpoint"])
             servers.wait_dns(srv, ds.last_name(), a.ready_timeout)
             ready = time.monotonic() - srv.extra["t0"]

@@ -525,8 +525,9 @@ def packed_reply(held: tuple, qtype: int, text: str, qname: bytes, flags: int, e
     """What `encode` writes for the answer rules._plain gives, written straight from the
     records' packed octets that rules.packed found (`held`), with no Answer or record tuple
     made: the addresses of the asked name, its instances with their addresses as glue, or a
-    NODATA's SOA. `text` is the question's name as the snapshot holds it, `qname` its wire
-    form. The same bytes and serial offsets as encode's (tests/unit/dns/test_plain_way.py);
+    negative answer's SOA (NODATA, NXDOMAIN: the rcode is in the caller's `flags`). `text` is
+    the question's name as the snapshot holds it, `qname` its wire form. The same bytes and
+    serial offsets as encode's (tests/unit/dns/test_plain_way.py);
     None over the limit or for a label it cannot write as it is (a dot, not ASCII): the usual
     way then gives the reply, cut to the limit."""
     ttl, values, labels, soa, _rcode = held
