@@ -43,7 +43,8 @@ _SERIAL = struct.Struct("!I")
 _PLAIN_HEADER = struct.pack("!HHHHHH", 0, 0x0100, 1, 0, 0, 0)   # id 0, RD, one question
 _QUESTION_TAIL = struct.Struct("!HH")
 _PACKED_QTYPES = frozenset((T_A, T_AAAA, T_SRV))    # the questions _packed_first may answer
-_PLAIN_FLAGS = {rcode: reply_flags(0x0100, rcode, True, False) for rcode in (NOERROR, NXDOMAIN)}   # _plain_first's
+# _plain_first's header words, by rcode and forwarding (RA)
+_PLAIN_FLAGS = {rcode << 1 | ra: reply_flags(0x0100, rcode, True, bool(ra)) for rcode in (NOERROR, NXDOMAIN) for ra in (0, 1)}
 _FLAGS: dict[int, int] = {}     # _packed_first's reply_flags, by query flags, rcode and forwarding (under 2**21)
 # False in tests only: every first answer then takes _first, whose replies and cache entries
 # _packed_first's must equal (tests/unit/dns/test_plain_way.py)
@@ -177,8 +178,7 @@ class Responder:
                 if not turn & 15:
                     self.metrics.latency(_now() - started)
             return reply
-        if (folded == asked and transport == "udp" and asked[:10] == PLAIN and PACKED_WAY and self.rrl is None
-                and self.forwarder is None and self.ready):
+        if folded == asked and transport == "udp" and asked[:10] == PLAIN and PACKED_WAY and self.rrl is None and self.ready:
             reply = self._plain_first(data, asked, started)
             if reply is not None:
                 return reply
@@ -455,22 +455,26 @@ class Responder:
     def _plain_first(self, data: bytes, asked: bytes, started: float) -> bytes | None:
         """The commonest first question, answered before parse_fast reads it: a plain UDP
         query (RD alone, one question and nothing else, so its octets after the id are its
-        cache key) in lower case, for A, AAAA or SRV in class IN, not cached yet, with neither
-        forwarding nor rate limiting on. Its name is read once, straight into the text the
+        cache key) in lower case, for A, AAAA or SRV in class IN of a name in our zones, not
+        cached yet, with rate limiting off. Its name is read once, straight into the text the
         snapshot holds (wire.plain_query_name), answered the packed way as _packed_first
         answers it, and counted on its exact-table cell. None for anything else, which
         handle's usual path then answers."""
         qtype = data[-4] << 8 | data[-3]
         if qtype not in _PACKED_QTYPES or asked in self.cache.entries:
             return None
+        forwarding = self.forwarder is not None
+        if forwarding and not self._in_zone(data[12:-4]):
+            return None                      # someone else's name: handle's usual path forwards it
         name = plain_query_name(data)
         if name is None:
             return None
         snap = self.snapshot
-        held = packed(snap, name, qtype)
+        held = packed(snap, name, qtype, forwarding)
         if held is None:
             return None
-        written = packed_reply(held, qtype, name, data[12:-4], _PLAIN_FLAGS[held[4]], False, False, 512)
+        written = packed_reply(held, qtype, name, data[12:-4], _PLAIN_FLAGS[held[4] << 1 | forwarding], False, False,
+                               512)
         if written is None:
             return None
         variants, offsets = written

@@ -310,6 +310,13 @@ def _raw(name_wire: bytes, qtype: int = T_A, qclass: int = 1, tail: bytes = b"")
 _WEB = b"\x03web\x03svc\x05local"
 
 
+class _EchoForwarder:
+    """An upstream that answers whatever it is sent with the query's own octets as a reply."""
+
+    def forward(self, data, tcp):
+        return data[:2] + b"\x81\x80" + data[4:]
+
+
 @pytest.mark.parametrize("data", [
     _raw(b"\x02i0" + _WEB + b"\x00"),                      # the lane's own case
     _raw(_WEB + b"\x00", T_SRV), _raw(b"\x02nx\x03svc\x05local\x00", T_AAAA),
@@ -335,18 +342,21 @@ _WEB = b"\x03web\x03svc\x05local"
     _raw(b"\x02i0" + _WEB),                                # no root at all
     _raw(b"\x02i0" + _WEB + b"\x04"),                      # a last label that reads as type and class
     _raw(b"")[:12], _raw(b"")[:13], _raw(b"\x00")[:16], _raw(b"\x01a\x00", T_A)[:17],   # cut short
+    _raw(b"\x02i0\x03web\x07example\x00"), _raw(b"\x05local\x00"),   # outside our zones, above them
 ])
-def test_the_plain_lane_answers_as_the_usual_path(monkeypatch, data):
+@pytest.mark.parametrize("forwarding", [False, True])
+def test_the_plain_lane_answers_as_the_usual_path(monkeypatch, data, forwarding):
     """Responder._plain_first reads a plain query's name itself, before parse_fast: on names
-    it must decline (malformed, too long, labels written with escapes) and on those it takes,
-    the reply and what the caches keep are those of the usual path."""
+    it must decline (malformed, too long, labels written with escapes, outside our zones when
+    forwarding) and on those it takes, the reply and what the caches keep are those of the
+    usual path."""
     items = [(_key([f"i{i}", "web"]), json.dumps({"host": f"10.0.0.{i + 1}", "port": 80}).encode()) for i in range(2)]
     items.append((_key(["a" * 63]), json.dumps({"host": "10.0.1.1"}).encode()))
     snap = Snapshot.build(PREFIX, [ZoneConfig(ZONE)], 10, items)
     replies, states = [], []
     for lane in (True, False):
         monkeypatch.setattr(responder_module, "PACKED_WAY", lane)
-        responder = Responder(snap)
+        responder = Responder(snap, forwarder=_EchoForwarder() if forwarding else None)
         replies.append([responder.handle(data, "udp", ("127.0.0.1", 5353)) for _ in range(2)])
         states.append(_cache_state(responder))
     assert replies[0] == replies[1]
