@@ -43,8 +43,6 @@ _SERIAL = struct.Struct("!I")
 _PLAIN_HEADER = struct.pack("!HHHHHH", 0, 0x0100, 1, 0, 0, 0)   # id 0, RD, one question
 _QUESTION_TAIL = struct.Struct("!HH")
 _PACKED_QTYPES = frozenset((T_A, T_AAAA, T_SRV))    # the questions _packed_first may answer
-# _plain_first's header words, by rcode and forwarding (RA)
-_PLAIN_FLAGS = {rcode << 1 | ra: reply_flags(0x0100, rcode, True, bool(ra)) for rcode in (NOERROR, NXDOMAIN) for ra in (0, 1)}
 _FLAGS: dict[int, int] = {}     # _packed_first's reply_flags, by query flags, rcode and forwarding (under 2**21)
 # False in tests only: every first answer then takes _first, whose replies and cache entries
 # _packed_first's must equal (tests/unit/dns/test_plain_way.py)
@@ -426,31 +424,43 @@ class Responder:
         plain: the reply _first would give, and the cache entry it would leave, written
         straight from the packed octets (rules.packed, encoder.packed_reply), since most first
         answers are these. None for anything else, which _first then answers."""
-        forwarding = self.forwarder is not None
-        if forwarding and not self._in_zone(lname):
+        if self.forwarder is not None and not self._in_zone(lname):
             return None
         name = wire_to_name(lname)
         if name is None:
             return None
+        entry = self._packed_entry(key, name, lname, qtype, (data[2] << 8) | data[3], edns, do, limit)
+        if entry is None:
+            return None
+        if own:
+            replies = entry.replies
+            return self._own_first(entry, key, data, qtype, replies if type(replies) is bytes else replies[0],
+                                   len(qname))
+        # another spelling of the question (RD clear, as resolvers ask; CD set; a name in mixed
+        # case; TCP): served like a hit, as _first serves it
+        return self._from_entry(entry, key, data, qname, lname, transport, qtype)
+
+    def _packed_entry(self, key: bytes, name: str, lname: bytes, qtype: int, qflags: int, edns: bool, do: bool,
+                      limit: int) -> _Entry | None:
+        """The packed way for _packed_first and _plain_first: the cache entry at `key` of the
+        reply to A, AAAA or SRV of `name` (`lname` its wire form) written straight from the
+        packed octets (rules.packed, encoder.packed_reply); None when that way does not give
+        it, and nothing is cached then."""
+        forwarding = self.forwarder is not None
         snap = self.snapshot
         held = packed(snap, name, qtype, forwarding)
         if held is None:
             return None
         # the header word: one of a few, kept by the query's flags, the rcode and forwarding
-        known = ((data[2] << 8 | data[3]) << 5) | (held[4] << 1) | forwarding
+        known = (qflags << 5) | (held[4] << 1) | forwarding
         flags = _FLAGS.get(known)
         if flags is None:
-            flags = _FLAGS[known] = reply_flags(known >> 5, held[4], True, forwarding)
+            flags = _FLAGS[known] = reply_flags(qflags, held[4], True, forwarding)
         written = packed_reply(held, qtype, name, lname, flags, edns, do, limit)
         if written is None:
             return None
         variants, offsets = written
-        entry = self.cache.put(key, variants, name, offsets, snap.revision, name)
-        if own:
-            return self._own_first(entry, key, data, qtype, variants[0], len(qname))
-        # another spelling of the question (RD clear, as resolvers ask; CD set; a name in mixed
-        # case; TCP): served like a hit, as _first serves it
-        return self._from_entry(entry, key, data, qname, lname, transport, qtype)
+        return self.cache.put(key, variants, name, offsets, snap.revision, name)
 
     def _plain_first(self, data: bytes, asked: bytes, started: float) -> bytes | None:
         """The commonest first question, answered before parse_fast reads it: a plain UDP
@@ -463,30 +473,21 @@ class Responder:
         qtype = data[-4] << 8 | data[-3]
         if qtype not in _PACKED_QTYPES or asked in self.cache.entries:
             return None
-        forwarding = self.forwarder is not None
-        if forwarding and not self._in_zone(data[12:-4]):
+        if self.forwarder is not None and not self._in_zone(data[12:-4]):
             return None                      # someone else's name: handle's usual path forwards it
         name = plain_query_name(data)
         if name is None:
             return None
-        snap = self.snapshot
-        held = packed(snap, name, qtype, forwarding)
-        if held is None:
+        entry = self._packed_entry(asked, name, data[12:-4], qtype, 0x0100, False, False, 512)
+        if entry is None:
             return None
-        written = packed_reply(held, qtype, name, data[12:-4], _PLAIN_FLAGS[held[4] << 1 | forwarding], False, False,
-                               512)
-        if written is None:
-            return None
-        variants, offsets = written
-        entry = self.cache.put(asked, variants, name, offsets, snap.revision, name)
-        first = variants[0]
-        entry.turn = 1
-        self._answers_own_octets(entry, asked, qtype, first, len(data) - 16)
+        first = entry.replies
+        reply = self._own_first(entry, asked, data, qtype, first if type(first) is bytes else first[0], len(data) - 16)
         cell = entry.cell
         if cell is not None:                 # counted as its repeats will be
             cell[0] += 1
             self.metrics.latency(_now() - started)
-        return data[:2] + first
+        return reply
 
     def _own_first(self, entry: _Entry, key: bytes, data: bytes, qtype: int, first: bytes, qlen: int) -> bytes:
         """The usual first answer, written with this query's flags and name: its entry then
