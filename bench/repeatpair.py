@@ -2,8 +2,8 @@
 
     python -m bench.repeatpair --services 1000000 /path/to/before /path/to/after
 
-Loads a private etcd once with `--services` services (bench/dataset.py), starts every
-checkout's `python -m dnsdisco serve` on it (its own code: PYTHONPATH is the checkout; each
+Loads a private etcd once with `--services` services (bench/dataset.py), lists it once with a
+throwaway start (servers.warm_etcd), starts every checkout's `python -m dnsdisco serve` on it (its own code: PYTHONPATH is the checkout; each
 once etcd has settled, servers.wait_idle), pins each with its etcd helper to the first CPU
 once ready and runs dnsperf on the others, then
 sends each the scale table's mixed query file once (the first run: mostly first answers) and

@@ -363,7 +363,11 @@ def scale_size(sup, a, res, tmp: Path, n: int, reference: dict, ref_queries: str
     cold = write_queries(tmp / f"cold-{n}.txt", cold_lines) if len(cold_lines) >= COLD_PASS_MIN else None
     every = write_queries(tmp / f"every-{n}.txt", list(dataset.every_question(ds)))
     servers.wait_idle(etcd.pid)
-    say(f"  etcd warmed by a throwaway start, ready in {servers.warm_etcd(sup, etcd.extra['endpoint'], ds.last_name()):.2f} s")
+    try:
+        say(f"  etcd warmed by a throwaway start, ready in "
+            f"{servers.warm_etcd(sup, etcd.extra['endpoint'], ds.last_name(), a.ready_timeout):.2f} s")
+    except (servers.StartError, OSError, subprocess.SubprocessError) as exc:
+        say(f"  the throwaway start failed, so the first server lists a cold etcd: {exc}")
     for name in scale_targets(a):
         row = {"target": name, "services": n}
         # a start measured while etcd still persists the load (or the last server's burst)

@@ -295,9 +295,9 @@ def start_dnsdisco(sup: Supervisor, etcd_endpoint: str, *, extra_args=(), name="
 def warm_etcd(sup: Supervisor, etcd_endpoint: str, last_name: str, timeout: float = 180) -> float:
     """One throwaway start of this checkout's serve on a freshly loaded etcd, until
     `last_name` answers, then stopped; the seconds it took. The first listing after a load
-    is slower than every later one (9.3 and 9.7 s against 6.8-8.8 s at 1,000,000 services,
-    whichever checkout went first): a restart meets an etcd that has served before, and
-    without this the first server measured would pay for the difference."""
+    is slower than every later one, whichever checkout makes it (docs/benchmarks.md, the
+    start → ready pairs): a restart meets an etcd that has served before, and without this
+    the first server measured would pay for the difference."""
     srv = start_dnsdisco(sup, etcd_endpoint, name="warm-etcd")
     try:
         return wait_dns(srv, last_name, timeout)

@@ -2,9 +2,9 @@
 
     python -m bench.startpair --services 1000000 /path/to/before /path/to/after /path/to/before
 
-Loads a private etcd once with `--services` services (bench/dataset.py), then for each checkout
-in turn, once etcd has settled (servers.wait_idle: done persisting the load or the burst before),
-starts its `python -m dnsdisco serve` (its own code: PYTHONPATH is the checkout), waits
+Loads a private etcd once with `--services` services (bench/dataset.py) and lists it once with a
+throwaway start of this checkout (servers.warm_etcd), then for each checkout in turn, once etcd
+has settled (servers.wait_idle: done persisting the load or the burst before), starts its `python -m dnsdisco serve` (its own code: PYTHONPATH is the checkout), waits
 until the last-loaded name answers, reads the resident memory of serve and its helper, sends a
 burst of 1,000 puts at 1,000/s (bench/live.py: put → served latency) and stops it. Checkouts
 measured back to back on the same keys see the same machine within minutes, which the full

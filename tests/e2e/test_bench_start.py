@@ -1,0 +1,27 @@
+"""The benchmarks' way of starting a server on freshly loaded keys (bench/servers.py), on a real
+etcd and a real `dnsdisco serve`: the throwaway start that lists the keys once, then a
+measured start, as bench.run's scale table, bench.startpair and bench.repeatpair do it. Not
+timed: the figures they give belong to docs/benchmarks.md."""
+from __future__ import annotations
+
+import pytest
+
+from bench import dataset, live, servers
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_a_throwaway_start_then_a_measured_one():
+    ds = dataset.Dataset(20)
+    with servers.Supervisor(keep=False) as sup:
+        etcd = servers.start_etcd(sup, name="etcd-bench-start")
+        client = live.etcd_client(etcd.extra["endpoint"])
+        count, _secs = live.load(client, ds.etcd_items())
+        client.close()
+        assert count == len(list(ds.etcd_items()))
+        assert servers.wait_idle(etcd.pid, window=0.2, timeout=20) < 20
+        warm = servers.warm_etcd(sup, etcd.extra["endpoint"], ds.last_name(), timeout=60)
+        assert warm > 0
+        assert all(srv.name != "warm-etcd" for srv in sup.servers)       # stopped again
+        srv = servers.start_dnsdisco(sup, etcd.extra["endpoint"], name="measured")
+        assert servers.wait_dns(srv, ds.last_name(), 60) >= 0
