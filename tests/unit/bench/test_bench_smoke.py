@@ -120,6 +120,19 @@ def test_a_server_starts_once_etcd_has_settled():
             proc.wait()
 
 
+def test_instructions_child_answers_its_pass_and_the_options_are_checked(capsys):
+    """bench.instructions: the child valgrind runs answers the first questions of each pass
+    through this checkout (here without valgrind), and bad counts are refused by name."""
+    from bench import instructions
+    for kind in ("cold", "mixed"):
+        instructions.child(str(instructions.REPO), 40, 5, 10, kind)
+    with pytest.raises(SystemExit, match="raise --services"):
+        instructions.child(str(instructions.REPO), 2, 5, 500, "cold")
+    with pytest.raises(SystemExit):
+        instructions.main(["--fewer", "5", "--more", "3"])
+    assert "--fewer < --more" in capsys.readouterr().err
+
+
 def test_etcd_items_use_the_skydns_key_format():
     ds = dataset.Dataset(100)
     items = dict(ds.etcd_items())
