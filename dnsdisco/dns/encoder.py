@@ -308,7 +308,6 @@ def _addresses(records: list, rtype: int, question: bytes, flags: int, edns: boo
                weights) -> tuple | None:
     """The commonest reply: addresses of the asked name and nothing else, each record a
     pointer to the question and its address. None for anything else: _one_rrset then."""
-    opt = (_OPT_DO if do else _OPT) if edns else b""
     count = len(records)
     owner = records[0][0]
     family = _V4 if rtype == T_A else _V6
@@ -318,25 +317,29 @@ def _addresses(records: list, rtype: int, question: bytes, flags: int, edns: boo
             return None
         data = _inet_pton(family, rr[3])
         chunks.append(_OWNED.pack(0xC00C, rtype, 1, rr[2], len(data)) + data)
-    head = _HEAD.pack(flags, 1, count, 0, 1 if edns else 0) + question
-    if len(head) + 2 + sum(map(len, chunks)) + len(opt) > limit:
-        return None
     shares = weights.get((owner, rtype)) if weights and count > 1 else None
     if shares is not None and (len(shares) != count or shares.count(shares[0]) == count):   # even
         shares = None
-    return _address_orders(head, chunks, opt, shares), None
+    return _address_replies(chunks, question, flags, edns, do, limit, shares)
 
 
-def _address_orders(head: bytes, chunks: list, opt: bytes, shares) -> list[bytes]:
-    """The address replies, one per answer order: `chunks` (one record each) after `head`
-    (header and question), in the even orders or those of `shares` (rules.answer_orders)."""
+def _address_replies(chunks: list, question: bytes, flags: int, edns: bool, do: bool, limit: int,
+                     shares) -> tuple | None:
+    """The address replies, one per answer order, and no SOA serial offsets: the header,
+    `question`, `chunks` (one record each) in the even orders or those of `shares`
+    (rules.answer_orders), and the OPT when `edns`. None over the limit."""
     count = len(chunks)
+    opt = (_OPT_DO if do else _OPT) if edns else b""
+    head = _HEAD.pack(flags, 1, count, 0, 1 if edns else 0) + question
+    # the records are alike in size (one type), and the 2 are the id, which the caches write
+    if len(head) + 2 + count * len(chunks[0]) + len(opt) > limit:
+        return None
     if count == 1:                       # an instance: one record, one order
-        return [head + chunks[0] + opt]
+        return [head + chunks[0] + opt], None
     if count == 2 and shares is None:    # a service of two instances: each first in turn
         first, second = chunks
-        return [head + first + second + opt, head + second + first + opt]
-    return [b"".join([head, *[chunks[i] for i in order], opt]) for order in _orders(count, shares)]
+        return [head + first + second + opt, head + second + first + opt], None
+    return [b"".join([head, *[chunks[i] for i in order], opt]) for order in _orders(count, shares)], None
 
 
 def _services(records: list, glue: list, owner: str, qname: bytes, question: bytes, flags: int, edns: bool,
@@ -543,11 +546,7 @@ def packed_reply(held: tuple, qtype: int, text: str, qname: bytes, flags: int, e
             chunks = [owned + values[:4]]
         else:
             chunks = [owned + values[at:at + 4] for at in range(0, size, 6)]
-        opt = (_OPT_DO if do else _OPT) if edns else b""
-        head = _HEAD.pack(flags, 1, len(chunks), 0, 1 if edns else 0) + question
-        if len(head) + 2 + 16 * len(chunks) + len(opt) > limit:
-            return None
-        return _address_orders(head, chunks, opt, None), None
+        return _address_replies(chunks, question, flags, edns, do, limit, None)
     srv = []
     rests = []
     at = 0
