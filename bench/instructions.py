@@ -32,6 +32,7 @@ def child(tree: str, services: int, count: int, built: int, kind: str) -> None:
     import gc
     sys.path.insert(0, str(REPO))
     from bench import dataset           # this checkout's dataset (it imports nothing of dnsdisco)
+    from bench.firstpass import _serve_collector
     sys.path.insert(0, tree)             # and the tree's dnsdisco
     from dnsdisco.dns.responder import Responder
     from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
@@ -40,8 +41,7 @@ def child(tree: str, services: int, count: int, built: int, kind: str) -> None:
     snap = Snapshot.build(dataset.PREFIX, [ZoneConfig(dataset.ZONE)], 10, ds.etcd_items())
     gc.collect()
     gc.freeze()                          # as serve does after its first sync
-    young, middle, _full = gc.get_threshold()
-    gc.set_threshold(young, middle, 100)  # app.FULL_COLLECTION_EVERY
+    _serve_collector()                   # with the tree's thresholds, as bench.firstpass
     mixed = dataset.mixed_queries(ds, services)
     lines = dataset.cold_questions(ds, built, mixed) if kind == "cold" else mixed
     packets = [dataset.query_packet(line, i & 0xFFFF) for i, line in enumerate(lines[:built])]
