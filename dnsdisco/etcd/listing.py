@@ -10,7 +10,12 @@ Where to cut: the first page gives the revision, the count of the whole range an
 keys; the largest key is found by probing the upper half of what is left (a probe counts only
 the keys above its start, so the probes that find nothing, most of them, cost nothing); the
 span between the two is cut into equal parts of the key read as a number in the octets the
-keys use (`_cuts`). A key range that is uneven only makes some windows larger, never loses
+keys use (`_cuts`). Both the first page and the search count keys in etcd (at 2,000,000 keys,
+~0.3 and ~0.4 s), so the search runs beside the first page rather than after it, on the
+newest revision (the cuts are a hint: any key range gives windows that cover the span), and
+is called off when the first page shows a range too small for windows. A window's first page
+asks for as many keys as the first page's octets per key say fit in LIST_PAGE_BYTES, so most
+windows are one request, and etcd counts a window's keys once. A key range that is uneven only makes some windows larger, never loses
 or repeats a key: the windows are
 disjoint half-open ranges that cover the span, each read in pages at the one revision.
 """
@@ -65,17 +70,29 @@ def _list_once(rng, start, end, page_size, pages, threads, decode):
             with lock:
                 pages(pairs)
 
-    first, revision = _page(rng, start, end, page_size, 0)
+    search = _LastKeySearch(rng, start, end) if threads > 1 else None
+    try:
+        first, revision = _page(rng, start, end, page_size, 0)
+    except BaseException:
+        if search is not None:
+            search.call_off()
+        raise
     if first.kvs:
         hand(-1, first.kvs)
+    rest = first.kvs[-1].key + b"\0" if first.kvs else end
+    left = first.count - len(first.kvs)
+    windowed = first.more and first.kvs and left >= WINDOWED_FROM and search is not None
+    if search is not None and not windowed:
+        search.call_off()
     if not first.more or not first.kvs:
         return revision, windows_out.get(-1, [])
-    rest = first.kvs[-1].key + b"\0"
-    left = first.count - len(first.kvs)
     bounds = [rest, end]
-    if left >= WINDOWED_FROM and threads > 1:
-        last = _last_key(rng, rest, end, revision)
-        if last is not None:
+    limit = 1000
+    if windowed:
+        last = search.result()
+        size = sum(len(kv.key) + len(kv.value) for kv in first.kvs)
+        limit = int(min(LIST_PAGE_MAX, max(1000, LIST_PAGE_BYTES * len(first.kvs) / max(size, 1))))
+        if last is not None and last >= rest:
             # four times the windows the count asks for: the keys are seldom spread evenly
             # between the cuts, and an empty window costs one request
             bounds = [rest, *_cuts(rest, last + b"\0", min(MAX_WINDOWS, 4 * -(-left // WINDOW_KEYS)),
@@ -93,7 +110,7 @@ def _list_once(rng, start, end, page_size, pages, threads, decode):
                 return
             try:
                 _read_window(rng, bounds[index], bounds[index + 1], revision, lambda kvs: hand(index, kvs),
-                             lambda: bool(failed))
+                             lambda: bool(failed), limit)
             except BaseException as exc:  # noqa: BLE001 - the caller raises it
                 failed.append(exc)
                 return
@@ -127,11 +144,11 @@ def _page(rng, key: bytes, end: bytes, limit: int, revision: int):
         return resp, revision or resp.header.revision
 
 
-def _read_window(rng, key: bytes, end: bytes, revision: int, hand, stop) -> None:
-    """Every key of [key, end) at `revision`, in pages of about LIST_PAGE_BYTES: a page over
-    the receive limit is asked again with a quarter of the keys, and later pages aim at half
-    the bytes."""
-    limit, target = 1000, LIST_PAGE_BYTES
+def _read_window(rng, key: bytes, end: bytes, revision: int, hand, stop, limit: int = 1000) -> None:
+    """Every key of [key, end) at `revision`, in pages of about LIST_PAGE_BYTES, the first
+    of `limit` keys: a page over the receive limit is asked again with a quarter of the keys,
+    and later pages aim at half the bytes."""
+    target = LIST_PAGE_BYTES
     while not stop():
         try:
             resp = rng(key, end, limit, revision, False)
@@ -157,14 +174,40 @@ def _octets(number: int, width: int) -> bytes:
     return number.to_bytes(width, "big").rstrip(b"\0")
 
 
-def _last_key(rng, lo: bytes, hi: bytes, revision: int) -> bytes | None:
-    """The largest key in [lo, hi) at `revision`, or None if there is none. Each probe asks
-    for the first key at or above the middle of what is left; its cost to etcd is the keys
-    above the probe, so the search walks down from the empty top of the key space, and ends
-    when a probe's range holds one key."""
+class _LastKeySearch:
+    """`_last_key` of [lo, hi) at the newest revision, in a thread of its own from now on,
+    beside the first page; `call_off` ends it at its next probe (its result is then None)."""
+
+    def __init__(self, rng, lo: bytes, hi: bytes):
+        self._off = False
+        self._found: bytes | None = None
+        self._thread = threading.Thread(target=self._run, args=(rng, lo, hi), name="dnsdisco-last-key", daemon=True)
+        self._thread.start()
+
+    def _run(self, rng, lo: bytes, hi: bytes) -> None:
+        try:
+            self._found = _last_key(rng, lo, hi, 0, lambda: self._off)
+        except Exception:  # noqa: BLE001 - a hint only: without it the rest is read in one pass
+            self._found = None
+
+    def call_off(self) -> None:
+        self._off = True
+
+    def result(self) -> bytes | None:
+        self._thread.join()
+        return None if self._off else self._found
+
+
+def _last_key(rng, lo: bytes, hi: bytes, revision: int, off=lambda: False) -> bytes | None:
+    """The largest key in [lo, hi) at `revision` (0: the newest), or None if there is none
+    (or when `off()` says stop). Each probe asks for the first key at or above the middle of
+    what is left; its cost to etcd is the keys above the probe, so the search walks down from
+    the empty top of the key space, and ends when a probe's range holds one key."""
     found = None
     floor = lo
     for _ in range(4096):                      # a bound: each probe halves the gap or ends it
+        if off():
+            return None
         width = max(len(floor), len(hi)) + 2
         low, high = _number(floor, width), _number(hi, width)
         middle = _octets(low + (high - low) // 2, width)

@@ -185,3 +185,84 @@ def test_list_range_against_a_sorted_list(count, monkeypatch):
     rng = SortedRange(keys)
     rev, items = listing.list_range(rng, b"/p/", b"/q", 100, decode=bytes)
     assert [k for k, _ in items] == sorted(keys)
+
+
+def test_windows_are_one_request_each_when_the_first_page_says_they_fit(monkeypatch):
+    """The first page's octets per key size each window's first request, so etcd walks a
+    window's keys once (a page counts every key from its start to its window's end)."""
+    monkeypatch.setattr(listing, "WINDOWED_FROM", 100)
+    monkeypatch.setattr(listing, "WINDOW_KEYS", 10000)       # 16 windows of ~2,500 keys
+    keys = [b"/p/s%07d/i%d" % (i, i % 2) for i in range(40000)]
+    rng = SortedRange(keys)
+    pages = []
+    real = rng.__call__
+
+    def counted(start, end, limit, revision, keys_only):
+        resp = real(start, end, limit, revision, keys_only)
+        if not keys_only:
+            pages.append((start, end, limit, resp.more))
+        return resp
+
+    rev, items = listing.list_range(counted, b"/p/", b"/q", 100, decode=bytes)
+    assert [k for k, _ in items] == sorted(keys)
+    windows = pages[1:]
+    assert len(windows) >= 8                              # the rest was cut into windows
+    assert all(limit > 1000 for _start, _end, limit, _more in windows)
+    assert not any(more for _start, _end, _limit, more in windows)   # each read in one request
+
+
+class HeldProbes(SortedRange):
+    """A SortedRange whose probes (keys-only requests) wait until `release` is set."""
+
+    def __init__(self, keys):
+        super().__init__(keys)
+        self.release = threading.Event()
+        self.probes = 0
+
+    def __call__(self, start, end, limit, revision, keys_only):
+        if keys_only:
+            self.probes += 1
+            assert self.release.wait(5)
+        return super().__call__(start, end, limit, revision, keys_only)
+
+
+def test_the_last_key_search_runs_beside_the_first_page_and_stops_when_called_off():
+    keys = [b"/p/k%05d" % i for i in range(5000)]
+    rng = HeldProbes(keys)
+    search = listing._LastKeySearch(rng, b"/p/", b"/q")
+    first = rng(b"/p/", b"/q", 100, 0, False)        # the first page, while the first probe waits
+    assert first.count == 5000 and rng.probes == 1
+    search.call_off()
+    rng.release.set()
+    assert search.result() is None
+    assert rng.probes == 1                            # no probe after the call-off
+
+
+def test_the_last_key_search_finds_the_last_key_on_the_newest_revision():
+    keys = [b"/p/k%05d" % i for i in range(5000)]
+    rng = HeldProbes(keys)
+    rng.release.set()
+    search = listing._LastKeySearch(rng, b"/p/", b"/q")
+    assert search.result() == max(keys)
+
+
+@pytest.mark.parametrize("count", [0, 1, 50, 99])
+def test_a_listing_too_small_for_windows_calls_the_search_off(count, monkeypatch):
+    made = []
+    real = listing._LastKeySearch
+
+    class Spy(real):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.called_off = False
+            made.append(self)
+
+        def call_off(self):
+            self.called_off = True
+            super().call_off()
+
+    monkeypatch.setattr(listing, "_LastKeySearch", Spy)
+    keys = [b"/p/k%05d" % i for i in range(count)]
+    rev, items = listing.list_range(SortedRange(keys), b"/p/", b"/q", 100, decode=bytes)
+    assert [k for k, _ in items] == keys
+    assert len(made) == 1 and made[0].called_off
