@@ -9,27 +9,39 @@ until the last-loaded name answers, reads the resident memory of serve and its h
 burst of 1,000 puts at 1,000/s (bench/live.py: put → served latency) and stops it. Checkouts
 measured back to back on the same keys see the same machine within minutes, which the full
 scale table, minutes apart per checkout, does not give.
+
+With --snapshot-file, each checkout runs with `--snapshot-file` (one file each, in a temporary
+directory): the start above saves its snapshot when it stops, and a second start of the same
+checkout is then timed until the last-loaded name answers (from the saved snapshot, before its
+listing is built) and until its listing is built (the first answer NXDOMAIN for a name that was
+never registered gives, where the saved snapshot gave SERVFAIL), and its memory read a second
+after that (it held the saved snapshot and built the listing's).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from . import dataset, live, servers
+from . import dataset, live, probe, servers
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.startpair", description=__doc__.split("\n\n")[0])
     ap.add_argument("--services", type=int, default=100_000)
     ap.add_argument("--ready-timeout", type=float, default=180)
+    ap.add_argument("--snapshot-file", action="store_true",
+                    help="also time a restart of each checkout with the snapshot its first start saved")
     ap.add_argument("trees", nargs="+", help="checkouts of dnsdisco to start, in this order")
     a = ap.parse_args(argv)
     ds = dataset.Dataset(a.services)
-    print("| checkout | ready s | RSS MiB | burst p50 ms | burst p99 ms | burst max ms | load average |")
-    print("|---|---|---|---|---|---|---|")
+    saved_dir = tempfile.mkdtemp(prefix="dnsdisco-startpair-")
+    restart = " restart: answering s | restart: listed s | restart: RSS MiB once listed |" if a.snapshot_file else ""
+    print(f"| checkout | ready s | RSS MiB | burst p50 ms | burst p99 ms | burst max ms | load average |{restart}")
+    print("|---|---|---|---|---|---|---|" + ("---|---|---|" if a.snapshot_file else ""))
     with servers.Supervisor(keep=False) as sup:
         etcd = servers.start_etcd(sup, name="etcd-startpair")
         client = live.etcd_client(etcd.extra["endpoint"])
@@ -38,20 +50,46 @@ def main(argv=None) -> int:
         servers.wait_idle(etcd.pid)
         print(f"etcd warmed by a throwaway start, ready in "
               f"{servers.warm_etcd(sup, etcd.extra['endpoint'], ds.last_name(), a.ready_timeout):.1f} s", file=sys.stderr)
-        for tree in a.trees:
+        for number, tree in enumerate(a.trees):
             servers.REPO_ROOT = Path(tree).resolve()     # start_dnsdisco runs the checkout's code
+            extra = ["--snapshot-file", os.path.join(saved_dir, f"{number}.snapshot")] if a.snapshot_file else []
             servers.wait_idle(etcd.pid)         # etcd done persisting the load and the last burst
-            srv = servers.start_dnsdisco(sup, etcd.extra["endpoint"])
+            srv = servers.start_dnsdisco(sup, etcd.extra["endpoint"], extra_args=extra)
             servers.wait_dns(srv, ds.last_name(), a.ready_timeout)
             ready = time.monotonic() - srv.extra["t0"]
             rss = srv.rss_mib()
             time.sleep(2)
             burst = live.burst(client, srv.port, puts=1000, rate=1000).summary()
-            print(f"| {tree} | {ready:.1f} | {rss:.0f} | {burst['p50']:.2f} | {burst['p99']:.2f} | "
-                  f"{burst['max']:.2f} | {os.getloadavg()[0]:.2f} |", flush=True)
-            sup.stop(srv)
+            row = (f"| {tree} | {ready:.1f} | {rss:.0f} | {burst['p50']:.2f} | {burst['p99']:.2f} | "
+                   f"{burst['max']:.2f} | {os.getloadavg()[0]:.2f} |")
+            sup.stop(srv)                       # with --snapshot-file: saves the snapshot
+            if a.snapshot_file:
+                servers.wait_idle(etcd.pid)
+                srv = servers.start_dnsdisco(sup, etcd.extra["endpoint"], extra_args=extra)
+                servers.wait_dns(srv, ds.last_name(), a.ready_timeout)
+                answering = time.monotonic() - srv.extra["t0"]
+                listed = _listed(srv, a.ready_timeout) - srv.extra["t0"]
+                time.sleep(1)                   # the old snapshot's memory handed back (serve trims its heap)
+                row += f" {answering:.1f} | {listed:.1f} | {srv.rss_mib():.0f} |"
+                sup.stop(srv)
+            print(row, flush=True)
         client.close()
     return 0
+
+
+def _listed(srv, timeout: float) -> float:
+    """time.monotonic() when `srv` first answers NXDOMAIN for a name never registered: its
+    listing is built (a saved snapshot answers it SERVFAIL)."""
+    prober = probe.Prober(srv.port)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if prober.ask_header(f"never-registered.{dataset.ZONE}", "A", timeout=0.2)[0] == 3:
+                return time.monotonic()
+            time.sleep(0.01)
+    finally:
+        prober.close()
+    raise servers.StartError(f"{srv.name} did not finish its listing within {timeout} s")
 
 
 if __name__ == "__main__":

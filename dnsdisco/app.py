@@ -1,6 +1,9 @@
 """`dnsdisco serve`: wires etcd, the sync loop, the responder and the listeners together.
 
-This is the only place that knows all the parts; each part stays testable on its own.
+This is the only place that knows all the parts; each part stays testable on its own. Over
+500 lines because it is the one composition root (DESIGN §5): the order in which serve starts
+and stops its parts (the saved snapshot, the listing, the packer, the transfers, the embedded
+etcd) is read here in one place, and the rules each part follows live in its own module.
 """
 from __future__ import annotations
 
@@ -187,6 +190,8 @@ def run_serve(cfg, args=None, ctrl_c=None) -> int:
 
     gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(reload))
 
+    if cfg.snapshot_file:
+        _answer_from_saved(cfg.snapshot_file, syncer, responder, zones, endpoints, log)
     sync_greenlet = gevent.spawn(syncer.run)
     if cfg.precompute_budget:
         packing = gevent.spawn(_pack_ahead, packer, full_sync, metrics)
@@ -209,12 +214,55 @@ def run_serve(cfg, args=None, ctrl_c=None) -> int:
         if supervisor is not None:
             supervisor.kill(block=True, timeout=0.1)
         sync_greenlet.kill(block=True, timeout=_left(deadline, 0.1))
+        if cfg.snapshot_file:
+            _save_snapshot(cfg.snapshot_file, syncer, endpoints, log)
         if http is not None:
             http.stop()
         watch_kv.close()
         if embedded is not None:
             embedded.stop(timeout=_left(deadline, 0.2))
     return 0
+
+
+def _answer_from_saved(path: str, syncer, responder, zones, endpoints, log) -> None:
+    """--snapshot-file at start: answer from the snapshot the last stop saved until the first
+    listing replaces it, its negative answers SERVFAIL (etcd/saved.py says when it is used)."""
+    from dnsdisco.etcd.saved import load
+    started = time.monotonic()
+    snapshot, why = load(path, syncer.prefix, zones, endpoints)
+    if snapshot is None:
+        log.info("not answering from the saved snapshot %s: %s", path, why)
+        return
+    responder.provisional = True
+    syncer.adopt(snapshot)
+
+    def listed():     # the first listing is swapped in, then `ready`: negatives are known again
+        syncer.ready.wait()
+        responder.provisional = False
+    import gevent
+    gevent.spawn(listed)
+    log.info("answering from the snapshot saved in %s (%d record(s) at revision %d, read in %.2f s) until "
+             "the listing is built; negative answers are SERVFAIL until then", path, snapshot.record_count,
+             snapshot.revision, time.monotonic() - started)
+
+
+def _save_snapshot(path: str, syncer, endpoints, log) -> None:
+    """--snapshot-file at stop: the last snapshot built from etcd, for the next start; never a
+    saved one read back (it would look younger than it is)."""
+    heard = syncer.state.last_contact
+    if not syncer.ready.is_set() or heard is None:
+        log.info("not saving a snapshot to %s: no listing of etcd was built since the start", path)
+        return
+    from dnsdisco.etcd.saved import save
+    started = time.monotonic()
+    snapshot = syncer.current
+    try:
+        size = save(path, snapshot, endpoints, time.time() - (started - heard))    # etcd's last answer
+    except OSError as exc:
+        log.warning("could not save the snapshot to %s: %s", path, exc.strerror or exc)
+        return
+    log.info("saved %d record(s) at revision %d to %s (%.1f MiB) in %.2f s", snapshot.record_count,
+             snapshot.revision, path, size / 2**20, time.monotonic() - started)
 
 
 _yielded = [0.0]

@@ -202,6 +202,10 @@ SECTIONS: list[Section] = [
                ETCD_USERS, secret=True, flag=False),
         Option("embedded_etcd", parse_bool, True, "start a local etcd when none is given and none answers on 127.0.0.1:2379", SERVE, metavar="BOOL"),
         Option("state_dir", parse_str, "", "where the embedded etcd keeps its data (default ~/.local/state/dnsdisco)", SERVE, metavar="DIR"),
+        Option("snapshot_file", parse_str, "", "file serve saves its records to when it stops and answers from "
+               "at its next start until its first listing is built, negative answers SERVFAIL meanwhile; "
+               "used when saved from the same etcd, prefix and zones within 10 minutes of etcd's last "
+               "answer (docs/operations.md; empty = off)", SERVE, metavar="FILE"),
     ]),
     Section("zones and records", "what is served: zones, zone files, the default nameserver, TTLs", [
         Option("zone", parse_zone, ["svc.local"], "zone to answer authoritatively (repeatable)", SERVE + STATUS, many=True, metavar="NAME"),

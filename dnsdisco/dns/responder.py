@@ -49,6 +49,15 @@ _FLAGS: dict[int, int] = {}     # _packed_first's reply_flags, by query flags, r
 PACKED_WAY = True
 
 
+def _unsure(reply: bytes, qtype: int) -> bool:
+    """What a snapshot saved at the last stop may be wrong about (`Responder.provisional`):
+    NXDOMAIN; NOERROR without an answer and not truncated (NODATA, a referral); and REFUSED to
+    a PTR question (an address outside our zones is answered once a record holds it)."""
+    rcode = reply[3] & 0xF
+    return (rcode == NXDOMAIN or (rcode == NOERROR and not reply[6] and not reply[7] and not reply[2] & 0x02)
+            or (rcode == REFUSED and qtype == T_PTR))
+
+
 class _NoTransfers:
     """The stand-in until serve hands in net.transfer.Transfers: transfers go on to the rules,
     which refuse them, and a signed query gets NOTAUTH/BADKEY (no keys are known), never an
@@ -74,6 +83,9 @@ class Responder:
         self.cache = ReplyCache(cache_size)
         # False until the first full sync: SERVFAIL then, so no client caches a false NXDOMAIN
         self.ready = ready
+        # serving a snapshot saved at the last stop (etcd/saved.py) until the first listing is
+        # built: its negative answers are SERVFAIL (the name may exist by now), nothing is cached
+        self.provisional = False
         self._zone_memo: dict[bytes, bool] = {}
         # per transport: exact query bytes (id left out) -> the _Entry keyed on them, or a spelling
         self._exact: dict[str, dict[bytes, _Entry]] = self.cache.exact
@@ -176,7 +188,8 @@ class Responder:
                 if not turn & 15:
                     self.metrics.latency(_now() - started)
             return reply
-        if folded == asked and transport == "udp" and asked[:10] == PLAIN and PACKED_WAY and self.rrl is None and self.ready:
+        if (folded == asked and transport == "udp" and asked[:10] == PLAIN and PACKED_WAY and self.rrl is None
+                and self.ready and not self.provisional):
             reply = self._plain_first(data, asked, started)
             if reply is not None:
                 return reply
@@ -220,13 +233,15 @@ class Responder:
                     key = asked                  # == plain_key(lname, qtype, qclass)
                 else:
                     key = plain_key(lname, qtype, qclass)
+            if self.provisional:
+                key = None                   # answers from a saved snapshot are never cached
             entry = self.cache.entries.get(key)
             if entry is not None:
                 reply = self._from_entry(entry, key, data, qname, lname, transport, qtype)
                 hit = True
             else:
                 reply = None
-                if qtype in _PACKED_QTYPES and qclass == C_IN and PACKED_WAY:
+                if qtype in _PACKED_QTYPES and qclass == C_IN and PACKED_WAY and key is not None:
                     own = key is asked
                     reply = self._packed_first(data, transport, key, qname, lname, qtype, edns, do, limit, own)
                     if own and reply is not None and self.rrl is None:
@@ -240,6 +255,9 @@ class Responder:
                     reply = self._first(data, transport, client, qname, lname, qtype, qclass, edns, do, limit, key,
                                         own=key is asked)
                 hit = False
+        if (self.provisional and reply is not None and len(reply) >= 12
+                and _unsure(reply, fq[2] if type(fq) is tuple else 0)):
+            reply = self._not_ready(data, fq)
         if self.rrl is not None and transport == "udp" and reply is not None and type(fq) is tuple:
             reply = self._rate_limited(reply, data, fq, client)     # response rate limiting
             if reply is None:
@@ -257,7 +275,7 @@ class Responder:
         for the first real query to make (it would double what an answer packed ahead costs);
         no query is counted. The new cache entry, or None when there is none to add (not
         ready, already cached, outside our zones, or not cacheable)."""
-        if not self.ready or (self.forwarder is not None and not self._in_zone(lname)):
+        if not self.ready or self.provisional or (self.forwarder is not None and not self._in_zone(lname)):
             return None
         data = _PLAIN_HEADER + lname + _QUESTION_TAIL.pack(qtype, 1)
         key = data[2:]                       # plain_key(lname, qtype, 1)
@@ -367,7 +385,8 @@ class Responder:
         return None
 
     def _not_ready(self, data: bytes, fq) -> bytes | None:
-        """SERVFAIL before the first sync: clients retry instead of caching a false NXDOMAIN."""
+        """SERVFAIL before the first sync, and for a negative answer from a saved snapshot
+        (`provisional`): clients retry instead of caching a false NXDOMAIN."""
         forwarding = self.forwarder is not None
         if type(fq) is tuple:
             _qid, qname, _qtype, _qclass, edns, _udp, do = fq

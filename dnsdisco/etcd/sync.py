@@ -256,6 +256,10 @@ class Syncer:
         if stream is not None:
             stream.cancel()
 
+    def adopt(self, snapshot: Snapshot) -> None:
+        """Before run(): serve `snapshot` (etcd/saved.py) until the first listing, which stays readiness."""
+        self._swap(snapshot, None)
+
     def reload_zones(self, zones: Sequence[ZoneConfig]) -> None:
         """Serve the same records with new zone settings (SIGHUP)."""
         with self._swap_lock:

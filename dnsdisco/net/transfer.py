@@ -153,7 +153,7 @@ class Transfers:
         if query.header.opcode != OPCODE.QUERY:
             return finish(error_for(query, RCODE.NOTIMP), "notimp")
         snap = responder.snapshot
-        if not responder.ready:
+        if not responder.ready or responder.provisional:     # a saved snapshot is not sent on
             return finish(error_for(query, RCODE.SERVFAIL), "not_ready")
         name = lower_name(query.q.qname)
         zone = next((z for z in snap.zones if z.name == name), None)

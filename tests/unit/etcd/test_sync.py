@@ -98,3 +98,27 @@ def test_nothing_at_warning_level():
     s1 = _apply(s0, [("/skydns/local/svc/hello/a", b'{"host":"10.0.0.7"}')])
     changes.applied(s0, s1, [("/skydns/local/svc/hello/a", b"")])
     assert not calls
+
+
+def test_an_adopted_snapshot_is_served_until_the_first_listing_replaces_it():
+    """serve --snapshot-file: the snapshot saved at the last stop is swapped in before the
+    first listing, is not `ready` (readiness is the listing, which ends serve's provisional
+    answers), and the listing's snapshot replaces it whole."""
+    from dnsdisco.etcd.sync import Syncer
+
+    class ListingKV:
+        def list_prefix(self, prefix, page_size, pages=None):
+            pages([("/skydns/local/svc/new/a", b'{"host":"10.0.0.9"}')])
+            return 7, []
+
+    swaps = []
+    syncer = Syncer(ListingKV(), "/skydns", ZONES, on_swap=lambda snap, touched: swaps.append((snap, touched)))
+    saved = Snapshot.build("/skydns", ZONES, 3, [("/skydns/local/svc/old/a", b'{"host":"10.0.0.1"}')])
+    syncer.adopt(saved)
+    assert syncer.current is saved and swaps == [(saved, None)]
+    assert not syncer.ready.is_set() and syncer.state.last_contact is None
+    syncer._full_sync("")
+    assert syncer.ready.is_set() and syncer.current.revision == 7 and syncer.state.last_contact is not None
+    assert syncer.current.record_at("a.new.svc.local") is not None
+    assert syncer.current.record_at("a.old.svc.local") is None
+    assert [touched for _snap, touched in swaps] == [None, None]

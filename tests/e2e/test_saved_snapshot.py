@@ -1,0 +1,121 @@
+"""--snapshot-file through real serve processes and a real etcd: the records a stop saved are
+answered at the next start before its listing is built (here: while etcd is down), with every
+negative answer SERVFAIL, never a false NXDOMAIN; the listing then replaces them. And when a
+saved snapshot is not used, serve says why and starts as without one."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import dns.rcode
+import pytest
+
+from tests.support.harness import ServeProcess, addresses, wait_for
+
+PREFIX = "/saved"
+
+
+def put(etcd, rel: str, host: str) -> None:
+    etcd.etcdctl("put", f"{PREFIX}/local/svc/{rel}", json.dumps({"host": host, "port": 80}))
+
+
+def test_a_restart_answers_the_saved_records_until_the_listing_replaces_them(etcd, tmp_path):
+    if not etcd.running:
+        etcd.start()
+    saved = tmp_path / "serve.snapshot"
+    put(etcd, "kept/i0", "10.7.0.1")
+    put(etcd, "gone/i0", "10.7.0.2")
+    args = ("--prefix", PREFIX, "--snapshot-file", str(saved))
+    with ServeProcess(etcd.endpoint, *args) as srv:
+        wait_for(lambda: addresses(srv.query("gone.svc.local")) == ["10.7.0.2"], 10, what="the first listing")
+        assert srv.stop() == 0
+        log = srv.log()
+    assert "saved 2 record(s) at revision" in log, log
+    assert saved.stat().st_mode & 0o777 == 0o600
+    # while serve is down: one service goes, one comes; then etcd goes too
+    etcd.etcdctl("del", f"{PREFIX}/local/svc/gone/i0")
+    put(etcd, "new/i0", "10.7.0.3")
+    etcd.stop()
+    try:
+        with ServeProcess(etcd.endpoint, *args, wait=False) as srv:
+            # answered from the saved records although etcd cannot be listed
+            wait_for(lambda: addresses(srv.query("kept.svc.local")) == ["10.7.0.1"], 15, what="the saved records")
+            assert addresses(srv.query("gone.svc.local")) == ["10.7.0.2"]      # as it was at the stop
+            for name, rdtype in (("new.svc.local", "A"), ("nothing.svc.local", "A"), ("kept.svc.local", "AAAA"),
+                                 ("3.0.7.10.in-addr.arpa", "PTR")):
+                assert srv.query(name, rdtype).rcode() == dns.rcode.SERVFAIL, (name, rdtype)   # never NXDOMAIN
+            assert srv.query("svc.local", "AXFR", tcp=True).rcode() == dns.rcode.SERVFAIL     # not sent on
+            etcd.start()
+            # the listing replaces the saved records: the names as etcd holds them now
+            wait_for(lambda: addresses(srv.query("new.svc.local")) == ["10.7.0.3"], 20, what="the listing")
+            assert srv.query("gone.svc.local").rcode() == dns.rcode.NXDOMAIN
+            assert srv.query("nothing.svc.local").rcode() == dns.rcode.NXDOMAIN
+            assert addresses(srv.query("kept.svc.local")) == ["10.7.0.1"]
+            assert srv.stop() == 0
+            log = srv.log()
+    finally:
+        if not etcd.running:
+            etcd.start()
+    assert "answering from the snapshot saved in" in log, log
+    assert "saved 2 record(s) at revision" in log, log       # the listing's records, for the next start
+    assert "Traceback" not in log
+
+
+def test_a_start_that_never_listed_does_not_save_over_the_snapshot(etcd, tmp_path):
+    if not etcd.running:
+        etcd.start()
+    saved = tmp_path / "serve.snapshot"
+    put(etcd, "kept/i0", "10.7.0.1")
+    args = ("--prefix", PREFIX, "--snapshot-file", str(saved))
+    with ServeProcess(etcd.endpoint, *args) as srv:
+        wait_for(lambda: addresses(srv.query("kept.svc.local")) == ["10.7.0.1"], 10, what="the first listing")
+    written = saved.stat().st_mtime_ns
+    etcd.stop()
+    try:
+        with ServeProcess(etcd.endpoint, *args, wait=False) as srv:
+            wait_for(lambda: addresses(srv.query("kept.svc.local")) == ["10.7.0.1"], 15, what="the saved records")
+            assert srv.stop() == 0
+            log = srv.log()
+    finally:
+        etcd.start()
+    assert "not saving a snapshot" in log, log
+    assert saved.stat().st_mtime_ns == written     # its age still counts from the last listing
+
+
+@pytest.mark.parametrize("change, reason", [
+    (("--prefix", "/other"), "it holds the prefix '/saved', not '/other'"),
+    (("--zone", "other.local"), "it was saved with other zones or zone settings"),
+    (("--ttl", "7"), "it was saved with other zones or zone settings"),
+])
+def test_a_snapshot_saved_for_other_data_is_not_used_and_serve_says_why(etcd, tmp_path, change, reason):
+    if not etcd.running:
+        etcd.start()
+    saved = tmp_path / "serve.snapshot"
+    put(etcd, "kept/i0", "10.7.0.1")
+    with ServeProcess(etcd.endpoint, "--prefix", PREFIX, "--snapshot-file", str(saved)) as srv:
+        wait_for(lambda: addresses(srv.query("kept.svc.local")) == ["10.7.0.1"], 10, what="the first listing")
+    args = ["--prefix", PREFIX, "--snapshot-file", str(saved)]
+    if change[0] == "--prefix":
+        args[1] = change[1]
+    else:
+        args += list(change)
+    with ServeProcess(etcd.endpoint, *args, zone=change[1] if change[0] == "--zone" else "svc.local") as srv:
+        srv.stop()
+        log = srv.log()
+    assert f"not answering from the saved snapshot {saved}: {reason}" in log, log
+
+
+def test_a_snapshot_others_may_write_is_not_read(etcd, tmp_path):
+    if not etcd.running:
+        etcd.start()
+    saved = tmp_path / "serve.snapshot"
+    put(etcd, "kept/i0", "10.7.0.1")
+    with ServeProcess(etcd.endpoint, "--prefix", PREFIX, "--snapshot-file", str(saved)) as srv:
+        wait_for(lambda: addresses(srv.query("kept.svc.local")) == ["10.7.0.1"], 10, what="the first listing")
+    os.chmod(saved, 0o666)
+    time.sleep(0.01)
+    with ServeProcess(etcd.endpoint, "--prefix", PREFIX, "--snapshot-file", str(saved)) as srv:
+        srv.stop()
+        log = srv.log()
+    assert "others may write it" in log, log
