@@ -49,6 +49,9 @@ def run_serve(cfg, args=None, ctrl_c=None) -> int:
         zones = served_zones(cfg)
     except ZoneFileError as exc:
         return fail("serve", str(exc), 2)
+    problem = _snapshot_file_problem(cfg.snapshot_file)
+    if problem:
+        return fail("serve", problem, 2)
 
     metrics = Metrics()
     forwarder = acl = None
@@ -222,6 +225,21 @@ def run_serve(cfg, args=None, ctrl_c=None) -> int:
         if embedded is not None:
             embedded.stop(timeout=_left(deadline, 0.2))
     return 0
+
+
+def _snapshot_file_problem(path: str) -> str:
+    """Why --snapshot-file cannot be written at the stop (found at the start, not after hours)."""
+    import os
+    if not path:
+        return ""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"--snapshot-file {path}: is a directory; name a file in it"
+    if not os.path.isdir(directory):
+        return f"--snapshot-file {path}: the directory {directory} does not exist"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"--snapshot-file {path}: the directory {directory} is not writable by this user"
+    return ""
 
 
 def _answer_from_saved(path: str, syncer, responder, zones, endpoints, log) -> None:

@@ -13,10 +13,8 @@ span between the two is cut into equal parts of the key read as a number in the 
 keys use (`_cuts`). Both the first page and the search count keys in etcd (at 2,000,000 keys,
 ~0.3 and ~0.4 s), so the search runs beside the first page rather than after it, on the
 newest revision (the cuts are a hint: any key range gives windows that cover the span), and
-is called off when the first page shows a range too small for windows. A window's first page
-asks for as many keys as the first page's octets per key say fit in LIST_PAGE_BYTES, so most
-windows are one request, and etcd counts a window's keys once. A key range that is uneven only makes some windows larger, never loses
-or repeats a key: the windows are
+is called off when the first page shows a range too small for windows. A key range that is
+uneven only makes some windows larger, never loses or repeats a key: the windows are
 disjoint half-open ranges that cover the span, each read in pages at the one revision.
 """
 from __future__ import annotations
@@ -87,11 +85,8 @@ def _list_once(rng, start, end, page_size, pages, threads, decode):
     if not first.more or not first.kvs:
         return revision, windows_out.get(-1, [])
     bounds = [rest, end]
-    limit = 1000
     if windowed:
         last = search.result()
-        size = sum(len(kv.key) + len(kv.value) for kv in first.kvs)
-        limit = int(min(LIST_PAGE_MAX, max(1000, LIST_PAGE_BYTES * len(first.kvs) / max(size, 1))))
         if last is not None and last >= rest:
             # four times the windows the count asks for: the keys are seldom spread evenly
             # between the cuts, and an empty window costs one request
@@ -110,7 +105,7 @@ def _list_once(rng, start, end, page_size, pages, threads, decode):
                 return
             try:
                 _read_window(rng, bounds[index], bounds[index + 1], revision, lambda kvs: hand(index, kvs),
-                             lambda: bool(failed), limit)
+                             lambda: bool(failed))
             except BaseException as exc:  # noqa: BLE001 - the caller raises it
                 failed.append(exc)
                 return
@@ -144,11 +139,11 @@ def _page(rng, key: bytes, end: bytes, limit: int, revision: int):
         return resp, revision or resp.header.revision
 
 
-def _read_window(rng, key: bytes, end: bytes, revision: int, hand, stop, limit: int = 1000) -> None:
-    """Every key of [key, end) at `revision`, in pages of about LIST_PAGE_BYTES, the first
-    of `limit` keys: a page over the receive limit is asked again with a quarter of the keys,
-    and later pages aim at half the bytes."""
-    target = LIST_PAGE_BYTES
+def _read_window(rng, key: bytes, end: bytes, revision: int, hand, stop) -> None:
+    """Every key of [key, end) at `revision`, in pages of about LIST_PAGE_BYTES: a page over
+    the receive limit is asked again with a quarter of the keys, and later pages aim at half
+    the bytes."""
+    limit, target = 1000, LIST_PAGE_BYTES
     while not stop():
         try:
             resp = rng(key, end, limit, revision, False)

@@ -25,3 +25,31 @@ def test_a_throwaway_start_then_a_measured_one():
         assert all(srv.name != "warm-etcd" for srv in sup.servers)       # stopped again
         srv = servers.start_dnsdisco(sup, etcd.extra["endpoint"], name="measured")
         assert servers.wait_dns(srv, ds.last_name(), 60) >= 0
+
+
+def test_the_listing_bench_lists_every_key_with_each_checkout(capsys):
+    """bench.listing: every loaded key listed once per round and checkout, figures per checkout."""
+    from bench import listing
+    assert listing.main(["--services", "30", "--rounds", "1", "--tree", str(servers.REPO_ROOT)]) == 0
+    out = capsys.readouterr().out
+    assert f"full listing of {len(list(dataset.Dataset(30).etcd_items())):,} keys" in out
+    rows = [line for line in out.splitlines() if line.startswith("| /")]
+    assert len(rows) == 2 and all(line.count("|") == 6 for line in rows)
+
+
+def test_a_listing_child_counts_every_key(tmp_path):
+    ds = dataset.Dataset(25)
+    with servers.Supervisor(keep=False) as sup:
+        etcd = servers.start_etcd(sup, name="etcd-bench-listing")
+        client = live.etcd_client(etcd.extra["endpoint"])
+        live.load(client, ds.etcd_items())
+        client.close()
+        import json
+        import subprocess
+        import sys
+        out = subprocess.run([sys.executable, "-m", "bench.listing", "--child", str(servers.REPO_ROOT),
+                              etcd.extra["endpoint"], str(etcd.pid)], capture_output=True, text=True, timeout=60,
+                             cwd=servers.REPO_ROOT)
+        assert out.returncode == 0, out.stderr
+        figures = json.loads(out.stdout.strip().splitlines()[-1])
+        assert figures["keys"] == len(list(ds.etcd_items())) and figures["wall"] > 0 and figures["first"] is not None

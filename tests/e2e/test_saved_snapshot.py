@@ -62,14 +62,21 @@ def test_a_restart_answers_the_saved_records_until_the_listing_replaces_them(etc
     assert "Traceback" not in log
 
 
-def test_a_start_that_never_listed_does_not_save_over_the_snapshot(etcd, tmp_path):
+def saved_by_a_first_serve(etcd, tmp_path):
+    """The snapshot file a serve of one record saved when it stopped."""
     if not etcd.running:
         etcd.start()
     saved = tmp_path / "serve.snapshot"
     put(etcd, "kept/i0", "10.7.0.1")
-    args = ("--prefix", PREFIX, "--snapshot-file", str(saved))
-    with ServeProcess(etcd.endpoint, *args) as srv:
+    with ServeProcess(etcd.endpoint, "--prefix", PREFIX, "--snapshot-file", str(saved)) as srv:
         wait_for(lambda: addresses(srv.query("kept.svc.local")) == ["10.7.0.1"], 10, what="the first listing")
+    assert saved.exists()
+    return saved
+
+
+def test_a_start_that_never_listed_does_not_save_over_the_snapshot(etcd, tmp_path):
+    saved = saved_by_a_first_serve(etcd, tmp_path)
+    args = ("--prefix", PREFIX, "--snapshot-file", str(saved))
     written = saved.stat().st_mtime_ns
     etcd.stop()
     try:
@@ -89,12 +96,7 @@ def test_a_start_that_never_listed_does_not_save_over_the_snapshot(etcd, tmp_pat
     (("--ttl", "7"), "it was saved with other zones or zone settings"),
 ])
 def test_a_snapshot_saved_for_other_data_is_not_used_and_serve_says_why(etcd, tmp_path, change, reason):
-    if not etcd.running:
-        etcd.start()
-    saved = tmp_path / "serve.snapshot"
-    put(etcd, "kept/i0", "10.7.0.1")
-    with ServeProcess(etcd.endpoint, "--prefix", PREFIX, "--snapshot-file", str(saved)) as srv:
-        wait_for(lambda: addresses(srv.query("kept.svc.local")) == ["10.7.0.1"], 10, what="the first listing")
+    saved = saved_by_a_first_serve(etcd, tmp_path)
     args = ["--prefix", PREFIX, "--snapshot-file", str(saved)]
     if change[0] == "--prefix":
         args[1] = change[1]
@@ -107,15 +109,26 @@ def test_a_snapshot_saved_for_other_data_is_not_used_and_serve_says_why(etcd, tm
 
 
 def test_a_snapshot_others_may_write_is_not_read(etcd, tmp_path):
-    if not etcd.running:
-        etcd.start()
-    saved = tmp_path / "serve.snapshot"
-    put(etcd, "kept/i0", "10.7.0.1")
-    with ServeProcess(etcd.endpoint, "--prefix", PREFIX, "--snapshot-file", str(saved)) as srv:
-        wait_for(lambda: addresses(srv.query("kept.svc.local")) == ["10.7.0.1"], 10, what="the first listing")
+    saved = saved_by_a_first_serve(etcd, tmp_path)
     os.chmod(saved, 0o666)
     time.sleep(0.01)
     with ServeProcess(etcd.endpoint, "--prefix", PREFIX, "--snapshot-file", str(saved)) as srv:
         srv.stop()
         log = srv.log()
     assert "others may write it" in log, log
+
+
+@pytest.mark.parametrize("where, says", [
+    ("missing-dir/serve.snapshot", "the directory {tmp}/missing-dir does not exist"),
+    (".", "is a directory; name a file in it"),
+])
+def test_a_snapshot_file_that_cannot_be_written_stops_the_start_with_a_clear_line(tmp_path, where, says):
+    import subprocess
+
+    from tests.support.harness import child_env, dnsdisco_cmd
+    path = str(tmp_path / where) if where != "." else str(tmp_path)
+    out = subprocess.run(dnsdisco_cmd("serve", "--etcd", "http://127.0.0.1:9", "--listen", "127.0.0.1:0",
+                                      "--snapshot-file", path), capture_output=True, text=True, env=child_env(),
+                         timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert says.format(tmp=tmp_path) in out.stderr and "Traceback" not in out.stderr, out.stderr

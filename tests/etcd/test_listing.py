@@ -187,30 +187,6 @@ def test_list_range_against_a_sorted_list(count, monkeypatch):
     assert [k for k, _ in items] == sorted(keys)
 
 
-def test_windows_are_one_request_each_when_the_first_page_says_they_fit(monkeypatch):
-    """The first page's octets per key size each window's first request, so etcd walks a
-    window's keys once (a page counts every key from its start to its window's end)."""
-    monkeypatch.setattr(listing, "WINDOWED_FROM", 100)
-    monkeypatch.setattr(listing, "WINDOW_KEYS", 10000)       # 16 windows of ~2,500 keys
-    keys = [b"/p/s%07d/i%d" % (i, i % 2) for i in range(40000)]
-    rng = SortedRange(keys)
-    pages = []
-    real = rng.__call__
-
-    def counted(start, end, limit, revision, keys_only):
-        resp = real(start, end, limit, revision, keys_only)
-        if not keys_only:
-            pages.append((start, end, limit, resp.more))
-        return resp
-
-    rev, items = listing.list_range(counted, b"/p/", b"/q", 100, decode=bytes)
-    assert [k for k, _ in items] == sorted(keys)
-    windows = pages[1:]
-    assert len(windows) >= 8                              # the rest was cut into windows
-    assert all(limit > 1000 for _start, _end, limit, _more in windows)
-    assert not any(more for _start, _end, _limit, more in windows)   # each read in one request
-
-
 class HeldProbes(SortedRange):
     """A SortedRange whose probes (keys-only requests) wait until `release` is set."""
 
