@@ -245,6 +245,8 @@ def _snapshot_file_problem(path: str) -> str:
 def _answer_from_saved(path: str, syncer, responder, zones, endpoints, log) -> None:
     """--snapshot-file at start: answer from the snapshot the last stop saved until the first
     listing replaces it, its negative answers SERVFAIL (etcd/saved.py says when it is used)."""
+    import gevent
+
     from dnsdisco.etcd.saved import load
     started = time.monotonic()
     snapshot, why = load(path, syncer.prefix, zones, endpoints)
@@ -257,7 +259,6 @@ def _answer_from_saved(path: str, syncer, responder, zones, endpoints, log) -> N
     def listed():     # the first listing is swapped in, then `ready`: negatives are known again
         syncer.ready.wait()
         responder.provisional = False
-    import gevent
     gevent.spawn(listed)
     log.info("answering from the snapshot saved in %s (%d record(s) at revision %d, read in %.2f s) until "
              "the listing is built; negative answers are SERVFAIL until then", path, snapshot.record_count,
