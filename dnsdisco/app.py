@@ -247,6 +247,7 @@ def _answer_from_saved(path: str, syncer, responder, zones, endpoints, log) -> N
     listing replaces it, its negative answers SERVFAIL (etcd/saved.py says when it is used)."""
     import gevent
 
+    from dnsdisco.etcd.heap import trim as trim_heap
     from dnsdisco.etcd.saved import load
     started = time.monotonic()
     snapshot, why = load(path, syncer.prefix, zones, endpoints)
@@ -259,6 +260,8 @@ def _answer_from_saved(path: str, syncer, responder, zones, endpoints, log) -> N
     def listed():     # the first listing is swapped in, then `ready`: negatives are known again
         syncer.ready.wait()
         responder.provisional = False
+        gevent.sleep(0.5)             # the saved snapshot is gone by now: hand its pages back
+        trim_heap()
     gevent.spawn(listed)
     log.info("answering from the snapshot saved in %s (%d record(s) at revision %d, read in %.2f s) until "
              "the listing is built; negative answers are SERVFAIL until then", path, snapshot.record_count,
