@@ -69,21 +69,24 @@ def load(path: str, prefix: str, zones, endpoints, now: float | None = None):
     (None, why not)."""
     now = time.time() if now is None else now
     try:
-        info = os.stat(path)
+        src = open(path, "rb")      # checked as opened: no other file can be put there in between
     except FileNotFoundError:
         return None, "no snapshot saved there yet"
+    except IsADirectoryError:
+        return None, "it is not a regular file"
     except OSError as exc:
         return None, f"cannot read it: {exc.strerror or exc}"
-    if not stat.S_ISREG(info.st_mode):
-        return None, "it is not a regular file"
-    if info.st_uid != os.getuid() or info.st_mode & 0o022:
-        return None, "it belongs to another user or others may write it (it is a pickle: it runs code when read)"
-    try:
-        with open(path, "rb") as src:
+    with src:
+        info = os.fstat(src.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return None, "it is not a regular file"
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            return None, "it belongs to another user or others may write it (it is a pickle: it runs code when read)"
+        try:
             saved = pickle.load(src)
-        identity, heard_at, snapshot = saved["identity"], saved["heard_at"], saved["snapshot"]
-    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is only not used
-        return None, f"it cannot be read back ({exc.__class__.__name__}: {exc})"[:300]
+            identity, heard_at, snapshot = saved["identity"], saved["heard_at"], saved["snapshot"]
+        except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is only not used
+            return None, f"it cannot be read back ({exc.__class__.__name__}: {exc})"[:300]
     want = _identity(prefix, zones, endpoints)
     if identity[:2] != want[:2]:
         return None, "another version of dnsdisco saved it"
