@@ -128,11 +128,6 @@ def run_serve(cfg, args=None, ctrl_c=None) -> int:
     # would add its memory to this process (docs/benchmarks.md, "Freshness under load")
     watch_kv = ProcessKV(etcd_settings, log=logging.getLogger("dnsdisco.etcd"))
     cleanups.append(watch_kv.close)
-    if cfg.etcd:  # an etcd the operator named: wrong credentials or TLS stop start-up here
-        try:
-            check_access(watch_kv, cfg.prefix, write=False, log=log)
-        except StartupError as exc:
-            return abort(str(exc))
     on_swap = _freezing(_reporting_caps(responder.on_swap, metrics))
     packing = None
     if cfg.precompute_budget:      # packing answers ahead after every full sync
@@ -193,8 +188,13 @@ def run_serve(cfg, args=None, ctrl_c=None) -> int:
 
     gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(reload))
 
-    if cfg.snapshot_file:
+    if cfg.snapshot_file:       # before the check below, which waits for an etcd that is down
         _answer_from_saved(cfg.snapshot_file, syncer, responder, zones, endpoints, log)
+    if cfg.etcd:  # an etcd the operator named: wrong credentials or TLS stop start-up here
+        try:
+            check_access(watch_kv, cfg.prefix, write=False, log=log)
+        except StartupError as exc:
+            return abort(str(exc))
     sync_greenlet = gevent.spawn(syncer.run)
     if cfg.precompute_budget:
         packing = gevent.spawn(_pack_ahead, packer, full_sync, metrics)
@@ -319,6 +319,8 @@ def _pack_ahead(packer, full_sync, metrics) -> None:
     clock, cpu = time.monotonic, time.process_time
     while True:
         full_sync.wait()
+        while packer.responder.provisional:    # a saved snapshot (--snapshot-file): nothing is cached from it
+            gevent.sleep(0.1)                  # until the listing replaced it
         full_sync.clear()
         packer.begin()
         started = clock()

@@ -132,3 +132,25 @@ def test_a_snapshot_file_that_cannot_be_written_stops_the_start_with_a_clear_lin
                          timeout=60)
     assert out.returncode == 2, out.stderr
     assert says.format(tmp=tmp_path) in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_answers_are_packed_ahead_from_the_listing_never_from_the_saved_snapshot(etcd, tmp_path):
+    """--precompute-budget with a saved snapshot: packing starts after the listing (a packed
+    answer is a cached one, and nothing is cached from a saved snapshot), not before it."""
+    saved = saved_by_a_first_serve(etcd, tmp_path)
+    args = ("--prefix", PREFIX, "--snapshot-file", str(saved), "--precompute-budget", "8")
+    etcd.stop()
+    try:
+        with ServeProcess(etcd.endpoint, *args, wait=False) as srv:
+            wait_for(lambda: addresses(srv.query("kept.svc.local")) == ["10.7.0.1"], 15, what="the saved records")
+            time.sleep(1.0)                       # time to pack, had it started
+            assert "answers ahead" not in srv.log(), srv.log()
+            etcd.start()
+            wait_for(lambda: "answers ahead" in srv.log(), 20, what="packing ahead after the listing")
+            assert srv.query("nothing.svc.local").rcode() == dns.rcode.NXDOMAIN
+            log = srv.log()
+    finally:
+        if not etcd.running:
+            etcd.start()
+    packed = [line for line in log.splitlines() if "answers ahead" in line]
+    assert len(packed) == 1 and "packed 0 answers" not in packed[0], packed
