@@ -464,6 +464,9 @@ def check_config(cfg, args=None) -> int:
         _tsig_keys(cfg)
     except ValueError as exc:
         return fail("serve", str(exc), 2)
+    problem = _snapshot_file_problem(cfg.snapshot_file)
+    if problem:
+        return fail("serve", problem, 2)
     origin = {}
     for name in cfg:
         origin.setdefault(cfg.source(name), []).append(name)

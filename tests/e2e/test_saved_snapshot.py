@@ -132,6 +132,9 @@ def test_a_snapshot_file_that_cannot_be_written_stops_the_start_with_a_clear_lin
                          timeout=60)
     assert out.returncode == 2, out.stderr
     assert says.format(tmp=tmp_path) in out.stderr and "Traceback" not in out.stderr, out.stderr
+    checked = subprocess.run(dnsdisco_cmd("serve", "--check-config", "--snapshot-file", path), capture_output=True,
+                             text=True, env=child_env(), timeout=60)
+    assert checked.returncode == 2 and says.format(tmp=tmp_path) in checked.stderr, checked.stderr
 
 
 def test_answers_are_packed_ahead_from_the_listing_never_from_the_saved_snapshot(etcd, tmp_path):
