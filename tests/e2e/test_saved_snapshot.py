@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 
 import dns.rcode
@@ -157,3 +158,35 @@ def test_answers_are_packed_ahead_from_the_listing_never_from_the_saved_snapshot
             etcd.start()
     packed = [line for line in log.splitlines() if "answers ahead" in line]
     assert len(packed) == 1 and "packed 0 answers" not in packed[0], packed
+
+
+def test_glibc_gets_the_saved_addresses_and_try_again_never_no_such_name(etcd, tmp_path):
+    """A real client's view: inside a network namespace (DESIGN.md section 7) etcd cannot be
+    reached, and serve answers from the saved snapshot. glibc's getaddrinfo (through Python's
+    socket module and resolv.conf) finds the saved address, and for a name the snapshot lacks
+    it says EAI_AGAIN (try again), not EAI_NONAME, which callers take as final."""
+    from tests.support.netns import Netns, netns_available
+    available, why = netns_available()
+    if not available:
+        pytest.skip(f"network namespaces cannot be created here: {why}")
+    import sys
+
+    from tests.support.harness import ROOT, child_env, dnsdisco_cmd
+    saved = saved_by_a_first_serve(etcd, tmp_path)
+    ask = ("import socket, sys\n"
+           "try:\n"
+           "    print(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], None, socket.AF_INET)}))\n"
+           "except socket.gaierror as exc:\n"
+           "    print('gaierror', exc.errno)\n")
+    with Netns("ds", resolv_conf="nameserver 127.0.0.1\noptions timeout:1 attempts:1\n") as ns:
+        ns.popen(dnsdisco_cmd("serve", "--etcd", etcd.endpoint, "--listen", "127.0.0.1:53", "--prefix", PREFIX,
+                              "--snapshot-file", str(saved)), env=child_env(), cwd=str(ROOT))
+        ns.wait_until(["dig", "+short", "+time=1", "+tries=1", "@127.0.0.1", "kept.svc.local"], timeout=20)
+
+        def getaddrinfo(name: str) -> str:
+            return ns.run([sys.executable, "-c", ask, name], env=child_env(), timeout=20).stdout.strip()
+
+        assert getaddrinfo("kept.svc.local") == "['10.7.0.1']"
+        assert getaddrinfo("nothing.svc.local") == f"gaierror {socket.EAI_AGAIN}"
+        dug = ns.run(["dig", "+time=1", "+tries=1", "@127.0.0.1", "nothing.svc.local"]).stdout
+        assert "status: SERVFAIL" in dug, dug
