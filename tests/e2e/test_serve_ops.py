@@ -98,6 +98,8 @@ def test_readyz_follows_the_first_sync_and_etcd_staleness(tmp_path):
         etcd.start()
         etcd.etcdctl("put", f"{PREFIX}/local/svc/hello/a", json.dumps({"host": "10.0.0.1"}))
         wait_for(ready, 15, what="/readyz 200 after the first sync")
+        # The first listing may have run before the put landed; the watch then brings it.
+        wait_for(lambda: srv.query("hello.svc.local").answer, 15, what="hello served before etcd stops")
         etcd.stop()
         def stale():
             reply = readyz()
