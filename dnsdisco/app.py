@@ -255,11 +255,13 @@ def _answer_from_saved(path: str, syncer, responder, zones, endpoints, log) -> N
         log.info("not answering from the saved snapshot %s: %s", path, why)
         return
     responder.provisional = True
+    responder.xfr.announcing = False      # not sent on to secondaries, so no NOTIFY for it
     syncer.adopt(snapshot)
 
     def listed():     # the first listing is swapped in, then `ready`: negatives are known again
         syncer.ready.wait()
         responder.provisional = False
+        responder.xfr.announce([zone.name for zone in responder.snapshot.zones])
         gevent.sleep(0.5)             # the saved snapshot is gone by now: hand its pages back
         trim_heap()
     gevent.spawn(listed)

@@ -78,6 +78,10 @@ class Transfers:
         self.spawn = spawn
         self._queued: list | None = None          # [old, new, touched] not yet in the journal
         self._worker = None
+        # False while serve answers from a saved snapshot (--snapshot-file): `handle` does not
+        # send it on, so it is not announced either (a secondary told of it would ask for a
+        # transfer and get SERVFAIL); `announce` ends that once the listing has replaced it
+        self.announcing = True
 
     # ------------------------------------------------------------ the query path
 
@@ -354,8 +358,15 @@ class Transfers:
                                      span[1] - span[0] if span else 0)
         elif touched is None:
             changed = [z.name for z in new.zones]
-        if changed and self.notifier is not None and new.revision:
+        if changed and self.notifier is not None and new.revision and self.announcing:
             self.notifier.changed(changed)
+
+    def announce(self, zones) -> None:
+        """Announce changes again from now on, and `zones` at once: serve calls this when the
+        first listing has replaced a saved snapshot and transfers are answered again."""
+        self.announcing = True
+        if self.notifier is not None and zones:
+            self.notifier.changed(zones)
 
 
 def tsig_room(signed) -> int:

@@ -190,3 +190,39 @@ def test_glibc_gets_the_saved_addresses_and_try_again_never_no_such_name(etcd, t
         assert getaddrinfo("nothing.svc.local") == f"gaierror {socket.EAI_AGAIN}"
         dug = ns.run(["dig", "+time=1", "+tries=1", "@127.0.0.1", "nothing.svc.local"]).stdout
         assert "status: SERVFAIL" in dug, dug
+
+
+def test_secondaries_are_told_of_the_listing_not_of_the_saved_snapshot(etcd, tmp_path):
+    """NOTIFY (RFC 1996) says "transfer me now". A saved snapshot is not sent on (AXFR gets
+    SERVFAIL until the listing), so serve does not announce it: the secondary's socket hears
+    nothing while etcd is down, then one NOTIFY with the listing's serial, and the transfer it
+    asks for is answered."""
+    import dns.query
+    import dns.zone
+
+    from tests.support.transfer import FakeSecondary, write_keys
+    saved = saved_by_a_first_serve(etcd, tmp_path)
+    put(etcd, "told/i0", "10.7.0.4")    # a name no other test puts: only the listing has it
+    etcd.stop()
+    secondary = FakeSecondary(delay=0.0)
+    try:
+        with ServeProcess(etcd.endpoint, "--prefix", PREFIX, "--snapshot-file", str(saved),
+                          "--notify", f"127.0.0.1:{secondary.port}", "--tsig-key-file", write_keys(str(tmp_path)),
+                          "--transfer-allow", "127.0.0.1/32", wait=False) as srv:
+            wait_for(lambda: addresses(srv.query("kept.svc.local")) == ["10.7.0.1"], 15, what="the saved records")
+            saved_serial = srv.query("svc.local", "SOA").answer[0][0].serial
+            time.sleep(1.5)         # a NOTIFY of the saved snapshot would have come at once, and again after 1 s
+            assert secondary.received == [] and not secondary.bad, (secondary.received, secondary.bad)
+            etcd.start()
+            wait_for(lambda: addresses(srv.query("told.svc.local")) == ["10.7.0.4"], 20, what="the listing")
+            listed_serial = srv.query("svc.local", "SOA").answer[0][0].serial
+            assert listed_serial > saved_serial
+            wait_for(lambda: secondary.received, 10, what="a NOTIFY once the listing is served")
+            assert {serial for _, serial in secondary.received} == {listed_serial}, secondary.received
+            assert not secondary.bad, secondary.bad
+            zone = dns.zone.from_xfr(dns.query.xfr("127.0.0.1", "svc.local", port=srv.port, timeout=5))
+            assert "told" in {str(name) for name in zone.nodes}
+    finally:
+        secondary.close()
+        if not etcd.running:
+            etcd.start()
