@@ -25,9 +25,10 @@ from dnsdisco.dns.snapshot import _NO_ZONE, Layered, Snapshot, ZoneConfig, serve
 
 
 @contextmanager
-def _no_collection():
-    """The cyclic collector paused: a collection during a bulk build walks every tuple built
-    so far again, and none of them is garbage. Restored as it was, also on error."""
+def no_collection():
+    """The cyclic collector paused: a collection during a bulk build (or a saved snapshot read
+    back, etcd/saved.py) walks every object made so far again, and none of them is garbage.
+    Restored as it was, also on error."""
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -107,7 +108,7 @@ class Builder:
         return par, limit, MAX_NAME - len(par) - 1, self._apexes.get(par, ())
 
     def add(self, pairs: Iterable[tuple[str | bytes, bytes]]) -> None:
-        with _no_collection():
+        with no_collection():
             self._add(pairs)
 
     def _add(self, pairs: Iterable[tuple[str | bytes, bytes]]) -> None:
@@ -190,7 +191,7 @@ class Builder:
         """A page of `key TAB value` lines. Lines of plain keys with plain values ({"host":
         IPv4, "port": n}, at most one space around the tokens) are read in rows of siblings
         (pagelines.PageReader); any other line goes through `add`'s own path."""
-        with _no_collection():
+        with no_collection():
             self._add_lines(lines)
 
     def _add_lines(self, lines: bytes) -> None:
@@ -310,7 +311,7 @@ class Builder:
 
     def finish(self, revision: int) -> Snapshot:
         """The snapshot of everything added, at `revision`. The builder is spent."""
-        with _no_collection():
+        with no_collection():
             return self._finish(revision)
 
     def _finish(self, revision: int) -> Snapshot:

@@ -27,6 +27,8 @@ import stat
 import time
 from pathlib import Path
 
+from dnsdisco.dns.bulk import no_collection
+
 FORMAT = 1
 MAX_AGE = 600.0                 # seconds since etcd last answered, at most, for a saved snapshot to be used
 # the modules whose classes and layouts the pickle holds
@@ -83,7 +85,8 @@ def load(path: str, prefix: str, zones, endpoints, now: float | None = None):
         if info.st_uid != os.getuid() or info.st_mode & 0o022:
             return None, "it belongs to another user or others may write it (it is a pickle: it runs code when read)"
         try:
-            saved = pickle.load(src)
+            with no_collection():          # millions of new objects, none of them garbage
+                saved = pickle.load(src)
             identity, heard_at, snapshot = saved["identity"], saved["heard_at"], saved["snapshot"]
         except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is only not used
             return None, f"it cannot be read back ({exc.__class__.__name__}: {exc})"[:300]

@@ -9,7 +9,6 @@ once each, not once per retry.
 """
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from dnsdisco.etcd.types import Compacted, EtcdAuthError, EtcdError
 from dnsdisco.dns.names import name_for
 from dnsdisco.dns.records import to_value
-from dnsdisco.dns.bulk import Builder
+from dnsdisco.dns.bulk import Builder, no_collection
 from dnsdisco.dns.snapshot import Snapshot, ZoneConfig
 
 if TYPE_CHECKING:           # a KV or a helper.ProcessKV; importing etcd.client would load gRPC
@@ -273,9 +272,7 @@ class Syncer:
         # is never held whole. The collector stays off meanwhile: every collection would walk
         # the millions of new records again, and none of them is garbage.
         builder = Builder(self.prefix, self._zones)
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with no_collection():
             revision, items = self.kv.list_prefix(self.watch_prefix, self._page_size, pages=builder.page)
             builder.add(_consumed(items))
             self._contact()
@@ -296,9 +293,6 @@ class Syncer:
                     self._held_metric(0)
                 self._swap(snap, None)
                 self._applied = revision
-        finally:
-            if collecting:
-                gc.enable()
         if self.ready.is_set():
             try:
                 self.changes.relisted(old, snap)
