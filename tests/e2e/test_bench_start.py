@@ -53,3 +53,17 @@ def test_a_listing_child_counts_every_key(tmp_path):
         assert out.returncode == 0, out.stderr
         figures = json.loads(out.stdout.strip().splitlines()[-1])
         assert figures["keys"] == len(list(ds.etcd_items())) and figures["wall"] > 0 and figures["first"] is not None
+
+
+def test_the_working_set_bench_runs_its_three_files(capsys):
+    """bench.workingset: a big server's mixed file and few questions against a reference, each
+    run once per round, with the ratios to the reference."""
+    from bench import workingset
+    assert workingset.few_questions(["a A", "b A", "a A", "c A", "d A"], 2) == ["a A", "b A", "a A", "b A", "a A"]
+    assert workingset.main(["--services", "40", "--rounds", "1", "--seconds", "0.5", "--queries", "200",
+                            "--few", "5"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ") and "---" not in line}
+    assert set(rows) >= {"big, mixed", "big, few", "reference"}, out
+    assert "| 1.00 (1.00-1.00) |" in rows["reference"]
+    assert "few: 5" in out
