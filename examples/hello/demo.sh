@@ -111,6 +111,7 @@ sleep "$BEFORE"
 victim=${IDS[1]}
 say "kill -9 hello $victim pid ${HELLO_PID[$victim]} (ttl $TTL)"
 { kill -9 "${HELLO_PID[$victim]}"; wait "${HELLO_PID[$victim]}"; } 2>/dev/null || true
+say "hello $victim is gone"     # a call may still have been answered between the line above and the kill
 sleep "$AFTER"
 kill "$GATEWAY_PID" 2>/dev/null || true
 say "done"
