@@ -19,7 +19,6 @@ again): every round a new set of names, the same set for every checkout.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -43,8 +42,7 @@ def main(argv=None) -> int:
     if a.services < 2 or a.rounds < 1 or a.seconds <= 0 or a.cold_rounds < 0 or a.cold < 1:
         ap.error("--services must be at least 2, --rounds and --cold at least 1, --cold-rounds at least 0, "
                  "--seconds above 0")
-    cpus = sorted(os.sched_getaffinity(0))
-    server_cpu, load_cpus = (str(cpus[0]), ",".join(map(str, cpus[1:]))) if len(cpus) > 1 else (None, None)
+    server_cpu, load_cpus = servers.split_cpus()
     ds = dataset.Dataset(a.services)
     names = [f"{tree} ({commit_of(tree)})" for tree in a.trees]
     with servers.Supervisor(keep=False) as sup:

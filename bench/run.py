@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import resource
 import shlex
 import shutil
@@ -297,10 +296,9 @@ def scale_cpus(a) -> tuple[str | None, str | None, str]:
         return None, None, "not pinned (--no-pin)"
     if not shutil.which("taskset"):
         return None, None, "not pinned (no taskset on PATH)"
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
+    server, load = servers.split_cpus()
+    if server is None:
         return None, None, "not pinned (only one CPU)"
-    server, load = str(cpus[0]), ",".join(map(str, cpus[1:]))
     return server, load, f"pinned: servers on CPU {server}, dnsperf on CPU {load}"
 
 

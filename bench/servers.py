@@ -261,6 +261,15 @@ def pinned(cmd: list[str], cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus, *cmd] if cpus else list(cmd)
 
 
+def split_cpus() -> tuple[str | None, str | None]:
+    """(the servers' CPU, the load's CPUs) as taskset lists: the first CPU this process may run
+    on for the servers, the others for dnsperf; (None, None) with a single CPU (nothing pinned)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return str(cpus[0]), ",".join(map(str, cpus[1:]))
+
+
 def pin_running(srv: Server, cpus: str) -> None:
     """Move a running server, every thread of it and of its child processes (dnsdisco's etcd
     helper), onto `cpus`: what `pinned` does at start, for a process that started unpinned."""

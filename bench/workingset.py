@@ -20,7 +20,6 @@ It prints each one's QPS per round and the medians of the per-round ratios to th
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -49,8 +48,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.services < 2 or a.rounds < 1 or a.seconds <= 0 or a.queries < 1 or a.few < 1:
         ap.error("--services must be at least 2, --rounds, --queries and --few at least 1, --seconds above 0")
-    cpus = sorted(os.sched_getaffinity(0))
-    server_cpu, load_cpus = (str(cpus[0]), ",".join(map(str, cpus[1:]))) if len(cpus) > 1 else (None, None)
+    server_cpu, load_cpus = servers.split_cpus()
     big_ds, ref_ds = dataset.Dataset(a.services), dataset.Dataset(REFERENCE_SERVICES)
     with servers.Supervisor(keep=False) as sup:
         started = {}
