@@ -66,10 +66,7 @@ def main(argv=None) -> int:
     trees = [str(REPO)] + [str(Path(tree).resolve()) for tree in a.tree]
     results: list[tuple[str, list[dict]]] = [(tree, []) for tree in trees]     # a tree may come twice
     with servers.Supervisor(keep=False) as sup:
-        etcd = servers.start_etcd(sup, name="etcd-listing")
-        client = live.etcd_client(etcd.extra["endpoint"])
-        count, secs = live.load(client, dataset.Dataset(a.services).etcd_items())
-        client.close()
+        etcd, count, secs = live.loaded_etcd(sup, dataset.Dataset(a.services).etcd_items(), "etcd-listing")
         print(f"loaded {count:,} keys in {secs:.1f} s", file=sys.stderr)
         for _ in range(a.rounds):
             for tree, runs in results:

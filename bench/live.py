@@ -28,6 +28,19 @@ def etcd_client(endpoint: str, timeout: float = 30):
     return pyetcd.client(host=u.hostname, port=u.port or 2379, timeout=timeout)
 
 
+def loaded_etcd(sup, items, name: str):
+    """(etcd, keys, seconds): a private etcd started under `sup` and loaded with `items` (the
+    benches' first step)."""
+    from .servers import start_etcd
+    etcd = start_etcd(sup, name=name)
+    client = etcd_client(etcd.extra["endpoint"])
+    try:
+        count, secs = load(client, items)
+    finally:
+        client.close()
+    return etcd, count, secs
+
+
 def load(client, items, batch: int = 1000) -> tuple[int, float]:
     """Put (key, value) items in transactions of `batch` puts; return (count, seconds)."""
     t0 = time.monotonic()

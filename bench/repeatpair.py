@@ -46,10 +46,7 @@ def main(argv=None) -> int:
     ds = dataset.Dataset(a.services)
     names = [f"{tree} ({commit_of(tree)})" for tree in a.trees]
     with servers.Supervisor(keep=False) as sup:
-        etcd = servers.start_etcd(sup, name="etcd-repeatpair")
-        client = live.etcd_client(etcd.extra["endpoint"])
-        count, secs = live.load(client, ds.etcd_items())
-        client.close()
+        etcd, count, secs = live.loaded_etcd(sup, ds.etcd_items(), "etcd-repeatpair")
         print(f"loaded {count:,} keys in {secs:.1f} s", file=sys.stderr)
         servers.wait_idle(etcd.pid)
         servers.warm_etcd(sup, etcd.extra["endpoint"], ds.last_name(), a.ready_timeout)

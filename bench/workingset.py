@@ -53,10 +53,7 @@ def main(argv=None) -> int:
     with servers.Supervisor(keep=False) as sup:
         started = {}
         for label, ds in (("big", big_ds), ("reference", ref_ds)):
-            etcd = servers.start_etcd(sup, name=f"etcd-{label}")
-            client = live.etcd_client(etcd.extra["endpoint"])
-            count, secs = live.load(client, ds.etcd_items())
-            client.close()
+            etcd, count, secs = live.loaded_etcd(sup, ds.etcd_items(), f"etcd-{label}")
             print(f"{label}: loaded {count:,} keys in {secs:.1f} s", file=sys.stderr)
             servers.wait_idle(etcd.pid)
             servers.warm_etcd(sup, etcd.extra["endpoint"], ds.last_name(), a.ready_timeout)
