@@ -79,7 +79,7 @@ def _pairs(a, ds, saved_dir: str) -> None:
                 srv = servers.start_dnsdisco(sup, etcd.extra["endpoint"], extra_args=extra)
                 servers.wait_dns(srv, ds.last_name(), a.ready_timeout)
                 answering = time.monotonic() - srv.extra["t0"]
-                listed = _listed(srv, a.ready_timeout) - srv.extra["t0"]
+                listed = answering + _listed(srv, a.ready_timeout)
                 time.sleep(1)                   # the old snapshot's memory handed back (serve trims its heap)
                 row += f" {answering:.1f} | {listed:.1f} | {srv.rss_mib():.0f} |"
                 sup.stop(srv)
@@ -88,18 +88,15 @@ def _pairs(a, ds, saved_dir: str) -> None:
 
 
 def _listed(srv, timeout: float) -> float:
-    """time.monotonic() when `srv` first answers NXDOMAIN for a name never registered: its
+    """Seconds from now until `srv` first answers NXDOMAIN for a name never registered: its
     listing is built (a saved snapshot answers it SERVFAIL)."""
     prober = probe.Prober(srv.port)
-    deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
-            if prober.ask_header(f"never-registered.{dataset.ZONE}", "A", timeout=0.2)[0] == NXDOMAIN:
-                return time.monotonic()
-            time.sleep(0.01)
+        return servers.wait_until(
+            lambda: prober.ask_header(f"never-registered.{dataset.ZONE}", "A", timeout=0.2)[0] == NXDOMAIN,
+            timeout, interval=0.01, what=f"{srv.name} to finish its listing")
     finally:
         prober.close()
-    raise servers.StartError(f"{srv.name} did not finish its listing within {timeout} s")
 
 
 if __name__ == "__main__":
